@@ -1,0 +1,475 @@
+//! One SMTP server session as a state machine. The server feeds it bytes and answers
+//! its requests (is this recipient acceptable? store this message; start TLS); the
+//! session decides every reply.
+
+use super::reply::Reply;
+use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
+use smtp_proto::{Error as ParseError, Request};
+
+/// Longest command line accepted, CRLF included. RFC 5321 asks for at least 512;
+/// extensions make real lines longer, so allow a generous margin.
+pub const MAX_COMMAND_LINE: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub hostname: String,
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_errors: u32,
+    /// STARTTLS is offered when the server has a certificate and the session is plain.
+    pub tls_available: bool,
+}
+
+/// What the client asked for in one mail transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Envelope {
+    pub helo: String,
+    pub esmtp: bool,
+    pub tls: bool,
+    /// Empty for the null sender `<>`.
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+}
+
+/// What the session needs from the server next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Flush pending output, then read more bytes and `feed` them.
+    NeedInput,
+    /// Decide on this recipient and call `rcpt_verdict`.
+    CheckRecipient(String),
+    /// Make this message durable (or refuse it) and call `message_result`.
+    Message { envelope: Envelope, data: Vec<u8> },
+    /// Flush pending output, run the TLS handshake, then call `tls_established`.
+    StartTls,
+    /// Flush pending output and close the connection.
+    Close,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RcptVerdict {
+    Accept,
+    Reject(Reply),
+}
+
+enum Stage {
+    Command,
+    /// Throwing away the rest of an over-long command line.
+    SkipLine,
+    AwaitRcptVerdict(String),
+    Data(DataReceiver, Vec<u8>),
+    DataDiscard(DummyDataReceiver, Reply),
+    AwaitMessageResult,
+    AwaitTls,
+    Closed,
+}
+
+pub struct Session {
+    config: SessionConfig,
+    stage: Stage,
+    input: Vec<u8>,
+    pos: usize,
+    line: Vec<u8>,
+    output: Vec<u8>,
+    envelope: Envelope,
+    in_transaction: bool,
+    errors: u32,
+}
+
+impl Session {
+    pub fn new(config: SessionConfig) -> Session {
+        let greeting = Reply::new(
+            220,
+            [2, 0, 0],
+            format!("{} ESMTP Lazaret ready", config.hostname),
+        );
+        let mut s = Session {
+            config,
+            stage: Stage::Command,
+            input: Vec::new(),
+            pos: 0,
+            line: Vec::new(),
+            output: Vec::new(),
+            envelope: Envelope::default(),
+            in_transaction: false,
+            errors: 0,
+        };
+        greeting.write_to(&mut s.output);
+        s
+    }
+
+    /// The reply for a connection turned away because the server is at its limit.
+    pub fn busy_reply(hostname: &str) -> Reply {
+        Reply::new(
+            421,
+            [4, 3, 2],
+            format!("{hostname} too many connections, try again later"),
+        )
+    }
+
+    pub fn idle_timeout_reply(hostname: &str) -> Reply {
+        Reply::new(
+            421,
+            [4, 4, 2],
+            format!("{hostname} idle for too long, closing connection"),
+        )
+    }
+
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if self.pos > 0 {
+            self.input.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.input.extend_from_slice(bytes);
+    }
+
+    /// Bytes to send to the client now.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.output)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.stage, Stage::Closed)
+    }
+
+    /// Sends a reply outside the normal flow (e.g. a shutdown notice) and closes.
+    pub fn close_with(&mut self, reply: Reply) {
+        reply.write_to(&mut self.output);
+        self.stage = Stage::Closed;
+    }
+
+    pub fn rcpt_verdict(&mut self, verdict: RcptVerdict) {
+        let Stage::AwaitRcptVerdict(address) = std::mem::replace(&mut self.stage, Stage::Command)
+        else {
+            return;
+        };
+        match verdict {
+            RcptVerdict::Accept => {
+                if !self.envelope.rcpt_to.iter().any(|r| r.eq_ignore_ascii_case(&address)) {
+                    self.envelope.rcpt_to.push(address);
+                }
+                self.reply(Reply::new(250, [2, 1, 5], "OK"));
+            }
+            RcptVerdict::Reject(reply) => self.error(reply),
+        }
+    }
+
+    /// `Ok(queue id)` once the message is durable, or the refusal to send.
+    pub fn message_result(&mut self, result: Result<String, Reply>) {
+        if !matches!(self.stage, Stage::AwaitMessageResult) {
+            return;
+        }
+        self.stage = Stage::Command;
+        self.reset_transaction();
+        match result {
+            Ok(id) => self.reply(Reply::new(250, [2, 0, 0], format!("OK queued as {id}"))),
+            Err(reply) => self.error(reply),
+        }
+    }
+
+    /// After the handshake the session starts over (RFC 3207 section 4.2).
+    pub fn tls_established(&mut self) {
+        if matches!(self.stage, Stage::AwaitTls) {
+            self.stage = Stage::Command;
+            self.envelope = Envelope {
+                tls: true,
+                ..Envelope::default()
+            };
+            self.in_transaction = false;
+        }
+    }
+
+    /// Runs the state machine on buffered input until the server must act.
+    pub fn poll(&mut self) -> Event {
+        loop {
+            match &mut self.stage {
+                Stage::Closed => return Event::Close,
+                Stage::AwaitRcptVerdict(address) => return Event::CheckRecipient(address.clone()),
+                Stage::AwaitMessageResult => return Event::NeedInput,
+                Stage::AwaitTls => return Event::StartTls,
+                Stage::SkipLine => {
+                    let rest = &self.input[self.pos..];
+                    match rest.iter().position(|&b| b == b'\n') {
+                        Some(i) => {
+                            self.pos += i + 1;
+                            self.stage = Stage::Command;
+                        }
+                        None => {
+                            self.pos = self.input.len();
+                            return Event::NeedInput;
+                        }
+                    }
+                }
+                Stage::Data(rx, buf) => {
+                    let mut iter = self.input[self.pos..].iter();
+                    let done = rx.ingest(&mut iter, buf);
+                    self.pos = self.input.len() - iter.as_slice().len();
+                    if buf.len() as u64 > self.config.max_message_size {
+                        let reply = too_big(self.config.max_message_size);
+                        if done {
+                            self.stage = Stage::Command;
+                            self.reset_transaction();
+                            self.error(reply);
+                        } else {
+                            let discard = DummyDataReceiver::new_data(rx);
+                            self.stage = Stage::DataDiscard(discard, reply);
+                        }
+                        continue;
+                    }
+                    if !done {
+                        return Event::NeedInput;
+                    }
+                    let data = std::mem::take(buf);
+                    self.stage = Stage::AwaitMessageResult;
+                    return Event::Message {
+                        envelope: self.envelope.clone(),
+                        data,
+                    };
+                }
+                Stage::DataDiscard(rx, reply) => {
+                    let mut iter = self.input[self.pos..].iter();
+                    let done = rx.ingest(&mut iter);
+                    self.pos = self.input.len() - iter.as_slice().len();
+                    if !done {
+                        return Event::NeedInput;
+                    }
+                    let reply = reply.clone();
+                    self.stage = Stage::Command;
+                    self.reset_transaction();
+                    self.error(reply);
+                }
+                Stage::Command => {
+                    let rest = &self.input[self.pos..];
+                    let newline = rest.iter().position(|&b| b == b'\n');
+                    let take = newline.map_or(rest.len(), |i| i + 1);
+                    if self.line.len() + take > MAX_COMMAND_LINE {
+                        self.line.clear();
+                        self.stage = Stage::SkipLine;
+                        self.error(Reply::new(500, [5, 5, 2], "Line too long"));
+                        continue;
+                    }
+                    self.line.extend_from_slice(&rest[..take]);
+                    self.pos += take;
+                    if newline.is_none() {
+                        return Event::NeedInput;
+                    }
+                    let line = std::mem::take(&mut self.line);
+                    self.command(&line);
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, line: &[u8]) {
+        let request = match Request::parse(&mut line.iter()) {
+            Ok(request) => request,
+            Err(e) => return self.error(parse_error_reply(e)),
+        };
+        match request {
+            Request::Ehlo { host } => self.helo(&host, true),
+            Request::Helo { host } => self.helo(&host, false),
+            Request::Lhlo { .. } => self.error(Reply::new(
+                500,
+                [5, 5, 1],
+                "LHLO is for LMTP; this is SMTP, use EHLO",
+            )),
+            Request::Mail { from } => {
+                if self.envelope.helo.is_empty() {
+                    return self.error(Reply::bad_sequence("Send EHLO or HELO first"));
+                }
+                if self.in_transaction {
+                    return self.error(Reply::bad_sequence("Nested MAIL command"));
+                }
+                if from.size as u64 > self.config.max_message_size {
+                    let reply = self.too_big();
+                    return self.error(reply);
+                }
+                self.envelope.mail_from = from.address.to_string();
+                self.in_transaction = true;
+                self.reply(Reply::new(250, [2, 1, 0], "OK"));
+            }
+            Request::Rcpt { to } => {
+                if !self.in_transaction {
+                    return self.error(Reply::bad_sequence("Send MAIL first"));
+                }
+                if self.envelope.rcpt_to.len() >= self.config.max_recipients {
+                    return self.error(Reply::new(452, [4, 5, 3], "Too many recipients"));
+                }
+                let address = to.address.to_string();
+                match address.split_once('@') {
+                    Some((local, domain)) if !local.is_empty() && !domain.is_empty() => {
+                        self.stage = Stage::AwaitRcptVerdict(address);
+                    }
+                    _ => self.error(Reply::new(
+                        501,
+                        [5, 1, 3],
+                        "Recipient must be a full address user@domain",
+                    )),
+                }
+            }
+            Request::Data => {
+                if !self.in_transaction {
+                    return self.error(Reply::bad_sequence("Send MAIL first"));
+                }
+                if self.envelope.rcpt_to.is_empty() {
+                    return self.error(Reply::new(554, [5, 5, 1], "No valid recipients"));
+                }
+                self.reply(Reply::new(
+                    354,
+                    [2, 0, 0],
+                    "Start mail input; end with <CRLF>.<CRLF>",
+                ));
+                self.stage = Stage::Data(DataReceiver::new(), Vec::new());
+            }
+            Request::Rset => {
+                self.reset_transaction();
+                self.reply(Reply::new(250, [2, 0, 0], "OK"));
+            }
+            Request::Noop { .. } => self.reply(Reply::new(250, [2, 0, 0], "OK")),
+            Request::Quit => {
+                self.reply(Reply::new(
+                    221,
+                    [2, 0, 0],
+                    format!("{} closing connection", self.config.hostname),
+                ));
+                self.stage = Stage::Closed;
+            }
+            Request::Vrfy { .. } => self.reply(Reply::new(
+                252,
+                [2, 5, 0],
+                "Cannot VRFY user, but will accept message and attempt delivery",
+            )),
+            Request::Help { .. } => self.reply(Reply::new(
+                214,
+                [2, 0, 0],
+                "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY STARTTLS",
+            )),
+            Request::StartTls => {
+                if self.envelope.tls {
+                    return self.error(Reply::bad_sequence("TLS already active"));
+                }
+                if !self.config.tls_available {
+                    return self.error(Reply::new(502, [5, 5, 1], "STARTTLS not available"));
+                }
+                self.reply(Reply::new(220, [2, 0, 0], "Ready to start TLS"));
+                // Anything pipelined after STARTTLS came in the clear and must not be
+                // acted upon once TLS is up (the STARTTLS command-injection attack).
+                self.pos = self.input.len();
+                self.stage = Stage::AwaitTls;
+            }
+            Request::Auth { .. } => self.error(Reply::new(
+                502,
+                [5, 5, 1],
+                "AUTH is not offered on this port; use the submission port",
+            )),
+            Request::Bdat { .. } => {
+                // Not advertised, so the chunk that follows cannot be framed: refuse and close.
+                self.reply(Reply::new(
+                    502,
+                    [5, 5, 1],
+                    "BDAT (CHUNKING) is not offered; use DATA",
+                ));
+                self.stage = Stage::Closed;
+            }
+            Request::Expn { .. }
+            | Request::Etrn { .. }
+            | Request::Atrn { .. }
+            | Request::Burl { .. } => self.error(Reply::new(
+                502,
+                [5, 5, 1],
+                "Command not implemented",
+            )),
+        }
+    }
+
+    fn helo(&mut self, host: &str, esmtp: bool) {
+        if host.is_empty() {
+            return self.error(Reply::new(501, [5, 5, 4], "Give your host name"));
+        }
+        let tls = self.envelope.tls;
+        self.envelope = Envelope {
+            helo: host.to_string(),
+            esmtp,
+            tls,
+            ..Envelope::default()
+        };
+        self.in_transaction = false;
+        let host = &self.config.hostname;
+        if !esmtp {
+            return self.reply(Reply::new(250, [2, 0, 0], host.clone()));
+        }
+        let mut text = format!(
+            "{host}\nPIPELINING\nSIZE {}\n8BITMIME\nENHANCEDSTATUSCODES",
+            self.config.max_message_size
+        );
+        if self.config.tls_available && !tls {
+            text.push_str("\nSTARTTLS");
+        }
+        self.reply(Reply::new(250, [2, 0, 0], text));
+    }
+
+    fn too_big(&self) -> Reply {
+        too_big(self.config.max_message_size)
+    }
+
+    fn reset_transaction(&mut self) {
+        self.envelope.mail_from.clear();
+        self.envelope.rcpt_to.clear();
+        self.in_transaction = false;
+    }
+
+    fn reply(&mut self, reply: Reply) {
+        reply.write_to(&mut self.output);
+    }
+
+    /// Sends a failure reply and closes sessions that keep failing.
+    fn error(&mut self, reply: Reply) {
+        self.reply(reply);
+        self.errors += 1;
+        if self.errors > self.config.max_errors {
+            self.close_with(Reply::new(
+                421,
+                [4, 7, 0],
+                "Too many errors, closing connection",
+            ));
+        }
+    }
+}
+
+fn too_big(limit: u64) -> Reply {
+    Reply::new(
+        552,
+        [5, 3, 4],
+        format!("Message too big: the limit is {limit} bytes"),
+    )
+}
+
+fn parse_error_reply(e: ParseError) -> Reply {
+    match e {
+        ParseError::UnknownCommand => Reply::new(500, [5, 5, 1], "Unrecognized command"),
+        ParseError::InvalidSenderAddress => {
+            Reply::new(501, [5, 1, 7], "Bad sender address syntax")
+        }
+        ParseError::InvalidRecipientAddress => {
+            Reply::new(501, [5, 1, 3], "Bad recipient address syntax")
+        }
+        ParseError::SyntaxError { syntax } => {
+            Reply::new(501, [5, 5, 2], format!("Syntax error, expected: {syntax}"))
+        }
+        ParseError::InvalidParameter { param } => {
+            Reply::new(501, [5, 5, 4], format!("Invalid parameter {param}"))
+        }
+        ParseError::UnsupportedParameter { param } => {
+            Reply::new(504, [5, 5, 4], format!("Unsupported parameter {param}"))
+        }
+        ParseError::NeedsMoreData { .. } => {
+            Reply::new(501, [5, 5, 2], "Incomplete command")
+        }
+        ParseError::ResponseTooLong => Reply::new(500, [5, 5, 2], "Line too long"),
+        ParseError::InvalidResponse { .. } => Reply::new(500, [5, 5, 1], "Unrecognized command"),
+    }
+}
+
+#[cfg(test)]
+#[path = "session/tests.rs"]
+mod tests;
