@@ -1,1 +1,90 @@
+//! Lazaret's store: message bodies as blob files, metadata in an embedded database.
+//!
+//! Protocol and admin code talk to the [`Store`] trait only, so a PostgreSQL + object
+//! storage backend can be added beside [`embedded::EmbeddedStore`] without touching them.
+//! Every call blocks; async callers run them on a blocking thread.
 
+pub mod embedded;
+mod metadata;
+mod model;
+mod password;
+
+pub use embedded::EmbeddedStore;
+pub use metadata::{MessageMetadata, PartInfo};
+pub use model::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    Exists(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
+    let context = context.into();
+    move |source| StoreError::Io { context, source }
+}
+
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Everything the server and the admin API need from a store.
+pub trait Store: Send + Sync {
+    /// Makes a message durable (blob fsynced, metadata committed) in queue `inbound`.
+    /// Returns only once it would survive a crash.
+    fn ingest(&self, message: Incoming) -> Result<Accepted>;
+    /// Is this address one of ours, and does the user exist?
+    fn recipient_status(&self, address: &str) -> Result<RecipientStatus>;
+
+    fn domain_add(&self, name: &str) -> Result<()>;
+    fn domain_list(&self) -> Result<Vec<DomainInfo>>;
+    fn domain_remove(&self, name: &str) -> Result<()>;
+    fn user_add(&self, address: &str, password: &str) -> Result<()>;
+    fn user_list(&self) -> Result<Vec<UserInfo>>;
+    /// Removes a user. With mail still in their mailboxes it refuses unless
+    /// `delete_mail`; returns how many mailbox messages were deleted.
+    fn user_remove(&self, address: &str, delete_mail: bool) -> Result<u64>;
+    fn user_set_password(&self, address: &str, password: &str) -> Result<()>;
+    fn user_verify_password(&self, address: &str, password: &str) -> Result<bool>;
+
+    fn queue_list(&self) -> Result<Vec<QueueSummary>>;
+    fn queue_set_state(&self, name: &str, state: lazaret_core::QueueState) -> Result<()>;
+    /// Moves up to `limit` due messages out of `inbound` into the queue of their next
+    /// hop, as `route` decides per recipient.
+    fn route_inbound(&self, limit: usize, route: &dyn Fn(&str) -> Route) -> Result<usize>;
+    /// Delivers up to `limit` due messages of queue `local` into their recipients'
+    /// INBOX folders.
+    fn deliver_local(&self, limit: usize, retry_delay_secs: i64) -> Result<DeliveryReport>;
+    /// Earliest time (unix seconds) a message in an active queue becomes due.
+    fn next_due(&self) -> Result<Option<i64>>;
+
+    fn mailbox_list(&self, user: &str) -> Result<Vec<MailboxInfo>>;
+    fn mailbox_messages(&self, user: &str, mailbox: &str) -> Result<Vec<MessageSummary>>;
+    fn queue_messages(&self, queue: &str) -> Result<Vec<MessageSummary>>;
+    fn message_raw(&self, id: &str) -> Result<Vec<u8>>;
+
+    fn setting(&self, key: &str) -> Result<Option<String>>;
+    fn set_setting(&self, key: &str, value: &str) -> Result<()>;
+
+    fn audit(&self, entry: AuditEntry) -> Result<()>;
+    fn audit_since(&self, since: i64) -> Result<Vec<AuditRecord>>;
+    fn stats(&self) -> Result<StoreStats>;
+}

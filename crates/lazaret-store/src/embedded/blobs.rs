@@ -1,0 +1,61 @@
+//! Message bodies as files: `blobs/<first two hex digits>/<id>.eml`, written once and
+//! fsynced before the database row that makes them visible is committed. A crash
+//! between the two leaves an unreferenced file, never a row without its file.
+
+use crate::{io_err, Result};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub struct Blobs {
+    root: PathBuf,
+}
+
+impl Blobs {
+    pub fn open(root: PathBuf) -> Result<Blobs> {
+        fs::create_dir_all(&root).map_err(io_err(format!("create {}", root.display())))?;
+        Ok(Blobs { root })
+    }
+
+    pub fn dir_of(&self, id: &str) -> PathBuf {
+        self.root.join(&id[..2.min(id.len())])
+    }
+
+    pub fn path_of(&self, id: &str) -> PathBuf {
+        self.dir_of(id).join(format!("{id}.eml"))
+    }
+
+    /// Writes and fsyncs the file. The caller must fsync `dir_of(id)` before relying
+    /// on the name being durable.
+    pub fn write(&self, id: &str, data: &[u8]) -> Result<()> {
+        let dir = self.dir_of(id);
+        if !dir.exists() {
+            fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
+            sync_dir(&self.root)?;
+        }
+        let path = self.path_of(id);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io_err(format!("create {}", path.display())))?;
+        f.write_all(data)
+            .and_then(|_| f.sync_all())
+            .map_err(io_err(format!("write {}", path.display())))
+    }
+
+    pub fn read(&self, id: &str) -> Result<Vec<u8>> {
+        let path = self.path_of(id);
+        fs::read(&path).map_err(io_err(format!("read {}", path.display())))
+    }
+
+    pub fn remove(&self, id: &str) {
+        let _ = fs::remove_file(self.path_of(id));
+    }
+}
+
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(format!("fsync {}", dir.display())))
+}

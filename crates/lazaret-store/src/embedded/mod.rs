@@ -1,0 +1,775 @@
+//! The single-machine store: SQLite (WAL, synchronous=FULL) for metadata, one file per
+//! message body. Reads use a small pool of connections; every write goes through the
+//! group-commit [`writer::Writer`].
+
+mod blobs;
+mod schema;
+mod writer;
+
+use crate::metadata::MessageMetadata;
+use crate::model::*;
+use crate::{now, password, Result, Store, StoreError};
+use blobs::Blobs;
+use lazaret_core::state::{QUEUE_INBOUND, QUEUE_LOCAL, SYSTEM_QUEUES};
+use lazaret_core::QueueState;
+use rusqlite::{params, Connection, OptionalExtension};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use writer::Writer;
+
+pub struct EmbeddedStore {
+    db_path: PathBuf,
+    blobs: Blobs,
+    writer: Writer,
+    readers: Mutex<Vec<Connection>>,
+}
+
+fn open_connection(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+    Ok(conn)
+}
+
+/// Splits `local@domain` and lower-cases it; None if it is not an address.
+pub fn normalize_address(address: &str) -> Option<(String, String)> {
+    let address = address.trim().to_ascii_lowercase();
+    let (local, domain) = address.rsplit_once('@')?;
+    let ok_local = !local.is_empty() && !local.contains(|c: char| c.is_whitespace() || c == '<' || c == '>');
+    let ok_domain = !domain.is_empty()
+        && domain
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    (ok_local && ok_domain).then(|| (format!("{local}@{domain}"), domain.to_string()))
+}
+
+fn valid_domain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store under `data_dir`. A new store gets the
+    /// local domain `localhost`, so built-in defaults can take mail at once.
+    pub fn open(data_dir: &Path) -> Result<EmbeddedStore> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(crate::io_err(format!("create {}", data_dir.display())))?;
+        let db_path = data_dir.join("lazaret.db");
+        let conn = open_connection(&db_path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.execute_batch(schema::SCHEMA)?;
+        let fresh: bool = conn
+            .query_row("SELECT value FROM settings WHERE key='created'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()?
+            .is_none();
+        if fresh {
+            conn.execute(
+                "INSERT INTO settings(key, value) VALUES('created', ?1)",
+                [now().to_string()],
+            )?;
+            conn.execute(
+                "INSERT OR IGNORE INTO domains(name, created) VALUES('localhost', ?1)",
+                [now()],
+            )?;
+        }
+        let blobs = Blobs::open(data_dir.join("blobs"))?;
+        Ok(EmbeddedStore {
+            db_path,
+            blobs,
+            writer: Writer::start(conn),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn read<R>(&self, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
+        let pooled = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => open_connection(&self.db_path)?,
+        };
+        let result = f(&conn);
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(conn);
+        result
+    }
+
+    fn write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        self.writer.write(Vec::new(), f)
+    }
+
+    /// Items of `queue` that are due now, with their recipients.
+    fn due_items(&self, queue: &str, limit: usize) -> Result<Vec<(i64, Vec<String>)>> {
+        let queue = queue.to_string();
+        self.read(move |c| {
+            let mut items = c.prepare_cached(
+                "SELECT id FROM queue_items WHERE queue=?1 AND state IN ('ready','retry')
+                   AND next_attempt<=?2
+                   AND NOT EXISTS (SELECT 1 FROM queues WHERE name=?1 AND state='frozen')
+                 ORDER BY next_attempt LIMIT ?3",
+            )?;
+            let ids: Vec<i64> = items
+                .query_map(params![queue, now(), limit as i64], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut rcpts = c.prepare_cached("SELECT address FROM queue_rcpts WHERE item=?1")?;
+            ids.into_iter()
+                .map(|id| {
+                    let list = rcpts
+                        .query_map([id], |r| r.get(0))?
+                        .collect::<rusqlite::Result<Vec<String>>>()?;
+                    Ok((id, list))
+                })
+                .collect()
+        })
+    }
+
+    fn summaries(&self, sql: &'static str, args: Vec<String>) -> Result<Vec<MessageSummary>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+                let to: Option<String> = r.get(3)?;
+                Ok(MessageSummary {
+                    id: r.get(0)?,
+                    location: r.get(1)?,
+                    from: r.get(2)?,
+                    to: to
+                        .unwrap_or_default()
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                    subject: r.get(4)?,
+                    date: r.get(5)?,
+                    size: r.get::<_, i64>(6)? as u64,
+                    state: r.get(7)?,
+                    sha256: r.get(8)?,
+                    uid: r.get(9)?,
+                    message: r.get(10)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    /// Deletes message rows nothing points at any more, then their blob files.
+    fn collect_garbage(&self) -> Result<()> {
+        let orphans = self.write(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, uid FROM messages m WHERE
+                   NOT EXISTS (SELECT 1 FROM queue_items q WHERE q.message=m.id) AND
+                   NOT EXISTS (SELECT 1 FROM mailbox_entries e WHERE e.message=m.id)",
+            )?;
+            let rows: Vec<(i64, String)> = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            for (id, _) in &rows {
+                c.execute("DELETE FROM messages WHERE id=?1", [id])?;
+            }
+            Ok(rows.into_iter().map(|(_, uid)| uid).collect::<Vec<_>>())
+        })?;
+        for uid in orphans {
+            self.blobs.remove(&uid);
+        }
+        Ok(())
+    }
+}
+
+const MAILBOX_SUMMARIES: &str = "SELECT 'm' || e.id, 'mailbox:' || b.user || '/' || b.name, m.hdr_from,
+        m.hdr_to, m.subject, COALESCE(m.date, m.received), m.size, 'delivered', m.sha256, e.uid, m.uid
+    FROM mailbox_entries e JOIN mailboxes b ON b.id=e.mailbox JOIN messages m ON m.id=e.message
+    WHERE b.user=?1 AND b.name=?2 ORDER BY e.uid";
+
+const QUEUE_SUMMARIES: &str = "SELECT 'q' || q.id, 'queue:' || q.queue, m.env_from,
+        (SELECT group_concat(address, ',') FROM queue_rcpts r WHERE r.item=q.id),
+        m.subject, COALESCE(m.date, m.received), m.size, q.state, m.sha256, NULL, m.uid
+    FROM queue_items q JOIN messages m ON m.id=q.message WHERE q.queue=?1 ORDER BY q.id";
+
+impl Store for EmbeddedStore {
+    fn ingest(&self, incoming: Incoming) -> Result<Accepted> {
+        let meta = MessageMetadata::extract(&incoming.data);
+        let sha256 = hex::encode(Sha256::digest(&incoming.data));
+        let size = incoming.data.len() as u64;
+        let id = incoming.id.clone();
+        if id.len() < 2 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(StoreError::Invalid(format!("bad message id {id:?}")));
+        }
+        self.blobs.write(&id, &incoming.data)?;
+        let dir = self.blobs.dir_of(&id);
+        let result = self.writer.write(vec![dir], move |c| {
+            let received = now();
+            c.prepare_cached(
+                "INSERT INTO messages(uid, sha256, size, received, env_from, helo, peer,
+                   hdr_from, hdr_to, hdr_cc, subject, date, message_id)
+                 VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
+            )?
+            .execute(params![
+                incoming.id,
+                sha256,
+                size as i64,
+                received,
+                incoming.mail_from,
+                incoming.helo,
+                incoming.peer,
+                meta.from,
+                meta.to,
+                meta.cc,
+                meta.subject,
+                meta.date,
+                meta.message_id
+            ])?;
+            let message = c.last_insert_rowid();
+            let mut part_stmt = c.prepare_cached(
+                "INSERT INTO parts(message, part, content_type, filename, size, sha256)
+                 VALUES(?1,?2,?3,?4,?5,?6)",
+            )?;
+            for (n, p) in meta.parts.iter().enumerate() {
+                part_stmt.execute(params![
+                    message,
+                    n as i64,
+                    p.content_type,
+                    p.filename,
+                    p.size as i64,
+                    p.sha256
+                ])?;
+            }
+            c.prepare_cached(
+                "INSERT INTO queue_items(message, queue, state, next_attempt, created)
+                 VALUES(?1, ?2, 'ready', ?3, ?3)",
+            )?
+            .execute(params![message, QUEUE_INBOUND, received])?;
+            let item = c.last_insert_rowid();
+            let mut rcpt_stmt =
+                c.prepare_cached("INSERT OR IGNORE INTO queue_rcpts(item, address) VALUES(?1, ?2)")?;
+            for r in &incoming.rcpt_to {
+                rcpt_stmt.execute(params![item, r.to_ascii_lowercase()])?;
+            }
+            Ok(())
+        });
+        if result.is_err() {
+            self.blobs.remove(&id);
+        }
+        result.map(|()| Accepted { id, size })
+    }
+
+    fn recipient_status(&self, address: &str) -> Result<RecipientStatus> {
+        let Some((address, domain)) = normalize_address(address) else {
+            return Ok(RecipientStatus::NotLocal);
+        };
+        self.read(move |c| {
+            let local: bool = c
+                .prepare_cached("SELECT 1 FROM domains WHERE name=?1")?
+                .exists([&domain])?;
+            if !local {
+                return Ok(RecipientStatus::NotLocal);
+            }
+            let user: bool = c
+                .prepare_cached("SELECT 1 FROM users WHERE address=?1")?
+                .exists([&address])?;
+            Ok(if user {
+                RecipientStatus::LocalUser
+            } else {
+                RecipientStatus::UnknownLocalUser
+            })
+        })
+    }
+
+    fn domain_add(&self, name: &str) -> Result<()> {
+        let name = name.trim().to_ascii_lowercase();
+        if !valid_domain(&name) {
+            return Err(StoreError::Invalid(format!(
+                "{name:?} is not a domain name (letters, digits, hyphens and dots)"
+            )));
+        }
+        self.write(move |c| {
+            let n = c.execute(
+                "INSERT OR IGNORE INTO domains(name, created) VALUES(?1, ?2)",
+                params![name, now()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Exists(format!("domain {name}")));
+            }
+            Ok(())
+        })
+    }
+
+    fn domain_list(&self) -> Result<Vec<DomainInfo>> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT d.name, (SELECT COUNT(*) FROM users u WHERE u.domain=d.name)
+                 FROM domains d ORDER BY d.name",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(DomainInfo {
+                    name: r.get(0)?,
+                    users: r.get::<_, i64>(1)? as u64,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn domain_remove(&self, name: &str) -> Result<()> {
+        let name = name.trim().to_ascii_lowercase();
+        self.write(move |c| {
+            let users: i64 =
+                c.query_row("SELECT COUNT(*) FROM users WHERE domain=?1", [&name], |r| r.get(0))?;
+            if users > 0 {
+                return Err(StoreError::Invalid(format!(
+                    "domain {name} still has {users} user(s); remove them first"
+                )));
+            }
+            if c.execute("DELETE FROM domains WHERE name=?1", [&name])? == 0 {
+                return Err(StoreError::NotFound(format!("domain {name}")));
+            }
+            Ok(())
+        })
+    }
+
+    fn user_add(&self, address: &str, password: &str) -> Result<()> {
+        let Some((address, domain)) = normalize_address(address) else {
+            return Err(StoreError::Invalid(format!(
+                "{address:?} is not an address of the form user@domain"
+            )));
+        };
+        if password.is_empty() {
+            return Err(StoreError::Invalid("the password is empty".into()));
+        }
+        let hash = password::hash(password);
+        self.write(move |c| {
+            if !c.prepare_cached("SELECT 1 FROM domains WHERE name=?1")?.exists([&domain])? {
+                return Err(StoreError::NotFound(format!(
+                    "domain {domain} (add it first with `lazaret domain add {domain}`)"
+                )));
+            }
+            let n = c.execute(
+                "INSERT OR IGNORE INTO users(address, domain, password, created) VALUES(?1,?2,?3,?4)",
+                params![address, domain, hash, now()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Exists(format!("user {address}")));
+            }
+            for (name, special) in schema::DEFAULT_FOLDERS {
+                c.execute(
+                    "INSERT INTO mailboxes(user, name, uidvalidity, special) VALUES(?1,?2,?3,?4)",
+                    params![address, name, (now() as u32).max(1), special],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn user_list(&self) -> Result<Vec<UserInfo>> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT u.address, COUNT(e.id), COALESCE(SUM(m.size), 0) FROM users u
+                 LEFT JOIN mailboxes b ON b.user=u.address
+                 LEFT JOIN mailbox_entries e ON e.mailbox=b.id
+                 LEFT JOIN messages m ON m.id=e.message
+                 GROUP BY u.address ORDER BY u.address",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(UserInfo {
+                    address: r.get(0)?,
+                    messages: r.get::<_, i64>(1)? as u64,
+                    bytes: r.get::<_, i64>(2)? as u64,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn user_remove(&self, address: &str, delete_mail: bool) -> Result<u64> {
+        let address = address.trim().to_ascii_lowercase();
+        let removed = self.write(move |c| {
+            if !c.prepare_cached("SELECT 1 FROM users WHERE address=?1")?.exists([&address])? {
+                return Err(StoreError::NotFound(format!("user {address}")));
+            }
+            let count: i64 = c.query_row(
+                "SELECT COUNT(*) FROM mailbox_entries e JOIN mailboxes b ON b.id=e.mailbox
+                 WHERE b.user=?1",
+                [&address],
+                |r| r.get(0),
+            )?;
+            if count > 0 && !delete_mail {
+                return Err(StoreError::Invalid(format!(
+                    "user {address} has {count} message(s); pass --delete-mail to delete them with the account"
+                )));
+            }
+            c.execute(
+                "DELETE FROM mailbox_entries WHERE mailbox IN (SELECT id FROM mailboxes WHERE user=?1)",
+                [&address],
+            )?;
+            c.execute("DELETE FROM mailboxes WHERE user=?1", [&address])?;
+            c.execute("DELETE FROM users WHERE address=?1", [&address])?;
+            Ok(count as u64)
+        })?;
+        self.collect_garbage()?;
+        Ok(removed)
+    }
+
+    fn user_set_password(&self, address: &str, password: &str) -> Result<()> {
+        if password.is_empty() {
+            return Err(StoreError::Invalid("the password is empty".into()));
+        }
+        let address = address.trim().to_ascii_lowercase();
+        let hash = password::hash(password);
+        self.write(move |c| {
+            if c.execute("UPDATE users SET password=?1 WHERE address=?2", params![hash, address])? == 0 {
+                return Err(StoreError::NotFound(format!("user {address}")));
+            }
+            Ok(())
+        })
+    }
+
+    fn user_verify_password(&self, address: &str, password: &str) -> Result<bool> {
+        let address = address.trim().to_ascii_lowercase();
+        let hash: Option<String> = self.read(move |c| {
+            Ok(c.prepare_cached("SELECT password FROM users WHERE address=?1")?
+                .query_row([address], |r| r.get(0))
+                .optional()?)
+        })?;
+        Ok(hash.is_some_and(|h| password::verify(password, &h)))
+    }
+
+    fn queue_list(&self) -> Result<Vec<QueueSummary>> {
+        self.read(|c| {
+            let mut queues: BTreeMap<String, QueueSummary> = BTreeMap::new();
+            let empty = |name: &str| QueueSummary {
+                name: name.to_string(),
+                state: "active".into(),
+                messages: 0,
+                ready: 0,
+                retry: 0,
+                frozen: 0,
+                oldest: None,
+                next_attempt: None,
+            };
+            for name in SYSTEM_QUEUES {
+                queues.insert(name.into(), empty(name));
+            }
+            let mut stmt = c.prepare(
+                "SELECT queue, COUNT(*), SUM(state='ready'), SUM(state='retry'), SUM(state='frozen'),
+                        MIN(created), MIN(CASE WHEN state!='frozen' THEN next_attempt END)
+                 FROM queue_items GROUP BY queue",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let name: String = r.get(0)?;
+                let q = queues.entry(name.clone()).or_insert_with(|| empty(&name));
+                q.messages = r.get::<_, i64>(1)? as u64;
+                q.ready = r.get::<_, i64>(2)? as u64;
+                q.retry = r.get::<_, i64>(3)? as u64;
+                q.frozen = r.get::<_, i64>(4)? as u64;
+                q.oldest = r.get(5)?;
+                q.next_attempt = r.get(6)?;
+            }
+            let mut stmt = c.prepare("SELECT name, state FROM queues")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let name: String = r.get(0)?;
+                queues.entry(name.clone()).or_insert_with(|| empty(&name)).state = r.get(1)?;
+            }
+            Ok(queues.into_values().collect())
+        })
+    }
+
+    fn queue_set_state(&self, name: &str, state: QueueState) -> Result<()> {
+        let name = name.to_string();
+        self.write(move |c| {
+            let known = SYSTEM_QUEUES.contains(&name.as_str())
+                || name.starts_with("remote:")
+                || c.prepare_cached("SELECT 1 FROM queue_items WHERE queue=?1")?.exists([&name])?
+                || c.prepare_cached("SELECT 1 FROM queues WHERE name=?1")?.exists([&name])?;
+            if !known {
+                return Err(StoreError::NotFound(format!(
+                    "queue {name} (see `lazaret queue list`; remote queues are named remote:DOMAIN)"
+                )));
+            }
+            match state {
+                QueueState::Active => c.execute("DELETE FROM queues WHERE name=?1", [&name])?,
+                QueueState::Frozen => c.execute(
+                    "INSERT OR REPLACE INTO queues(name, state) VALUES(?1, 'frozen')",
+                    [&name],
+                )?,
+            };
+            Ok(())
+        })
+    }
+
+    fn route_inbound(&self, limit: usize, route: &dyn Fn(&str) -> Route) -> Result<usize> {
+        let due = self.due_items(QUEUE_INBOUND, limit)?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let plans: Vec<(i64, BTreeMap<String, Vec<String>>)> = due
+            .into_iter()
+            .map(|(item, rcpts)| {
+                let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for r in rcpts {
+                    let Route::Queue(q) = route(&r);
+                    groups.entry(q).or_default().push(r);
+                }
+                (item, groups)
+            })
+            .collect();
+        self.write(move |c| {
+            let mut moved = 0;
+            for (item, groups) in plans {
+                // Skip items an admin froze or moved since they were read.
+                let row: Option<(i64, i64)> = c
+                    .prepare_cached(
+                        "SELECT message, created FROM queue_items
+                         WHERE id=?1 AND queue=?2 AND state!='frozen'",
+                    )?
+                    .query_row(params![item, QUEUE_INBOUND], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                let Some((message, created)) = row else { continue };
+                for (queue, rcpts) in groups {
+                    c.prepare_cached(
+                        "INSERT INTO queue_items(message, queue, state, next_attempt, created)
+                         VALUES(?1, ?2, 'ready', ?3, ?4)",
+                    )?
+                    .execute(params![message, queue, now(), created])?;
+                    let new_item = c.last_insert_rowid();
+                    for r in rcpts {
+                        c.prepare_cached("INSERT INTO queue_rcpts(item, address) VALUES(?1, ?2)")?
+                            .execute(params![new_item, r])?;
+                    }
+                }
+                c.prepare_cached("DELETE FROM queue_items WHERE id=?1")?.execute([item])?;
+                moved += 1;
+            }
+            Ok(moved)
+        })
+    }
+
+    fn deliver_local(&self, limit: usize, retry_delay_secs: i64) -> Result<DeliveryReport> {
+        let due = self.due_items(QUEUE_LOCAL, limit)?;
+        if due.is_empty() {
+            return Ok(DeliveryReport::default());
+        }
+        self.write(move |c| {
+            let mut report = DeliveryReport::default();
+            let t = now();
+            for (item, rcpts) in due {
+                let row: Option<(i64, i64)> = c
+                    .prepare_cached(
+                        "SELECT message, attempts FROM queue_items
+                         WHERE id=?1 AND queue=?2 AND state!='frozen'",
+                    )?
+                    .query_row(params![item, QUEUE_LOCAL], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                let Some((message, attempts)) = row else { continue };
+                let mut missing = Vec::new();
+                for rcpt in &rcpts {
+                    let inbox: Option<(i64, i64)> = c
+                        .prepare_cached(
+                            "UPDATE mailboxes SET uidnext=uidnext+1 WHERE user=?1 AND name='INBOX'
+                             RETURNING id, uidnext-1",
+                        )?
+                        .query_row([rcpt], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()?;
+                    match inbox {
+                        Some((mailbox, uid)) => {
+                            c.prepare_cached(
+                                "INSERT INTO mailbox_entries(mailbox, uid, message, internal_date)
+                                 VALUES(?1, ?2, ?3, ?4)",
+                            )?
+                            .execute(params![mailbox, uid, message, t])?;
+                            c.prepare_cached("DELETE FROM queue_rcpts WHERE item=?1 AND address=?2")?
+                                .execute(params![item, rcpt])?;
+                        }
+                        None => missing.push(rcpt.clone()),
+                    }
+                }
+                if missing.is_empty() {
+                    c.prepare_cached("DELETE FROM queue_items WHERE id=?1")?.execute([item])?;
+                    report.delivered += 1;
+                } else {
+                    // The user vanished after RCPT was accepted. Hold the message for the
+                    // admin rather than lose it; retry in case the account comes back.
+                    c.prepare_cached(
+                        "UPDATE queue_items SET state='retry', attempts=?2, next_attempt=?3,
+                           last_error=?4 WHERE id=?1",
+                    )?
+                    .execute(params![
+                        item,
+                        attempts + 1,
+                        t + retry_delay_secs,
+                        format!("no such local user: {}", missing.join(", "))
+                    ])?;
+                    report.deferred += 1;
+                }
+            }
+            Ok(report)
+        })
+    }
+
+    fn next_due(&self) -> Result<Option<i64>> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT MIN(next_attempt) FROM queue_items WHERE state IN ('ready','retry')
+                   AND queue NOT IN (SELECT name FROM queues WHERE state='frozen')",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+    }
+
+    fn mailbox_list(&self, user: &str) -> Result<Vec<MailboxInfo>> {
+        let user = user.trim().to_ascii_lowercase();
+        self.read(move |c| {
+            if !c.prepare_cached("SELECT 1 FROM users WHERE address=?1")?.exists([&user])? {
+                return Err(StoreError::NotFound(format!("user {user}")));
+            }
+            let mut stmt = c.prepare(
+                "SELECT b.name, b.uidvalidity, b.uidnext,
+                        (SELECT COUNT(*) FROM mailbox_entries e WHERE e.mailbox=b.id)
+                 FROM mailboxes b WHERE b.user=?1 ORDER BY b.id",
+            )?;
+            let rows = stmt.query_map([&user], |r| {
+                Ok(MailboxInfo {
+                    name: r.get(0)?,
+                    uidvalidity: r.get(1)?,
+                    uidnext: r.get(2)?,
+                    messages: r.get::<_, i64>(3)? as u64,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn mailbox_messages(&self, user: &str, mailbox: &str) -> Result<Vec<MessageSummary>> {
+        self.summaries(
+            MAILBOX_SUMMARIES,
+            vec![user.trim().to_ascii_lowercase(), mailbox.to_string()],
+        )
+    }
+
+    fn queue_messages(&self, queue: &str) -> Result<Vec<MessageSummary>> {
+        self.summaries(QUEUE_SUMMARIES, vec![queue.to_string()])
+    }
+
+    fn message_raw(&self, id: &str) -> Result<Vec<u8>> {
+        let id = id.to_string();
+        let uid: Option<String> = self.read(move |c| {
+            let sql = if let Some(n) = id.strip_prefix('q') {
+                ("SELECT m.uid FROM queue_items q JOIN messages m ON m.id=q.message WHERE q.id=?1", n.to_string())
+            } else if let Some(n) = id.strip_prefix('m') {
+                ("SELECT m.uid FROM mailbox_entries e JOIN messages m ON m.id=e.message WHERE e.id=?1", n.to_string())
+            } else {
+                ("SELECT uid FROM messages WHERE uid=?1", id.clone())
+            };
+            Ok(c.prepare_cached(sql.0)?.query_row([sql.1], |r| r.get(0)).optional()?)
+        })?;
+        match uid {
+            Some(uid) => self.blobs.read(&uid),
+            None => Err(StoreError::NotFound("message".into())),
+        }
+    }
+
+    fn setting(&self, key: &str) -> Result<Option<String>> {
+        let key = key.to_string();
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT value FROM settings WHERE key=?1")?
+                .query_row([key], |r| r.get(0))
+                .optional()?)
+        })
+    }
+
+    fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.write(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO settings(key, value) VALUES(?1, ?2)",
+                params![key, value],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn audit(&self, entry: AuditEntry) -> Result<()> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO audit(at, actor, action, query, count, detail) VALUES(?1,?2,?3,?4,?5,?6)",
+                params![
+                    now(),
+                    entry.actor,
+                    entry.action,
+                    entry.query,
+                    entry.count.map(|n| n as i64),
+                    entry.detail
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn audit_since(&self, since: i64) -> Result<Vec<AuditRecord>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT id, at, actor, action, query, count, detail FROM audit WHERE at>=?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map([since], |r| {
+                Ok(AuditRecord {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    entry: AuditEntry {
+                        actor: r.get(2)?,
+                        action: r.get(3)?,
+                        query: r.get(4)?,
+                        count: r.get::<_, Option<i64>>(5)?.map(|n| n as u64),
+                        detail: r.get(6)?,
+                    },
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn stats(&self) -> Result<StoreStats> {
+        let database_bytes = ["", "-wal"]
+            .iter()
+            .filter_map(|suffix| {
+                let mut p = self.db_path.clone().into_os_string();
+                p.push(suffix);
+                std::fs::metadata(p).ok().map(|m| m.len())
+            })
+            .sum();
+        self.read(move |c| {
+            let (messages, message_bytes): (i64, i64) = c.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let queued: i64 = c.query_row("SELECT COUNT(*) FROM queue_items", [], |r| r.get(0))?;
+            let in_mailboxes: i64 =
+                c.query_row("SELECT COUNT(*) FROM mailbox_entries", [], |r| r.get(0))?;
+            Ok(StoreStats {
+                messages: messages as u64,
+                message_bytes: message_bytes as u64,
+                queued: queued as u64,
+                in_mailboxes: in_mailboxes as u64,
+                database_bytes,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

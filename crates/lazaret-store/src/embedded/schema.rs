@@ -1,0 +1,88 @@
+//! The embedded database's tables. Times are unix seconds.
+
+pub const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS domains(name TEXT PRIMARY KEY, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS users(
+    address TEXT PRIMARY KEY,
+    domain TEXT NOT NULL REFERENCES domains(name),
+    password TEXT NOT NULL,
+    created INTEGER NOT NULL);
+-- One row per message content; queue items and mailbox entries point at it.
+CREATE TABLE IF NOT EXISTS messages(
+    id INTEGER PRIMARY KEY,
+    uid TEXT NOT NULL UNIQUE,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    received INTEGER NOT NULL,
+    env_from TEXT NOT NULL,
+    helo TEXT NOT NULL,
+    peer TEXT NOT NULL,
+    hdr_from TEXT NOT NULL,
+    hdr_to TEXT NOT NULL,
+    hdr_cc TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    date INTEGER,
+    message_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS parts(
+    message INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    part INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    filename TEXT,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY(message, part)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS parts_sha256 ON parts(sha256);
+-- Only queues whose state differs from the default (active) need a row.
+CREATE TABLE IF NOT EXISTS queues(name TEXT PRIMARY KEY, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS queue_items(
+    id INTEGER PRIMARY KEY,
+    message INTEGER NOT NULL REFERENCES messages(id),
+    queue TEXT NOT NULL,
+    state TEXT NOT NULL,
+    next_attempt INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    created INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS queue_items_due ON queue_items(queue, state, next_attempt);
+CREATE INDEX IF NOT EXISTS queue_items_message ON queue_items(message);
+CREATE TABLE IF NOT EXISTS queue_rcpts(
+    item INTEGER NOT NULL REFERENCES queue_items(id) ON DELETE CASCADE,
+    address TEXT NOT NULL,
+    PRIMARY KEY(item, address)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS mailboxes(
+    id INTEGER PRIMARY KEY,
+    user TEXT NOT NULL REFERENCES users(address) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    uidvalidity INTEGER NOT NULL,
+    uidnext INTEGER NOT NULL DEFAULT 1,
+    special TEXT,
+    UNIQUE(user, name));
+CREATE TABLE IF NOT EXISTS mailbox_entries(
+    id INTEGER PRIMARY KEY,
+    mailbox INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+    uid INTEGER NOT NULL,
+    message INTEGER NOT NULL REFERENCES messages(id),
+    flags TEXT NOT NULL DEFAULT '',
+    internal_date INTEGER NOT NULL,
+    UNIQUE(mailbox, uid));
+CREATE INDEX IF NOT EXISTS mailbox_entries_message ON mailbox_entries(message);
+CREATE TABLE IF NOT EXISTS audit(
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    query TEXT,
+    count INTEGER,
+    detail TEXT);
+CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
+"#;
+
+/// Folders every new user gets, with their RFC 6154 special-use attribute.
+pub const DEFAULT_FOLDERS: [(&str, Option<&str>); 5] = [
+    ("INBOX", None),
+    ("Sent", Some("\\Sent")),
+    ("Drafts", Some("\\Drafts")),
+    ("Trash", Some("\\Trash")),
+    ("Junk", Some("\\Junk")),
+];

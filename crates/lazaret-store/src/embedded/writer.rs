@@ -1,0 +1,119 @@
+//! Group commit. All writes go through one thread that owns the write connection: it
+//! takes every request waiting in its channel, fsyncs the blob directories they touched
+//! once, runs them in one transaction (each in a savepoint, so one failing request does
+//! not undo the others), commits once, then answers each. Concurrent SMTP sessions thus
+//! share fsyncs instead of paying one each.
+
+use super::blobs::sync_dir;
+use crate::{Result, StoreError};
+use rusqlite::Connection;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::mpsc;
+
+/// Requests committed together at most; bounds the latency a large batch adds.
+const MAX_BATCH: usize = 256;
+
+type Completion = Box<dyn FnOnce(Result<()>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+
+struct Request {
+    sync_dirs: Vec<PathBuf>,
+    job: Job,
+    /// Answers the caller when the job could not even be run.
+    abort: Box<dyn FnOnce(StoreError) + Send>,
+}
+
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Request>,
+}
+
+impl Writer {
+    pub fn start(conn: Connection) -> Writer {
+        let (tx, rx) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || run(conn, rx))
+            .expect("spawn store writer thread");
+        Writer { tx }
+    }
+
+    /// Runs `f` inside the next group transaction and returns its result once that
+    /// transaction is durably committed.
+    pub fn write<R, F>(&self, sync_dirs: Vec<PathBuf>, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+    {
+        let (done_tx, done_rx) = mpsc::sync_channel::<Result<R>>(1);
+        let abort_tx = done_tx.clone();
+        let abort = Box::new(move |e: StoreError| {
+            let _ = abort_tx.send(Err(e));
+        });
+        let job: Job = Box::new(move |conn: &Connection| -> Completion {
+            let outcome = in_savepoint(conn, f);
+            Box::new(move |commit: Result<()>| {
+                let result = match (commit, outcome) {
+                    (Ok(()), outcome) => outcome,
+                    (Err(e), _) => Err(e),
+                };
+                let _ = done_tx.send(result);
+            })
+        });
+        self.tx
+            .send(Request {
+                sync_dirs,
+                job,
+                abort,
+            })
+            .map_err(|_| StoreError::Closed)?;
+        done_rx.recv().map_err(|_| StoreError::Closed)?
+    }
+}
+
+fn in_savepoint<R>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
+    conn.execute_batch("SAVEPOINT job")?;
+    match f(conn) {
+        Ok(r) => {
+            conn.execute_batch("RELEASE job")?;
+            Ok(r)
+        }
+        Err(e) => {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            Err(e)
+        }
+    }
+}
+
+fn run(conn: Connection, rx: mpsc::Receiver<Request>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let dirs: BTreeSet<PathBuf> = batch.iter().flat_map(|r| r.sync_dirs.iter().cloned()).collect();
+        let dir_sync = dirs.iter().try_for_each(|d| sync_dir(d));
+
+        if let Err(e) = dir_sync.and_then(|()| Ok(conn.execute_batch("BEGIN IMMEDIATE")?)) {
+            for request in batch {
+                (request.abort)(StoreError::Invalid(format!("write not started: {e}")));
+            }
+            continue;
+        }
+        let completions: Vec<Completion> = batch.into_iter().map(|r| (r.job)(&conn)).collect();
+        let commit = conn.execute_batch("COMMIT").map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            e.to_string()
+        });
+        for complete in completions {
+            complete(match &commit {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StoreError::Invalid(format!("commit failed: {e}"))),
+            });
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Plain data passed in and out of the store.
+
+use serde::Serialize;
+
+/// A message as SMTP received it, before it is durable.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// Store id chosen by the caller, so it can appear in the Received header.
+    pub id: String,
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    pub helo: String,
+    pub peer: String,
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Accepted {
+    pub id: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecipientStatus {
+    LocalUser,
+    UnknownLocalUser,
+    NotLocal,
+}
+
+/// Where routing sends one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Route {
+    Queue(String),
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DeliveryReport {
+    pub delivered: usize,
+    pub deferred: usize,
+    pub failed: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DomainInfo {
+    pub name: String,
+    pub users: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UserInfo {
+    pub address: String,
+    pub messages: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueSummary {
+    pub name: String,
+    pub state: String,
+    pub messages: u64,
+    pub ready: u64,
+    pub retry: u64,
+    pub frozen: u64,
+    /// Received time (unix seconds) of the oldest message.
+    pub oldest: Option<i64>,
+    pub next_attempt: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MailboxInfo {
+    pub name: String,
+    pub uidvalidity: i64,
+    pub uidnext: i64,
+    pub messages: u64,
+}
+
+/// One message in one place (queue or mailbox), as PRODUCT.md describes message objects.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageSummary {
+    pub id: String,
+    pub location: String,
+    pub from: String,
+    pub to: Vec<String>,
+    pub subject: String,
+    /// Header Date as unix seconds, else the received time.
+    pub date: i64,
+    pub size: u64,
+    pub state: String,
+    pub sha256: String,
+    /// IMAP UID, for a message in a mailbox.
+    pub uid: Option<i64>,
+    /// The id SMTP reported ("queued as"), shared by every copy of the message.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct AuditEntry {
+    pub actor: String,
+    pub action: String,
+    pub query: Option<String>,
+    pub count: Option<u64>,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at: i64,
+    #[serde(flatten)]
+    pub entry: AuditEntry,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreStats {
+    pub messages: u64,
+    pub message_bytes: u64,
+    pub queued: u64,
+    pub in_mailboxes: u64,
+    pub database_bytes: u64,
+}
