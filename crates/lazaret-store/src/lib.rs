@@ -22,9 +22,9 @@ pub enum StoreError {
         context: String,
         source: std::io::Error,
     },
-    #[error("{0} not found")]
+    #[error("{0}")]
     NotFound(String),
-    #[error("{0} already exists")]
+    #[error("{0}")]
     Exists(String),
     #[error("{0}")]
     Invalid(String),

@@ -5,8 +5,9 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub code: u16,
-    /// Enhanced status code (RFC 3463), e.g. [5, 1, 1].
-    pub status: [u8; 3],
+    /// Enhanced status code (RFC 3463), e.g. [5, 1, 1]; None for greetings and EHLO,
+    /// whose lines carry keywords a client parses.
+    pub status: Option<[u8; 3]>,
     pub text: String,
 }
 
@@ -14,7 +15,15 @@ impl Reply {
     pub fn new(code: u16, status: [u8; 3], text: impl Into<String>) -> Reply {
         Reply {
             code,
-            status,
+            status: Some(status),
+            text: text.into(),
+        }
+    }
+
+    pub fn without_status(code: u16, text: impl Into<String>) -> Reply {
+        Reply {
+            code,
+            status: None,
             text: text.into(),
         }
     }
@@ -30,8 +39,11 @@ impl Reply {
         let last = lines.len() - 1;
         for (i, line) in lines.iter().enumerate() {
             let sep = if i == last { ' ' } else { '-' };
-            let [a, b, c] = self.status;
-            out.extend_from_slice(format!("{}{sep}{a}.{b}.{c} {line}\r\n", self.code).as_bytes());
+            let line = match self.status {
+                Some([a, b, c]) => format!("{}{sep}{a}.{b}.{c} {line}\r\n", self.code),
+                None => format!("{}{sep}{line}\r\n", self.code),
+            };
+            out.extend_from_slice(line.as_bytes());
         }
     }
 
@@ -42,7 +54,9 @@ impl Reply {
 
 impl fmt::Display for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c] = self.status;
-        write!(f, "{} {a}.{b}.{c} {}", self.code, self.text)
+        match self.status {
+            Some([a, b, c]) => write!(f, "{} {a}.{b}.{c} {}", self.code, self.text),
+            None => write!(f, "{} {}", self.code, self.text),
+        }
     }
 }

@@ -78,11 +78,8 @@ pub struct Session {
 
 impl Session {
     pub fn new(config: SessionConfig) -> Session {
-        let greeting = Reply::new(
-            220,
-            [2, 0, 0],
-            format!("{} ESMTP Lazaret ready", config.hostname),
-        );
+        let greeting =
+            Reply::without_status(220, format!("{} ESMTP Lazaret ready", config.hostname));
         let mut s = Session {
             config,
             stage: Stage::Command,
@@ -396,7 +393,7 @@ impl Session {
         self.in_transaction = false;
         let host = &self.config.hostname;
         if !esmtp {
-            return self.reply(Reply::new(250, [2, 0, 0], host.clone()));
+            return self.reply(Reply::without_status(250, host.clone()));
         }
         let mut text = format!(
             "{host}\nPIPELINING\nSIZE {}\n8BITMIME\nENHANCEDSTATUSCODES",
@@ -405,7 +402,7 @@ impl Session {
         if self.config.tls_available && !tls {
             text.push_str("\nSTARTTLS");
         }
-        self.reply(Reply::new(250, [2, 0, 0], text));
+        self.reply(Reply::without_status(250, text));
     }
 
     fn too_big(&self) -> Reply {

@@ -300,7 +300,7 @@ impl Store for EmbeddedStore {
                 params![name, now()],
             )?;
             if n == 0 {
-                return Err(StoreError::Exists(format!("domain {name}")));
+                return Err(StoreError::Exists(format!("domain {name} already exists")));
             }
             Ok(())
         })
@@ -333,7 +333,7 @@ impl Store for EmbeddedStore {
                 )));
             }
             if c.execute("DELETE FROM domains WHERE name=?1", [&name])? == 0 {
-                return Err(StoreError::NotFound(format!("domain {name}")));
+                return Err(StoreError::NotFound(format!("no local domain {name}")));
             }
             Ok(())
         })
@@ -352,7 +352,7 @@ impl Store for EmbeddedStore {
         self.write(move |c| {
             if !c.prepare_cached("SELECT 1 FROM domains WHERE name=?1")?.exists([&domain])? {
                 return Err(StoreError::NotFound(format!(
-                    "domain {domain} (add it first with `lazaret domain add {domain}`)"
+                    "{domain} is not a local domain; add it first with `lazaret domain add {domain}`"
                 )));
             }
             let n = c.execute(
@@ -360,7 +360,7 @@ impl Store for EmbeddedStore {
                 params![address, domain, hash, now()],
             )?;
             if n == 0 {
-                return Err(StoreError::Exists(format!("user {address}")));
+                return Err(StoreError::Exists(format!("user {address} already exists")));
             }
             for (name, special) in schema::DEFAULT_FOLDERS {
                 c.execute(
@@ -396,7 +396,7 @@ impl Store for EmbeddedStore {
         let address = address.trim().to_ascii_lowercase();
         let removed = self.write(move |c| {
             if !c.prepare_cached("SELECT 1 FROM users WHERE address=?1")?.exists([&address])? {
-                return Err(StoreError::NotFound(format!("user {address}")));
+                return Err(StoreError::NotFound(format!("no user {address}")));
             }
             let count: i64 = c.query_row(
                 "SELECT COUNT(*) FROM mailbox_entries e JOIN mailboxes b ON b.id=e.mailbox
@@ -429,7 +429,7 @@ impl Store for EmbeddedStore {
         let hash = password::hash(password);
         self.write(move |c| {
             if c.execute("UPDATE users SET password=?1 WHERE address=?2", params![hash, address])? == 0 {
-                return Err(StoreError::NotFound(format!("user {address}")));
+                return Err(StoreError::NotFound(format!("no user {address}")));
             }
             Ok(())
         })
@@ -496,7 +496,7 @@ impl Store for EmbeddedStore {
                 || c.prepare_cached("SELECT 1 FROM queues WHERE name=?1")?.exists([&name])?;
             if !known {
                 return Err(StoreError::NotFound(format!(
-                    "queue {name} (see `lazaret queue list`; remote queues are named remote:DOMAIN)"
+                    "no queue {name} (see `lazaret queue list`; remote queues are named remote:DOMAIN)"
                 )));
             }
             match state {
@@ -634,7 +634,7 @@ impl Store for EmbeddedStore {
         let user = user.trim().to_ascii_lowercase();
         self.read(move |c| {
             if !c.prepare_cached("SELECT 1 FROM users WHERE address=?1")?.exists([&user])? {
-                return Err(StoreError::NotFound(format!("user {user}")));
+                return Err(StoreError::NotFound(format!("no user {user}")));
             }
             let mut stmt = c.prepare(
                 "SELECT b.name, b.uidvalidity, b.uidnext,
@@ -678,7 +678,7 @@ impl Store for EmbeddedStore {
         })?;
         match uid {
             Some(uid) => self.blobs.read(&uid),
-            None => Err(StoreError::NotFound("message".into())),
+            None => Err(StoreError::NotFound("no such message".into())),
         }
     }
 

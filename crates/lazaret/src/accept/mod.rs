@@ -1,0 +1,6 @@
+//! Accept: the inbound SMTP listener and its sessions. A message leaves this stage
+//! durable in queue `inbound`.
+
+pub mod received;
+pub mod session;
+pub mod switch;

@@ -1,0 +1,162 @@
+//! Drives one inbound SMTP connection: socket I/O, TLS upgrade and timeouts around the
+//! sans-IO session of `lazaret-proto`, which decides every reply.
+
+use super::received;
+use crate::serve::Server;
+use lazaret_proto::smtp::{Envelope, Event, RcptVerdict, Reply, Session, SessionConfig};
+use lazaret_store::{Incoming, RecipientStatus};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Conn {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf).await,
+            Conn::Tls(s) => s.read(buf).await,
+        }
+    }
+
+    async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Conn::Plain(s) => s.write_all(data).await,
+            Conn::Tls(s) => {
+                s.write_all(data).await?;
+                s.flush().await
+            }
+        }
+    }
+}
+
+pub async fn handle(server: Arc<Server>, stream: TcpStream, peer: SocketAddr) {
+    let hostname = server.config.hostname.clone();
+    let mut conn = Conn::Plain(stream);
+    let Ok(_permit) = server.sessions.clone().try_acquire_owned() else {
+        let mut out = Vec::new();
+        Session::busy_reply(&hostname).write_to(&mut out);
+        let _ = conn.write_all(&out).await;
+        return;
+    };
+    let cfg = &server.config.smtp;
+    let mut session = Session::new(SessionConfig {
+        hostname: hostname.clone(),
+        max_message_size: cfg.max_message_size.0,
+        max_recipients: cfg.max_recipients,
+        max_errors: cfg.max_errors,
+        tls_available: server.tls.is_some(),
+    });
+    let idle = cfg.idle_timeout.as_std();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match session.poll() {
+            Event::NeedInput => {
+                if conn.write_all(&session.take_output()).await.is_err() {
+                    return;
+                }
+                match tokio::time::timeout(idle, conn.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => return,
+                    Ok(Ok(n)) => session.feed(&buf[..n]),
+                    Err(_) => session.close_with(Session::idle_timeout_reply(&hostname)),
+                }
+            }
+            Event::CheckRecipient(address) => {
+                let verdict = check_recipient(&server, address).await;
+                session.rcpt_verdict(verdict);
+            }
+            Event::Message { envelope, data } => {
+                let result = accept_message(&server, &envelope, peer, data).await;
+                session.message_result(result);
+            }
+            Event::StartTls => {
+                if conn.write_all(&session.take_output()).await.is_err() {
+                    return;
+                }
+                let (Conn::Plain(tcp), Some(acceptor)) = (conn, server.tls.as_ref()) else {
+                    return;
+                };
+                match tokio::time::timeout(idle, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        conn = Conn::Tls(Box::new(tls));
+                        session.tls_established();
+                    }
+                    _ => return,
+                }
+            }
+            Event::Close => {
+                let _ = conn.write_all(&session.take_output()).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn check_recipient(server: &Arc<Server>, address: String) -> RcptVerdict {
+    let lookup = address.clone();
+    match server.store_call(move |s| s.recipient_status(&lookup)).await {
+        Ok(RecipientStatus::LocalUser) => RcptVerdict::Accept,
+        Ok(RecipientStatus::UnknownLocalUser) => RcptVerdict::Reject(Reply::new(
+            550,
+            [5, 1, 1],
+            format!("<{address}>: no such user here"),
+        )),
+        // Never an open relay: this listener takes mail for local users only.
+        Ok(RecipientStatus::NotLocal) => RcptVerdict::Reject(Reply::new(
+            550,
+            [5, 7, 1],
+            format!("<{address}>: relaying denied; send mail for other domains through the submission port with AUTH"),
+        )),
+        Err(e) => {
+            tracing::error!("recipient lookup failed: {e}");
+            RcptVerdict::Reject(Reply::new(451, [4, 3, 0], "Temporary failure, try again later"))
+        }
+    }
+}
+
+/// Makes the message durable; Ok carries the id for the `250` reply, which the session
+/// sends only now, after the store has fsynced and committed it.
+async fn accept_message(
+    server: &Arc<Server>,
+    envelope: &Envelope,
+    peer: SocketAddr,
+    data: Vec<u8>,
+) -> Result<String, Reply> {
+    let id = hex::encode(rand::random::<[u8; 8]>());
+    let trace = received::header(envelope, peer.ip(), &server.config.hostname, &id);
+    let mut message = Vec::with_capacity(trace.len() + data.len());
+    message.extend_from_slice(trace.as_bytes());
+    message.extend_from_slice(&data);
+    drop(data);
+    let incoming = Incoming {
+        id,
+        mail_from: envelope.mail_from.clone(),
+        rcpt_to: envelope.rcpt_to.clone(),
+        helo: envelope.helo.clone(),
+        peer: peer.ip().to_string(),
+        data: message,
+    };
+    match server.store_call(move |s| s.ingest(incoming)).await {
+        Ok(accepted) => {
+            tracing::debug!(id = %accepted.id, size = accepted.size, from = %envelope.mail_from, "accepted");
+            server.queue_wake.notify_one();
+            Ok(accepted.id)
+        }
+        Err(e) => {
+            tracing::error!("cannot store message from {}: {e}", envelope.mail_from);
+            Err(Reply::new(
+                451,
+                [4, 3, 0],
+                "Could not store the message; try again later",
+            ))
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! The admin HTTP API. Every CLI admin command is a call here, with the bearer token
+//! from `data_dir/admin.token`; the web console will use the same calls.
+
+mod accounts;
+mod auth;
+mod error;
+mod messages;
+mod queues;
+mod status;
+
+use crate::serve::Server;
+use axum::routing::{get, post, put};
+use axum::Router;
+use std::sync::Arc;
+
+pub use error::ApiError;
+
+/// Who did it, for the audit log: the CLI sends `X-Lazaret-Actor` (its OS user).
+#[derive(Clone)]
+pub struct Actor(pub String);
+
+const OPENAPI: &str = include_str!("openapi.json");
+
+pub fn router(server: Arc<Server>, token: String) -> Router {
+    let api = Router::new()
+        .route("/api/status", get(status::status))
+        .route("/api/smtp/{action}", post(status::smtp_switch))
+        .route("/api/queues", get(queues::list))
+        .route("/api/queues/{action}", post(queues::set_state))
+        .route("/api/queues/{name}/messages", get(messages::in_queue))
+        .route(
+            "/api/domains",
+            get(accounts::domain_list).post(accounts::domain_add),
+        )
+        .route(
+            "/api/domains/{name}",
+            axum::routing::delete(accounts::domain_remove),
+        )
+        .route("/api/users", get(accounts::user_list).post(accounts::user_add))
+        .route(
+            "/api/users/{address}",
+            axum::routing::delete(accounts::user_remove),
+        )
+        .route("/api/users/{address}/password", put(accounts::user_passwd))
+        .route("/api/users/{address}/mailboxes", get(messages::mailboxes))
+        .route(
+            "/api/users/{address}/mailboxes/{mailbox}/messages",
+            get(messages::in_mailbox),
+        )
+        .route("/api/messages/{id}/raw", get(messages::raw))
+        .route("/api/audit", get(status::audit))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(token),
+            auth::require_token,
+        ))
+        .with_state(server);
+    Router::new()
+        .route(
+            "/api/openapi.json",
+            get(|| async { ([("content-type", "application/json")], OPENAPI) }),
+        )
+        .merge(api)
+}

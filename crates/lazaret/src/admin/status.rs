@@ -1,0 +1,109 @@
+//! Status at a glance, the inbound SMTP switch and the audit log.
+
+use super::{Actor, ApiError};
+use crate::serve::Server;
+use axum::extract::{Path, Query, State};
+use axum::{Extension, Json};
+use lazaret_core::Duration;
+use lazaret_store::{AuditEntry, AuditRecord};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+#[derive(Serialize)]
+pub struct Listener {
+    name: &'static str,
+    address: String,
+    up: bool,
+}
+
+pub async fn status(State(server): State<Arc<Server>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let (queues, stats) = server
+        .store_call(|s| Ok((s.queue_list()?, s.stats()?)))
+        .await?;
+    let smtp_up = server.smtp.is_up();
+    let mut listeners: Vec<Listener> = server
+        .smtp
+        .addresses()
+        .iter()
+        .map(|a| Listener {
+            name: "smtp",
+            address: a.to_string(),
+            up: smtp_up,
+        })
+        .collect();
+    listeners.push(Listener {
+        name: "admin",
+        address: server.admin_address.to_string(),
+        up: true,
+    });
+    Ok(Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "hostname": server.config.hostname,
+        "uptime_secs": server.started.elapsed().as_secs(),
+        "listeners": listeners,
+        "user_access": "enabled",
+        "queues": queues,
+        "store": stats,
+        "smtp_sessions": server.config.smtp.max_sessions - server.sessions.available_permits(),
+    })))
+}
+
+pub async fn smtp_switch(
+    State(server): State<Arc<Server>>,
+    Extension(actor): Extension<Actor>,
+    Path(action): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let was_up = server.smtp.is_up();
+    match action.as_str() {
+        "stop" => {
+            server.smtp.stop();
+        }
+        "start" => server
+            .smtp
+            .start_accepting(server.clone())
+            .await
+            .map_err(|e| ApiError::Internal(format!("{e:#}")))?,
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "unknown action {other:?}: use start or stop"
+            )))
+        }
+    }
+    let value = if action == "stop" { "stopped" } else { "running" };
+    server
+        .store_call(move |s| s.set_setting("smtp.inbound", value))
+        .await?;
+    server
+        .audit(AuditEntry {
+            actor: actor.0,
+            action: format!("smtp {action}"),
+            query: None,
+            count: None,
+            detail: Some(format!("listener was {}", if was_up { "up" } else { "down" })),
+        })
+        .await?;
+    Ok(Json(serde_json::json!({ "smtp": value, "was_up": was_up })))
+}
+
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    since: Option<String>,
+}
+
+pub async fn audit(
+    State(server): State<Arc<Server>>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Vec<AuditRecord>>, ApiError> {
+    let since = match q.since.as_deref() {
+        None | Some("") => 0,
+        Some(text) => {
+            let d = Duration::parse(text).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            now - d.0 as i64
+        }
+    };
+    Ok(Json(server.store_call(move |s| s.audit_since(since)).await?))
+}

@@ -1,0 +1,104 @@
+//! `status`, `smtp stop|start`, `audit`.
+
+use super::client::{segment, Api};
+use super::output;
+use anyhow::Result;
+use lazaret_core::Size;
+use serde_json::Value;
+
+pub fn status(api: &Api, json: bool) -> Result<()> {
+    let s: Value = api.get("/api/status")?;
+    if json {
+        return output::json(&s);
+    }
+    println!(
+        "Lazaret {} on {}, up {}s",
+        s["version"].as_str().unwrap_or("?"),
+        s["hostname"].as_str().unwrap_or("?"),
+        s["uptime_secs"]
+    );
+    println!("\nListeners");
+    let rows: Vec<Vec<String>> = s["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            vec![
+                l["name"].as_str().unwrap_or("").into(),
+                l["address"].as_str().unwrap_or("").into(),
+                if l["up"].as_bool() == Some(true) { "up" } else { "DOWN" }.into(),
+            ]
+        })
+        .collect();
+    output::table(&["NAME", "ADDRESS", "STATE"], &rows);
+    println!("\nUser access: {}", s["user_access"].as_str().unwrap_or("?"));
+    println!("\nQueues");
+    print_queues(s["queues"].as_array().map(Vec::as_slice).unwrap_or(&[]));
+    let st = &s["store"];
+    println!(
+        "\nStore: {} messages ({}), {} queued, {} in mailboxes, database {}",
+        st["messages"],
+        Size(st["message_bytes"].as_u64().unwrap_or(0)),
+        st["queued"],
+        st["in_mailboxes"],
+        Size(st["database_bytes"].as_u64().unwrap_or(0)),
+    );
+    Ok(())
+}
+
+pub fn print_queues(queues: &[Value]) {
+    let rows: Vec<Vec<String>> = queues
+        .iter()
+        .map(|q| {
+            vec![
+                q["name"].as_str().unwrap_or("").into(),
+                q["state"].as_str().unwrap_or("").into(),
+                q["messages"].to_string(),
+                q["ready"].to_string(),
+                q["retry"].to_string(),
+                q["frozen"].to_string(),
+                output::age(q["oldest"].as_i64()),
+                output::time(q["next_attempt"].as_i64()),
+            ]
+        })
+        .collect();
+    output::table(
+        &["QUEUE", "STATE", "MESSAGES", "READY", "RETRY", "FROZEN", "OLDEST", "NEXT ATTEMPT"],
+        &rows,
+    );
+}
+
+pub fn smtp(api: &Api, action: &str) -> Result<()> {
+    let r = api.send("POST", &format!("/api/smtp/{}", segment(action)), Value::Null)?;
+    let was = if r["was_up"].as_bool() == Some(true) { "up" } else { "down" };
+    match action {
+        "stop" => println!("inbound SMTP stopped (it was {was}); sessions already open may finish"),
+        _ => println!("inbound SMTP started (it was {was})"),
+    }
+    Ok(())
+}
+
+pub fn audit(api: &Api, since: Option<&str>, json: bool) -> Result<()> {
+    let path = match since {
+        Some(d) => format!("/api/audit?since={}", segment(d)),
+        None => "/api/audit".into(),
+    };
+    let records: Vec<Value> = api.get(&path)?;
+    if json {
+        return output::json(&records);
+    }
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            vec![
+                output::time(r["at"].as_i64()),
+                r["actor"].as_str().unwrap_or("").into(),
+                r["action"].as_str().unwrap_or("").into(),
+                r["count"].as_u64().map_or("-".into(), |n| n.to_string()),
+                r["query"].as_str().unwrap_or("").into(),
+            ]
+        })
+        .collect();
+    output::table(&["WHEN", "WHO", "ACTION", "COUNT", "WHAT"], &rows);
+    Ok(())
+}

@@ -1,0 +1,47 @@
+//! The queue runner. Works in batches while there is due work, then sleeps until new
+//! mail is committed, the next retry is due, or the poll interval passes (which also
+//! notices thawed queues).
+
+use crate::queue::router;
+use crate::serve::Server;
+use std::sync::Arc;
+use std::time::Duration;
+
+const BATCH: usize = 512;
+
+pub async fn run(server: Arc<Server>) {
+    let poll = server.config.delivery.poll_interval.as_std();
+    let retry = server.config.delivery.retry_delay.0 as i64;
+    loop {
+        let step = server
+            .store_call(move |store| {
+                let routed = store.route_inbound(BATCH, &|r| router::route(store, r))?;
+                let report = store.deliver_local(BATCH, retry)?;
+                Ok(routed + report.delivered + report.deferred)
+            })
+            .await;
+        match step {
+            Ok(0) => {}
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::error!("queue runner: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        }
+        let next_due = server.store_call(|s| s.next_due()).await.ok().flatten();
+        let wait = next_due
+            .map(|t| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                Duration::from_secs((t - now).clamp(1, poll.as_secs() as i64) as u64)
+            })
+            .unwrap_or(poll);
+        tokio::select! {
+            _ = server.queue_wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}

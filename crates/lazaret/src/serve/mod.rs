@@ -1,0 +1,137 @@
+//! `lazaret serve`: opens the store, binds the listeners, starts the queue runner and
+//! the admin API, and runs until SIGINT/SIGTERM.
+
+pub mod data_dir;
+pub mod tls;
+
+use crate::accept::switch::SmtpSwitch;
+use crate::{admin, deliver};
+use anyhow::{Context, Result};
+use lazaret_core::Config;
+use lazaret_store::{AuditEntry, EmbeddedStore, Store};
+use std::sync::Arc;
+use tokio::sync::{Notify, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+/// What every part of the running server shares.
+pub struct Server {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub tls: Option<TlsAcceptor>,
+    pub smtp: SmtpSwitch,
+    /// The admin API's bound address (port 0 resolved).
+    pub admin_address: std::net::SocketAddr,
+    /// Concurrent inbound SMTP sessions.
+    pub sessions: Arc<Semaphore>,
+    /// Wakes the queue runner when new mail is committed.
+    pub queue_wake: Notify,
+    pub started: std::time::Instant,
+}
+
+impl Server {
+    /// Runs blocking store work off the async threads.
+    pub async fn store_call<R, F>(self: &Arc<Self>, f: F) -> Result<R, lazaret_store::StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<R, lazaret_store::StoreError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .unwrap_or_else(|e| {
+                Err(lazaret_store::StoreError::Invalid(format!(
+                    "store task failed: {e}"
+                )))
+            })
+    }
+
+    /// Records an admin action; failing to record it fails the action's reply.
+    pub async fn audit(self: &Arc<Self>, entry: AuditEntry) -> Result<(), lazaret_store::StoreError> {
+        tracing::info!(actor = %entry.actor, action = %entry.action, query = ?entry.query, count = ?entry.count, "audit");
+        self.store_call(move |s| s.audit(entry)).await
+    }
+}
+
+pub async fn run(config: Config) -> Result<()> {
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+    let _lock = data_dir::lock(&data_dir)?;
+    let store: Arc<dyn Store> = Arc::new(
+        EmbeddedStore::open(&data_dir)
+            .with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
+    );
+    let token = data_dir::load_or_create_token(&data_dir)?;
+    let tls = tls::acceptor(&config)?;
+
+    let smtp = SmtpSwitch::bind(&config.smtp.listen).await?;
+    let admin_listener = tokio::net::TcpListener::bind(config.admin.listen)
+        .await
+        .with_context(|| format!("admin.listen: cannot listen on {}", config.admin.listen))?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let server = Arc::new(Server {
+        sessions: Arc::new(Semaphore::new(config.smtp.max_sessions)),
+        config,
+        store,
+        tls: Some(tls),
+        smtp,
+        admin_address: admin_addr,
+        queue_wake: Notify::new(),
+        started: std::time::Instant::now(),
+    });
+
+    // An admin who stopped SMTP during an outbreak expects a restart to keep it stopped.
+    let stopped = server
+        .store_call(|s| s.setting("smtp.inbound"))
+        .await?
+        .is_some_and(|v| v == "stopped");
+    if stopped {
+        server.smtp.stop();
+    } else {
+        server.smtp.start_accepting(server.clone()).await?;
+    }
+
+    data_dir::write_listeners(
+        &data_dir,
+        &data_dir::Listeners {
+            pid: std::process::id(),
+            smtp: server.smtp.addresses().to_vec(),
+            admin: admin_addr,
+        },
+    )?;
+    print_banner(&server, admin_addr, stopped);
+
+    tokio::spawn(deliver::runner::run(server.clone()));
+    let api = admin::router(server.clone(), token);
+    let admin_task = tokio::spawn(async move { axum::serve(admin_listener, api).await });
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        r = admin_task => { r??; }
+    }
+    tracing::info!("shutting down");
+    server.smtp.stop();
+    data_dir::remove_listeners(&data_dir);
+    Ok(())
+}
+
+fn print_banner(server: &Server, admin: std::net::SocketAddr, smtp_stopped: bool) {
+    let c = &server.config;
+    let smtp: Vec<String> = server.smtp.addresses().iter().map(|a| a.to_string()).collect();
+    let state = if smtp_stopped {
+        " (stopped by the admin; `lazaret smtp start` opens it)"
+    } else {
+        " (STARTTLS)"
+    };
+    println!("Lazaret {} is serving mail for {}", env!("CARGO_PKG_VERSION"), c.hostname);
+    println!("  data:   {}", c.data_dir.display());
+    println!("  smtp:   {}{state}", smtp.join(", "));
+    println!(
+        "  admin:  http://{admin}  (token in {})",
+        data_dir::token_path(&c.data_dir).display()
+    );
+    println!("Add a user:  lazaret user add alice@localhost   (then send mail to it on the smtp port)");
+}
