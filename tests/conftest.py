@@ -1,0 +1,189 @@
+"""End-to-end fixtures: start the real `lazaret` binary on port 0 in a temporary data
+directory and talk to it over loopback with real clients (smtplib, curl, the CLI)."""
+
+import json
+import os
+import pathlib
+import signal
+import smtplib
+import socket
+import subprocess
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BIN = os.environ.get("LAZARET_BIN", str(ROOT / "target" / "release" / "lazaret"))
+
+
+class Server:
+    """One running Lazaret server, restartable on the same data directory."""
+
+    def __init__(self, workdir: pathlib.Path, extra_config: str = ""):
+        self.workdir = workdir
+        self.data_dir = workdir / "data"
+        self.config = workdir / "lazaret.toml"
+        self.config.write_text(
+            f'data_dir = "{self.data_dir}"\n'
+            'hostname = "mx.lazaret.test"\n'
+            + extra_config
+            + ("" if "[smtp]" in extra_config else '\n[smtp]\nlisten = ["127.0.0.1:0"]\n')
+            + '\n[admin]\nlisten = "127.0.0.1:0"\n'
+            + '\n[delivery]\npoll_interval = "1s"\n'
+        )
+        self.proc = None
+        self.start()
+
+    def start(self):
+        listeners = self.data_dir / "listeners.json"
+        if listeners.exists():
+            listeners.unlink()
+        self.log = open(self.workdir / "server.log", "ab")
+        self.proc = subprocess.Popen(
+            [BIN, "serve", "-c", str(self.config)],
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            cwd=self.workdir,
+        )
+        deadline = time.time() + 20
+        while not listeners.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.workdir}/server.log")
+            if time.time() > deadline:
+                raise RuntimeError("server did not write listeners.json in 20s")
+            time.sleep(0.02)
+        info = json.loads(listeners.read_text())
+        self.smtp_host, port = info["smtp"][0].rsplit(":", 1)
+        self.smtp_port = int(port)
+        self.admin = info["admin"]
+        self.token = (self.data_dir / "admin.token").read_text().strip()
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill9(self):
+        self.stop(signal.SIGKILL)
+
+    # -- clients ---------------------------------------------------------------
+
+    def cli(self, *args, input=None, check=True):
+        """Runs a `lazaret` admin command against this server."""
+        r = subprocess.run(
+            [BIN, "-c", str(self.config), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if check and r.returncode != 0:
+            raise AssertionError(f"lazaret {' '.join(args)} exited {r.returncode}: {r.stderr}")
+        return r
+
+    def cli_json(self, *args):
+        return json.loads(self.cli(*args, "--json").stdout)
+
+    def add_user(self, address, password="secret"):
+        self.cli("user", "add", address, "--password-stdin", input=password + "\n")
+
+    def smtp(self) -> smtplib.SMTP:
+        return smtplib.SMTP(self.smtp_host, self.smtp_port, timeout=30)
+
+    def raw(self) -> "RawSmtp":
+        return RawSmtp(self.smtp_host, self.smtp_port)
+
+    def curl(self, path, *args):
+        """curl against the admin API; returns (status, body)."""
+        r = subprocess.run(
+            ["curl", "-s", "-o", "-", "-w", "\n%{http_code}", *args, f"http://{self.admin}{path}"],
+            capture_output=True,
+            timeout=30,
+        )
+        # Bytes, so CRLF line ends reach the test as the server sent them.
+        body, _, code = r.stdout.decode("utf-8", "replace").rpartition("\n")
+        return int(code), body
+
+    def inbox(self, user, folder="INBOX"):
+        return self.cli_json("mailbox", "show", user, folder)
+
+    def wait_delivered(self, user, count, timeout=20):
+        deadline = time.time() + timeout
+        while True:
+            messages = self.inbox(user)
+            if len(messages) >= count:
+                return messages
+            if time.time() > deadline:
+                raise AssertionError(f"{user} has {len(messages)} messages, expected {count}")
+            time.sleep(0.1)
+
+    def queues(self):
+        return {q["name"]: q for q in self.cli_json("queue", "list")}
+
+
+class RawSmtp:
+    """A bare socket for what smtplib will not send: pipelined batches, garbage,
+    over-long lines."""
+
+    def __init__(self, host, port):
+        self.sock = socket.create_connection((host, port), timeout=10)
+        self.buf = b""
+
+    def send(self, data: bytes):
+        self.sock.sendall(data)
+
+    def reply(self) -> str:
+        """Reads one complete (possibly multi-line) reply."""
+        lines = []
+        while True:
+            while b"\r\n" not in self.buf:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("closed: " + repr(lines))
+                self.buf += chunk
+            line, self.buf = self.buf.split(b"\r\n", 1)
+            lines.append(line.decode())
+            if len(line) < 4 or line[3:4] != b"-":
+                return "\n".join(lines)
+
+    def code(self) -> int:
+        return int(self.reply()[:3])
+
+    def closed(self) -> bool:
+        try:
+            return self.sock.recv(1) == b""
+        except OSError:
+            return True
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def make_server(tmp_path):
+    """Starts servers with extra config text; stops them all after the test."""
+    servers = []
+
+    def make(extra_config=""):
+        workdir = tmp_path / f"s{len(servers)}"
+        workdir.mkdir()
+        s = Server(workdir, extra_config)
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture
+def server(make_server):
+    s = make_server()
+    s.add_user("alice@localhost")
+    s.add_user("bob@localhost")
+    return s
