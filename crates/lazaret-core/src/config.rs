@@ -320,7 +320,10 @@ impl Config {
             ));
         }
         if self.delivery.poll_interval.0 == 0 {
-            return Err(invalid("delivery.poll_interval", "must be at least 1s".into()));
+            return Err(invalid(
+                "delivery.poll_interval",
+                "must be at least 1s".into(),
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for c in &self.connector {
@@ -407,7 +410,9 @@ signatures = "signatures/"
         assert!(e.contains("max_message_size"), "{e}");
         assert!(e.contains("25XB"), "{e}");
 
-        let e = parse("[smtp]\nlisten = [\"nowhere\"]\n").unwrap_err().to_string();
+        let e = parse("[smtp]\nlisten = [\"nowhere\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 2"), "{e}");
 
         let e = parse("[smpt]\n").unwrap_err().to_string();

@@ -78,7 +78,9 @@ impl FromStr for MessageState {
             "ready" => Ok(MessageState::Ready),
             "retry" => Ok(MessageState::Retry),
             "frozen" => Ok(MessageState::Frozen),
-            other => Err(format!("unknown message state {other:?} (ready, retry, frozen)")),
+            other => Err(format!(
+                "unknown message state {other:?} (ready, retry, frozen)"
+            )),
         }
     }
 }

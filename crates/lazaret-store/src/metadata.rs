@@ -98,10 +98,17 @@ mod tests {
         assert_eq!(m.to, "b@y.test, c@y.test");
         assert_eq!(m.subject, "hello");
         assert_eq!(m.date, Some(1_795_428_000));
-        let att = m.parts.iter().find(|p| p.filename.as_deref() == Some("worm.exe")).unwrap();
+        let att = m
+            .parts
+            .iter()
+            .find(|p| p.filename.as_deref() == Some("worm.exe"))
+            .unwrap();
         assert_eq!(att.size, 5);
         // sha256("hello"): the decoded bytes, not the base64 text.
-        assert_eq!(att.sha256, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+        assert_eq!(
+            att.sha256,
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
     }
 
     #[test]

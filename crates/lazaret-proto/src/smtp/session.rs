@@ -142,7 +142,12 @@ impl Session {
         };
         match verdict {
             RcptVerdict::Accept => {
-                if !self.envelope.rcpt_to.iter().any(|r| r.eq_ignore_ascii_case(&address)) {
+                if !self
+                    .envelope
+                    .rcpt_to
+                    .iter()
+                    .any(|r| r.eq_ignore_ascii_case(&address))
+                {
                     self.envelope.rcpt_to.push(address);
                 }
                 self.reply(Reply::new(250, [2, 1, 5], "OK"));
@@ -371,11 +376,9 @@ impl Session {
             Request::Expn { .. }
             | Request::Etrn { .. }
             | Request::Atrn { .. }
-            | Request::Burl { .. } => self.error(Reply::new(
-                502,
-                [5, 5, 1],
-                "Command not implemented",
-            )),
+            | Request::Burl { .. } => {
+                self.error(Reply::new(502, [5, 5, 1], "Command not implemented"))
+            }
         }
     }
 
@@ -444,9 +447,7 @@ fn too_big(limit: u64) -> Reply {
 fn parse_error_reply(e: ParseError) -> Reply {
     match e {
         ParseError::UnknownCommand => Reply::new(500, [5, 5, 1], "Unrecognized command"),
-        ParseError::InvalidSenderAddress => {
-            Reply::new(501, [5, 1, 7], "Bad sender address syntax")
-        }
+        ParseError::InvalidSenderAddress => Reply::new(501, [5, 1, 7], "Bad sender address syntax"),
         ParseError::InvalidRecipientAddress => {
             Reply::new(501, [5, 1, 3], "Bad recipient address syntax")
         }
@@ -459,9 +460,7 @@ fn parse_error_reply(e: ParseError) -> Reply {
         ParseError::UnsupportedParameter { param } => {
             Reply::new(504, [5, 5, 4], format!("Unsupported parameter {param}"))
         }
-        ParseError::NeedsMoreData { .. } => {
-            Reply::new(501, [5, 5, 2], "Incomplete command")
-        }
+        ParseError::NeedsMoreData { .. } => Reply::new(501, [5, 5, 2], "Incomplete command"),
         ParseError::ResponseTooLong => Reply::new(500, [5, 5, 2], "Line too long"),
         ParseError::InvalidResponse { .. } => Reply::new(500, [5, 5, 1], "Unrecognized command"),
     }

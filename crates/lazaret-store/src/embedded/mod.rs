@@ -37,7 +37,8 @@ fn open_connection(path: &Path) -> Result<Connection> {
 pub fn normalize_address(address: &str) -> Option<(String, String)> {
     let address = address.trim().to_ascii_lowercase();
     let (local, domain) = address.rsplit_once('@')?;
-    let ok_local = !local.is_empty() && !local.contains(|c: char| c.is_whitespace() || c == '<' || c == '>');
+    let ok_local =
+        !local.is_empty() && !local.contains(|c: char| c.is_whitespace() || c == '<' || c == '>');
     let ok_domain = !domain.is_empty()
         && domain
             .chars()
@@ -252,8 +253,9 @@ impl Store for EmbeddedStore {
             )?
             .execute(params![message, QUEUE_INBOUND, received])?;
             let item = c.last_insert_rowid();
-            let mut rcpt_stmt =
-                c.prepare_cached("INSERT OR IGNORE INTO queue_rcpts(item, address) VALUES(?1, ?2)")?;
+            let mut rcpt_stmt = c.prepare_cached(
+                "INSERT OR IGNORE INTO queue_rcpts(item, address) VALUES(?1, ?2)",
+            )?;
             for r in &incoming.rcpt_to {
                 rcpt_stmt.execute(params![item, r.to_ascii_lowercase()])?;
             }
@@ -326,7 +328,9 @@ impl Store for EmbeddedStore {
         let name = name.trim().to_ascii_lowercase();
         self.write(move |c| {
             let users: i64 =
-                c.query_row("SELECT COUNT(*) FROM users WHERE domain=?1", [&name], |r| r.get(0))?;
+                c.query_row("SELECT COUNT(*) FROM users WHERE domain=?1", [&name], |r| {
+                    r.get(0)
+                })?;
             if users > 0 {
                 return Err(StoreError::Invalid(format!(
                     "domain {name} still has {users} user(s); remove them first"
@@ -428,7 +432,11 @@ impl Store for EmbeddedStore {
         let address = address.trim().to_ascii_lowercase();
         let hash = password::hash(password);
         self.write(move |c| {
-            if c.execute("UPDATE users SET password=?1 WHERE address=?2", params![hash, address])? == 0 {
+            if c.execute(
+                "UPDATE users SET password=?1 WHERE address=?2",
+                params![hash, address],
+            )? == 0
+            {
                 return Err(StoreError::NotFound(format!("no user {address}")));
             }
             Ok(())
@@ -438,9 +446,11 @@ impl Store for EmbeddedStore {
     fn user_verify_password(&self, address: &str, password: &str) -> Result<bool> {
         let address = address.trim().to_ascii_lowercase();
         let hash: Option<String> = self.read(move |c| {
-            Ok(c.prepare_cached("SELECT password FROM users WHERE address=?1")?
-                .query_row([address], |r| r.get(0))
-                .optional()?)
+            Ok(
+                c.prepare_cached("SELECT password FROM users WHERE address=?1")?
+                    .query_row([address], |r| r.get(0))
+                    .optional()?,
+            )
         })?;
         Ok(hash.is_some_and(|h| password::verify(password, &h)))
     }
@@ -537,7 +547,9 @@ impl Store for EmbeddedStore {
                     )?
                     .query_row(params![item, QUEUE_INBOUND], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()?;
-                let Some((message, created)) = row else { continue };
+                let Some((message, created)) = row else {
+                    continue;
+                };
                 for (queue, rcpts) in groups {
                     c.prepare_cached(
                         "INSERT INTO queue_items(message, queue, state, next_attempt, created)
@@ -550,7 +562,8 @@ impl Store for EmbeddedStore {
                             .execute(params![new_item, r])?;
                     }
                 }
-                c.prepare_cached("DELETE FROM queue_items WHERE id=?1")?.execute([item])?;
+                c.prepare_cached("DELETE FROM queue_items WHERE id=?1")?
+                    .execute([item])?;
                 moved += 1;
             }
             Ok(moved)
@@ -573,7 +586,9 @@ impl Store for EmbeddedStore {
                     )?
                     .query_row(params![item, QUEUE_LOCAL], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()?;
-                let Some((message, attempts)) = row else { continue };
+                let Some((message, attempts)) = row else {
+                    continue;
+                };
                 let mut missing = Vec::new();
                 for rcpt in &rcpts {
                     let inbox: Option<(i64, i64)> = c
@@ -590,14 +605,17 @@ impl Store for EmbeddedStore {
                                  VALUES(?1, ?2, ?3, ?4)",
                             )?
                             .execute(params![mailbox, uid, message, t])?;
-                            c.prepare_cached("DELETE FROM queue_rcpts WHERE item=?1 AND address=?2")?
-                                .execute(params![item, rcpt])?;
+                            c.prepare_cached(
+                                "DELETE FROM queue_rcpts WHERE item=?1 AND address=?2",
+                            )?
+                            .execute(params![item, rcpt])?;
                         }
                         None => missing.push(rcpt.clone()),
                     }
                 }
                 if missing.is_empty() {
-                    c.prepare_cached("DELETE FROM queue_items WHERE id=?1")?.execute([item])?;
+                    c.prepare_cached("DELETE FROM queue_items WHERE id=?1")?
+                        .execute([item])?;
                     report.delivered += 1;
                 } else {
                     // The user vanished after RCPT was accepted. Hold the message for the
@@ -633,7 +651,10 @@ impl Store for EmbeddedStore {
     fn mailbox_list(&self, user: &str) -> Result<Vec<MailboxInfo>> {
         let user = user.trim().to_ascii_lowercase();
         self.read(move |c| {
-            if !c.prepare_cached("SELECT 1 FROM users WHERE address=?1")?.exists([&user])? {
+            if !c
+                .prepare_cached("SELECT 1 FROM users WHERE address=?1")?
+                .exists([&user])?
+            {
                 return Err(StoreError::NotFound(format!("no user {user}")));
             }
             let mut stmt = c.prepare(

@@ -27,16 +27,33 @@ fn ingest_route_deliver() {
     let dir = temp_dir("flow");
     let store = EmbeddedStore::open(&dir).unwrap();
     store.user_add("Bob@LocalHost", "pw").unwrap();
-    assert_eq!(store.recipient_status("bob@localhost").unwrap(), RecipientStatus::LocalUser);
-    assert_eq!(store.recipient_status("eve@localhost").unwrap(), RecipientStatus::UnknownLocalUser);
-    assert_eq!(store.recipient_status("bob@far.test").unwrap(), RecipientStatus::NotLocal);
+    assert_eq!(
+        store.recipient_status("bob@localhost").unwrap(),
+        RecipientStatus::LocalUser
+    );
+    assert_eq!(
+        store.recipient_status("eve@localhost").unwrap(),
+        RecipientStatus::UnknownLocalUser
+    );
+    assert_eq!(
+        store.recipient_status("bob@far.test").unwrap(),
+        RecipientStatus::NotLocal
+    );
 
     store.ingest(incoming("aa01", "bob@localhost")).unwrap();
     assert_eq!(store.queue_messages("inbound").unwrap().len(), 1);
 
-    store.queue_set_state("inbound", QueueState::Frozen).unwrap();
-    assert_eq!(store.route_inbound(100, &to_local).unwrap(), 0, "frozen queue makes no moves");
-    store.queue_set_state("inbound", QueueState::Active).unwrap();
+    store
+        .queue_set_state("inbound", QueueState::Frozen)
+        .unwrap();
+    assert_eq!(
+        store.route_inbound(100, &to_local).unwrap(),
+        0,
+        "frozen queue makes no moves"
+    );
+    store
+        .queue_set_state("inbound", QueueState::Active)
+        .unwrap();
     assert_eq!(store.route_inbound(100, &to_local).unwrap(), 1);
     assert_eq!(store.deliver_local(100, 60).unwrap().delivered, 1);
 
@@ -44,15 +61,25 @@ fn ingest_route_deliver() {
     assert_eq!(inbox.len(), 1);
     assert_eq!(inbox[0].subject, "m aa01");
     assert_eq!(inbox[0].uid, Some(1));
-    assert_eq!(store.message_raw(&inbox[0].id).unwrap(), incoming("aa01", "").data);
+    assert_eq!(
+        store.message_raw(&inbox[0].id).unwrap(),
+        incoming("aa01", "").data
+    );
     assert!(store.queue_list().unwrap().iter().all(|q| q.messages == 0));
     assert!(store.user_verify_password("bob@localhost", "pw").unwrap());
     assert!(!store.user_verify_password("bob@localhost", "nope").unwrap());
 
-    let err = store.user_remove("bob@localhost", false).unwrap_err().to_string();
+    let err = store
+        .user_remove("bob@localhost", false)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("--delete-mail"), "{err}");
     assert_eq!(store.user_remove("bob@localhost", true).unwrap(), 1);
-    assert_eq!(store.stats().unwrap().messages, 0, "orphaned message collected");
+    assert_eq!(
+        store.stats().unwrap().messages,
+        0,
+        "orphaned message collected"
+    );
     assert!(!dir.join("blobs/aa/aa01.eml").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -67,7 +94,9 @@ fn concurrent_ingest_shares_commits() {
             let store = store.clone();
             std::thread::spawn(move || {
                 for i in 0..25 {
-                    store.ingest(incoming(&format!("{t:02x}{i:04x}"), "bob@localhost")).unwrap();
+                    store
+                        .ingest(incoming(&format!("{t:02x}{i:04x}"), "bob@localhost"))
+                        .unwrap();
                 }
             })
         })
@@ -81,7 +110,11 @@ fn concurrent_ingest_shares_commits() {
     let inbox = store.mailbox_messages("bob@localhost", "INBOX").unwrap();
     let mut uids: Vec<i64> = inbox.iter().filter_map(|m| m.uid).collect();
     uids.sort();
-    assert_eq!(uids, (1..=400).collect::<Vec<_>>(), "UIDs are dense and unique");
+    assert_eq!(
+        uids,
+        (1..=400).collect::<Vec<_>>(),
+        "UIDs are dense and unique"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -89,16 +122,39 @@ fn concurrent_ingest_shares_commits() {
 fn accounts_are_validated() {
     let dir = temp_dir("accounts");
     let store = EmbeddedStore::open(&dir).unwrap();
-    assert!(matches!(store.user_add("x@nowhere.test", "pw"), Err(StoreError::NotFound(_))));
-    assert!(matches!(store.user_add("not-an-address", "pw"), Err(StoreError::Invalid(_))));
+    assert!(matches!(
+        store.user_add("x@nowhere.test", "pw"),
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.user_add("not-an-address", "pw"),
+        Err(StoreError::Invalid(_))
+    ));
     store.domain_add("example.test").unwrap();
-    assert!(matches!(store.domain_add("example.test"), Err(StoreError::Exists(_))));
-    assert!(matches!(store.domain_add("bad domain"), Err(StoreError::Invalid(_))));
+    assert!(matches!(
+        store.domain_add("example.test"),
+        Err(StoreError::Exists(_))
+    ));
+    assert!(matches!(
+        store.domain_add("bad domain"),
+        Err(StoreError::Invalid(_))
+    ));
     store.user_add("a@example.test", "pw").unwrap();
-    assert!(matches!(store.domain_remove("example.test"), Err(StoreError::Invalid(_))));
-    assert!(matches!(store.queue_set_state("nonsense", QueueState::Frozen), Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        store.domain_remove("example.test"),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.queue_set_state("nonsense", QueueState::Frozen),
+        Err(StoreError::NotFound(_))
+    ));
     store.queue_set_state("poison", QueueState::Frozen).unwrap();
-    let poison = store.queue_list().unwrap().into_iter().find(|q| q.name == "poison").unwrap();
+    let poison = store
+        .queue_list()
+        .unwrap()
+        .into_iter()
+        .find(|q| q.name == "poison")
+        .unwrap();
     assert_eq!(poison.state, "frozen");
     std::fs::remove_dir_all(&dir).unwrap();
 }

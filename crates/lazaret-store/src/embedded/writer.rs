@@ -95,7 +95,10 @@ fn run(conn: Connection, rx: mpsc::Receiver<Request>) {
                 Err(_) => break,
             }
         }
-        let dirs: BTreeSet<PathBuf> = batch.iter().flat_map(|r| r.sync_dirs.iter().cloned()).collect();
+        let dirs: BTreeSet<PathBuf> = batch
+            .iter()
+            .flat_map(|r| r.sync_dirs.iter().cloned())
+            .collect();
         let dir_sync = dirs.iter().try_for_each(|d| sync_dir(d));
 
         if let Err(e) = dir_sync.and_then(|()| Ok(conn.execute_batch("BEGIN IMMEDIATE")?)) {

@@ -43,7 +43,11 @@ impl SmtpSwitch {
     }
 
     pub fn is_up(&self) -> bool {
-        !self.accept_loops.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+        !self
+            .accept_loops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
     }
 
     /// Starts accepting; a no-op when already up.
@@ -69,7 +73,10 @@ impl SmtpSwitch {
 
     /// Closes the listening sockets. Returns whether it was up.
     pub fn stop(&self) -> bool {
-        self.initial.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.initial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         let loops: Vec<_> = self
             .accept_loops
             .lock()

@@ -32,7 +32,9 @@ pub struct NewDomain {
     name: String,
 }
 
-pub async fn domain_list(State(server): State<Arc<Server>>) -> Result<Json<Vec<DomainInfo>>, ApiError> {
+pub async fn domain_list(
+    State(server): State<Arc<Server>>,
+) -> Result<Json<Vec<DomainInfo>>, ApiError> {
     Ok(Json(server.store_call(|s| s.domain_list()).await?))
 }
 
@@ -76,7 +78,9 @@ pub async fn user_add(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let address = u.address.trim().to_ascii_lowercase();
     let a = address.clone();
-    server.store_call(move |s| s.user_add(&a, &u.password)).await?;
+    server
+        .store_call(move |s| s.user_add(&a, &u.password))
+        .await?;
     audited(&server, actor, "user add", &address, None).await?;
     Ok(Json(serde_json::json!({ "user": address })))
 }
@@ -98,7 +102,9 @@ pub async fn user_remove(
         .store_call(move |s| s.user_remove(&a, opts.delete_mail))
         .await?;
     audited(&server, actor, "user remove", &address, Some(deleted)).await?;
-    Ok(Json(serde_json::json!({ "removed": address, "messages_deleted": deleted })))
+    Ok(Json(
+        serde_json::json!({ "removed": address, "messages_deleted": deleted }),
+    ))
 }
 
 #[derive(Deserialize)]

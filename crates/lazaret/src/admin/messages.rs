@@ -11,14 +11,18 @@ pub async fn in_queue(
     State(server): State<Arc<Server>>,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<MessageSummary>>, ApiError> {
-    Ok(Json(server.store_call(move |s| s.queue_messages(&name)).await?))
+    Ok(Json(
+        server.store_call(move |s| s.queue_messages(&name)).await?,
+    ))
 }
 
 pub async fn mailboxes(
     State(server): State<Arc<Server>>,
     Path(address): Path<String>,
 ) -> Result<Json<Vec<MailboxInfo>>, ApiError> {
-    Ok(Json(server.store_call(move |s| s.mailbox_list(&address)).await?))
+    Ok(Json(
+        server.store_call(move |s| s.mailbox_list(&address)).await?,
+    ))
 }
 
 pub async fn in_mailbox(

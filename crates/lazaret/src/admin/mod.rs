@@ -36,7 +36,10 @@ pub fn router(server: Arc<Server>, token: String) -> Router {
             "/api/domains/{name}",
             axum::routing::delete(accounts::domain_remove),
         )
-        .route("/api/users", get(accounts::user_list).post(accounts::user_add))
+        .route(
+            "/api/users",
+            get(accounts::user_list).post(accounts::user_add),
+        )
         .route(
             "/api/users/{address}",
             axum::routing::delete(accounts::user_remove),

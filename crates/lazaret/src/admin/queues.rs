@@ -37,7 +37,7 @@ pub async fn set_state(
             )))
         }
     };
-    if sel.all == !sel.queues.is_empty() {
+    if sel.all != sel.queues.is_empty() {
         return Err(ApiError::BadRequest(
             "name the queues, or say all (not both)".into(),
         ));
@@ -57,7 +57,10 @@ pub async fn set_state(
     let mut failure = None;
     for name in names {
         let n = name.clone();
-        match server.store_call(move |s| s.queue_set_state(&n, state)).await {
+        match server
+            .store_call(move |s| s.queue_set_state(&n, state))
+            .await
+        {
             Ok(()) => changed.push(name),
             Err(e) => {
                 failure = Some(e);
@@ -80,5 +83,7 @@ pub async fn set_state(
     if let Some(e) = failure {
         return Err(e.into());
     }
-    Ok(Json(serde_json::json!({ "queues": changed, "state": state })))
+    Ok(Json(
+        serde_json::json!({ "queues": changed, "state": state }),
+    ))
 }

@@ -16,7 +16,9 @@ pub struct Listener {
     up: bool,
 }
 
-pub async fn status(State(server): State<Arc<Server>>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn status(
+    State(server): State<Arc<Server>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let (queues, stats) = server
         .store_call(|s| Ok((s.queue_list()?, s.stats()?)))
         .await?;
@@ -69,7 +71,11 @@ pub async fn smtp_switch(
             )))
         }
     }
-    let value = if action == "stop" { "stopped" } else { "running" };
+    let value = if action == "stop" {
+        "stopped"
+    } else {
+        "running"
+    };
     server
         .store_call(move |s| s.set_setting("smtp.inbound", value))
         .await?;
@@ -79,7 +85,10 @@ pub async fn smtp_switch(
             action: format!("smtp {action}"),
             query: None,
             count: None,
-            detail: Some(format!("listener was {}", if was_up { "up" } else { "down" })),
+            detail: Some(format!(
+                "listener was {}",
+                if was_up { "up" } else { "down" }
+            )),
         })
         .await?;
     Ok(Json(serde_json::json!({ "smtp": value, "was_up": was_up })))
@@ -105,5 +114,7 @@ pub async fn audit(
             now - d.0 as i64
         }
     };
-    Ok(Json(server.store_call(move |s| s.audit_since(since)).await?))
+    Ok(Json(
+        server.store_call(move |s| s.audit_since(since)).await?,
+    ))
 }

@@ -63,12 +63,21 @@ pub fn domain(api: &Api, command: DomainCommand) -> Result<()> {
             }
             let rows: Vec<Vec<String>> = domains
                 .iter()
-                .map(|d| vec![d["name"].as_str().unwrap_or("").into(), d["users"].to_string()])
+                .map(|d| {
+                    vec![
+                        d["name"].as_str().unwrap_or("").into(),
+                        d["users"].to_string(),
+                    ]
+                })
                 .collect();
             output::table(&["DOMAIN", "USERS"], &rows);
         }
         DomainCommand::Remove { name } => {
-            api.send("DELETE", &format!("/api/domains/{}", segment(&name)), Value::Null)?;
+            api.send(
+                "DELETE",
+                &format!("/api/domains/{}", segment(&name)),
+                Value::Null,
+            )?;
             println!("domain {name} removed");
         }
     }
@@ -84,7 +93,9 @@ fn read_password(password_stdin: bool) -> Result<String> {
         let first = rpassword::prompt_password("Password: ")?;
         let again = rpassword::prompt_password("Again: ")?;
         if first != again {
-            return Err(Failure::new(EXIT_USAGE, "the two passwords differ; nothing changed").into());
+            return Err(
+                Failure::new(EXIT_USAGE, "the two passwords differ; nothing changed").into(),
+            );
         }
         first
     } else {
@@ -102,9 +113,16 @@ fn read_password(password_stdin: bool) -> Result<String> {
 
 pub fn user(api: &Api, command: UserCommand) -> Result<()> {
     match command {
-        UserCommand::Add { address, password_stdin } => {
+        UserCommand::Add {
+            address,
+            password_stdin,
+        } => {
             let password = read_password(password_stdin)?;
-            let r = api.send("POST", "/api/users", json!({ "address": address, "password": password }))?;
+            let r = api.send(
+                "POST",
+                "/api/users",
+                json!({ "address": address, "password": password }),
+            )?;
             println!("user {} added", r["user"].as_str().unwrap_or(&address));
         }
         UserCommand::List { json } => {
@@ -124,15 +142,24 @@ pub fn user(api: &Api, command: UserCommand) -> Result<()> {
                 .collect();
             output::table(&["USER", "MESSAGES", "SIZE"], &rows);
         }
-        UserCommand::Remove { address, delete_mail } => {
+        UserCommand::Remove {
+            address,
+            delete_mail,
+        } => {
             let r = api.send(
                 "DELETE",
                 &format!("/api/users/{}?delete_mail={delete_mail}", segment(&address)),
                 Value::Null,
             )?;
-            println!("user {address} removed ({} messages deleted)", r["messages_deleted"]);
+            println!(
+                "user {address} removed ({} messages deleted)",
+                r["messages_deleted"]
+            );
         }
-        UserCommand::Passwd { address, password_stdin } => {
+        UserCommand::Passwd {
+            address,
+            password_stdin,
+        } => {
             let password = read_password(password_stdin)?;
             api.send(
                 "PUT",

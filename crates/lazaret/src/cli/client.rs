@@ -64,7 +64,10 @@ impl Api {
             Err(e) => {
                 return Err(Failure::new(
                     EXIT_UNREACHABLE,
-                    format!("cannot read the admin token {}: {e} (run as the server's user)", token_path.display()),
+                    format!(
+                        "cannot read the admin token {}: {e} (run as the server's user)",
+                        token_path.display()
+                    ),
                 )
                 .into())
             }
@@ -83,7 +86,10 @@ impl Api {
         })
     }
 
-    fn finish(&self, response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Vec<u8>> {
+    fn finish(
+        &self,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Vec<u8>> {
         let mut response = response.map_err(|e| {
             Failure::new(
                 EXIT_UNREACHABLE,
@@ -161,7 +167,10 @@ impl Api {
 
 /// The login name of whoever runs the command, for the audit log.
 fn os_user() -> String {
-    if let Some(name) = ["LOGNAME", "USER"].iter().find_map(|v| std::env::var(v).ok()) {
+    if let Some(name) = ["LOGNAME", "USER"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok())
+    {
         return name;
     }
     // SAFETY: getpwuid returns a pointer into static storage or null; we copy the name
@@ -169,7 +178,9 @@ fn os_user() -> String {
     unsafe {
         let pw = libc::getpwuid(libc::getuid());
         if !pw.is_null() && !(*pw).pw_name.is_null() {
-            return std::ffi::CStr::from_ptr((*pw).pw_name).to_string_lossy().into_owned();
+            return std::ffi::CStr::from_ptr((*pw).pw_name)
+                .to_string_lossy()
+                .into_owned();
         }
         format!("uid{}", libc::getuid())
     }

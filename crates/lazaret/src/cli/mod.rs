@@ -19,7 +19,11 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_UNREACHABLE: i32 = 3;
 
 #[derive(Parser)]
-#[command(name = "lazaret", version, about = "A mail server built to survive a virus outbreak")]
+#[command(
+    name = "lazaret",
+    version,
+    about = "A mail server built to survive a virus outbreak"
+)]
 pub struct Args {
     /// Config file (default: ./lazaret.toml if it exists, else built-in defaults)
     #[arg(short, long, global = true, value_name = "PATH")]

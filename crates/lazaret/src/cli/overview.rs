@@ -26,12 +26,20 @@ pub fn status(api: &Api, json: bool) -> Result<()> {
             vec![
                 l["name"].as_str().unwrap_or("").into(),
                 l["address"].as_str().unwrap_or("").into(),
-                if l["up"].as_bool() == Some(true) { "up" } else { "DOWN" }.into(),
+                if l["up"].as_bool() == Some(true) {
+                    "up"
+                } else {
+                    "DOWN"
+                }
+                .into(),
             ]
         })
         .collect();
     output::table(&["NAME", "ADDRESS", "STATE"], &rows);
-    println!("\nUser access: {}", s["user_access"].as_str().unwrap_or("?"));
+    println!(
+        "\nUser access: {}",
+        s["user_access"].as_str().unwrap_or("?")
+    );
     println!("\nQueues");
     print_queues(s["queues"].as_array().map(Vec::as_slice).unwrap_or(&[]));
     let st = &s["store"];
@@ -63,14 +71,31 @@ pub fn print_queues(queues: &[Value]) {
         })
         .collect();
     output::table(
-        &["QUEUE", "STATE", "MESSAGES", "READY", "RETRY", "FROZEN", "OLDEST", "NEXT ATTEMPT"],
+        &[
+            "QUEUE",
+            "STATE",
+            "MESSAGES",
+            "READY",
+            "RETRY",
+            "FROZEN",
+            "OLDEST",
+            "NEXT ATTEMPT",
+        ],
         &rows,
     );
 }
 
 pub fn smtp(api: &Api, action: &str) -> Result<()> {
-    let r = api.send("POST", &format!("/api/smtp/{}", segment(action)), Value::Null)?;
-    let was = if r["was_up"].as_bool() == Some(true) { "up" } else { "down" };
+    let r = api.send(
+        "POST",
+        &format!("/api/smtp/{}", segment(action)),
+        Value::Null,
+    )?;
+    let was = if r["was_up"].as_bool() == Some(true) {
+        "up"
+    } else {
+        "down"
+    };
     match action {
         "stop" => println!("inbound SMTP stopped (it was {was}); sessions already open may finish"),
         _ => println!("inbound SMTP started (it was {was})"),

@@ -64,19 +64,37 @@ pub fn run(api: &Api, command: QueueCommand) -> Result<()> {
         QueueCommand::Freeze { names, all } => set_state(api, "freeze", names, all),
         QueueCommand::Thaw { names, all } => set_state(api, "thaw", names, all),
         QueueCommand::Show { name, json } => {
-            let messages: Vec<Value> = api.get(&format!("/api/queues/{}/messages", segment(&name)))?;
+            let messages: Vec<Value> =
+                api.get(&format!("/api/queues/{}/messages", segment(&name)))?;
             print_messages(&messages, json)
         }
     }
 }
 
 fn set_state(api: &Api, action: &str, names: Vec<String>, all: bool) -> Result<()> {
-    if all == !names.is_empty() {
-        return Err(Failure::new(EXIT_USAGE, format!("name the queues to {action}, or pass --all")).into());
+    if all != names.is_empty() {
+        return Err(Failure::new(
+            EXIT_USAGE,
+            format!("name the queues to {action}, or pass --all"),
+        )
+        .into());
     }
-    let r = api.send("POST", &format!("/api/queues/{action}"), json!({ "queues": names, "all": all }))?;
-    let done: Vec<&str> = r["queues"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-    let verb = if action == "freeze" { "frozen" } else { "thawed" };
+    let r = api.send(
+        "POST",
+        &format!("/api/queues/{action}"),
+        json!({ "queues": names, "all": all }),
+    )?;
+    let done: Vec<&str> = r["queues"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let verb = if action == "freeze" {
+        "frozen"
+    } else {
+        "thawed"
+    };
     println!("{verb}: {}", done.join(" "));
     Ok(())
 }
@@ -120,19 +138,34 @@ fn print_messages(messages: &[Value], json: bool) -> Result<()> {
     let rows: Vec<Vec<String>> = messages
         .iter()
         .map(|m| {
-            let to: Vec<&str> = m["to"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            let to: Vec<&str> = m["to"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
             vec![
                 m["id"].as_str().unwrap_or("").into(),
                 m["location"].as_str().unwrap_or("").into(),
                 m["state"].as_str().unwrap_or("").into(),
                 m["from"].as_str().unwrap_or("").into(),
                 to.join(","),
-                m["subject"].as_str().unwrap_or("").chars().take(60).collect(),
+                m["subject"]
+                    .as_str()
+                    .unwrap_or("")
+                    .chars()
+                    .take(60)
+                    .collect(),
                 output::time(m["date"].as_i64()),
                 m["size"].to_string(),
             ]
         })
         .collect();
-    output::table(&["ID", "LOCATION", "STATE", "FROM", "TO", "SUBJECT", "DATE", "SIZE"], &rows);
+    output::table(
+        &[
+            "ID", "LOCATION", "STATE", "FROM", "TO", "SUBJECT", "DATE", "SIZE",
+        ],
+        &rows,
+    );
     Ok(())
 }

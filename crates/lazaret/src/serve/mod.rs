@@ -46,7 +46,10 @@ impl Server {
     }
 
     /// Records an admin action; failing to record it fails the action's reply.
-    pub async fn audit(self: &Arc<Self>, entry: AuditEntry) -> Result<(), lazaret_store::StoreError> {
+    pub async fn audit(
+        self: &Arc<Self>,
+        entry: AuditEntry,
+    ) -> Result<(), lazaret_store::StoreError> {
         tracing::info!(actor = %entry.actor, action = %entry.action, query = ?entry.query, count = ?entry.count, "audit");
         self.store_call(move |s| s.audit(entry)).await
     }
@@ -120,18 +123,29 @@ pub async fn run(config: Config) -> Result<()> {
 
 fn print_banner(server: &Server, admin: std::net::SocketAddr, smtp_stopped: bool) {
     let c = &server.config;
-    let smtp: Vec<String> = server.smtp.addresses().iter().map(|a| a.to_string()).collect();
+    let smtp: Vec<String> = server
+        .smtp
+        .addresses()
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
     let state = if smtp_stopped {
         " (stopped by the admin; `lazaret smtp start` opens it)"
     } else {
         " (STARTTLS)"
     };
-    println!("Lazaret {} is serving mail for {}", env!("CARGO_PKG_VERSION"), c.hostname);
+    println!(
+        "Lazaret {} is serving mail for {}",
+        env!("CARGO_PKG_VERSION"),
+        c.hostname
+    );
     println!("  data:   {}", c.data_dir.display());
     println!("  smtp:   {}{state}", smtp.join(", "));
     println!(
         "  admin:  http://{admin}  (token in {})",
         data_dir::token_path(&c.data_dir).display()
     );
-    println!("Add a user:  lazaret user add alice@localhost   (then send mail to it on the smtp port)");
+    println!(
+        "Add a user:  lazaret user add alice@localhost   (then send mail to it on the smtp port)"
+    );
 }

@@ -40,21 +40,24 @@ pub fn acceptor(config: &Config) -> Result<TlsAcceptor> {
         (Some(c), Some(k)) => (c.clone(), k.clone()),
         _ => self_signed(&config.data_dir, &config.hostname)?,
     };
-    let certs: Vec<CertificateDer<'static>> =
-        rustls_pemfile::certs(&mut BufReader::new(fs::File::open(&cert_path).with_context(
-            || format!("tls.cert: cannot read {}", cert_path.display()),
-        )?))
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("tls.cert: {} is not a PEM certificate", cert_path.display()))?;
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut BufReader::new(
+        fs::File::open(&cert_path)
+            .with_context(|| format!("tls.cert: cannot read {}", cert_path.display()))?,
+    ))
+    .collect::<Result<_, _>>()
+    .with_context(|| format!("tls.cert: {} is not a PEM certificate", cert_path.display()))?;
     if certs.is_empty() {
-        return Err(anyhow!("tls.cert: no certificate in {}", cert_path.display()));
+        return Err(anyhow!(
+            "tls.cert: no certificate in {}",
+            cert_path.display()
+        ));
     }
-    let key: PrivateKeyDer<'static> =
-        rustls_pemfile::private_key(&mut BufReader::new(fs::File::open(&key_path).with_context(
-            || format!("tls.key: cannot read {}", key_path.display()),
-        )?))
-        .with_context(|| format!("tls.key: cannot parse {}", key_path.display()))?
-        .ok_or_else(|| anyhow!("tls.key: no private key in {}", key_path.display()))?;
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut BufReader::new(
+        fs::File::open(&key_path)
+            .with_context(|| format!("tls.key: cannot read {}", key_path.display()))?,
+    ))
+    .with_context(|| format!("tls.key: cannot parse {}", key_path.display()))?
+    .ok_or_else(|| anyhow!("tls.key: no private key in {}", key_path.display()))?;
     let server = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

@@ -58,8 +58,14 @@ fn pipelined_transaction() {
         &mut s,
         "EHLO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@mx.test>\r\nRCPT TO:<b@far.test>\r\nDATA\r\nSubject: hi\r\n\r\n..dot\r\n.\r\nQUIT\r\n",
     );
-    assert_eq!(codes(&out), ["220", "250", "250", "250", "550", "354", "250", "221"]);
-    assert!(out.contains("\r\n250-PIPELINING\r\n") && out.contains("\r\n250 STARTTLS\r\n"), "{out}");
+    assert_eq!(
+        codes(&out),
+        ["220", "250", "250", "250", "550", "354", "250", "221"]
+    );
+    assert!(
+        out.contains("\r\n250-PIPELINING\r\n") && out.contains("\r\n250 STARTTLS\r\n"),
+        "{out}"
+    );
     assert!(out.contains("\r\n250-SIZE 100\r\n"), "{out}");
     let Event::Message { envelope, data } = &events[2] else {
         panic!("{events:?}")
@@ -73,7 +79,10 @@ fn pipelined_transaction() {
 fn sequence_and_syntax_errors() {
     let mut s = Session::new(config());
     let (out, _) = run(&mut s, "MAIL FROM:<a@x>\r\nEHLO c\r\nRCPT TO:<b@mx.test>\r\nDATA\r\nFOO\r\nMAIL FROM:bad\r\nMAIL FROM:<a@x.test>\r\nDATA\r\nRCPT TO:<nodomain>\r\n");
-    assert_eq!(codes(&out), ["220", "503", "250", "503", "503", "500", "501", "250", "554", "501"]);
+    assert_eq!(
+        codes(&out),
+        ["220", "503", "250", "503", "503", "500", "501", "250", "554", "501"]
+    );
 }
 
 #[test]
@@ -86,7 +95,10 @@ fn size_and_recipient_limits() {
         &mut s,
         &format!("MAIL FROM:<a@x.test>\r\nRCPT TO:<a@mx.test>\r\nRCPT TO:<b@mx.test>\r\nRCPT TO:<c@mx.test>\r\nDATA\r\n{big}\r\n.\r\nNOOP\r\n"),
     );
-    assert_eq!(codes(&out), ["250", "250", "250", "452", "354", "552", "250"]);
+    assert_eq!(
+        codes(&out),
+        ["250", "250", "250", "452", "354", "552", "250"]
+    );
     assert!(!events.iter().any(|e| matches!(e, Event::Message { .. })));
 }
 
@@ -97,7 +109,10 @@ fn long_lines_and_error_limit() {
     let (out, _) = run(&mut s, &format!("NOOP {long}\r\nNOOP\r\n"));
     assert_eq!(codes(&out), ["220", "500", "250"]);
     let (out, events) = run(&mut s, &"BOGUS\r\n".repeat(10));
-    assert!(out.ends_with("421 4.7.0 Too many errors, closing connection\r\n"), "{out}");
+    assert!(
+        out.ends_with("421 4.7.0 Too many errors, closing connection\r\n"),
+        "{out}"
+    );
     assert_eq!(events, [Event::Close]);
 }
 
@@ -119,14 +134,20 @@ fn starttls_discards_pipelined_input_and_resets() {
     s.tls_established();
     let (out, _) = run(&mut s, "MAIL FROM:<a@x.test>\r\nEHLO c\r\nSTARTTLS\r\n");
     assert_eq!(codes(&out), ["503", "250", "503"]);
-    assert!(!out.contains("STARTTLS\r\n"), "no STARTTLS offered inside TLS: {out}");
+    assert!(
+        !out.contains("STARTTLS\r\n"),
+        "no STARTTLS offered inside TLS: {out}"
+    );
 }
 
 #[test]
 fn null_sender_and_vrfy() {
     let mut s = Session::new(config());
     let (out, _) = run(&mut s, "HELO c\r\nVRFY bob\r\nMAIL FROM:<>\r\nRCPT TO:<b@mx.test>\r\nRSET\r\nRCPT TO:<b@mx.test>\r\n");
-    assert_eq!(codes(&out), ["220", "250", "252", "250", "250", "250", "503"]);
+    assert_eq!(
+        codes(&out),
+        ["220", "250", "252", "250", "250", "250", "503"]
+    );
 }
 
 #[test]
