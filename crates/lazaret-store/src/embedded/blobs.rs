@@ -1,6 +1,7 @@
-//! Message bodies as files: `blobs/<first two hex digits>/<id>.eml`, written once and
-//! fsynced before the database row that makes them visible is committed. A crash
-//! between the two leaves an unreferenced file, never a row without its file.
+//! Message bodies as files: `blobs/<first two hex digits>/<id>.eml`, written once; the
+//! file and its directory entry are fsynced before the database row that makes them
+//! visible is committed. A crash between the two leaves an unreferenced file, never a
+//! row without its file.
 
 use crate::{io_err, Result};
 use std::fs::{self, File, OpenOptions};
@@ -25,8 +26,8 @@ impl Blobs {
         self.dir_of(id).join(format!("{id}.eml"))
     }
 
-    /// Writes and fsyncs the file. The caller must fsync `dir_of(id)` before relying
-    /// on the name being durable.
+    /// Writes the file and makes it and its name durable. Runs on the caller's thread,
+    /// so concurrent sessions' fsyncs overlap instead of queueing in the writer.
     pub fn write(&self, id: &str, data: &[u8]) -> Result<()> {
         let dir = self.dir_of(id);
         if !dir.exists() {
@@ -41,7 +42,8 @@ impl Blobs {
             .map_err(io_err(format!("create {}", path.display())))?;
         f.write_all(data)
             .and_then(|_| f.sync_all())
-            .map_err(io_err(format!("write {}", path.display())))
+            .map_err(io_err(format!("write {}", path.display())))?;
+        sync_dir(&dir)
     }
 
     pub fn read(&self, id: &str) -> Result<Vec<u8>> {

@@ -109,7 +109,7 @@ impl EmbeddedStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<R> + Send + 'static,
     ) -> Result<R> {
-        self.writer.write(Vec::new(), f)
+        self.writer.write(f)
     }
 
     /// Items of `queue` that are due now, with their recipients.
@@ -209,8 +209,7 @@ impl Store for EmbeddedStore {
             return Err(StoreError::Invalid(format!("bad message id {id:?}")));
         }
         self.blobs.write(&id, &incoming.data)?;
-        let dir = self.blobs.dir_of(&id);
-        let result = self.writer.write(vec![dir], move |c| {
+        let result = self.writer.write(move |c| {
             let received = now();
             c.prepare_cached(
                 "INSERT INTO messages(uid, sha256, size, received, env_from, helo, peer,

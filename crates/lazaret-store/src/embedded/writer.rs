@@ -1,14 +1,11 @@
 //! Group commit. All writes go through one thread that owns the write connection: it
-//! takes every request waiting in its channel, fsyncs the blob directories they touched
-//! once, runs them in one transaction (each in a savepoint, so one failing request does
-//! not undo the others), commits once, then answers each. Concurrent SMTP sessions thus
-//! share fsyncs instead of paying one each.
+//! takes every request waiting in its channel, runs them in one transaction (each in a
+//! savepoint, so one failing request does not undo the others), commits once, then
+//! answers each. Concurrent SMTP sessions thus share the commit's fsync instead of
+//! paying one each.
 
-use super::blobs::sync_dir;
 use crate::{Result, StoreError};
 use rusqlite::Connection;
-use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::mpsc;
 
 /// Requests committed together at most; bounds the latency a large batch adds.
@@ -18,7 +15,6 @@ type Completion = Box<dyn FnOnce(Result<()>) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
 
 struct Request {
-    sync_dirs: Vec<PathBuf>,
     job: Job,
     /// Answers the caller when the job could not even be run.
     abort: Box<dyn FnOnce(StoreError) + Send>,
@@ -41,7 +37,7 @@ impl Writer {
 
     /// Runs `f` inside the next group transaction and returns its result once that
     /// transaction is durably committed.
-    pub fn write<R, F>(&self, sync_dirs: Vec<PathBuf>, f: F) -> Result<R>
+    pub fn write<R, F>(&self, f: F) -> Result<R>
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R> + Send + 'static,
@@ -62,11 +58,7 @@ impl Writer {
             })
         });
         self.tx
-            .send(Request {
-                sync_dirs,
-                job,
-                abort,
-            })
+            .send(Request { job, abort })
             .map_err(|_| StoreError::Closed)?;
         done_rx.recv().map_err(|_| StoreError::Closed)?
     }
@@ -95,13 +87,7 @@ fn run(conn: Connection, rx: mpsc::Receiver<Request>) {
                 Err(_) => break,
             }
         }
-        let dirs: BTreeSet<PathBuf> = batch
-            .iter()
-            .flat_map(|r| r.sync_dirs.iter().cloned())
-            .collect();
-        let dir_sync = dirs.iter().try_for_each(|d| sync_dir(d));
-
-        if let Err(e) = dir_sync.and_then(|()| Ok(conn.execute_batch("BEGIN IMMEDIATE")?)) {
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             for request in batch {
                 (request.abort)(StoreError::Invalid(format!("write not started: {e}")));
             }

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Ingest benchmark: Lazaret and Postfix side by side in one run, same load client
+# (bench/smtp_load.py), same load: SESSIONS concurrent sessions sending MESSAGES
+# messages of SIZE bytes to USERS local users. Both fsync before 250; Postfix
+# delivers to Maildirs. Prints accepted messages/s, p50/p99 end-of-DATA→250 latency,
+# the time until every message is in a mailbox, Lazaret's peak RSS, and an
+# smtp-source cross-check of the rate.
+#
+# Needs: postfix (smtp-source) from Debian, python3. Run as root (Postfix's master).
+#   bench/ingest.sh            # defaults: SESSIONS=50 MESSAGES=5000 SIZE=10240 USERS=10
+set -euo pipefail
+SESSIONS=${SESSIONS:-50}
+MESSAGES=${MESSAGES:-5000}
+SIZE=${SIZE:-10240}
+USERS=${USERS:-10}
+PF_PORT=${PF_PORT:-2625}
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d /tmp/lazaret-bench.XXXXXX)
+chmod 755 "$work" # Postfix daemons run as postfix and nobody
+LZ=$root/target/release/lazaret
+LOAD="python3 $root/bench/smtp_load.py"
+cleanup() {
+  [ -n "${lz_pid:-}" ] && kill "$lz_pid" 2>/dev/null || true
+  postfix -c "$work/pf/etc" stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+(cd "$root" && cargo build --release -q -p lazaret)
+
+users() { # users DOMAIN -> comma-separated list
+  local out=()
+  for i in $(seq 1 "$USERS"); do out+=("user$i@$1"); done
+  (IFS=,; echo "${out[*]}")
+}
+
+wait_until() { # wait_until CMD... : poll up to 300 s
+  for _ in $(seq 1 3000); do "$@" && return 0; sleep 0.1; done
+  echo "timed out waiting for: $*" >&2; return 1
+}
+
+# ---------------------------------------------------------------- Lazaret
+mkdir -p "$work/lz"
+cat > "$work/lz/lazaret.toml" <<CFG
+data_dir = "$work/lz/data"
+[smtp]
+listen = ["127.0.0.1:0"]
+max_sessions = 1000
+[admin]
+listen = "127.0.0.1:0"
+CFG
+"$LZ" serve -c "$work/lz/lazaret.toml" >"$work/lz/out" 2>"$work/lz/err" &
+lz_pid=$!
+wait_until test -f "$work/lz/data/listeners.json"
+lz_smtp=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['smtp'][0])" "$work/lz/data/listeners.json")
+for u in $(users localhost | tr , ' '); do echo pw | "$LZ" -c "$work/lz/lazaret.toml" user add "$u" --password-stdin >/dev/null; done
+
+lz_delivered() {
+  "$LZ" -c "$work/lz/lazaret.toml" status --json |
+    python3 -c "import json,sys;s=json.load(sys.stdin)['store'];sys.exit(0 if s['in_mailboxes']>=int(sys.argv[1]) else 1)" "$1"
+}
+t0=$(date +%s.%N)
+lz=$($LOAD "$lz_smtp" --sessions "$SESSIONS" --messages "$MESSAGES" --size "$SIZE" --to "$(users localhost)")
+wait_until lz_delivered "$MESSAGES"
+lz_all=$(echo "$(date +%s.%N) - $t0" | bc)
+lz_rss=$(awk '/VmHWM/{print $2}' /proc/$lz_pid/status)
+t0=$(date +%s.%N)
+smtp-source -c -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" -f load@far.test -t user1@localhost "$lz_smtp" >/dev/null
+lz_src=$(echo "$MESSAGES / ($(date +%s.%N) - $t0)" | bc)
+kill "$lz_pid"; wait "$lz_pid" 2>/dev/null || true; lz_pid=
+
+# ---------------------------------------------------------------- Postfix
+pf=$work/pf
+mkdir -p "$pf/etc" "$pf/spool" "$pf/data" "$pf/mail"
+chown postfix "$pf/data"; chown 65534:65534 "$pf/mail"
+cp /etc/postfix/master.cf "$pf/etc/master.cf"
+maps=$(for u in $(users bench.test | tr , ' '); do printf '%s=%s/ ' "$u" "${u%@*}"; done)
+cat > "$pf/etc/main.cf" <<CFG
+compatibility_level = 3.6
+queue_directory = $pf/spool
+data_directory = $pf/data
+maillog_file = $pf/maillog
+maillog_file_prefixes = $work
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = pf.bench.test
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+alias_maps =
+alias_database =
+virtual_mailbox_domains = bench.test
+virtual_mailbox_base = $pf/mail
+virtual_mailbox_maps = inline:{ $maps}
+virtual_uid_maps = static:65534
+virtual_gid_maps = static:65534
+smtpd_client_connection_count_limit = 0
+smtpd_client_connection_rate_limit = 0
+smtpd_client_message_rate_limit = 0
+default_process_limit = 200
+CFG
+postconf -c "$pf/etc" -F '*/*/chroot = n'
+postconf -c "$pf/etc" -MX smtp/inet
+postconf -c "$pf/etc" -Me "127.0.0.1:$PF_PORT/inet = 127.0.0.1:$PF_PORT inet n - n - - smtpd"
+# Postfix reports start-up errors only on a terminal; `script` gives it one.
+script -qc "postfix -c $pf/etc start" /dev/null
+wait_until bash -c "exec 3<>/dev/tcp/127.0.0.1/$PF_PORT" 2>/dev/null
+
+pf_delivered() {
+  [ "$(find "$pf/mail" -path '*/new/*' -type f | wc -l)" -ge "$1" ]
+}
+t0=$(date +%s.%N)
+pfr=$($LOAD "127.0.0.1:$PF_PORT" --sessions "$SESSIONS" --messages "$MESSAGES" --size "$SIZE" --to "$(users bench.test)")
+wait_until pf_delivered "$MESSAGES"
+pf_all=$(echo "$(date +%s.%N) - $t0" | bc)
+t0=$(date +%s.%N)
+smtp-source -c -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" -f load@far.test -t user1@bench.test "127.0.0.1:$PF_PORT" >/dev/null
+pf_src=$(echo "$MESSAGES / ($(date +%s.%N) - $t0)" | bc)
+postfix -c "$pf/etc" stop >/dev/null 2>&1
+
+# ---------------------------------------------------------------- report
+python3 - "$lz" "$pfr" "$lz_all" "$pf_all" "$lz_rss" "$lz_src" "$pf_src" <<PY
+import json, sys
+lz, pf = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+lz_all, pf_all, rss, lz_src, pf_src = map(float, sys.argv[3:])
+print(f"workload: {$SESSIONS} sessions, {$MESSAGES} messages of {$SIZE} B to {$USERS} local users")
+print(f"{'':28}{'Lazaret':>12}{'Postfix':>12}{'ratio':>8}")
+def row(name, a, b, better_high=True):
+    r = a / b if better_high else b / a
+    print(f"{name:28}{a:12.1f}{b:12.1f}{r:7.2f}x")
+row("accepted msgs/s", lz["msgs_per_sec"], pf["msgs_per_sec"])
+row("p50 DATA->250 (ms)", lz["p50_ms"], pf["p50_ms"], False)
+row("p99 DATA->250 (ms)", lz["p99_ms"], pf["p99_ms"], False)
+row("all in mailboxes (s)", lz_all, pf_all, False)
+row("smtp-source msgs/s", lz_src, pf_src)
+print(f"Lazaret peak RSS: {rss/1024:.1f} MB; failures: lazaret {lz['failed']}, postfix {pf['failed']}")
+PY
+rm -rf "$work"

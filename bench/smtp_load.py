@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""SMTP load client for the ingest benchmark: N concurrent sessions send M messages
+of a given size and report accepted messages/s and the latency from the end of DATA
+to the 250 reply (p50/p99). The same client drives every server under test, so the
+figures compare like with like.
+
+usage: smtp_load.py HOST:PORT --sessions 50 --messages 5000 --size 10240 --to a@x,b@x
+"""
+
+import argparse
+import asyncio
+import json
+import time
+
+
+async def reply(reader):
+    while True:
+        line = await reader.readline()
+        if not line:
+            raise ConnectionError("closed")
+        if line[3:4] != b"-":
+            return int(line[:3])
+
+
+async def session(host, port, queue, recipients, body, latencies, failures):
+    reader, writer = await asyncio.open_connection(host, port)
+    await reply(reader)
+    writer.write(b"EHLO bench.test\r\n")
+    await reply(reader)
+    while True:
+        try:
+            n = queue.get_nowait()
+        except asyncio.QueueEmpty:
+            break
+        rcpt = recipients[n % len(recipients)]
+        writer.write(f"MAIL FROM:<load@far.test>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode())
+        codes = [await reply(reader) for _ in range(3)]
+        if codes != [250, 250, 354]:
+            failures.append(codes)
+            writer.write(b"RSET\r\n")
+            await reply(reader)
+            continue
+        writer.write(body.replace(b"@N@", str(n).encode()))
+        start = time.perf_counter()
+        writer.write(b".\r\n")
+        code = await reply(reader)
+        if code == 250:
+            latencies.append(time.perf_counter() - start)
+        else:
+            failures.append([code])
+    writer.write(b"QUIT\r\n")
+    await reply(reader)
+    writer.close()
+
+
+async def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("target")
+    ap.add_argument("--sessions", type=int, default=50)
+    ap.add_argument("--messages", type=int, default=5000)
+    ap.add_argument("--size", type=int, default=10240)
+    ap.add_argument("--to", required=True, help="comma-separated recipients, used in turn")
+    args = ap.parse_args()
+    host, port = args.target.rsplit(":", 1)
+    head = b"From: load@far.test\r\nTo: user@bench\r\nSubject: load test @N@\r\n\r\n"
+    line = b"x" * 76 + b"\r\n"
+    body = head + line * max(1, (args.size - len(head)) // len(line))
+    queue = asyncio.Queue()
+    for n in range(args.messages):
+        queue.put_nowait(n)
+    latencies, failures = [], []
+    t0 = time.perf_counter()
+    await asyncio.gather(
+        *[
+            session(host, int(port), queue, args.to.split(","), body, latencies, failures)
+            for _ in range(args.sessions)
+        ]
+    )
+    elapsed = time.perf_counter() - t0
+    latencies.sort()
+    pct = lambda p: latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else 0
+    print(
+        json.dumps(
+            {
+                "accepted": len(latencies),
+                "failed": len(failures),
+                "seconds": round(elapsed, 3),
+                "msgs_per_sec": round(len(latencies) / elapsed, 1),
+                "p50_ms": round(pct(0.50), 2),
+                "p99_ms": round(pct(0.99), 2),
+            }
+        )
+    )
+
+
+asyncio.run(main())
