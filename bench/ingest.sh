@@ -13,6 +13,8 @@ SESSIONS=${SESSIONS:-50}
 MESSAGES=${MESSAGES:-5000}
 SIZE=${SIZE:-10240}
 USERS=${USERS:-10}
+WARMUP=${WARMUP:-2000}   # messages sent to each server before measuring (steady state)
+RATE=${RATE:-400}        # offered msgs/s for the paced latency comparison
 PF_PORT=${PF_PORT:-2625}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -59,10 +61,13 @@ lz_delivered() {
   "$LZ" -c "$work/lz/lazaret.toml" status --json |
     python3 -c "import json,sys;s=json.load(sys.stdin)['store'];sys.exit(0 if s['in_mailboxes']>=int(sys.argv[1]) else 1)" "$1"
 }
+$LOAD "$lz_smtp" --sessions "$SESSIONS" --messages "$WARMUP" --size "$SIZE" --to "$(users localhost)" >/dev/null
+wait_until lz_delivered "$WARMUP"
 t0=$(date +%s.%N)
 lz=$($LOAD "$lz_smtp" --sessions "$SESSIONS" --messages "$MESSAGES" --size "$SIZE" --to "$(users localhost)")
-wait_until lz_delivered "$MESSAGES"
+wait_until lz_delivered "$((WARMUP + MESSAGES))"
 lz_all=$(echo "$(date +%s.%N) - $t0" | bc)
+lz_paced=$($LOAD "$lz_smtp" --sessions "$SESSIONS" --messages "$((RATE * 5))" --size "$SIZE" --to "$(users localhost)" --rate "$RATE")
 lz_rss=$(awk '/VmHWM/{print $2}' /proc/$lz_pid/status)
 t0=$(date +%s.%N)
 smtp-source -c -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" -f load@far.test -t user1@localhost "$lz_smtp" >/dev/null
@@ -110,21 +115,24 @@ wait_until bash -c "exec 3<>/dev/tcp/127.0.0.1/$PF_PORT" 2>/dev/null
 pf_delivered() {
   [ "$(find "$pf/mail" -path '*/new/*' -type f | wc -l)" -ge "$1" ]
 }
+$LOAD "127.0.0.1:$PF_PORT" --sessions "$SESSIONS" --messages "$WARMUP" --size "$SIZE" --to "$(users bench.test)" >/dev/null
+wait_until pf_delivered "$WARMUP"
 t0=$(date +%s.%N)
 pfr=$($LOAD "127.0.0.1:$PF_PORT" --sessions "$SESSIONS" --messages "$MESSAGES" --size "$SIZE" --to "$(users bench.test)")
-wait_until pf_delivered "$MESSAGES"
+wait_until pf_delivered "$((WARMUP + MESSAGES))"
 pf_all=$(echo "$(date +%s.%N) - $t0" | bc)
+pf_paced=$($LOAD "127.0.0.1:$PF_PORT" --sessions "$SESSIONS" --messages "$((RATE * 5))" --size "$SIZE" --to "$(users bench.test)" --rate "$RATE")
 t0=$(date +%s.%N)
 smtp-source -c -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" -f load@far.test -t user1@bench.test "127.0.0.1:$PF_PORT" >/dev/null
 pf_src=$(echo "$MESSAGES / ($(date +%s.%N) - $t0)" | bc)
 postfix -c "$pf/etc" stop >/dev/null 2>&1
 
 # ---------------------------------------------------------------- report
-python3 - "$lz" "$pfr" "$lz_all" "$pf_all" "$lz_rss" "$lz_src" "$pf_src" <<PY
+python3 - "$lz" "$pfr" "$lz_paced" "$pf_paced" "$lz_all" "$pf_all" "$lz_rss" "$lz_src" "$pf_src" <<PY
 import json, sys
-lz, pf = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-lz_all, pf_all, rss, lz_src, pf_src = map(float, sys.argv[3:])
-print(f"workload: {$SESSIONS} sessions, {$MESSAGES} messages of {$SIZE} B to {$USERS} local users")
+lz, pf, lzp, pfp = (json.loads(a) for a in sys.argv[1:5])
+lz_all, pf_all, rss, lz_src, pf_src = map(float, sys.argv[5:])
+print(f"workload: {$SESSIONS} sessions, {$MESSAGES} messages of {$SIZE} B to {$USERS} local users, after {$WARMUP} warm-up messages")
 print(f"{'':28}{'Lazaret':>12}{'Postfix':>12}{'ratio':>8}")
 def row(name, a, b, better_high=True):
     r = a / b if better_high else b / a
@@ -133,6 +141,8 @@ row("accepted msgs/s", lz["msgs_per_sec"], pf["msgs_per_sec"])
 row("p50 DATA->250 (ms)", lz["p50_ms"], pf["p50_ms"], False)
 row("p99 DATA->250 (ms)", lz["p99_ms"], pf["p99_ms"], False)
 row("all in mailboxes (s)", lz_all, pf_all, False)
+row(f"p50 at {$RATE}/s offered (ms)", lzp["p50_ms"], pfp["p50_ms"], False)
+row(f"p99 at {$RATE}/s offered (ms)", lzp["p99_ms"], pfp["p99_ms"], False)
 row("smtp-source msgs/s", lz_src, pf_src)
 print(f"Lazaret peak RSS: {rss/1024:.1f} MB; failures: lazaret {lz['failed']}, postfix {pf['failed']}")
 PY

@@ -4,7 +4,11 @@ of a given size and report accepted messages/s and the latency from the end of D
 to the 250 reply (p50/p99). The same client drives every server under test, so the
 figures compare like with like.
 
-usage: smtp_load.py HOST:PORT --sessions 50 --messages 5000 --size 10240 --to a@x,b@x
+usage: smtp_load.py HOST:PORT --sessions 50 --messages 5000 --size 10240 --to a@x,b@x [--rate R]
+
+Without --rate every session sends as fast as the server answers (closed loop: the
+figure is the server's top rate). With --rate the messages are paced at R per second
+over all sessions (open loop), so two servers' latencies compare at the same load.
 """
 
 import argparse
@@ -22,7 +26,7 @@ async def reply(reader):
             return int(line[:3])
 
 
-async def session(host, port, queue, recipients, body, latencies, failures):
+async def session(host, port, queue, recipients, body, latencies, failures, pace):
     reader, writer = await asyncio.open_connection(host, port)
     await reply(reader)
     writer.write(b"EHLO bench.test\r\n")
@@ -32,6 +36,10 @@ async def session(host, port, queue, recipients, body, latencies, failures):
             n = queue.get_nowait()
         except asyncio.QueueEmpty:
             break
+        if pace:
+            delay = pace(n) - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
         rcpt = recipients[n % len(recipients)]
         writer.write(f"MAIL FROM:<load@far.test>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode())
         codes = [await reply(reader) for _ in range(3)]
@@ -60,6 +68,7 @@ async def main():
     ap.add_argument("--messages", type=int, default=5000)
     ap.add_argument("--size", type=int, default=10240)
     ap.add_argument("--to", required=True, help="comma-separated recipients, used in turn")
+    ap.add_argument("--rate", type=float, default=0, help="messages/s over all sessions (0: as fast as possible)")
     args = ap.parse_args()
     host, port = args.target.rsplit(":", 1)
     head = b"From: load@far.test\r\nTo: user@bench\r\nSubject: load test @N@\r\n\r\n"
@@ -70,9 +79,10 @@ async def main():
         queue.put_nowait(n)
     latencies, failures = [], []
     t0 = time.perf_counter()
+    pace = (lambda n: t0 + n / args.rate) if args.rate else None
     await asyncio.gather(
         *[
-            session(host, int(port), queue, args.to.split(","), body, latencies, failures)
+            session(host, int(port), queue, args.to.split(","), body, latencies, failures, pace)
             for _ in range(args.sessions)
         ]
     )

@@ -13,8 +13,16 @@ pub struct Blobs {
 }
 
 impl Blobs {
+    /// Creates the 256 shard directories up front, so that ingest never pays for a
+    /// directory creation and the fsync of its parent.
     pub fn open(root: PathBuf) -> Result<Blobs> {
-        fs::create_dir_all(&root).map_err(io_err(format!("create {}", root.display())))?;
+        for shard in 0..=255u8 {
+            let dir = root.join(format!("{shard:02x}"));
+            if !dir.is_dir() {
+                fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
+            }
+        }
+        sync_dir(&root)?;
         Ok(Blobs { root })
     }
 

@@ -165,28 +165,28 @@ impl EmbeddedStore {
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
     }
+}
 
-    /// Deletes message rows nothing points at any more, then their blob files.
-    fn collect_garbage(&self) -> Result<()> {
-        let orphans = self.write(|c| {
-            let mut stmt = c.prepare(
-                "SELECT id, uid FROM messages m WHERE
-                   NOT EXISTS (SELECT 1 FROM queue_items q WHERE q.message=m.id) AND
-                   NOT EXISTS (SELECT 1 FROM mailbox_entries e WHERE e.message=m.id)",
-            )?;
-            let rows: Vec<(i64, String)> = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            for (id, _) in &rows {
-                c.execute("DELETE FROM messages WHERE id=?1", [id])?;
-            }
-            Ok(rows.into_iter().map(|(_, uid)| uid).collect::<Vec<_>>())
-        })?;
-        for uid in orphans {
-            self.blobs.remove(&uid);
+/// Deletes those of `candidates` (message row ids) that nothing points at any more and
+/// returns their blob ids, to be removed once the transaction has committed.
+fn unreferenced(c: &Connection, candidates: &[i64]) -> Result<Vec<String>> {
+    let mut blobs = Vec::new();
+    for id in candidates {
+        let uid: Option<String> = c
+            .prepare_cached(
+                "SELECT uid FROM messages m WHERE id=?1
+                   AND NOT EXISTS (SELECT 1 FROM queue_items q WHERE q.message=m.id)
+                   AND NOT EXISTS (SELECT 1 FROM mailbox_entries e WHERE e.message=m.id)",
+            )?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
+        if let Some(uid) = uid {
+            c.prepare_cached("DELETE FROM messages WHERE id=?1")?
+                .execute([id])?;
+            blobs.push(uid);
         }
-        Ok(())
     }
+    Ok(blobs)
 }
 
 const MAILBOX_SUMMARIES: &str = "SELECT 'm' || e.id, 'mailbox:' || b.user || '/' || b.name, m.hdr_from,
@@ -412,16 +412,25 @@ impl Store for EmbeddedStore {
                     "user {address} has {count} message(s); pass --delete-mail to delete them with the account"
                 )));
             }
+            let messages: Vec<i64> = c
+                .prepare(
+                    "SELECT DISTINCT e.message FROM mailbox_entries e
+                     JOIN mailboxes b ON b.id=e.mailbox WHERE b.user=?1",
+                )?
+                .query_map([&address], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
             c.execute(
                 "DELETE FROM mailbox_entries WHERE mailbox IN (SELECT id FROM mailboxes WHERE user=?1)",
                 [&address],
             )?;
             c.execute("DELETE FROM mailboxes WHERE user=?1", [&address])?;
             c.execute("DELETE FROM users WHERE address=?1", [&address])?;
-            Ok(count as u64)
+            Ok((count as u64, unreferenced(c, &messages)?))
         })?;
-        self.collect_garbage()?;
-        Ok(removed)
+        for blob in removed.1 {
+            self.blobs.remove(&blob);
+        }
+        Ok(removed.0)
     }
 
     fn user_set_password(&self, address: &str, password: &str) -> Result<()> {
