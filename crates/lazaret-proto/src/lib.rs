@@ -2,4 +2,6 @@
 //! Nothing here touches a socket, a clock or the store, so every path can be unit
 //! tested and fuzzed.
 
+pub mod pop3;
+pub mod sasl;
 pub mod smtp;
