@@ -3,6 +3,7 @@ directory and talk to it over loopback with real clients (smtplib, curl, the CLI
 
 import json
 import os
+import poplib
 import pathlib
 import signal
 import smtplib
@@ -28,8 +29,10 @@ class Server:
             'hostname = "mx.lazaret.test"\n'
             + extra_config
             + ("" if "[smtp]" in extra_config else '\n[smtp]\nlisten = ["127.0.0.1:0"]\n')
+            + ("" if "[pop3]" in extra_config else '\n[pop3]\nlisten = ["127.0.0.1:0"]\n')
             + '\n[admin]\nlisten = "127.0.0.1:0"\n'
             + '\n[delivery]\npoll_interval = "1s"\n'
+            + '\n[auth]\nfailure_delay = "1s"\nmax_failures = 3\n'
         )
         self.proc = None
         self.start()
@@ -56,6 +59,8 @@ class Server:
         self.smtp_host, port = info["smtp"][0].rsplit(":", 1)
         self.smtp_port = int(port)
         self.admin = info["admin"]
+        self.pop3_host, port = info["pop3"][0].rsplit(":", 1)
+        self.pop3_port = int(port)
         self.token = (self.data_dir / "admin.token").read_text().strip()
 
     def stop(self, sig=signal.SIGTERM):
@@ -94,6 +99,17 @@ class Server:
 
     def smtp(self) -> smtplib.SMTP:
         return smtplib.SMTP(self.smtp_host, self.smtp_port, timeout=30)
+
+    def pop3(self, user=None, password="secret") -> poplib.POP3:
+        p = poplib.POP3(self.pop3_host, self.pop3_port, timeout=30)
+        if user:
+            p.user(user)
+            p.pass_(password)
+        return p
+
+    def send(self, to, subject, body="hello\r\n"):
+        with self.smtp() as s:
+            assert s.sendmail("sender@far.test", [to], f"Subject: {subject}\r\n\r\n{body}") == {}
 
     def raw(self) -> "RawSmtp":
         return RawSmtp(self.smtp_host, self.smtp_port)

@@ -50,6 +50,42 @@ pub struct Config {
     pub scan: ScanConfig,
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// How logins of users (POP3, IMAP, submission) are guarded against guessing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// A wrong password is answered only after this long.
+    #[serde(default = "default_failure_delay")]
+    pub failure_delay: Duration,
+    /// Failed logins from one address within `lockout` before it is refused outright.
+    #[serde(default = "default_max_failures")]
+    pub max_failures: u32,
+    #[serde(default = "default_lockout")]
+    pub lockout: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            failure_delay: default_failure_delay(),
+            max_failures: default_max_failures(),
+            lockout: default_lockout(),
+        }
+    }
+}
+
+fn default_failure_delay() -> Duration {
+    Duration(2)
+}
+fn default_max_failures() -> u32 {
+    10
+}
+fn default_lockout() -> Duration {
+    Duration(900)
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -80,6 +80,10 @@ pub trait Store: Send + Sync {
     fn mailbox_messages(&self, user: &str, mailbox: &str) -> Result<Vec<MessageSummary>>;
     fn queue_messages(&self, queue: &str) -> Result<Vec<MessageSummary>>;
     fn message_raw(&self, id: &str) -> Result<Vec<u8>>;
+    /// Deletes the user's own messages (`m<n>` ids) from one folder, at the user's
+    /// request (POP3 DELE, IMAP EXPUNGE); ids not in that folder are ignored.
+    /// Returns how many were deleted.
+    fn mailbox_delete(&self, user: &str, mailbox: &str, ids: &[String]) -> Result<u64>;
 
     fn setting(&self, key: &str) -> Result<Option<String>>;
     fn set_setting(&self, key: &str, value: &str) -> Result<()>;

@@ -2,9 +2,11 @@
 //! its admin API.
 
 mod accept;
+mod access;
 mod admin;
 mod cli;
 mod deliver;
+mod net;
 mod queue;
 mod serve;
 

@@ -711,6 +711,37 @@ impl Store for EmbeddedStore {
         }
     }
 
+    fn mailbox_delete(&self, user: &str, mailbox: &str, ids: &[String]) -> Result<u64> {
+        let entries: Vec<i64> = ids
+            .iter()
+            .filter_map(|id| id.strip_prefix('m')?.parse().ok())
+            .collect();
+        let (user, mailbox) = (user.trim().to_ascii_lowercase(), mailbox.to_string());
+        let (deleted, blobs) = self.write(move |c| {
+            let mut deleted = 0;
+            let mut messages = Vec::new();
+            for entry in entries {
+                let message: Option<i64> = c
+                    .prepare_cached(
+                        "DELETE FROM mailbox_entries WHERE id=?1 AND mailbox=
+                           (SELECT id FROM mailboxes WHERE user=?2 AND name=?3)
+                         RETURNING message",
+                    )?
+                    .query_row(params![entry, user, mailbox], |r| r.get(0))
+                    .optional()?;
+                if let Some(m) = message {
+                    deleted += 1;
+                    messages.push(m);
+                }
+            }
+            Ok((deleted, unreferenced(c, &messages)?))
+        })?;
+        for blob in blobs {
+            self.blobs.remove(&blob);
+        }
+        Ok(deleted)
+    }
+
     fn setting(&self, key: &str) -> Result<Option<String>> {
         let key = key.to_string();
         self.read(move |c| {

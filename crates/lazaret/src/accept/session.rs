@@ -2,41 +2,13 @@
 //! sans-IO session of `lazaret-proto`, which decides every reply.
 
 use super::received;
+use crate::net::Conn;
 use crate::serve::Server;
 use lazaret_proto::smtp::{Envelope, Event, RcptVerdict, Reply, Session, SessionConfig};
 use lazaret_store::{Incoming, RecipientStatus};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
-
-enum Conn {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl Conn {
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Conn::Plain(s) => s.read(buf).await,
-            Conn::Tls(s) => s.read(buf).await,
-        }
-    }
-
-    async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
-        if data.is_empty() {
-            return Ok(());
-        }
-        match self {
-            Conn::Plain(s) => s.write_all(data).await,
-            Conn::Tls(s) => {
-                s.write_all(data).await?;
-                s.flush().await
-            }
-        }
-    }
-}
 
 pub async fn handle(server: Arc<Server>, stream: TcpStream, peer: SocketAddr) {
     let hostname = server.config.hostname.clone();
@@ -81,15 +53,15 @@ pub async fn handle(server: Arc<Server>, stream: TcpStream, peer: SocketAddr) {
                 if conn.write_all(&session.take_output()).await.is_err() {
                     return;
                 }
-                let (Conn::Plain(tcp), Some(acceptor)) = (conn, server.tls.as_ref()) else {
+                let Some(acceptor) = server.tls.as_ref() else {
                     return;
                 };
-                match tokio::time::timeout(idle, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        conn = Conn::Tls(Box::new(tls));
+                match conn.upgrade(acceptor, idle).await {
+                    Some(tls) => {
+                        conn = tls;
                         session.tls_established();
                     }
-                    _ => return,
+                    None => return,
                 }
             }
             Event::Close => {

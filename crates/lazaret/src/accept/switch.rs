@@ -66,7 +66,11 @@ impl SmtpSwitch {
         }
         let mut loops = self.accept_loops.lock().unwrap_or_else(|e| e.into_inner());
         for listener in listeners {
-            loops.push(tokio::spawn(accept_loop(listener, server.clone())));
+            let server = server.clone();
+            loops.push(tokio::spawn(crate::net::accept_loop(
+                listener,
+                move |stream, peer| super::session::handle(server.clone(), stream, peer),
+            )));
         }
         Ok(())
     }
@@ -88,21 +92,5 @@ impl SmtpSwitch {
             handle.abort();
         }
         was_up
-    }
-}
-
-async fn accept_loop(listener: TcpListener, server: Arc<Server>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(super::session::handle(server.clone(), stream, peer));
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!("smtp accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        }
     }
 }

@@ -25,6 +25,7 @@ pub fn router(server: Arc<Server>, token: String) -> Router {
     let api = Router::new()
         .route("/api/status", get(status::status))
         .route("/api/smtp/{action}", post(status::smtp_switch))
+        .route("/api/access/{action}", post(status::access_switch))
         .route("/api/queues", get(queues::list))
         .route("/api/queues/{action}", post(queues::set_state))
         .route("/api/queues/{name}/messages", get(messages::in_queue))

@@ -23,6 +23,7 @@ pub async fn status(
         .store_call(|s| Ok((s.queue_list()?, s.stats()?)))
         .await?;
     let smtp_up = server.smtp.is_up();
+    let access = server.access.current();
     let mut listeners: Vec<Listener> = server
         .smtp
         .addresses()
@@ -33,6 +34,11 @@ pub async fn status(
             up: smtp_up,
         })
         .collect();
+    listeners.extend(server.pop3_addresses.iter().map(|a| Listener {
+        name: "pop3",
+        address: a.to_string(),
+        up: true,
+    }));
     listeners.push(Listener {
         name: "admin",
         address: server.admin_address.to_string(),
@@ -43,7 +49,8 @@ pub async fn status(
         "hostname": server.config.hostname,
         "uptime_secs": server.started.elapsed().as_secs(),
         "listeners": listeners,
-        "user_access": "enabled",
+        "user_access": if access.enabled { "enabled" } else { "disabled" },
+        "user_access_message": access.message,
         "queues": queues,
         "store": stats,
         "smtp_sessions": server.config.smtp.max_sessions - server.sessions.available_permits(),
@@ -116,5 +123,61 @@ pub async fn audit(
     };
     Ok(Json(
         server.store_call(move |s| s.audit_since(since)).await?,
+    ))
+}
+
+#[derive(Deserialize, Default)]
+pub struct AccessChange {
+    message: Option<String>,
+}
+
+/// `POST /api/access/disable` (optional `{"message": "..."}`) or `/api/access/enable`.
+pub async fn access_switch(
+    State(server): State<Arc<Server>>,
+    Extension(actor): Extension<Actor>,
+    Path(action): Path<String>,
+    body: Option<Json<AccessChange>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use crate::access::gate::{AccessState, DEFAULT_MESSAGE, SETTING};
+    let message = body
+        .and_then(|Json(b)| b.message)
+        .map(|m| m.trim().replace(['\r', '\n'], " "))
+        .filter(|m| !m.is_empty());
+    let was = server.access.current();
+    let state = match action.as_str() {
+        "disable" => AccessState {
+            enabled: false,
+            message: Some(message.unwrap_or_else(|| DEFAULT_MESSAGE.into())),
+        },
+        "enable" => AccessState {
+            enabled: true,
+            message: None,
+        },
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "unknown action {other:?}: use disable or enable"
+            )))
+        }
+    };
+    // Persist first: once the reply says "disabled", a restart must keep it so.
+    let stored = state.message.clone().unwrap_or_default();
+    server
+        .store_call(move |s| s.set_setting(SETTING, &stored))
+        .await?;
+    server.access.set(state.clone());
+    server
+        .audit(AuditEntry {
+            actor: actor.0,
+            action: format!("access {action}"),
+            query: state.message.clone(),
+            count: None,
+            detail: Some(format!(
+                "access was {}",
+                if was.enabled { "enabled" } else { "disabled" }
+            )),
+        })
+        .await?;
+    Ok(Json(
+        serde_json::json!({ "user_access": state, "was_enabled": was.enabled }),
     ))
 }

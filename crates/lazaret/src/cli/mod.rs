@@ -46,6 +46,11 @@ enum Command {
         #[arg(value_parser = ["stop", "start"])]
         action: String,
     },
+    /// Keep users out (IMAP, POP3, submission) while the store stays up, or let them back
+    Access {
+        #[command(subcommand)]
+        command: overview::AccessCommand,
+    },
     /// List, freeze and thaw queues
     Queue {
         #[command(subcommand)]
@@ -102,6 +107,7 @@ pub fn run(args: Args) -> Result<()> {
         Command::Serve => unreachable!("handled above"),
         Command::Status { json } => overview::status(&api, json),
         Command::Smtp { action } => overview::smtp(&api, &action),
+        Command::Access { command } => overview::access(&api, command),
         Command::Audit { since, json } => overview::audit(&api, since.as_deref(), json),
         Command::Queue { command } => queues::run(&api, command),
         Command::Mailbox { command } => queues::mailbox(&api, command),

@@ -3,6 +3,7 @@
 use super::client::{segment, Api};
 use super::output;
 use anyhow::Result;
+use clap::Subcommand;
 use lazaret_core::Size;
 use serde_json::Value;
 
@@ -83,6 +84,39 @@ pub fn print_queues(queues: &[Value]) {
         ],
         &rows,
     );
+}
+
+#[derive(Subcommand)]
+pub enum AccessCommand {
+    /// Refuse user logins with a message and close open sessions
+    Disable {
+        /// What users are told (default: access is temporarily disabled)
+        #[arg(long, value_name = "TEXT")]
+        message: Option<String>,
+    },
+    /// Let users log in again
+    Enable,
+}
+
+pub fn access(api: &Api, command: AccessCommand) -> Result<()> {
+    match command {
+        AccessCommand::Disable { message } => {
+            let r = api.send(
+                "POST",
+                "/api/access/disable",
+                serde_json::json!({ "message": message }),
+            )?;
+            println!(
+                "user access disabled; logins are refused with: {}",
+                r["user_access"]["message"].as_str().unwrap_or("")
+            );
+        }
+        AccessCommand::Enable => {
+            api.send("POST", "/api/access/enable", serde_json::json!({}))?;
+            println!("user access enabled");
+        }
+    }
+    Ok(())
 }
 
 pub fn smtp(api: &Api, action: &str) -> Result<()> {

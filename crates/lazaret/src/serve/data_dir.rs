@@ -19,6 +19,8 @@ pub const LISTENERS_FILE: &str = "listeners.json";
 pub struct Listeners {
     pub pid: u32,
     pub smtp: Vec<SocketAddr>,
+    #[serde(default)]
+    pub pop3: Vec<SocketAddr>,
     pub admin: SocketAddr,
 }
 

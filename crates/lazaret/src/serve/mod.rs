@@ -5,6 +5,9 @@ pub mod data_dir;
 pub mod tls;
 
 use crate::accept::switch::SmtpSwitch;
+use crate::access::gate::AccessGate;
+use crate::access::login::LoginGuard;
+use crate::access::pop3::MaildropLocks;
 use crate::{admin, deliver};
 use anyhow::{Context, Result};
 use lazaret_core::Config;
@@ -26,6 +29,12 @@ pub struct Server {
     /// Wakes the queue runner when new mail is committed.
     pub queue_wake: Notify,
     pub started: std::time::Instant,
+    /// User access on/off (`lazaret access disable|enable`).
+    pub access: AccessGate,
+    pub logins: LoginGuard,
+    pub maildrops: MaildropLocks,
+    /// POP3 listeners' bound addresses.
+    pub pop3_addresses: Vec<std::net::SocketAddr>,
 }
 
 impl Server {
@@ -72,6 +81,22 @@ pub async fn run(config: Config) -> Result<()> {
         .await
         .with_context(|| format!("admin.listen: cannot listen on {}", config.admin.listen))?;
     let admin_addr = admin_listener.local_addr()?;
+    let mut pop3_listeners = Vec::new();
+    for addr in &config.pop3.listen {
+        pop3_listeners.push(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("pop3.listen: cannot listen on {addr}"))?,
+        );
+    }
+    let pop3_addresses = pop3_listeners
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<std::io::Result<Vec<_>>>()?;
+    // An empty setting means access was enabled again.
+    let disabled_message = store
+        .setting(crate::access::gate::SETTING)?
+        .filter(|m| !m.is_empty());
 
     let server = Arc::new(Server {
         sessions: Arc::new(Semaphore::new(config.smtp.max_sessions)),
@@ -82,7 +107,17 @@ pub async fn run(config: Config) -> Result<()> {
         admin_address: admin_addr,
         queue_wake: Notify::new(),
         started: std::time::Instant::now(),
+        access: AccessGate::new(disabled_message),
+        logins: LoginGuard::default(),
+        maildrops: MaildropLocks::default(),
+        pop3_addresses,
     });
+    for listener in pop3_listeners {
+        let server = server.clone();
+        tokio::spawn(crate::net::accept_loop(listener, move |stream, peer| {
+            crate::access::pop3::handle(server.clone(), stream, peer)
+        }));
+    }
 
     // An admin who stopped SMTP during an outbreak expects a restart to keep it stopped.
     let stopped = server
@@ -100,6 +135,7 @@ pub async fn run(config: Config) -> Result<()> {
         &data_dir::Listeners {
             pid: std::process::id(),
             smtp: server.smtp.addresses().to_vec(),
+            pop3: server.pop3_addresses.clone(),
             admin: admin_addr,
         },
     )?;
@@ -141,6 +177,19 @@ fn print_banner(server: &Server, admin: std::net::SocketAddr, smtp_stopped: bool
     );
     println!("  data:   {}", c.data_dir.display());
     println!("  smtp:   {}{state}", smtp.join(", "));
+    if !server.pop3_addresses.is_empty() {
+        let pop3: Vec<String> = server
+            .pop3_addresses
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        let access = if server.access.current().enabled {
+            ""
+        } else {
+            " (user access disabled)"
+        };
+        println!("  pop3:   {} (STLS){access}", pop3.join(", "));
+    }
     println!(
         "  admin:  http://{admin}  (token in {})",
         data_dir::token_path(&c.data_dir).display()
