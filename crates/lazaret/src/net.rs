@@ -34,13 +34,18 @@ impl Conn {
         }
     }
 
-    /// Runs the TLS handshake on a plain connection (STARTTLS, STLS).
-    pub async fn upgrade(
-        self,
-        acceptor: &TlsAcceptor,
+    /// STARTTLS/STLS: sends the session's go-ahead reply, then runs the handshake on
+    /// the plain connection. None means the session must end.
+    pub async fn start_tls(
+        mut self,
+        go_ahead: &[u8],
+        acceptor: Option<&TlsAcceptor>,
         timeout: std::time::Duration,
     ) -> Option<Conn> {
-        let Conn::Plain(tcp) = self else { return None };
+        self.write_all(go_ahead).await.ok()?;
+        let (Conn::Plain(tcp), Some(acceptor)) = (self, acceptor) else {
+            return None;
+        };
         match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => Some(Conn::Tls(Box::new(tls))),
             _ => None,

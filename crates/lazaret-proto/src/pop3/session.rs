@@ -1,6 +1,7 @@
 //! One POP3 session as a state machine: the server feeds bytes and answers its
 //! requests (check this login, fetch this message, apply these deletions).
 
+use crate::input::{Input, Line};
 use crate::sasl;
 
 /// Longest command line accepted (RFC 2449 allows 255 octets; be lenient).
@@ -60,9 +61,7 @@ enum Stage {
 pub struct Session {
     config: SessionConfig,
     stage: Stage,
-    input: Vec<u8>,
-    pos: usize,
-    line: Vec<u8>,
+    input: Input,
     output: Vec<u8>,
     tls: bool,
     maildrop: Vec<MaildropEntry>,
@@ -79,9 +78,7 @@ impl Session {
     pub fn new(config: SessionConfig) -> Session {
         let mut s = Session {
             stage: Stage::Authorization { user: None },
-            input: Vec::new(),
-            pos: 0,
-            line: Vec::new(),
+            input: Input::default(),
             output: Vec::new(),
             tls: false,
             maildrop: Vec::new(),
@@ -96,11 +93,7 @@ impl Session {
     }
 
     pub fn feed(&mut self, bytes: &[u8]) {
-        if self.pos > 0 {
-            self.input.drain(..self.pos);
-            self.pos = 0;
-        }
-        self.input.extend_from_slice(bytes);
+        self.input.feed(bytes);
     }
 
     pub fn take_output(&mut self) -> Vec<u8> {
@@ -192,46 +185,34 @@ impl Session {
                 Stage::AwaitTls => return Event::StartTls,
                 _ => {}
             }
-            let rest = &self.input[self.pos..];
-            let newline = rest.iter().position(|&b| b == b'\n');
             if let Stage::SkipLine { authenticated } = self.stage {
-                match newline {
-                    Some(i) => {
-                        self.pos += i + 1;
-                        self.stage = if authenticated {
-                            Stage::Transaction
-                        } else {
-                            Stage::Authorization { user: None }
-                        };
-                        continue;
-                    }
-                    None => {
-                        self.pos = self.input.len();
-                        return Event::NeedInput;
-                    }
+                if !self.input.skip_line() {
+                    return Event::NeedInput;
                 }
-            }
-            let take = newline.map_or(rest.len(), |i| i + 1);
-            if self.line.len() + take > MAX_LINE {
-                self.line.clear();
-                let authenticated = self.is_authenticated();
-                self.err("line too long");
-                if !matches!(self.stage, Stage::Closed) {
-                    self.stage = Stage::SkipLine { authenticated };
-                }
+                self.stage = if authenticated {
+                    Stage::Transaction
+                } else {
+                    Stage::Authorization { user: None }
+                };
                 continue;
             }
-            self.line.extend_from_slice(&rest[..take]);
-            self.pos += take;
-            if newline.is_none() {
-                return Event::NeedInput;
-            }
-            let raw = std::mem::take(&mut self.line);
-            let text = String::from_utf8_lossy(&raw);
-            let line = text.trim_end_matches(['\r', '\n']).to_string();
-            self.command(&line);
-            if let Some(event) = self.pending.take() {
-                return event;
+            match self.input.next_line(MAX_LINE) {
+                Line::Complete(raw) => {
+                    let text = String::from_utf8_lossy(&raw);
+                    let line = text.trim_end_matches(['\r', '\n']).to_string();
+                    self.command(&line);
+                    if let Some(event) = self.pending.take() {
+                        return event;
+                    }
+                }
+                Line::Incomplete => return Event::NeedInput,
+                Line::TooLong => {
+                    let authenticated = self.is_authenticated();
+                    self.err("line too long");
+                    if !matches!(self.stage, Stage::Closed) {
+                        self.stage = Stage::SkipLine { authenticated };
+                    }
+                }
             }
         }
     }
@@ -325,7 +306,7 @@ impl Session {
                 } else {
                     self.ok_line("+OK begin TLS negotiation");
                     // Input pipelined behind STLS came in the clear: drop it.
-                    self.pos = self.input.len();
+                    self.input.discard();
                     self.stage = Stage::AwaitTls;
                 }
             }

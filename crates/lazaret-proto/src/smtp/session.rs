@@ -3,6 +3,7 @@
 //! session decides every reply.
 
 use super::reply::Reply;
+use crate::input::{Input, Line};
 use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
 use smtp_proto::{Error as ParseError, Request};
 
@@ -67,9 +68,7 @@ enum Stage {
 pub struct Session {
     config: SessionConfig,
     stage: Stage,
-    input: Vec<u8>,
-    pos: usize,
-    line: Vec<u8>,
+    input: Input,
     output: Vec<u8>,
     envelope: Envelope,
     in_transaction: bool,
@@ -83,9 +82,7 @@ impl Session {
         let mut s = Session {
             config,
             stage: Stage::Command,
-            input: Vec::new(),
-            pos: 0,
-            line: Vec::new(),
+            input: Input::default(),
             output: Vec::new(),
             envelope: Envelope::default(),
             in_transaction: false,
@@ -113,11 +110,7 @@ impl Session {
     }
 
     pub fn feed(&mut self, bytes: &[u8]) {
-        if self.pos > 0 {
-            self.input.drain(..self.pos);
-            self.pos = 0;
-        }
-        self.input.extend_from_slice(bytes);
+        self.input.feed(bytes);
     }
 
     /// Bytes to send to the client now.
@@ -190,22 +183,17 @@ impl Session {
                 Stage::AwaitMessageResult => return Event::NeedInput,
                 Stage::AwaitTls => return Event::StartTls,
                 Stage::SkipLine => {
-                    let rest = &self.input[self.pos..];
-                    match rest.iter().position(|&b| b == b'\n') {
-                        Some(i) => {
-                            self.pos += i + 1;
-                            self.stage = Stage::Command;
-                        }
-                        None => {
-                            self.pos = self.input.len();
-                            return Event::NeedInput;
-                        }
+                    if !self.input.skip_line() {
+                        return Event::NeedInput;
                     }
+                    self.stage = Stage::Command;
                 }
                 Stage::Data(rx, buf) => {
-                    let mut iter = self.input[self.pos..].iter();
+                    let rest = self.input.rest();
+                    let mut iter = rest.iter();
                     let done = rx.ingest(&mut iter, buf);
-                    self.pos = self.input.len() - iter.as_slice().len();
+                    let used = rest.len() - iter.as_slice().len();
+                    self.input.consume(used);
                     if buf.len() as u64 > self.config.max_message_size {
                         let reply = too_big(self.config.max_message_size);
                         if done {
@@ -229,9 +217,11 @@ impl Session {
                     };
                 }
                 Stage::DataDiscard(rx, reply) => {
-                    let mut iter = self.input[self.pos..].iter();
+                    let rest = self.input.rest();
+                    let mut iter = rest.iter();
                     let done = rx.ingest(&mut iter);
-                    self.pos = self.input.len() - iter.as_slice().len();
+                    let used = rest.len() - iter.as_slice().len();
+                    self.input.consume(used);
                     if !done {
                         return Event::NeedInput;
                     }
@@ -240,24 +230,14 @@ impl Session {
                     self.reset_transaction();
                     self.error(reply);
                 }
-                Stage::Command => {
-                    let rest = &self.input[self.pos..];
-                    let newline = rest.iter().position(|&b| b == b'\n');
-                    let take = newline.map_or(rest.len(), |i| i + 1);
-                    if self.line.len() + take > MAX_COMMAND_LINE {
-                        self.line.clear();
+                Stage::Command => match self.input.next_line(MAX_COMMAND_LINE) {
+                    Line::Complete(line) => self.command(&line),
+                    Line::Incomplete => return Event::NeedInput,
+                    Line::TooLong => {
                         self.stage = Stage::SkipLine;
                         self.error(Reply::new(500, [5, 5, 2], "Line too long"));
-                        continue;
                     }
-                    self.line.extend_from_slice(&rest[..take]);
-                    self.pos += take;
-                    if newline.is_none() {
-                        return Event::NeedInput;
-                    }
-                    let line = std::mem::take(&mut self.line);
-                    self.command(&line);
-                }
+                },
             }
         }
     }
@@ -356,7 +336,7 @@ impl Session {
                 self.reply(Reply::new(220, [2, 0, 0], "Ready to start TLS"));
                 // Anything pipelined after STARTTLS came in the clear and must not be
                 // acted upon once TLS is up (the STARTTLS command-injection attack).
-                self.pos = self.input.len();
+                self.input.discard();
                 self.stage = Stage::AwaitTls;
             }
             Request::Auth { .. } => self.error(Reply::new(

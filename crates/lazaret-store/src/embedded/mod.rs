@@ -167,6 +167,19 @@ impl EmbeddedStore {
     }
 }
 
+/// (message, created, attempts) of a queue item read as due, unless an admin froze or
+/// moved it since (the read and the write are separate transactions).
+fn still_due(c: &Connection, item: i64, queue: &str) -> Result<Option<(i64, i64, i64)>> {
+    Ok(c.prepare_cached(
+        "SELECT message, created, attempts FROM queue_items
+         WHERE id=?1 AND queue=?2 AND state!='frozen'",
+    )?
+    .query_row(params![item, queue], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })
+    .optional()?)
+}
+
 /// Deletes those of `candidates` (message row ids) that nothing points at any more and
 /// returns their blob ids, to be removed once the transaction has committed.
 fn unreferenced(c: &Connection, candidates: &[i64]) -> Result<Vec<String>> {
@@ -547,15 +560,7 @@ impl Store for EmbeddedStore {
         self.write(move |c| {
             let mut moved = 0;
             for (item, groups) in plans {
-                // Skip items an admin froze or moved since they were read.
-                let row: Option<(i64, i64)> = c
-                    .prepare_cached(
-                        "SELECT message, created FROM queue_items
-                         WHERE id=?1 AND queue=?2 AND state!='frozen'",
-                    )?
-                    .query_row(params![item, QUEUE_INBOUND], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()?;
-                let Some((message, created)) = row else {
+                let Some((message, created, _)) = still_due(c, item, QUEUE_INBOUND)? else {
                     continue;
                 };
                 for (queue, rcpts) in groups {
@@ -587,14 +592,7 @@ impl Store for EmbeddedStore {
             let mut report = DeliveryReport::default();
             let t = now();
             for (item, rcpts) in due {
-                let row: Option<(i64, i64)> = c
-                    .prepare_cached(
-                        "SELECT message, attempts FROM queue_items
-                         WHERE id=?1 AND queue=?2 AND state!='frozen'",
-                    )?
-                    .query_row(params![item, QUEUE_LOCAL], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()?;
-                let Some((message, attempts)) = row else {
+                let Some((message, _, attempts)) = still_due(c, item, QUEUE_LOCAL)? else {
                     continue;
                 };
                 let mut missing = Vec::new();

@@ -50,13 +50,8 @@ pub async fn handle(server: Arc<Server>, stream: TcpStream, peer: SocketAddr) {
                 session.message_result(result);
             }
             Event::StartTls => {
-                if conn.write_all(&session.take_output()).await.is_err() {
-                    return;
-                }
-                let Some(acceptor) = server.tls.as_ref() else {
-                    return;
-                };
-                match conn.upgrade(acceptor, idle).await {
+                let go_ahead = session.take_output();
+                match conn.start_tls(&go_ahead, server.tls.as_ref(), idle).await {
                     Some(tls) => {
                         conn = tls;
                         session.tls_established();
