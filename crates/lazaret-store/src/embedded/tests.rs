@@ -158,3 +158,33 @@ fn accounts_are_validated() {
     assert_eq!(poison.state, "frozen");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_panicking_write_is_contained() {
+    let dir = temp_dir("panic");
+    let store = EmbeddedStore::open(&dir).unwrap();
+    let r: Result<()> = store.write(|c| {
+        c.execute(
+            "INSERT INTO domains(name, created) VALUES('half.test', 0)",
+            [],
+        )?;
+        panic!("bug in a write job");
+    });
+    assert!(r.is_err());
+    store.domain_add("after.test").unwrap();
+    let names: Vec<String> = store
+        .domain_list()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    assert!(
+        names.contains(&"after.test".to_string()),
+        "the writer still works"
+    );
+    assert!(
+        !names.contains(&"half.test".to_string()),
+        "the panicking job was undone"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -66,7 +66,15 @@ impl Writer {
 
 fn in_savepoint<R>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
     conn.execute_batch("SAVEPOINT job")?;
-    match f(conn) {
+    // A panicking request is undone and answered with an error; it must not take the
+    // writer thread, and with it every later write, down.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
+        .unwrap_or_else(|_| {
+            Err(StoreError::Invalid(
+                "internal error while writing (a bug; see the server log)".into(),
+            ))
+        });
+    match outcome {
         Ok(r) => {
             conn.execute_batch("RELEASE job")?;
             Ok(r)

@@ -81,6 +81,11 @@ pub async fn run(config: Config) -> Result<()> {
         .await
         .with_context(|| format!("admin.listen: cannot listen on {}", config.admin.listen))?;
     let admin_addr = admin_listener.local_addr()?;
+    if !admin_addr.ip().is_loopback() {
+        tracing::warn!(
+            "admin API on {admin_addr} is plain HTTP: its token and user passwords cross the network unencrypted; keep [admin] listen on loopback or put a TLS proxy in front"
+        );
+    }
     let mut pop3_listeners = Vec::new();
     for addr in &config.pop3.listen {
         pop3_listeners.push(
