@@ -30,6 +30,7 @@ class Server:
             + extra_config
             + ("" if "[smtp]" in extra_config else '\n[smtp]\nlisten = ["127.0.0.1:0"]\n')
             + ("" if "[pop3]" in extra_config else '\n[pop3]\nlisten = ["127.0.0.1:0"]\n')
+            + '\n[submission]\nlisten = ["127.0.0.1:0"]\n'
             + '\n[admin]\nlisten = "127.0.0.1:0"\n'
             + '\n[delivery]\npoll_interval = "1s"\n'
             + '\n[auth]\nfailure_delay = "1s"\nmax_failures = 3\n'
@@ -61,6 +62,8 @@ class Server:
         self.admin = info["admin"]
         self.pop3_host, port = info["pop3"][0].rsplit(":", 1)
         self.pop3_port = int(port)
+        self.submission_host, port = info["submission"][0].rsplit(":", 1)
+        self.submission_port = int(port)
         self.token = (self.data_dir / "admin.token").read_text().strip()
 
     def stop(self, sig=signal.SIGTERM):
@@ -106,6 +109,9 @@ class Server:
             p.user(user)
             p.pass_(password)
         return p
+
+    def submission(self) -> smtplib.SMTP:
+        return smtplib.SMTP(self.submission_host, self.submission_port, timeout=30)
 
     def send(self, to, subject, body="hello\r\n"):
         with self.smtp() as s:

@@ -143,6 +143,7 @@ def test_builtin_defaults(tmp_path):
         info = json.loads(listeners.read_text())
         assert info["smtp"] == ["127.0.0.1:2525"] and info["admin"] == "127.0.0.1:8025"
         assert info["pop3"] == ["127.0.0.1:2110"]
+        assert info["submission"] == ["127.0.0.1:2587"]
         r = subprocess.run([BIN, "domain", "list", "--json"], cwd=tmp_path, capture_output=True, text=True)
         assert [d["name"] for d in json.loads(r.stdout)] == ["localhost"]
     finally:

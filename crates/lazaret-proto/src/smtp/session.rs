@@ -19,6 +19,11 @@ pub struct SessionConfig {
     pub max_errors: u32,
     /// STARTTLS is offered when the server has a certificate and the session is plain.
     pub tls_available: bool,
+    /// Submission port: AUTH is offered and required before MAIL, the sender must be
+    /// the authenticated user, and authenticated sessions may relay.
+    pub submission: bool,
+    /// Passwords may be sent in the clear (loopback, or once TLS is up).
+    pub plaintext_auth_allowed: bool,
 }
 
 /// What the client asked for in one mail transaction.
@@ -30,6 +35,8 @@ pub struct Envelope {
     /// Empty for the null sender `<>`.
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
+    /// The user this session authenticated as (submission only).
+    pub authenticated: Option<String>,
 }
 
 /// What the session needs from the server next.
@@ -37,8 +44,11 @@ pub struct Envelope {
 pub enum Event {
     /// Flush pending output, then read more bytes and `feed` them.
     NeedInput,
-    /// Decide on this recipient and call `rcpt_verdict`.
+    /// Decide on this recipient and call `rcpt_verdict`; `authenticated()` tells
+    /// whether the session may relay.
     CheckRecipient(String),
+    /// Check this login and call `auth_result`.
+    Authenticate { user: String, password: String },
     /// Make this message durable (or refuse it) and call `message_result`.
     Message { envelope: Envelope, data: Vec<u8> },
     /// Flush pending output, run the TLS handshake, then call `tls_established`.
@@ -58,6 +68,12 @@ enum Stage {
     /// Throwing away the rest of an over-long command line.
     SkipLine,
     AwaitRcptVerdict(String),
+    /// AUTH PLAIN without an initial response: waiting for the client's line.
+    AuthPlain,
+    /// AUTH LOGIN: waiting for the user name, then for the password.
+    AuthLoginUser,
+    AuthLoginPassword(String),
+    AwaitAuth,
     Data(DataReceiver, Vec<u8>),
     DataDiscard(DummyDataReceiver, Reply),
     AwaitMessageResult,
@@ -73,6 +89,7 @@ pub struct Session {
     envelope: Envelope,
     in_transaction: bool,
     errors: u32,
+    pending: Option<Event>,
 }
 
 impl Session {
@@ -87,6 +104,7 @@ impl Session {
             envelope: Envelope::default(),
             in_transaction: false,
             errors: 0,
+            pending: None,
         };
         greeting.write_to(&mut s.output);
         s
@@ -126,6 +144,113 @@ impl Session {
     pub fn close_with(&mut self, reply: Reply) {
         reply.write_to(&mut self.output);
         self.stage = Stage::Closed;
+    }
+
+    pub fn authenticated(&self) -> Option<&str> {
+        self.envelope.authenticated.as_deref()
+    }
+
+    /// `Ok(normalized user)` or the refusal (535 wrong credentials, 454 temporary).
+    pub fn auth_result(&mut self, result: Result<String, Reply>) {
+        if !matches!(self.stage, Stage::AwaitAuth) {
+            return;
+        }
+        self.stage = Stage::Command;
+        match result {
+            Ok(user) => {
+                self.envelope.authenticated = Some(user);
+                self.reply(Reply::new(235, [2, 7, 0], "Authentication successful"));
+            }
+            Err(reply) => self.error(reply),
+        }
+    }
+
+    fn auth_response(&mut self, line: &[u8]) {
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim_end_matches(['\r', '\n']).trim();
+        let stage = std::mem::replace(&mut self.stage, Stage::Command);
+        if text == "*" {
+            return self.error(Reply::new(501, [5, 7, 0], "Authentication cancelled"));
+        }
+        match stage {
+            Stage::AuthPlain => self.plain(text),
+            Stage::AuthLoginUser => match decode_b64(text) {
+                Some(user) => {
+                    self.reply(Reply::without_status(334, "UGFzc3dvcmQ6"));
+                    self.stage = Stage::AuthLoginPassword(user);
+                }
+                None => self.error(Reply::new(501, [5, 5, 2], "Malformed base64")),
+            },
+            Stage::AuthLoginPassword(user) => match decode_b64(text) {
+                Some(password) => self.authenticate(user, password),
+                None => self.error(Reply::new(501, [5, 5, 2], "Malformed base64")),
+            },
+            _ => {}
+        }
+    }
+
+    fn plain(&mut self, b64: &str) {
+        match crate::sasl::decode_plain(b64) {
+            Some((user, password)) => self.authenticate(user, password),
+            None => self.error(Reply::new(501, [5, 5, 2], "Malformed PLAIN response")),
+        }
+    }
+
+    fn authenticate(&mut self, user: String, password: String) {
+        self.stage = Stage::AwaitAuth;
+        self.pending = Some(Event::Authenticate { user, password });
+    }
+
+    fn auth_command(&mut self, mechanism: u64, initial: &str) {
+        if !self.config.submission {
+            return self.error(Reply::new(
+                502,
+                [5, 5, 1],
+                "AUTH is not offered on this port; use the submission port",
+            ));
+        }
+        if self.envelope.helo.is_empty() || !self.envelope.esmtp {
+            return self.error(Reply::bad_sequence("Send EHLO first"));
+        }
+        if self.envelope.authenticated.is_some() {
+            return self.error(Reply::bad_sequence("Already authenticated"));
+        }
+        if self.in_transaction {
+            return self.error(Reply::bad_sequence(
+                "AUTH is not allowed during a mail transaction",
+            ));
+        }
+        if !self.config.plaintext_auth_allowed {
+            return self.error(Reply::new(
+                538,
+                [5, 7, 11],
+                "Encryption required for this authentication mechanism: use STARTTLS first",
+            ));
+        }
+        let initial = initial.trim();
+        match mechanism {
+            smtp_proto::AUTH_PLAIN if initial.is_empty() => {
+                self.reply(Reply::without_status(334, ""));
+                self.stage = Stage::AuthPlain;
+            }
+            smtp_proto::AUTH_PLAIN => self.plain(initial),
+            smtp_proto::AUTH_LOGIN if initial.is_empty() => {
+                self.reply(Reply::without_status(334, "VXNlcm5hbWU6"));
+                self.stage = Stage::AuthLoginUser;
+            }
+            smtp_proto::AUTH_LOGIN => match decode_b64(initial) {
+                Some(user) => {
+                    self.reply(Reply::without_status(334, "UGFzc3dvcmQ6"));
+                    self.stage = Stage::AuthLoginPassword(user);
+                }
+                None => self.error(Reply::new(501, [5, 5, 2], "Malformed base64")),
+            },
+            _ => self.error(Reply::new(
+                504,
+                [5, 5, 4],
+                "Unrecognized authentication mechanism; use PLAIN or LOGIN",
+            )),
+        }
     }
 
     pub fn rcpt_verdict(&mut self, verdict: RcptVerdict) {
@@ -171,6 +296,7 @@ impl Session {
                 ..Envelope::default()
             };
             self.in_transaction = false;
+            self.config.plaintext_auth_allowed = true;
         }
     }
 
@@ -180,7 +306,20 @@ impl Session {
             match &mut self.stage {
                 Stage::Closed => return Event::Close,
                 Stage::AwaitRcptVerdict(address) => return Event::CheckRecipient(address.clone()),
-                Stage::AwaitMessageResult => return Event::NeedInput,
+                Stage::AwaitMessageResult | Stage::AwaitAuth => return Event::NeedInput,
+                Stage::AuthPlain | Stage::AuthLoginUser | Stage::AuthLoginPassword(_) => {
+                    match self.input.next_line(MAX_COMMAND_LINE) {
+                        Line::Complete(line) => self.auth_response(&line),
+                        Line::Incomplete => return Event::NeedInput,
+                        Line::TooLong => {
+                            self.stage = Stage::SkipLine;
+                            self.error(Reply::new(500, [5, 5, 6], "Authentication line too long"));
+                        }
+                    }
+                    if let Some(event) = self.pending.take() {
+                        return event;
+                    }
+                }
                 Stage::AwaitTls => return Event::StartTls,
                 Stage::SkipLine => {
                     if !self.input.skip_line() {
@@ -231,7 +370,12 @@ impl Session {
                     self.error(reply);
                 }
                 Stage::Command => match self.input.next_line(MAX_COMMAND_LINE) {
-                    Line::Complete(line) => self.command(&line),
+                    Line::Complete(line) => {
+                        self.command(&line);
+                        if let Some(event) = self.pending.take() {
+                            return event;
+                        }
+                    }
                     Line::Incomplete => return Event::NeedInput,
                     Line::TooLong => {
                         self.stage = Stage::SkipLine;
@@ -261,6 +405,18 @@ impl Session {
                 }
                 if self.in_transaction {
                     return self.error(Reply::bad_sequence("Nested MAIL command"));
+                }
+                if self.config.submission {
+                    let Some(user) = &self.envelope.authenticated else {
+                        return self.error(Reply::new(530, [5, 7, 0], "Authentication required"));
+                    };
+                    if !from.address.eq_ignore_ascii_case(user) {
+                        let text = format!(
+                            "Sender <{}> is not yours: you are authenticated as {user}",
+                            from.address
+                        );
+                        return self.error(Reply::new(553, [5, 7, 1], text));
+                    }
                 }
                 if from.size as u64 > self.config.max_message_size {
                     let reply = self.too_big();
@@ -339,11 +495,10 @@ impl Session {
                 self.input.discard();
                 self.stage = Stage::AwaitTls;
             }
-            Request::Auth { .. } => self.error(Reply::new(
-                502,
-                [5, 5, 1],
-                "AUTH is not offered on this port; use the submission port",
-            )),
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth_command(mechanism, &initial_response),
             Request::Bdat { .. } => {
                 // Not advertised, so the chunk that follows cannot be framed: refuse and close.
                 self.reply(Reply::new(
@@ -367,10 +522,12 @@ impl Session {
             return self.error(Reply::new(501, [5, 5, 4], "Give your host name"));
         }
         let tls = self.envelope.tls;
+        let authenticated = self.envelope.authenticated.take();
         self.envelope = Envelope {
             helo: host.to_string(),
             esmtp,
             tls,
+            authenticated,
             ..Envelope::default()
         };
         self.in_transaction = false;
@@ -384,6 +541,9 @@ impl Session {
         );
         if self.config.tls_available && !tls {
             text.push_str("\nSTARTTLS");
+        }
+        if self.config.submission && self.config.plaintext_auth_allowed {
+            text.push_str("\nAUTH PLAIN LOGIN");
         }
         self.reply(Reply::without_status(250, text));
     }
@@ -414,6 +574,14 @@ impl Session {
             ));
         }
     }
+}
+
+fn decode_b64(text: &str) -> Option<String> {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()?;
+    String::from_utf8(raw).ok()
 }
 
 fn too_big(limit: u64) -> Reply {

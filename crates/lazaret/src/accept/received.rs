@@ -5,10 +5,17 @@ use time::format_description::well_known::Rfc2822;
 use time::OffsetDateTime;
 
 pub fn header(envelope: &Envelope, peer: std::net::IpAddr, hostname: &str, id: &str) -> String {
-    let protocol = match (envelope.esmtp, envelope.tls) {
-        (true, true) => "ESMTPS",
-        (true, false) => "ESMTP",
-        (false, _) => "SMTP",
+    // RFC 3848 protocol names: S for TLS, A for an authenticated session.
+    let protocol = match (
+        envelope.esmtp,
+        envelope.tls,
+        envelope.authenticated.is_some(),
+    ) {
+        (true, true, true) => "ESMTPSA",
+        (true, false, true) => "ESMTPA",
+        (true, true, false) => "ESMTPS",
+        (true, false, false) => "ESMTP",
+        (false, ..) => "SMTP",
     };
     let date = OffsetDateTime::now_utc()
         .format(&Rfc2822)

@@ -2,6 +2,7 @@
 //! sans-IO session of `lazaret-proto`, which decides every reply.
 
 use super::received;
+use crate::access::login::{login, LoginError};
 use crate::net::Conn;
 use crate::serve::Server;
 use lazaret_proto::smtp::{Envelope, Event, RcptVerdict, Reply, Session, SessionConfig};
@@ -10,7 +11,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpStream;
 
-pub async fn handle(server: Arc<Server>, stream: TcpStream, peer: SocketAddr) {
+/// Which listener a connection came in on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    /// Mail for local users from anyone; never relays.
+    Inbound,
+    /// Mail from authenticated users to anywhere.
+    Submission,
+}
+
+pub async fn handle(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, port: Port) {
     let hostname = server.config.hostname.clone();
     let mut conn = Conn::Plain(stream);
     let Ok(_permit) = server.sessions.clone().try_acquire_owned() else {
@@ -26,6 +36,8 @@ pub async fn handle(server: Arc<Server>, stream: TcpStream, peer: SocketAddr) {
         max_recipients: cfg.max_recipients,
         max_errors: cfg.max_errors,
         tls_available: server.tls.is_some(),
+        submission: port == Port::Submission,
+        plaintext_auth_allowed: peer.ip().is_loopback(),
     });
     let idle = cfg.idle_timeout.as_std();
     let mut buf = vec![0u8; 64 * 1024];
@@ -42,8 +54,31 @@ pub async fn handle(server: Arc<Server>, stream: TcpStream, peer: SocketAddr) {
                 }
             }
             Event::CheckRecipient(address) => {
-                let verdict = check_recipient(&server, address).await;
+                let may_relay = session.authenticated().is_some();
+                let verdict = check_recipient(&server, address, may_relay).await;
                 session.rcpt_verdict(verdict);
+            }
+            Event::Authenticate { user, password } => {
+                let result = match login(&server, peer.ip(), &user, &password).await {
+                    Ok(address) => Ok(address),
+                    Err(LoginError::Disabled(message)) => Err(Reply::new(454, [4, 7, 0], message)),
+                    Err(LoginError::Invalid) => Err(Reply::new(
+                        535,
+                        [5, 7, 8],
+                        "Authentication credentials invalid",
+                    )),
+                    Err(LoginError::Throttled) => Err(Reply::new(
+                        454,
+                        [4, 7, 0],
+                        "Too many failed logins from your address; try again later",
+                    )),
+                    Err(LoginError::Unavailable) => Err(Reply::new(
+                        454,
+                        [4, 7, 0],
+                        "Temporary authentication failure",
+                    )),
+                };
+                session.auth_result(result);
             }
             Event::Message { envelope, data } => {
                 let result = accept_message(&server, &envelope, peer, data).await;
@@ -67,7 +102,7 @@ pub async fn handle(server: Arc<Server>, stream: TcpStream, peer: SocketAddr) {
     }
 }
 
-async fn check_recipient(server: &Arc<Server>, address: String) -> RcptVerdict {
+async fn check_recipient(server: &Arc<Server>, address: String, may_relay: bool) -> RcptVerdict {
     let lookup = address.clone();
     match server.store_call(move |s| s.recipient_status(&lookup)).await {
         Ok(RecipientStatus::LocalUser) => RcptVerdict::Accept,
@@ -76,7 +111,8 @@ async fn check_recipient(server: &Arc<Server>, address: String) -> RcptVerdict {
             [5, 1, 1],
             format!("<{address}>: no such user here"),
         )),
-        // Never an open relay: this listener takes mail for local users only.
+        // Only an authenticated submission session relays; never an open relay.
+        Ok(RecipientStatus::NotLocal) if may_relay => RcptVerdict::Accept,
         Ok(RecipientStatus::NotLocal) => RcptVerdict::Reject(Reply::new(
             550,
             [5, 7, 1],

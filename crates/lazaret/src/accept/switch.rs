@@ -69,7 +69,14 @@ impl SmtpSwitch {
             let server = server.clone();
             loops.push(tokio::spawn(crate::net::accept_loop(
                 listener,
-                move |stream, peer| super::session::handle(server.clone(), stream, peer),
+                move |stream, peer| {
+                    super::session::handle(
+                        server.clone(),
+                        stream,
+                        peer,
+                        super::session::Port::Inbound,
+                    )
+                },
             )));
         }
         Ok(())

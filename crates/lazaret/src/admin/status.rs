@@ -34,11 +34,16 @@ pub async fn status(
             up: smtp_up,
         })
         .collect();
-    listeners.extend(server.pop3_addresses.iter().map(|a| Listener {
-        name: "pop3",
-        address: a.to_string(),
-        up: true,
-    }));
+    for (name, addresses) in [
+        ("submission", &server.submission_addresses),
+        ("pop3", &server.pop3_addresses),
+    ] {
+        listeners.extend(addresses.iter().map(|a| Listener {
+            name,
+            address: a.to_string(),
+            up: true,
+        }));
+    }
     listeners.push(Listener {
         name: "admin",
         address: server.admin_address.to_string(),

@@ -21,6 +21,8 @@ pub struct Listeners {
     pub smtp: Vec<SocketAddr>,
     #[serde(default)]
     pub pop3: Vec<SocketAddr>,
+    #[serde(default)]
+    pub submission: Vec<SocketAddr>,
     pub admin: SocketAddr,
 }
 

@@ -33,8 +33,9 @@ pub struct Server {
     pub access: AccessGate,
     pub logins: LoginGuard,
     pub maildrops: MaildropLocks,
-    /// POP3 listeners' bound addresses.
+    /// Bound addresses of the listeners that are always on.
     pub pop3_addresses: Vec<std::net::SocketAddr>,
+    pub submission_addresses: Vec<std::net::SocketAddr>,
 }
 
 impl Server {
@@ -86,18 +87,9 @@ pub async fn run(config: Config) -> Result<()> {
             "admin API on {admin_addr} is plain HTTP: its token and user passwords cross the network unencrypted; keep [admin] listen on loopback or put a TLS proxy in front"
         );
     }
-    let mut pop3_listeners = Vec::new();
-    for addr in &config.pop3.listen {
-        pop3_listeners.push(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("pop3.listen: cannot listen on {addr}"))?,
-        );
-    }
-    let pop3_addresses = pop3_listeners
-        .iter()
-        .map(|l| l.local_addr())
-        .collect::<std::io::Result<Vec<_>>>()?;
+    let (pop3_listeners, pop3_addresses) = bind_all("pop3.listen", &config.pop3.listen).await?;
+    let (submission_listeners, submission_addresses) =
+        bind_all("submission.listen", &config.submission.listen).await?;
     // An empty setting means access was enabled again.
     let disabled_message = store
         .setting(crate::access::gate::SETTING)?
@@ -116,7 +108,19 @@ pub async fn run(config: Config) -> Result<()> {
         logins: LoginGuard::default(),
         maildrops: MaildropLocks::default(),
         pop3_addresses,
+        submission_addresses,
     });
+    for listener in submission_listeners {
+        let server = server.clone();
+        tokio::spawn(crate::net::accept_loop(listener, move |stream, peer| {
+            crate::accept::session::handle(
+                server.clone(),
+                stream,
+                peer,
+                crate::accept::session::Port::Submission,
+            )
+        }));
+    }
     for listener in pop3_listeners {
         let server = server.clone();
         tokio::spawn(crate::net::accept_loop(listener, move |stream, peer| {
@@ -141,6 +145,7 @@ pub async fn run(config: Config) -> Result<()> {
             pid: std::process::id(),
             smtp: server.smtp.addresses().to_vec(),
             pop3: server.pop3_addresses.clone(),
+            submission: server.submission_addresses.clone(),
             admin: admin_addr,
         },
     )?;
@@ -160,6 +165,25 @@ pub async fn run(config: Config) -> Result<()> {
     server.smtp.stop();
     data_dir::remove_listeners(&data_dir);
     Ok(())
+}
+
+async fn bind_all(
+    key: &str,
+    addresses: &[std::net::SocketAddr],
+) -> Result<(Vec<tokio::net::TcpListener>, Vec<std::net::SocketAddr>)> {
+    let mut listeners = Vec::new();
+    for addr in addresses {
+        listeners.push(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("{key}: cannot listen on {addr}"))?,
+        );
+    }
+    let bound = listeners
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<std::io::Result<Vec<_>>>()?;
+    Ok((listeners, bound))
 }
 
 fn print_banner(server: &Server, admin: std::net::SocketAddr, smtp_stopped: bool) {
@@ -182,6 +206,14 @@ fn print_banner(server: &Server, admin: std::net::SocketAddr, smtp_stopped: bool
     );
     println!("  data:   {}", c.data_dir.display());
     println!("  smtp:   {}{state}", smtp.join(", "));
+    if !server.submission_addresses.is_empty() {
+        let sub: Vec<String> = server
+            .submission_addresses
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        println!("  submission: {} (AUTH required; STARTTLS)", sub.join(", "));
+    }
     if !server.pop3_addresses.is_empty() {
         let pop3: Vec<String> = server
             .pop3_addresses

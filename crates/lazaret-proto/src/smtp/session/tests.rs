@@ -7,6 +7,8 @@ fn config() -> SessionConfig {
         max_recipients: 2,
         max_errors: 8,
         tls_available: true,
+        submission: false,
+        plaintext_auth_allowed: true,
     }
 }
 
@@ -34,6 +36,17 @@ fn run(s: &mut Session, input: &str) -> (String, Vec<Event>) {
             Event::StartTls => {
                 events.push(Event::StartTls);
                 break;
+            }
+            Event::Authenticate { user, password } => {
+                s.auth_result(if password == "pw" {
+                    Ok(user.to_ascii_lowercase())
+                } else {
+                    Err(Reply::new(
+                        535,
+                        [5, 7, 8],
+                        "Authentication credentials invalid",
+                    ))
+                });
             }
             Event::Close => {
                 events.push(Event::Close);
@@ -166,6 +179,7 @@ fn garbage_never_panics() {
                 Event::CheckRecipient(_) => s.rcpt_verdict(RcptVerdict::Accept),
                 Event::Message { .. } => s.message_result(Ok("x".into())),
                 Event::StartTls => s.tls_established(),
+                Event::Authenticate { .. } => s.auth_result(Ok("u@x".into())),
                 Event::NeedInput | Event::Close => break,
             }
         }
@@ -174,4 +188,65 @@ fn garbage_never_panics() {
             s = Session::new(config());
         }
     }
+}
+
+fn submission(plaintext: bool) -> SessionConfig {
+    SessionConfig {
+        submission: true,
+        plaintext_auth_allowed: plaintext,
+        ..config()
+    }
+}
+
+#[test]
+fn submission_requires_auth_and_own_sender() {
+    let mut s = Session::new(submission(true));
+    // "\0bob@mx.test\0pw" and "\0bob@mx.test\0no"
+    let (out, _) = run(
+        &mut s,
+        "EHLO c\r\nMAIL FROM:<bob@mx.test>\r\nAUTH PLAIN AGJvYkBteC50ZXN0AG5v\r\nAUTH PLAIN AGJvYkBteC50ZXN0AHB3\r\nAUTH PLAIN AGJvYkBteC50ZXN0AHB3\r\nMAIL FROM:<eve@mx.test>\r\nMAIL FROM:<Bob@MX.test>\r\n",
+    );
+    assert!(
+        out.contains("250 AUTH PLAIN LOGIN\r\n") || out.contains("250-AUTH PLAIN LOGIN\r\n"),
+        "{out}"
+    );
+    assert_eq!(
+        codes(&out),
+        ["220", "250", "530", "535", "235", "503", "553", "250"]
+    );
+}
+
+#[test]
+fn auth_login_and_plain_continuations() {
+    let mut s = Session::new(submission(true));
+    // AUTH LOGIN: "bob@mx.test", "pw"; then a cancelled PLAIN.
+    let (out, _) = run(&mut s, "EHLO c\r\nAUTH PLAIN\r\n*\r\nAUTH LOGIN\r\nYm9iQG14LnRlc3Q=\r\ncHc=\r\nMAIL FROM:<bob@mx.test>\r\n");
+    assert!(
+        out.contains("334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n235 2.7.0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("334 \r\n501 5.7.0 Authentication cancelled"),
+        "{out}"
+    );
+    assert!(out.ends_with("250 2.1.0 OK\r\n"), "{out}");
+    assert_eq!(s.authenticated(), Some("bob@mx.test"));
+}
+
+#[test]
+fn no_plaintext_auth_before_tls_unless_allowed() {
+    let mut s = Session::new(submission(false));
+    let (out, events) = run(
+        &mut s,
+        "EHLO c\r\nAUTH PLAIN AGJvYkBteC50ZXN0AHB3\r\nSTARTTLS\r\n",
+    );
+    assert!(!out.contains("AUTH PLAIN LOGIN"), "{out}");
+    assert!(out.contains("538 5.7.11"), "{out}");
+    assert_eq!(events, [Event::StartTls]);
+    s.tls_established();
+    let (out, _) = run(&mut s, "EHLO c\r\nAUTH PLAIN AGJvYkBteC50ZXN0AHB3\r\n");
+    assert!(
+        out.contains("AUTH PLAIN LOGIN") && out.contains("235 2.7.0"),
+        "{out}"
+    );
 }
