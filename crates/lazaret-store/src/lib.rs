@@ -73,8 +73,9 @@ pub trait Store: Send + Sync {
     /// Delivers up to `limit` due messages of queue `local` into their recipients'
     /// INBOX folders.
     fn deliver_local(&self, limit: usize, retry_delay_secs: i64) -> Result<DeliveryReport>;
-    /// Earliest time (unix seconds) a message in an active queue becomes due.
-    fn next_due(&self) -> Result<Option<i64>>;
+    /// Earliest time (unix seconds) a message in one of these queues (if active)
+    /// becomes due.
+    fn next_due(&self, queues: &[&str]) -> Result<Option<i64>>;
 
     fn mailbox_list(&self, user: &str) -> Result<Vec<MailboxInfo>>;
     fn mailbox_messages(&self, user: &str, mailbox: &str) -> Result<Vec<MessageSummary>>;

@@ -19,6 +19,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use writer::Writer;
 
+/// Read connections kept for reuse; more may exist during a burst, but each holds its
+/// own page cache, so the surplus is closed after use to keep memory flat.
+const POOLED_READERS: usize = 8;
+
 pub struct EmbeddedStore {
     db_path: PathBuf,
     blobs: Blobs,
@@ -98,10 +102,10 @@ impl EmbeddedStore {
             None => open_connection(&self.db_path)?,
         };
         let result = f(&conn);
-        self.readers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(conn);
+        let mut pool = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < POOLED_READERS {
+            pool.push(conn);
+        }
         result
     }
 
@@ -643,14 +647,22 @@ impl Store for EmbeddedStore {
         })
     }
 
-    fn next_due(&self) -> Result<Option<i64>> {
-        self.read(|c| {
-            Ok(c.query_row(
-                "SELECT MIN(next_attempt) FROM queue_items WHERE state IN ('ready','retry')
-                   AND queue NOT IN (SELECT name FROM queues WHERE state='frozen')",
-                [],
-                |r| r.get(0),
-            )?)
+    fn next_due(&self, queues: &[&str]) -> Result<Option<i64>> {
+        let queues: Vec<String> = queues.iter().map(|q| q.to_string()).collect();
+        self.read(move |c| {
+            let mut earliest: Option<i64> = None;
+            let mut stmt = c.prepare_cached(
+                "SELECT MIN(next_attempt) FROM queue_items WHERE queue=?1 AND state IN ('ready','retry')
+                   AND NOT EXISTS (SELECT 1 FROM queues WHERE name=?1 AND state='frozen')",
+            )?;
+            for q in &queues {
+                let t: Option<i64> = stmt.query_row([q], |r| r.get(0))?;
+                earliest = match (earliest, t) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            Ok(earliest)
         })
     }
 

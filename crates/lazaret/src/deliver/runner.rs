@@ -4,6 +4,7 @@
 
 use crate::queue::router;
 use crate::serve::Server;
+use lazaret_core::state::{QUEUE_INBOUND, QUEUE_LOCAL};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +30,12 @@ pub async fn run(server: Arc<Server>) {
                 continue;
             }
         }
-        let next_due = server.store_call(|s| s.next_due()).await.ok().flatten();
+        // Only the queues this runner works; remote queues wait for outbound delivery.
+        let next_due = server
+            .store_call(|s| s.next_due(&[QUEUE_INBOUND, QUEUE_LOCAL]))
+            .await
+            .ok()
+            .flatten();
         let wait = next_due
             .map(|t| {
                 let now = std::time::SystemTime::now()
