@@ -71,6 +71,8 @@ def test_accounts_and_audit(server):
     server.wait_delivered("dave@example.test", 1)
     r = server.cli("user", "remove", "dave@example.test", check=False)
     assert r.returncode == 2 and "--delete-mail" in r.stderr
+    assert "has 1 message(s)" in r.stderr, "it says how many it would destroy"
+    assert len(server.inbox("dave@example.test")) == 1, "and touches nothing when refused"
     r = server.cli("user", "remove", "dave@example.test", "--delete-mail")
     assert "1 messages deleted" in r.stdout
     server.cli("domain", "remove", "example.test")

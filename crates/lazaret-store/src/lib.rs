@@ -68,8 +68,8 @@ pub trait Store: Send + Sync {
     fn queue_list(&self) -> Result<Vec<QueueSummary>>;
     fn queue_set_state(&self, name: &str, state: lazaret_core::QueueState) -> Result<()>;
     /// Moves up to `limit` due messages out of `inbound` into the queue of their next
-    /// hop, as `route` decides per recipient.
-    fn route_inbound(&self, limit: usize, route: &dyn Fn(&str) -> Route) -> Result<usize>;
+    /// hop, as `next_hop` names it per recipient.
+    fn route_inbound(&self, limit: usize, next_hop: &dyn Fn(&str) -> String) -> Result<usize>;
     /// Delivers up to `limit` due messages of queue `local` into their recipients'
     /// INBOX folders.
     fn deliver_local(&self, limit: usize, retry_delay_secs: i64) -> Result<DeliveryReport>;

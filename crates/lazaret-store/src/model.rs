@@ -27,12 +27,6 @@ pub enum RecipientStatus {
     NotLocal,
 }
 
-/// Where routing sends one recipient.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Route {
-    Queue(String),
-}
-
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DeliveryReport {
     pub delivered: usize,

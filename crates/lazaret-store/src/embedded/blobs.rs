@@ -38,11 +38,7 @@ impl Blobs {
     /// so concurrent sessions' fsyncs overlap instead of queueing in the writer.
     pub fn write(&self, id: &str, data: &[u8]) -> Result<()> {
         let dir = self.dir_of(id);
-        if !dir.exists() {
-            fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
-            sync_dir(&self.root)?;
-        }
-        let path = self.path_of(id);
+        let path = dir.join(format!("{id}.eml"));
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)

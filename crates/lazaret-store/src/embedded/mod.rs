@@ -545,7 +545,7 @@ impl Store for EmbeddedStore {
         })
     }
 
-    fn route_inbound(&self, limit: usize, route: &dyn Fn(&str) -> Route) -> Result<usize> {
+    fn route_inbound(&self, limit: usize, next_hop: &dyn Fn(&str) -> String) -> Result<usize> {
         let due = self.due_items(QUEUE_INBOUND, limit)?;
         if due.is_empty() {
             return Ok(0);
@@ -555,8 +555,7 @@ impl Store for EmbeddedStore {
             .map(|(item, rcpts)| {
                 let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
                 for r in rcpts {
-                    let Route::Queue(q) = route(&r);
-                    groups.entry(q).or_default().push(r);
+                    groups.entry(next_hop(&r)).or_default().push(r);
                 }
                 (item, groups)
             })

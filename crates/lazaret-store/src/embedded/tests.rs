@@ -18,8 +18,8 @@ fn incoming(id: &str, rcpt: &str) -> Incoming {
     }
 }
 
-fn to_local(_: &str) -> Route {
-    Route::Queue(QUEUE_LOCAL.into())
+fn to_local(_: &str) -> String {
+    QUEUE_LOCAL.into()
 }
 
 #[test]

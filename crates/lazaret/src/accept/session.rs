@@ -138,6 +138,7 @@ async fn accept_message(
     let mut message = Vec::with_capacity(trace.len() + data.len());
     message.extend_from_slice(trace.as_bytes());
     message.extend_from_slice(&data);
+    // Free the DATA buffer now rather than after the (slow, fsyncing) store call.
     drop(data);
     let incoming = Incoming {
         id,

@@ -73,7 +73,8 @@ pub async fn handle(server: Arc<Server>, stream: TcpStream, peer: SocketAddr) {
         plaintext_allowed: peer.ip().is_loopback(),
         max_errors: server.config.smtp.max_errors,
     });
-    let mut held = None;
+    // Holds the maildrop lock until the session ends (released on drop).
+    let mut _held = None;
     let mut user = String::new();
     let mut buf = vec![0u8; 8192];
     loop {
@@ -108,12 +109,12 @@ pub async fn handle(server: Arc<Server>, stream: TcpStream, peer: SocketAddr) {
                             Err("[IN-USE] the maildrop is locked by another session".to_string())
                         }
                         Some(lock) => {
-                            let drop = maildrop(&server, &address).await;
-                            if drop.is_ok() {
-                                held = Some(lock);
+                            let listing = maildrop(&server, &address).await;
+                            if listing.is_ok() {
+                                _held = Some(lock);
                                 user = address;
                             }
-                            drop
+                            listing
                         }
                     },
                     Err(LoginError::Disabled(message)) => Err(format!("[SYS/TEMP] {message}")),
@@ -154,7 +155,6 @@ pub async fn handle(server: Arc<Server>, stream: TcpStream, peer: SocketAddr) {
             }
             Event::Close => {
                 let _ = conn.write_all(&session.take_output()).await;
-                drop(held);
                 return;
             }
         }

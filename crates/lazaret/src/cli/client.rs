@@ -125,13 +125,15 @@ impl Api {
         format!("{}{path}", self.base)
     }
 
-    pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
-        let r = self
-            .agent
-            .get(self.url(path))
+    /// Adds the token and, for the audit log, who is acting.
+    fn authed<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        request
             .header("authorization", format!("Bearer {}", self.token))
             .header("x-lazaret-actor", &self.actor)
-            .call();
+    }
+
+    pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
+        let r = self.authed(self.agent.get(self.url(path))).call();
         self.finish(r)
     }
 
@@ -140,26 +142,11 @@ impl Api {
     }
 
     pub fn send(&self, method: &str, path: &str, body: Value) -> Result<Value> {
-        let auth = format!("Bearer {}", self.token);
+        let url = self.url(path);
         let r = match method {
-            "DELETE" => self
-                .agent
-                .delete(self.url(path))
-                .header("authorization", auth)
-                .header("x-lazaret-actor", &self.actor)
-                .call(),
-            "PUT" => self
-                .agent
-                .put(self.url(path))
-                .header("authorization", auth)
-                .header("x-lazaret-actor", &self.actor)
-                .send_json(&body),
-            _ => self
-                .agent
-                .post(self.url(path))
-                .header("authorization", auth)
-                .header("x-lazaret-actor", &self.actor)
-                .send_json(&body),
+            "DELETE" => self.authed(self.agent.delete(url)).call(),
+            "PUT" => self.authed(self.agent.put(url)).send_json(&body),
+            _ => self.authed(self.agent.post(url)).send_json(&body),
         };
         Ok(serde_json::from_slice(&self.finish(r)?)?)
     }

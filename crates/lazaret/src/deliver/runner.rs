@@ -16,7 +16,7 @@ pub async fn run(server: Arc<Server>) {
     loop {
         let step = server
             .store_call(move |store| {
-                let routed = store.route_inbound(BATCH, &|r| router::route(store, r))?;
+                let routed = store.route_inbound(BATCH, &|r| router::next_hop(store, r))?;
                 let report = store.deliver_local(BATCH, retry)?;
                 Ok(routed + report.delivered + report.deferred)
             })

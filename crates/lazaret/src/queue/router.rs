@@ -2,15 +2,16 @@
 //! get `remote:DOMAIN` queues, where mail waits until outbound delivery exists.
 
 use lazaret_core::state::QUEUE_LOCAL;
-use lazaret_store::{RecipientStatus, Route, Store};
+use lazaret_store::{RecipientStatus, Store};
 
-pub fn route(store: &dyn Store, recipient: &str) -> Route {
+/// The name of the queue this recipient's copy goes to.
+pub fn next_hop(store: &dyn Store, recipient: &str) -> String {
     match store.recipient_status(recipient) {
         Ok(RecipientStatus::NotLocal) => {
             let domain = recipient.rsplit_once('@').map_or("", |(_, d)| d);
-            Route::Queue(format!("remote:{}", domain.to_ascii_lowercase()))
+            format!("remote:{}", domain.to_ascii_lowercase())
         }
         // Local, or unknown now: local delivery keeps it and reports the failure.
-        _ => Route::Queue(QUEUE_LOCAL.to_string()),
+        _ => QUEUE_LOCAL.to_string(),
     }
 }
