@@ -41,6 +41,24 @@ wait_until() { # wait_until CMD... : poll up to 300 s
   echo "timed out waiting for: $*" >&2; return 1
 }
 
+# measure NAME TARGET DOMAIN DELIVERED: the same sequence against each server —
+# warm-up, full-speed load, wait until all is in mailboxes, paced load, smtp-source.
+# Sets NAME_load, NAME_all, NAME_paced (smtp_load.py JSON) and NAME_src (msgs/s).
+measure() {
+  local name=$1 target=$2 domain=$3 delivered=$4 to t0
+  to=$(users "$domain")
+  $LOAD "$target" --sessions "$SESSIONS" --messages "$WARMUP" --size "$SIZE" --to "$to" >/dev/null
+  wait_until "$delivered" "$WARMUP"
+  t0=$(date +%s.%N)
+  printf -v "${name}_load" '%s' "$($LOAD "$target" --sessions "$SESSIONS" --messages "$MESSAGES" --size "$SIZE" --to "$to")"
+  wait_until "$delivered" "$((WARMUP + MESSAGES))"
+  printf -v "${name}_all" '%s' "$(echo "$(date +%s.%N) - $t0" | bc)"
+  printf -v "${name}_paced" '%s' "$($LOAD "$target" --sessions "$SESSIONS" --messages "$((RATE * 5))" --size "$SIZE" --to "$to" --rate "$RATE")"
+  t0=$(date +%s.%N)
+  smtp-source -c -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" -f load@far.test -t "user1@$domain" "$target" >/dev/null
+  printf -v "${name}_src" '%s' "$(echo "$MESSAGES / ($(date +%s.%N) - $t0)" | bc)"
+}
+
 # ---------------------------------------------------------------- Lazaret
 mkdir -p "$work/lz"
 cat > "$work/lz/lazaret.toml" <<CFG
@@ -61,17 +79,8 @@ lz_delivered() {
   "$LZ" -c "$work/lz/lazaret.toml" status --json |
     python3 -c "import json,sys;s=json.load(sys.stdin)['store'];sys.exit(0 if s['in_mailboxes']>=int(sys.argv[1]) else 1)" "$1"
 }
-$LOAD "$lz_smtp" --sessions "$SESSIONS" --messages "$WARMUP" --size "$SIZE" --to "$(users localhost)" >/dev/null
-wait_until lz_delivered "$WARMUP"
-t0=$(date +%s.%N)
-lz=$($LOAD "$lz_smtp" --sessions "$SESSIONS" --messages "$MESSAGES" --size "$SIZE" --to "$(users localhost)")
-wait_until lz_delivered "$((WARMUP + MESSAGES))"
-lz_all=$(echo "$(date +%s.%N) - $t0" | bc)
-lz_paced=$($LOAD "$lz_smtp" --sessions "$SESSIONS" --messages "$((RATE * 5))" --size "$SIZE" --to "$(users localhost)" --rate "$RATE")
+measure lz "$lz_smtp" localhost lz_delivered
 lz_rss=$(awk '/VmHWM/{print $2}' /proc/$lz_pid/status)
-t0=$(date +%s.%N)
-smtp-source -c -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" -f load@far.test -t user1@localhost "$lz_smtp" >/dev/null
-lz_src=$(echo "$MESSAGES / ($(date +%s.%N) - $t0)" | bc)
 kill "$lz_pid"; wait "$lz_pid" 2>/dev/null || true; lz_pid=
 
 # ---------------------------------------------------------------- Postfix
@@ -115,20 +124,11 @@ wait_until bash -c "exec 3<>/dev/tcp/127.0.0.1/$PF_PORT" 2>/dev/null
 pf_delivered() {
   [ "$(find "$pf/mail" -path '*/new/*' -type f | wc -l)" -ge "$1" ]
 }
-$LOAD "127.0.0.1:$PF_PORT" --sessions "$SESSIONS" --messages "$WARMUP" --size "$SIZE" --to "$(users bench.test)" >/dev/null
-wait_until pf_delivered "$WARMUP"
-t0=$(date +%s.%N)
-pfr=$($LOAD "127.0.0.1:$PF_PORT" --sessions "$SESSIONS" --messages "$MESSAGES" --size "$SIZE" --to "$(users bench.test)")
-wait_until pf_delivered "$((WARMUP + MESSAGES))"
-pf_all=$(echo "$(date +%s.%N) - $t0" | bc)
-pf_paced=$($LOAD "127.0.0.1:$PF_PORT" --sessions "$SESSIONS" --messages "$((RATE * 5))" --size "$SIZE" --to "$(users bench.test)" --rate "$RATE")
-t0=$(date +%s.%N)
-smtp-source -c -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" -f load@far.test -t user1@bench.test "127.0.0.1:$PF_PORT" >/dev/null
-pf_src=$(echo "$MESSAGES / ($(date +%s.%N) - $t0)" | bc)
+measure pf "127.0.0.1:$PF_PORT" bench.test pf_delivered
 postfix -c "$pf/etc" stop >/dev/null 2>&1
 
 # ---------------------------------------------------------------- report
-python3 - "$lz" "$pfr" "$lz_paced" "$pf_paced" "$lz_all" "$pf_all" "$lz_rss" "$lz_src" "$pf_src" <<PY
+python3 - "$lz_load" "$pf_load" "$lz_paced" "$pf_paced" "$lz_all" "$pf_all" "$lz_rss" "$lz_src" "$pf_src" <<PY
 import json, sys
 lz, pf, lzp, pfp = (json.loads(a) for a in sys.argv[1:5])
 lz_all, pf_all, rss, lz_src, pf_src = map(float, sys.argv[5:])
