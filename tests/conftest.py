@@ -32,7 +32,7 @@ class Server:
             + ("" if "[pop3]" in extra_config else '\n[pop3]\nlisten = ["127.0.0.1:0"]\n')
             + '\n[submission]\nlisten = ["127.0.0.1:0"]\n'
             + '\n[admin]\nlisten = "127.0.0.1:0"\n'
-            + '\n[delivery]\npoll_interval = "1s"\n'
+            + ("" if "[delivery]" in extra_config else '\n[delivery]\npoll_interval = "1s"\n')
             + '\n[auth]\nfailure_delay = "1s"\nmax_failures = 3\n'
         )
         self.proc = None

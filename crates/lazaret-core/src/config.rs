@@ -170,6 +170,49 @@ pub struct ConnectorConfig {
     pub schedule: String,
 }
 
+/// Prefix of queues for mail relayed through a connector's smarthost.
+pub const SMARTHOST_QUEUE_PREFIX: &str = "smarthost:";
+/// Prefix of queues for mail sent to a domain's MX hosts.
+pub const REMOTE_QUEUE_PREFIX: &str = "remote:";
+
+impl ConnectorConfig {
+    /// The connector used when the config file names none: every remote domain, sent
+    /// straight to its MX hosts, always.
+    pub fn direct() -> ConnectorConfig {
+        ConnectorConfig {
+            name: "direct".into(),
+            domains: vec!["*".into()],
+            smarthost: None,
+            route: Some("mx".into()),
+            schedule: default_schedule(),
+        }
+    }
+
+    /// Does this connector take mail for `domain`? Patterns: `*`, `example.org`,
+    /// `*.example.org` (subdomains only).
+    pub fn matches(&self, domain: &str) -> bool {
+        let domain = domain.to_ascii_lowercase();
+        self.domains.iter().any(|p| {
+            let p = p.to_ascii_lowercase();
+            match p.strip_prefix("*.") {
+                _ if p == "*" => true,
+                Some(suffix) => domain
+                    .strip_suffix(suffix)
+                    .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
+                None => domain == p,
+            }
+        })
+    }
+
+    /// The queue a message for `domain` waits in when this connector carries it.
+    pub fn queue_for(&self, domain: &str) -> String {
+        match &self.smarthost {
+            Some(_) => format!("{SMARTHOST_QUEUE_PREFIX}{}", self.name),
+            None => format!("{REMOTE_QUEUE_PREFIX}{}", domain.to_ascii_lowercase()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum OnIngest {
@@ -199,6 +242,32 @@ pub struct DeliveryConfig {
     /// Delay before a failed local delivery is tried again.
     #[serde(default = "default_retry_delay")]
     pub retry_delay: Duration,
+    /// Waits between remote delivery attempts after a temporary failure; the last one
+    /// repeats until `give_up_after`.
+    #[serde(default = "default_retry_schedule")]
+    pub retry_schedule: Vec<Duration>,
+    /// A message still undeliverable this long after it was accepted is returned to
+    /// its sender with a DSN.
+    #[serde(default = "default_give_up_after")]
+    pub give_up_after: Duration,
+    /// Concurrent outbound connections to one next hop (one remote queue).
+    #[serde(default = "default_connections_per_destination")]
+    pub connections_per_destination: usize,
+    /// Concurrent outbound connections in all.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Messages sent over one connection before it is closed and a fresh one opened.
+    #[serde(default = "default_messages_per_connection")]
+    pub messages_per_connection: usize,
+    /// Time allowed to connect, and for each reply of the remote server.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_command_timeout")]
+    pub command_timeout: Duration,
+    /// MX answers fixed by configuration ("example.org" = "127.0.0.1:2626"), used instead
+    /// of DNS for those domains by `route = "mx"` connectors (closed networks, tests).
+    #[serde(default)]
+    pub static_mx: std::collections::BTreeMap<String, String>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -252,6 +321,27 @@ fn default_poll_interval() -> Duration {
 fn default_retry_delay() -> Duration {
     Duration(300)
 }
+fn default_retry_schedule() -> Vec<Duration> {
+    [300, 600, 1800, 3600, 7200, 14400].map(Duration).to_vec()
+}
+fn default_give_up_after() -> Duration {
+    Duration(5 * 86400)
+}
+fn default_connections_per_destination() -> usize {
+    4
+}
+fn default_max_connections() -> usize {
+    64
+}
+fn default_messages_per_connection() -> usize {
+    100
+}
+fn default_connect_timeout() -> Duration {
+    Duration(30)
+}
+fn default_command_timeout() -> Duration {
+    Duration(300)
+}
 
 impl Default for SmtpConfig {
     fn default() -> Self {
@@ -279,6 +369,25 @@ impl Default for DeliveryConfig {
         DeliveryConfig {
             poll_interval: default_poll_interval(),
             retry_delay: default_retry_delay(),
+            retry_schedule: default_retry_schedule(),
+            give_up_after: default_give_up_after(),
+            connections_per_destination: default_connections_per_destination(),
+            max_connections: default_max_connections(),
+            messages_per_connection: default_messages_per_connection(),
+            connect_timeout: default_connect_timeout(),
+            command_timeout: default_command_timeout(),
+            static_mx: Default::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Connectors in the order they are tried, or the built-in `direct` one.
+    pub fn connectors(&self) -> Vec<ConnectorConfig> {
+        if self.connector.is_empty() {
+            vec![ConnectorConfig::direct()]
+        } else {
+            self.connector.clone()
         }
     }
 }
@@ -355,6 +464,23 @@ impl Config {
                 "give both cert and key, or neither (a self-signed pair is then made)".into(),
             ));
         }
+        if self.delivery.retry_schedule.is_empty()
+            || self.delivery.retry_schedule.iter().any(|d| d.0 == 0)
+        {
+            return Err(invalid(
+                "delivery.retry_schedule",
+                "give at least one wait, each at least 1s (e.g. [\"5m\", \"30m\", \"2h\"])".into(),
+            ));
+        }
+        if self.delivery.connections_per_destination == 0
+            || self.delivery.max_connections == 0
+            || self.delivery.messages_per_connection == 0
+        {
+            return Err(invalid(
+                "delivery",
+                "connections_per_destination, max_connections and messages_per_connection must be at least 1".into(),
+            ));
+        }
         if self.delivery.poll_interval.0 == 0 {
             return Err(invalid(
                 "delivery.poll_interval",
@@ -367,6 +493,48 @@ impl Config {
                 return Err(invalid(
                     "connector.name",
                     format!("connector {:?} is defined twice", c.name),
+                ));
+            }
+            if let Err(e) = c.schedule.parse::<crate::Schedule>() {
+                return Err(invalid(
+                    "connector.schedule",
+                    format!("connector {:?}: {e}", c.name),
+                ));
+            }
+            if c.route.as_deref().is_some_and(|r| r != "mx") {
+                return Err(invalid(
+                    "connector.route",
+                    format!("connector {:?}: the only route is \"mx\"", c.name),
+                ));
+            }
+            if let Some(host) = &c.smarthost {
+                if !host
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+                {
+                    return Err(invalid(
+                        "connector.smarthost",
+                        format!("connector {:?}: {host:?} is not host:port", c.name),
+                    ));
+                }
+            }
+            if c.domains.is_empty() {
+                return Err(invalid(
+                    "connector.domains",
+                    format!(
+                        "connector {:?} matches no domain (e.g. domains = [\"*\"])",
+                        c.name
+                    ),
+                ));
+            }
+            if !c
+                .name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+            {
+                return Err(invalid(
+                    "connector.name",
+                    format!("{:?}: use letters, digits, - and _", c.name),
                 ));
             }
             if c.smarthost.is_some() == c.route.is_some() {
@@ -389,6 +557,33 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn connector_domain_patterns() {
+        let mut c = ConnectorConfig::direct();
+        c.domains = vec!["example.org".into(), "*.corp.test".into()];
+        assert!(c.matches("EXAMPLE.org"));
+        assert!(!c.matches("sub.example.org"));
+        assert!(c.matches("a.corp.test") && c.matches("x.y.corp.test"));
+        assert!(!c.matches("corp.test") && !c.matches("xcorp.test"));
+        assert!(ConnectorConfig::direct().matches("anything.example"));
+        assert_eq!(c.queue_for("Example.org"), "remote:example.org");
+    }
+
+    #[test]
+    fn bad_connectors_are_refused_with_the_key() {
+        let bad = [
+            ("[[connector]]\nname = \"a\"\ndomains = [\"*\"]\nsmarthost = \"h:1\"\nschedule = \"mon-fry\"", "connector.schedule"),
+            ("[[connector]]\nname = \"a\"\ndomains = [\"*\"]\nsmarthost = \"nohost\"", "connector.smarthost"),
+            ("[[connector]]\nname = \"a\"\ndomains = [\"*\"]\nroute = \"dns\"", "connector.route"),
+            ("[[connector]]\nname = \"a\"\nroute = \"mx\"", "connector.domains"),
+            ("[delivery]\nretry_schedule = []", "delivery.retry_schedule"),
+        ];
+        for (text, key) in bad {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod metadata;
 mod model;
 mod password;
 
-pub use embedded::EmbeddedStore;
+pub use embedded::{EmbeddedStore, OUTBOUND_DISABLED};
 pub use metadata::{MessageMetadata, PartInfo};
 pub use model::*;
 
@@ -76,6 +76,22 @@ pub trait Store: Send + Sync {
     /// Earliest time (unix seconds) a message in one of these queues (if active)
     /// becomes due.
     fn next_due(&self, queues: &[&str]) -> Result<Option<i64>>;
+
+    /// Remote queues with mail ready or waiting to retry (not frozen, outbound not
+    /// disabled), each with its earliest attempt time.
+    fn outbound_queues(&self) -> Result<Vec<(String, i64)>>;
+    /// Up to `limit` messages of a remote queue due now, leaving out `busy` items.
+    fn outbound_due(&self, queue: &str, limit: usize, busy: &[i64]) -> Result<Vec<QueuedMessage>>;
+    /// Records what delivery attempts came to, with their DSNs, in one transaction.
+    fn record_attempts(&self, outcomes: Vec<AttemptOutcome>) -> Result<()>;
+    /// Counts a worker failure (panic, unclassified error) against items; returns how
+    /// many were moved to `poison` for it.
+    fn record_worker_failure(&self, items: Vec<i64>, error: String) -> Result<u64>;
+    /// Freezes or thaws single queued messages (`q<n>` ids); returns how many changed.
+    fn items_set_frozen(&self, ids: &[String], frozen: bool) -> Result<u64>;
+    /// `lazaret outbound disable|enable`: holds every remote queue, existing or new.
+    fn set_outbound_disabled(&self, disabled: bool) -> Result<()>;
+    fn outbound_disabled(&self) -> Result<bool>;
 
     fn mailbox_list(&self, user: &str) -> Result<Vec<MailboxInfo>>;
     fn mailbox_messages(&self, user: &str, mailbox: &str) -> Result<Vec<MessageSummary>>;

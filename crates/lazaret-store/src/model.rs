@@ -34,6 +34,41 @@ pub struct DeliveryReport {
     pub failed: usize,
 }
 
+/// A queued message handed to outbound delivery.
+#[derive(Debug, Clone)]
+pub struct QueuedMessage {
+    /// The queue item (`q<item>` to the admin).
+    pub item: i64,
+    pub queue: String,
+    /// The message's store id: its blob, and the "queued as" id.
+    pub message: String,
+    pub mail_from: String,
+    pub rcpts: Vec<String>,
+    pub attempts: i64,
+    /// When the message was accepted (unix seconds).
+    pub created: i64,
+    pub size: u64,
+    /// The scanner found something in it: never bounce it.
+    pub flagged: bool,
+}
+
+/// What one delivery attempt of a queue item came to, per recipient.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptOutcome {
+    pub item: i64,
+    /// Accepted by the next hop: done.
+    pub delivered: Vec<String>,
+    /// Refused for good (or given up on): removed from the queue.
+    pub failed: Vec<String>,
+    /// To be tried again at `next_attempt`.
+    pub deferred: Vec<String>,
+    pub next_attempt: i64,
+    /// The last error, shown by `queue show`.
+    pub error: Option<String>,
+    /// A delivery status notification to queue, in the same transaction.
+    pub dsn: Option<Incoming>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct DomainInfo {
     pub name: String,
@@ -58,6 +93,9 @@ pub struct QueueSummary {
     /// Received time (unix seconds) of the oldest message.
     pub oldest: Option<i64>,
     pub next_attempt: Option<i64>,
+    /// Why an active queue makes no attempts anyway (outbound disabled, schedule).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -85,6 +123,13 @@ pub struct MessageSummary {
     pub uid: Option<i64>,
     /// The id SMTP reported ("queued as"), shared by every copy of the message.
     pub message: String,
+    /// For a queued message: delivery attempts so far, next one, last error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]

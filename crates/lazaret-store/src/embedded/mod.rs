@@ -3,8 +3,11 @@
 //! group-commit [`writer::Writer`].
 
 mod blobs;
+mod outbound;
 mod schema;
 mod writer;
+
+pub use outbound::OUTBOUND_DISABLED;
 
 use crate::metadata::MessageMetadata;
 use crate::model::*;
@@ -70,6 +73,18 @@ impl EmbeddedStore {
         let conn = open_connection(&db_path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.execute_batch(schema::SCHEMA)?;
+        for (table, column, definition) in schema::ADDED_COLUMNS {
+            let present = conn
+                .prepare(&format!(
+                    "SELECT 1 FROM pragma_table_info('{table}') WHERE name=?1"
+                ))?
+                .exists([column])?;
+            if !present {
+                conn.execute_batch(&format!(
+                    "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+                ))?;
+            }
+        }
         let fresh: bool = conn
             .query_row("SELECT value FROM settings WHERE key='created'", [], |r| {
                 r.get::<_, String>(0)
@@ -164,10 +179,90 @@ impl EmbeddedStore {
                     sha256: r.get(8)?,
                     uid: r.get(9)?,
                     message: r.get(10)?,
+                    attempts: r.get(11)?,
+                    next_attempt: r.get(12)?,
+                    last_error: r.get(13)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
+    }
+}
+
+/// A message ready to be inserted: metadata extracted outside the writer thread.
+pub(crate) struct Prepared {
+    incoming: Incoming,
+    meta: MessageMetadata,
+    sha256: String,
+    size: u64,
+}
+
+impl Prepared {
+    pub(crate) fn new(incoming: Incoming) -> Result<Prepared> {
+        let id = &incoming.id;
+        if id.len() < 2 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(StoreError::Invalid(format!("bad message id {id:?}")));
+        }
+        Ok(Prepared {
+            meta: MessageMetadata::extract(&incoming.data),
+            sha256: hex::encode(Sha256::digest(&incoming.data)),
+            size: incoming.data.len() as u64,
+            incoming,
+        })
+    }
+
+    /// Inserts the message, its parts and a queue item in `inbound` for its recipients.
+    /// The blob must already be durable.
+    pub(crate) fn insert(&self, c: &Connection) -> Result<()> {
+        let (incoming, meta) = (&self.incoming, &self.meta);
+        let received = now();
+        c.prepare_cached(
+            "INSERT INTO messages(uid, sha256, size, received, env_from, helo, peer,
+               hdr_from, hdr_to, hdr_cc, subject, date, message_id)
+             VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
+        )?
+        .execute(params![
+            incoming.id,
+            self.sha256,
+            self.size as i64,
+            received,
+            incoming.mail_from,
+            incoming.helo,
+            incoming.peer,
+            meta.from,
+            meta.to,
+            meta.cc,
+            meta.subject,
+            meta.date,
+            meta.message_id
+        ])?;
+        let message = c.last_insert_rowid();
+        let mut part_stmt = c.prepare_cached(
+            "INSERT INTO parts(message, part, content_type, filename, size, sha256)
+             VALUES(?1,?2,?3,?4,?5,?6)",
+        )?;
+        for (n, p) in meta.parts.iter().enumerate() {
+            part_stmt.execute(params![
+                message,
+                n as i64,
+                p.content_type,
+                p.filename,
+                p.size as i64,
+                p.sha256
+            ])?;
+        }
+        c.prepare_cached(
+            "INSERT INTO queue_items(message, queue, state, next_attempt, created)
+             VALUES(?1, ?2, 'ready', ?3, ?3)",
+        )?
+        .execute(params![message, QUEUE_INBOUND, received])?;
+        let item = c.last_insert_rowid();
+        let mut rcpt_stmt =
+            c.prepare_cached("INSERT OR IGNORE INTO queue_rcpts(item, address) VALUES(?1, ?2)")?;
+        for r in &incoming.rcpt_to {
+            rcpt_stmt.execute(params![item, r.to_ascii_lowercase()])?;
+        }
+        Ok(())
     }
 }
 
@@ -207,80 +302,32 @@ fn unreferenced(c: &Connection, candidates: &[i64]) -> Result<Vec<String>> {
 }
 
 const MAILBOX_SUMMARIES: &str = "SELECT 'm' || e.id, 'mailbox:' || b.user || '/' || b.name, m.hdr_from,
-        m.hdr_to, m.subject, COALESCE(m.date, m.received), m.size, 'delivered', m.sha256, e.uid, m.uid
+        m.hdr_to, m.subject, COALESCE(m.date, m.received), m.size, 'delivered', m.sha256, e.uid, m.uid,
+        NULL, NULL, NULL
     FROM mailbox_entries e JOIN mailboxes b ON b.id=e.mailbox JOIN messages m ON m.id=e.message
     WHERE b.user=?1 AND b.name=?2 ORDER BY e.uid";
 
 const QUEUE_SUMMARIES: &str = "SELECT 'q' || q.id, 'queue:' || q.queue, m.env_from,
         (SELECT group_concat(address, ',') FROM queue_rcpts r WHERE r.item=q.id),
-        m.subject, COALESCE(m.date, m.received), m.size, q.state, m.sha256, NULL, m.uid
+        m.subject, COALESCE(m.date, m.received), m.size, q.state, m.sha256, NULL, m.uid,
+        q.attempts, q.next_attempt, q.last_error
     FROM queue_items q JOIN messages m ON m.id=q.message WHERE q.queue=?1 ORDER BY q.id";
 
 impl Store for EmbeddedStore {
     fn ingest(&self, incoming: Incoming) -> Result<Accepted> {
-        let meta = MessageMetadata::extract(&incoming.data);
-        let sha256 = hex::encode(Sha256::digest(&incoming.data));
-        let size = incoming.data.len() as u64;
-        let id = incoming.id.clone();
-        if id.len() < 2 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(StoreError::Invalid(format!("bad message id {id:?}")));
-        }
-        self.blobs.write(&id, &incoming.data)?;
-        let result = self.writer.write(move |c| {
-            let received = now();
-            c.prepare_cached(
-                "INSERT INTO messages(uid, sha256, size, received, env_from, helo, peer,
-                   hdr_from, hdr_to, hdr_cc, subject, date, message_id)
-                 VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
-            )?
-            .execute(params![
-                incoming.id,
-                sha256,
-                size as i64,
-                received,
-                incoming.mail_from,
-                incoming.helo,
-                incoming.peer,
-                meta.from,
-                meta.to,
-                meta.cc,
-                meta.subject,
-                meta.date,
-                meta.message_id
-            ])?;
-            let message = c.last_insert_rowid();
-            let mut part_stmt = c.prepare_cached(
-                "INSERT INTO parts(message, part, content_type, filename, size, sha256)
-                 VALUES(?1,?2,?3,?4,?5,?6)",
-            )?;
-            for (n, p) in meta.parts.iter().enumerate() {
-                part_stmt.execute(params![
-                    message,
-                    n as i64,
-                    p.content_type,
-                    p.filename,
-                    p.size as i64,
-                    p.sha256
-                ])?;
-            }
-            c.prepare_cached(
-                "INSERT INTO queue_items(message, queue, state, next_attempt, created)
-                 VALUES(?1, ?2, 'ready', ?3, ?3)",
-            )?
-            .execute(params![message, QUEUE_INBOUND, received])?;
-            let item = c.last_insert_rowid();
-            let mut rcpt_stmt = c.prepare_cached(
-                "INSERT OR IGNORE INTO queue_rcpts(item, address) VALUES(?1, ?2)",
-            )?;
-            for r in &incoming.rcpt_to {
-                rcpt_stmt.execute(params![item, r.to_ascii_lowercase()])?;
-            }
-            Ok(())
-        });
+        let prepared = Prepared::new(incoming)?;
+        let accepted = Accepted {
+            id: prepared.incoming.id.clone(),
+            size: prepared.size,
+        };
+        self.blobs
+            .write(&prepared.incoming.id, &prepared.incoming.data)?;
+        let id = accepted.id.clone();
+        let result = self.writer.write(move |c| prepared.insert(c));
         if result.is_err() {
             self.blobs.remove(&id);
         }
-        result.map(|()| Accepted { id, size })
+        result.map(|()| accepted)
     }
 
     fn recipient_status(&self, address: &str) -> Result<RecipientStatus> {
@@ -492,6 +539,7 @@ impl Store for EmbeddedStore {
                 frozen: 0,
                 oldest: None,
                 next_attempt: None,
+                held: None,
             };
             for name in SYSTEM_QUEUES {
                 queues.insert(name.into(), empty(name));
@@ -518,6 +566,13 @@ impl Store for EmbeddedStore {
                 let name: String = r.get(0)?;
                 queues.entry(name.clone()).or_insert_with(|| empty(&name)).state = r.get(1)?;
             }
+            if outbound::outbound_disabled(c)? {
+                for q in queues.values_mut() {
+                    if !SYSTEM_QUEUES.contains(&q.name.as_str()) {
+                        q.held = Some("outbound disabled".into());
+                    }
+                }
+            }
             Ok(queues.into_values().collect())
         })
     }
@@ -527,11 +582,12 @@ impl Store for EmbeddedStore {
         self.write(move |c| {
             let known = SYSTEM_QUEUES.contains(&name.as_str())
                 || name.starts_with("remote:")
+                || name.starts_with("smarthost:")
                 || c.prepare_cached("SELECT 1 FROM queue_items WHERE queue=?1")?.exists([&name])?
                 || c.prepare_cached("SELECT 1 FROM queues WHERE name=?1")?.exists([&name])?;
             if !known {
                 return Err(StoreError::NotFound(format!(
-                    "no queue {name} (see `lazaret queue list`; remote queues are named remote:DOMAIN)"
+                    "no queue {name} (see `lazaret queue list`; remote queues are named remote:DOMAIN or smarthost:CONNECTOR)"
                 )));
             }
             match state {
@@ -663,6 +719,34 @@ impl Store for EmbeddedStore {
             }
             Ok(earliest)
         })
+    }
+
+    fn outbound_queues(&self) -> Result<Vec<(String, i64)>> {
+        self.outbound_queues_impl()
+    }
+
+    fn outbound_due(&self, queue: &str, limit: usize, busy: &[i64]) -> Result<Vec<QueuedMessage>> {
+        self.outbound_due_impl(queue, limit, busy)
+    }
+
+    fn record_attempts(&self, outcomes: Vec<AttemptOutcome>) -> Result<()> {
+        self.record_attempts_impl(outcomes)
+    }
+
+    fn record_worker_failure(&self, items: Vec<i64>, error: String) -> Result<u64> {
+        self.record_worker_failure_impl(items, error)
+    }
+
+    fn items_set_frozen(&self, ids: &[String], frozen: bool) -> Result<u64> {
+        self.items_set_frozen_impl(ids, frozen)
+    }
+
+    fn set_outbound_disabled(&self, disabled: bool) -> Result<()> {
+        self.set_setting(OUTBOUND_DISABLED, if disabled { "1" } else { "0" })
+    }
+
+    fn outbound_disabled(&self) -> Result<bool> {
+        self.read(outbound::outbound_disabled)
     }
 
     fn mailbox_list(&self, user: &str) -> Result<Vec<MailboxInfo>> {

@@ -23,7 +23,9 @@ CREATE TABLE IF NOT EXISTS messages(
     hdr_cc TEXT NOT NULL,
     subject TEXT NOT NULL,
     date INTEGER,
-    message_id TEXT NOT NULL);
+    message_id TEXT NOT NULL,
+    -- What the scanner found (NULL: nothing); such mail is never bounced.
+    verdict TEXT);
 CREATE TABLE IF NOT EXISTS parts(
     message INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
     part INTEGER NOT NULL,
@@ -43,7 +45,9 @@ CREATE TABLE IF NOT EXISTS queue_items(
     next_attempt INTEGER NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
-    created INTEGER NOT NULL);
+    created INTEGER NOT NULL,
+    -- Deliveries of this item that made a worker fail; at 2 it goes to `poison`.
+    worker_failures INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS queue_items_due ON queue_items(queue, state, next_attempt);
 CREATE INDEX IF NOT EXISTS queue_items_message ON queue_items(message);
 CREATE TABLE IF NOT EXISTS queue_rcpts(
@@ -77,6 +81,17 @@ CREATE TABLE IF NOT EXISTS audit(
     detail TEXT);
 CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
 "#;
+
+/// Columns added after a table was first created: (table, column, definition).
+/// Applied to older stores on open.
+pub const ADDED_COLUMNS: [(&str, &str, &str); 2] = [
+    ("messages", "verdict", "TEXT"),
+    (
+        "queue_items",
+        "worker_failures",
+        "INTEGER NOT NULL DEFAULT 0",
+    ),
+];
 
 /// Folders every new user gets, with their RFC 6154 special-use attribute.
 pub const DEFAULT_FOLDERS: [(&str, Option<&str>); 5] = [

@@ -5,6 +5,7 @@ mod accounts;
 mod auth;
 mod error;
 mod messages;
+mod outbound;
 mod queues;
 mod status;
 
@@ -52,6 +53,13 @@ pub fn router(server: Arc<Server>, token: String) -> Router {
             get(messages::in_mailbox),
         )
         .route("/api/messages/{id}/raw", get(messages::raw))
+        .route("/api/messages/{action}", post(outbound::freeze_messages))
+        .route("/api/connectors", get(outbound::list))
+        .route(
+            "/api/connectors/{name}/schedule",
+            put(outbound::set_schedule),
+        )
+        .route("/api/outbound/{action}", post(outbound::switch))
         .route("/api/audit", get(status::audit))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(token),

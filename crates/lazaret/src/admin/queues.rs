@@ -10,7 +10,7 @@ use serde::Deserialize;
 use std::sync::Arc;
 
 pub async fn list(State(server): State<Arc<Server>>) -> Result<Json<Vec<QueueSummary>>, ApiError> {
-    Ok(Json(server.store_call(|s| s.queue_list()).await?))
+    Ok(Json(super::outbound::queue_list(&server).await?))
 }
 
 #[derive(Deserialize)]
@@ -69,6 +69,7 @@ pub async fn set_state(
         }
     }
     server.queue_wake.notify_one();
+    server.outbound_wake.notify_one();
     if !changed.is_empty() {
         server
             .audit(AuditEntry {

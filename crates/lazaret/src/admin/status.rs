@@ -19,9 +19,11 @@ pub struct Listener {
 pub async fn status(
     State(server): State<Arc<Server>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let (queues, stats) = server
-        .store_call(|s| Ok((s.queue_list()?, s.stats()?)))
+    let (stats, outbound_disabled) = server
+        .store_call(|s| Ok((s.stats()?, s.outbound_disabled()?)))
         .await?;
+    let queues = super::outbound::queue_list(&server).await?;
+    let connectors = super::outbound::connectors(&server).await?;
     let smtp_up = server.smtp.is_up();
     let access = server.access.current();
     let mut listeners: Vec<Listener> = server
@@ -57,6 +59,9 @@ pub async fn status(
         "user_access": if access.enabled { "enabled" } else { "disabled" },
         "user_access_message": access.message,
         "queues": queues,
+        "outbound": if outbound_disabled { "disabled" } else { "enabled" },
+        "outbound_connections": server.outbound.active_workers(),
+        "connectors": connectors,
         "store": stats,
         "smtp_sessions": server.config.smtp.max_sessions - server.sessions.available_permits(),
     })))

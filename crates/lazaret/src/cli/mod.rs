@@ -3,6 +3,7 @@
 
 mod accounts;
 mod client;
+mod outbound;
 mod output;
 mod overview;
 mod queues;
@@ -55,6 +56,27 @@ enum Command {
     Queue {
         #[command(subcommand)]
         command: queues::QueueCommand,
+    },
+    /// Outbound routes and when they may send
+    Connector {
+        #[command(subcommand)]
+        command: outbound::ConnectorCommand,
+    },
+    /// Hold every remote queue at once (disable) or let them send again (enable)
+    Outbound {
+        #[arg(value_parser = ["disable", "enable"])]
+        action: String,
+    },
+    /// Hold single queued messages (ids from `queue show` or `find --ids-only`)
+    Freeze {
+        /// `-` reads ids from stdin, one a line; or a comma-separated list
+        #[arg(long, value_name = "IDS|-")]
+        ids: String,
+    },
+    /// Release held queued messages; they are due at once
+    Thaw {
+        #[arg(long, value_name = "IDS|-")]
+        ids: String,
     },
     /// Local domains
     Domain {
@@ -111,6 +133,10 @@ pub fn run(args: Args) -> Result<()> {
         Command::Audit { since, json } => overview::audit(&api, since.as_deref(), json),
         Command::Queue { command } => queues::run(&api, command),
         Command::Mailbox { command } => queues::mailbox(&api, command),
+        Command::Connector { command } => outbound::connector(&api, command),
+        Command::Outbound { action } => outbound::outbound(&api, &action),
+        Command::Freeze { ids } => outbound::freeze(&api, "freeze", &ids),
+        Command::Thaw { ids } => outbound::freeze(&api, "thaw", &ids),
         Command::Domain { command } => accounts::domain(&api, command),
         Command::User { command } => accounts::user(&api, command),
     }

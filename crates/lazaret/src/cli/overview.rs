@@ -41,6 +41,9 @@ pub fn status(api: &Api, json: bool) -> Result<()> {
         "\nUser access: {}",
         s["user_access"].as_str().unwrap_or("?")
     );
+    println!("Outbound: {}", s["outbound"].as_str().unwrap_or("?"));
+    println!("\nConnectors");
+    super::outbound::print_connectors(s["connectors"].as_array().map(Vec::as_slice).unwrap_or(&[]));
     println!("\nQueues");
     print_queues(s["queues"].as_array().map(Vec::as_slice).unwrap_or(&[]));
     let st = &s["store"];
@@ -61,7 +64,10 @@ pub fn print_queues(queues: &[Value]) {
         .map(|q| {
             vec![
                 q["name"].as_str().unwrap_or("").into(),
-                q["state"].as_str().unwrap_or("").into(),
+                match q["held"].as_str() {
+                    Some(why) => format!("{} (held: {why})", q["state"].as_str().unwrap_or("")),
+                    None => q["state"].as_str().unwrap_or("").into(),
+                },
                 q["messages"].to_string(),
                 q["ready"].to_string(),
                 q["retry"].to_string(),

@@ -1,4 +1,18 @@
-//! Deliver: the queue runner that routes `inbound` and stores `local` mail into
-//! mailboxes.
+//! Deliver: the local queue runner (routes `inbound`, stores `local` mail into
+//! mailboxes) and outbound delivery to other servers (connectors, SMTP client,
+//! retries, DSNs).
 
+pub mod client;
+pub mod connectors;
+pub mod dsn;
+pub mod next_hop;
+pub mod outbound;
+pub mod retry;
 pub mod runner;
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -14,16 +14,24 @@ pub async fn run(server: Arc<Server>) {
     let poll = server.config.delivery.poll_interval.as_std();
     let retry = server.config.delivery.retry_delay.0 as i64;
     loop {
+        let s = server.clone();
         let step = server
             .store_call(move |store| {
-                let routed = store.route_inbound(BATCH, &|r| router::next_hop(store, r))?;
+                let connectors = s.connectors.list();
+                let routed =
+                    store.route_inbound(BATCH, &|r| router::next_hop(store, connectors, r))?;
                 let report = store.deliver_local(BATCH, retry)?;
-                Ok(routed + report.delivered + report.deferred)
+                Ok((routed, report.delivered + report.deferred))
             })
             .await;
         match step {
-            Ok(0) => {}
-            Ok(_) => continue,
+            Ok((0, 0)) => {}
+            Ok((routed, _)) => {
+                if routed > 0 {
+                    server.outbound_wake.notify_one();
+                }
+                continue;
+            }
             Err(e) => {
                 tracing::error!("queue runner: {e}");
                 tokio::time::sleep(Duration::from_secs(1)).await;

@@ -8,6 +8,8 @@ use crate::accept::switch::SmtpSwitch;
 use crate::access::gate::AccessGate;
 use crate::access::login::LoginGuard;
 use crate::access::pop3::MaildropLocks;
+use crate::deliver::connectors::Connectors;
+use crate::deliver::outbound::Outbound;
 use crate::{admin, deliver};
 use anyhow::{Context, Result};
 use lazaret_core::Config;
@@ -36,6 +38,12 @@ pub struct Server {
     /// Bound addresses of the listeners that are always on.
     pub pop3_addresses: Vec<std::net::SocketAddr>,
     pub submission_addresses: Vec<std::net::SocketAddr>,
+    /// Outbound routes and their schedules.
+    pub connectors: Connectors,
+    pub outbound: Outbound,
+    /// Wakes the outbound runner when mail was routed to a remote queue, a queue was
+    /// thawed or a schedule changed.
+    pub outbound_wake: Notify,
 }
 
 impl Server {
@@ -95,6 +103,9 @@ pub async fn run(config: Config) -> Result<()> {
         .setting(crate::access::gate::SETTING)?
         .filter(|m| !m.is_empty());
 
+    let connectors = Connectors::load(&config, store.as_ref())?;
+    let outbound = Outbound::new(config.delivery.max_connections);
+
     let server = Arc::new(Server {
         sessions: Arc::new(Semaphore::new(config.smtp.max_sessions)),
         config,
@@ -109,6 +120,9 @@ pub async fn run(config: Config) -> Result<()> {
         maildrops: MaildropLocks::default(),
         pop3_addresses,
         submission_addresses,
+        connectors,
+        outbound,
+        outbound_wake: Notify::new(),
     });
     for listener in submission_listeners {
         let server = server.clone();
@@ -152,6 +166,7 @@ pub async fn run(config: Config) -> Result<()> {
     print_banner(&server, admin_addr, stopped);
 
     tokio::spawn(deliver::runner::run(server.clone()));
+    tokio::spawn(deliver::outbound::run(server.clone()));
     let api = admin::router(server.clone(), token);
     let admin_task = tokio::spawn(async move { axum::serve(admin_listener, api).await });
 

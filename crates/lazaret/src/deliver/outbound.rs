@@ -1,0 +1,483 @@
+//! Outbound delivery. The runner watches the remote queues; for each queue with due
+//! mail whose connector's schedule is open it starts workers, up to
+//! `connections_per_destination` per queue and `max_connections` in all. A worker takes
+//! a batch of the queue's due messages, sends them over one connection, and records each
+//! outcome (delivered, deferred with backoff, or failed with a DSN) as it goes.
+//!
+//! A worker that panics, or a message it cannot even read, counts a worker failure
+//! against the message in hand; twice and the message moves to `poison`.
+
+use crate::deliver::client::{Client, ConnectOptions, SendReport};
+use crate::deliver::dsn::{self, FailedRecipient};
+use crate::deliver::next_hop::{self, Host, NoRoute};
+use crate::deliver::{now, retry};
+use crate::serve::Server;
+use hickory_resolver::TokioResolver;
+use lazaret_store::{AttemptOutcome, Incoming, QueuedMessage};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsConnector;
+
+/// How often a queue held only by its connector's schedule is looked at again.
+const SCHEDULE_RECHECK: Duration = Duration::from_secs(20);
+
+pub struct Outbound {
+    tls: TlsConnector,
+    resolver: Option<TokioResolver>,
+    connections: Arc<Semaphore>,
+    workers: Mutex<HashMap<u64, Claim>>,
+    next_worker: AtomicU64,
+}
+
+/// What one worker holds: its queue, the items it claimed, the one it is sending.
+struct Claim {
+    queue: String,
+    items: HashSet<i64>,
+    current: Option<i64>,
+}
+
+impl Outbound {
+    pub fn new(max_connections: usize) -> Outbound {
+        let resolver = match TokioResolver::builder_tokio().and_then(|b| b.build()) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!("no DNS resolver ({e}); route = \"mx\" works only for [delivery] static_mx domains");
+                None
+            }
+        };
+        Outbound {
+            tls: crate::deliver::client::opportunistic_tls(),
+            resolver,
+            connections: Arc::new(Semaphore::new(max_connections)),
+            workers: Mutex::new(HashMap::new()),
+            next_worker: AtomicU64::new(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Claim>> {
+        self.workers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn workers_on(&self, queue: &str) -> usize {
+        self.lock().values().filter(|c| c.queue == queue).count()
+    }
+
+    /// Connections open or being opened right now, for `status`.
+    pub fn active_workers(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn busy_items(&self, queue: &str) -> Vec<i64> {
+        self.lock()
+            .values()
+            .filter(|c| c.queue == queue)
+            .flat_map(|c| c.items.iter().copied())
+            .collect()
+    }
+
+    fn set_current(&self, worker: u64, item: Option<i64>) {
+        if let Some(c) = self.lock().get_mut(&worker) {
+            c.current = item;
+        }
+    }
+}
+
+pub async fn run(server: Arc<Server>) {
+    let poll = server.config.delivery.poll_interval.as_std();
+    loop {
+        let due = match server.store_call(|s| s.outbound_queues()).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::error!("outbound runner: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let t = now();
+        let mut wait = poll;
+        for (queue, earliest) in due {
+            if earliest > t {
+                wait = wait.min(Duration::from_secs((earliest - t) as u64));
+                continue;
+            }
+            if let Ok(route) = next_hop::route_of(&queue, server.connectors.list()) {
+                if !server.connectors.is_open(&route.connector.name) {
+                    wait = wait.min(SCHEDULE_RECHECK);
+                    continue;
+                }
+            }
+            if server.outbound.workers_on(&queue)
+                < server.config.delivery.connections_per_destination
+            {
+                start_worker(server.clone(), queue);
+            }
+        }
+        tokio::select! {
+            _ = server.outbound_wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+fn start_worker(server: Arc<Server>, queue: String) {
+    let id = server.outbound.next_worker.fetch_add(1, Ordering::Relaxed);
+    server.outbound.lock().insert(
+        id,
+        Claim {
+            queue: queue.clone(),
+            items: HashSet::new(),
+            current: None,
+        },
+    );
+    let task = tokio::spawn(worker(server.clone(), queue.clone(), id));
+    tokio::spawn(async move {
+        let outcome = task.await;
+        let claim = server.outbound.lock().remove(&id);
+        if let Err(e) = outcome {
+            let culprit = claim.and_then(|c| c.current);
+            tracing::error!(queue = %queue, item = ?culprit, "delivery worker failed: {e}");
+            if let Some(item) = culprit {
+                let error = format!("delivery worker failed: {e}");
+                match server
+                    .store_call(move |s| s.record_worker_failure(vec![item], error))
+                    .await
+                {
+                    Ok(n) if n > 0 => tracing::error!("q{item} moved to the poison queue"),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!("cannot record the worker failure: {e}"),
+                }
+            }
+            server.outbound_wake.notify_one();
+        }
+    });
+}
+
+async fn worker(server: Arc<Server>, queue: String, id: u64) {
+    let limit = server.config.delivery.messages_per_connection;
+    let mut worked = false;
+    loop {
+        let busy = server.outbound.busy_items(&queue);
+        let q = queue.clone();
+        let batch = match server
+            .store_call(move |s| s.outbound_due(&q, limit, &busy))
+            .await
+        {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(queue = %queue, "cannot read the queue: {e}");
+                break;
+            }
+        };
+        if batch.is_empty() {
+            break;
+        }
+        worked = true;
+        if let Some(c) = server.outbound.lock().get_mut(&id) {
+            c.items = batch.iter().map(|m| m.item).collect();
+        }
+        if batch.len() == limit {
+            // More is waiting: let the runner add a connection if the limit allows.
+            server.outbound_wake.notify_one();
+        }
+        let Ok(permit) = server.outbound.connections.clone().acquire_owned().await else {
+            break;
+        };
+        deliver_batch(&server, &queue, id, batch).await;
+        drop(permit);
+        if let Some(c) = server.outbound.lock().get_mut(&id) {
+            c.items.clear();
+            c.current = None;
+        }
+    }
+    if worked {
+        server.outbound_wake.notify_one();
+    }
+}
+
+/// One recipient's fate in an attempt.
+enum Fate {
+    Delivered,
+    Deferred(String),
+    Failed { status: String, diagnostic: String },
+}
+
+async fn deliver_batch(server: &Arc<Server>, queue: &str, worker: u64, batch: Vec<QueuedMessage>) {
+    let delivery = &server.config.delivery;
+    let mut recorder = Recorder::new(server.clone());
+    let hosts = match next_hop::route_of(queue, server.connectors.list()) {
+        Ok(route) => {
+            next_hop::resolve(
+                &route.target,
+                &delivery.static_mx,
+                server.outbound.resolver.as_ref(),
+            )
+            .await
+        }
+        Err(no_route) => Err(no_route),
+    };
+    let hosts = match hosts {
+        Ok(h) if !h.is_empty() => h,
+        other => {
+            let e = other.err().unwrap_or_else(|| NoRoute {
+                permanent: false,
+                status: "4.4.3",
+                reason: "no address to connect to".into(),
+            });
+            tracing::warn!(queue, "{}", e.reason);
+            for msg in batch {
+                let outcome = settle(server, &msg, None, |_| route_fate(&e)).await;
+                recorder.push(outcome).await;
+            }
+            recorder.finish().await;
+            return;
+        }
+    };
+
+    let (mut client, host) = match connect_any(server, &hosts).await {
+        Ok(found) => found,
+        Err(error) => {
+            tracing::info!(queue, "deferred {} message(s): {error}", batch.len());
+            for msg in batch {
+                let outcome = settle(server, &msg, None, |_| Fate::Deferred(error.clone())).await;
+                recorder.push(outcome).await;
+            }
+            recorder.finish().await;
+            return;
+        }
+    };
+    for msg in batch {
+        server.outbound.set_current(worker, Some(msg.item));
+        let blob = msg.message.clone();
+        let data = match server.store_call(move |s| s.message_raw(&blob)).await {
+            Ok(d) => d,
+            Err(e) => {
+                // Not a delivery problem the code knows how to classify.
+                let (item, error) = (
+                    msg.item,
+                    format!("cannot read message {}: {e}", msg.message),
+                );
+                tracing::error!(queue, "{error}");
+                let _ = server
+                    .store_call(move |s| s.record_worker_failure(vec![item], error))
+                    .await;
+                continue;
+            }
+        };
+        match client.send(&msg.mail_from, &msg.rcpts, &data).await {
+            Ok(report) => {
+                let outcome =
+                    settle(server, &msg, Some(&data), |r| reply_fate(&report, r, &host)).await;
+                recorder.push(outcome).await;
+            }
+            Err(e) => {
+                let error = format!("{}: {e}", host.addr);
+                tracing::info!(queue, item = msg.item, "connection lost: {error}");
+                let outcome =
+                    settle(server, &msg, Some(&data), |_| Fate::Deferred(error.clone())).await;
+                recorder.push(outcome).await;
+                // The rest of the batch was not tried; it stays due for the next round.
+                recorder.finish().await;
+                return;
+            }
+        }
+    }
+    server.outbound.set_current(worker, None);
+    client.quit().await;
+    recorder.finish().await;
+}
+
+fn route_fate(e: &NoRoute) -> Fate {
+    if e.permanent {
+        Fate::Failed {
+            status: e.status.to_string(),
+            diagnostic: e.reason.clone(),
+        }
+    } else {
+        Fate::Deferred(e.reason.clone())
+    }
+}
+
+fn reply_fate(report: &SendReport, rcpt: &str, host: &Host) -> Fate {
+    let Some((_, reply)) = report.rcpts.iter().find(|(r, _)| r == rcpt) else {
+        return Fate::Deferred("no reply for this recipient".into());
+    };
+    if reply.is_positive() {
+        Fate::Delivered
+    } else if reply.is_permanent() {
+        Fate::Failed {
+            status: dsn::status_of(reply.code, reply.status.as_deref()),
+            diagnostic: reply.to_string(),
+        }
+    } else {
+        Fate::Deferred(format!("{} said: {reply}", host.name))
+    }
+}
+
+async fn connect_any(server: &Arc<Server>, hosts: &[Host]) -> Result<(Client, Host), String> {
+    let d = &server.config.delivery;
+    let mut errors = Vec::new();
+    for host in hosts {
+        let opts = ConnectOptions {
+            helo: &server.config.hostname,
+            tls: Some(&server.outbound.tls),
+            server_name: &host.name,
+            connect_timeout: d.connect_timeout.as_std(),
+            command_timeout: d.command_timeout.as_std(),
+        };
+        match Client::connect(host.addr, &opts).await {
+            Ok(c) => {
+                tracing::debug!(host = %host.addr, tls = c.tls, "connected");
+                return Ok((c, host.clone()));
+            }
+            Err(e) => errors.push(format!("{}: {e}", host.addr)),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+/// Turns each recipient's fate into the store's outcome: a retry time for the
+/// deferred (or failure, once the message has outlived `give_up_after`), and a DSN for
+/// the failed unless the sender is null or the scanner flagged the message.
+async fn settle(
+    server: &Arc<Server>,
+    msg: &QueuedMessage,
+    data: Option<&[u8]>,
+    fate_of: impl Fn(&str) -> Fate,
+) -> AttemptOutcome {
+    let t = now();
+    let next = retry::next_attempt(&server.config.delivery, t, msg.created, msg.attempts);
+    let mut outcome = AttemptOutcome {
+        item: msg.item,
+        next_attempt: next.unwrap_or(t),
+        ..Default::default()
+    };
+    let mut failed = Vec::new();
+    for rcpt in &msg.rcpts {
+        match fate_of(rcpt) {
+            Fate::Delivered => outcome.delivered.push(rcpt.clone()),
+            Fate::Deferred(error) if next.is_some() => {
+                outcome.error = Some(error);
+                outcome.deferred.push(rcpt.clone());
+            }
+            Fate::Deferred(error) => {
+                let days = server.config.delivery.give_up_after.0 as f64 / 86400.0;
+                failed.push(FailedRecipient {
+                    address: rcpt.clone(),
+                    status: "4.4.7".into(),
+                    diagnostic: format!("gave up after {days:.1} days; last error: {error}"),
+                    remote_mta: None,
+                });
+            }
+            Fate::Failed { status, diagnostic } => failed.push(FailedRecipient {
+                address: rcpt.clone(),
+                status,
+                diagnostic,
+                remote_mta: None,
+            }),
+        }
+    }
+    for f in &failed {
+        tracing::info!(item = msg.item, rcpt = %f.address, status = %f.status, "failed: {}", f.diagnostic);
+        outcome.failed.push(f.address.clone());
+    }
+    if !outcome.delivered.is_empty() {
+        tracing::debug!(
+            item = msg.item,
+            count = outcome.delivered.len(),
+            "delivered"
+        );
+    }
+    if failed.is_empty() {
+        return outcome;
+    }
+    outcome.error = Some(failed[0].diagnostic.clone());
+    if msg.mail_from.is_empty() || msg.flagged {
+        // Never a bounce to a bounce, never one for mail the scanner caught.
+        return outcome;
+    }
+    let original = match data {
+        Some(d) => d.to_vec(),
+        None => {
+            let blob = msg.message.clone();
+            server
+                .store_call(move |s| s.message_raw(&blob))
+                .await
+                .unwrap_or_default()
+        }
+    };
+    let dsn_id = hex::encode(rand::random::<[u8; 8]>());
+    let report = dsn::Report {
+        hostname: &server.config.hostname,
+        queue_id: &msg.message,
+        arrival: msg.created,
+        original: &original,
+        failed: &failed,
+    };
+    outcome.dsn = Some(Incoming {
+        id: dsn_id.clone(),
+        mail_from: String::new(),
+        rcpt_to: vec![msg.mail_from.clone()],
+        helo: server.config.hostname.clone(),
+        peer: "127.0.0.1".into(),
+        data: dsn::build(&report, &msg.mail_from, &dsn_id),
+    });
+    outcome
+}
+
+/// Records outcomes in the background while the connection carries the next message;
+/// the store's group commit batches what arrives meanwhile.
+struct Recorder {
+    server: Arc<Server>,
+    pending: Vec<AttemptOutcome>,
+    inflight: Option<tokio::task::JoinHandle<()>>,
+    dsn_queued: bool,
+}
+
+impl Recorder {
+    fn new(server: Arc<Server>) -> Recorder {
+        Recorder {
+            server,
+            pending: Vec::new(),
+            inflight: None,
+            dsn_queued: false,
+        }
+    }
+
+    async fn push(&mut self, outcome: AttemptOutcome) {
+        self.dsn_queued |= outcome.dsn.is_some();
+        self.pending.push(outcome);
+        if self.inflight.as_ref().is_none_or(|h| h.is_finished()) {
+            if let Some(h) = self.inflight.take() {
+                let _ = h.await;
+            }
+            let batch = std::mem::take(&mut self.pending);
+            let server = self.server.clone();
+            self.inflight = Some(tokio::spawn(async move { record(&server, batch).await }));
+        }
+    }
+
+    /// Waits until everything pushed is committed.
+    async fn finish(mut self) {
+        if let Some(h) = self.inflight.take() {
+            let _ = h.await;
+        }
+        let batch = std::mem::take(&mut self.pending);
+        record(&self.server, batch).await;
+        if self.dsn_queued {
+            self.server.queue_wake.notify_one();
+        }
+    }
+}
+
+async fn record(server: &Arc<Server>, batch: Vec<AttemptOutcome>) {
+    if batch.is_empty() {
+        return;
+    }
+    if let Err(e) = server.store_call(move |s| s.record_attempts(batch)).await {
+        // The items stay due and will be sent again: a duplicate, never a loss.
+        tracing::error!("cannot record delivery outcomes: {e}");
+    }
+}
