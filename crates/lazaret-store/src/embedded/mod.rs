@@ -200,7 +200,8 @@ pub(crate) struct Prepared {
 impl Prepared {
     pub(crate) fn new(incoming: Incoming) -> Result<Prepared> {
         let id = &incoming.id;
-        if id.len() < 2 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        // Ids are lower-case hex: the first two digits name the blob's shard directory.
+        if id.len() < 2 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(StoreError::Invalid(format!("bad message id {id:?}")));
         }
         Ok(Prepared {

@@ -188,3 +188,160 @@ fn a_panicking_write_is_contained() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+fn to_remote(r: &str) -> String {
+    format!("remote:{}", r.rsplit_once('@').unwrap().1)
+}
+
+#[test]
+fn outbound_attempts_partial_delivery_dsn_and_cleanup() {
+    let dir = temp_dir("outbound");
+    let store = EmbeddedStore::open(&dir).unwrap();
+    store.user_add("a@localhost", "pw").unwrap();
+    let mut m = incoming("0b01", "x@far.test");
+    m.rcpt_to.push("y@far.test".into());
+    m.rcpt_to.push("z@far.test".into());
+    store.ingest(m).unwrap();
+    store.route_inbound(10, &to_remote).unwrap();
+    let queues = store.outbound_queues().unwrap();
+    assert_eq!(queues.len(), 1);
+    assert_eq!(queues[0].0, "remote:far.test");
+
+    let due = store.outbound_due("remote:far.test", 10, &[]).unwrap();
+    let [msg] = &due[..] else {
+        panic!("one message due");
+    };
+    assert_eq!(msg.rcpts.len(), 3);
+    assert!(!msg.flagged);
+    assert!(store
+        .outbound_due("remote:far.test", 10, &[msg.item])
+        .unwrap()
+        .is_empty());
+
+    // x delivered, y refused (with a DSN), z deferred.
+    store
+        .record_attempts(vec![AttemptOutcome {
+            item: msg.item,
+            delivered: vec!["x@far.test".into()],
+            failed: vec!["y@far.test".into()],
+            deferred: vec!["z@far.test".into()],
+            next_attempt: now() + 3600,
+            error: Some("451 try later".into()),
+            dsn: Some(Incoming {
+                id: "d5a01".into(),
+                mail_from: String::new(),
+                rcpt_to: vec!["a@localhost".into()],
+                helo: "me".into(),
+                peer: "127.0.0.1".into(),
+                data: b"Subject: Undelivered\r\n\r\nreport\r\n".to_vec(),
+            }),
+        }])
+        .unwrap();
+    let [left] = &store.queue_messages("remote:far.test").unwrap()[..] else {
+        panic!("the item stays for z");
+    };
+    assert_eq!(left.to, vec!["z@far.test".to_string()]);
+    assert_eq!(left.state, "retry");
+    assert_eq!(left.attempts, Some(1));
+    assert_eq!(left.last_error.as_deref(), Some("451 try later"));
+    assert!(
+        store
+            .outbound_due("remote:far.test", 10, &[])
+            .unwrap()
+            .is_empty(),
+        "not due yet"
+    );
+    let [dsn] = &store.queue_messages("inbound").unwrap()[..] else {
+        panic!("the DSN waits in inbound");
+    };
+    assert_eq!(
+        (dsn.from.as_str(), dsn.to.clone()),
+        ("", vec!["a@localhost".to_string()])
+    );
+
+    // z delivered later: the item and, with no other reference, the message go.
+    store
+        .record_attempts(vec![AttemptOutcome {
+            item: msg.item,
+            delivered: vec!["z@far.test".into()],
+            ..Default::default()
+        }])
+        .unwrap();
+    assert!(store.queue_messages("remote:far.test").unwrap().is_empty());
+    assert!(store.message_raw("0b01").is_err(), "blob removed");
+    assert!(store.message_raw("d5a01").is_ok());
+}
+
+#[test]
+fn outbound_disable_freeze_items_and_poison() {
+    let dir = temp_dir("outbound-hold");
+    let store = EmbeddedStore::open(&dir).unwrap();
+    store.ingest(incoming("0b11", "x@far.test")).unwrap();
+    store.ingest(incoming("0b12", "y@other.test")).unwrap();
+    store.route_inbound(10, &to_remote).unwrap();
+    assert_eq!(store.outbound_queues().unwrap().len(), 2);
+
+    store.set_outbound_disabled(true).unwrap();
+    assert!(store.outbound_disabled().unwrap());
+    assert!(store.outbound_queues().unwrap().is_empty());
+    assert!(store
+        .outbound_due("remote:far.test", 10, &[])
+        .unwrap()
+        .is_empty());
+    let held: Vec<_> = store
+        .queue_list()
+        .unwrap()
+        .into_iter()
+        .filter(|q| q.name.starts_with("remote:"))
+        .collect();
+    assert!(held
+        .iter()
+        .all(|q| q.held.as_deref() == Some("outbound disabled")));
+    store.set_outbound_disabled(false).unwrap();
+
+    let id = store.queue_messages("remote:far.test").unwrap()[0]
+        .id
+        .clone();
+    assert_eq!(
+        store
+            .items_set_frozen(&[id.clone(), "q999".into()], true)
+            .unwrap(),
+        1
+    );
+    assert!(store
+        .outbound_due("remote:far.test", 10, &[])
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.items_set_frozen(&[id.clone()], false).unwrap(), 1);
+    let [due] = &store.outbound_due("remote:far.test", 10, &[]).unwrap()[..] else {
+        panic!("thawed item is due");
+    };
+
+    // One worker failure is forgiven; the second moves the message to poison.
+    assert_eq!(
+        store
+            .record_worker_failure(vec![due.item], "panic".into())
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .record_worker_failure(vec![due.item], "panic".into())
+            .unwrap(),
+        1
+    );
+    assert!(store.queue_messages("remote:far.test").unwrap().is_empty());
+    let [poisoned] = &store.queue_messages("poison").unwrap()[..] else {
+        panic!("in poison");
+    };
+    assert!(poisoned
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("from remote:far.test"));
+    assert!(store
+        .outbound_queues()
+        .unwrap()
+        .iter()
+        .all(|(q, _)| q != "poison"));
+}
