@@ -5,6 +5,7 @@ to the 250 reply (p50/p99). The same client drives every server under test, so t
 figures compare like with like.
 
 usage: smtp_load.py HOST:PORT --sessions 50 --messages 5000 --size 10240 --to a@x,b@x [--rate R]
+       [--rcpts-per-message K] [--from ADDR] [--auth USER:PASSWORD]
 
 Without --rate every session sends as fast as the server answers (closed loop: the
 figure is the server's top rate). With --rate the messages are paced at R per second
@@ -13,6 +14,7 @@ over all sessions (open loop), so two servers' latencies compare at the same loa
 
 import argparse
 import asyncio
+import base64
 import json
 import time
 
@@ -26,11 +28,17 @@ async def reply(reader):
             return int(line[:3])
 
 
-async def session(host, port, queue, recipients, body, latencies, failures, pace):
+async def session(host, port, queue, recipients, body, latencies, failures, pace, opts):
     reader, writer = await asyncio.open_connection(host, port)
     await reply(reader)
     writer.write(b"EHLO bench.test\r\n")
     await reply(reader)
+    if opts.auth:
+        user, password = opts.auth.split(":", 1)
+        token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+        writer.write(f"AUTH PLAIN {token}\r\n".encode())
+        if await reply(reader) != 235:
+            raise RuntimeError("AUTH refused")
     while True:
         try:
             n = queue.get_nowait()
@@ -40,10 +48,12 @@ async def session(host, port, queue, recipients, body, latencies, failures, pace
             delay = pace(n) - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-        rcpt = recipients[n % len(recipients)]
-        writer.write(f"MAIL FROM:<load@far.test>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode())
-        codes = [await reply(reader) for _ in range(3)]
-        if codes != [250, 250, 354]:
+        k = opts.rcpts_per_message
+        rcpts = [recipients[(n * k + i) % len(recipients)] for i in range(k)]
+        command = f"MAIL FROM:<{opts.sender}>\r\n" + "".join(f"RCPT TO:<{r}>\r\n" for r in rcpts)
+        writer.write((command + "DATA\r\n").encode())
+        codes = [await reply(reader) for _ in range(k + 2)]
+        if codes != [250] * (k + 1) + [354]:
             failures.append(codes)
             writer.write(b"RSET\r\n")
             await reply(reader)
@@ -69,6 +79,9 @@ async def main():
     ap.add_argument("--size", type=int, default=10240)
     ap.add_argument("--to", required=True, help="comma-separated recipients, used in turn")
     ap.add_argument("--rate", type=float, default=0, help="messages/s over all sessions (0: as fast as possible)")
+    ap.add_argument("--rcpts-per-message", type=int, default=1)
+    ap.add_argument("--from", dest="sender", default="load@far.test")
+    ap.add_argument("--auth", help="USER:PASSWORD for AUTH PLAIN (submission ports)")
     args = ap.parse_args()
     host, port = args.target.rsplit(":", 1)
     head = b"From: load@far.test\r\nTo: user@bench\r\nSubject: load test @N@\r\n\r\n"
@@ -82,7 +95,7 @@ async def main():
     pace = (lambda n: t0 + n / args.rate) if args.rate else None
     await asyncio.gather(
         *[
-            session(host, int(port), queue, args.to.split(","), body, latencies, failures, pace)
+            session(host, int(port), queue, args.to.split(","), body, latencies, failures, pace, args)
             for _ in range(args.sessions)
         ]
     )

@@ -19,10 +19,24 @@ pub enum LoginError {
     Unavailable,
 }
 
+/// Password checks running at once. Each argon2id check holds ~19 MiB for its
+/// memory-hard pass, so a burst of logins (or a login flood) would otherwise cost
+/// 19 MiB per concurrent session; beyond this many they wait their turn.
+const CONCURRENT_CHECKS: usize = 4;
+
 /// Failed logins per client address within the lockout window.
-#[derive(Default)]
 pub struct LoginGuard {
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    checks: tokio::sync::Semaphore,
+}
+
+impl Default for LoginGuard {
+    fn default() -> Self {
+        LoginGuard {
+            failures: Mutex::default(),
+            checks: tokio::sync::Semaphore::new(CONCURRENT_CHECKS),
+        }
+    }
 }
 
 impl LoginGuard {
@@ -73,10 +87,14 @@ pub async fn login(
     }
     let address = user.trim().to_ascii_lowercase();
     let (a, p) = (address.clone(), password.to_string());
-    match server
+    let Ok(_turn) = server.logins.checks.acquire().await else {
+        return Err(LoginError::Unavailable);
+    };
+    let verdict = server
         .store_call(move |s| s.user_verify_password(&a, &p))
-        .await
-    {
+        .await;
+    drop(_turn);
+    match verdict {
         Ok(true) => {
             server.logins.succeeded(peer);
             Ok(address)
