@@ -312,7 +312,12 @@ fn outbound_disable_freeze_items_and_poison() {
         .outbound_due("remote:far.test", 10, &[])
         .unwrap()
         .is_empty());
-    assert_eq!(store.items_set_frozen(&[id.clone()], false).unwrap(), 1);
+    assert_eq!(
+        store
+            .items_set_frozen(std::slice::from_ref(&id), false)
+            .unwrap(),
+        1
+    );
     let [due] = &store.outbound_due("remote:far.test", 10, &[]).unwrap()[..] else {
         panic!("thawed item is due");
     };
