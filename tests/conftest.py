@@ -1,6 +1,7 @@
 """End-to-end fixtures: start the real `lazaret` binary on port 0 in a temporary data
 directory and talk to it over loopback with real clients (smtplib, curl, the CLI)."""
 
+import imaplib
 import json
 import os
 import poplib
@@ -30,6 +31,7 @@ class Server:
             + extra_config
             + ("" if "[smtp]" in extra_config else '\n[smtp]\nlisten = ["127.0.0.1:0"]\n')
             + ("" if "[pop3]" in extra_config else '\n[pop3]\nlisten = ["127.0.0.1:0"]\n')
+            + ("" if "[imap]" in extra_config else '\n[imap]\nlisten = ["127.0.0.1:0"]\n')
             + '\n[submission]\nlisten = ["127.0.0.1:0"]\n'
             + '\n[admin]\nlisten = "127.0.0.1:0"\n'
             + ("" if "[delivery]" in extra_config else '\n[delivery]\npoll_interval = "1s"\n')
@@ -62,6 +64,8 @@ class Server:
         self.admin = info["admin"]
         self.pop3_host, port = info["pop3"][0].rsplit(":", 1)
         self.pop3_port = int(port)
+        self.imap_host, port = info["imap"][0].rsplit(":", 1)
+        self.imap_port = int(port)
         self.submission_host, port = info["submission"][0].rsplit(":", 1)
         self.submission_port = int(port)
         self.token = (self.data_dir / "admin.token").read_text().strip()
@@ -109,6 +113,12 @@ class Server:
             p.user(user)
             p.pass_(password)
         return p
+
+    def imap(self, user=None, password="secret") -> imaplib.IMAP4:
+        m = imaplib.IMAP4(self.imap_host, self.imap_port, timeout=30)
+        if user:
+            m.login(user, password)
+        return m
 
     def submission(self) -> smtplib.SMTP:
         return smtplib.SMTP(self.submission_host, self.submission_port, timeout=30)

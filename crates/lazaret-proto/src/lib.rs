@@ -2,6 +2,7 @@
 //! Nothing here touches a socket, a clock or the store, so every path can be unit
 //! tested and fuzzed.
 
+pub mod imap;
 mod input;
 pub mod pop3;
 pub mod sasl;

@@ -8,6 +8,11 @@ use base64::Engine;
 /// someone else.
 pub fn decode_plain(b64: &str) -> Option<(String, String)> {
     let raw = STANDARD.decode(b64.trim()).ok()?;
+    decode_plain_bytes(&raw)
+}
+
+/// The same, for a response already base64-decoded (IMAP's parser does that).
+pub fn decode_plain_bytes(raw: &[u8]) -> Option<(String, String)> {
     let mut fields = raw.split(|&b| b == 0);
     let authz = fields.next()?;
     let authc = String::from_utf8(fields.next()?.to_vec()).ok()?;

@@ -93,6 +93,45 @@ pub trait Store: Send + Sync {
     fn set_outbound_disabled(&self, disabled: bool) -> Result<()>;
     fn outbound_disabled(&self) -> Result<bool>;
 
+    // IMAP's view of a user's folders. Names are exact except INBOX (any case).
+    fn folders(&self, user: &str) -> Result<Vec<Folder>>;
+    fn folder_create(&self, user: &str, name: &str) -> Result<()>;
+    /// Deletes a folder and its messages (not INBOX).
+    fn folder_delete(&self, user: &str, name: &str) -> Result<()>;
+    /// Renames a folder and its children; the new name gets a new UIDVALIDITY.
+    fn folder_rename(&self, user: &str, from: &str, to: &str) -> Result<()>;
+    fn folder_subscribe(&self, user: &str, name: &str, on: bool) -> Result<()>;
+    fn folder_snapshot(&self, user: &str, name: &str) -> Result<FolderSnapshot>;
+    /// Changes flags of entries of one folder; returns each entry's flags after.
+    fn set_flags(
+        &self,
+        user: &str,
+        folder: &str,
+        entries: Vec<i64>,
+        change: FlagChange,
+        flags: Vec<String>,
+    ) -> Result<Vec<(i64, Vec<String>)>>;
+    /// Copies (`remove`: moves) entries to another folder of the user; returns the
+    /// target's UIDVALIDITY and (old uid, new uid) pairs.
+    fn copy_entries(
+        &self,
+        user: &str,
+        from: &str,
+        to: &str,
+        entries: Vec<i64>,
+        remove: bool,
+    ) -> Result<(i64, Vec<(i64, i64)>)>;
+    /// Stores an uploaded message in a folder; returns (uidvalidity, uid).
+    fn append(
+        &self,
+        user: &str,
+        folder: &str,
+        id: String,
+        data: Vec<u8>,
+        flags: Vec<String>,
+        internal_date: Option<i64>,
+    ) -> Result<(i64, i64)>;
+
     fn mailbox_list(&self, user: &str) -> Result<Vec<MailboxInfo>>;
     fn mailbox_messages(&self, user: &str, mailbox: &str) -> Result<Vec<MessageSummary>>;
     fn queue_messages(&self, queue: &str) -> Result<Vec<MessageSummary>>;

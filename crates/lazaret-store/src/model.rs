@@ -32,6 +32,49 @@ pub struct DeliveryReport {
     pub delivered: usize,
     pub deferred: usize,
     pub failed: usize,
+    /// Users who got new mail (their open IMAP sessions are told).
+    pub users: Vec<String>,
+}
+
+/// A user's folder as IMAP LIST/STATUS see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Folder {
+    pub name: String,
+    /// RFC 6154 attribute, e.g. `\Sent`.
+    pub special: Option<String>,
+    pub subscribed: bool,
+    pub uidvalidity: i64,
+    pub uidnext: i64,
+    pub messages: u64,
+    pub unseen: u64,
+}
+
+/// One message of a selected folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderEntry {
+    /// The entry's id (`m<entry>` to the admin).
+    pub entry: i64,
+    pub uid: i64,
+    /// The message's store id (its blob).
+    pub message: String,
+    pub flags: Vec<String>,
+    pub internal_date: i64,
+    pub size: u64,
+}
+
+/// A folder's state when an IMAP session (re)reads it; entries in UID order.
+#[derive(Debug, Clone)]
+pub struct FolderSnapshot {
+    pub uidvalidity: i64,
+    pub uidnext: i64,
+    pub entries: Vec<FolderEntry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagChange {
+    Replace,
+    Add,
+    Remove,
 }
 
 /// A queued message handed to outbound delivery.

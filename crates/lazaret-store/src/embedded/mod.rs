@@ -3,6 +3,7 @@
 //! group-commit [`writer::Writer`].
 
 mod blobs;
+mod folders;
 mod outbound;
 mod schema;
 mod writer;
@@ -215,6 +216,24 @@ impl Prepared {
     /// Inserts the message, its parts and a queue item in `inbound` for its recipients.
     /// The blob must already be durable.
     pub(crate) fn insert(&self, c: &Connection) -> Result<()> {
+        let message = self.insert_message(c)?;
+        let received = now();
+        c.prepare_cached(
+            "INSERT INTO queue_items(message, queue, state, next_attempt, created)
+             VALUES(?1, ?2, 'ready', ?3, ?3)",
+        )?
+        .execute(params![message, QUEUE_INBOUND, received])?;
+        let item = c.last_insert_rowid();
+        let mut rcpt_stmt =
+            c.prepare_cached("INSERT OR IGNORE INTO queue_rcpts(item, address) VALUES(?1, ?2)")?;
+        for r in &self.incoming.rcpt_to {
+            rcpt_stmt.execute(params![item, r.to_ascii_lowercase()])?;
+        }
+        Ok(())
+    }
+
+    /// Inserts the message row and its parts; returns the row id.
+    pub(crate) fn insert_message(&self, c: &Connection) -> Result<i64> {
         let (incoming, meta) = (&self.incoming, &self.meta);
         let received = now();
         c.prepare_cached(
@@ -252,18 +271,7 @@ impl Prepared {
                 p.sha256
             ])?;
         }
-        c.prepare_cached(
-            "INSERT INTO queue_items(message, queue, state, next_attempt, created)
-             VALUES(?1, ?2, 'ready', ?3, ?3)",
-        )?
-        .execute(params![message, QUEUE_INBOUND, received])?;
-        let item = c.last_insert_rowid();
-        let mut rcpt_stmt =
-            c.prepare_cached("INSERT OR IGNORE INTO queue_rcpts(item, address) VALUES(?1, ?2)")?;
-        for r in &incoming.rcpt_to {
-            rcpt_stmt.execute(params![item, r.to_ascii_lowercase()])?;
-        }
-        Ok(())
+        Ok(message)
     }
 }
 
@@ -679,6 +687,11 @@ impl Store for EmbeddedStore {
                         None => missing.push(rcpt.clone()),
                     }
                 }
+                for rcpt in &rcpts {
+                    if !missing.contains(rcpt) && !report.users.contains(rcpt) {
+                        report.users.push(rcpt.clone());
+                    }
+                }
                 if missing.is_empty() {
                     c.prepare_cached("DELETE FROM queue_items WHERE id=?1")?
                         .execute([item])?;
@@ -750,6 +763,56 @@ impl Store for EmbeddedStore {
         self.read(outbound::outbound_disabled)
     }
 
+    fn folders(&self, user: &str) -> Result<Vec<Folder>> {
+        self.folders_impl(user)
+    }
+    fn folder_create(&self, user: &str, name: &str) -> Result<()> {
+        self.folder_create_impl(user, name)
+    }
+    fn folder_delete(&self, user: &str, name: &str) -> Result<()> {
+        self.folder_delete_impl(user, name)
+    }
+    fn folder_rename(&self, user: &str, from: &str, to: &str) -> Result<()> {
+        self.folder_rename_impl(user, from, to)
+    }
+    fn folder_subscribe(&self, user: &str, name: &str, on: bool) -> Result<()> {
+        self.folder_subscribe_impl(user, name, on)
+    }
+    fn folder_snapshot(&self, user: &str, name: &str) -> Result<FolderSnapshot> {
+        self.folder_snapshot_impl(user, name)
+    }
+    fn set_flags(
+        &self,
+        user: &str,
+        folder: &str,
+        entries: Vec<i64>,
+        change: FlagChange,
+        flags: Vec<String>,
+    ) -> Result<Vec<(i64, Vec<String>)>> {
+        self.set_flags_impl(user, folder, entries, change, flags)
+    }
+    fn copy_entries(
+        &self,
+        user: &str,
+        from: &str,
+        to: &str,
+        entries: Vec<i64>,
+        remove: bool,
+    ) -> Result<(i64, Vec<(i64, i64)>)> {
+        self.copy_impl(user, from, to, entries, remove)
+    }
+    fn append(
+        &self,
+        user: &str,
+        folder: &str,
+        id: String,
+        data: Vec<u8>,
+        flags: Vec<String>,
+        internal_date: Option<i64>,
+    ) -> Result<(i64, i64)> {
+        self.append_impl(user, folder, id, data, flags, internal_date)
+    }
+
     fn mailbox_list(&self, user: &str) -> Result<Vec<MailboxInfo>> {
         let user = user.trim().to_ascii_lowercase();
         self.read(move |c| {
@@ -810,7 +873,10 @@ impl Store for EmbeddedStore {
             .iter()
             .filter_map(|id| id.strip_prefix('m')?.parse().ok())
             .collect();
-        let (user, mailbox) = (user.trim().to_ascii_lowercase(), mailbox.to_string());
+        let (user, mailbox) = (
+            user.trim().to_ascii_lowercase(),
+            folders::canonical(mailbox),
+        );
         let (deleted, blobs) = self.write(move |c| {
             let mut deleted = 0;
             let mut messages = Vec::new();

@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS mailboxes(
     uidvalidity INTEGER NOT NULL,
     uidnext INTEGER NOT NULL DEFAULT 1,
     special TEXT,
+    subscribed INTEGER NOT NULL DEFAULT 1,
     UNIQUE(user, name));
 CREATE TABLE IF NOT EXISTS mailbox_entries(
     id INTEGER PRIMARY KEY,

@@ -21,6 +21,9 @@ pub async fn run(server: Arc<Server>) {
                 let routed =
                     store.route_inbound(BATCH, &|r| router::next_hop(store, connectors, r))?;
                 let report = store.deliver_local(BATCH, retry)?;
+                for user in &report.users {
+                    let _ = s.mailbox_events.send(user.clone());
+                }
                 Ok((routed, report.delivered + report.deferred))
             })
             .await;

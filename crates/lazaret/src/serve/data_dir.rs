@@ -21,6 +21,7 @@ pub struct Listeners {
     pub smtp: Vec<SocketAddr>,
     #[serde(default)]
     pub pop3: Vec<SocketAddr>,
+    pub imap: Vec<SocketAddr>,
     #[serde(default)]
     pub submission: Vec<SocketAddr>,
     pub admin: SocketAddr,

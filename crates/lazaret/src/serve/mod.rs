@@ -37,7 +37,11 @@ pub struct Server {
     pub maildrops: MaildropLocks,
     /// Bound addresses of the listeners that are always on.
     pub pop3_addresses: Vec<std::net::SocketAddr>,
+    pub imap_addresses: Vec<std::net::SocketAddr>,
     pub submission_addresses: Vec<std::net::SocketAddr>,
+    /// A user's mail changed (delivery, IMAP, POP3): open IMAP sessions of that user
+    /// refresh their view.
+    pub mailbox_events: tokio::sync::broadcast::Sender<String>,
     /// Outbound routes and their schedules.
     pub connectors: Connectors,
     pub outbound: Outbound,
@@ -108,6 +112,7 @@ pub async fn run(config: Config) -> Result<()> {
         );
     }
     let (pop3_listeners, pop3_addresses) = bind_all("pop3.listen", &config.pop3.listen).await?;
+    let (imap_listeners, imap_addresses) = bind_all("imap.listen", &config.imap.listen).await?;
     let (submission_listeners, submission_addresses) =
         bind_all("submission.listen", &config.submission.listen).await?;
     // An empty setting means access was enabled again.
@@ -131,7 +136,9 @@ pub async fn run(config: Config) -> Result<()> {
         logins: LoginGuard::default(),
         maildrops: MaildropLocks::default(),
         pop3_addresses,
+        imap_addresses,
         submission_addresses,
+        mailbox_events: tokio::sync::broadcast::channel(1024).0,
         connectors,
         outbound,
         outbound_wake: Notify::new(),
@@ -145,6 +152,12 @@ pub async fn run(config: Config) -> Result<()> {
                 peer,
                 crate::accept::session::Port::Submission,
             )
+        }));
+    }
+    for listener in imap_listeners {
+        let server = server.clone();
+        tokio::spawn(crate::net::accept_loop(listener, move |stream, peer| {
+            crate::access::imap::handle(server.clone(), stream, peer)
         }));
     }
     for listener in pop3_listeners {
@@ -171,6 +184,7 @@ pub async fn run(config: Config) -> Result<()> {
             pid: std::process::id(),
             smtp: server.smtp.addresses().to_vec(),
             pop3: server.pop3_addresses.clone(),
+            imap: server.imap_addresses.clone(),
             submission: server.submission_addresses.clone(),
             admin: admin_addr,
         },
@@ -240,6 +254,14 @@ fn print_banner(server: &Server, admin: std::net::SocketAddr, smtp_stopped: bool
             .map(|a| a.to_string())
             .collect();
         println!("  submission: {} (AUTH required; STARTTLS)", sub.join(", "));
+    }
+    if !server.imap_addresses.is_empty() {
+        let imap: Vec<String> = server
+            .imap_addresses
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        println!("  imap:   {} (STARTTLS)", imap.join(", "));
     }
     if !server.pop3_addresses.is_empty() {
         let pop3: Vec<String> = server

@@ -1,0 +1,335 @@
+//! What IMAP does to a user's folders: list, create, delete, rename, subscribe, the
+//! snapshot SELECT works from, flag changes, copy and move (new UIDs in the target, as
+//! UIDPLUS reports them), append and expunge.
+
+use super::{unreferenced, EmbeddedStore, Prepared};
+use crate::model::{FlagChange, Folder, FolderEntry, FolderSnapshot};
+use crate::{now, Result, StoreError};
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// Folder names IMAP may use: no control characters, no empty hierarchy levels.
+fn valid_folder(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.chars().any(|c| c.is_control() || c == '*' || c == '%')
+        && !name.split('/').any(str::is_empty)
+}
+
+/// IMAP names INBOX case-insensitively; every other name is exact.
+pub(super) fn canonical(name: &str) -> String {
+    if name.eq_ignore_ascii_case("INBOX") {
+        "INBOX".into()
+    } else {
+        name.to_string()
+    }
+}
+
+fn folder_id(c: &Connection, user: &str, name: &str) -> Result<i64> {
+    c.prepare_cached("SELECT id FROM mailboxes WHERE user=?1 AND name=?2")?
+        .query_row(params![user, name], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("no folder {name}")))
+}
+
+fn parse_flags(text: &str) -> Vec<String> {
+    text.split(' ')
+        .filter(|f| !f.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Flags as stored: unique (case-insensitive, as IMAP compares them), space-separated.
+fn join_flags(flags: &[String]) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for f in flags {
+        if !out.iter().any(|o| o.eq_ignore_ascii_case(f)) {
+            out.push(f);
+        }
+    }
+    out.join(" ")
+}
+
+/// Takes the next `n` UIDs of a folder; returns (uidvalidity, first uid).
+fn take_uids(c: &Connection, folder: i64, n: i64) -> Result<(i64, i64)> {
+    Ok(c.prepare_cached(
+        "UPDATE mailboxes SET uidnext=uidnext+?2 WHERE id=?1 RETURNING uidvalidity, uidnext-?2",
+    )?
+    .query_row(params![folder, n], |r| Ok((r.get(0)?, r.get(1)?)))?)
+}
+
+impl EmbeddedStore {
+    pub(super) fn folders_impl(&self, user: &str) -> Result<Vec<Folder>> {
+        let user = user.to_string();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT b.name, b.special, b.subscribed, b.uidvalidity, b.uidnext,
+                        (SELECT COUNT(*) FROM mailbox_entries e WHERE e.mailbox=b.id),
+                        (SELECT COUNT(*) FROM mailbox_entries e WHERE e.mailbox=b.id
+                           AND (' ' || e.flags || ' ') NOT LIKE '% \\Seen %')
+                 FROM mailboxes b WHERE b.user=?1 ORDER BY b.name='INBOX' DESC, b.name",
+            )?;
+            let rows = stmt.query_map([&user], |r| {
+                Ok(Folder {
+                    name: r.get(0)?,
+                    special: r.get(1)?,
+                    subscribed: r.get(2)?,
+                    uidvalidity: r.get(3)?,
+                    uidnext: r.get(4)?,
+                    messages: r.get::<_, i64>(5)? as u64,
+                    unseen: r.get::<_, i64>(6)? as u64,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    pub(super) fn folder_create_impl(&self, user: &str, name: &str) -> Result<()> {
+        let (user, name) = (user.to_string(), canonical(name.trim_end_matches('/')));
+        if !valid_folder(&name) {
+            return Err(StoreError::Invalid(format!(
+                "{name:?} is not a valid folder name"
+            )));
+        }
+        self.write(move |c| {
+            let n = c.execute(
+                "INSERT OR IGNORE INTO mailboxes(user, name, uidvalidity) VALUES(?1, ?2, ?3)",
+                params![user, name, (now() as u32).max(1)],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Exists(format!("folder {name} already exists")));
+            }
+            Ok(())
+        })
+    }
+
+    pub(super) fn folder_delete_impl(&self, user: &str, name: &str) -> Result<()> {
+        let (user, name) = (user.to_string(), canonical(name));
+        if name == "INBOX" {
+            return Err(StoreError::Invalid("INBOX cannot be deleted".into()));
+        }
+        let blobs = self.write(move |c| {
+            let folder = folder_id(c, &user, &name)?;
+            let messages: Vec<i64> = c
+                .prepare_cached("DELETE FROM mailbox_entries WHERE mailbox=?1 RETURNING message")?
+                .query_map([folder], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            c.execute("DELETE FROM mailboxes WHERE id=?1", [folder])?;
+            unreferenced(c, &messages)
+        })?;
+        for b in blobs {
+            self.blobs.remove(&b);
+        }
+        Ok(())
+    }
+
+    pub(super) fn folder_rename_impl(&self, user: &str, from: &str, to: &str) -> Result<()> {
+        let (user, from, to) = (user.to_string(), canonical(from), canonical(to));
+        if from == "INBOX" || to == "INBOX" {
+            return Err(StoreError::Invalid("INBOX cannot be renamed".into()));
+        }
+        if !valid_folder(&to) {
+            return Err(StoreError::Invalid(format!(
+                "{to:?} is not a valid folder name"
+            )));
+        }
+        self.write(move |c| {
+            let folder = folder_id(c, &user, &from)?;
+            if c.prepare_cached("SELECT 1 FROM mailboxes WHERE user=?1 AND name=?2")?
+                .exists(params![user, to])?
+            {
+                return Err(StoreError::Exists(format!("folder {to} already exists")));
+            }
+            // Children move with their parent; a new UIDVALIDITY says "not the same folder".
+            c.execute(
+                "UPDATE mailboxes SET name=?3 || substr(name, length(?2) + 1)
+                 WHERE user=?1 AND name LIKE ?2 || '/%' ESCAPE '\\'",
+                params![user, from, to],
+            )?;
+            c.execute(
+                "UPDATE mailboxes SET name=?2, uidvalidity=uidvalidity+1 WHERE id=?1",
+                params![folder, to],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn folder_subscribe_impl(&self, user: &str, name: &str, on: bool) -> Result<()> {
+        let (user, name) = (user.to_string(), canonical(name));
+        self.write(move |c| {
+            let folder = folder_id(c, &user, &name)?;
+            c.execute(
+                "UPDATE mailboxes SET subscribed=?2 WHERE id=?1",
+                params![folder, on],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn folder_snapshot_impl(&self, user: &str, name: &str) -> Result<FolderSnapshot> {
+        let (user, name) = (user.to_string(), canonical(name));
+        self.read(move |c| {
+            let (folder, uidvalidity, uidnext): (i64, i64, i64) = c
+                .prepare_cached(
+                    "SELECT id, uidvalidity, uidnext FROM mailboxes WHERE user=?1 AND name=?2",
+                )?
+                .query_row(params![user, name], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound(format!("no folder {name}")))?;
+            let mut stmt = c.prepare_cached(
+                "SELECT e.id, e.uid, m.uid, e.flags, e.internal_date, m.size
+                 FROM mailbox_entries e JOIN messages m ON m.id=e.message
+                 WHERE e.mailbox=?1 ORDER BY e.uid",
+            )?;
+            let entries = stmt
+                .query_map([folder], |r| {
+                    Ok(FolderEntry {
+                        entry: r.get(0)?,
+                        uid: r.get(1)?,
+                        message: r.get(2)?,
+                        flags: parse_flags(&r.get::<_, String>(3)?),
+                        internal_date: r.get(4)?,
+                        size: r.get::<_, i64>(5)? as u64,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(FolderSnapshot {
+                uidvalidity,
+                uidnext,
+                entries,
+            })
+        })
+    }
+
+    pub(super) fn set_flags_impl(
+        &self,
+        user: &str,
+        name: &str,
+        entries: Vec<i64>,
+        change: FlagChange,
+        flags: Vec<String>,
+    ) -> Result<Vec<(i64, Vec<String>)>> {
+        let (user, name) = (user.to_string(), canonical(name));
+        self.write(move |c| {
+            let folder = folder_id(c, &user, &name)?;
+            let mut out = Vec::with_capacity(entries.len());
+            for entry in entries {
+                let current: Option<String> = c
+                    .prepare_cached("SELECT flags FROM mailbox_entries WHERE id=?1 AND mailbox=?2")?
+                    .query_row(params![entry, folder], |r| r.get(0))
+                    .optional()?;
+                let Some(current) = current else { continue };
+                let mut set = parse_flags(&current);
+                match change {
+                    FlagChange::Replace => set = flags.clone(),
+                    FlagChange::Add => set.extend(flags.iter().cloned()),
+                    FlagChange::Remove => {
+                        set.retain(|f| !flags.iter().any(|x| x.eq_ignore_ascii_case(f)))
+                    }
+                }
+                let joined = join_flags(&set);
+                if joined != current {
+                    c.prepare_cached("UPDATE mailbox_entries SET flags=?2 WHERE id=?1")?
+                        .execute(params![entry, joined])?;
+                }
+                out.push((entry, parse_flags(&joined)));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Copies (or moves) entries into another folder of the same user, in UID order.
+    /// Returns the target's UIDVALIDITY and (source uid, new uid) pairs.
+    pub(super) fn copy_impl(
+        &self,
+        user: &str,
+        from: &str,
+        to: &str,
+        entries: Vec<i64>,
+        remove: bool,
+    ) -> Result<(i64, Vec<(i64, i64)>)> {
+        let (user, from, to) = (user.to_string(), canonical(from), canonical(to));
+        self.write(move |c| {
+            let source = folder_id(c, &user, &from)?;
+            let target = folder_id(c, &user, &to)
+                .map_err(|_| StoreError::NotFound(format!("[TRYCREATE] no folder {to}")))?;
+            let mut rows: Vec<(i64, i64, i64, String, i64)> = Vec::new();
+            for entry in entries {
+                if let Some(row) = c
+                    .prepare_cached(
+                        "SELECT id, uid, message, flags, internal_date FROM mailbox_entries
+                         WHERE id=?1 AND mailbox=?2",
+                    )?
+                    .query_row(params![entry, source], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    })
+                    .optional()?
+                {
+                    rows.push(row);
+                }
+            }
+            rows.sort_by_key(|r| r.1);
+            let (uidvalidity, first) = take_uids(c, target, rows.len() as i64)?;
+            let mut pairs = Vec::with_capacity(rows.len());
+            for (n, (entry, uid, message, flags, date)) in rows.into_iter().enumerate() {
+                let new_uid = first + n as i64;
+                c.prepare_cached(
+                    "INSERT INTO mailbox_entries(mailbox, uid, message, flags, internal_date)
+                     VALUES(?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![target, new_uid, message, flags, date])?;
+                if remove {
+                    c.prepare_cached("DELETE FROM mailbox_entries WHERE id=?1")?
+                        .execute([entry])?;
+                }
+                pairs.push((uid, new_uid));
+            }
+            Ok((uidvalidity, pairs))
+        })
+    }
+
+    /// Stores a message a client uploads (IMAP APPEND) straight into a folder.
+    pub(super) fn append_impl(
+        &self,
+        user: &str,
+        name: &str,
+        id: String,
+        data: Vec<u8>,
+        flags: Vec<String>,
+        internal_date: Option<i64>,
+    ) -> Result<(i64, i64)> {
+        let (user, name) = (user.to_string(), canonical(name));
+        let prepared = Prepared::new(crate::Incoming {
+            id: id.clone(),
+            mail_from: user.clone(),
+            rcpt_to: Vec::new(),
+            helo: String::new(),
+            peer: "imap".into(),
+            data,
+        })?;
+        self.blobs.write(&id, &prepared.incoming.data)?;
+        let result = self.write(move |c| {
+            let folder = folder_id(c, &user, &name)
+                .map_err(|_| StoreError::NotFound(format!("[TRYCREATE] no folder {name}")))?;
+            let message = prepared.insert_message(c)?;
+            let (uidvalidity, uid) = take_uids(c, folder, 1)?;
+            c.prepare_cached(
+                "INSERT INTO mailbox_entries(mailbox, uid, message, flags, internal_date)
+                 VALUES(?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                folder,
+                uid,
+                message,
+                join_flags(&flags),
+                internal_date.unwrap_or_else(now)
+            ])?;
+            Ok((uidvalidity, uid))
+        });
+        if result.is_err() {
+            self.blobs.remove(&id);
+        }
+        result
+    }
+}

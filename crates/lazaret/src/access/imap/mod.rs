@@ -1,0 +1,240 @@
+//! The IMAP4rev1 server (RFC 3501 with LITERAL+, IDLE, UIDPLUS, MOVE, UNSELECT,
+//! NAMESPACE, ENABLE, SPECIAL-USE). This file drives one connection: framing with
+//! imap-codec (lazaret-proto), STARTTLS, AUTHENTICATE's continuation, IDLE, and the
+//! access gate that closes the session with `* BYE` when the admin disables access.
+
+mod fetch;
+mod folders;
+mod search;
+mod session;
+mod update;
+
+use crate::net::Conn;
+use crate::serve::Server;
+use lazaret_proto::imap::framing::{Framer, Input};
+use session::{Next, Session};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::broadcast::error::RecvError;
+
+/// RFC 3501 §5.4: the autologout timer is at least 30 minutes.
+const AUTOLOGOUT: Duration = Duration::from_secs(30 * 60);
+/// A command line (not counting literals) longer than this is refused.
+const MAX_LINE: usize = 64 * 1024;
+
+enum Wake {
+    Data,
+    Closed,
+    Timeout,
+    Refused(String),
+    Changed,
+}
+
+/// Waits for client bytes, the access gate, or a change to this user's mail.
+async fn wait(
+    session: &mut Session,
+    framer: &mut Framer,
+    gate: &mut tokio::sync::watch::Receiver<crate::access::gate::AccessState>,
+    events: &mut tokio::sync::broadcast::Receiver<String>,
+) -> Wake {
+    let mut buf = [0u8; 16384];
+    let Some(conn) = session.conn.as_mut() else {
+        return Wake::Closed;
+    };
+    tokio::select! {
+        read = tokio::time::timeout(AUTOLOGOUT, conn.read(&mut buf)) => match read {
+            Ok(Ok(0)) | Ok(Err(_)) => Wake::Closed,
+            Ok(Ok(n)) => {
+                framer.push(&buf[..n]);
+                Wake::Data
+            }
+            Err(_) => Wake::Timeout,
+        },
+        changed = gate.changed() => match (changed, session.server.access.refusal()) {
+            (Err(_), _) => Wake::Closed,
+            (Ok(()), Some(message)) => Wake::Refused(message),
+            (Ok(()), None) => Wake::Changed,
+        },
+        event = events.recv() => {
+            match event {
+                Ok(user) if session.user.as_deref() == Some(user.as_str()) => session.dirty = true,
+                Err(RecvError::Lagged(_)) => session.dirty = true,
+                Err(RecvError::Closed) => return Wake::Closed,
+                Ok(_) => {}
+            }
+            Wake::Changed
+        }
+    }
+}
+
+pub async fn handle(server: Arc<Server>, stream: TcpStream, peer: SocketAddr) {
+    let max_literal = server.config.smtp.max_message_size.0.min(u32::MAX as u64) as u32;
+    let mut framer = Framer::new(max_literal, MAX_LINE);
+    let mut gate = server.access.subscribe();
+    gate.borrow_and_update();
+    let mut events = server.mailbox_events.subscribe();
+    let mut session = Session::new(server.clone(), peer, Conn::Plain(stream));
+    let caps = session.capabilities();
+    session.line(&format!(
+        "* OK [CAPABILITY {caps}] {} Lazaret IMAP ready",
+        server.config.hostname
+    ));
+    let mut errors = 0u32;
+    loop {
+        loop {
+            match framer.next_input() {
+                Input::Command(command) => {
+                    let next = session.execute(*command).await;
+                    if !run_next(&mut session, &mut framer, &mut gate, &mut events, next).await {
+                        return;
+                    }
+                }
+                Input::Continue => session.line("+ Ready for literal data"),
+                Input::Reject { tag, text, close } => {
+                    errors += 1;
+                    session.line(&format!("{} BAD {text}", tag.as_deref().unwrap_or("*")));
+                    if close || errors > server.config.smtp.max_errors {
+                        session.line("* BYE too many errors");
+                        let _ = session.flush().await;
+                        return;
+                    }
+                }
+                Input::Incomplete => break,
+            }
+        }
+        if session.flush().await.is_err() {
+            return;
+        }
+        match wait(&mut session, &mut framer, &mut gate, &mut events).await {
+            Wake::Data | Wake::Changed => {}
+            Wake::Closed => return,
+            Wake::Timeout => return bye(&mut session, "autologout timer expired").await,
+            Wake::Refused(message) => return bye(&mut session, &message).await,
+        }
+    }
+}
+
+async fn bye(session: &mut Session, text: &str) {
+    session.line(&format!("* BYE {text}"));
+    let _ = session.flush().await;
+}
+
+/// Carries out what a command asked of the connection. False: the session is over.
+async fn run_next(
+    session: &mut Session,
+    framer: &mut Framer,
+    gate: &mut tokio::sync::watch::Receiver<crate::access::gate::AccessState>,
+    events: &mut tokio::sync::broadcast::Receiver<String>,
+    next: Next,
+) -> bool {
+    match next {
+        Next::Continue => true,
+        Next::Logout => {
+            let _ = session.flush().await;
+            false
+        }
+        Next::StartTls => {
+            let go_ahead = std::mem::take(&mut session.out);
+            let Some(conn) = session.conn.take() else {
+                return false;
+            };
+            let acceptor = session.server.tls.clone();
+            match conn
+                .start_tls(&go_ahead, acceptor.as_ref(), Duration::from_secs(30))
+                .await
+            {
+                Some(tls) => {
+                    session.conn = Some(tls);
+                    session.tls = true;
+                    // Anything the client sent before the handshake is discarded.
+                    *framer = Framer::new(framer_limit(session), MAX_LINE);
+                    true
+                }
+                None => false,
+            }
+        }
+        Next::AuthPlain(tag) => {
+            session.line("+ ");
+            if session.flush().await.is_err() {
+                return false;
+            }
+            let Some(line) = read_line(session, framer, gate, events).await else {
+                return false;
+            };
+            if line == b"*" {
+                session.tagged(&tag, "BAD", "authentication cancelled");
+                return true;
+            }
+            match lazaret_proto::sasl::decode_plain(&String::from_utf8_lossy(&line)) {
+                Some((user, password)) => session.login(&tag, &user, &password).await,
+                None => session.tagged(&tag, "BAD", "malformed PLAIN response"),
+            }
+            true
+        }
+        Next::Idle(tag) => {
+            session.line("+ idling");
+            loop {
+                session.refresh(true).await;
+                if session.flush().await.is_err() {
+                    return false;
+                }
+                if let Some(line) = framer.take_line() {
+                    if line.eq_ignore_ascii_case(b"DONE") {
+                        session.tagged(&tag, "OK", "IDLE terminated");
+                    } else {
+                        session.tagged(&tag, "BAD", "expected DONE");
+                    }
+                    return true;
+                }
+                match wait(session, framer, gate, events).await {
+                    Wake::Data | Wake::Changed => {}
+                    Wake::Closed => return false,
+                    Wake::Timeout => {
+                        bye(session, "autologout timer expired").await;
+                        return false;
+                    }
+                    Wake::Refused(message) => {
+                        bye(session, &message).await;
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn framer_limit(session: &Session) -> u32 {
+    session
+        .server
+        .config
+        .smtp
+        .max_message_size
+        .0
+        .min(u32::MAX as u64) as u32
+}
+
+async fn read_line(
+    session: &mut Session,
+    framer: &mut Framer,
+    gate: &mut tokio::sync::watch::Receiver<crate::access::gate::AccessState>,
+    events: &mut tokio::sync::broadcast::Receiver<String>,
+) -> Option<Vec<u8>> {
+    loop {
+        if let Some(line) = framer.take_line() {
+            return Some(line);
+        }
+        if framer.buffered() > MAX_LINE {
+            return None;
+        }
+        match wait(session, framer, gate, events).await {
+            Wake::Data | Wake::Changed => {}
+            Wake::Refused(message) => {
+                bye(session, &message).await;
+                return None;
+            }
+            Wake::Closed | Wake::Timeout => return None,
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! One IMAP session's state (who is logged in, which folder is selected and the
+//! sequence numbers the client knows) and the dispatch of each parsed command to the
+//! file that handles it.
+
+use super::{fetch, folders, search, update};
+use crate::access::login::{login, LoginError};
+use crate::net::Conn;
+use crate::serve::Server;
+use lazaret_proto::imap::types::command::{Command, CommandBody};
+use lazaret_proto::imap::types::mailbox::Mailbox;
+use lazaret_proto::imap::types::sequence::{SeqOrUid, Sequence, SequenceSet};
+use lazaret_store::{FolderEntry, StoreError};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// What the connection driver must do after a command.
+pub enum Next {
+    Continue,
+    StartTls,
+    /// AUTHENTICATE PLAIN without an initial response: ask for it.
+    AuthPlain(String),
+    Idle(String),
+    Logout,
+}
+
+pub struct Selected {
+    pub name: String,
+    pub read_only: bool,
+    pub uidnext: i64,
+    /// In UID order; sequence number = index + 1.
+    pub entries: Vec<FolderEntry>,
+}
+
+pub struct Session {
+    pub server: Arc<Server>,
+    pub peer: SocketAddr,
+    pub tls: bool,
+    pub user: Option<String>,
+    pub selected: Option<Selected>,
+    /// Another session (or delivery) changed this user's mail since the last refresh.
+    pub dirty: bool,
+    /// Responses not yet written.
+    pub out: Vec<u8>,
+    /// The connection; taken out briefly while STARTTLS upgrades it.
+    pub conn: Option<Conn>,
+}
+
+pub const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
+
+impl Session {
+    pub fn new(server: Arc<Server>, peer: SocketAddr, conn: Conn) -> Session {
+        Session {
+            server,
+            peer,
+            tls: false,
+            user: None,
+            selected: None,
+            dirty: false,
+            out: Vec::new(),
+            conn: Some(conn),
+        }
+    }
+
+    /// Writes what is pending.
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        let out = std::mem::take(&mut self.out);
+        match self.conn.as_mut() {
+            Some(conn) => conn.write_all(&out).await,
+            None => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// Plain-text passwords only over TLS, or from this machine.
+    pub fn plaintext_allowed(&self) -> bool {
+        self.tls || self.peer.ip().is_loopback()
+    }
+
+    pub fn capabilities(&self) -> String {
+        let mut caps = String::from(
+            "IMAP4rev1 LITERAL+ IDLE UIDPLUS MOVE UNSELECT NAMESPACE ENABLE SPECIAL-USE CHILDREN",
+        );
+        if !self.tls && self.server.tls.is_some() {
+            caps.push_str(" STARTTLS");
+        }
+        if self.plaintext_allowed() {
+            caps.push_str(" AUTH=PLAIN");
+        } else {
+            caps.push_str(" LOGINDISABLED");
+        }
+        caps
+    }
+
+    pub fn line(&mut self, text: &str) {
+        self.out.extend_from_slice(text.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    pub fn tagged(&mut self, tag: &str, status: &str, text: &str) {
+        self.line(&format!("{tag} {status} {text}"));
+    }
+
+    pub fn user(&self) -> &str {
+        self.user.as_deref().unwrap_or("")
+    }
+
+    /// Tells other sessions of this user (and IDLE) that a folder changed.
+    pub fn announce(&self) {
+        let _ = self.server.mailbox_events.send(self.user().to_string());
+    }
+
+    pub async fn execute(&mut self, command: Command<'static>) -> Next {
+        let tag = command.tag.as_ref().to_string();
+        let name = command.body.name();
+        let authenticated = self.user.is_some();
+        let selected = self.selected.is_some();
+        use CommandBody as C;
+        match command.body {
+            C::Capability => {
+                let caps = self.capabilities();
+                self.line(&format!("* CAPABILITY {caps}"));
+                self.tagged(&tag, "OK", "CAPABILITY completed");
+            }
+            C::Noop | C::Check => {
+                if selected {
+                    self.refresh(true).await;
+                }
+                self.tagged(&tag, "OK", &format!("{name} completed"));
+            }
+            C::Logout => {
+                self.line("* BYE Lazaret IMAP logging out");
+                self.tagged(&tag, "OK", "LOGOUT completed");
+                return Next::Logout;
+            }
+            C::StartTLS if self.tls || self.server.tls.is_none() => {
+                self.tagged(&tag, "BAD", "TLS is already active or not available")
+            }
+            C::StartTLS => {
+                self.tagged(&tag, "OK", "Begin TLS negotiation now");
+                return Next::StartTls;
+            }
+            C::Login { .. } | C::Authenticate { .. } if authenticated => {
+                self.tagged(&tag, "BAD", "already logged in")
+            }
+            C::Login { username, password } => {
+                if !self.plaintext_allowed() {
+                    self.tagged(&tag, "NO", "[PRIVACYREQUIRED] use STARTTLS before LOGIN");
+                } else {
+                    let user = String::from_utf8_lossy(username.as_ref()).into_owned();
+                    let pass = String::from_utf8_lossy(password.declassify().as_ref()).into_owned();
+                    self.login(&tag, &user, &pass).await;
+                }
+            }
+            C::Authenticate {
+                mechanism,
+                initial_response,
+            } => {
+                if !mechanism.as_ref().eq_ignore_ascii_case("PLAIN") {
+                    self.tagged(&tag, "NO", "only AUTHENTICATE PLAIN is supported");
+                } else if !self.plaintext_allowed() {
+                    self.tagged(&tag, "NO", "[PRIVACYREQUIRED] use STARTTLS first");
+                } else if let Some(ir) = initial_response {
+                    let decoded = ir.declassify().to_vec();
+                    self.auth_plain(&tag, &decoded).await;
+                } else {
+                    return Next::AuthPlain(tag);
+                }
+            }
+            _ if !authenticated => self.tagged(&tag, "BAD", &format!("{name}: log in first")),
+            C::Select { mailbox, .. } => self.select(&tag, &mailbox_name(&mailbox), false).await,
+            C::Examine { mailbox, .. } => self.select(&tag, &mailbox_name(&mailbox), true).await,
+            C::Create { mailbox } => folders::create(self, &tag, &mailbox_name(&mailbox)).await,
+            C::Delete { mailbox } => folders::delete(self, &tag, &mailbox_name(&mailbox)).await,
+            C::Rename { from, to } => {
+                folders::rename(self, &tag, &mailbox_name(&from), &mailbox_name(&to)).await
+            }
+            C::Subscribe { mailbox } => {
+                folders::subscribe(self, &tag, &mailbox_name(&mailbox), true).await
+            }
+            C::Unsubscribe { mailbox } => {
+                folders::subscribe(self, &tag, &mailbox_name(&mailbox), false).await
+            }
+            C::List {
+                reference,
+                mailbox_wildcard,
+            } => folders::list(self, &tag, &reference, &mailbox_wildcard, false).await,
+            C::Lsub {
+                reference,
+                mailbox_wildcard,
+            } => folders::list(self, &tag, &reference, &mailbox_wildcard, true).await,
+            C::Status {
+                mailbox,
+                item_names,
+            } => folders::status(self, &tag, &mailbox_name(&mailbox), &item_names).await,
+            C::Append {
+                mailbox,
+                flags,
+                date,
+                message,
+            } => update::append(self, &tag, &mailbox_name(&mailbox), flags, date, message).await,
+            C::Namespace => {
+                self.line("* NAMESPACE ((\"\" \"/\")) NIL NIL");
+                self.tagged(&tag, "OK", "NAMESPACE completed");
+            }
+            C::Enable { .. } => {
+                self.line("* ENABLED");
+                self.tagged(&tag, "OK", "ENABLE completed");
+            }
+            C::Idle => return Next::Idle(tag),
+            _ if !selected => self.tagged(&tag, "BAD", &format!("{name}: select a folder first")),
+            C::Close => {
+                if !self.read_only() {
+                    update::expunge(self, None, true).await;
+                }
+                self.selected = None;
+                self.tagged(&tag, "OK", "CLOSE completed");
+            }
+            C::Unselect => {
+                self.selected = None;
+                self.tagged(&tag, "OK", "UNSELECT completed");
+            }
+            C::Expunge => self.expunge_command(&tag, None).await,
+            C::ExpungeUid { sequence_set } => self.expunge_command(&tag, Some(sequence_set)).await,
+            C::Search { criteria, uid, .. } => {
+                search::search(self, &tag, criteria.as_ref(), uid).await
+            }
+            C::Fetch {
+                sequence_set,
+                macro_or_item_names,
+                uid,
+                ..
+            } => fetch::fetch(self, &tag, &sequence_set, macro_or_item_names, uid).await,
+            C::Store {
+                sequence_set,
+                kind,
+                response,
+                flags,
+                uid,
+                ..
+            } => update::store(self, &tag, &sequence_set, kind, response, flags, uid).await,
+            C::Copy {
+                sequence_set,
+                mailbox,
+                uid,
+            } => {
+                update::copy(
+                    self,
+                    &tag,
+                    &sequence_set,
+                    &mailbox_name(&mailbox),
+                    uid,
+                    false,
+                )
+                .await
+            }
+            C::Move {
+                sequence_set,
+                mailbox,
+                uid,
+            } => {
+                update::copy(
+                    self,
+                    &tag,
+                    &sequence_set,
+                    &mailbox_name(&mailbox),
+                    uid,
+                    true,
+                )
+                .await
+            }
+            _ => self.tagged(&tag, "BAD", &format!("{name} is not supported")),
+        }
+        Next::Continue
+    }
+
+    async fn expunge_command(&mut self, tag: &str, only: Option<SequenceSet>) {
+        if self.read_only() {
+            self.tagged(tag, "NO", "the folder is read-only (EXAMINE)");
+            return;
+        }
+        let only = only.map(|set| self.resolve(&set, true));
+        update::expunge(self, only, false).await;
+        self.tagged(tag, "OK", "EXPUNGE completed");
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.selected.as_ref().is_none_or(|s| s.read_only)
+    }
+
+    pub async fn login(&mut self, tag: &str, user: &str, password: &str) {
+        match login(&self.server, self.peer.ip(), user, password).await {
+            Ok(address) => {
+                self.user = Some(address);
+                let caps = self.capabilities();
+                self.tagged(tag, "OK", &format!("[CAPABILITY {caps}] logged in"));
+            }
+            Err(LoginError::Disabled(message)) => {
+                self.tagged(tag, "NO", &format!("[UNAVAILABLE] {message}"))
+            }
+            Err(LoginError::Invalid) => {
+                self.tagged(tag, "NO", "[AUTHENTICATIONFAILED] invalid credentials")
+            }
+            Err(LoginError::Throttled) => self.tagged(
+                tag,
+                "NO",
+                "[UNAVAILABLE] too many failed logins from your address; try later",
+            ),
+            Err(LoginError::Unavailable) => self.tagged(tag, "NO", "[UNAVAILABLE] try again later"),
+        }
+    }
+
+    /// SASL PLAIN: the decoded response `authzid NUL user NUL password`.
+    pub async fn auth_plain(&mut self, tag: &str, response: &[u8]) {
+        match lazaret_proto::sasl::decode_plain_bytes(response) {
+            Some((user, password)) => self.login(tag, &user, &password).await,
+            None => self.tagged(tag, "BAD", "malformed PLAIN response"),
+        }
+    }
+
+    async fn select(&mut self, tag: &str, name: &str, read_only: bool) {
+        self.selected = None;
+        let (user, folder) = (self.user().to_string(), name.to_string());
+        let snapshot = self
+            .server
+            .store_call(move |s| s.folder_snapshot(&user, &folder))
+            .await;
+        let snapshot = match snapshot {
+            Ok(s) => s,
+            Err(StoreError::NotFound(_)) => {
+                self.tagged(tag, "NO", &format!("[NONEXISTENT] no folder {name}"));
+                return;
+            }
+            Err(e) => {
+                self.tagged(tag, "NO", &format!("[UNAVAILABLE] {e}"));
+                return;
+            }
+        };
+        let first_unseen = snapshot
+            .entries
+            .iter()
+            .position(|e| !has_flag(&e.flags, "\\Seen"));
+        self.line(&format!("* FLAGS ({SYSTEM_FLAGS})"));
+        self.line(&format!(
+            "* OK [PERMANENTFLAGS ({SYSTEM_FLAGS} \\*)] flags permitted"
+        ));
+        self.line(&format!("* {} EXISTS", snapshot.entries.len()));
+        self.line("* 0 RECENT");
+        if let Some(i) = first_unseen {
+            self.line(&format!("* OK [UNSEEN {}] first unseen", i + 1));
+        }
+        self.line(&format!(
+            "* OK [UIDVALIDITY {}] UIDs valid",
+            snapshot.uidvalidity
+        ));
+        self.line(&format!(
+            "* OK [UIDNEXT {}] predicted next UID",
+            snapshot.uidnext
+        ));
+        self.selected = Some(Selected {
+            name: name.to_string(),
+            read_only,
+            uidnext: snapshot.uidnext,
+            entries: snapshot.entries,
+        });
+        self.dirty = false;
+        let mode = if read_only { "READ-ONLY" } else { "READ-WRITE" };
+        self.tagged(
+            tag,
+            "OK",
+            &format!(
+                "[{mode}] {} completed",
+                if read_only { "EXAMINE" } else { "SELECT" }
+            ),
+        );
+    }
+
+    /// Re-reads the selected folder and tells the client what changed: EXPUNGE (when
+    /// `expunges` may be sent now), new EXISTS, and FETCH FLAGS for changed flags.
+    pub async fn refresh(&mut self, expunges: bool) {
+        if !self.dirty {
+            return;
+        }
+        let Some(sel) = &self.selected else { return };
+        let (user, folder) = (self.user().to_string(), sel.name.clone());
+        let Ok(snapshot) = self
+            .server
+            .store_call(move |s| s.folder_snapshot(&user, &folder))
+            .await
+        else {
+            return;
+        };
+        self.dirty = false;
+        let Some(sel) = self.selected.as_mut() else {
+            return;
+        };
+        let mut lines = Vec::new();
+        if expunges {
+            let mut seq = sel.entries.len();
+            let alive: std::collections::HashSet<i64> =
+                snapshot.entries.iter().map(|e| e.uid).collect();
+            while seq > 0 {
+                if !alive.contains(&sel.entries[seq - 1].uid) {
+                    sel.entries.remove(seq - 1);
+                    lines.push(format!("* {seq} EXPUNGE"));
+                }
+                seq -= 1;
+            }
+        }
+        let known_max = sel.entries.last().map_or(0, |e| e.uid);
+        for (i, entry) in sel.entries.iter_mut().enumerate() {
+            if let Ok(pos) = snapshot.entries.binary_search_by_key(&entry.uid, |e| e.uid) {
+                let now = &snapshot.entries[pos];
+                if now.flags != entry.flags {
+                    entry.flags = now.flags.clone();
+                    lines.push(format!(
+                        "* {} FETCH (FLAGS ({}))",
+                        i + 1,
+                        entry.flags.join(" ")
+                    ));
+                }
+            }
+        }
+        let fresh: Vec<FolderEntry> = snapshot
+            .entries
+            .into_iter()
+            .filter(|e| e.uid > known_max)
+            .collect();
+        if !fresh.is_empty() {
+            sel.entries.extend(fresh);
+            lines.push(format!("* {} EXISTS", sel.entries.len()));
+        }
+        sel.uidnext = snapshot.uidnext;
+        for l in lines {
+            self.line(&l);
+        }
+    }
+
+    /// Indexes (0-based) of the selected folder's entries a sequence set names, by
+    /// sequence number or by UID, in ascending order and without duplicates.
+    pub fn resolve(&self, set: &SequenceSet, uid: bool) -> Vec<usize> {
+        let Some(sel) = &self.selected else {
+            return Vec::new();
+        };
+        let n = sel.entries.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let max = if uid {
+            sel.entries[n - 1].uid as u64
+        } else {
+            n as u64
+        };
+        let value = |s: &SeqOrUid| match s {
+            SeqOrUid::Value(v) => u64::from(v.get()),
+            SeqOrUid::Asterisk => max,
+        };
+        let mut out = Vec::new();
+        for seq in set.0.as_ref() {
+            let (a, b) = match seq {
+                Sequence::Single(s) => (value(s), value(s)),
+                Sequence::Range(a, b) => (value(a), value(b)),
+            };
+            let (lo, hi) = (a.min(b), a.max(b));
+            if uid {
+                let start = sel.entries.partition_point(|e| (e.uid as u64) < lo);
+                let end = sel.entries.partition_point(|e| (e.uid as u64) <= hi);
+                out.extend(start..end);
+            } else {
+                let lo = lo.max(1);
+                let hi = hi.min(n as u64);
+                if lo <= hi {
+                    out.extend((lo - 1) as usize..hi as usize);
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+pub fn has_flag(flags: &[String], flag: &str) -> bool {
+    flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
+}
+
+/// The folder name a client gave (INBOX in any case is INBOX).
+pub fn mailbox_name(mailbox: &Mailbox<'_>) -> String {
+    match mailbox {
+        Mailbox::Inbox => "INBOX".into(),
+        Mailbox::Other(other) => String::from_utf8_lossy(other.as_ref()).into_owned(),
+    }
+}
