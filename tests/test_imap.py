@@ -274,3 +274,19 @@ def test_malformed_commands_and_huge_literals_get_bad(server):
     s.sendall(b"a7 LOGOUT\r\n")
     assert f.readline().startswith(b"* BYE")
     s.close()
+
+
+def test_implicit_tls_port(make_server):
+    server = make_server('[imap]\nlisten = ["127.0.0.1:0"]\ntls_listen = ["127.0.0.1:0"]\n')
+    server.add_user("bob@localhost")
+    import json
+    host, port = json.loads((server.data_dir / "listeners.json").read_text())["imaps"][0].rsplit(":", 1)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    m = imaplib.IMAP4_SSL(host, int(port), ssl_context=ctx, timeout=30)
+    typ, caps = m.capability()
+    assert b"STARTTLS" not in caps[0] and b"AUTH=PLAIN" in caps[0]
+    assert m.login("bob@localhost", "secret")[0] == "OK"
+    assert m.select("INBOX")[0] == "OK"
+    m.logout()

@@ -114,6 +114,9 @@ pub struct SmtpConfig {
 pub struct ListenerConfig {
     #[serde(default)]
     pub listen: Vec<SocketAddr>,
+    /// Implicit-TLS ports (e.g. IMAPS 993): TLS from the first byte. IMAP only.
+    #[serde(default)]
+    pub tls_listen: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -282,16 +285,19 @@ fn default_smtp_listen() -> Vec<SocketAddr> {
 fn default_submission() -> ListenerConfig {
     ListenerConfig {
         listen: vec!["127.0.0.1:2587".parse().unwrap()],
+        tls_listen: Vec::new(),
     }
 }
 fn default_imap() -> ListenerConfig {
     ListenerConfig {
         listen: vec!["127.0.0.1:2143".parse().unwrap()],
+        tls_listen: Vec::new(),
     }
 }
 fn default_pop3() -> ListenerConfig {
     ListenerConfig {
         listen: vec!["127.0.0.1:2110".parse().unwrap()],
+        tls_listen: Vec::new(),
     }
 }
 fn default_admin_listen() -> SocketAddr {
@@ -462,6 +468,12 @@ impl Config {
             return Err(invalid(
                 "tls",
                 "give both cert and key, or neither (a self-signed pair is then made)".into(),
+            ));
+        }
+        if !self.pop3.tls_listen.is_empty() || !self.submission.tls_listen.is_empty() {
+            return Err(invalid(
+                "tls_listen",
+                "implicit TLS is available on [imap] only in this version; use STLS/STARTTLS on pop3 and submission".into(),
             ));
         }
         if self.delivery.retry_schedule.is_empty()

@@ -38,6 +38,8 @@ pub async fn status(
         .collect();
     for (name, addresses) in [
         ("submission", &server.submission_addresses),
+        ("imap", &server.imap_addresses),
+        ("imaps", &server.imaps_addresses),
         ("pop3", &server.pop3_addresses),
     ] {
         listeners.extend(addresses.iter().map(|a| Listener {

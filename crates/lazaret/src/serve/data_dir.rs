@@ -22,6 +22,7 @@ pub struct Listeners {
     #[serde(default)]
     pub pop3: Vec<SocketAddr>,
     pub imap: Vec<SocketAddr>,
+    pub imaps: Vec<SocketAddr>,
     #[serde(default)]
     pub submission: Vec<SocketAddr>,
     pub admin: SocketAddr,

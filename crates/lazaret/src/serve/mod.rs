@@ -38,6 +38,7 @@ pub struct Server {
     /// Bound addresses of the listeners that are always on.
     pub pop3_addresses: Vec<std::net::SocketAddr>,
     pub imap_addresses: Vec<std::net::SocketAddr>,
+    pub imaps_addresses: Vec<std::net::SocketAddr>,
     pub submission_addresses: Vec<std::net::SocketAddr>,
     /// A user's mail changed (delivery, IMAP, POP3): open IMAP sessions of that user
     /// refresh their view.
@@ -113,6 +114,8 @@ pub async fn run(config: Config) -> Result<()> {
     }
     let (pop3_listeners, pop3_addresses) = bind_all("pop3.listen", &config.pop3.listen).await?;
     let (imap_listeners, imap_addresses) = bind_all("imap.listen", &config.imap.listen).await?;
+    let (imaps_listeners, imaps_addresses) =
+        bind_all("imap.tls_listen", &config.imap.tls_listen).await?;
     let (submission_listeners, submission_addresses) =
         bind_all("submission.listen", &config.submission.listen).await?;
     // An empty setting means access was enabled again.
@@ -137,6 +140,7 @@ pub async fn run(config: Config) -> Result<()> {
         maildrops: MaildropLocks::default(),
         pop3_addresses,
         imap_addresses,
+        imaps_addresses,
         submission_addresses,
         mailbox_events: tokio::sync::broadcast::channel(1024).0,
         connectors,
@@ -158,6 +162,12 @@ pub async fn run(config: Config) -> Result<()> {
         let server = server.clone();
         tokio::spawn(crate::net::accept_loop(listener, move |stream, peer| {
             crate::access::imap::handle(server.clone(), stream, peer)
+        }));
+    }
+    for listener in imaps_listeners {
+        let server = server.clone();
+        tokio::spawn(crate::net::accept_loop(listener, move |stream, peer| {
+            crate::access::imap::handle_tls(server.clone(), stream, peer)
         }));
     }
     for listener in pop3_listeners {
@@ -185,6 +195,7 @@ pub async fn run(config: Config) -> Result<()> {
             smtp: server.smtp.addresses().to_vec(),
             pop3: server.pop3_addresses.clone(),
             imap: server.imap_addresses.clone(),
+            imaps: server.imaps_addresses.clone(),
             submission: server.submission_addresses.clone(),
             admin: admin_addr,
         },
@@ -262,6 +273,14 @@ fn print_banner(server: &Server, admin: std::net::SocketAddr, smtp_stopped: bool
             .map(|a| a.to_string())
             .collect();
         println!("  imap:   {} (STARTTLS)", imap.join(", "));
+    }
+    if !server.imaps_addresses.is_empty() {
+        let imaps: Vec<String> = server
+            .imaps_addresses
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        println!("  imaps:  {} (implicit TLS)", imaps.join(", "));
     }
     if !server.pop3_addresses.is_empty() {
         let pop3: Vec<String> = server

@@ -70,12 +70,28 @@ async fn wait(
 }
 
 pub async fn handle(server: Arc<Server>, stream: TcpStream, peer: SocketAddr) {
+    serve(server, Conn::Plain(stream), peer, false).await
+}
+
+/// An implicit-TLS connection (IMAPS): the handshake comes before the greeting.
+pub async fn handle_tls(server: Arc<Server>, stream: TcpStream, peer: SocketAddr) {
+    let Some(acceptor) = server.tls.clone() else {
+        return;
+    };
+    match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => serve(server, Conn::Tls(Box::new(tls)), peer, true).await,
+        _ => tracing::debug!(%peer, "IMAPS handshake failed"),
+    }
+}
+
+async fn serve(server: Arc<Server>, conn: Conn, peer: SocketAddr, tls: bool) {
     let max_literal = server.config.smtp.max_message_size.0.min(u32::MAX as u64) as u32;
     let mut framer = Framer::new(max_literal, MAX_LINE);
     let mut gate = server.access.subscribe();
     gate.borrow_and_update();
     let mut events = server.mailbox_events.subscribe();
-    let mut session = Session::new(server.clone(), peer, Conn::Plain(stream));
+    let mut session = Session::new(server.clone(), peer, conn);
+    session.tls = tls;
     let caps = session.capabilities();
     session.line(&format!(
         "* OK [CAPABILITY {caps}] {} Lazaret IMAP ready",
