@@ -136,6 +136,11 @@ pub trait Store: Send + Sync {
     fn mailbox_messages(&self, user: &str, mailbox: &str) -> Result<Vec<MessageSummary>>;
     fn queue_messages(&self, queue: &str) -> Result<Vec<MessageSummary>>;
     fn message_raw(&self, id: &str) -> Result<Vec<u8>>;
+    /// Cached IMAP ENVELOPE/BODYSTRUCTURE per message store id (empty when not cached).
+    fn imap_cache_get(&self, messages: &[String]) -> Result<Vec<ImapCached>>;
+    fn imap_cache_put(&self, entries: Vec<(String, ImapCached)>) -> Result<()>;
+    /// Only the header block of a message (by its store id), for ENVELOPE and the like.
+    fn message_head(&self, message: &str) -> Result<Vec<u8>>;
     /// Deletes the user's own messages (`m<n>` ids) from one folder, at the user's
     /// request (POP3 DELE, IMAP EXPUNGE); ids not in that folder are ignored.
     /// Returns how many were deleted.

@@ -70,6 +70,13 @@ pub struct FolderSnapshot {
     pub entries: Vec<FolderEntry>,
 }
 
+/// What IMAP computed once from a message's bytes and keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImapCached {
+    pub envelope: Option<Vec<u8>>,
+    pub bodystructure: Option<Vec<u8>>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlagChange {
     Replace,

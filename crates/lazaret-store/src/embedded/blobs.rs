@@ -55,6 +55,43 @@ impl Blobs {
         fs::read(&path).map_err(io_err(format!("read {}", path.display())))
     }
 
+    /// The message's header block (through the empty line), read without the body.
+    pub fn read_head(&self, id: &str) -> Result<Vec<u8>> {
+        use std::io::Read;
+        const LIMIT: usize = 256 * 1024;
+        let path = self.path_of(id);
+        let mut f = File::open(&path).map_err(io_err(format!("read {}", path.display())))?;
+        let mut out = Vec::with_capacity(8192);
+        let mut chunk = [0u8; 8192];
+        loop {
+            let n = f
+                .read(&mut chunk)
+                .map_err(io_err(format!("read {}", path.display())))?;
+            if n == 0 {
+                return Ok(out);
+            }
+            let from = out.len().saturating_sub(3);
+            out.extend_from_slice(&chunk[..n]);
+            let end = out[from..]
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map(|p| from + p + 4)
+                .or_else(|| {
+                    out[from.saturating_sub(1)..]
+                        .windows(2)
+                        .position(|w| w == b"\n\n")
+                        .map(|p| from.saturating_sub(1) + p + 2)
+                });
+            if let Some(end) = end {
+                out.truncate(end);
+                return Ok(out);
+            }
+            if out.len() > LIMIT {
+                return Ok(out);
+            }
+        }
+    }
+
     pub fn remove(&self, id: &str) {
         let _ = fs::remove_file(self.path_of(id));
     }

@@ -304,6 +304,8 @@ fn unreferenced(c: &Connection, candidates: &[i64]) -> Result<Vec<String>> {
         if let Some(uid) = uid {
             c.prepare_cached("DELETE FROM messages WHERE id=?1")?
                 .execute([id])?;
+            c.prepare_cached("DELETE FROM imap_cache WHERE uid=?1")?
+                .execute([&uid])?;
             blobs.push(uid);
         }
     }
@@ -866,6 +868,55 @@ impl Store for EmbeddedStore {
             Some(uid) => self.blobs.read(&uid),
             None => Err(StoreError::NotFound("no such message".into())),
         }
+    }
+
+    fn imap_cache_get(&self, messages: &[String]) -> Result<Vec<ImapCached>> {
+        let messages = messages.to_vec();
+        self.read(move |c| {
+            let mut stmt =
+                c.prepare_cached("SELECT envelope, bodystructure FROM imap_cache WHERE uid=?1")?;
+            messages
+                .iter()
+                .map(|m| {
+                    Ok(stmt
+                        .query_row([m], |r| {
+                            Ok(ImapCached {
+                                envelope: r.get(0)?,
+                                bodystructure: r.get(1)?,
+                            })
+                        })
+                        .optional()?
+                        .unwrap_or_default())
+                })
+                .collect()
+        })
+    }
+
+    fn imap_cache_put(&self, entries: Vec<(String, ImapCached)>) -> Result<()> {
+        self.write(move |c| {
+            let mut stmt = c.prepare_cached(
+                "INSERT INTO imap_cache(uid, envelope, bodystructure) VALUES(?1, ?2, ?3)
+                 ON CONFLICT(uid) DO UPDATE SET
+                   envelope=COALESCE(excluded.envelope, envelope),
+                   bodystructure=COALESCE(excluded.bodystructure, bodystructure)",
+            )?;
+            for (uid, cached) in entries {
+                // Only for messages that still exist.
+                if c.prepare_cached("SELECT 1 FROM messages WHERE uid=?1")?
+                    .exists([&uid])?
+                {
+                    stmt.execute(params![uid, cached.envelope, cached.bodystructure])?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn message_head(&self, message: &str) -> Result<Vec<u8>> {
+        if message.len() < 2 || !message.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::NotFound("no such message".into()));
+        }
+        self.blobs.read_head(message)
     }
 
     fn mailbox_delete(&self, user: &str, mailbox: &str, ids: &[String]) -> Result<u64> {

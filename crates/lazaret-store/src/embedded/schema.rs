@@ -72,6 +72,12 @@ CREATE TABLE IF NOT EXISTS mailbox_entries(
     internal_date INTEGER NOT NULL,
     UNIQUE(mailbox, uid));
 CREATE INDEX IF NOT EXISTS mailbox_entries_message ON mailbox_entries(message);
+-- ENVELOPE and BODYSTRUCTURE as IMAP sends them, filled on first FETCH (keyed by
+-- the message's store id; removed with the message).
+CREATE TABLE IF NOT EXISTS imap_cache(
+    uid TEXT PRIMARY KEY,
+    envelope BLOB,
+    bodystructure BLOB) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audit(
     id INTEGER PRIMARY KEY,
     at INTEGER NOT NULL,

@@ -9,10 +9,10 @@ use lazaret_proto::imap::types::fetch::{
 };
 use lazaret_proto::imap::types::sequence::SequenceSet;
 use lazaret_proto::imap::write;
-use lazaret_store::FlagChange;
+use lazaret_store::{FlagChange, ImapCached};
 
 /// Messages read from the store per blocking call.
-const BATCH: usize = 64;
+const BATCH: usize = 256;
 
 fn section_spec(section: &Option<Section<'_>>) -> (Vec<u32>, SectionText, String) {
     let join = |p: &[std::num::NonZeroU32]| {
@@ -78,9 +78,33 @@ fn section_spec(section: &Option<Section<'_>>) -> (Vec<u32>, SectionText, String
     }
 }
 
-fn needs_content(item: &MessageDataItemName<'_>) -> bool {
+/// How much of the message an item needs: nothing (snapshot data), the header block,
+/// the raw bytes, or the bytes parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Need {
+    Nothing,
+    Head,
+    Raw,
+    Parsed,
+}
+
+fn need_of(item: &MessageDataItemName<'_>) -> Need {
     use MessageDataItemName as I;
-    !matches!(item, I::Flags | I::InternalDate | I::Rfc822Size | I::Uid)
+    match item {
+        I::Flags | I::InternalDate | I::Rfc822Size | I::Uid => Need::Nothing,
+        I::Envelope | I::Rfc822Header => Need::Head,
+        I::BodyExt {
+            section:
+                Some(
+                    Section::Header(None)
+                    | Section::HeaderFields(None, _)
+                    | Section::HeaderFieldsNot(None, _),
+                ),
+            ..
+        } => Need::Head,
+        I::Rfc822 | I::BodyExt { section: None, .. } => Need::Raw,
+        _ => Need::Parsed,
+    }
 }
 
 fn marks_seen(item: &MessageDataItemName<'_>) -> bool {
@@ -119,7 +143,12 @@ pub async fn fetch(
         items.insert(0, MessageDataItemName::Uid);
     }
     let indexes = session.resolve(set, uid);
-    let content = items.iter().any(needs_content);
+    let cacheable = items.iter().any(|i| {
+        matches!(
+            i,
+            MessageDataItemName::Envelope | MessageDataItemName::BodyStructure
+        )
+    });
 
     // \Seen first, so the FETCH responses show it.
     let mut flags_changed = Vec::new();
@@ -163,35 +192,85 @@ pub async fn fetch(
         items.push(MessageDataItemName::Flags);
     }
 
-    for chunk in indexes.chunks(BATCH) {
+    // Batches are read from the store one ahead of the one being written out, so
+    // disk reads and the socket overlap.
+    let chunks: Vec<Vec<usize>> = indexes.chunks(BATCH).map(<[usize]>::to_vec).collect();
+    let items = std::sync::Arc::new(items);
+    let blobs_of = |session: &Session, chunk: &[usize]| -> Vec<String> {
         let sel = session.selected.as_ref().expect("selected");
-        let blobs: Vec<String> = chunk
+        chunk
             .iter()
             .map(|&i| sel.entries[i].message.clone())
-            .collect();
-        let bodies: Vec<Option<Vec<u8>>> = if content {
-            session
-                .server
-                .store_call(move |s| Ok(blobs.iter().map(|b| s.message_raw(b).ok()).collect()))
-                .await
-                .unwrap_or_default()
-        } else {
-            Vec::new()
+            .collect()
+    };
+    let mut pending = chunks.first().map(|c| {
+        tokio::spawn(load(
+            session.server.clone(),
+            blobs_of(session, c),
+            items.clone(),
+            cacheable,
+        ))
+    });
+    for (n, chunk) in chunks.iter().enumerate() {
+        let Some(loading) = pending.take() else { break };
+        let (cached, bodies) = loading.await.unwrap_or_default();
+        if let Some(next) = chunks.get(n + 1) {
+            pending = Some(tokio::spawn(load(
+                session.server.clone(),
+                blobs_of(session, next),
+                items.clone(),
+                cacheable,
+            )));
+        }
+        let mut fresh = Vec::new();
+        let Some(sel) = session.selected.as_ref() else {
+            break;
         };
         for (k, &i) in chunk.iter().enumerate() {
-            let sel = session.selected.as_ref().expect("selected");
             let entry = &sel.entries[i];
             let raw = bodies.get(k).and_then(|b| b.as_deref());
-            let parsed = raw.and_then(structure::parse);
-            let mut out = format!("* {} FETCH (", i + 1).into_bytes();
+            let from_cache = cached.get(k).cloned().unwrap_or_default();
+            let parse = items.iter().any(|i| {
+                matches!(
+                    need_with_cache(i, Some(&from_cache)),
+                    Need::Head | Need::Parsed
+                )
+            });
+            // BODY[] and RFC822 are the bytes as stored: no need to parse for them.
+            let parsed = if parse {
+                raw.and_then(structure::parse)
+            } else {
+                None
+            };
+            let mut computed = ImapCached::default();
+            // Written straight into the session's output: a body is copied once.
+            let out = &mut session.out;
+            out.extend_from_slice(format!("* {} FETCH (", i + 1).as_bytes());
             for (n, item) in items.iter().enumerate() {
                 if n > 0 {
                     out.push(b' ');
                 }
-                render(&mut out, item, entry, raw, parsed.as_ref());
+                render(
+                    out,
+                    item,
+                    entry,
+                    raw,
+                    parsed.as_ref(),
+                    &from_cache,
+                    &mut computed,
+                );
             }
             out.extend_from_slice(b")\r\n");
-            session.out.extend_from_slice(&out);
+            if computed != ImapCached::default() && parsed.is_some() {
+                fresh.push((entry.message.clone(), computed));
+            }
+        }
+        if !fresh.is_empty() {
+            // Filled in the background: the client is not kept waiting for the write.
+            let server = session.server.clone();
+            tokio::spawn(async move {
+                let _ = server.store_call(move |s| s.imap_cache_put(fresh)).await;
+            });
         }
         // Large fetches go out as they are built, not held whole in memory.
         if session.out.len() > 256 * 1024 {
@@ -205,12 +284,64 @@ pub async fn fetch(
     );
 }
 
+type Loaded = (Vec<ImapCached>, Vec<Option<Vec<u8>>>);
+
+/// Reads what a batch needs: cached structures, then each message's header or bytes.
+async fn load(
+    server: std::sync::Arc<crate::serve::Server>,
+    blobs: Vec<String>,
+    items: std::sync::Arc<Vec<MessageDataItemName<'static>>>,
+    cacheable: bool,
+) -> Loaded {
+    server
+        .store_call(move |s| {
+            let cached = if cacheable {
+                s.imap_cache_get(&blobs)?
+            } else {
+                Vec::new()
+            };
+            let bodies = blobs
+                .iter()
+                .enumerate()
+                .map(|(k, b)| {
+                    let need = items
+                        .iter()
+                        .map(|i| need_with_cache(i, cached.get(k)))
+                        .max()
+                        .unwrap_or(Need::Nothing);
+                    match need {
+                        Need::Nothing => None,
+                        Need::Head => s.message_head(b).ok(),
+                        _ => s.message_raw(b).ok(),
+                    }
+                })
+                .collect();
+            Ok((cached, bodies))
+        })
+        .await
+        .unwrap_or_default()
+}
+
+fn need_with_cache(item: &MessageDataItemName<'_>, cached: Option<&ImapCached>) -> Need {
+    match item {
+        MessageDataItemName::Envelope if cached.is_some_and(|c| c.envelope.is_some()) => {
+            Need::Nothing
+        }
+        MessageDataItemName::BodyStructure if cached.is_some_and(|c| c.bodystructure.is_some()) => {
+            Need::Nothing
+        }
+        other => need_of(other),
+    }
+}
+
 fn render(
     out: &mut Vec<u8>,
     item: &MessageDataItemName<'_>,
     entry: &lazaret_store::FolderEntry,
     raw: Option<&[u8]>,
     parsed: Option<&mail_parser::Message<'_>>,
+    cached: &ImapCached,
+    computed: &mut ImapCached,
 ) {
     use MessageDataItemName as I;
     let empty: &[u8] = b"";
@@ -241,10 +372,20 @@ fn render(
         }
         I::Envelope => {
             out.extend_from_slice(b"ENVELOPE ");
-            match parsed {
-                Some(m) => structure::envelope(out, m),
-                None => out.extend_from_slice(b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"),
+            match (&cached.envelope, parsed) {
+                (Some(e), _) => out.extend_from_slice(e),
+                (None, Some(m)) => {
+                    let mut e = Vec::new();
+                    structure::envelope(&mut e, m);
+                    out.extend_from_slice(&e);
+                    computed.envelope = Some(e);
+                }
+                (None, None) => out.extend_from_slice(b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"),
             }
+        }
+        I::BodyStructure if cached.bodystructure.is_some() => {
+            out.extend_from_slice(b"BODYSTRUCTURE ");
+            out.extend_from_slice(cached.bodystructure.as_deref().unwrap_or_default());
         }
         I::Body | I::BodyStructure => {
             let extended = matches!(item, I::BodyStructure);
@@ -254,7 +395,14 @@ fn render(
                 b"BODY "
             });
             match parsed {
-                Some(m) => structure::body_structure(out, m, extended),
+                Some(m) => {
+                    let mut b = Vec::new();
+                    structure::body_structure(&mut b, m, extended);
+                    out.extend_from_slice(&b);
+                    if extended {
+                        computed.bodystructure = Some(b);
+                    }
+                }
                 None => out.extend_from_slice(b"(\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" 0 0)"),
             }
         }
@@ -262,9 +410,14 @@ fn render(
             section, partial, ..
         } => {
             let (path, what, spec) = section_spec(section);
-            let data = parsed
-                .and_then(|m| structure::section(m, &path, &what))
-                .unwrap_or_default();
+            let data: std::borrow::Cow<'_, [u8]> = match (section, parsed) {
+                // BODY[] is the bytes as stored: no parse, no copy.
+                (None, _) => raw.unwrap_or_default().into(),
+                (_, Some(m)) => structure::section(m, &path, &what)
+                    .unwrap_or_default()
+                    .into(),
+                _ => Vec::new().into(),
+            };
             out.extend_from_slice(format!("BODY[{spec}]").as_bytes());
             match partial {
                 Some((offset, length)) => {

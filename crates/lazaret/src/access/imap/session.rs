@@ -63,11 +63,16 @@ impl Session {
 
     /// Writes what is pending.
     pub async fn flush(&mut self) -> std::io::Result<()> {
-        let out = std::mem::take(&mut self.out);
-        match self.conn.as_mut() {
-            Some(conn) => conn.write_all(&out).await,
+        let result = match self.conn.as_mut() {
+            Some(conn) => conn.write_all(&self.out).await,
             None => Err(std::io::ErrorKind::NotConnected.into()),
+        };
+        // Keep the buffer's capacity: a big FETCH refills it many times.
+        self.out.clear();
+        if self.out.capacity() > 4 << 20 {
+            self.out.shrink_to(64 * 1024);
         }
+        result
     }
 
     /// Plain-text passwords only over TLS, or from this machine.

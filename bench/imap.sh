@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# IMAP benchmark: Lazaret and Dovecot side by side in one run, same messages.
+# A 100,000-message INBOX (SELECT, first and again) and a 10,000-message INBOX
+# (FETCH 1:* BODY.PEEK[] and FETCH 1:* ENVELOPE, second run of each), timed by the
+# same raw-socket client (bench/imap_time.py). Dovecot gets the messages as a Maildir,
+# Lazaret over SMTP (bench/imap_seed.py writes both from one seeded generator).
+#
+# Needs: dovecot-imapd from Debian, python3. Run as root (Dovecot's master).
+#   bench/imap.sh                      # BIG=100000 SMALL=10000
+set -euo pipefail
+BIG=${BIG:-100000}
+SMALL=${SMALL:-10000}
+DC_PORT=${DC_PORT:-3143}
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d /tmp/lazaret-imap.XXXXXX)
+chmod 755 "$work"
+LZ=$root/target/release/lazaret
+cleanup() {
+  [ -n "${lz_pid:-}" ] && kill "$lz_pid" 2>/dev/null || true
+  pkill -f "dovecot -c $work/dc/dovecot.conf" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+(cd "$root" && cargo build --release -q -p lazaret)
+wait_until() { for _ in $(seq 1 6000); do "$@" && return 0; sleep 0.1; done; echo "timed out: $*" >&2; return 1; }
+
+# ---------------------------------------------------------------- Lazaret, seeded
+mkdir -p "$work/lz" "$work/dc/home"
+cat > "$work/lz/lazaret.toml" <<CFG
+data_dir = "$work/lz/data"
+[smtp]
+listen = ["127.0.0.1:0"]
+[imap]
+listen = ["127.0.0.1:0"]
+[admin]
+listen = "127.0.0.1:0"
+CFG
+"$LZ" serve -c "$work/lz/lazaret.toml" >"$work/lz/out" 2>"$work/lz/err" &
+lz_pid=$!
+wait_until test -f "$work/lz/data/listeners.json"
+addr() { python3 -c "import json,sys;print(json.load(open(sys.argv[1]))[sys.argv[2]][0])" "$work/lz/data/listeners.json" "$1"; }
+lz_smtp=$(addr smtp); lz_imap=$(addr imap)
+for u in big small; do echo pw | "$LZ" -c "$work/lz/lazaret.toml" user add "$u@localhost" --password-stdin >/dev/null; done
+python3 "$root/bench/imap_seed.py" --count "$BIG" --maildir "$work/dc/home/big/Maildir" --smtp "$lz_smtp" --rcpt big@localhost --seed 7
+python3 "$root/bench/imap_seed.py" --count "$SMALL" --maildir "$work/dc/home/small/Maildir" --smtp "$lz_smtp" --rcpt small@localhost --seed 8
+lz_done() {
+  "$LZ" -c "$work/lz/lazaret.toml" status --json |
+    python3 -c "import json,sys;sys.exit(0 if json.load(sys.stdin)['store']['in_mailboxes']>=$((BIG + SMALL)) else 1)"
+}
+wait_until lz_done
+
+# ---------------------------------------------------------------- Dovecot
+mkdir -p "$work/dc/run"
+chown -R nobody:nogroup "$work/dc/home"
+cat > "$work/dc/dovecot.conf" <<CFG
+base_dir = $work/dc/run
+state_dir = $work/dc/run
+log_path = $work/dc/log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain
+mail_location = maildir:~/Maildir
+passdb {
+  driver = static
+  args = password=pw
+}
+userdb {
+  driver = static
+  args = uid=nobody gid=nogroup home=$work/dc/home/%n
+}
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = $DC_PORT
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+service anvil {
+  chroot =
+}
+service imap-login {
+  chroot =
+}
+CFG
+dovecot -c "$work/dc/dovecot.conf"
+wait_until bash -c "exec 3<>/dev/tcp/127.0.0.1/$DC_PORT" 2>/dev/null
+
+T="python3 $root/bench/imap_time.py"
+measure() { # measure NAME ADDR -> sets NAME_sel1 NAME_sel2 NAME_fetch (JSON)
+  printf -v "$1_sel1" '%s' "$($T "$2" big@localhost pw 'SELECT INBOX')"
+  printf -v "$1_sel2" '%s' "$($T "$2" big@localhost pw 'SELECT INBOX')"
+  $T "$2" small@localhost pw 'SELECT INBOX' 'FETCH 1:* (BODY.PEEK[])' 'FETCH 1:* (ENVELOPE)' >/dev/null
+  printf -v "$1_fetch" '%s' "$($T "$2" small@localhost pw 'SELECT INBOX' 'FETCH 1:* (BODY.PEEK[])' 'FETCH 1:* (ENVELOPE)')"
+}
+measure lz "$lz_imap"
+lz_rss=$(awk '/VmHWM/{print $2}' /proc/$lz_pid/status)
+measure dc "127.0.0.1:$DC_PORT"
+
+python3 - "$lz_sel1" "$lz_sel2" "$lz_fetch" "$dc_sel1" "$dc_sel2" "$dc_fetch" "$lz_rss" <<PY
+import json, sys
+l1, l2, lf, d1, d2, df = (json.loads(a) for a in sys.argv[1:7])
+rss = float(sys.argv[7])
+print(f"workload: SELECT a {$BIG}-message INBOX; FETCH 1:* from a {$SMALL}-message INBOX (same messages in both)")
+print(f"{'':36}{'Lazaret':>10}{'Dovecot':>10}{'ratio':>8}")
+def row(name, a, b):
+    print(f"{name:36}{a:10.3f}{b:10.3f}{b/a:7.2f}x")
+row("SELECT 100k, first (s)", l1[0]["seconds"], d1[0]["seconds"])
+row("SELECT 100k, again (s)", l2[0]["seconds"], d2[0]["seconds"])
+row("FETCH 10k BODY.PEEK[] (s)", lf[1]["seconds"], df[1]["seconds"])
+row("FETCH 10k ENVELOPE (s)", lf[2]["seconds"], df[2]["seconds"])
+print(f"bytes: BODY[] lazaret {lf[1]['bytes']} dovecot {df[1]['bytes']}; ENVELOPE lazaret {lf[2]['bytes']} dovecot {df[2]['bytes']}")
+print(f"Lazaret peak RSS: {rss/1024:.1f} MB")
+PY
