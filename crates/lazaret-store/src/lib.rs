@@ -102,6 +102,9 @@ pub trait Store: Send + Sync {
     fn folder_rename(&self, user: &str, from: &str, to: &str) -> Result<()>;
     fn folder_subscribe(&self, user: &str, name: &str, on: bool) -> Result<()>;
     fn folder_snapshot(&self, user: &str, name: &str) -> Result<FolderSnapshot>;
+    /// A value that changes whenever any write may have committed; results read while
+    /// it stayed the same are still current (for caches such as IMAP's folder index).
+    fn write_generation(&self) -> u64;
     /// Changes flags of entries of one folder; returns each entry's flags after.
     fn set_flags(
         &self,

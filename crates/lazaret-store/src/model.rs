@@ -67,7 +67,8 @@ pub struct FolderEntry {
 pub struct FolderSnapshot {
     pub uidvalidity: i64,
     pub uidnext: i64,
-    pub entries: Vec<FolderEntry>,
+    /// Shared: sessions selecting the same unchanged folder share one copy.
+    pub entries: std::sync::Arc<Vec<FolderEntry>>,
 }
 
 /// What IMAP computed once from a message's bytes and keeps.

@@ -197,7 +197,7 @@ impl EmbeddedStore {
             Ok(FolderSnapshot {
                 uidvalidity,
                 uidnext,
-                entries,
+                entries: std::sync::Arc::new(entries),
             })
         })
     }

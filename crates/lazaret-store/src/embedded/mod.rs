@@ -783,6 +783,9 @@ impl Store for EmbeddedStore {
     fn folder_snapshot(&self, user: &str, name: &str) -> Result<FolderSnapshot> {
         self.folder_snapshot_impl(user, name)
     }
+    fn write_generation(&self) -> u64 {
+        self.writer.generation()
+    }
     fn set_flags(
         &self,
         user: &str,

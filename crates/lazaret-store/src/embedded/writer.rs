@@ -23,16 +23,25 @@ struct Request {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Request>,
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Writer {
     pub fn start(conn: Connection) -> Writer {
         let (tx, rx) = mpsc::channel::<Request>();
+        let generation = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = generation.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(conn, rx))
+            .spawn(move || run(conn, rx, &counter))
             .expect("spawn store writer thread");
-        Writer { tx }
+        Writer { tx, generation }
+    }
+
+    /// Changes whenever a write transaction may have committed: what was read under
+    /// one value is still current while it stays the same.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Runs `f` inside the next group transaction and returns its result once that
@@ -86,7 +95,8 @@ fn in_savepoint<R>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<R>) 
     }
 }
 
-fn run(conn: Connection, rx: mpsc::Receiver<Request>) {
+fn run(conn: Connection, rx: mpsc::Receiver<Request>, generation: &std::sync::atomic::AtomicU64) {
+    use std::sync::atomic::Ordering::SeqCst;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -102,10 +112,14 @@ fn run(conn: Connection, rx: mpsc::Receiver<Request>) {
             continue;
         }
         let completions: Vec<Completion> = batch.into_iter().map(|r| (r.job)(&conn)).collect();
+        // Bumped before and after: a reader that saw the old value cannot have read
+        // the data this commit changes and still keep the old value.
+        generation.fetch_add(1, SeqCst);
         let commit = conn.execute_batch("COMMIT").map_err(|e| {
             let _ = conn.execute_batch("ROLLBACK");
             e.to_string()
         });
+        generation.fetch_add(1, SeqCst);
         for complete in completions {
             complete(match &commit {
                 Ok(()) => Ok(()),

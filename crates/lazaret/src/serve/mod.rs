@@ -43,6 +43,8 @@ pub struct Server {
     /// A user's mail changed (delivery, IMAP, POP3): open IMAP sessions of that user
     /// refresh their view.
     pub mailbox_events: tokio::sync::broadcast::Sender<String>,
+    /// Last-read folder snapshots shared by IMAP sessions.
+    pub folder_index: crate::access::imap::index::FolderIndex,
     /// Outbound routes and their schedules.
     pub connectors: Connectors,
     pub outbound: Outbound,
@@ -143,6 +145,7 @@ pub async fn run(config: Config) -> Result<()> {
         imaps_addresses,
         submission_addresses,
         mailbox_events: tokio::sync::broadcast::channel(1024).0,
+        folder_index: Default::default(),
         connectors,
         outbound,
         outbound_wake: Notify::new(),

@@ -10,6 +10,7 @@ use lazaret_proto::imap::types::fetch::{
 use lazaret_proto::imap::types::sequence::SequenceSet;
 use lazaret_proto::imap::write;
 use lazaret_store::{FlagChange, ImapCached};
+use std::sync::Arc;
 
 /// Messages read from the store per blocking call.
 const BATCH: usize = 256;
@@ -176,7 +177,10 @@ pub async fn fetch(
                 .unwrap_or_default();
             let sel = session.selected.as_mut().expect("selected");
             for (entry, flags) in changed {
-                if let Some(e) = sel.entries.iter_mut().find(|e| e.entry == entry) {
+                if let Some(e) = Arc::make_mut(&mut sel.entries)
+                    .iter_mut()
+                    .find(|e| e.entry == entry)
+                {
                     e.flags = flags;
                     flags_changed.push(entry);
                 }
@@ -195,7 +199,7 @@ pub async fn fetch(
     // Batches are read from the store one ahead of the one being written out, so
     // disk reads and the socket overlap.
     let chunks: Vec<Vec<usize>> = indexes.chunks(BATCH).map(<[usize]>::to_vec).collect();
-    let items = std::sync::Arc::new(items);
+    let items = Arc::new(items);
     let blobs_of = |session: &Session, chunk: &[usize]| -> Vec<String> {
         let sel = session.selected.as_ref().expect("selected");
         chunk

@@ -5,6 +5,7 @@
 
 mod fetch;
 mod folders;
+pub mod index;
 mod search;
 mod session;
 mod update;

@@ -27,8 +27,9 @@ pub struct Selected {
     pub name: String,
     pub read_only: bool,
     pub uidnext: i64,
-    /// In UID order; sequence number = index + 1.
-    pub entries: Vec<FolderEntry>,
+    /// In UID order; sequence number = index + 1. Shared with the server's folder
+    /// index until this session changes it (copy on write).
+    pub entries: Arc<Vec<FolderEntry>>,
 }
 
 pub struct Session {
@@ -323,10 +324,10 @@ impl Session {
 
     async fn select(&mut self, tag: &str, name: &str, read_only: bool) {
         self.selected = None;
-        let (user, folder) = (self.user().to_string(), name.to_string());
         let snapshot = self
             .server
-            .store_call(move |s| s.folder_snapshot(&user, &folder))
+            .folder_index
+            .snapshot(&self.server, self.user(), name)
             .await;
         let snapshot = match snapshot {
             Ok(s) => s,
@@ -385,10 +386,11 @@ impl Session {
             return;
         }
         let Some(sel) = &self.selected else { return };
-        let (user, folder) = (self.user().to_string(), sel.name.clone());
+        let name = sel.name.clone();
         let Ok(snapshot) = self
             .server
-            .store_call(move |s| s.folder_snapshot(&user, &folder))
+            .folder_index
+            .snapshot(&self.server, self.user(), &name)
             .await
         else {
             return;
@@ -404,14 +406,14 @@ impl Session {
                 snapshot.entries.iter().map(|e| e.uid).collect();
             while seq > 0 {
                 if !alive.contains(&sel.entries[seq - 1].uid) {
-                    sel.entries.remove(seq - 1);
+                    Arc::make_mut(&mut sel.entries).remove(seq - 1);
                     lines.push(format!("* {seq} EXPUNGE"));
                 }
                 seq -= 1;
             }
         }
         let known_max = sel.entries.last().map_or(0, |e| e.uid);
-        for (i, entry) in sel.entries.iter_mut().enumerate() {
+        for (i, entry) in Arc::make_mut(&mut sel.entries).iter_mut().enumerate() {
             if let Ok(pos) = snapshot.entries.binary_search_by_key(&entry.uid, |e| e.uid) {
                 let now = &snapshot.entries[pos];
                 if now.flags != entry.flags {
@@ -426,11 +428,12 @@ impl Session {
         }
         let fresh: Vec<FolderEntry> = snapshot
             .entries
-            .into_iter()
+            .iter()
             .filter(|e| e.uid > known_max)
+            .cloned()
             .collect();
         if !fresh.is_empty() {
-            sel.entries.extend(fresh);
+            Arc::make_mut(&mut sel.entries).extend(fresh);
             lines.push(format!("* {} EXISTS", sel.entries.len()));
         }
         sel.uidnext = snapshot.uidnext;

@@ -7,6 +7,7 @@ use lazaret_proto::imap::types::extensions::binary::LiteralOrLiteral8;
 use lazaret_proto::imap::types::flag::{Flag, StoreResponse, StoreType};
 use lazaret_proto::imap::types::sequence::SequenceSet;
 use lazaret_store::{FlagChange, StoreError};
+use std::sync::Arc;
 
 fn flag_names(flags: &[Flag<'_>]) -> Vec<String> {
     flags.iter().map(|f| f.to_string()).collect()
@@ -74,7 +75,7 @@ pub async fn store(
     let sel = session.selected.as_mut().expect("selected");
     for (entry, new_flags) in changed {
         if let Some(i) = sel.entries.iter().position(|e| e.entry == entry) {
-            sel.entries[i].flags = new_flags;
+            Arc::make_mut(&mut sel.entries)[i].flags = new_flags;
             if !silent {
                 let e = &sel.entries[i];
                 let uid_part = if uid {
@@ -163,7 +164,7 @@ pub async fn copy(
         let sel = session.selected.as_mut().expect("selected");
         let mut lines = Vec::new();
         for &i in indexes.iter().rev() {
-            sel.entries.remove(i);
+            Arc::make_mut(&mut sel.entries).remove(i);
             lines.push(format!("* {} EXPUNGE", i + 1));
         }
         for l in lines {
@@ -206,7 +207,7 @@ pub async fn expunge(session: &mut Session, only: Option<Vec<usize>>, silent: bo
     let sel = session.selected.as_mut().expect("selected");
     let mut lines = Vec::new();
     for &i in doomed.iter().rev() {
-        sel.entries.remove(i);
+        Arc::make_mut(&mut sel.entries).remove(i);
         lines.push(format!("* {} EXPUNGE", i + 1));
     }
     if !silent {
