@@ -142,6 +142,9 @@ pub trait Store: Send + Sync {
     /// Cached IMAP ENVELOPE/BODYSTRUCTURE per message store id (empty when not cached).
     fn imap_cache_get(&self, messages: &[String]) -> Result<Vec<ImapCached>>;
     fn imap_cache_put(&self, entries: Vec<(String, ImapCached)>) -> Result<()>;
+    /// Appends a message's bytes (by its store id) to `buf`, with no copy in between;
+    /// returns how many.
+    fn message_append_to(&self, message: &str, buf: &mut Vec<u8>) -> Result<usize>;
     /// Only the header block of a message (by its store id), for ENVELOPE and the like.
     fn message_head(&self, message: &str) -> Result<Vec<u8>>;
     /// Deletes the user's own messages (`m<n>` ids) from one folder, at the user's

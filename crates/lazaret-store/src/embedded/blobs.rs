@@ -55,6 +55,15 @@ impl Blobs {
         fs::read(&path).map_err(io_err(format!("read {}", path.display())))
     }
 
+    /// Appends the message's bytes to `buf`; returns how many.
+    pub fn read_into(&self, id: &str, buf: &mut Vec<u8>) -> Result<usize> {
+        use std::io::Read;
+        let path = self.path_of(id);
+        File::open(&path)
+            .and_then(|mut f| f.read_to_end(buf))
+            .map_err(io_err(format!("read {}", path.display())))
+    }
+
     /// The message's header block (through the empty line), read without the body.
     pub fn read_head(&self, id: &str) -> Result<Vec<u8>> {
         use std::io::Read;

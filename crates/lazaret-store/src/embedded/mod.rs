@@ -915,6 +915,13 @@ impl Store for EmbeddedStore {
         })
     }
 
+    fn message_append_to(&self, message: &str, buf: &mut Vec<u8>) -> Result<usize> {
+        if message.len() < 2 || !message.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::NotFound("no such message".into()));
+        }
+        self.blobs.read_into(message, buf)
+    }
+
     fn message_head(&self, message: &str) -> Result<Vec<u8>> {
         if message.len() < 2 || !message.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(StoreError::NotFound("no such message".into()));

@@ -196,6 +196,15 @@ pub async fn fetch(
         items.push(MessageDataItemName::Flags);
     }
 
+    if items.iter().all(is_raw_only) {
+        raw_batches(session, &indexes, Arc::new(items)).await;
+        session.tagged(
+            tag,
+            "OK",
+            &format!("{}FETCH completed", if uid { "UID " } else { "" }),
+        );
+        return;
+    }
     // Batches are read from the store one ahead of the one being written out, so
     // disk reads and the socket overlap.
     let chunks: Vec<Vec<usize>> = indexes.chunks(BATCH).map(<[usize]>::to_vec).collect();
@@ -286,6 +295,106 @@ pub async fn fetch(
         "OK",
         &format!("{}FETCH completed", if uid { "UID " } else { "" }),
     );
+}
+
+/// Items answered from the snapshot and the message's bytes as stored.
+fn is_raw_only(item: &MessageDataItemName<'_>) -> bool {
+    use MessageDataItemName as I;
+    matches!(
+        item,
+        I::Uid
+            | I::Flags
+            | I::InternalDate
+            | I::Rfc822Size
+            | I::Rfc822
+            | I::BodyExt {
+                section: None,
+                partial: None,
+                ..
+            }
+    )
+}
+
+/// FETCH of whole messages (BODY[], RFC822) and snapshot items: each batch's response
+/// is rendered on a blocking thread, the files read straight into it, while the
+/// previous batch goes out on the socket — one copy of each message in user space.
+async fn raw_batches(
+    session: &mut Session,
+    indexes: &[usize],
+    items: Arc<Vec<MessageDataItemName<'static>>>,
+) {
+    let Some(sel) = session.selected.as_ref() else {
+        return;
+    };
+    let batches: Vec<Vec<(usize, lazaret_store::FolderEntry)>> = indexes
+        .chunks(BATCH)
+        .map(|c| c.iter().map(|&i| (i + 1, sel.entries[i].clone())).collect())
+        .collect();
+    let server = session.server.clone();
+    let render = |batch: Vec<(usize, lazaret_store::FolderEntry)>| {
+        let items = items.clone();
+        let server = server.clone();
+        tokio::spawn(async move {
+            server
+                .store_call(move |s| {
+                    let mut out =
+                        Vec::with_capacity(batch.iter().map(|(_, e)| e.size as usize + 64).sum());
+                    for (seq, entry) in &batch {
+                        out.extend_from_slice(format!("* {seq} FETCH (").as_bytes());
+                        for (n, item) in items.iter().enumerate() {
+                            if n > 0 {
+                                out.push(b' ');
+                            }
+                            match item {
+                                MessageDataItemName::Rfc822
+                                | MessageDataItemName::BodyExt { .. } => {
+                                    out.extend_from_slice(
+                                        if matches!(item, MessageDataItemName::Rfc822) {
+                                            b"RFC822 "
+                                        } else {
+                                            b"BODY[] "
+                                        },
+                                    );
+                                    // The stored size is the blob's length; checked after
+                                    // the read, and the header rewritten if it ever differs.
+                                    let header = format!("{{{}}}\r\n", entry.size);
+                                    let at = out.len();
+                                    out.extend_from_slice(header.as_bytes());
+                                    let n =
+                                        s.message_append_to(&entry.message, &mut out).unwrap_or(0);
+                                    if n as u64 != entry.size {
+                                        let actual = format!("{{{n}}}\r\n");
+                                        out.splice(at..at + header.len(), actual.into_bytes());
+                                    }
+                                }
+                                other => render(
+                                    &mut out,
+                                    other,
+                                    entry,
+                                    None,
+                                    None,
+                                    &ImapCached::default(),
+                                    &mut ImapCached::default(),
+                                ),
+                            }
+                        }
+                        out.extend_from_slice(b")\r\n");
+                    }
+                    Ok(out)
+                })
+                .await
+                .unwrap_or_default()
+        })
+    };
+    let mut batches = batches.into_iter();
+    let mut pending = batches.next().map(&render);
+    while let Some(running) = pending.take() {
+        let rendered = running.await.unwrap_or_default();
+        pending = batches.next().map(&render);
+        if session.write_direct(&rendered).await.is_err() {
+            return;
+        }
+    }
 }
 
 type Loaded = (Vec<ImapCached>, Vec<Option<Vec<u8>>>);

@@ -62,6 +62,15 @@ impl Session {
         }
     }
 
+    /// Writes what is pending, then `data` as it is (a pre-rendered FETCH batch).
+    pub async fn write_direct(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.flush().await?;
+        match self.conn.as_mut() {
+            Some(conn) => conn.write_all(data).await,
+            None => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+
     /// Writes what is pending.
     pub async fn flush(&mut self) -> std::io::Result<()> {
         let result = match self.conn.as_mut() {
