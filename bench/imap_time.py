@@ -41,7 +41,7 @@ def main():
     out = []
     for n, command in enumerate(commands):
         secs, size = run(sock, f"t{n}", command)
-        out.append({"command": command, "seconds": round(secs, 4), "bytes": size})
+        out.append({"command": command, "seconds": round(secs, 5), "bytes": size})
     sock.sendall(b"z LOGOUT\r\n")
     print(json.dumps(out))
 

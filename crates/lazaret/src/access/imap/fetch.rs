@@ -14,6 +14,8 @@ use std::sync::Arc;
 
 /// Messages read from the store per blocking call.
 const BATCH: usize = 256;
+/// Bytes of whole messages rendered per batch by the BODY[] fast path.
+const RAW_BATCH_BYTES: u64 = 512 * 1024;
 
 fn section_spec(section: &Option<Section<'_>>) -> (Vec<u32>, SectionText, String) {
     let join = |p: &[std::num::NonZeroU32]| {
@@ -326,10 +328,22 @@ async fn raw_batches(
     let Some(sel) = session.selected.as_ref() else {
         return;
     };
-    let batches: Vec<Vec<(usize, lazaret_store::FolderEntry)>> = indexes
-        .chunks(BATCH)
-        .map(|c| c.iter().map(|&i| (i + 1, sel.entries[i].clone())).collect())
-        .collect();
+    // Batches of at most RAW_BATCH_BYTES: their buffers stay under the allocator's
+    // mmap threshold, so they are reused from the heap instead of being mapped and
+    // page-faulted in afresh for every batch.
+    let mut batches: Vec<Vec<(usize, lazaret_store::FolderEntry)>> = Vec::new();
+    let mut bytes = 0u64;
+    for &i in indexes {
+        let entry = &sel.entries[i];
+        if batches.is_empty() || bytes + entry.size > RAW_BATCH_BYTES {
+            batches.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += entry.size;
+        if let Some(last) = batches.last_mut() {
+            last.push((i + 1, entry.clone()));
+        }
+    }
     let server = session.server.clone();
     let render = |batch: Vec<(usize, lazaret_store::FolderEntry)>| {
         let items = items.clone();
