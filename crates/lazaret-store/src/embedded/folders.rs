@@ -142,7 +142,7 @@ impl EmbeddedStore {
             // Children move with their parent; a new UIDVALIDITY says "not the same folder".
             c.execute(
                 "UPDATE mailboxes SET name=?3 || substr(name, length(?2) + 1)
-                 WHERE user=?1 AND name LIKE ?2 || '/%' ESCAPE '\\'",
+                 WHERE user=?1 AND substr(name, 1, length(?2) + 1) = ?2 || '/'",
                 params![user, from, to],
             )?;
             c.execute(

@@ -149,7 +149,6 @@ impl EmbeddedStore {
             };
             planned.push((outcome, dsn));
         }
-        let written = dsn_blobs.clone();
         let result = self.write(move |c| {
             let mut finished = Vec::new();
             let mut unused_dsns = Vec::new();
@@ -194,7 +193,7 @@ impl EmbeddedStore {
                 Ok(())
             }
             Err(e) => {
-                for blob in written {
+                for blob in dsn_blobs {
                     self.blobs.remove(&blob);
                 }
                 Err(e)

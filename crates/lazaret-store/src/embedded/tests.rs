@@ -350,3 +350,27 @@ fn outbound_disable_freeze_items_and_poison() {
         .iter()
         .all(|(q, _)| q != "poison"));
 }
+
+#[test]
+fn folder_rename_moves_children_and_only_them() {
+    let dir = temp_dir("rename");
+    let store = EmbeddedStore::open(&dir).unwrap();
+    store.user_add("u@localhost", "pw").unwrap();
+    for f in ["a_b", "a_b/c", "axb", "axb/c"] {
+        store.folder_create("u@localhost", f).unwrap();
+    }
+    store.folder_rename("u@localhost", "a_b", "z").unwrap();
+    let names: Vec<String> = store
+        .folders("u@localhost")
+        .unwrap()
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert!(names.contains(&"z".to_string()) && names.contains(&"z/c".to_string()));
+    assert!(
+        names.contains(&"axb/c".to_string()),
+        "`_` is not a wildcard: {names:?}"
+    );
+    assert!(store.folder_rename("u@localhost", "INBOX", "x").is_err());
+    assert!(store.folder_create("u@localhost", "bad//name").is_err());
+}

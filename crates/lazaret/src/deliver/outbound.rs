@@ -402,8 +402,9 @@ async fn settle(
         Some(d) => d.to_vec(),
         None => {
             let blob = msg.message.clone();
+            // A DSN returns only the headers: no need to read the body.
             server
-                .store_call(move |s| s.message_raw(&blob))
+                .store_call(move |s| s.message_head(&blob))
                 .await
                 .unwrap_or_default()
         }

@@ -146,39 +146,47 @@ fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> bool {
     }
 }
 
+/// Messages read per store call when criteria look into contents: a big folder is
+/// searched a batch at a time, never held in memory whole.
+const BATCH: usize = 256;
+
 pub async fn search(session: &mut Session, tag: &str, criteria: &[SearchKey<'static>], uid: bool) {
     let content = criteria.iter().any(needs_content);
     let sel = session.selected.as_ref().expect("selected");
+    // Shared with the session (copy on write), so this clone is a reference count.
     let entries = sel.entries.clone();
-    let bodies: Vec<Option<Vec<u8>>> = if content {
-        let blobs: Vec<String> = entries.iter().map(|e| e.message.clone()).collect();
-        session
-            .server
-            .store_call(move |s| Ok(blobs.iter().map(|b| s.message_raw(b).ok()).collect()))
-            .await
-            .unwrap_or_default()
-    } else {
-        Vec::new()
-    };
     let max_uid = entries.last().map_or(0, |e| e.uid);
     let mut hits = Vec::new();
-    for (i, entry) in entries.iter().enumerate() {
-        let raw = bodies.get(i).and_then(|b| b.as_deref());
-        let parsed = raw.and_then(structure::parse);
-        let c = Candidate {
-            seq: i + 1,
-            entry,
-            raw,
-            parsed: parsed.as_ref(),
-            max_seq: entries.len(),
-            max_uid,
+    for (n, chunk) in entries.chunks(BATCH).enumerate() {
+        let bodies: Vec<Option<Vec<u8>>> = if content {
+            let blobs: Vec<String> = chunk.iter().map(|e| e.message.clone()).collect();
+            session
+                .server
+                .store_call(move |s| Ok(blobs.iter().map(|b| s.message_raw(b).ok()).collect()))
+                .await
+                .unwrap_or_default()
+        } else {
+            Vec::new()
         };
-        if criteria.iter().all(|k| matches(k, &c)) {
-            hits.push(if uid {
-                entry.uid.to_string()
-            } else {
-                (i + 1).to_string()
-            });
+        for (k, entry) in chunk.iter().enumerate() {
+            let seq = n * BATCH + k + 1;
+            let raw = bodies.get(k).and_then(|b| b.as_deref());
+            let parsed = raw.and_then(structure::parse);
+            let c = Candidate {
+                seq,
+                entry,
+                raw,
+                parsed: parsed.as_ref(),
+                max_seq: entries.len(),
+                max_uid,
+            };
+            if criteria.iter().all(|key| matches(key, &c)) {
+                hits.push(if uid {
+                    entry.uid.to_string()
+                } else {
+                    seq.to_string()
+                });
+            }
         }
     }
     let mut line = String::from("* SEARCH");
