@@ -9,7 +9,7 @@ mod metadata;
 mod model;
 mod password;
 
-pub use embedded::{EmbeddedStore, OUTBOUND_DISABLED};
+pub use embedded::{new_message_id, EmbeddedStore, ReindexBatch, OUTBOUND_DISABLED};
 pub use metadata::{MessageMetadata, PartInfo};
 pub use model::*;
 
@@ -151,6 +151,31 @@ pub trait Store: Send + Sync {
     /// request (POP3 DELE, IMAP EXPUNGE); ids not in that folder are ignored.
     /// Returns how many were deleted.
     fn mailbox_delete(&self, user: &str, mailbox: &str, ids: &[String]) -> Result<u64>;
+
+    // Find and act. Ids: `q<n>` queue items, `m<n>` mailbox entries, `x<n>` quarantine.
+    // Actions take a batch of ids and do it in one transaction: all or nothing.
+    fn find(
+        &self,
+        places: &[Place],
+        filters: &Filters,
+        sort: Option<SortKey>,
+        limit: Option<usize>,
+    ) -> Result<FindResult>;
+    fn find_ids(&self, places: &[Place], filters: &Filters) -> Result<Vec<String>>;
+    /// Moves queued and mailbox messages into quarantine.
+    fn quarantine(&self, ids: &[String], actor: &str, reason: &str) -> Result<ActionReport>;
+    /// Puts quarantined messages back where they were taken from.
+    fn quarantine_restore(&self, ids: &[String]) -> Result<ActionReport>;
+    fn quarantine_detail(&self, id: &str) -> Result<QuarantineDetail>;
+    /// Deletes for good, queueing the given DSNs in the same transaction.
+    fn remove(&self, ids: &[String], dsns: Vec<Incoming>) -> Result<ActionReport>;
+    /// Stores messages into a user's folder (created if missing); returns how many.
+    fn import(&self, user: &str, folder: &str, messages: Vec<ImportMessage>) -> Result<u64>;
+    fn message_count(&self) -> Result<u64>;
+    /// Rebuilds the index of up to `limit` messages after row id `after` from their blobs.
+    fn reindex_batch(&self, after: i64, limit: usize) -> Result<ReindexBatch>;
+    /// Deletes blob files no message names (older than an hour); returns how many.
+    fn remove_orphan_blobs(&self) -> Result<u64>;
 
     fn setting(&self, key: &str) -> Result<Option<String>>;
     fn set_setting(&self, key: &str, value: &str) -> Result<()>;

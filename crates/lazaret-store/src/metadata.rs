@@ -1,6 +1,7 @@
 //! What search and scanning need from a message, taken once at ingest with a real
-//! MIME parser: header fields and, for every MIME part, its type, file name, decoded
-//! size and decoded SHA-256.
+//! MIME parser: header fields, the readable text, and for every MIME part (and every
+//! file inside a zip/tar/gzip attachment) its type, file name, decoded size and
+//! decoded SHA-256.
 
 use mail_parser::{Address, MessageParser, MimeHeaders, PartType};
 use sha2::{Digest, Sha256};
@@ -17,6 +18,8 @@ pub struct MessageMetadata {
     pub date: Option<i64>,
     pub message_id: String,
     pub parts: Vec<PartInfo>,
+    /// text/plain and tag-stripped text/html, for substring search.
+    pub text: String,
 }
 
 #[derive(Debug, Clone)]
@@ -25,6 +28,9 @@ pub struct PartInfo {
     pub filename: Option<String>,
     pub size: u64,
     pub sha256: String,
+    /// For a file inside an archive: the index (in `parts`) of the attachment it came
+    /// from; its `filename` is its path inside that attachment.
+    pub inside: Option<usize>,
 }
 
 fn addresses(a: Option<&Address<'_>>) -> String {
@@ -52,6 +58,7 @@ impl MessageMetadata {
             date: message.date().map(|d| d.to_timestamp()),
             message_id: message.message_id().unwrap_or_default().to_string(),
             parts: Vec::new(),
+            text: lazaret_scan::text::searchable_text(&message),
         };
         collect_parts(&message, 0, &mut meta.parts);
         meta
@@ -71,19 +78,72 @@ fn collect_parts(message: &mail_parser::Message<'_>, depth: usize, out: &mut Vec
             })
             .unwrap_or_else(|| "text/plain".into())
             .to_ascii_lowercase();
-        let contents = part.contents();
+        let contents = decoded_bytes(message, part);
+        let filename = part.attachment_name().map(str::to_string);
+        let index = out.len();
         out.push(PartInfo {
             content_type,
-            filename: part.attachment_name().map(str::to_string),
+            filename: filename.clone(),
             size: contents.len() as u64,
-            sha256: hex::encode(Sha256::digest(contents)),
+            sha256: hex::encode(Sha256::digest(&contents)),
+            inside: None,
         });
+        if lazaret_scan::is_archive(&contents) {
+            // What could be listed is indexed; a bomb or broken archive is the
+            // scanner's business, not the index's.
+            let name = filename.as_deref().unwrap_or("attachment");
+            let _ = lazaret_scan::expand(name, &contents, &ARCHIVE_LIMITS, &mut |m| {
+                out.push(PartInfo {
+                    content_type: "application/octet-stream".into(),
+                    size: m.data.len() as u64,
+                    sha256: hex::encode(Sha256::digest(&m.data)),
+                    filename: Some(m.path[name.len() + 1..].to_string()),
+                    inside: Some(index),
+                });
+            });
+        }
         if let PartType::Message(nested) = &part.body {
             if depth < MAX_NESTING {
                 collect_parts(nested, depth + 1, out);
             }
         }
     }
+}
+
+/// Archive expansion for the index: enough to list what worms ship, bounded so that
+/// ingest stays fast whatever arrives.
+const ARCHIVE_LIMITS: lazaret_scan::Limits = lazaret_scan::Limits {
+    max_depth: 3,
+    max_files: 200,
+    max_bytes: 32 << 20,
+    max_ratio: 250,
+};
+
+/// A part's bytes after transfer decoding (base64, quoted-printable) and nothing else:
+/// what a file saved from the mail contains, so hashes match those of the file. Text
+/// parts are re-read from the raw message because the parser has converted them to
+/// UTF-8.
+fn decoded_bytes(
+    message: &mail_parser::Message<'_>,
+    part: &mail_parser::MessagePart<'_>,
+) -> Vec<u8> {
+    if !matches!(part.body, PartType::Text(_) | PartType::Html(_)) {
+        return part.contents().to_vec();
+    }
+    let raw = message
+        .raw_message()
+        .get(part.raw_body_offset() as usize..part.raw_end_offset() as usize)
+        .unwrap_or_default();
+    let encoding = part
+        .content_transfer_encoding()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let decoded = match encoding.as_str() {
+        "base64" => mail_parser::decoders::base64::base64_decode(raw),
+        "quoted-printable" => mail_parser::decoders::quoted_printable::quoted_printable_decode(raw),
+        _ => None,
+    };
+    decoded.unwrap_or_else(|| raw.to_vec())
 }
 
 #[cfg(test)]

@@ -181,6 +181,11 @@ pub struct MessageSummary {
     pub next_attempt: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// For a quarantined message: where it was taken from, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -207,4 +212,104 @@ pub struct StoreStats {
     pub queued: u64,
     pub in_mailboxes: u64,
     pub database_bytes: u64,
+}
+
+/// Where `find` looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Place {
+    Queues,
+    Mailboxes,
+    Quarantine,
+}
+
+/// Sort keys of `find --sort`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SortKey {
+    Date,
+    Subject,
+    Size,
+    From,
+}
+
+/// The filters of PRODUCT.md, AND-ed; text already validated, times absolute.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Filters {
+    /// Substring of the subject, any case.
+    pub subject: Option<String>,
+    /// Regular expression over the subject.
+    pub subject_re: Option<String>,
+    /// Envelope sender or header From: an address, `@domain`, or a glob with `*`.
+    pub from: Option<String>,
+    /// A recipient: queued recipient, mailbox owner, or header To/Cc.
+    pub to: Option<String>,
+    /// Substring of the text (text/plain, text/html without tags), any case.
+    pub body: Option<String>,
+    /// Glob over attachment names and names inside archives, any case.
+    pub attachment: Option<String>,
+    /// SHA-256 of the whole message or of any decoded part or archive member.
+    pub sha256: Option<String>,
+    /// The scanner's verdict for the message.
+    pub signature: Option<String>,
+    pub queue: Option<String>,
+    /// `user@domain` or `user@domain/Folder`.
+    pub mailbox: Option<String>,
+    /// ready | retry | frozen (queued mail only); None for all.
+    pub state: Option<String>,
+    /// Received at or before this time (unix seconds).
+    pub received_before: Option<i64>,
+    /// Received at or after this time.
+    pub received_after: Option<i64>,
+    /// Quarantined at or before this time (quarantine only).
+    pub quarantined_before: Option<i64>,
+    pub larger_than: Option<u64>,
+    /// Only these ids (`q…`, `m…`, `x…`).
+    pub ids: Option<Vec<String>>,
+}
+
+/// What `find` returns: the page asked for and whether more matched.
+#[derive(Debug, Clone, Serialize)]
+pub struct FindResult {
+    pub messages: Vec<MessageSummary>,
+    pub more: bool,
+}
+
+/// What an action did to a batch of ids.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ActionReport {
+    /// Ids acted on.
+    pub done: u64,
+    /// Ids that were gone already or not of a kind the action takes.
+    pub skipped: u64,
+    /// Ids that could not be acted on, with why.
+    pub failed: Vec<(String, String)>,
+    /// Users whose folders changed (their IMAP sessions are told).
+    pub users: Vec<String>,
+    /// Ids created: for restore, where each message is now.
+    pub created: Vec<String>,
+}
+
+/// A quarantined message and where it was taken from.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuarantineDetail {
+    pub id: String,
+    pub message: MessageSummary,
+    pub origin: String,
+    pub quarantined: i64,
+    pub actor: String,
+    pub reason: String,
+    /// Recipients (queued mail) or flags (mailbox mail) it had.
+    pub recipients: Vec<String>,
+    pub flags: Vec<String>,
+    pub headers: String,
+}
+
+/// One message handed to `import`.
+#[derive(Debug, Clone)]
+pub struct ImportMessage {
+    pub data: Vec<u8>,
+    pub flags: Vec<String>,
+    pub internal_date: Option<i64>,
 }

@@ -8,7 +8,7 @@ use crate::{now, Result, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// Folder names IMAP may use: no control characters, no empty hierarchy levels.
-fn valid_folder(name: &str) -> bool {
+pub(super) fn valid_folder(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
         && !name.chars().any(|c| c.is_control() || c == '*' || c == '%')
@@ -24,14 +24,14 @@ pub(super) fn canonical(name: &str) -> String {
     }
 }
 
-fn folder_id(c: &Connection, user: &str, name: &str) -> Result<i64> {
+pub(super) fn folder_id(c: &Connection, user: &str, name: &str) -> Result<i64> {
     c.prepare_cached("SELECT id FROM mailboxes WHERE user=?1 AND name=?2")?
         .query_row(params![user, name], |r| r.get(0))
         .optional()?
         .ok_or_else(|| StoreError::NotFound(format!("no folder {name}")))
 }
 
-fn parse_flags(text: &str) -> Vec<String> {
+pub(super) fn parse_flags(text: &str) -> Vec<String> {
     text.split(' ')
         .filter(|f| !f.is_empty())
         .map(str::to_string)
@@ -39,7 +39,7 @@ fn parse_flags(text: &str) -> Vec<String> {
 }
 
 /// Flags as stored: unique (case-insensitive, as IMAP compares them), space-separated.
-fn join_flags(flags: &[String]) -> String {
+pub(super) fn join_flags(flags: &[String]) -> String {
     let mut out: Vec<&str> = Vec::new();
     for f in flags {
         if !out.iter().any(|o| o.eq_ignore_ascii_case(f)) {
@@ -50,7 +50,7 @@ fn join_flags(flags: &[String]) -> String {
 }
 
 /// Takes the next `n` UIDs of a folder; returns (uidvalidity, first uid).
-fn take_uids(c: &Connection, folder: i64, n: i64) -> Result<(i64, i64)> {
+pub(super) fn take_uids(c: &Connection, folder: i64, n: i64) -> Result<(i64, i64)> {
     Ok(c.prepare_cached(
         "UPDATE mailboxes SET uidnext=uidnext+?2 WHERE id=?1 RETURNING uidvalidity, uidnext-?2",
     )?

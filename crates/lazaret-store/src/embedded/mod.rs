@@ -3,12 +3,16 @@
 //! group-commit [`writer::Writer`].
 
 mod blobs;
+mod find;
 mod folders;
 mod outbound;
+mod quarantine;
+mod reindex;
 mod schema;
 mod writer;
 
 pub use outbound::OUTBOUND_DISABLED;
+pub use reindex::ReindexBatch;
 
 use crate::metadata::MessageMetadata;
 use crate::model::*;
@@ -38,7 +42,13 @@ fn open_connection(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+    find::register_functions(&conn)?;
     Ok(conn)
+}
+
+/// A new message store id: 16 random hex digits (the blob's name, "queued as").
+pub fn new_message_id() -> String {
+    hex::encode(rand::random::<[u8; 8]>())
 }
 
 /// Splits `local@domain` and lower-cases it; None if it is not an address.
@@ -160,34 +170,39 @@ impl EmbeddedStore {
     fn summaries(&self, sql: &'static str, args: Vec<String>) -> Result<Vec<MessageSummary>> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(sql)?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
-                let to: Option<String> = r.get(3)?;
-                Ok(MessageSummary {
-                    id: r.get(0)?,
-                    location: r.get(1)?,
-                    from: r.get(2)?,
-                    to: to
-                        .unwrap_or_default()
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string)
-                        .collect(),
-                    subject: r.get(4)?,
-                    date: r.get(5)?,
-                    size: r.get::<_, i64>(6)? as u64,
-                    state: r.get(7)?,
-                    sha256: r.get(8)?,
-                    uid: r.get(9)?,
-                    message: r.get(10)?,
-                    attempts: r.get(11)?,
-                    next_attempt: r.get(12)?,
-                    last_error: r.get(13)?,
-                })
-            })?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args), summary_row)?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
     }
+}
+
+/// Reads a row shaped like [`QUEUE_SUMMARIES`] into a summary.
+pub(crate) fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageSummary> {
+    let to: Option<String> = r.get(3)?;
+    Ok(MessageSummary {
+        id: r.get(0)?,
+        location: r.get(1)?,
+        from: r.get(2)?,
+        to: to
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        subject: r.get(4)?,
+        date: r.get(5)?,
+        size: r.get::<_, i64>(6)? as u64,
+        state: r.get(7)?,
+        sha256: r.get(8)?,
+        uid: r.get(9)?,
+        message: r.get(10)?,
+        attempts: r.get(11)?,
+        next_attempt: r.get(12)?,
+        last_error: r.get(13)?,
+        origin: r.get(14)?,
+        reason: r.get(15)?,
+    })
 }
 
 /// A message ready to be inserted: metadata extracted outside the writer thread.
@@ -196,6 +211,8 @@ pub(crate) struct Prepared {
     meta: MessageMetadata,
     sha256: String,
     size: u64,
+    /// When it arrived, if not now (imported mail keeps its date).
+    received: Option<i64>,
 }
 
 impl Prepared {
@@ -209,6 +226,7 @@ impl Prepared {
             meta: MessageMetadata::extract(&incoming.data),
             sha256: hex::encode(Sha256::digest(&incoming.data)),
             size: incoming.data.len() as u64,
+            received: None,
             incoming,
         })
     }
@@ -235,7 +253,7 @@ impl Prepared {
     /// Inserts the message row and its parts; returns the row id.
     pub(crate) fn insert_message(&self, c: &Connection) -> Result<i64> {
         let (incoming, meta) = (&self.incoming, &self.meta);
-        let received = now();
+        let received = self.received.unwrap_or_else(now);
         c.prepare_cached(
             "INSERT INTO messages(uid, sha256, size, received, env_from, helo, peer,
                hdr_from, hdr_to, hdr_cc, subject, date, message_id)
@@ -257,22 +275,31 @@ impl Prepared {
             meta.message_id
         ])?;
         let message = c.last_insert_rowid();
-        let mut part_stmt = c.prepare_cached(
-            "INSERT INTO parts(message, part, content_type, filename, size, sha256)
-             VALUES(?1,?2,?3,?4,?5,?6)",
-        )?;
-        for (n, p) in meta.parts.iter().enumerate() {
-            part_stmt.execute(params![
-                message,
-                n as i64,
-                p.content_type,
-                p.filename,
-                p.size as i64,
-                p.sha256
-            ])?;
-        }
+        insert_parts(c, message, meta)?;
+        c.prepare_cached("INSERT INTO text_index(rowid, subject, body) VALUES(?1, ?2, ?3)")?
+            .execute(params![message, meta.subject, meta.text])?;
         Ok(message)
     }
+}
+
+/// The message's parts (and archive members) for the index.
+fn insert_parts(c: &Connection, message: i64, meta: &MessageMetadata) -> Result<()> {
+    let mut part_stmt = c.prepare_cached(
+        "INSERT INTO parts(message, part, content_type, filename, size, sha256, inside)
+         VALUES(?1,?2,?3,?4,?5,?6,?7)",
+    )?;
+    for (n, p) in meta.parts.iter().enumerate() {
+        part_stmt.execute(params![
+            message,
+            n as i64,
+            p.content_type,
+            p.filename,
+            p.size as i64,
+            p.sha256,
+            p.inside.map(|i| i as i64)
+        ])?;
+    }
+    Ok(())
 }
 
 /// (message, created, attempts) of a queue item read as due, unless an admin froze or
@@ -297,12 +324,15 @@ fn unreferenced(c: &Connection, candidates: &[i64]) -> Result<Vec<String>> {
             .prepare_cached(
                 "SELECT uid FROM messages m WHERE id=?1
                    AND NOT EXISTS (SELECT 1 FROM queue_items q WHERE q.message=m.id)
-                   AND NOT EXISTS (SELECT 1 FROM mailbox_entries e WHERE e.message=m.id)",
+                   AND NOT EXISTS (SELECT 1 FROM mailbox_entries e WHERE e.message=m.id)
+                   AND NOT EXISTS (SELECT 1 FROM quarantine z WHERE z.message=m.id)",
             )?
             .query_row([id], |r| r.get(0))
             .optional()?;
         if let Some(uid) = uid {
             c.prepare_cached("DELETE FROM messages WHERE id=?1")?
+                .execute([id])?;
+            c.prepare_cached("DELETE FROM text_index WHERE rowid=?1")?
                 .execute([id])?;
             c.prepare_cached("DELETE FROM imap_cache WHERE uid=?1")?
                 .execute([&uid])?;
@@ -314,14 +344,14 @@ fn unreferenced(c: &Connection, candidates: &[i64]) -> Result<Vec<String>> {
 
 const MAILBOX_SUMMARIES: &str = "SELECT 'm' || e.id, 'mailbox:' || b.user || '/' || b.name, m.hdr_from,
         m.hdr_to, m.subject, COALESCE(m.date, m.received), m.size, 'delivered', m.sha256, e.uid, m.uid,
-        NULL, NULL, NULL
+        NULL, NULL, NULL, NULL, NULL
     FROM mailbox_entries e JOIN mailboxes b ON b.id=e.mailbox JOIN messages m ON m.id=e.message
     WHERE b.user=?1 AND b.name=?2 ORDER BY e.uid";
 
 const QUEUE_SUMMARIES: &str = "SELECT 'q' || q.id, 'queue:' || q.queue, m.env_from,
         (SELECT group_concat(address, ',') FROM queue_rcpts r WHERE r.item=q.id),
         m.subject, COALESCE(m.date, m.received), m.size, q.state, m.sha256, NULL, m.uid,
-        q.attempts, q.next_attempt, q.last_error
+        q.attempts, q.next_attempt, q.last_error, NULL, NULL
     FROM queue_items q JOIN messages m ON m.id=q.message WHERE q.queue=?1 ORDER BY q.id";
 
 impl Store for EmbeddedStore {
@@ -961,6 +991,93 @@ impl Store for EmbeddedStore {
             self.blobs.remove(&blob);
         }
         Ok(deleted)
+    }
+
+    fn find(
+        &self,
+        places: &[Place],
+        filters: &Filters,
+        sort: Option<SortKey>,
+        limit: Option<usize>,
+    ) -> Result<FindResult> {
+        let (places, filters) = (places.to_vec(), filters.clone());
+        self.read(move |c| find::find(c, &places, &filters, sort, limit))
+    }
+
+    fn find_ids(&self, places: &[Place], filters: &Filters) -> Result<Vec<String>> {
+        let (places, filters) = (places.to_vec(), filters.clone());
+        self.read(move |c| find::find_ids(c, &places, &filters))
+    }
+
+    fn quarantine(&self, ids: &[String], actor: &str, reason: &str) -> Result<ActionReport> {
+        let (ids, actor, reason) = (ids.to_vec(), actor.to_string(), reason.to_string());
+        self.write(move |c| quarantine::quarantine(c, &ids, &actor, &reason))
+    }
+
+    fn quarantine_restore(&self, ids: &[String]) -> Result<ActionReport> {
+        let ids = ids.to_vec();
+        self.write(move |c| quarantine::restore(c, &ids))
+    }
+
+    fn quarantine_detail(&self, id: &str) -> Result<QuarantineDetail> {
+        let id = id.to_string();
+        let found = self.read(move |c| quarantine::detail(c, &id))?;
+        let Some((mut detail, blob)) = found else {
+            return Err(StoreError::NotFound(
+                "no such quarantined message (ids look like x12; see `lazaret quarantine list`)"
+                    .into(),
+            ));
+        };
+        detail.headers = String::from_utf8_lossy(&self.blobs.read_head(&blob)?).into_owned();
+        Ok(detail)
+    }
+
+    fn remove(&self, ids: &[String], dsns: Vec<Incoming>) -> Result<ActionReport> {
+        let prepared = dsns
+            .into_iter()
+            .map(Prepared::new)
+            .collect::<Result<Vec<_>>>()?;
+        let mut written: Vec<String> = Vec::new();
+        for p in &prepared {
+            if let Err(e) = self.blobs.write(&p.incoming.id, &p.incoming.data) {
+                for id in &written {
+                    self.blobs.remove(id);
+                }
+                return Err(e);
+            }
+            written.push(p.incoming.id.clone());
+        }
+        let ids = ids.to_vec();
+        match self.write(move |c| quarantine::remove(c, &ids, &prepared)) {
+            Ok((report, gone)) => {
+                for blob in gone {
+                    self.blobs.remove(&blob);
+                }
+                Ok(report)
+            }
+            Err(e) => {
+                for id in &written {
+                    self.blobs.remove(id);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn import(&self, user: &str, folder: &str, messages: Vec<ImportMessage>) -> Result<u64> {
+        self.import_impl(user, folder, messages)
+    }
+
+    fn message_count(&self) -> Result<u64> {
+        EmbeddedStore::message_count(self)
+    }
+
+    fn reindex_batch(&self, after: i64, limit: usize) -> Result<ReindexBatch> {
+        EmbeddedStore::reindex_batch(self, after, limit)
+    }
+
+    fn remove_orphan_blobs(&self) -> Result<u64> {
+        EmbeddedStore::remove_orphan_blobs(self)
     }
 
     fn setting(&self, key: &str) -> Result<Option<String>> {

@@ -35,6 +35,13 @@ CREATE TABLE IF NOT EXISTS parts(
     sha256 TEXT NOT NULL,
     PRIMARY KEY(message, part)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS parts_sha256 ON parts(sha256);
+-- Substring search over subjects and message text: trigram full-text index keyed by
+-- messages.id, storing no copy of the text (it is in the blobs).
+CREATE VIRTUAL TABLE IF NOT EXISTS text_index USING fts5(
+    subject, body, tokenize='trigram', content='', contentless_delete=1);
+CREATE INDEX IF NOT EXISTS messages_env_from ON messages(lower(env_from));
+CREATE INDEX IF NOT EXISTS messages_hdr_from ON messages(lower(hdr_from));
+CREATE INDEX IF NOT EXISTS messages_sha256 ON messages(sha256);
 -- Only queues whose state differs from the default (active) need a row.
 CREATE TABLE IF NOT EXISTS queues(name TEXT PRIMARY KEY, state TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS queue_items(
@@ -54,6 +61,7 @@ CREATE TABLE IF NOT EXISTS queue_rcpts(
     item INTEGER NOT NULL REFERENCES queue_items(id) ON DELETE CASCADE,
     address TEXT NOT NULL,
     PRIMARY KEY(item, address)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS queue_rcpts_address ON queue_rcpts(address);
 CREATE TABLE IF NOT EXISTS mailboxes(
     id INTEGER PRIMARY KEY,
     user TEXT NOT NULL REFERENCES users(address) ON DELETE CASCADE,
@@ -78,6 +86,21 @@ CREATE TABLE IF NOT EXISTS imap_cache(
     uid TEXT PRIMARY KEY,
     envelope BLOB,
     bodystructure BLOB) WITHOUT ROWID;
+-- Messages taken out of queues and mailboxes: never delivered, bounced or shown to
+-- users; `origin` (JSON) says exactly where each came from, for restore.
+CREATE TABLE IF NOT EXISTS quarantine(
+    id INTEGER PRIMARY KEY,
+    message INTEGER NOT NULL REFERENCES messages(id),
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    -- `queue:NAME` or `mailbox:USER/FOLDER`.
+    origin_location TEXT NOT NULL,
+    -- Queued recipients, or the mailbox owner (comma-separated), for find --to.
+    recipients TEXT NOT NULL,
+    origin TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS quarantine_message ON quarantine(message);
+CREATE INDEX IF NOT EXISTS quarantine_at ON quarantine(at);
 CREATE TABLE IF NOT EXISTS audit(
     id INTEGER PRIMARY KEY,
     at INTEGER NOT NULL,
@@ -91,8 +114,9 @@ CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
 
 /// Columns added after a table was first created: (table, column, definition).
 /// Applied to older stores on open.
-pub const ADDED_COLUMNS: [(&str, &str, &str); 2] = [
+pub const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
     ("messages", "verdict", "TEXT"),
+    ("parts", "inside", "INTEGER"),
     (
         "queue_items",
         "worker_failures",

@@ -374,3 +374,225 @@ fn folder_rename_moves_children_and_only_them() {
     assert!(store.folder_rename("u@localhost", "INBOX", "x").is_err());
     assert!(store.folder_create("u@localhost", "bad//name").is_err());
 }
+
+fn worm(id: &str, rcpt: &str, subject: &str) -> Incoming {
+    Incoming {
+        data: format!(
+            "From: w@worm.test\r\nTo: {rcpt}\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/html\r\n\r\n\
+             <p>Open the <b>invoice</b> now</p>\r\n--b\r\nContent-Type: application/octet-stream\r\n\
+             Content-Disposition: attachment; filename=\"invoice.exe\"\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+             TVpwYXlsb2Fk\r\n--b--\r\n"
+        )
+        .into_bytes(),
+        mail_from: "w@worm.test".into(),
+        ..incoming(id, rcpt)
+    }
+}
+
+const ALL: [Place; 3] = [Place::Queues, Place::Mailboxes, Place::Quarantine];
+
+#[test]
+fn find_quarantine_restore_remove() {
+    let dir = temp_dir("find");
+    let store = EmbeddedStore::open(&dir).unwrap();
+    store.user_add("bob@localhost", "pw").unwrap();
+    store
+        .ingest(worm("bb01", "bob@localhost", "Hello one"))
+        .unwrap();
+    store
+        .ingest(worm("bb02", "bob@localhost", "Greetings two"))
+        .unwrap();
+    store.ingest(incoming("bb03", "bob@localhost")).unwrap();
+    store.route_inbound(100, &to_local).unwrap();
+    store.deliver_local(1, 60).unwrap();
+    // One worm copy is in INBOX, the other two messages still queued.
+    let by = |f: Filters| store.find_ids(&ALL, &f).unwrap().len();
+    let sha = hex::encode(Sha256::digest(b"MZpayload"));
+    assert_eq!(
+        by(Filters {
+            sha256: Some(sha.clone()),
+            ..Default::default()
+        }),
+        2
+    );
+    assert_eq!(
+        by(Filters {
+            attachment: Some("*.EXE".into()),
+            ..Default::default()
+        }),
+        2
+    );
+    assert_eq!(
+        by(Filters {
+            body: Some("INVOICE now".into()),
+            ..Default::default()
+        }),
+        2
+    );
+    assert_eq!(
+        by(Filters {
+            subject: Some("greet".into()),
+            ..Default::default()
+        }),
+        1
+    );
+    assert_eq!(
+        by(Filters {
+            subject_re: Some("^(hello|greetings) ".into()),
+            ..Default::default()
+        }),
+        2
+    );
+    assert_eq!(
+        by(Filters {
+            from: Some("W@worm.test".into()),
+            ..Default::default()
+        }),
+        2
+    );
+    assert_eq!(
+        by(Filters {
+            from: Some("@worm.test".into()),
+            ..Default::default()
+        }),
+        2
+    );
+    assert_eq!(
+        by(Filters {
+            mailbox: Some("bob@localhost".into()),
+            ..Default::default()
+        }),
+        1
+    );
+    assert_eq!(
+        by(Filters {
+            queue: Some("local".into()),
+            ..Default::default()
+        }),
+        2
+    );
+    assert!(store
+        .find_ids(
+            &ALL,
+            &Filters {
+                body: Some("in".into()),
+                ..Default::default()
+            }
+        )
+        .is_err());
+
+    let ids = store
+        .find_ids(
+            &ALL,
+            &Filters {
+                sha256: Some(sha.clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let report = store.quarantine(&ids, "test", "worm").unwrap();
+    assert_eq!(report.done, 2);
+    assert_eq!(report.users, ["bob@localhost"]);
+    assert!(store
+        .mailbox_messages("bob@localhost", "INBOX")
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.queue_messages("local").unwrap().len(), 1);
+    let held = store
+        .find(&[Place::Quarantine], &Filters::default(), None, None)
+        .unwrap()
+        .messages;
+    assert_eq!(held.len(), 2);
+    // Quarantined mail is never delivered.
+    assert_eq!(store.deliver_local(100, 60).unwrap().delivered, 1);
+
+    let from_inbox = held
+        .iter()
+        .find(|m| m.origin.as_deref() == Some("mailbox:bob@localhost/INBOX"))
+        .unwrap();
+    let detail = store.quarantine_detail(&from_inbox.id).unwrap();
+    assert_eq!(detail.reason, "worm");
+    assert!(detail.headers.contains("Subject:"));
+    let restored = store.quarantine_restore(&[from_inbox.id.clone()]).unwrap();
+    assert_eq!(restored.done, 1);
+    let inbox = store.mailbox_messages("bob@localhost", "INBOX").unwrap();
+    assert_eq!(inbox.len(), 2);
+
+    // Purge the other one: its blob goes with it.
+    let rest: Vec<String> = store
+        .find_ids(&[Place::Quarantine], &Filters::default())
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    let blob = store
+        .blobs
+        .path_of(&held.iter().find(|m| m.id == rest[0]).unwrap().message);
+    assert!(blob.exists());
+    assert_eq!(store.remove(&rest, Vec::new()).unwrap().done, 1);
+    assert!(!blob.exists());
+    assert!(store
+        .find_ids(&[Place::Quarantine], &Filters::default())
+        .unwrap()
+        .is_empty());
+    // Gone ids are skipped, not errors.
+    assert_eq!(store.remove(&rest, Vec::new()).unwrap().skipped, 1);
+}
+
+#[test]
+fn import_keeps_flags_and_dates() {
+    let dir = temp_dir("import");
+    let store = EmbeddedStore::open(&dir).unwrap();
+    store.user_add("carol@localhost", "pw").unwrap();
+    let n = store
+        .import(
+            "carol@localhost",
+            "Archive/2025",
+            vec![
+                ImportMessage {
+                    data: b"Subject: old one\r\n\r\nhello\r\n".to_vec(),
+                    flags: vec!["\\Seen".into()],
+                    internal_date: Some(1_700_000_000),
+                },
+                ImportMessage {
+                    data: b"Subject: old two\r\n\r\nworld\r\n".to_vec(),
+                    flags: vec![],
+                    internal_date: None,
+                },
+            ],
+        )
+        .unwrap();
+    assert_eq!(n, 2);
+    let snap = store
+        .folder_snapshot("carol@localhost", "Archive/2025")
+        .unwrap();
+    assert_eq!(snap.entries.len(), 2);
+    assert_eq!(snap.entries[0].flags, ["\\Seen"]);
+    assert_eq!(snap.entries[0].internal_date, 1_700_000_000);
+    let old = store
+        .find_ids(
+            &ALL,
+            &Filters {
+                received_before: Some(1_700_000_001),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(old.len(), 1);
+    let batch = store.reindex_batch(0, 10).unwrap();
+    assert_eq!(batch.indexed, 2);
+    assert_eq!(
+        store
+            .find_ids(
+                &ALL,
+                &Filters {
+                    body: Some("world".into()),
+                    ..Default::default()
+                }
+            )
+            .unwrap()
+            .len(),
+        1,
+        "reindex keeps the text index whole"
+    );
+    assert!(store.import("nobody@localhost", "INBOX", vec![]).is_err());
+}

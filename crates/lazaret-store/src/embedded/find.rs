@@ -1,0 +1,377 @@
+//! `find`: one SQL query per place (queues, mailboxes, quarantine) built from the
+//! filters, each filter answered from an index where one exists (trigram text index for
+//! subject and body, part hashes, sender), combined with UNION ALL.
+
+use crate::model::*;
+use crate::{Result, StoreError};
+use rusqlite::types::Value;
+use rusqlite::Connection;
+
+/// A query under construction: SQL conditions and their parameters.
+struct Sql {
+    conds: Vec<String>,
+    args: Vec<Value>,
+}
+
+impl Sql {
+    /// Adds a condition whose `?` placeholders take `args` in order.
+    fn cond(&mut self, sql: &str, args: impl IntoIterator<Item = Value>) {
+        let mut out = String::new();
+        let mut args = args.into_iter();
+        for ch in sql.chars() {
+            if ch == '?' {
+                self.args
+                    .push(args.next().expect("one argument per placeholder"));
+                out.push_str(&format!("?{}", self.args.len()));
+            } else {
+                out.push(ch);
+            }
+        }
+        self.conds.push(out);
+    }
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.to_string())
+}
+
+/// An FTS5 phrase for `column`: with the trigram tokenizer a phrase matches exactly
+/// the messages containing the text as a substring (any case).
+fn phrase(column: &str, needle: &str) -> String {
+    format!("{column} : \"{}\"", needle.replace('"', "\"\""))
+}
+
+/// A LIKE pattern matching `needle` anywhere (`\` escapes).
+fn like_anywhere(needle: &str) -> String {
+    let mut p = String::from("%");
+    for ch in needle.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(ch);
+    }
+    p.push('%');
+    p
+}
+
+/// Text filters shorter than this cannot use the trigram index.
+const MIN_INDEXED: usize = 3;
+
+/// Conditions on the message row `m`, the same in every place.
+fn message_conditions(f: &Filters, sql: &mut Sql) -> Result<()> {
+    if let Some(s) = f.subject.as_deref() {
+        if s.chars().count() >= MIN_INDEXED {
+            sql.cond(
+                "m.id IN (SELECT rowid FROM text_index WHERE text_index MATCH ?)",
+                [text(&phrase("subject", s))],
+            );
+        } else {
+            sql.cond("m.subject LIKE ? ESCAPE '\\'", [text(&like_anywhere(s))]);
+        }
+    }
+    if let Some(re) = f.subject_re.as_deref() {
+        regex::Regex::new(re)
+            .map_err(|e| StoreError::Invalid(format!("--subject-re {re:?}: {e}")))?;
+        sql.cond("regexp(?, m.subject)", [text(re)]);
+    }
+    if let Some(b) = f.body.as_deref() {
+        if b.chars().count() < MIN_INDEXED {
+            return Err(StoreError::Invalid(format!(
+                "--body {b:?}: give at least {MIN_INDEXED} characters"
+            )));
+        }
+        sql.cond(
+            "m.id IN (SELECT rowid FROM text_index WHERE text_index MATCH ?)",
+            [text(&phrase("body", b))],
+        );
+    }
+    if let Some(from) = f.from.as_deref() {
+        let from = from.trim().to_lowercase();
+        if from.contains(['*', '?', '[']) {
+            sql.cond(
+                "(lower(m.env_from) GLOB ? OR lower(m.hdr_from) GLOB ?)",
+                [text(&from), text(&from)],
+            );
+        } else if from.starts_with('@') {
+            let pattern = format!("*{from}");
+            sql.cond(
+                "(lower(m.env_from) GLOB ? OR lower(m.hdr_from) GLOB ?)",
+                [text(&pattern), text(&pattern)],
+            );
+        } else {
+            sql.cond(
+                "(lower(m.env_from)=? OR lower(m.hdr_from)=?)",
+                [text(&from), text(&from)],
+            );
+        }
+    }
+    if let Some(glob) = f.attachment.as_deref() {
+        sql.cond(
+            "m.id IN (SELECT message FROM parts WHERE filename IS NOT NULL AND lower(filename) GLOB ?)",
+            [text(&glob.to_lowercase())],
+        );
+    }
+    if let Some(hash) = f.sha256.as_deref() {
+        let hash = hash.trim().to_ascii_lowercase();
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::Invalid(format!(
+                "--sha256 {hash:?}: give the 64 hex digits of a SHA-256"
+            )));
+        }
+        sql.cond(
+            "(m.sha256=? OR m.id IN (SELECT message FROM parts WHERE sha256=?))",
+            [text(&hash), text(&hash)],
+        );
+    }
+    if let Some(sig) = f.signature.as_deref() {
+        sql.cond("m.verdict=?", [text(sig)]);
+    }
+    if let Some(t) = f.received_before {
+        sql.cond("m.received<=?", [Value::Integer(t)]);
+    }
+    if let Some(t) = f.received_after {
+        sql.cond("m.received>=?", [Value::Integer(t)]);
+    }
+    if let Some(n) = f.larger_than {
+        sql.cond("m.size>?", [Value::Integer(n as i64)]);
+    }
+    Ok(())
+}
+
+/// Ids of one kind (`q`, `m`, `x`) among `ids`, as a JSON array for json_each.
+fn ids_of_kind(ids: &[String], kind: char) -> String {
+    let numbers: Vec<i64> = ids
+        .iter()
+        .filter_map(|id| id.strip_prefix(kind)?.parse().ok())
+        .collect();
+    serde_json::to_string(&numbers).unwrap_or_else(|_| "[]".into())
+}
+
+/// The SELECT for one place, or None when the filters rule the place out.
+fn place_query(place: Place, f: &Filters, ids_only: bool) -> Result<Option<(String, Vec<Value>)>> {
+    let mut sql = Sql {
+        conds: Vec::new(),
+        args: Vec::new(),
+    };
+    let state = f.state.as_deref().filter(|s| *s != "all");
+    let (select, from, kind) = match place {
+        Place::Queues => {
+            if f.mailbox.is_some() || f.quarantined_before.is_some() {
+                return Ok(None);
+            }
+            if let Some(q) = f.queue.as_deref() {
+                sql.cond("q.queue=?", [text(q)]);
+            }
+            if let Some(s) = state {
+                sql.cond("q.state=?", [text(s)]);
+            }
+            if let Some(to) = f.to.as_deref() {
+                let to = to.trim().to_lowercase();
+                sql.cond(
+                    "(q.id IN (SELECT item FROM queue_rcpts WHERE address=?)
+                      OR lower(m.hdr_to || ',' || m.hdr_cc) LIKE ? ESCAPE '\\')",
+                    [text(&to), text(&like_anywhere(&to))],
+                );
+            }
+            (
+                "'q' || q.id, 'queue:' || q.queue, m.env_from,
+                 (SELECT group_concat(address, ',') FROM queue_rcpts r WHERE r.item=q.id),
+                 m.subject, COALESCE(m.date, m.received), m.size, q.state, m.sha256, NULL,
+                 m.uid, q.attempts, q.next_attempt, q.last_error, NULL, NULL",
+                "queue_items q JOIN messages m ON m.id=q.message",
+                'q',
+            )
+        }
+        Place::Mailboxes => {
+            if f.queue.is_some() || state.is_some() || f.quarantined_before.is_some() {
+                return Ok(None);
+            }
+            if let Some(mb) = f.mailbox.as_deref() {
+                match mb.split_once('/') {
+                    Some((user, folder)) => sql.cond(
+                        "b.user=? AND b.name=?",
+                        [text(&user.to_lowercase()), text(folder)],
+                    ),
+                    None => sql.cond("b.user=?", [text(&mb.to_lowercase())]),
+                }
+            }
+            if let Some(to) = f.to.as_deref() {
+                let to = to.trim().to_lowercase();
+                sql.cond(
+                    "(b.user=? OR lower(m.hdr_to || ',' || m.hdr_cc) LIKE ? ESCAPE '\\')",
+                    [text(&to), text(&like_anywhere(&to))],
+                );
+            }
+            (
+                "'m' || e.id, 'mailbox:' || b.user || '/' || b.name, m.hdr_from, m.hdr_to,
+                 m.subject, COALESCE(m.date, m.received), m.size, 'delivered', m.sha256, e.uid,
+                 m.uid, NULL, NULL, NULL, NULL, NULL",
+                "mailbox_entries e JOIN mailboxes b ON b.id=e.mailbox JOIN messages m ON m.id=e.message",
+                'm',
+            )
+        }
+        Place::Quarantine => {
+            if state.is_some() {
+                return Ok(None);
+            }
+            if let Some(q) = f.queue.as_deref() {
+                sql.cond("z.origin_location=?", [text(&format!("queue:{q}"))]);
+            }
+            if let Some(mb) = f.mailbox.as_deref() {
+                let pattern = if mb.contains('/') {
+                    format!("mailbox:{}", mb)
+                } else {
+                    format!("mailbox:{}/*", mb.to_lowercase())
+                };
+                sql.cond("z.origin_location GLOB ?", [text(&pattern)]);
+            }
+            if let Some(t) = f.quarantined_before {
+                sql.cond("z.at<=?", [Value::Integer(t)]);
+            }
+            if let Some(to) = f.to.as_deref() {
+                let to = like_anywhere(&to.trim().to_lowercase());
+                sql.cond(
+                    "(z.recipients LIKE ? ESCAPE '\\' OR lower(m.hdr_to || ',' || m.hdr_cc) LIKE ? ESCAPE '\\')",
+                    [text(&to), text(&to)],
+                );
+            }
+            (
+                "'x' || z.id, 'quarantine', m.env_from, z.recipients,
+                 m.subject, COALESCE(m.date, m.received), m.size, 'quarantined', m.sha256, NULL,
+                 m.uid, NULL, NULL, NULL, z.origin_location, z.reason",
+                "quarantine z JOIN messages m ON m.id=z.message",
+                'x',
+            )
+        }
+    };
+    if let Some(ids) = &f.ids {
+        let alias = match kind {
+            'q' => "q",
+            'm' => "e",
+            _ => "z",
+        };
+        sql.cond(
+            &format!("{alias}.id IN (SELECT value FROM json_each(?))"),
+            [Value::Text(ids_of_kind(ids, kind))],
+        );
+    }
+    message_conditions(f, &mut sql)?;
+    let select = if ids_only {
+        match kind {
+            'q' => "'q' || q.id",
+            'm' => "'m' || e.id",
+            _ => "'x' || z.id",
+        }
+    } else {
+        select
+    };
+    let mut query = format!("SELECT {select} FROM {from}");
+    if !sql.conds.is_empty() {
+        query.push_str(" WHERE ");
+        query.push_str(&sql.conds.join(" AND "));
+    }
+    Ok(Some((query, sql.args)))
+}
+
+/// Renumbers `?N` placeholders of a sub-query by `offset`, so sub-queries with their own
+/// parameters can be joined into one statement.
+fn shift_placeholders(sql: &str, offset: usize) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(ch) = chars.next() {
+        out.push(ch);
+        if ch == '?' {
+            let mut digits = String::new();
+            while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                digits.push(*d);
+                chars.next();
+            }
+            let n: usize = digits.parse().unwrap_or(0);
+            out.push_str(&(n + offset).to_string());
+        }
+    }
+    out
+}
+
+fn union(places: &[Place], f: &Filters, ids_only: bool) -> Result<Option<(String, Vec<Value>)>> {
+    let mut parts = Vec::new();
+    let mut args: Vec<Value> = Vec::new();
+    for place in places {
+        if let Some((sql, a)) = place_query(*place, f, ids_only)? {
+            parts.push(shift_placeholders(&sql, args.len()));
+            args.extend(a);
+        }
+    }
+    if parts.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((parts.join(" UNION ALL "), args)))
+}
+
+pub(crate) fn find(
+    c: &Connection,
+    places: &[Place],
+    f: &Filters,
+    sort: Option<SortKey>,
+    limit: Option<usize>,
+) -> Result<FindResult> {
+    let Some((sql, args)) = union(places, f, false)? else {
+        return Ok(FindResult {
+            messages: Vec::new(),
+            more: false,
+        });
+    };
+    // Columns: 3 from, 5 subject, 6 date, 7 size (1-based).
+    let order = match sort.unwrap_or(SortKey::Date) {
+        SortKey::Date => "6, 1",
+        SortKey::Subject => "5 COLLATE NOCASE, 6",
+        SortKey::Size => "7 DESC, 6",
+        SortKey::From => "3 COLLATE NOCASE, 6",
+    };
+    let mut query = format!("{sql} ORDER BY {order}");
+    if let Some(n) = limit {
+        query.push_str(&format!(" LIMIT {}", n + 1));
+    }
+    let mut stmt = c.prepare(&query)?;
+    let mut messages = stmt
+        .query_map(rusqlite::params_from_iter(args), super::summary_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let more = limit.is_some_and(|n| messages.len() > n);
+    if let Some(n) = limit {
+        messages.truncate(n);
+    }
+    Ok(FindResult { messages, more })
+}
+
+pub(crate) fn find_ids(c: &Connection, places: &[Place], f: &Filters) -> Result<Vec<String>> {
+    let Some((sql, args)) = union(places, f, true)? else {
+        return Ok(Vec::new());
+    };
+    let mut stmt = c.prepare(&sql)?;
+    let ids = stmt
+        .query_map(rusqlite::params_from_iter(args), |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(ids)
+}
+
+/// Registers `regexp(pattern, text)` on a connection (SQLite has none built in); each
+/// statement compiles its pattern once.
+pub(crate) fn register_functions(c: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    c.create_scalar_function(
+        "regexp",
+        2,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let re = ctx.get_or_create_aux(0, |v| {
+                regex::RegexBuilder::new(v.as_str()?)
+                    .case_insensitive(true)
+                    .size_limit(1 << 20)
+                    .build()
+                    .map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))
+            })?;
+            let text = ctx.get_raw(1).as_str().unwrap_or("");
+            Ok(re.is_match(text))
+        },
+    )
+}

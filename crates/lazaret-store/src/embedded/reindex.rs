@@ -1,0 +1,123 @@
+//! `lazaret reindex`: rebuilds every message's searchable fields (headers, parts and
+//! archive members, text) from its blob, in batches the caller drives for progress,
+//! and removes blob files no row points at (left by a crash between the blob's fsync
+//! and its commit).
+
+use super::{EmbeddedStore, MessageMetadata};
+use crate::Result;
+use rusqlite::params;
+use std::time::{Duration, SystemTime};
+
+/// What one batch of reindexing did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReindexBatch {
+    /// The last message row id handled: the next batch starts after it.
+    pub last: i64,
+    pub indexed: u64,
+    /// Rows whose blob file is missing (reported, left alone).
+    pub missing: Vec<String>,
+}
+
+/// Orphan files younger than this may belong to an ingest still committing.
+const ORPHAN_MIN_AGE: Duration = Duration::from_secs(3600);
+
+impl EmbeddedStore {
+    /// How many messages there are to reindex.
+    pub fn message_count(&self) -> Result<u64> {
+        self.read(|c| {
+            Ok(c.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get::<_, i64>(0))? as u64)
+        })
+    }
+
+    /// Reindexes up to `limit` messages with row ids after `after`.
+    pub fn reindex_batch(&self, after: i64, limit: usize) -> Result<ReindexBatch> {
+        let rows: Vec<(i64, String)> = self.read(move |c| {
+            let mut stmt =
+                c.prepare_cached("SELECT id, uid FROM messages WHERE id>?1 ORDER BY id LIMIT ?2")?;
+            let rows =
+                stmt.query_map(params![after, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })?;
+        let mut batch = ReindexBatch {
+            last: rows.last().map_or(after, |r| r.0),
+            ..ReindexBatch::default()
+        };
+        let mut extracted = Vec::with_capacity(rows.len());
+        for (id, uid) in rows {
+            match self.blobs.read(&uid) {
+                Ok(data) => extracted.push((id, MessageMetadata::extract(&data))),
+                Err(_) => batch.missing.push(uid),
+            }
+        }
+        batch.indexed = extracted.len() as u64;
+        self.write(move |c| {
+            for (id, meta) in &extracted {
+                c.prepare_cached(
+                    "UPDATE messages SET hdr_from=?2, hdr_to=?3, hdr_cc=?4, subject=?5, date=?6,
+                       message_id=?7 WHERE id=?1",
+                )?
+                .execute(params![
+                    id,
+                    meta.from,
+                    meta.to,
+                    meta.cc,
+                    meta.subject,
+                    meta.date,
+                    meta.message_id
+                ])?;
+                c.prepare_cached("DELETE FROM parts WHERE message=?1")?
+                    .execute([id])?;
+                super::insert_parts(c, *id, meta)?;
+                c.prepare_cached("DELETE FROM text_index WHERE rowid=?1")?
+                    .execute([id])?;
+                c.prepare_cached("INSERT INTO text_index(rowid, subject, body) VALUES(?1,?2,?3)")?
+                    .execute(params![id, meta.subject, meta.text])?;
+            }
+            Ok(())
+        })?;
+        Ok(batch)
+    }
+
+    /// Removes blob files that no message row names and that are older than an hour;
+    /// returns how many.
+    pub fn remove_orphan_blobs(&self) -> Result<u64> {
+        let mut removed = 0;
+        for shard in 0..=255u8 {
+            let dir = self.blobs.shard(shard);
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            let mut candidates = Vec::new();
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(id) = name.strip_suffix(".eml") else {
+                    continue;
+                };
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| SystemTime::now().duration_since(t).ok())
+                    .is_some_and(|age| age >= ORPHAN_MIN_AGE);
+                if old {
+                    candidates.push(id.to_string());
+                }
+            }
+            let orphans: Vec<String> = self.read(move |c| {
+                let mut known = c.prepare_cached("SELECT 1 FROM messages WHERE uid=?1")?;
+                let mut out = Vec::new();
+                for id in candidates {
+                    if !known.exists([&id])? {
+                        out.push(id);
+                    }
+                }
+                Ok(out)
+            })?;
+            for id in orphans {
+                self.blobs.remove(&id);
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
