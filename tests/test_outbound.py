@@ -199,7 +199,7 @@ def test_freeze_and_thaw_single_messages(relay):
     wait_for(lambda: server.queues().get("smarthost:relay", {}).get("messages") == 2, what="queued")
     queued = {m["subject"]: m["id"] for m in server.cli_json("queue", "show", "smarthost:relay")}
     r = server.cli("freeze", "--ids", "-", input=queued["one"] + "\n")
-    assert "frozen: 1 of 1" in r.stdout
+    assert "frozen 1 message(s)" in r.stdout
     server.cli("outbound", "enable")
     wait_for(lambda: len(peer.messages) == 1, what="the unfrozen one")
     assert peer.messages[0]["rcpt_tos"] == ["two@far.test"]

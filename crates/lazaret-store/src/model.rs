@@ -186,6 +186,9 @@ pub struct MessageSummary {
     pub origin: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What the scanner found in it (such mail is never bounced).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]

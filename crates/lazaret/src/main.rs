@@ -6,6 +6,7 @@ mod access;
 mod admin;
 mod cli;
 mod deliver;
+mod mailfile;
 mod net;
 mod queue;
 mod serve;

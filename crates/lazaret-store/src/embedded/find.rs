@@ -177,7 +177,7 @@ fn place_query(place: Place, f: &Filters, ids_only: bool) -> Result<Option<(Stri
                 "'q' || q.id, 'queue:' || q.queue, m.env_from,
                  (SELECT group_concat(address, ',') FROM queue_rcpts r WHERE r.item=q.id),
                  m.subject, COALESCE(m.date, m.received), m.size, q.state, m.sha256, NULL,
-                 m.uid, q.attempts, q.next_attempt, q.last_error, NULL, NULL",
+                 m.uid, q.attempts, q.next_attempt, q.last_error, NULL, NULL, m.verdict",
                 "queue_items q JOIN messages m ON m.id=q.message",
                 'q',
             )
@@ -205,7 +205,7 @@ fn place_query(place: Place, f: &Filters, ids_only: bool) -> Result<Option<(Stri
             (
                 "'m' || e.id, 'mailbox:' || b.user || '/' || b.name, m.hdr_from, m.hdr_to,
                  m.subject, COALESCE(m.date, m.received), m.size, 'delivered', m.sha256, e.uid,
-                 m.uid, NULL, NULL, NULL, NULL, NULL",
+                 m.uid, NULL, NULL, NULL, NULL, NULL, m.verdict",
                 "mailbox_entries e JOIN mailboxes b ON b.id=e.mailbox JOIN messages m ON m.id=e.message",
                 'm',
             )
@@ -238,7 +238,7 @@ fn place_query(place: Place, f: &Filters, ids_only: bool) -> Result<Option<(Stri
             (
                 "'x' || z.id, 'quarantine', m.env_from, z.recipients,
                  m.subject, COALESCE(m.date, m.received), m.size, 'quarantined', m.sha256, NULL,
-                 m.uid, NULL, NULL, NULL, z.origin_location, z.reason",
+                 m.uid, NULL, NULL, NULL, z.origin_location, z.reason, m.verdict",
                 "quarantine z JOIN messages m ON m.id=z.message",
                 'x',
             )

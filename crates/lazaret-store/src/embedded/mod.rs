@@ -202,6 +202,7 @@ pub(crate) fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageSumm
         last_error: r.get(13)?,
         origin: r.get(14)?,
         reason: r.get(15)?,
+        verdict: r.get(16)?,
     })
 }
 
@@ -344,14 +345,14 @@ fn unreferenced(c: &Connection, candidates: &[i64]) -> Result<Vec<String>> {
 
 const MAILBOX_SUMMARIES: &str = "SELECT 'm' || e.id, 'mailbox:' || b.user || '/' || b.name, m.hdr_from,
         m.hdr_to, m.subject, COALESCE(m.date, m.received), m.size, 'delivered', m.sha256, e.uid, m.uid,
-        NULL, NULL, NULL, NULL, NULL
+        NULL, NULL, NULL, NULL, NULL, m.verdict
     FROM mailbox_entries e JOIN mailboxes b ON b.id=e.mailbox JOIN messages m ON m.id=e.message
     WHERE b.user=?1 AND b.name=?2 ORDER BY e.uid";
 
 const QUEUE_SUMMARIES: &str = "SELECT 'q' || q.id, 'queue:' || q.queue, m.env_from,
         (SELECT group_concat(address, ',') FROM queue_rcpts r WHERE r.item=q.id),
         m.subject, COALESCE(m.date, m.received), m.size, q.state, m.sha256, NULL, m.uid,
-        q.attempts, q.next_attempt, q.last_error, NULL, NULL
+        q.attempts, q.next_attempt, q.last_error, NULL, NULL, m.verdict
     FROM queue_items q JOIN messages m ON m.id=q.message WHERE q.queue=?1 ORDER BY q.id";
 
 impl Store for EmbeddedStore {
@@ -892,6 +893,8 @@ impl Store for EmbeddedStore {
                 ("SELECT m.uid FROM queue_items q JOIN messages m ON m.id=q.message WHERE q.id=?1", n.to_string())
             } else if let Some(n) = id.strip_prefix('m') {
                 ("SELECT m.uid FROM mailbox_entries e JOIN messages m ON m.id=e.message WHERE e.id=?1", n.to_string())
+            } else if let Some(n) = id.strip_prefix('x') {
+                ("SELECT m.uid FROM quarantine z JOIN messages m ON m.id=z.message WHERE z.id=?1", n.to_string())
             } else {
                 ("SELECT uid FROM messages WHERE uid=?1", id.clone())
             };

@@ -514,7 +514,9 @@ fn find_quarantine_restore_remove() {
     let detail = store.quarantine_detail(&from_inbox.id).unwrap();
     assert_eq!(detail.reason, "worm");
     assert!(detail.headers.contains("Subject:"));
-    let restored = store.quarantine_restore(&[from_inbox.id.clone()]).unwrap();
+    let restored = store
+        .quarantine_restore(std::slice::from_ref(&from_inbox.id))
+        .unwrap();
     assert_eq!(restored.done, 1);
     let inbox = store.mailbox_messages("bob@localhost", "INBOX").unwrap();
     assert_eq!(inbox.len(), 2);

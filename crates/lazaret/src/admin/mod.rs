@@ -2,8 +2,12 @@
 //! from `data_dir/admin.token`; the web console will use the same calls.
 
 mod accounts;
+mod actions;
 mod auth;
 mod error;
+pub mod find;
+mod import;
+pub mod jobs;
 mod messages;
 mod outbound;
 mod queues;
@@ -53,7 +57,13 @@ pub fn router(server: Arc<Server>, token: String) -> Router {
             get(messages::in_mailbox),
         )
         .route("/api/messages/{id}/raw", get(messages::raw))
-        .route("/api/messages/{action}", post(outbound::freeze_messages))
+        .route("/api/find", post(find::find))
+        .route("/api/actions/{action}", post(actions::act))
+        .route("/api/quarantine/{id}", get(actions::quarantine_show))
+        .route("/api/jobs", get(jobs::list))
+        .route("/api/jobs/{id}", get(jobs::show))
+        .route("/api/import", post(import::import))
+        .route("/api/reindex", post(import::reindex))
         .route("/api/connectors", get(outbound::list))
         .route(
             "/api/connectors/{name}/schedule",

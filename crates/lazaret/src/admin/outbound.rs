@@ -1,5 +1,4 @@
-//! Outbound controls: connectors and their schedules, `outbound disable|enable`, and
-//! freezing or thawing single queued messages.
+//! Outbound controls: connectors and their schedules, `outbound disable|enable`.
 
 use super::{Actor, ApiError};
 use crate::deliver::connectors::setting_key;
@@ -173,69 +172,4 @@ pub async fn switch(
         "outbound": if disabled { "disabled" } else { "enabled" },
         "remote_messages": held,
     })))
-}
-
-#[derive(Deserialize)]
-pub struct Ids {
-    ids: Vec<String>,
-}
-
-/// `POST /api/messages/freeze|thaw` with `{"ids": ["q12", ...]}`.
-pub async fn freeze_messages(
-    State(server): State<Arc<Server>>,
-    Extension(actor): Extension<Actor>,
-    Path(action): Path<String>,
-    Json(body): Json<Ids>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let frozen = match action.as_str() {
-        "freeze" => true,
-        "thaw" => false,
-        other => {
-            return Err(ApiError::BadRequest(format!(
-                "unknown action {other:?}: use freeze or thaw"
-            )))
-        }
-    };
-    if let Some(bad) = body.ids.iter().find(|id| {
-        !id.strip_prefix('q')
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-    }) {
-        return Err(ApiError::BadRequest(format!(
-            "{bad:?} is not a queued message id (q<number>, as `lazaret queue show` prints)"
-        )));
-    }
-    let requested = body.ids.len();
-    let ids = body.ids.clone();
-    let changed = server
-        .store_call(move |s| s.items_set_frozen(&ids, frozen))
-        .await?;
-    server.queue_wake.notify_one();
-    server.outbound_wake.notify_one();
-    server
-        .audit(AuditEntry {
-            actor: actor.0,
-            action: action.clone(),
-            query: Some(format!("--ids ({requested} given)")),
-            count: Some(changed),
-            detail: Some(id_list(&body.ids)),
-        })
-        .await?;
-    Ok(Json(
-        serde_json::json!({ "action": action, "requested": requested, "changed": changed }),
-    ))
-}
-
-/// The ids for the audit log, shortened when there are many.
-fn id_list(ids: &[String]) -> String {
-    const SHOWN: usize = 50;
-    let mut text = ids
-        .iter()
-        .take(SHOWN)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(" ");
-    if ids.len() > SHOWN {
-        text.push_str(&format!(" … and {} more", ids.len() - SHOWN));
-    }
-    text
 }

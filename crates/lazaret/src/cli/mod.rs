@@ -2,7 +2,9 @@
 //! an admin command spoken over the admin API.
 
 mod accounts;
+mod actions;
 mod client;
+mod find;
 mod outbound;
 mod output;
 mod overview;
@@ -33,6 +35,8 @@ pub struct Args {
     command: Command,
 }
 
+// Parsed once per process: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the mail server
@@ -67,17 +71,42 @@ enum Command {
         #[arg(value_parser = ["disable", "enable"])]
         action: String,
     },
-    /// Hold single queued messages (ids from `queue show` or `find --ids-only`)
-    Freeze {
-        /// `-` reads ids from stdin, one a line; or a comma-separated list
-        #[arg(long, value_name = "IDS|-")]
-        ids: String,
+    /// Find messages in queues, mailboxes and quarantine by anything
+    Find(find::FindArgs),
+    /// Move messages to quarantine (restorable); or list|show|restore|purge it
+    Quarantine(actions::QuarantineArgs),
+    /// Delete messages for good, saying whether senders get a bounce
+    Delete {
+        /// No bounce to the senders (the usual choice for worm copies)
+        #[arg(long, conflicts_with = "ndr", required_unless_present = "ndr")]
+        no_ndr: bool,
+        /// Send the senders of queued mail a DSN (never for scanner-flagged mail)
+        #[arg(long)]
+        ndr: bool,
+        #[command(flatten)]
+        act: actions::ActArgs,
     },
+    /// Clean every mailbox and folder of every user: quarantine (default) or delete
+    Sweep {
+        #[arg(long, default_value = "quarantine", value_parser = ["quarantine", "delete"])]
+        action: String,
+        #[command(flatten)]
+        filters: find::FilterFlags,
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Hold queued messages (by filters or --ids)
+    Freeze(actions::ActArgs),
     /// Release held queued messages; they are due at once
-    Thaw {
-        #[arg(long, value_name = "IDS|-")]
-        ids: String,
-    },
+    Thaw(actions::ActArgs),
+    /// Write messages to an mbox file or a directory of .eml files
+    Export(actions::ExportArgs),
+    /// Import mbox files and Maildirs into a user's folders
+    Import(actions::ImportArgs),
+    /// Rebuild the search index from the message files
+    Reindex,
     /// Local domains
     Domain {
         #[command(subcommand)]
@@ -136,8 +165,31 @@ pub fn run(args: Args) -> Result<()> {
         Command::Mailbox { command } => queues::mailbox(&api, command),
         Command::Connector { command } => outbound::connector(&api, command),
         Command::Outbound { action } => outbound::outbound(&api, &action),
-        Command::Freeze { ids } => outbound::freeze(&api, "freeze", &ids),
-        Command::Thaw { ids } => outbound::freeze(&api, "thaw", &ids),
+        Command::Find(args) => find::find(&api, args),
+        Command::Quarantine(args) => actions::quarantine(&api, args),
+        Command::Delete { ndr, act, .. } => {
+            actions::act(&api, "delete", &act, serde_json::json!({ "ndr": ndr }))
+        }
+        Command::Sweep {
+            action,
+            filters,
+            dry_run,
+            yes,
+        } => {
+            let args = actions::ActArgs {
+                filters,
+                places: Some("mailboxes".into()),
+                dry_run,
+                yes,
+            };
+            let extra = serde_json::json!({ "ndr": (action == "delete").then_some(false) });
+            actions::act(&api, &action, &args, extra)
+        }
+        Command::Freeze(args) => actions::act(&api, "freeze", &args, serde_json::json!({})),
+        Command::Thaw(args) => actions::act(&api, "thaw", &args, serde_json::json!({})),
+        Command::Export(args) => actions::export(&api, args),
+        Command::Import(args) => actions::import(&api, args),
+        Command::Reindex => actions::reindex(&api),
         Command::Domain { command } => accounts::domain(&api, command),
         Command::User { command } => accounts::user(&api, command),
     }

@@ -1,11 +1,10 @@
 //! `connector list|schedule`, `outbound disable|enable`, `freeze|thaw --ids`.
 
-use super::client::{segment, Api, Failure};
-use super::{output, EXIT_USAGE};
+use super::client::{segment, Api};
+use super::output;
 use anyhow::Result;
 use clap::Subcommand;
 use serde_json::{json, Value};
-use std::io::BufRead;
 
 #[derive(Subcommand)]
 pub enum ConnectorCommand {
@@ -107,57 +106,6 @@ pub fn outbound(api: &Api, action: &str) -> Result<()> {
             "outbound disabled: every remote queue is held ({n} message(s) waiting); `lazaret outbound enable` sends again"
         ),
         _ => println!("outbound enabled: remote queues deliver again ({n} message(s) waiting)"),
-    }
-    Ok(())
-}
-
-/// Message ids from `--ids`: `-` reads them from stdin, one a line (as `find --ids-only`
-/// prints them); otherwise a comma-separated list.
-fn read_ids(ids: &str) -> Result<Vec<String>> {
-    let list: Vec<String> = if ids == "-" {
-        std::io::stdin()
-            .lock()
-            .lines()
-            .collect::<std::io::Result<Vec<_>>>()?
-            .into_iter()
-            .map(|l| l.trim().to_string())
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .collect()
-    } else {
-        ids.split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect()
-    };
-    if list.is_empty() {
-        return Err(Failure::new(
-            EXIT_USAGE,
-            "no message ids given (--ids - reads them from stdin, one a line)",
-        )
-        .into());
-    }
-    Ok(list)
-}
-
-pub fn freeze(api: &Api, action: &str, ids: &str) -> Result<()> {
-    let ids = read_ids(ids)?;
-    let r = api.send(
-        "POST",
-        &format!("/api/messages/{action}"),
-        json!({ "ids": ids }),
-    )?;
-    let verb = if action == "freeze" {
-        "frozen"
-    } else {
-        "thawed"
-    };
-    let (changed, requested) = (
-        r["changed"].as_u64().unwrap_or(0),
-        r["requested"].as_u64().unwrap_or(0),
-    );
-    println!("{verb}: {changed} of {requested} message(s)");
-    if changed < requested {
-        println!("(the others were already {verb}, or are not in a queue)");
     }
     Ok(())
 }

@@ -131,7 +131,7 @@ pub fn mailbox(api: &Api, command: MailboxCommand) -> Result<()> {
     }
 }
 
-fn print_messages(messages: &[Value], json: bool) -> Result<()> {
+pub fn print_messages(messages: &[Value], json: bool) -> Result<()> {
     if json {
         return output::json(&messages);
     }

@@ -51,6 +51,8 @@ pub struct Server {
     /// Wakes the outbound runner when mail was routed to a remote queue, a queue was
     /// thawed or a schedule changed.
     pub outbound_wake: Notify,
+    /// Bulk actions, imports and reindexing in progress (and the last finished).
+    pub jobs: admin::jobs::Jobs,
 }
 
 impl Server {
@@ -145,6 +147,7 @@ pub async fn run(config: Config) -> Result<()> {
         imaps_addresses,
         submission_addresses,
         mailbox_events: tokio::sync::broadcast::channel(1024).0,
+        jobs: admin::jobs::Jobs::default(),
         folder_index: Default::default(),
         connectors,
         outbound,

@@ -1,0 +1,164 @@
+//! Long admin work (bulk actions, import, reindex) runs as a job: the call that starts
+//! it returns at once with the job's id, and `GET /api/jobs/{id}` shows its progress,
+//! so the CLI draws a progress bar and the web console a gauge.
+
+use super::ApiError;
+use crate::serve::Server;
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Finished jobs kept for `GET /api/jobs/{id}`.
+const KEPT: usize = 100;
+
+pub struct Job {
+    pub id: u64,
+    pub action: String,
+    pub query: String,
+    /// What `total` and `done` count: `messages` or `bytes`.
+    pub unit: &'static str,
+    pub total: AtomicU64,
+    pub done: AtomicU64,
+    started: i64,
+    outcome: Mutex<Option<Result<serde_json::Value, String>>>,
+}
+
+impl Job {
+    pub fn advance(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn finish(&self, outcome: Result<serde_json::Value, String>) {
+        *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+    }
+
+    fn view(&self) -> JobView {
+        let outcome = self
+            .outcome
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let (state, report, error) = match outcome {
+            None => ("running", None, None),
+            Some(Ok(r)) => ("done", Some(r), None),
+            Some(Err(e)) => ("failed", None, Some(e)),
+        };
+        JobView {
+            id: self.id,
+            action: self.action.clone(),
+            query: self.query.clone(),
+            unit: self.unit,
+            total: self.total.load(Ordering::Relaxed),
+            done: self.done.load(Ordering::Relaxed),
+            started: self.started,
+            state,
+            report,
+            error,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct JobView {
+    id: u64,
+    action: String,
+    query: String,
+    unit: &'static str,
+    total: u64,
+    done: u64,
+    started: i64,
+    /// running | done | failed
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    report: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Default)]
+pub struct Jobs {
+    next: AtomicU64,
+    jobs: Mutex<BTreeMap<u64, Arc<Job>>>,
+}
+
+impl Jobs {
+    /// Runs `work` in the background as a new job; returns the job at once.
+    pub fn start<F, Fut>(
+        &self,
+        action: &str,
+        query: String,
+        unit: &'static str,
+        total: u64,
+        work: F,
+    ) -> Arc<Job>
+    where
+        F: FnOnce(Arc<Job>) -> Fut,
+        Fut: std::future::Future<Output = Result<serde_json::Value, ApiError>> + Send + 'static,
+    {
+        let job = Arc::new(Job {
+            id: self.next.fetch_add(1, Ordering::Relaxed) + 1,
+            action: action.to_string(),
+            query,
+            unit,
+            total: AtomicU64::new(total),
+            done: AtomicU64::new(0),
+            started: super::find::now(),
+            outcome: Mutex::new(None),
+        });
+        {
+            let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            jobs.insert(job.id, job.clone());
+            while jobs.len() > KEPT {
+                let Some(oldest) = jobs.keys().next().copied() else {
+                    break;
+                };
+                jobs.remove(&oldest);
+            }
+        }
+        let future = work(job.clone());
+        let handle = job.clone();
+        tokio::spawn(async move {
+            let outcome = future.await.map_err(|e| e.to_string());
+            if let Err(e) = &outcome {
+                tracing::warn!(job = handle.id, action = %handle.action, error = %e, "job failed");
+            }
+            handle.finish(outcome);
+        });
+        job
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<Job>> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    pub fn list(&self) -> Vec<Arc<Job>> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+pub async fn show(
+    State(server): State<Arc<Server>>,
+    Path(id): Path<u64>,
+) -> Result<Json<JobView>, ApiError> {
+    server.jobs.get(id).map(|j| Json(j.view())).ok_or_else(|| {
+        ApiError::Store(lazaret_store::StoreError::NotFound(format!(
+            "no job {id} (jobs are kept until the server restarts)"
+        )))
+    })
+}
+
+pub async fn list(State(server): State<Arc<Server>>) -> Json<Vec<JobView>> {
+    Json(server.jobs.list().iter().map(|j| j.view()).collect())
+}
