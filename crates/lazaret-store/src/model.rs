@@ -214,6 +214,8 @@ pub struct StoreStats {
     pub message_bytes: u64,
     pub queued: u64,
     pub in_mailboxes: u64,
+    pub quarantined: u64,
+    pub quarantine_bytes: u64,
     pub database_bytes: u64,
 }
 

@@ -1160,7 +1160,15 @@ impl Store for EmbeddedStore {
             let queued: i64 = c.query_row("SELECT COUNT(*) FROM queue_items", [], |r| r.get(0))?;
             let in_mailboxes: i64 =
                 c.query_row("SELECT COUNT(*) FROM mailbox_entries", [], |r| r.get(0))?;
+            let (quarantined, quarantine_bytes): (i64, i64) = c.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(m.size), 0) FROM quarantine z
+                 JOIN messages m ON m.id=z.message",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
             Ok(StoreStats {
+                quarantined: quarantined as u64,
+                quarantine_bytes: quarantine_bytes as u64,
                 messages: messages as u64,
                 message_bytes: message_bytes as u64,
                 queued: queued as u64,

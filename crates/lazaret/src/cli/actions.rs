@@ -278,6 +278,7 @@ pub fn follow(api: &Api, started: &Value) -> Result<Value> {
         indicatif::ProgressDrawTarget::stderr(),
     );
     let mut styled = false;
+    let started_at = std::time::Instant::now();
     loop {
         let job: Value = api.get(&format!("/api/jobs/{id}"))?;
         if !styled {
@@ -306,6 +307,10 @@ pub fn follow(api: &Api, started: &Value) -> Result<Value> {
                     format!("{} failed: {}", text(&job["action"]), text(&job["error"])),
                 )
                 .into());
+            }
+            // Short jobs end within a few quick polls; long ones need no more than 10/s.
+            _ if started_at.elapsed().as_secs() < 1 => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
             }
             _ => std::thread::sleep(std::time::Duration::from_millis(100)),
         }

@@ -55,6 +55,11 @@ pub fn status(api: &Api, json: bool) -> Result<()> {
         st["in_mailboxes"],
         Size(st["database_bytes"].as_u64().unwrap_or(0)),
     );
+    println!(
+        "Quarantine: {} messages ({})",
+        st["quarantined"],
+        Size(st["quarantine_bytes"].as_u64().unwrap_or(0)),
+    );
     Ok(())
 }
 

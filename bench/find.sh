@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# Find-and-act benchmark, side by side in one run:
+#  1. A store of USERS mailboxes x PER_USER messages plus WORMS worm copies (new subject
+#     and sender on every copy, same zip attachment), written by bench/find_seed.py as
+#     mbox files (imported into Lazaret) and Maildirs (for Dovecot), the same bytes.
+#     Timed: find by subject substring, body text, attachment SHA-256, sender
+#     (`lazaret find --ids-only` vs `doveadm search -A`); quarantine of every worm copy
+#     (`lazaret quarantine --sha256`) vs `doveadm expunge -A ... body`; restore.
+#  2. A queue of QUEUE_WORMS worm copies in Postfix (held by defer_transports) and in
+#     Lazaret (queue `local` frozen): find them by attachment name (`postqueue -j` +
+#     `postcat` per message vs `lazaret find --in queues`) and delete them without
+#     bounces (`postsuper -d -` vs `lazaret delete --no-ndr`).
+# Every figure is the median of RUNS runs (searches) or one run (actions).
+#
+# Needs: dovecot-imapd (doveadm), postfix, python3, bc. Run as root.
+#   bench/find.sh                       # USERS=1000 PER_USER=1000 WORMS=50000 QUEUE_WORMS=50000
+set -euo pipefail
+USERS=${USERS:-1000}
+PER_USER=${PER_USER:-1000}
+WORMS=${WORMS:-50000}
+QUEUE_WORMS=${QUEUE_WORMS:-50000}
+RUNS=${RUNS:-3}
+PF_PORT=${PF_PORT:-2725}
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d /tmp/lazaret-find.XXXXXX)
+chmod 755 "$work"
+LZ=$root/target/release/lazaret
+cleanup() {
+  [ -n "${lz_pid:-}" ] && kill "$lz_pid" 2>/dev/null || true
+  postfix -c "$work/pf/etc" stop >/dev/null 2>&1 || true
+  pkill -f "dovecot -c $work/dc/dovecot.conf" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+(cd "$root" && cargo build --release -q -p lazaret)
+wait_until() { for _ in $(seq 1 36000); do "$@" && return 0; sleep 0.1; done; echo "timed out: $*" >&2; return 1; }
+now() { date +%s.%N; }
+T="python3 $root/bench/timecmd.py $RUNS"
+field() { python3 -c "import json,sys;print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
+
+# ---------------------------------------------------------------- the store
+echo "seeding $USERS x $PER_USER messages + $WORMS worm copies ..." >&2
+facts=$(python3 "$root/bench/find_seed.py" --users "$USERS" --per-user "$PER_USER" --worms "$WORMS" --out "$work/seed")
+sha=$(field "$facts" worm_sha256); lure=$(field "$facts" lure)
+subject=$(field "$facts" subject); sender=$(field "$facts" sender)
+
+# ---------------------------------------------------------------- Lazaret
+mkdir -p "$work/lz"
+cat > "$work/lz/lazaret.toml" <<CFG
+data_dir = "$work/lz/data"
+[smtp]
+listen = ["127.0.0.1:0"]
+[imap]
+listen = ["127.0.0.1:0"]
+[pop3]
+listen = ["127.0.0.1:0"]
+[submission]
+listen = ["127.0.0.1:0"]
+[admin]
+listen = "127.0.0.1:0"
+CFG
+L="$LZ -c $work/lz/lazaret.toml"
+"$LZ" serve -c "$work/lz/lazaret.toml" >"$work/lz/out" 2>"$work/lz/err" &
+lz_pid=$!
+wait_until test -f "$work/lz/data/lazaret.db"
+wait_until test -f "$work/lz/data/listeners.json"
+echo "adding $USERS users ..." >&2
+seq 0 $((USERS - 1)) | xargs -P 2 -I{} sh -c "echo pw | $L user add user{}@localhost --password-stdin >/dev/null"
+echo "importing into Lazaret ..." >&2
+t0=$(now)
+seq 0 $((USERS - 1)) | xargs -P 2 -I{} $L import --user user{}@localhost "$work/seed/mbox/user{}.mbox" >/dev/null
+lz_import=$(echo "$(now) - $t0" | bc)
+
+# ---------------------------------------------------------------- Dovecot
+mkdir -p "$work/dc/run"
+for u in $(seq 0 $((USERS - 1))); do
+  echo "user$u@localhost:{PLAIN}pw:65534:65534::$work/seed/maildir/user$u::"
+done > "$work/dc/passwd"
+chown -R nobody:nogroup "$work/seed/maildir"
+cat > "$work/dc/dovecot.conf" <<CFG
+base_dir = $work/dc/run
+state_dir = $work/dc/run
+log_path = $work/dc/log
+protocols =
+mail_location = maildir:~/Maildir
+passdb {
+  driver = passwd-file
+  args = $work/dc/passwd
+}
+userdb {
+  driver = passwd-file
+  args = $work/dc/passwd
+}
+service anvil {
+  chroot =
+}
+CFG
+dovecot -c "$work/dc/dovecot.conf"
+wait_until test -S "$work/dc/run/auth-userdb"
+DA="doveadm -c $work/dc/dovecot.conf"
+echo "building Dovecot's indexes ..." >&2
+t0=$(now)
+$DA mailbox status -A messages INBOX >/dev/null
+dc_index=$(echo "$(now) - $t0" | bc)
+
+# ---------------------------------------------------------------- searches
+echo "searching ..." >&2
+lz_subject=$($T "$L find --subject '$subject' --ids-only")
+dc_subject=$($T "$DA search -A mailbox INBOX subject '$subject'")
+lz_body=$($T "$L find --body '$lure' --ids-only")
+dc_body=$($T "$DA search -A mailbox INBOX body '$lure'")
+lz_sha=$($T "$L find --sha256 $sha --ids-only")
+lz_from=$($T "$L find --from $sender --ids-only")
+dc_from=$($T "$DA search -A mailbox INBOX from $sender")
+
+# ---------------------------------------------------------------- quarantine / expunge
+echo "quarantining ..." >&2
+t0=$(now)
+$L quarantine --sha256 "$sha" --yes >/dev/null
+lz_quarantine=$(echo "$(now) - $t0" | bc)
+lz_left=$($L find --sha256 "$sha" --ids-only | wc -l)
+t0=$(now)
+$L find --in quarantine --ids-only | $L quarantine restore - >/dev/null
+lz_restore=$(echo "$(now) - $t0" | bc)
+lz_back=$($L find --sha256 "$sha" --ids-only | wc -l)
+t0=$(now)
+$DA expunge -A mailbox INBOX body "$lure"
+dc_expunge=$(echo "$(now) - $t0" | bc)
+dc_left=$($DA search -A mailbox INBOX body "$lure" | wc -l)
+lz_rss=$(awk '/VmHWM/{print $2}' /proc/$lz_pid/status)
+lz_db=$(du -sb "$work/lz/data/lazaret.db" | cut -f1)
+
+# ---------------------------------------------------------------- queues: Postfix vs Lazaret
+echo "filling queues with $QUEUE_WORMS worm copies ..." >&2
+pf=$work/pf
+mkdir -p "$pf/etc" "$pf/spool" "$pf/data"
+chown postfix "$pf/data"
+cp /etc/postfix/master.cf "$pf/etc/master.cf"
+cat > "$pf/etc/main.cf" <<CFG
+compatibility_level = 3.6
+queue_directory = $pf/spool
+data_directory = $pf/data
+maillog_file = $pf/maillog
+maillog_file_prefixes = $work
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = pf.bench.test
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+alias_maps =
+alias_database =
+relayhost = [127.0.0.1]:9
+defer_transports = smtp
+message_size_limit = 0
+smtpd_client_connection_count_limit = 0
+smtpd_client_connection_rate_limit = 0
+smtpd_client_message_rate_limit = 0
+CFG
+postconf -c "$pf/etc" -F '*/*/chroot = n'
+postconf -c "$pf/etc" -MX smtp/inet
+postconf -c "$pf/etc" -Me "127.0.0.1:$PF_PORT/inet = 127.0.0.1:$PF_PORT inet n - n - - smtpd"
+script -qc "postfix -c $pf/etc start" /dev/null
+wait_until bash -c "exec 3<>/dev/tcp/127.0.0.1/$PF_PORT" 2>/dev/null
+python3 "$root/bench/find_seed.py" --worms "$QUEUE_WORMS" --send-worms "127.0.0.1:$PF_PORT" --rcpt victim@far.test
+pf_filled() { [ "$(find "$pf/spool/deferred" -type f | wc -l)" -ge "$QUEUE_WORMS" ]; }
+wait_until pf_filled
+sleep 2
+pf_count=$(postqueue -c "$pf/etc" -j | wc -l)
+$L queue freeze local >/dev/null
+lz_smtp=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['smtp'][0])" "$work/lz/data/listeners.json")
+python3 "$root/bench/find_seed.py" --worms "$QUEUE_WORMS" --send-worms "$lz_smtp" --rcpt user0@localhost
+lz_queued() { [ "$($L find --in queues --queue local --ids-only | wc -l)" -ge "$QUEUE_WORMS" ]; }
+wait_until lz_queued
+
+# The Postfix way: list the queue, read each message, keep those with the attachment.
+pf_find_cmd="python3 $root/bench/postfix_find.py $pf/etc 'filename=\"document_'"
+pf_find=$(python3 "$root/bench/timecmd.py" 1 "$pf_find_cmd")
+lz_qfind=$($T "$L find --in queues --attachment 'document_*.zip' --ids-only")
+eval "$pf_find_cmd" > "$work/pf_ids"
+t0=$(now)
+postsuper -c "$pf/etc" -d - < "$work/pf_ids" 2>/dev/null
+pf_delete=$(echo "$(now) - $t0" | bc)
+pf_left=$(postqueue -c "$pf/etc" -j | wc -l)
+t0=$(now)
+$L delete --no-ndr --in queues --attachment 'document_*.zip' --yes >/dev/null
+lz_delete=$(echo "$(now) - $t0" | bc)
+lz_qleft=$($L find --in queues --ids-only | wc -l)
+lz_rss=$(awk '/VmHWM/{print $2}' /proc/$lz_pid/status)
+
+# ---------------------------------------------------------------- report
+python3 - <<PY
+import json
+facts = json.loads('''$facts''')
+def j(s): return json.loads(s)
+n = facts["messages"]
+print(f"workload: {facts['users']} mailboxes, {n} messages ({facts['bytes']/1e9:.2f} GB) incl. $WORMS worm copies; queue: $QUEUE_WORMS worm copies")
+print(f"import: Lazaret {n/float('$lz_import'):.0f} msgs/s ({float('$lz_import'):.0f} s); Dovecot index build {float('$dc_index'):.0f} s; Lazaret database {int('$lz_db')/1e9:.2f} GB")
+print(f"{'':40}{'Lazaret':>10}{'peer':>10}{'ratio':>9}  matches (Lazaret/peer)")
+def row(name, a, b=None):
+    a = j(a) if isinstance(a, str) else a
+    b = j(b) if isinstance(b, str) else b
+    if b is None:
+        print(f"{name:40}{a['seconds']:10.3f}{'-':>10}{'':>9}  {a['lines']}")
+    else:
+        print(f"{name:40}{a['seconds']:10.3f}{b['seconds']:10.3f}{b['seconds']/a['seconds']:8.1f}x  {a['lines']}/{b['lines']}")
+row("find subject substring (s) vs doveadm", '$lz_subject', '$dc_subject')
+row("find body text (s) vs doveadm", '$lz_body', '$dc_body')
+row("find attachment SHA-256 (s)", '$lz_sha')
+row("find sender (s) vs doveadm", '$lz_from', '$dc_from')
+q, r, e = float('$lz_quarantine'), float('$lz_restore'), float('$dc_expunge')
+print(f"{'quarantine all worms (s) vs expunge':40}{q:10.3f}{e:10.3f}{e/q:8.1f}x  left: $lz_left/$dc_left")
+print(f"{'restore them all (s)':40}{r:10.3f}{'-':>10}{'':>9}  back: $lz_back")
+row("queue: find worms (s) vs postqueue+postcat", '$lz_qfind', '$pf_find')
+d, pd = float('$lz_delete'), float('$pf_delete')
+print(f"{'queue: delete --no-ndr (s) vs postsuper -d':40}{d:10.3f}{pd:10.3f}{pd/d:8.1f}x  left: $lz_qleft/$pf_left")
+print(f"Postfix queue held $pf_count messages")
+print(f"Lazaret peak RSS: {int('$lz_rss')/1024:.0f} MB")
+PY
