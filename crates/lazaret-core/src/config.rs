@@ -226,13 +226,90 @@ pub enum OnIngest {
     Off,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// What happens when clamd cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClamdFailure {
+    /// Fail closed: mail waits (after-queue) or gets a 451 (reject mode).
+    #[default]
+    Defer,
+    /// Fail open: the built-in engine's verdict alone decides.
+    Accept,
+}
+
+/// What an archive bomb or a broken archive comes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnLimits {
+    /// A detection (`Heuristics.Limits.Exceeded`, `Heuristics.Broken.Archive`),
+    /// handled as `on_ingest` says.
+    #[default]
+    Flag,
+    /// Logged, and the message goes on.
+    Pass,
+}
+
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScanConfig {
     #[serde(default)]
     pub on_ingest: OnIngest,
-    pub signatures: Option<PathBuf>,
+    /// Directory of signature files; relative paths are inside `data_dir`.
+    #[serde(default = "default_signatures")]
+    pub signatures: PathBuf,
+    /// `unix:/path` or `tcp:host:port` of a clamd used as a second engine.
     pub clamd: Option<String>,
+    #[serde(default)]
+    pub clamd_failure: ClamdFailure,
+    #[serde(default)]
+    pub on_limits: OnLimits,
+    /// Archives inside archives opened.
+    #[serde(default = "default_max_archive_depth")]
+    pub max_archive_depth: usize,
+    /// Files taken out of the archives of one attachment.
+    #[serde(default = "default_max_archive_files")]
+    pub max_archive_files: usize,
+    /// Bytes expanded from the archives of one attachment.
+    #[serde(default = "default_max_expanded_size")]
+    pub max_expanded_size: Size,
+    /// Expanded size over compressed size of one archive member.
+    #[serde(default = "default_max_expansion_ratio")]
+    pub max_expansion_ratio: u64,
+    /// Messages scanned at once by the after-queue scanner (default: CPU count).
+    pub workers: Option<usize>,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        ScanConfig {
+            on_ingest: OnIngest::default(),
+            signatures: default_signatures(),
+            clamd: None,
+            clamd_failure: ClamdFailure::default(),
+            on_limits: OnLimits::default(),
+            max_archive_depth: default_max_archive_depth(),
+            max_archive_files: default_max_archive_files(),
+            max_expanded_size: default_max_expanded_size(),
+            max_expansion_ratio: default_max_expansion_ratio(),
+            workers: None,
+        }
+    }
+}
+
+fn default_signatures() -> PathBuf {
+    PathBuf::from("signatures")
+}
+fn default_max_archive_depth() -> usize {
+    5
+}
+fn default_max_archive_files() -> usize {
+    1000
+}
+fn default_max_expanded_size() -> Size {
+    Size(100 << 20)
+}
+fn default_max_expansion_ratio() -> u64 {
+    250
 }
 
 /// How the queue runner works. Not in the product page's example, all optional.
@@ -462,6 +539,26 @@ impl Config {
             return Err(invalid(
                 "store.blobs",
                 "only \"fs\" is available in this version".into(),
+            ));
+        }
+        if let Some(clamd) = &self.scan.clamd {
+            if !(clamd.starts_with("unix:/")
+                || clamd.starts_with("tcp:") && clamd[4..].contains(':'))
+            {
+                return Err(invalid(
+                    "scan.clamd",
+                    format!("{clamd:?} is not a clamd address: use \"unix:/path/to/clamd.ctl\" or \"tcp:HOST:PORT\""),
+                ));
+            }
+        }
+        if self.scan.max_archive_depth == 0
+            || self.scan.max_archive_files == 0
+            || self.scan.max_expansion_ratio == 0
+            || self.scan.workers == Some(0)
+        {
+            return Err(invalid(
+                "scan",
+                "max_archive_depth, max_archive_files, max_expansion_ratio and workers must be at least 1".into(),
             ));
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {

@@ -1,7 +1,13 @@
-//! What Lazaret looks at inside a message: archive members (with limits) and the text a
-//! person would read, for the search index and the scanner.
+//! What Lazaret looks at inside a message, and the scanner: the MIME walk, archive
+//! members (with limits), the text a person would read (for search and rules), signature
+//! files (a ClamAV-compatible subset and Lazaret rules), the matcher, and a clamd client.
 
 pub mod archive;
+pub mod clamd;
+pub mod engine;
+pub mod mime;
+pub mod signatures;
 pub mod text;
 
 pub use archive::{expand, is_archive, Limits, Member, Stopped};
+pub use engine::{Detection, Engine, Report, ScanLimits};

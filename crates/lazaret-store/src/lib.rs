@@ -69,7 +69,14 @@ pub trait Store: Send + Sync {
     fn queue_set_state(&self, name: &str, state: lazaret_core::QueueState) -> Result<()>;
     /// Moves up to `limit` due messages out of `inbound` into the queue of their next
     /// hop, as `next_hop` names it per recipient.
-    fn route_inbound(&self, limit: usize, next_hop: &dyn Fn(&str) -> String) -> Result<usize>;
+    /// With `require_scan`, only messages the scanner has stamped are routed (nothing
+    /// unscanned reaches a mailbox or a remote server).
+    fn route_inbound(
+        &self,
+        limit: usize,
+        require_scan: bool,
+        next_hop: &dyn Fn(&str) -> String,
+    ) -> Result<usize>;
     /// Delivers up to `limit` due messages of queue `local` into their recipients'
     /// INBOX folders.
     fn deliver_local(&self, limit: usize, retry_delay_secs: i64) -> Result<DeliveryReport>;
@@ -176,6 +183,37 @@ pub trait Store: Send + Sync {
     fn reindex_batch(&self, after: i64, limit: usize) -> Result<ReindexBatch>;
     /// Deletes blob files no message names (older than an hour); returns how many.
     fn remove_orphan_blobs(&self) -> Result<u64>;
+
+    // Scanning.
+    /// Up to `limit` messages in `inbound`, due, never scanned.
+    fn scan_pending(&self, limit: usize) -> Result<Vec<PendingScan>>;
+    /// Messages in `inbound` waiting for the scanner.
+    fn unscanned_inbound(&self) -> Result<u64>;
+    /// Messages in queues and/or mailboxes not scanned with `content_version`, after
+    /// row id `after`, in row id order.
+    fn rescan_candidates(
+        &self,
+        after: i64,
+        limit: usize,
+        content_version: &str,
+        queues: bool,
+        mailboxes: bool,
+    ) -> Result<Vec<PendingScan>>;
+    /// Messages in queues and/or mailboxes holding a part (or being a message) with one
+    /// of these hex digests (and size, when given): (message row id, digest).
+    fn hash_matches(
+        &self,
+        md5: Vec<(String, Option<u64>)>,
+        sha256: Vec<(String, Option<u64>)>,
+        queues: bool,
+        mailboxes: bool,
+    ) -> Result<Vec<(i64, String)>>;
+    /// Records scan results in one transaction; `done` counts copies quarantined.
+    fn record_scans(&self, records: Vec<ScanRecord>) -> Result<ActionReport>;
+    /// Writes a message body under a new store id, durably (for rewritten messages).
+    fn blob_write(&self, uid: &str, data: &[u8]) -> Result<()>;
+    /// Reads a message body by its store id.
+    fn blob_read(&self, uid: &str) -> Result<Vec<u8>>;
 
     fn setting(&self, key: &str) -> Result<Option<String>>;
     fn set_setting(&self, key: &str, value: &str) -> Result<()>;

@@ -1,13 +1,11 @@
 //! What search and scanning need from a message, taken once at ingest with a real
 //! MIME parser: header fields, the readable text, and for every MIME part (and every
 //! file inside a zip/tar/gzip attachment) its type, file name, decoded size and
-//! decoded SHA-256.
+//! decoded SHA-256 and MD5 (what hash signatures name).
 
-use mail_parser::{Address, MessageParser, MimeHeaders, PartType};
+use mail_parser::{Address, MessageParser};
+use md5::Md5;
 use sha2::{Digest, Sha256};
-
-/// Nested message/rfc822 levels walked; deeper parts are not indexed.
-const MAX_NESTING: usize = 16;
 
 #[derive(Debug, Clone, Default)]
 pub struct MessageMetadata {
@@ -28,6 +26,8 @@ pub struct PartInfo {
     pub filename: Option<String>,
     pub size: u64,
     pub sha256: String,
+    /// MD5 of the same bytes: ClamAV `.hdb` signatures name files by it.
+    pub md5: String,
     /// For a file inside an archive: the index (in `parts`) of the attachment it came
     /// from; its `filename` is its path inside that attachment.
     pub inside: Option<usize>,
@@ -60,54 +60,39 @@ impl MessageMetadata {
             parts: Vec::new(),
             text: lazaret_scan::text::searchable_text(&message),
         };
-        collect_parts(&message, 0, &mut meta.parts);
+        collect_parts(&message, &mut meta.parts);
         meta
     }
 }
 
-fn collect_parts(message: &mail_parser::Message<'_>, depth: usize, out: &mut Vec<PartInfo>) {
-    for part in &message.parts {
-        if matches!(part.body, PartType::Multipart(_)) {
-            continue;
-        }
-        let content_type = part
-            .content_type()
-            .map(|ct| match ct.subtype() {
-                Some(sub) => format!("{}/{}", ct.ctype(), sub),
-                None => ct.ctype().to_string(),
-            })
-            .unwrap_or_else(|| "text/plain".into())
-            .to_ascii_lowercase();
-        let contents = decoded_bytes(message, part);
-        let filename = part.attachment_name().map(str::to_string);
+fn collect_parts(message: &mail_parser::Message<'_>, out: &mut Vec<PartInfo>) {
+    lazaret_scan::mime::walk(message, &mut |part| {
         let index = out.len();
+        let filename = part.filename.map(str::to_string);
         out.push(PartInfo {
-            content_type,
+            content_type: part.content_type,
             filename: filename.clone(),
-            size: contents.len() as u64,
-            sha256: hex::encode(Sha256::digest(&contents)),
+            size: part.data.len() as u64,
+            sha256: hex::encode(Sha256::digest(&part.data)),
+            md5: hex::encode(Md5::digest(&part.data)),
             inside: None,
         });
-        if lazaret_scan::is_archive(&contents) {
+        if lazaret_scan::is_archive(&part.data) {
             // What could be listed is indexed; a bomb or broken archive is the
             // scanner's business, not the index's.
             let name = filename.as_deref().unwrap_or("attachment");
-            let _ = lazaret_scan::expand(name, &contents, &ARCHIVE_LIMITS, &mut |m| {
+            let _ = lazaret_scan::expand(name, &part.data, &ARCHIVE_LIMITS, &mut |m| {
                 out.push(PartInfo {
                     content_type: "application/octet-stream".into(),
                     size: m.data.len() as u64,
                     sha256: hex::encode(Sha256::digest(&m.data)),
+                    md5: hex::encode(Md5::digest(&m.data)),
                     filename: Some(m.path[name.len() + 1..].to_string()),
                     inside: Some(index),
                 });
             });
         }
-        if let PartType::Message(nested) = &part.body {
-            if depth < MAX_NESTING {
-                collect_parts(nested, depth + 1, out);
-            }
-        }
-    }
+    });
 }
 
 /// Archive expansion for the index: enough to list what worms ship, bounded so that
@@ -118,33 +103,6 @@ const ARCHIVE_LIMITS: lazaret_scan::Limits = lazaret_scan::Limits {
     max_bytes: 32 << 20,
     max_ratio: 250,
 };
-
-/// A part's bytes after transfer decoding (base64, quoted-printable) and nothing else:
-/// what a file saved from the mail contains, so hashes match those of the file. Text
-/// parts are re-read from the raw message because the parser has converted them to
-/// UTF-8.
-fn decoded_bytes(
-    message: &mail_parser::Message<'_>,
-    part: &mail_parser::MessagePart<'_>,
-) -> Vec<u8> {
-    if !matches!(part.body, PartType::Text(_) | PartType::Html(_)) {
-        return part.contents().to_vec();
-    }
-    let raw = message
-        .raw_message()
-        .get(part.raw_body_offset() as usize..part.raw_end_offset() as usize)
-        .unwrap_or_default();
-    let encoding = part
-        .content_transfer_encoding()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let decoded = match encoding.as_str() {
-        "base64" => mail_parser::decoders::base64::base64_decode(raw),
-        "quoted-printable" => mail_parser::decoders::quoted_printable::quoted_printable_decode(raw),
-        _ => None,
-    };
-    decoded.unwrap_or_else(|| raw.to_vec())
-}
 
 #[cfg(test)]
 mod tests {

@@ -12,6 +12,56 @@ pub struct Incoming {
     pub helo: String,
     pub peer: String,
     pub data: Vec<u8>,
+    /// Set when the message was scanned before it was accepted (reject mode).
+    pub scan: Option<ScanStamp>,
+}
+
+/// What the scanner recorded about a message's contents.
+#[derive(Debug, Clone, Default)]
+pub struct ScanStamp {
+    /// The signature set version it was scanned with.
+    pub version: String,
+    /// The version of the set's content signatures (body patterns, rules).
+    pub content_version: String,
+    /// Signature names found, comma-separated; None when clean.
+    pub verdict: Option<String>,
+}
+
+/// A message waiting for the scanner.
+#[derive(Debug, Clone)]
+pub struct PendingScan {
+    /// The message's row id.
+    pub message: i64,
+    /// Its blob (store id).
+    pub uid: String,
+}
+
+/// What to do with a message once scanned.
+#[derive(Debug, Clone)]
+pub enum ScanAction {
+    /// Record the stamp only.
+    Keep,
+    /// Move every copy in the chosen places into quarantine.
+    Quarantine {
+        reason: String,
+        queues: bool,
+        mailboxes: bool,
+    },
+    /// The contents were rewritten (a header added) into blob `uid`, already durable.
+    Replace {
+        uid: String,
+        size: u64,
+        sha256: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ScanRecord {
+    pub message: i64,
+    /// Empty version strings keep the message's stamp (a verdict from the hash index
+    /// says nothing about the rest of the contents).
+    pub stamp: ScanStamp,
+    pub action: ScanAction,
 }
 
 #[derive(Debug, Clone, Serialize)]

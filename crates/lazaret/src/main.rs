@@ -9,6 +9,7 @@ mod deliver;
 mod mailfile;
 mod net;
 mod queue;
+mod scan;
 mod serve;
 
 use clap::Parser;

@@ -307,6 +307,7 @@ impl EmbeddedStore {
             helo: String::new(),
             peer: "imap".into(),
             data,
+            scan: None,
         })?;
         self.blobs.write(&id, &prepared.incoming.data)?;
         let result = self.write(move |c| {

@@ -8,6 +8,7 @@ mod folders;
 mod outbound;
 mod quarantine;
 mod reindex;
+mod scanning;
 mod schema;
 mod writer;
 
@@ -96,6 +97,7 @@ impl EmbeddedStore {
                 ))?;
             }
         }
+        conn.execute_batch(schema::LATE_INDEXES)?;
         let fresh: bool = conn
             .query_row("SELECT value FROM settings WHERE key='created'", [], |r| {
                 r.get::<_, String>(0)
@@ -154,6 +156,31 @@ impl EmbeddedStore {
             )?;
             let ids: Vec<i64> = items
                 .query_map(params![queue, now(), limit as i64], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut rcpts = c.prepare_cached("SELECT address FROM queue_rcpts WHERE item=?1")?;
+            ids.into_iter()
+                .map(|id| {
+                    let list = rcpts
+                        .query_map([id], |r| r.get(0))?
+                        .collect::<rusqlite::Result<Vec<String>>>()?;
+                    Ok((id, list))
+                })
+                .collect()
+        })
+    }
+
+    /// Like `due_items(inbound)`, leaving out messages the scanner has not stamped.
+    fn due_scanned_inbound(&self, limit: usize) -> Result<Vec<(i64, Vec<String>)>> {
+        self.read(move |c| {
+            let mut items = c.prepare_cached(
+                "SELECT q.id FROM queue_items q JOIN messages m ON m.id=q.message
+                 WHERE q.queue=?1 AND q.state IN ('ready','retry') AND q.next_attempt<=?2
+                   AND m.scan_version IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM queues WHERE name=?1 AND state='frozen')
+                 ORDER BY q.next_attempt LIMIT ?3",
+            )?;
+            let ids: Vec<i64> = items
+                .query_map(params![QUEUE_INBOUND, now(), limit as i64], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
             let mut rcpts = c.prepare_cached("SELECT address FROM queue_rcpts WHERE item=?1")?;
             ids.into_iter()
@@ -257,8 +284,9 @@ impl Prepared {
         let received = self.received.unwrap_or_else(now);
         c.prepare_cached(
             "INSERT INTO messages(uid, sha256, size, received, env_from, helo, peer,
-               hdr_from, hdr_to, hdr_cc, subject, date, message_id)
-             VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
+               hdr_from, hdr_to, hdr_cc, subject, date, message_id,
+               scan_version, scan_content, verdict)
+             VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
         )?
         .execute(params![
             incoming.id,
@@ -273,7 +301,10 @@ impl Prepared {
             meta.cc,
             meta.subject,
             meta.date,
-            meta.message_id
+            meta.message_id,
+            incoming.scan.as_ref().map(|x| &x.version),
+            incoming.scan.as_ref().map(|x| &x.content_version),
+            incoming.scan.as_ref().and_then(|x| x.verdict.as_ref())
         ])?;
         let message = c.last_insert_rowid();
         insert_parts(c, message, meta)?;
@@ -286,8 +317,8 @@ impl Prepared {
 /// The message's parts (and archive members) for the index.
 fn insert_parts(c: &Connection, message: i64, meta: &MessageMetadata) -> Result<()> {
     let mut part_stmt = c.prepare_cached(
-        "INSERT INTO parts(message, part, content_type, filename, size, sha256, inside)
-         VALUES(?1,?2,?3,?4,?5,?6,?7)",
+        "INSERT INTO parts(message, part, content_type, filename, size, sha256, inside, md5)
+         VALUES(?1,?2,?3,?4,?5,?6,?7,?8)",
     )?;
     for (n, p) in meta.parts.iter().enumerate() {
         part_stmt.execute(params![
@@ -297,7 +328,8 @@ fn insert_parts(c: &Connection, message: i64, meta: &MessageMetadata) -> Result<
             p.filename,
             p.size as i64,
             p.sha256,
-            p.inside.map(|i| i as i64)
+            p.inside.map(|i| i as i64),
+            p.md5
         ])?;
     }
     Ok(())
@@ -643,8 +675,17 @@ impl Store for EmbeddedStore {
         })
     }
 
-    fn route_inbound(&self, limit: usize, next_hop: &dyn Fn(&str) -> String) -> Result<usize> {
-        let due = self.due_items(QUEUE_INBOUND, limit)?;
+    fn route_inbound(
+        &self,
+        limit: usize,
+        require_scan: bool,
+        next_hop: &dyn Fn(&str) -> String,
+    ) -> Result<usize> {
+        let due = if require_scan {
+            self.due_scanned_inbound(limit)?
+        } else {
+            self.due_items(QUEUE_INBOUND, limit)?
+        };
         if due.is_empty() {
             return Ok(0);
         }
@@ -1010,6 +1051,54 @@ impl Store for EmbeddedStore {
     fn find_ids(&self, places: &[Place], filters: &Filters) -> Result<Vec<String>> {
         let (places, filters) = (places.to_vec(), filters.clone());
         self.read(move |c| find::find_ids(c, &places, &filters))
+    }
+
+    fn scan_pending(&self, limit: usize) -> Result<Vec<PendingScan>> {
+        self.read(move |c| scanning::pending(c, limit))
+    }
+
+    fn unscanned_inbound(&self) -> Result<u64> {
+        self.read(scanning::unscanned_inbound)
+    }
+
+    fn rescan_candidates(
+        &self,
+        after: i64,
+        limit: usize,
+        content_version: &str,
+        queues: bool,
+        mailboxes: bool,
+    ) -> Result<Vec<PendingScan>> {
+        let version = content_version.to_string();
+        self.read(move |c| {
+            scanning::rescan_candidates(c, after, limit, &version, queues, mailboxes)
+        })
+    }
+
+    fn hash_matches(
+        &self,
+        md5: Vec<(String, Option<u64>)>,
+        sha256: Vec<(String, Option<u64>)>,
+        queues: bool,
+        mailboxes: bool,
+    ) -> Result<Vec<(i64, String)>> {
+        self.read(move |c| scanning::hash_matches(c, &md5, &sha256, queues, mailboxes))
+    }
+
+    fn record_scans(&self, records: Vec<ScanRecord>) -> Result<ActionReport> {
+        let (report, old_blobs) = self.write(move |c| scanning::record(c, &records))?;
+        for uid in old_blobs {
+            self.blobs.remove(&uid);
+        }
+        Ok(report)
+    }
+
+    fn blob_write(&self, uid: &str, data: &[u8]) -> Result<()> {
+        self.blobs.write(uid, data)
+    }
+
+    fn blob_read(&self, uid: &str) -> Result<Vec<u8>> {
+        self.blobs.read(uid)
     }
 
     fn quarantine(&self, ids: &[String], actor: &str, reason: &str) -> Result<ActionReport> {

@@ -392,6 +392,7 @@ impl EmbeddedStore {
                 helo: String::new(),
                 peer: "import".into(),
                 data: m.data,
+                scan: None,
             })?;
             p.received = m.internal_date;
             prepared.push((p, m.flags, m.internal_date));

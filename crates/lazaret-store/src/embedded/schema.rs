@@ -25,7 +25,12 @@ CREATE TABLE IF NOT EXISTS messages(
     date INTEGER,
     message_id TEXT NOT NULL,
     -- What the scanner found (NULL: nothing); such mail is never bounced.
-    verdict TEXT);
+    verdict TEXT,
+    -- The signature set version the content was last scanned with (NULL: never), and
+    -- the version of its content signatures (body, rules): a rescan reads the blob
+    -- only when the latter changed.
+    scan_version TEXT,
+    scan_content TEXT);
 CREATE TABLE IF NOT EXISTS parts(
     message INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
     part INTEGER NOT NULL,
@@ -33,6 +38,8 @@ CREATE TABLE IF NOT EXISTS parts(
     filename TEXT,
     size INTEGER NOT NULL,
     sha256 TEXT NOT NULL,
+    inside INTEGER,
+    md5 TEXT,
     PRIMARY KEY(message, part)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS parts_sha256 ON parts(sha256);
 -- Substring search over subjects and message text: trigram full-text index keyed by
@@ -114,15 +121,23 @@ CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
 
 /// Columns added after a table was first created: (table, column, definition).
 /// Applied to older stores on open.
-pub const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
+pub const ADDED_COLUMNS: [(&str, &str, &str); 6] = [
     ("messages", "verdict", "TEXT"),
+    ("messages", "scan_version", "TEXT"),
+    ("messages", "scan_content", "TEXT"),
     ("parts", "inside", "INTEGER"),
+    ("parts", "md5", "TEXT"),
     (
         "queue_items",
         "worker_failures",
         "INTEGER NOT NULL DEFAULT 0",
     ),
 ];
+
+/// Indexes on columns of [`ADDED_COLUMNS`]: created once those exist.
+pub const LATE_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS parts_md5 ON parts(md5) WHERE md5 IS NOT NULL;
+";
 
 /// Folders every new user gets, with their RFC 6154 special-use attribute.
 pub const DEFAULT_FOLDERS: [(&str, Option<&str>); 5] = [

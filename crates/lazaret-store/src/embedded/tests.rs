@@ -15,6 +15,7 @@ fn incoming(id: &str, rcpt: &str) -> Incoming {
         helo: "far.test".into(),
         peer: "127.0.0.1".into(),
         data: format!("Subject: m {id}\r\n\r\nbody {id}\r\n").into_bytes(),
+        scan: None,
     }
 }
 
@@ -47,14 +48,14 @@ fn ingest_route_deliver() {
         .queue_set_state("inbound", QueueState::Frozen)
         .unwrap();
     assert_eq!(
-        store.route_inbound(100, &to_local).unwrap(),
+        store.route_inbound(100, false, &to_local).unwrap(),
         0,
         "frozen queue makes no moves"
     );
     store
         .queue_set_state("inbound", QueueState::Active)
         .unwrap();
-    assert_eq!(store.route_inbound(100, &to_local).unwrap(), 1);
+    assert_eq!(store.route_inbound(100, false, &to_local).unwrap(), 1);
     assert_eq!(store.deliver_local(100, 60).unwrap().delivered, 1);
 
     let inbox = store.mailbox_messages("bob@localhost", "INBOX").unwrap();
@@ -105,7 +106,7 @@ fn concurrent_ingest_shares_commits() {
         t.join().unwrap();
     }
     assert_eq!(store.stats().unwrap().messages, 400);
-    while store.route_inbound(1000, &to_local).unwrap() > 0 {}
+    while store.route_inbound(1000, false, &to_local).unwrap() > 0 {}
     while store.deliver_local(1000, 60).unwrap().delivered > 0 {}
     let inbox = store.mailbox_messages("bob@localhost", "INBOX").unwrap();
     let mut uids: Vec<i64> = inbox.iter().filter_map(|m| m.uid).collect();
@@ -202,7 +203,7 @@ fn outbound_attempts_partial_delivery_dsn_and_cleanup() {
     m.rcpt_to.push("y@far.test".into());
     m.rcpt_to.push("z@far.test".into());
     store.ingest(m).unwrap();
-    store.route_inbound(10, &to_remote).unwrap();
+    store.route_inbound(10, false, &to_remote).unwrap();
     let queues = store.outbound_queues().unwrap();
     assert_eq!(queues.len(), 1);
     assert_eq!(queues[0].0, "remote:far.test");
@@ -234,6 +235,7 @@ fn outbound_attempts_partial_delivery_dsn_and_cleanup() {
                 helo: "me".into(),
                 peer: "127.0.0.1".into(),
                 data: b"Subject: Undelivered\r\n\r\nreport\r\n".to_vec(),
+                scan: None,
             }),
         }])
         .unwrap();
@@ -278,7 +280,7 @@ fn outbound_disable_freeze_items_and_poison() {
     let store = EmbeddedStore::open(&dir).unwrap();
     store.ingest(incoming("0b11", "x@far.test")).unwrap();
     store.ingest(incoming("0b12", "y@other.test")).unwrap();
-    store.route_inbound(10, &to_remote).unwrap();
+    store.route_inbound(10, false, &to_remote).unwrap();
     assert_eq!(store.outbound_queues().unwrap().len(), 2);
 
     store.set_outbound_disabled(true).unwrap();
@@ -404,7 +406,7 @@ fn find_quarantine_restore_remove() {
         .ingest(worm("bb02", "bob@localhost", "Greetings two"))
         .unwrap();
     store.ingest(incoming("bb03", "bob@localhost")).unwrap();
-    store.route_inbound(100, &to_local).unwrap();
+    store.route_inbound(100, false, &to_local).unwrap();
     store.deliver_local(1, 60).unwrap();
     // One worm copy is in INBOX, the other two messages still queued.
     let by = |f: Filters| store.find_ids(&ALL, &f).unwrap().len();
@@ -597,4 +599,84 @@ fn import_keeps_flags_and_dates() {
         "reindex keeps the text index whole"
     );
     assert!(store.import("nobody@localhost", "INBOX", vec![]).is_err());
+}
+
+#[test]
+fn scanner_gates_routing_quarantines_and_answers_hashes() {
+    let dir = temp_dir("scanning");
+    let store = EmbeddedStore::open(&dir).unwrap();
+    store.user_add("bob@localhost", "pw").unwrap();
+    store
+        .ingest(worm("cc01", "bob@localhost", "Hi one"))
+        .unwrap();
+    store.ingest(incoming("cc02", "bob@localhost")).unwrap();
+    let stamped = Incoming {
+        scan: Some(ScanStamp {
+            version: "v1".into(),
+            content_version: "c1".into(),
+            verdict: None,
+        }),
+        ..incoming("cc03", "bob@localhost")
+    };
+    store.ingest(stamped).unwrap();
+    // Only the message scanned before acceptance may be routed yet.
+    assert_eq!(store.unscanned_inbound().unwrap(), 2);
+    assert_eq!(store.route_inbound(100, true, &to_local).unwrap(), 1);
+    let pending = store.scan_pending(10).unwrap();
+    assert_eq!(pending.len(), 2);
+    let stamp = |verdict: Option<&str>| ScanStamp {
+        version: "v1".into(),
+        content_version: "c1".into(),
+        verdict: verdict.map(str::to_string),
+    };
+    let report = store
+        .record_scans(vec![
+            ScanRecord {
+                message: pending[0].message,
+                stamp: stamp(Some("Worm.A")),
+                action: ScanAction::Quarantine {
+                    reason: "scan: Worm.A".into(),
+                    queues: true,
+                    mailboxes: true,
+                },
+            },
+            ScanRecord {
+                message: pending[1].message,
+                stamp: stamp(None),
+                action: ScanAction::Keep,
+            },
+        ])
+        .unwrap();
+    assert_eq!(report.done, 1);
+    assert_eq!(store.unscanned_inbound().unwrap(), 0);
+    assert_eq!(store.route_inbound(100, true, &to_local).unwrap(), 1);
+    while store.deliver_local(100, 60).unwrap().delivered > 0 {}
+    let quarantined = store
+        .find(&[Place::Quarantine], &Filters::default(), None, None)
+        .unwrap();
+    assert_eq!(quarantined.messages.len(), 1);
+    assert_eq!(quarantined.messages[0].verdict.as_deref(), Some("Worm.A"));
+
+    // Hash signatures answered from the part index, mailboxes only.
+    let sha = hex::encode(Sha256::digest(b"MZpayload"));
+    let md5 = hex::encode(md5::Md5::digest(b"MZpayload"));
+    store
+        .ingest(worm("cc04", "bob@localhost", "Hi two"))
+        .unwrap();
+    store.route_inbound(100, false, &to_local).unwrap();
+    store.deliver_local(100, 60).unwrap();
+    let hits = store
+        .hash_matches(vec![], vec![(sha.clone(), Some(9))], false, true)
+        .unwrap();
+    assert_eq!(hits.len(), 1, "the quarantined copy is not in a mailbox");
+    assert_eq!(
+        store
+            .hash_matches(vec![(md5, None)], vec![(sha, Some(10))], false, true)
+            .unwrap()
+            .len(),
+        1,
+        "md5 without size matches; sha256 with the wrong size does not"
+    );
+    let again = store.rescan_candidates(0, 100, "c1", true, true).unwrap();
+    assert_eq!(again.len(), 1, "only the message never scanned with c1");
 }

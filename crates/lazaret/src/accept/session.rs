@@ -5,8 +5,9 @@ use super::received;
 use crate::access::login::{login, LoginError};
 use crate::net::Conn;
 use crate::serve::Server;
+use lazaret_core::config::OnIngest;
 use lazaret_proto::smtp::{Envelope, Event, RcptVerdict, Reply, Session, SessionConfig};
-use lazaret_store::{Incoming, RecipientStatus};
+use lazaret_store::{Incoming, RecipientStatus, ScanStamp};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpStream;
@@ -133,6 +134,13 @@ async fn accept_message(
     peer: SocketAddr,
     data: Vec<u8>,
 ) -> Result<String, Reply> {
+    // Reject mode scans before answering: the sending server keeps the message and
+    // bounces it; we never do.
+    let scan = if server.scanner.on_ingest == OnIngest::Reject {
+        Some(scan_before_accepting(server, &data).await?)
+    } else {
+        None
+    };
     let id = hex::encode(rand::random::<[u8; 8]>());
     let trace = received::header(envelope, peer.ip(), &server.config.hostname, &id);
     let mut message = Vec::with_capacity(trace.len() + data.len());
@@ -147,11 +155,13 @@ async fn accept_message(
         helo: envelope.helo.clone(),
         peer: peer.ip().to_string(),
         data: message,
+        scan,
     };
     match server.store_call(move |s| s.ingest(incoming)).await {
         Ok(accepted) => {
             tracing::debug!(id = %accepted.id, size = accepted.size, from = %envelope.mail_from, "accepted");
             server.queue_wake.notify_one();
+            server.scan_wake.notify_one();
             Ok(accepted.id)
         }
         Err(e) => {
@@ -160,6 +170,40 @@ async fn accept_message(
                 451,
                 [4, 3, 0],
                 "Could not store the message; try again later",
+            ))
+        }
+    }
+}
+
+async fn scan_before_accepting(server: &Arc<Server>, data: &[u8]) -> Result<ScanStamp, Reply> {
+    let s = server.clone();
+    let bytes = data.to_vec();
+    let verdict = tokio::task::spawn_blocking(move || s.scanner.scan_message(&bytes))
+        .await
+        .map_err(|e| {
+            tracing::error!("scanner failed: {e}");
+            Reply::new(
+                451,
+                [4, 3, 0],
+                "Could not scan the message; try again later",
+            )
+        })?;
+    match verdict {
+        Ok(v) if v.names.is_empty() => Ok(v.stamp),
+        Ok(v) => {
+            tracing::info!(found = %v.names.join(", "), "message rejected by the scanner");
+            Err(Reply::new(
+                550,
+                [5, 7, 1],
+                format!("Message rejected: malware found ({})", v.names.join(", ")),
+            ))
+        }
+        Err(e) => {
+            tracing::warn!("{e}: message deferred");
+            Err(Reply::new(
+                451,
+                [4, 7, 1],
+                "Virus scanner unavailable; try again later",
             ))
         }
     }

@@ -337,6 +337,7 @@ async fn bounces(server: &Arc<Server>, ids: &[String]) -> Result<Vec<Incoming>, 
             helo: server.config.hostname.clone(),
             peer: "127.0.0.1".into(),
             data: dsn::build(&report, &msg.from, &dsn_id),
+            scan: None,
         });
     }
     Ok(out)

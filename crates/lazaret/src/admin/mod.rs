@@ -11,6 +11,7 @@ pub mod jobs;
 mod messages;
 mod outbound;
 mod queues;
+mod scan;
 mod status;
 
 use crate::serve::Server;
@@ -64,6 +65,18 @@ pub fn router(server: Arc<Server>, token: String) -> Router {
         .route("/api/jobs/{id}", get(jobs::show))
         .route("/api/import", post(import::import))
         .route("/api/reindex", post(import::reindex))
+        .route(
+            "/api/signatures",
+            get(scan::list)
+                .post(scan::install)
+                // Signature databases run to megabytes.
+                .layer(axum::extract::DefaultBodyLimit::max(512 << 20)),
+        )
+        .route(
+            "/api/signatures/{name}",
+            axum::routing::delete(scan::remove),
+        )
+        .route("/api/rescan", post(scan::rescan))
         .route("/api/connectors", get(outbound::list))
         .route(
             "/api/connectors/{name}/schedule",

@@ -19,9 +19,16 @@ pub struct Listener {
 pub async fn status(
     State(server): State<Arc<Server>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let (stats, outbound_disabled) = server
-        .store_call(|s| Ok((s.stats()?, s.outbound_disabled()?)))
+    let (stats, outbound_disabled, unscanned) = server
+        .store_call(|s| Ok((s.stats()?, s.outbound_disabled()?, s.unscanned_inbound()?)))
         .await?;
+    let s = server.clone();
+    let signatures = tokio::task::spawn_blocking(move || {
+        s.scanner.reload_if_changed();
+        super::scan::view(&s.scanner, true)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
     let queues = super::outbound::queue_list(&server).await?;
     let connectors = super::outbound::connectors(&server).await?;
     let smtp_up = server.smtp.is_up();
@@ -65,6 +72,8 @@ pub async fn status(
         "outbound_connections": server.outbound.active_workers(),
         "connectors": connectors,
         "store": stats,
+        "scan": signatures,
+        "unscanned": unscanned,
         "smtp_sessions": server.config.smtp.max_sessions - server.sessions.available_permits(),
     })))
 }

@@ -9,6 +9,7 @@ mod outbound;
 mod output;
 mod overview;
 mod queues;
+mod scan;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -107,6 +108,29 @@ enum Command {
     Import(actions::ImportArgs),
     /// Rebuild the search index from the message files
     Reindex,
+    /// The signature set: list, add, update, remove (loaded without a restart)
+    Signatures {
+        #[command(subcommand)]
+        command: scan::SignaturesCommand,
+    },
+    /// Scan files and directories here (archives and mail included); exit 0 clean,
+    /// 1 found, 2 error, as clamscan
+    Scan(scan::ScanArgs),
+    /// Quarantine what today's signatures catch in mail already accepted or delivered
+    Rescan {
+        /// Only queued mail (default: queues and mailboxes)
+        #[arg(long)]
+        queues: bool,
+        /// Only mail in mailboxes (default: queues and mailboxes)
+        #[arg(long)]
+        mailboxes: bool,
+        /// Read every message and look up every hash again (after clamd's own
+        /// database changed, say)
+        #[arg(long)]
+        full: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Local domains
     Domain {
         #[command(subcommand)]
@@ -154,6 +178,12 @@ pub fn run(args: Args) -> Result<()> {
             .build()?;
         return runtime.block_on(crate::serve::run(config));
     }
+    if let Command::Scan(scan_args) = args.command {
+        let code = scan::scan(&config, scan_args)?;
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        std::process::exit(code);
+    }
     let api = client::Api::discover(&config)?;
     match args.command {
         Command::Serve => unreachable!("handled above"),
@@ -190,6 +220,14 @@ pub fn run(args: Args) -> Result<()> {
         Command::Export(args) => actions::export(&api, args),
         Command::Import(args) => actions::import(&api, args),
         Command::Reindex => actions::reindex(&api),
+        Command::Signatures { command } => scan::signatures_command(&api, command),
+        Command::Scan(_) => unreachable!("handled above"),
+        Command::Rescan {
+            queues,
+            mailboxes,
+            full,
+            json,
+        } => scan::rescan(&api, queues, mailboxes, full, json),
         Command::Domain { command } => accounts::domain(&api, command),
         Command::User { command } => accounts::user(&api, command),
     }

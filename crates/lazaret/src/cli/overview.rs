@@ -60,7 +60,42 @@ pub fn status(api: &Api, json: bool) -> Result<()> {
         st["quarantined"],
         Size(st["quarantine_bytes"].as_u64().unwrap_or(0)),
     );
+    println!();
+    print_scanning(&s["scan"], s["unscanned"].as_u64().unwrap_or(0));
     Ok(())
+}
+
+/// The signature set, scanning mode and clamd, as `status` and `signatures list` show.
+pub fn print_scanning(scan: &Value, unscanned: u64) {
+    println!(
+        "Signatures: version {} loaded {}, {} signature(s) in {} file(s) from {}",
+        scan["version"].as_str().unwrap_or("?"),
+        output::time(scan["loaded_at"].as_i64()),
+        scan["signatures"],
+        scan["files"].as_array().map_or(0, Vec::len),
+        scan["directory"].as_str().unwrap_or("?"),
+    );
+    for r in scan["rejected"].as_array().into_iter().flatten() {
+        println!("  REFUSED {}", r.as_str().unwrap_or(""));
+    }
+    println!(
+        "Scanning on ingest: {}{}",
+        scan["on_ingest"].as_str().unwrap_or("?"),
+        if unscanned > 0 {
+            format!(" ({unscanned} message(s) in inbound waiting for the scanner)")
+        } else {
+            String::new()
+        }
+    );
+    match scan["clamd"].as_object() {
+        None => println!("clamd: not configured"),
+        Some(c) => println!(
+            "clamd: {} {} {}",
+            c["address"].as_str().unwrap_or("?"),
+            if c["state"] == "up" { "up" } else { "DOWN" },
+            c["detail"].as_str().unwrap_or("")
+        ),
+    }
 }
 
 pub fn print_queues(queues: &[Value]) {

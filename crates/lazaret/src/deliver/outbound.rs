@@ -424,6 +424,7 @@ async fn settle(
         helo: server.config.hostname.clone(),
         peer: "127.0.0.1".into(),
         data: dsn::build(&report, &msg.mail_from, &dsn_id),
+        scan: None,
     });
     outcome
 }

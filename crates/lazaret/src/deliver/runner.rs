@@ -13,13 +13,16 @@ const BATCH: usize = 512;
 pub async fn run(server: Arc<Server>) {
     let poll = server.config.delivery.poll_interval.as_std();
     let retry = server.config.delivery.retry_delay.0 as i64;
+    // With scanning on, only mail the scanner has passed leaves `inbound`.
+    let require_scan = server.scanner.on_ingest != lazaret_core::config::OnIngest::Off;
     loop {
         let s = server.clone();
         let step = server
             .store_call(move |store| {
                 let connectors = s.connectors.list();
-                let routed =
-                    store.route_inbound(BATCH, &|r| router::next_hop(store, connectors, r))?;
+                let routed = store.route_inbound(BATCH, require_scan, &|r| {
+                    router::next_hop(store, connectors, r)
+                })?;
                 let report = store.deliver_local(BATCH, retry)?;
                 for user in &report.users {
                     let _ = s.mailbox_events.send(user.clone());

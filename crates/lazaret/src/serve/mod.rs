@@ -53,6 +53,10 @@ pub struct Server {
     pub outbound_wake: Notify,
     /// Bulk actions, imports and reindexing in progress (and the last finished).
     pub jobs: admin::jobs::Jobs,
+    /// Signatures, the engines, and how mail is scanned on ingest.
+    pub scanner: crate::scan::Scanner,
+    /// Wakes the after-queue scanner when new mail is committed.
+    pub scan_wake: Notify,
 }
 
 impl Server {
@@ -128,6 +132,10 @@ pub async fn run(config: Config) -> Result<()> {
         .filter(|m| !m.is_empty());
 
     let connectors = Connectors::load(&config, store.as_ref())?;
+    let scanner = crate::scan::Scanner::new(&config)?;
+    for e in &scanner.current().rejected {
+        tracing::error!("signature file refused: {e}");
+    }
     let outbound = Outbound::new(config.delivery.max_connections);
 
     let server = Arc::new(Server {
@@ -152,6 +160,8 @@ pub async fn run(config: Config) -> Result<()> {
         connectors,
         outbound,
         outbound_wake: Notify::new(),
+        scanner,
+        scan_wake: Notify::new(),
     });
     for listener in submission_listeners {
         let server = server.clone();
@@ -208,6 +218,7 @@ pub async fn run(config: Config) -> Result<()> {
     )?;
     print_banner(&server, admin_addr, stopped);
 
+    tokio::spawn(crate::scan::after_queue::run(server.clone()));
     tokio::spawn(deliver::runner::run(server.clone()));
     tokio::spawn(deliver::outbound::run(server.clone()));
     let api = admin::router(server.clone(), token);

@@ -1,0 +1,168 @@
+//! The scanner's side of the store: which messages still need a scan (after-queue, or
+//! a rescan under new signatures), recording what it found in one transaction per
+//! batch (quarantining detected mail, or pointing a message at its tagged copy), and
+//! answering hash signatures from the index of part hashes.
+
+use super::quarantine;
+use crate::model::*;
+use crate::Result;
+use lazaret_core::state::QUEUE_INBOUND;
+use rusqlite::{params, Connection};
+
+/// Messages with a due `inbound` item that were never scanned.
+pub(super) fn pending(c: &Connection, limit: usize) -> Result<Vec<PendingScan>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT DISTINCT m.id, m.uid FROM queue_items q JOIN messages m ON m.id=q.message
+         WHERE q.queue=?1 AND q.state IN ('ready','retry') AND m.scan_version IS NULL
+           AND NOT EXISTS (SELECT 1 FROM queues WHERE name=?1 AND state='frozen')
+         ORDER BY q.id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![QUEUE_INBOUND, limit as i64], |r| {
+        Ok(PendingScan {
+            message: r.get(0)?,
+            uid: r.get(1)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(super) fn unscanned_inbound(c: &Connection) -> Result<u64> {
+    Ok(c.prepare_cached(
+        "SELECT count(DISTINCT q.message) FROM queue_items q JOIN messages m ON m.id=q.message
+         WHERE q.queue=?1 AND m.scan_version IS NULL",
+    )?
+    .query_row([QUEUE_INBOUND], |r| r.get::<_, i64>(0))? as u64)
+}
+
+/// Messages held in the chosen places whose content was not scanned with
+/// `content_version`, after row id `after`, in row id order (so a rescan resumes).
+pub(super) fn rescan_candidates(
+    c: &Connection,
+    after: i64,
+    limit: usize,
+    content_version: &str,
+    queues: bool,
+    mailboxes: bool,
+) -> Result<Vec<PendingScan>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT m.id, m.uid FROM messages m
+         WHERE m.id>?1 AND m.scan_content IS NOT ?2
+           AND ((?3 AND EXISTS (SELECT 1 FROM queue_items q WHERE q.message=m.id))
+             OR (?4 AND EXISTS (SELECT 1 FROM mailbox_entries e WHERE e.message=m.id)))
+         ORDER BY m.id LIMIT ?5",
+    )?;
+    let rows = stmt.query_map(
+        params![after, content_version, queues, mailboxes, limit as i64],
+        |r| {
+            Ok(PendingScan {
+                message: r.get(0)?,
+                uid: r.get(1)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Messages (row ids) in the chosen places with a part (or archive member) whose MD5 /
+/// SHA-256 is one of these, or whose own SHA-256 is; each with the digest that matched.
+/// A size, when given, must match too.
+pub(super) fn hash_matches(
+    c: &Connection,
+    md5: &[(String, Option<u64>)],
+    sha256: &[(String, Option<u64>)],
+    queues: bool,
+    mailboxes: bool,
+) -> Result<Vec<(i64, String)>> {
+    let mut out = Vec::new();
+    let held = "((?3 AND EXISTS (SELECT 1 FROM queue_items q WHERE q.message=m.id))
+               OR (?4 AND EXISTS (SELECT 1 FROM mailbox_entries e WHERE e.message=m.id)))";
+    let by_md5 = format!(
+        "SELECT m.id FROM parts p JOIN messages m ON m.id=p.message
+         WHERE p.md5=?1 AND (?2 IS NULL OR p.size=?2) AND {held}"
+    );
+    let by_sha = format!(
+        "SELECT m.id FROM parts p JOIN messages m ON m.id=p.message
+         WHERE p.sha256=?1 AND (?2 IS NULL OR p.size=?2) AND {held}
+         UNION SELECT m.id FROM messages m WHERE m.sha256=?1 AND (?2 IS NULL OR m.size=?2) AND {held}"
+    );
+    for (sql, list) in [(&by_md5, md5), (&by_sha, sha256)] {
+        let mut stmt = c.prepare_cached(sql)?;
+        for (digest, size) in list {
+            let rows = stmt.query_map(
+                params![digest, size.map(|s| s as i64), queues, mailboxes],
+                |r| r.get::<_, i64>(0),
+            )?;
+            for id in rows {
+                out.push((id?, digest.clone()));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Records scan results; returns what was quarantined, and the blobs no message uses
+/// any more (tagged messages' old contents) for removal after the commit.
+pub(super) fn record(
+    c: &Connection,
+    records: &[ScanRecord],
+) -> Result<(ActionReport, Vec<String>)> {
+    let mut report = ActionReport::default();
+    let mut old_blobs = Vec::new();
+    for r in records {
+        c.prepare_cached(
+            "UPDATE messages SET scan_version=COALESCE(NULLIF(?2, ''), scan_version),
+               scan_content=COALESCE(NULLIF(?3, ''), scan_content),
+               verdict=COALESCE(?4, verdict) WHERE id=?1",
+        )?
+        .execute(params![
+            r.message,
+            r.stamp.version,
+            r.stamp.content_version,
+            r.stamp.verdict
+        ])?;
+        match &r.action {
+            ScanAction::Keep => {}
+            ScanAction::Quarantine {
+                reason,
+                queues,
+                mailboxes,
+            } => {
+                let mut ids: Vec<String> = Vec::new();
+                if *queues {
+                    let mut stmt =
+                        c.prepare_cached("SELECT 'q' || id FROM queue_items WHERE message=?1")?;
+                    for id in stmt.query_map([r.message], |row| row.get(0))? {
+                        ids.push(id?);
+                    }
+                }
+                if *mailboxes {
+                    let mut stmt =
+                        c.prepare_cached("SELECT 'm' || id FROM mailbox_entries WHERE message=?1")?;
+                    for id in stmt.query_map([r.message], |row| row.get(0))? {
+                        ids.push(id?);
+                    }
+                }
+                let done = quarantine::quarantine(c, &ids, "scanner", reason)?;
+                report.done += done.done;
+                for u in done.users {
+                    if !report.users.contains(&u) {
+                        report.users.push(u);
+                    }
+                }
+            }
+            ScanAction::Replace { uid, size, sha256 } => {
+                let old: String = c
+                    .prepare_cached("SELECT uid FROM messages WHERE id=?1")?
+                    .query_row([r.message], |row| row.get(0))?;
+                c.prepare_cached("UPDATE messages SET uid=?2, size=?3, sha256=?4 WHERE id=?1")?
+                    .execute(params![r.message, uid, *size as i64, sha256])?;
+                c.prepare_cached("DELETE FROM imap_cache WHERE uid=?1")?
+                    .execute([&old])?;
+                old_blobs.push(old);
+            }
+        }
+    }
+    Ok((report, old_blobs))
+}
