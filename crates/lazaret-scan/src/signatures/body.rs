@@ -262,9 +262,11 @@ fn parse_seq(b: &[u8], i: &mut usize, in_group: bool) -> Result<Vec<Token>, Stri
                     for alt in &alternatives {
                         match alt.as_slice() {
                             [Token::Byte(x)] => bytes.push(*x),
-                            _ => return Err(format!(
+                            _ => {
+                                return Err(format!(
                                 "only single bytes can be negated, as in !(aa|bb) (column {col})"
-                            )),
+                            ))
+                            }
                         }
                     }
                     out.push(Token::NotBytes(bytes));

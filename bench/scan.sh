@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Scan benchmark, side by side in one run: the same signature files (HASHES MD5 hash
+# signatures, BODIES wildcard body patterns; bench/scan_seed.py) over the same corpus
+# of MB megabytes (binaries, text, zips, mail with base64 attachments), by
+#   clamscan -d SIGS -r CORPUS            (one process, one thread)
+#   clamdscan --multiscan CORPUS          (clamd loaded with SIGS)
+#   lazaret scan -d SIGS CORPUS           (one thread per core)
+# Prints signature load time, throughput (MB/s), infected files found by each, and the
+# ratios. Needs: clamav, clamav-daemon (clamd, clamdscan), python3.
+#   bench/scan.sh                         # MB=1000 HASHES=100000 BODIES=5000
+set -euo pipefail
+MB=${MB:-1000}
+HASHES=${HASHES:-100000}
+BODIES=${BODIES:-5000}
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d /tmp/lazaret-scanbench.XXXXXX)
+LZ=$root/target/release/lazaret
+cleanup() {
+  [ -n "${clamd_pid:-}" ] && kill "$clamd_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+(cd "$root" && cargo build --release -q -p lazaret)
+now() { date +%s.%N; }
+secs() { echo "$(now) - $1" | bc; }
+
+echo "writing $MB MB corpus and $HASHES + $BODIES signatures ..." >&2
+facts=$(python3 "$root/bench/scan_seed.py" --out "$work" --mb "$MB" --hashes "$HASHES" --bodies "$BODIES")
+: > "$work/empty"
+sync
+
+# Signature load: scanning an empty file is all load.
+t0=$(now); clamscan --no-summary -d "$work/sigs" "$work/empty" >/dev/null; cs_load=$(secs "$t0")
+t0=$(now); "$LZ" scan --no-summary -d "$work/sigs" "$work/empty" >/dev/null; lz_load=$(secs "$t0")
+
+# Warm the page cache once so all three read from memory.
+cat "$work"/corpus/*/* > /dev/null
+
+t0=$(now)
+clamscan --no-summary --infected -r -d "$work/sigs" "$work/corpus" > "$work/cs.out" || [ $? -eq 1 ]
+cs_time=$(secs "$t0")
+t0=$(now)
+"$LZ" scan --no-summary --infected -d "$work/sigs" "$work/corpus" > "$work/lz.out" || [ $? -eq 1 ]
+lz_time=$(secs "$t0")
+
+cat > "$work/clamd.conf" <<CFG
+LocalSocket $work/clamd.ctl
+DatabaseDirectory $work/sigs
+Foreground yes
+PidFile $work/clamd.pid
+TemporaryDirectory $work
+LogFile $work/clamd.log
+MaxThreads $(nproc)
+CFG
+t0=$(now)
+clamd -c "$work/clamd.conf" & clamd_pid=$!
+for _ in $(seq 1 600); do [ -S "$work/clamd.ctl" ] && break; sleep 0.1; done
+clamd_load=$(secs "$t0")
+cat > "$work/clamdscan.conf" <<CFG
+LocalSocket $work/clamd.ctl
+CFG
+t0=$(now)
+clamdscan -c "$work/clamdscan.conf" --multiscan --no-summary --infected "$work/corpus" > "$work/cd.out" || [ $? -eq 1 ]
+cd_time=$(secs "$t0")
+
+python3 - "$work" <<PY
+import json, sys
+work = sys.argv[1]
+facts = json.loads('''$facts''')
+mb = facts["bytes"] / 1e6
+def infected(f):
+    return {l.rsplit(": ", 1)[0] for l in open(f"{work}/{f}") if l.rstrip().endswith("FOUND")}
+cs, lz, cd = infected("cs.out"), infected("lz.out"), infected("cd.out")
+t = {"cs": float("$cs_time"), "lz": float("$lz_time"), "cd": float("$cd_time")}
+print(f"workload: {facts['files']} files, {mb:.0f} MB, {facts['planted']} planted; {facts['hash_signatures']} hash + {facts['body_signatures']} body signatures")
+print(f"signature load (s): lazaret {float('$lz_load'):.2f}, clamscan {float('$cs_load'):.2f} ({float('$cs_load')/float('$lz_load'):.1f}x), clamd start {float('$clamd_load'):.2f}")
+print(f"scan throughput (MB/s): lazaret {mb/t['lz']:.1f}, clamscan {mb/t['cs']:.1f}, clamdscan --multiscan {mb/t['cd']:.1f}")
+print(f"ratio lazaret/clamscan {t['cs']/t['lz']:.2f}x, lazaret/clamdscan {t['cd']/t['lz']:.2f}x")
+print(f"infected files: lazaret {len(lz)}, clamscan {len(cs)}, clamdscan {len(cd)}; same as clamscan: {lz == cs}")
+if lz != cs:
+    print("only lazaret:", sorted(lz - cs)[:5], "only clamscan:", sorted(cs - lz)[:5])
+PY
