@@ -146,41 +146,29 @@ impl EmbeddedStore {
 
     /// Items of `queue` that are due now, with their recipients.
     fn due_items(&self, queue: &str, limit: usize) -> Result<Vec<(i64, Vec<String>)>> {
-        let queue = queue.to_string();
-        self.read(move |c| {
-            let mut items = c.prepare_cached(
-                "SELECT id FROM queue_items WHERE queue=?1 AND state IN ('ready','retry')
-                   AND next_attempt<=?2
-                   AND NOT EXISTS (SELECT 1 FROM queues WHERE name=?1 AND state='frozen')
-                 ORDER BY next_attempt LIMIT ?3",
-            )?;
-            let ids: Vec<i64> = items
-                .query_map(params![queue, now(), limit as i64], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            let mut rcpts = c.prepare_cached("SELECT address FROM queue_rcpts WHERE item=?1")?;
-            ids.into_iter()
-                .map(|id| {
-                    let list = rcpts
-                        .query_map([id], |r| r.get(0))?
-                        .collect::<rusqlite::Result<Vec<String>>>()?;
-                    Ok((id, list))
-                })
-                .collect()
-        })
+        self.due_items_where(queue, limit, false)
     }
 
-    /// Like `due_items(inbound)`, leaving out messages the scanner has not stamped.
-    fn due_scanned_inbound(&self, limit: usize) -> Result<Vec<(i64, Vec<String>)>> {
+    /// `scanned_only`: leave out messages the scanner has not stamped yet.
+    fn due_items_where(
+        &self,
+        queue: &str,
+        limit: usize,
+        scanned_only: bool,
+    ) -> Result<Vec<(i64, Vec<String>)>> {
+        let queue = queue.to_string();
         self.read(move |c| {
             let mut items = c.prepare_cached(
                 "SELECT q.id FROM queue_items q JOIN messages m ON m.id=q.message
                  WHERE q.queue=?1 AND q.state IN ('ready','retry') AND q.next_attempt<=?2
-                   AND m.scan_version IS NOT NULL
+                   AND (NOT ?4 OR m.scan_version IS NOT NULL)
                    AND NOT EXISTS (SELECT 1 FROM queues WHERE name=?1 AND state='frozen')
                  ORDER BY q.next_attempt LIMIT ?3",
             )?;
             let ids: Vec<i64> = items
-                .query_map(params![QUEUE_INBOUND, now(), limit as i64], |r| r.get(0))?
+                .query_map(params![queue, now(), limit as i64, scanned_only], |r| {
+                    r.get(0)
+                })?
                 .collect::<rusqlite::Result<_>>()?;
             let mut rcpts = c.prepare_cached("SELECT address FROM queue_rcpts WHERE item=?1")?;
             ids.into_iter()
@@ -681,11 +669,7 @@ impl Store for EmbeddedStore {
         require_scan: bool,
         next_hop: &dyn Fn(&str) -> String,
     ) -> Result<usize> {
-        let due = if require_scan {
-            self.due_scanned_inbound(limit)?
-        } else {
-            self.due_items(QUEUE_INBOUND, limit)?
-        };
+        let due = self.due_items_where(QUEUE_INBOUND, limit, require_scan)?;
         if due.is_empty() {
             return Ok(0);
         }
