@@ -39,6 +39,23 @@ pub(super) fn parse_flags(text: &str) -> Vec<String> {
 }
 
 /// Flags as stored: unique (case-insensitive, as IMAP compares them), space-separated.
+/// Puts a message into a folder under `uid` (from `take_uids`); returns the entry's id.
+pub(super) fn add_entry(
+    c: &Connection,
+    mailbox: i64,
+    uid: i64,
+    message: i64,
+    flags: &str,
+    internal_date: i64,
+) -> Result<i64> {
+    c.prepare_cached(
+        "INSERT INTO mailbox_entries(mailbox, uid, message, flags, internal_date)
+         VALUES(?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![mailbox, uid, message, flags, internal_date])?;
+    Ok(c.last_insert_rowid())
+}
+
 pub(super) fn join_flags(flags: &[String]) -> String {
     let mut out: Vec<&str> = Vec::new();
     for f in flags {
@@ -274,11 +291,7 @@ impl EmbeddedStore {
             let mut pairs = Vec::with_capacity(rows.len());
             for (n, (entry, uid, message, flags, date)) in rows.into_iter().enumerate() {
                 let new_uid = first + n as i64;
-                c.prepare_cached(
-                    "INSERT INTO mailbox_entries(mailbox, uid, message, flags, internal_date)
-                     VALUES(?1, ?2, ?3, ?4, ?5)",
-                )?
-                .execute(params![target, new_uid, message, flags, date])?;
+                add_entry(c, target, new_uid, message, &flags, date)?;
                 if remove {
                     c.prepare_cached("DELETE FROM mailbox_entries WHERE id=?1")?
                         .execute([entry])?;
@@ -315,17 +328,14 @@ impl EmbeddedStore {
                 .map_err(|_| StoreError::NotFound(format!("[TRYCREATE] no folder {name}")))?;
             let message = prepared.insert_message(c)?;
             let (uidvalidity, uid) = take_uids(c, folder, 1)?;
-            c.prepare_cached(
-                "INSERT INTO mailbox_entries(mailbox, uid, message, flags, internal_date)
-                 VALUES(?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![
+            add_entry(
+                c,
                 folder,
                 uid,
                 message,
-                join_flags(&flags),
-                internal_date.unwrap_or_else(now)
-            ])?;
+                &join_flags(&flags),
+                internal_date.unwrap_or_else(now),
+            )?;
             Ok((uidvalidity, uid))
         });
         if result.is_err() {

@@ -3,7 +3,7 @@
 //! one transaction over the ids it is given, so an interrupted bulk action leaves every
 //! message either done or untouched; callers pass batches and report progress.
 
-use super::folders::{folder_id, join_flags, parse_flags, take_uids, valid_folder};
+use super::folders::{add_entry, folder_id, join_flags, parse_flags, take_uids, valid_folder};
 use super::{unreferenced, EmbeddedStore, Prepared};
 use crate::model::*;
 use crate::{now, Result, StoreError};
@@ -252,19 +252,10 @@ pub(super) fn restore(c: &Connection, ids: &[String]) -> Result<ActionReport> {
                             }
                         };
                     let (_, uid) = take_uids(c, box_id, 1)?;
-                    c.prepare_cached(
-                        "INSERT INTO mailbox_entries(mailbox, uid, message, flags, internal_date)
-                     VALUES(?1, ?2, ?3, ?4, ?5)",
-                    )?
-                    .execute(params![
-                        box_id,
-                        uid,
-                        message,
-                        join_flags(&flags),
-                        internal_date
-                    ])?;
+                    let entry =
+                        add_entry(c, box_id, uid, message, &join_flags(&flags), internal_date)?;
                     add_user(&mut report, &user);
-                    format!("m{}", c.last_insert_rowid())
+                    format!("m{entry}")
                 }
             };
         c.prepare_cached("DELETE FROM quarantine WHERE id=?1")?
@@ -434,17 +425,14 @@ impl EmbeddedStore {
             let (_, mut uid) = take_uids(c, box_id, prepared.len() as i64)?;
             for (p, flags, internal_date) in &prepared {
                 let message = p.insert_message(c)?;
-                c.prepare_cached(
-                    "INSERT INTO mailbox_entries(mailbox, uid, message, flags, internal_date)
-                     VALUES(?1, ?2, ?3, ?4, ?5)",
-                )?
-                .execute(params![
+                add_entry(
+                    c,
                     box_id,
                     uid,
                     message,
-                    join_flags(flags),
-                    internal_date.unwrap_or_else(now)
-                ])?;
+                    &join_flags(flags),
+                    internal_date.unwrap_or_else(now),
+                )?;
                 uid += 1;
             }
             Ok(prepared.len() as u64)

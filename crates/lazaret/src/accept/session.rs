@@ -136,10 +136,11 @@ async fn accept_message(
 ) -> Result<String, Reply> {
     // Reject mode scans before answering: the sending server keeps the message and
     // bounces it; we never do.
-    let scan = if server.scanner.on_ingest == OnIngest::Reject {
-        Some(scan_before_accepting(server, &data).await?)
+    let (data, scan) = if server.scanner.on_ingest == OnIngest::Reject {
+        let (data, stamp) = scan_before_accepting(server, data).await?;
+        (data, Some(stamp))
     } else {
-        None
+        (data, None)
     };
     let id = hex::encode(rand::random::<[u8; 8]>());
     let trace = received::header(envelope, peer.ip(), &server.config.hostname, &id);
@@ -175,21 +176,27 @@ async fn accept_message(
     }
 }
 
-async fn scan_before_accepting(server: &Arc<Server>, data: &[u8]) -> Result<ScanStamp, Reply> {
+/// Scans DATA on a blocking thread and hands the buffer back (no copy of the message).
+async fn scan_before_accepting(
+    server: &Arc<Server>,
+    data: Vec<u8>,
+) -> Result<(Vec<u8>, ScanStamp), Reply> {
     let s = server.clone();
-    let bytes = data.to_vec();
-    let verdict = tokio::task::spawn_blocking(move || s.scanner.scan_message(&bytes))
-        .await
-        .map_err(|e| {
-            tracing::error!("scanner failed: {e}");
-            Reply::new(
-                451,
-                [4, 3, 0],
-                "Could not scan the message; try again later",
-            )
-        })?;
+    let (data, verdict) = tokio::task::spawn_blocking(move || {
+        let verdict = s.scanner.scan_message(&data);
+        (data, verdict)
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!("scanner failed: {e}");
+        Reply::new(
+            451,
+            [4, 3, 0],
+            "Could not scan the message; try again later",
+        )
+    })?;
     match verdict {
-        Ok(v) if v.names.is_empty() => Ok(v.stamp),
+        Ok(v) if v.names.is_empty() => Ok((data, v.stamp)),
         Ok(v) => {
             tracing::info!(found = %v.names.join(", "), "message rejected by the scanner");
             Err(Reply::new(

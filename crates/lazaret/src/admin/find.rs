@@ -72,7 +72,7 @@ impl FilterArgs {
             v.as_deref()
                 .map(|d| {
                     Duration::parse(d)
-                        .map(|d| now() - d.as_std().as_secs() as i64)
+                        .map(|d| crate::deliver::now() - d.as_std().as_secs() as i64)
                         .map_err(|e| bad(flag, &e))
                 })
                 .transpose()
@@ -126,12 +126,6 @@ impl FilterArgs {
             ids: self.ids.clone(),
         })
     }
-}
-
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// `--in queues|mailboxes|quarantine|all` (comma-separated also); by default live mail:

@@ -105,7 +105,7 @@ impl Jobs {
             unit,
             total: AtomicU64::new(total),
             done: AtomicU64::new(0),
-            started: super::find::now(),
+            started: crate::deliver::now(),
             outcome: Mutex::new(None),
         });
         {

@@ -7,11 +7,10 @@ use super::client::{segment, Api, Failure};
 use super::{output, EXIT_USAGE};
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use lazaret_core::config::OnLimits;
 use lazaret_core::{Config, Size};
 use lazaret_scan::clamd::Clamd;
 use lazaret_scan::signatures::{self, FileKind, SignatureFile};
-use lazaret_scan::{Engine, Limits, ScanLimits};
+use lazaret_scan::Engine;
 use serde_json::{json, Value};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -236,24 +235,12 @@ struct FileResult {
 pub fn scan(config: &Config, args: ScanArgs) -> Result<i32> {
     let started = std::time::Instant::now();
     let files = load_signatures(config, &args.databases)?;
-    let limits = ScanLimits {
-        archive: Limits {
-            max_depth: config.scan.max_archive_depth,
-            max_files: config.scan.max_archive_files,
-            max_bytes: config.scan.max_expanded_size.0,
-            max_ratio: config.scan.max_expansion_ratio,
-        },
-        max_total: config.scan.max_expanded_size.0.saturating_mul(4),
-        flag: config.scan.on_limits == OnLimits::Flag,
-    };
-    let engine = Engine::new(files, limits);
-    let clamd = match &config.scan.clamd {
-        Some(a) if args.databases.is_empty() => {
-            Some(Clamd::new(a.parse().map_err(|e: String| {
-                Failure::new(EXIT_USAGE, format!("scan.clamd: {e}"))
-            })?))
-        }
-        _ => None,
+    let engine = Engine::new(files, crate::scan::limits_of(config));
+    // Signatures given with -d are a check of those files alone: no clamd.
+    let clamd = if args.databases.is_empty() {
+        crate::scan::clamd_of(config).map_err(|e| Failure::new(EXIT_USAGE, e))?
+    } else {
+        None
     };
 
     let mut list = Vec::new();
@@ -454,12 +441,7 @@ fn collect(
 /// The server's signature directory, or the files and directories given with -d.
 fn load_signatures(config: &Config, databases: &[PathBuf]) -> Result<Vec<SignatureFile>> {
     let sources: Vec<PathBuf> = if databases.is_empty() {
-        let dir = &config.scan.signatures;
-        vec![if dir.is_absolute() {
-            dir.clone()
-        } else {
-            config.data_dir.join(dir)
-        }]
+        vec![crate::scan::signature_dir(config)]
     } else {
         databases.to_vec()
     };

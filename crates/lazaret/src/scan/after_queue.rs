@@ -13,6 +13,8 @@ use std::time::Duration;
 
 /// Messages taken per round; each worker scans a share of them.
 const BATCH: usize = 64;
+/// How often the signature directory is checked for changes made by hand.
+const RELOAD_CHECK: Duration = Duration::from_secs(2);
 
 pub async fn run(server: Arc<Server>) {
     if server.scanner.on_ingest == OnIngest::Off {
@@ -23,8 +25,15 @@ pub async fn run(server: Arc<Server>) {
         .scan
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let mut last_check = std::time::Instant::now();
     loop {
-        server.scanner.reload_if_changed();
+        // Files copied into the directory by hand: looked for every few seconds, off
+        // the async threads (a reload parses and builds the matcher).
+        if last_check.elapsed() >= RELOAD_CHECK {
+            last_check = std::time::Instant::now();
+            let s = server.clone();
+            let _ = tokio::task::spawn_blocking(move || s.scanner.reload_if_changed()).await;
+        }
         let pending = server.store_call(|s| s.scan_pending(BATCH)).await;
         let pending = match pending {
             Ok(p) if !p.is_empty() => p,

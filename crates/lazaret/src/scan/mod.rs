@@ -46,38 +46,12 @@ pub struct Scanner {
     pub clamd_error: Mutex<Option<String>>,
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 impl Scanner {
     pub fn new(config: &Config) -> anyhow::Result<Scanner> {
         let scan = &config.scan;
-        let dir = if scan.signatures.is_absolute() {
-            scan.signatures.clone()
-        } else {
-            config.data_dir.join(&scan.signatures)
-        };
-        let clamd = match &scan.clamd {
-            Some(a) => Some(Clamd::new(
-                a.parse()
-                    .map_err(|e: String| anyhow::anyhow!("scan.clamd: {e}"))?,
-            )),
-            None => None,
-        };
-        let limits = ScanLimits {
-            archive: Limits {
-                max_depth: scan.max_archive_depth,
-                max_files: scan.max_archive_files,
-                max_bytes: scan.max_expanded_size.0,
-                max_ratio: scan.max_expansion_ratio,
-            },
-            max_total: scan.max_expanded_size.0.saturating_mul(4),
-            flag: scan.on_limits == OnLimits::Flag,
-        };
+        let dir = signature_dir(config);
+        let clamd = clamd_of(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let limits = limits_of(config);
         let loaded = load(&dir, limits);
         Ok(Scanner {
             dir,
@@ -174,12 +148,51 @@ impl Scanner {
     }
 }
 
+/// `[scan] signatures`, relative paths inside `data_dir`.
+pub fn signature_dir(config: &Config) -> PathBuf {
+    let dir = &config.scan.signatures;
+    if dir.is_absolute() {
+        dir.clone()
+    } else {
+        config.data_dir.join(dir)
+    }
+}
+
+/// How far the walk goes, from `[scan]`.
+pub fn limits_of(config: &Config) -> ScanLimits {
+    let scan = &config.scan;
+    ScanLimits {
+        archive: Limits {
+            max_depth: scan.max_archive_depth,
+            max_files: scan.max_archive_files,
+            max_bytes: scan.max_expanded_size.0,
+            max_ratio: scan.max_expansion_ratio,
+        },
+        max_total: scan.max_expanded_size.0.saturating_mul(4),
+        flag: scan.on_limits == OnLimits::Flag,
+    }
+}
+
+/// The clamd client `[scan] clamd` names, if any.
+pub fn clamd_of(config: &Config) -> Result<Option<Clamd>, String> {
+    config
+        .scan
+        .clamd
+        .as_deref()
+        .map(|a| {
+            a.parse()
+                .map(Clamd::new)
+                .map_err(|e| format!("scan.clamd: {e}"))
+        })
+        .transpose()
+}
+
 fn load(dir: &std::path::Path, limits: ScanLimits) -> Loaded {
     let fingerprint = fingerprint(dir);
     let (files, rejected) = lazaret_scan::signatures::load_dir(dir);
     Loaded {
         engine: Engine::new(files, limits),
-        loaded_at: now(),
+        loaded_at: crate::deliver::now(),
         rejected,
         fingerprint,
     }
