@@ -134,6 +134,7 @@ def main():
         "messages": n,
         "bytes": bytes_total,
         "worm_sha256": hashlib.sha256(worm_zip).hexdigest(),
+        "worm_size": len(worm_zip),
         "lure": "open the attached invoice today",
         "subject": "quarterly figures",
         "sender": boss,

@@ -4,7 +4,7 @@
 # of MB megabytes (binaries, text, zips, mail with base64 attachments), by
 #   clamscan -d SIGS -r CORPUS            (one process, one thread)
 #   clamdscan --multiscan CORPUS          (clamd loaded with SIGS)
-#   lazaret scan -d SIGS CORPUS           (one thread per core)
+#   lazaret scan -d SIGS CORPUS           (one thread per core, and --threads 1)
 # Prints signature load time, throughput (MB/s), infected files found by each, and the
 # ratios. Needs: clamav, clamav-daemon (clamd, clamdscan), python3.
 #   bench/scan.sh                         # MB=1000 HASHES=100000 BODIES=5000
@@ -42,6 +42,9 @@ cs_time=$(secs "$t0")
 t0=$(now)
 "$LZ" scan --no-summary --infected -d "$work/sigs" "$work/corpus" > "$work/lz.out" || [ $? -eq 1 ]
 lz_time=$(secs "$t0")
+t0=$(now)
+"$LZ" scan --threads 1 --no-summary --infected -d "$work/sigs" "$work/corpus" > "$work/lz1.out" || [ $? -eq 1 ]
+lz1_time=$(secs "$t0")
 
 cat > "$work/clamd.conf" <<CFG
 LocalSocket $work/clamd.ctl
@@ -53,7 +56,7 @@ LogFile $work/clamd.log
 MaxThreads $(nproc)
 CFG
 t0=$(now)
-clamd -c "$work/clamd.conf" & clamd_pid=$!
+clamd -c "$work/clamd.conf" >"$work/clamd.out" 2>&1 & clamd_pid=$!
 for _ in $(seq 1 600); do [ -S "$work/clamd.ctl" ] && break; sleep 0.1; done
 clamd_load=$(secs "$t0")
 cat > "$work/clamdscan.conf" <<CFG
@@ -71,12 +74,13 @@ mb = facts["bytes"] / 1e6
 def infected(f):
     return {l.rsplit(": ", 1)[0] for l in open(f"{work}/{f}") if l.rstrip().endswith("FOUND")}
 cs, lz, cd = infected("cs.out"), infected("lz.out"), infected("cd.out")
-t = {"cs": float("$cs_time"), "lz": float("$lz_time"), "cd": float("$cd_time")}
+lz1 = infected("lz1.out")
+t = {"cs": float("$cs_time"), "lz": float("$lz_time"), "cd": float("$cd_time"), "lz1": float("$lz1_time")}
 print(f"workload: {facts['files']} files, {mb:.0f} MB, {facts['planted']} planted; {facts['hash_signatures']} hash + {facts['body_signatures']} body signatures")
 print(f"signature load (s): lazaret {float('$lz_load'):.2f}, clamscan {float('$cs_load'):.2f} ({float('$cs_load')/float('$lz_load'):.1f}x), clamd start {float('$clamd_load'):.2f}")
-print(f"scan throughput (MB/s): lazaret {mb/t['lz']:.1f}, clamscan {mb/t['cs']:.1f}, clamdscan --multiscan {mb/t['cd']:.1f}")
-print(f"ratio lazaret/clamscan {t['cs']/t['lz']:.2f}x, lazaret/clamdscan {t['cd']/t['lz']:.2f}x")
-print(f"infected files: lazaret {len(lz)}, clamscan {len(cs)}, clamdscan {len(cd)}; same as clamscan: {lz == cs}")
+print(f"scan throughput (MB/s): lazaret {mb/t['lz']:.1f}, lazaret --threads 1 {mb/t['lz1']:.1f}, clamscan {mb/t['cs']:.1f}, clamdscan --multiscan {mb/t['cd']:.1f}")
+print(f"ratio lazaret/clamscan {t['cs']/t['lz']:.2f}x, lazaret --threads 1/clamscan {t['cs']/t['lz1']:.2f}x, lazaret/clamdscan {t['cd']/t['lz']:.2f}x")
+print(f"infected files: lazaret {len(lz)} (--threads 1: {len(lz1)}), clamscan {len(cs)}, clamdscan {len(cd)}; same as clamscan: {lz == cs == lz1}")
 if lz != cs:
     print("only lazaret:", sorted(lz - cs)[:5], "only clamscan:", sorted(cs - lz)[:5])
 PY

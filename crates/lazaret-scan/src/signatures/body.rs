@@ -7,10 +7,13 @@
 //! either means the same to Lazaret as to ClamAV or is not loaded.
 //!
 //! Each signature becomes one byte regex (checked once a candidate is seen) and its
-//! longest run of fixed bytes, the anchor the multi-pattern prefilter looks for.
+//! longest run of fixed bytes, the anchor the multi-pattern prefilter looks for. The
+//! regex is compiled the first time its anchor is seen: most signatures never are, and
+//! compiling thousands of them up front made loading a set slower than ClamAV's.
 
 use regex::bytes::{Regex, RegexBuilder};
 use std::fmt::Write;
+use std::sync::OnceLock;
 
 /// Where a match must start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +50,9 @@ pub struct BodySignature {
     pub name: String,
     pub target: Target,
     pub offset: Offset,
-    pub regex: Regex,
+    /// The regex's source, built from the hex signature (valid by construction).
+    pattern: String,
+    regex: OnceLock<Option<Regex>>,
     /// The longest run of fixed bytes (empty when under 2 bytes: checked always).
     pub anchor: Vec<u8>,
 }
@@ -55,6 +60,11 @@ pub struct BodySignature {
 /// Gaps longer than this make one regex too large; ClamAV databases keep theirs far
 /// shorter.
 const MAX_GAP: u64 = 32 * 1024;
+/// Bounded gaps of one signature together: each gap byte is a regex state, and this
+/// keeps every signature's compiled regex within REGEX_SIZE (measured: 16 gaps of 32 KB
+/// still compile), so compiling late cannot fail.
+const MAX_GAPS_TOTAL: u64 = 64 * 1024;
+const REGEX_SIZE: usize = 64 << 20;
 
 enum Token {
     Byte(u8),
@@ -77,8 +87,11 @@ impl BodySignature {
         if !self.target.accepts(data) {
             return false;
         }
+        let Some(regex) = self.regex() else {
+            return false;
+        };
         match self.offset {
-            Offset::Any => self.regex.is_match(data),
+            Offset::Any => regex.is_match(data),
             Offset::At {
                 start,
                 shift,
@@ -97,12 +110,27 @@ impl BodySignature {
                     return false;
                 };
                 // Leftmost-first: the earliest possible start is found first.
-                self.regex
+                regex
                     .find(rest)
                     .is_some_and(|m| (m.start() as u64) <= shift)
             }
         }
     }
+
+    /// Compiled on first use; `None` only if compiling failed, which MAX_GAPS_TOTAL
+    /// rules out (a test compiles the largest signature allowed).
+    fn regex(&self) -> Option<&Regex> {
+        self.regex
+            .get_or_init(|| compile(&self.pattern).ok())
+            .as_ref()
+    }
+}
+
+fn compile(pattern: &str) -> Result<Regex, regex::Error> {
+    RegexBuilder::new(pattern)
+        .unicode(false)
+        .size_limit(REGEX_SIZE)
+        .build()
 }
 
 pub fn parse_line(line: &str) -> Result<BodySignature, String> {
@@ -141,20 +169,28 @@ pub fn parse_line(line: &str) -> Result<BodySignature, String> {
     }) {
         return Err("the signature has no fixed bytes: it would match anything".into());
     }
+    let gaps: u64 = tokens
+        .iter()
+        .map(|t| match t {
+            Token::Gap { min, max } => max.unwrap_or(*min),
+            _ => 0,
+        })
+        .sum();
+    if gaps > MAX_GAPS_TOTAL {
+        return Err(format!(
+            "its bounded gaps add up to {gaps} bytes, more than {MAX_GAPS_TOTAL}"
+        ));
+    }
     let anchored = matches!(offset, Offset::At { shift: 0, .. });
     let mut pattern = String::from(if anchored { "(?s-u)^" } else { "(?s-u)" });
     write_tokens(&tokens, &mut pattern);
-    let regex = RegexBuilder::new(&pattern)
-        .unicode(false)
-        .size_limit(64 << 20)
-        .build()
-        .map_err(|e| format!("signature too complex: {e}"))?;
     let anchor = longest_fixed_run(&tokens);
     Ok(BodySignature {
         name,
         target,
         offset,
-        regex,
+        pattern,
+        regex: OnceLock::new(),
         anchor: if anchor.len() >= 2 {
             anchor
         } else {
@@ -447,9 +483,25 @@ mod tests {
             ("T:0:*:41(B)42", "boundary"),
             ("T:0:*", "expected"),
             ("Bad Name:0:*:4142", "name"),
+            ("T:0:*:41{0-32768}42{0-32768}43{1}44", "add up to 65537"),
         ] {
             let e = parse_line(line).unwrap_err();
             assert!(e.contains(reason), "{line}: {e}");
         }
+    }
+
+    #[test]
+    fn the_largest_signature_allowed_compiles() {
+        // Compiled late, so it must never fail then: all the gap budget, in small gaps
+        // and large ones, both ways the regex is used.
+        let big = format!("4142{}43", "{0-32768}44".repeat(2));
+        let small = format!("4142{}43", "{4096}44".repeat(16));
+        for hex in [big, small] {
+            for offset in ["*", "0,10"] {
+                let s = parse_line(&format!("T:0:{offset}:{hex}")).unwrap();
+                assert!(s.regex().is_some(), "{offset}:{hex}");
+            }
+        }
+        assert!(sig("4142{0-32768}43").matches(b"xxAB....Cyy"));
     }
 }

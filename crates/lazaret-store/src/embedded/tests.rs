@@ -1,10 +1,26 @@
 use super::*;
 use std::sync::Arc;
 
-fn temp_dir(name: &str) -> PathBuf {
+/// A data directory for one test, removed when the test ends (passed or failed).
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(name: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!("lazaret-store-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    dir
+    TempDir(dir)
 }
 
 fn incoming(id: &str, rcpt: &str) -> Incoming {
@@ -82,7 +98,6 @@ fn ingest_route_deliver() {
         "orphaned message collected"
     );
     assert!(!dir.join("blobs/aa/aa01.eml").exists());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -116,7 +131,6 @@ fn concurrent_ingest_shares_commits() {
         (1..=400).collect::<Vec<_>>(),
         "UIDs are dense and unique"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -157,7 +171,6 @@ fn accounts_are_validated() {
         .find(|q| q.name == "poison")
         .unwrap();
     assert_eq!(poison.state, "frozen");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -187,7 +200,6 @@ fn a_panicking_write_is_contained() {
         !names.contains(&"half.test".to_string()),
         "the panicking job was undone"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn to_remote(r: &str) -> String {

@@ -218,6 +218,10 @@ pub struct ScanArgs {
     no_summary: bool,
     #[arg(long)]
     json: bool,
+    /// Files scanned at once (default: one per core); 1 leaves the other cores to a live
+    /// server
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
 }
 
 /// Files bigger than this are not read (reported as skipped), as clamscan's MaxFileSize.
@@ -303,7 +307,10 @@ pub fn scan(config: &Config, args: ScanArgs) -> Result<i32> {
     for r in results.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         print(r);
     }
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let workers = args.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(2, |n| n.get()),
+        usize::from,
+    );
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {
