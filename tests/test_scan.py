@@ -317,6 +317,57 @@ def test_signatures_and_rescan(make_server, tmp_path):
     assert "pattern" in [m["subject"] for m in s.inbox("alice@localhost") + s.inbox("bob@localhost")]
 
 
+def test_rescan_whole_message_md5_and_sha1(make_server, tmp_path):
+    """Whole-message MD5 signatures are answered from the index; SHA-1 ones (not in the
+    index) read only the messages with an object of the signature's size, or all of
+    them for a signature of any size."""
+    s = make_server()
+    s.add_user("alice@localhost")
+    sha1_payload = b"sha1 listed payload \x07" * 61  # 1,342 bytes, a size no other part has
+    with s.smtp() as c:
+        c.sendmail("w@infected.test", ["alice@localhost"], mail_with("a.bin", sha1_payload, "sha1"))
+        c.sendmail("w@infected.test", ["alice@localhost"], mail_with("notes.txt", b"whole", "whole"))
+        for i in range(3):
+            c.sendmail("ok@far.test", ["alice@localhost"], mail_with("notes.txt", b"fine", f"clean {i}"))
+    s.wait_delivered("alice@localhost", 5)
+    whole_id = s.cli_json("find", "--subject", "whole")[0]["id"]
+    s.cli("export", "--ids", whole_id, "--eml-dir", str(tmp_path / "eml"))
+    (stored,) = (tmp_path / "eml").iterdir()
+    whole = stored.read_bytes()
+    assert clamscan_names(tmp_path, f"{hashlib.md5(whole).hexdigest()}:{len(whole)}:Test.Whole.Md5", "hdb", stored) == ["Test.Whole.Md5.UNOFFICIAL"]
+
+    sigs = tmp_path / "sigs"
+    sigs.mkdir()
+    (sigs / "whole.hdb").write_text(f"{hashlib.md5(whole).hexdigest()}:{len(whole)}:Test.Whole.Md5\n")
+    s.cli("signatures", "add", str(sigs / "whole.hdb"))
+    report = json.loads(s.cli("rescan", "--json").stdout)
+    assert report["signatures"] == ["Test.Whole.Md5"] and report["messages_scanned"] == 0, report
+    assert [m["subject"] for m in s.cli_json("find", "--in", "quarantine")] == ["whole"]
+
+    (sigs / "sha1.hsb").write_text(f"{hashlib.sha1(sha1_payload).hexdigest()}:{len(sha1_payload)}:Test.Sha1\n")
+    s.cli("signatures", "add", str(sigs / "sha1.hsb"))
+    report = json.loads(s.cli("rescan", "--json").stdout)
+    assert report["signatures"] == ["Test.Sha1"] and report["quarantined"] == 1
+    assert report["messages_scanned"] == 1, report
+
+    (sigs / "any.hsb").write_text(f"{hashlib.sha1(b'fine').hexdigest()}:*:Test.Sha1.Any:73\n")
+    s.cli("signatures", "add", str(sigs / "any.hsb"))
+    report = json.loads(s.cli("rescan", "--json").stdout)
+    assert report["messages_scanned"] == 3 and report["quarantined"] == 3, report
+    assert s.inbox("alice@localhost") == []
+    assert json.loads(s.cli("rescan", "--json").stdout)["messages_scanned"] == 0
+
+
+def clamscan_names(tmp_path, line, ext, target):
+    """What a real clamscan names `target` with this one signature (skipped without it)."""
+    if not CLAMSCAN:
+        pytest.skip("clamscan (Debian package clamav) not installed")
+    db = tmp_path / f"one.{ext}"
+    db.write_text(line + "\n")
+    r = subprocess.run([CLAMSCAN, "--no-summary", "-d", str(db), str(target)], capture_output=True, text=True)
+    return [l.rsplit(": ", 1)[1].removesuffix(" FOUND") for l in r.stdout.splitlines() if l.endswith("FOUND")]
+
+
 @pytest.mark.skipif(not CLAMD, reason="clamd (Debian package clamav-daemon) not installed")
 def test_clamd_second_engine(make_server, tmp_path):
     db = tmp_path / "clamdb"

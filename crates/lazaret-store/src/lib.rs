@@ -10,7 +10,7 @@ mod model;
 mod password;
 
 pub use embedded::{new_message_id, EmbeddedStore, ReindexBatch, OUTBOUND_DISABLED};
-pub use metadata::{MessageMetadata, PartInfo};
+pub use metadata::{Digests, MessageMetadata, PartInfo};
 pub use model::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -208,6 +208,14 @@ pub trait Store: Send + Sync {
         queues: bool,
         mailboxes: bool,
     ) -> Result<Vec<(i64, String)>>;
+    /// Messages in queues and/or mailboxes that are, or hold a part of, one of these
+    /// sizes: what a hash signature the index has no digest for (SHA-1) could match.
+    fn messages_of_size(
+        &self,
+        sizes: Vec<u64>,
+        queues: bool,
+        mailboxes: bool,
+    ) -> Result<Vec<PendingScan>>;
     /// Records scan results in one transaction; `done` counts copies quarantined.
     fn record_scans(&self, records: Vec<ScanRecord>) -> Result<ActionReport>;
     /// Writes a message body under a new store id, durably (for rewritten messages).

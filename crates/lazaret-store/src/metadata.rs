@@ -20,6 +20,22 @@ pub struct MessageMetadata {
     pub text: String,
 }
 
+/// A whole message's digests, as hash signatures and `find --sha256` name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digests {
+    pub sha256: String,
+    pub md5: String,
+}
+
+impl Digests {
+    pub fn of(data: &[u8]) -> Digests {
+        Digests {
+            sha256: hex::encode(Sha256::digest(data)),
+            md5: hex::encode(Md5::digest(data)),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct PartInfo {
     pub content_type: String,

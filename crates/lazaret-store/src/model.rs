@@ -51,7 +51,7 @@ pub enum ScanAction {
     Replace {
         uid: String,
         size: u64,
-        sha256: String,
+        digests: crate::Digests,
     },
 }
 

@@ -15,14 +15,13 @@ mod writer;
 pub use outbound::OUTBOUND_DISABLED;
 pub use reindex::ReindexBatch;
 
-use crate::metadata::MessageMetadata;
+use crate::metadata::{Digests, MessageMetadata};
 use crate::model::*;
 use crate::{now, password, Result, Store, StoreError};
 use blobs::Blobs;
 use lazaret_core::state::{QUEUE_INBOUND, QUEUE_LOCAL, SYSTEM_QUEUES};
 use lazaret_core::QueueState;
 use rusqlite::{params, Connection, OptionalExtension};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -225,7 +224,7 @@ pub(crate) fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageSumm
 pub(crate) struct Prepared {
     incoming: Incoming,
     meta: MessageMetadata,
-    sha256: String,
+    digests: Digests,
     size: u64,
     /// When it arrived, if not now (imported mail keeps its date).
     received: Option<i64>,
@@ -240,7 +239,7 @@ impl Prepared {
         }
         Ok(Prepared {
             meta: MessageMetadata::extract(&incoming.data),
-            sha256: hex::encode(Sha256::digest(&incoming.data)),
+            digests: Digests::of(&incoming.data),
             size: incoming.data.len() as u64,
             received: None,
             incoming,
@@ -273,12 +272,12 @@ impl Prepared {
         c.prepare_cached(
             "INSERT INTO messages(uid, sha256, size, received, env_from, helo, peer,
                hdr_from, hdr_to, hdr_cc, subject, date, message_id,
-               scan_version, scan_content, verdict)
-             VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
+               scan_version, scan_content, verdict, md5)
+             VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)",
         )?
         .execute(params![
             incoming.id,
-            self.sha256,
+            self.digests.sha256,
             self.size as i64,
             received,
             incoming.mail_from,
@@ -292,7 +291,8 @@ impl Prepared {
             meta.message_id,
             incoming.scan.as_ref().map(|x| &x.version),
             incoming.scan.as_ref().map(|x| &x.content_version),
-            incoming.scan.as_ref().and_then(|x| x.verdict.as_ref())
+            incoming.scan.as_ref().and_then(|x| x.verdict.as_ref()),
+            self.digests.md5
         ])?;
         let message = c.last_insert_rowid();
         insert_parts(c, message, meta)?;
@@ -1067,6 +1067,15 @@ impl Store for EmbeddedStore {
         mailboxes: bool,
     ) -> Result<Vec<(i64, String)>> {
         self.read(move |c| scanning::hash_matches(c, &md5, &sha256, queues, mailboxes))
+    }
+
+    fn messages_of_size(
+        &self,
+        sizes: Vec<u64>,
+        queues: bool,
+        mailboxes: bool,
+    ) -> Result<Vec<PendingScan>> {
+        self.read(move |c| scanning::messages_of_size(c, &sizes, queues, mailboxes))
     }
 
     fn record_scans(&self, records: Vec<ScanRecord>) -> Result<ActionReport> {

@@ -4,6 +4,7 @@
 //! and its commit).
 
 use super::{EmbeddedStore, MessageMetadata};
+use crate::Digests;
 use crate::Result;
 use rusqlite::params;
 use std::time::{Duration, SystemTime};
@@ -45,16 +46,18 @@ impl EmbeddedStore {
         let mut extracted = Vec::with_capacity(rows.len());
         for (id, uid) in rows {
             match self.blobs.read(&uid) {
-                Ok(data) => extracted.push((id, MessageMetadata::extract(&data))),
+                Ok(data) => {
+                    extracted.push((id, MessageMetadata::extract(&data), Digests::of(&data)))
+                }
                 Err(_) => batch.missing.push(uid),
             }
         }
         batch.indexed = extracted.len() as u64;
         self.write(move |c| {
-            for (id, meta) in &extracted {
+            for (id, meta, digests) in &extracted {
                 c.prepare_cached(
                     "UPDATE messages SET hdr_from=?2, hdr_to=?3, hdr_cc=?4, subject=?5, date=?6,
-                       message_id=?7 WHERE id=?1",
+                       message_id=?7, sha256=?8, md5=?9 WHERE id=?1",
                 )?
                 .execute(params![
                     id,
@@ -63,7 +66,9 @@ impl EmbeddedStore {
                     meta.cc,
                     meta.subject,
                     meta.date,
-                    meta.message_id
+                    meta.message_id,
+                    digests.sha256,
+                    digests.md5
                 ])?;
                 c.prepare_cached("DELETE FROM parts WHERE message=?1")?
                     .execute([id])?;

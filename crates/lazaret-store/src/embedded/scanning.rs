@@ -78,7 +78,8 @@ pub(super) fn hash_matches(
                OR (?4 AND EXISTS (SELECT 1 FROM mailbox_entries e WHERE e.message=m.id)))";
     let by_md5 = format!(
         "SELECT m.id FROM parts p JOIN messages m ON m.id=p.message
-         WHERE p.md5=?1 AND (?2 IS NULL OR p.size=?2) AND {held}"
+         WHERE p.md5=?1 AND (?2 IS NULL OR p.size=?2) AND {held}
+         UNION SELECT m.id FROM messages m WHERE m.md5=?1 AND (?2 IS NULL OR m.size=?2) AND {held}"
     );
     let by_sha = format!(
         "SELECT m.id FROM parts p JOIN messages m ON m.id=p.message
@@ -100,6 +101,39 @@ pub(super) fn hash_matches(
     out.sort();
     out.dedup();
     Ok(out)
+}
+
+/// Messages held in the chosen places that have one of `sizes`, or a part (or archive
+/// member) of one, in row id order. Reads the parts table through: only asked for
+/// signatures the index has no digest for.
+pub(super) fn messages_of_size(
+    c: &Connection,
+    sizes: &[u64],
+    queues: bool,
+    mailboxes: bool,
+) -> Result<Vec<PendingScan>> {
+    if sizes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = sizes
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut stmt = c.prepare(&format!(
+        "SELECT m.id, m.uid FROM messages m
+         WHERE (m.size IN ({list}) OR m.id IN (SELECT message FROM parts WHERE size IN ({list})))
+           AND ((?1 AND EXISTS (SELECT 1 FROM queue_items q WHERE q.message=m.id))
+             OR (?2 AND EXISTS (SELECT 1 FROM mailbox_entries e WHERE e.message=m.id)))
+         ORDER BY m.id"
+    ))?;
+    let rows = stmt.query_map(params![queues, mailboxes], |r| {
+        Ok(PendingScan {
+            message: r.get(0)?,
+            uid: r.get(1)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// Records scan results; returns what was quarantined, and the blobs no message uses
@@ -152,12 +186,20 @@ pub(super) fn record(
                     }
                 }
             }
-            ScanAction::Replace { uid, size, sha256 } => {
+            ScanAction::Replace { uid, size, digests } => {
                 let old: String = c
                     .prepare_cached("SELECT uid FROM messages WHERE id=?1")?
                     .query_row([r.message], |row| row.get(0))?;
-                c.prepare_cached("UPDATE messages SET uid=?2, size=?3, sha256=?4 WHERE id=?1")?
-                    .execute(params![r.message, uid, *size as i64, sha256])?;
+                c.prepare_cached(
+                    "UPDATE messages SET uid=?2, size=?3, sha256=?4, md5=?5 WHERE id=?1",
+                )?
+                .execute(params![
+                    r.message,
+                    uid,
+                    *size as i64,
+                    digests.sha256,
+                    digests.md5
+                ])?;
                 c.prepare_cached("DELETE FROM imap_cache WHERE uid=?1")?
                     .execute([&old])?;
                 old_blobs.push(old);

@@ -121,7 +121,9 @@ CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
 
 /// Columns added after a table was first created: (table, column, definition).
 /// Applied to older stores on open.
-pub const ADDED_COLUMNS: [(&str, &str, &str); 6] = [
+pub const ADDED_COLUMNS: [(&str, &str, &str); 7] = [
+    // MD5 of the whole message (NULL in stores from before it: `reindex` fills it).
+    ("messages", "md5", "TEXT"),
     ("messages", "verdict", "TEXT"),
     ("messages", "scan_version", "TEXT"),
     ("messages", "scan_content", "TEXT"),
@@ -137,6 +139,7 @@ pub const ADDED_COLUMNS: [(&str, &str, &str); 6] = [
 /// Indexes on columns of [`ADDED_COLUMNS`]: created once those exist.
 pub const LATE_INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS parts_md5 ON parts(md5) WHERE md5 IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_md5 ON messages(md5) WHERE md5 IS NOT NULL;
 ";
 
 /// Folders every new user gets, with their RFC 6154 special-use attribute.

@@ -1,4 +1,5 @@
 use super::*;
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 /// A data directory for one test, removed when the test ends (passed or failed).

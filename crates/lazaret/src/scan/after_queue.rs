@@ -7,7 +7,6 @@ use super::Verdict;
 use crate::serve::Server;
 use lazaret_core::config::OnIngest;
 use lazaret_store::{new_message_id, AuditEntry, PendingScan, ScanAction, ScanRecord};
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -163,7 +162,7 @@ fn tag(
     Ok(ScanAction::Replace {
         uid,
         size: data.len() as u64,
-        sha256: hex::encode(Sha256::digest(&data)),
+        digests: lazaret_store::Digests::of(&data),
     })
 }
 

@@ -3,14 +3,16 @@
 //!
 //! 1. Hash signatures are answered from the index of part hashes, without reading a
 //!    message. Only digests new since the last complete rescan are looked up: every
-//!    message was checked against the older ones then, or at ingest after it.
+//!    message was checked against the older ones then, or at ingest after it. The
+//!    index has no SHA-1: for a new SHA-1 signature the messages with an object of its
+//!    size are read (every message, for one of any size).
 //! 2. Messages whose contents were not scanned with today's body patterns and rules
 //!    (their content version differs) are read and scanned, in row order, each batch
 //!    recorded in one transaction: an interrupted rescan resumes where it stopped.
 
 use super::Scanner;
 use lazaret_scan::signatures::{self, HashKind};
-use lazaret_store::{ScanAction, ScanRecord, ScanStamp, Store, StoreError};
+use lazaret_store::{PendingScan, ScanAction, ScanRecord, ScanStamp, Store, StoreError};
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
@@ -76,7 +78,8 @@ pub fn run(
         digests_in(&state_dir(data_dir))
     };
     let mut names_of: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let (mut md5, mut sha256) = (Vec::new(), Vec::new());
+    let (mut md5, mut sha256, mut sha1_sizes) = (Vec::new(), Vec::new(), Vec::new());
+    let mut sha1_any_size = false;
     for (kind, digest, size, name) in engine.hash_signatures() {
         if checked.contains(&(kind, digest.clone(), size)) {
             continue;
@@ -89,11 +92,14 @@ pub fn run(
         match kind {
             HashKind::Md5 => md5.push((hex, size)),
             HashKind::Sha256 => sha256.push((hex, size)),
-            // Not in the index: step 2 reads the message when it must.
-            HashKind::Sha1 => {}
+            HashKind::Sha1 => match size {
+                Some(s) => sha1_sizes.push(s),
+                None => sha1_any_size = true,
+            },
         }
     }
-    outcome.hash_signatures_checked = (md5.len() + sha256.len()) as u64;
+    outcome.hash_signatures_checked =
+        (md5.len() + sha256.len() + sha1_sizes.len()) as u64 + u64::from(sha1_any_size);
     let hits = store.hash_matches(md5, sha256, scope.queues, scope.mailboxes)?;
     let mut by_message: BTreeMap<i64, Vec<String>> = BTreeMap::new();
     for (message, digest) in hits {
@@ -120,78 +126,39 @@ pub fn run(
         outcome.users.extend(report.users);
     }
 
+    let total = store.message_count()?;
+    // SHA-1 signatures of known sizes: the messages holding an object of that size.
+    if !sha1_sizes.is_empty() && !sha1_any_size && !scope.full {
+        sha1_sizes.sort_unstable();
+        sha1_sizes.dedup();
+        let sized = store.messages_of_size(sha1_sizes, scope.queues, scope.mailboxes)?;
+        for batch in sized.chunks(BATCH) {
+            scan_batch(store, scanner, batch, scope, &mut outcome, &mut found_names)?;
+            progress(outcome.messages_scanned, total);
+        }
+    }
+
     // 2. Contents not scanned with today's body patterns and rules.
-    let content = if scope.full {
+    let content = if scope.full || sha1_any_size {
         // No message carries this version: all are read.
         format!("full-{}", engine.version())
     } else {
         engine.content_version().to_string()
     };
-    let total = store.message_count()?;
     let mut after = 0i64;
     loop {
         let batch =
             store.rescan_candidates(after, BATCH, &content, scope.queues, scope.mailboxes)?;
         let Some(last) = batch.last() else { break };
         after = last.message;
-        let results: Vec<Result<Option<ScanRecord>, String>> = std::thread::scope(|s| {
-            let half = batch.len().div_ceil(2);
-            let workers: Vec<_> = batch
-                .chunks(half.max(1))
-                .map(|chunk| {
-                    s.spawn(move || {
-                        chunk
-                            .iter()
-                            .map(|p| {
-                                let raw = match store.blob_read(&p.uid) {
-                                    Ok(raw) => raw,
-                                    // Gone since the query (deleted): nothing to scan.
-                                    Err(_) => return Ok(None),
-                                };
-                                let v = scanner.scan_message(&raw).map_err(|e| e.to_string())?;
-                                Ok(Some(if v.names.is_empty() {
-                                    ScanRecord {
-                                        message: p.message,
-                                        stamp: v.stamp,
-                                        action: ScanAction::Keep,
-                                    }
-                                } else {
-                                    quarantine_record(p.message, v.names, v.stamp, scope)
-                                }))
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .flat_map(|w| w.join().unwrap_or_default())
-                .collect()
-        });
-        let mut records = Vec::new();
-        for r in results {
-            match r {
-                Ok(Some(rec)) => records.push(rec),
-                Ok(None) => {}
-                Err(e) => {
-                    return Err(StoreError::Invalid(format!(
-                        "{e}; the rescan stopped, run it again to resume"
-                    )))
-                }
-            }
-        }
-        outcome.messages_scanned += records.len() as u64;
-        for r in &records {
-            if let ScanAction::Quarantine { .. } = r.action {
-                outcome.detected += 1;
-                for n in r.stamp.verdict.iter().flat_map(|v| v.split(',')) {
-                    found_names.insert(n.to_string(), ());
-                }
-            }
-        }
-        let report = store.record_scans(records)?;
-        outcome.quarantined += report.done;
-        outcome.users.extend(report.users);
+        scan_batch(
+            store,
+            scanner,
+            &batch,
+            scope,
+            &mut outcome,
+            &mut found_names,
+        )?;
         progress(outcome.messages_scanned, total);
     }
 
@@ -203,6 +170,77 @@ pub fn run(
     outcome.users.sort();
     outcome.users.dedup();
     Ok(outcome)
+}
+
+/// Reads and scans a batch of messages on two threads, then records the verdicts (and
+/// quarantines what was found) in one transaction.
+fn scan_batch(
+    store: &dyn Store,
+    scanner: &Scanner,
+    batch: &[PendingScan],
+    scope: Scope,
+    outcome: &mut Outcome,
+    found_names: &mut BTreeMap<String, ()>,
+) -> Result<(), StoreError> {
+    let results: Vec<Result<Option<ScanRecord>, String>> = std::thread::scope(|s| {
+        let half = batch.len().div_ceil(2);
+        let workers: Vec<_> = batch
+            .chunks(half.max(1))
+            .map(|chunk| {
+                s.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|p| {
+                            let raw = match store.blob_read(&p.uid) {
+                                Ok(raw) => raw,
+                                // Gone since the query (deleted): nothing to scan.
+                                Err(_) => return Ok(None),
+                            };
+                            let v = scanner.scan_message(&raw).map_err(|e| e.to_string())?;
+                            Ok(Some(if v.names.is_empty() {
+                                ScanRecord {
+                                    message: p.message,
+                                    stamp: v.stamp,
+                                    action: ScanAction::Keep,
+                                }
+                            } else {
+                                quarantine_record(p.message, v.names, v.stamp, scope)
+                            }))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
+    });
+    let mut records = Vec::new();
+    for r in results {
+        match r {
+            Ok(Some(rec)) => records.push(rec),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(StoreError::Invalid(format!(
+                    "{e}; the rescan stopped, run it again to resume"
+                )))
+            }
+        }
+    }
+    outcome.messages_scanned += records.len() as u64;
+    for r in &records {
+        if let ScanAction::Quarantine { .. } = r.action {
+            outcome.detected += 1;
+            for n in r.stamp.verdict.iter().flat_map(|v| v.split(',')) {
+                found_names.insert(n.to_string(), ());
+            }
+        }
+    }
+    let report = store.record_scans(records)?;
+    outcome.quarantined += report.done;
+    outcome.users.extend(report.users);
+    Ok(())
 }
 
 fn quarantine_record(
