@@ -59,13 +59,20 @@ enum Kind {
 fn kind_of(data: &[u8]) -> Option<Kind> {
     if data.starts_with(b"PK\x03\x04") || data.starts_with(b"PK\x05\x06") {
         Some(Kind::Zip)
-    } else if data.starts_with(&[0x1f, 0x8b]) {
+    } else if is_gzip_header(data) {
         Some(Kind::Gzip)
     } else if data.len() >= 512 && &data[257..262] == b"ustar" {
         Some(Kind::Tar)
     } else {
         None
     }
+}
+
+/// The gzip magic is two bytes: about one random attachment in 65,536 starts with it,
+/// and would then be a "broken archive". RFC 1952 also fixes the method (8, deflate)
+/// and the reserved flag bits (zero), and the header and trailer take 18 bytes.
+fn is_gzip_header(data: &[u8]) -> bool {
+    data.len() >= 18 && data[..3] == [0x1f, 0x8b, 8] && data[3] & 0xe0 == 0
 }
 
 /// Is this an archive the walk opens?
@@ -310,7 +317,15 @@ mod tests {
         let (_, r) = walk(&truncated, Limits::default());
         assert!(matches!(r, Err(Stopped::Broken(_))));
 
-        let (paths, r) = walk(b"\x1f\x8bnot gzip at all", Limits::default());
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &[7u8; 4000]).unwrap();
+        let mut gz = gz.finish().unwrap();
+        gz.truncate(gz.len() / 2);
+        let (paths, r) = walk(&gz, Limits::default());
         assert!(paths.is_empty() && matches!(r, Err(Stopped::Broken(_))));
+
+        // Data that only shares gzip's two magic bytes is not an archive, not broken.
+        assert!(!is_archive(b"\x1f\x8bnot gzip at all, random bytes"));
+        assert!(!is_archive(b"\x1f\x8b\x08\xffnot gzip: reserved flags set"));
     }
 }
