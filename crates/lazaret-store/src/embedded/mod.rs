@@ -41,7 +41,10 @@ pub struct EmbeddedStore {
 fn open_connection(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+    // Statement journals (every multi-row change keeps one) in memory, not temp files.
+    conn.execute_batch(
+        "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;",
+    )?;
     find::register_functions(&conn)?;
     Ok(conn)
 }
@@ -97,6 +100,9 @@ impl EmbeddedStore {
             }
         }
         conn.execute_batch(schema::LATE_INDEXES)?;
+        // The writer's page cache (default 2 MB) holds a batch's dirty pages: smaller,
+        // and a bulk action spills them to the WAL mid-transaction.
+        conn.pragma_update(None, "cache_size", -32768)?;
         let fresh: bool = conn
             .query_row("SELECT value FROM settings WHERE key='created'", [], |r| {
                 r.get::<_, String>(0)
@@ -340,6 +346,7 @@ fn still_due(c: &Connection, item: i64, queue: &str) -> Result<Option<(i64, i64,
 /// returns their blob ids, to be removed once the transaction has committed.
 fn unreferenced(c: &Connection, candidates: &[i64]) -> Result<Vec<String>> {
     let mut blobs = Vec::new();
+    let mut gone = Vec::new();
     for id in candidates {
         let uid: Option<String> = c
             .prepare_cached(
@@ -353,14 +360,33 @@ fn unreferenced(c: &Connection, candidates: &[i64]) -> Result<Vec<String>> {
         if let Some(uid) = uid {
             c.prepare_cached("DELETE FROM messages WHERE id=?1")?
                 .execute([id])?;
-            c.prepare_cached("DELETE FROM text_index WHERE rowid=?1")?
-                .execute([id])?;
             c.prepare_cached("DELETE FROM imap_cache WHERE uid=?1")?
                 .execute([&uid])?;
             blobs.push(uid);
+            gone.push(*id);
         }
     }
+    delete_text(c, &gone)?;
     Ok(blobs)
+}
+
+/// Removes messages from the text index, a few hundred per statement: FTS5 writes its
+/// pending changes out as a new segment, and merges segments, at every statement of a
+/// transaction, so one DELETE per message did that once per message.
+fn delete_text(c: &Connection, ids: &[i64]) -> Result<()> {
+    for chunk in ids.chunks(500) {
+        // Integers only: nothing to quote.
+        let list = chunk
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        c.execute(
+            &format!("DELETE FROM text_index WHERE rowid IN ({list})"),
+            [],
+        )?;
+    }
+    Ok(())
 }
 
 const MAILBOX_SUMMARIES: &str = "SELECT 'm' || e.id, 'mailbox:' || b.user || '/' || b.name, m.hdr_from,
