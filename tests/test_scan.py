@@ -362,11 +362,11 @@ def test_rescan_whole_message_md5_and_sha1(make_server, tmp_path):
     s.cli("export", "--ids", whole_id, "--eml-dir", str(tmp_path / "eml"))
     (stored,) = (tmp_path / "eml").iterdir()
     whole = stored.read_bytes()
-    assert clamscan_names(tmp_path, f"{hashlib.md5(whole).hexdigest()}:{len(whole)}:Test.Whole.Md5", "hdb", stored) == ["Test.Whole.Md5.UNOFFICIAL"]
-
     sigs = tmp_path / "sigs"
     sigs.mkdir()
     (sigs / "whole.hdb").write_text(f"{hashlib.md5(whole).hexdigest()}:{len(whole)}:Test.Whole.Md5\n")
+    if CLAMSCAN:  # the exported file is the message the signature names, for ClamAV too
+        assert clamscan_detections(sigs, stored) == {str(stored): {"Test.Whole.Md5"}}
     s.cli("signatures", "add", str(sigs / "whole.hdb"))
     report = json.loads(s.cli("rescan", "--json").stdout)
     assert report["signatures"] == ["Test.Whole.Md5"] and report["messages_scanned"] == 0, report
@@ -384,16 +384,6 @@ def test_rescan_whole_message_md5_and_sha1(make_server, tmp_path):
     assert report["messages_scanned"] == 3 and report["quarantined"] == 3, report
     assert s.inbox("alice@localhost") == []
     assert json.loads(s.cli("rescan", "--json").stdout)["messages_scanned"] == 0
-
-
-def clamscan_names(tmp_path, line, ext, target):
-    """What a real clamscan names `target` with this one signature (skipped without it)."""
-    if not CLAMSCAN:
-        pytest.skip("clamscan (Debian package clamav) not installed")
-    db = tmp_path / f"one.{ext}"
-    db.write_text(line + "\n")
-    r = subprocess.run([CLAMSCAN, "--no-summary", "-d", str(db), str(target)], capture_output=True, text=True)
-    return [l.rsplit(": ", 1)[1].removesuffix(" FOUND") for l in r.stdout.splitlines() if l.endswith("FOUND")]
 
 
 @pytest.mark.skipif(not CLAMD, reason="clamd (Debian package clamav-daemon) not installed")

@@ -248,17 +248,8 @@ fn gunzipped_name(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::zip_of;
     use std::io::Write;
-
-    fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
-        for (name, data) in files {
-            w.start_file(*name, zip::write::SimpleFileOptions::default())
-                .unwrap();
-            w.write_all(data).unwrap();
-        }
-        w.finish().unwrap().into_inner()
-    }
 
     fn tar_gz_of(files: &[(&str, &[u8])]) -> Vec<u8> {
         let mut builder = tar::Builder::new(Vec::new());

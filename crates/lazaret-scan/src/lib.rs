@@ -7,6 +7,8 @@ pub mod clamd;
 pub mod engine;
 pub mod mime;
 pub mod signatures;
+#[cfg(test)]
+mod test_support;
 pub mod text;
 
 pub use archive::{expand, is_archive, Limits, Member, Stopped};

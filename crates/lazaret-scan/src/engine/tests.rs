@@ -1,15 +1,6 @@
 use super::*;
-use std::io::{Cursor, Write};
-
-fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    for (name, data) in files {
-        w.start_file(*name, zip::write::SimpleFileOptions::default())
-            .unwrap();
-        w.write_all(data).unwrap();
-    }
-    w.finish().unwrap().into_inner()
-}
+use crate::test_support::zip_of;
+use std::io::Write;
 
 fn tar_gz_of(name: &str, data: &[u8]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
