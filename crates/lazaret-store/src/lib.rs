@@ -9,7 +9,7 @@ mod metadata;
 mod model;
 mod password;
 
-pub use embedded::{new_message_id, EmbeddedStore, ReindexBatch, OUTBOUND_DISABLED};
+pub use embedded::{new_message_id, BlobLocation, EmbeddedStore, ReindexBatch, OUTBOUND_DISABLED};
 pub use metadata::{Digests, MessageMetadata, PartInfo};
 pub use model::*;
 
@@ -218,8 +218,9 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<PendingScan>>;
     /// Records scan results in one transaction; `done` counts copies quarantined.
     fn record_scans(&self, records: Vec<ScanRecord>) -> Result<ActionReport>;
-    /// Writes a message body under a new store id, durably (for rewritten messages).
-    fn blob_write(&self, uid: &str, data: &[u8]) -> Result<()>;
+    /// Writes a message body under a new store id, durably (for rewritten messages);
+    /// returns where, for [`ScanAction::Replace`].
+    fn blob_write(&self, uid: &str, data: &[u8]) -> Result<BlobLocation>;
     /// Reads a message body by its store id.
     fn blob_read(&self, uid: &str) -> Result<Vec<u8>>;
 

@@ -47,11 +47,13 @@ pub enum ScanAction {
         queues: bool,
         mailboxes: bool,
     },
-    /// The contents were rewritten (a header added) into blob `uid`, already durable.
+    /// The contents were rewritten (a header added) into blob `uid`, already durable
+    /// at `location` (what `Store::blob_write` returned).
     Replace {
         uid: String,
         size: u64,
         digests: crate::Digests,
+        location: crate::BlobLocation,
     },
 }
 
@@ -267,6 +269,10 @@ pub struct StoreStats {
     pub quarantined: u64,
     pub quarantine_bytes: u64,
     pub database_bytes: u64,
+    /// Messages accepted but not yet in the text index (find matches them directly
+    /// meanwhile).
+    #[serde(default)]
+    pub text_index_behind: u64,
 }
 
 /// Where `find` looks.

@@ -62,8 +62,8 @@ fn message_conditions(f: &Filters, sql: &mut Sql) -> Result<()> {
     if let Some(s) = f.subject.as_deref() {
         if s.chars().count() >= MIN_INDEXED {
             sql.cond(
-                "m.id IN (SELECT rowid FROM text_index WHERE text_index MATCH ?)",
-                [text(&phrase("subject", s))],
+                &super::text_index::condition("subject"),
+                [text(&phrase("subject", s)), text(s)],
             );
         } else {
             sql.cond("m.subject LIKE ? ESCAPE '\\'", [text(&like_anywhere(s))]);
@@ -81,8 +81,8 @@ fn message_conditions(f: &Filters, sql: &mut Sql) -> Result<()> {
             )));
         }
         sql.cond(
-            "m.id IN (SELECT rowid FROM text_index WHERE text_index MATCH ?)",
-            [text(&phrase("body", b))],
+            &super::text_index::condition("body"),
+            [text(&phrase("body", b)), text(b)],
         );
     }
     if let Some(from) = f.from.as_deref() {

@@ -134,7 +134,7 @@ impl EmbeddedStore {
             unreferenced(c, &messages)
         })?;
         for b in blobs {
-            self.blobs.remove(&b);
+            self.discard_blob(&b);
         }
         Ok(())
     }
@@ -313,8 +313,8 @@ impl EmbeddedStore {
         internal_date: Option<i64>,
     ) -> Result<(i64, i64)> {
         let (user, name) = (user.to_string(), canonical(name));
-        let prepared = Prepared::new(crate::Incoming {
-            id: id.clone(),
+        let mut prepared = Prepared::new(crate::Incoming {
+            id,
             mail_from: user.clone(),
             rcpt_to: Vec::new(),
             helo: String::new(),
@@ -322,8 +322,8 @@ impl EmbeddedStore {
             data,
             scan: None,
         })?;
-        self.blobs.write(&id, &prepared.incoming.data)?;
-        let result = self.write(move |c| {
+        self.write_blob(&mut prepared)?;
+        self.write(move |c| {
             let folder = folder_id(c, &user, &name)
                 .map_err(|_| StoreError::NotFound(format!("[TRYCREATE] no folder {name}")))?;
             let message = prepared.insert_message(c)?;
@@ -337,10 +337,6 @@ impl EmbeddedStore {
                 internal_date.unwrap_or_else(now),
             )?;
             Ok((uidvalidity, uid))
-        });
-        if result.is_err() {
-            self.blobs.remove(&id);
-        }
-        result
+        })
     }
 }

@@ -3,6 +3,7 @@
 //! group-commit [`writer::Writer`].
 
 mod blobs;
+mod compaction;
 mod find;
 mod folders;
 mod outbound;
@@ -10,6 +11,7 @@ mod quarantine;
 mod reindex;
 mod scanning;
 mod schema;
+mod text_index;
 mod writer;
 
 pub use outbound::OUTBOUND_DISABLED;
@@ -18,13 +20,15 @@ pub use reindex::ReindexBatch;
 use crate::metadata::{Digests, MessageMetadata};
 use crate::model::*;
 use crate::{now, password, Result, Store, StoreError};
-use blobs::Blobs;
+pub use blobs::Location as BlobLocation;
+use blobs::{BlobRef, Blobs};
 use lazaret_core::state::{QUEUE_INBOUND, QUEUE_LOCAL, SYSTEM_QUEUES};
 use lazaret_core::QueueState;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use text_index::TextIndex;
 use writer::Writer;
 
 /// Read connections kept for reuse; more may exist during a burst, but each holds its
@@ -33,9 +37,11 @@ const POOLED_READERS: usize = 8;
 
 pub struct EmbeddedStore {
     db_path: PathBuf,
-    blobs: Blobs,
+    blobs: Arc<Blobs>,
     writer: Writer,
     readers: Mutex<Vec<Connection>>,
+    text: TextIndex,
+    _compactor: compaction::Compactor,
 }
 
 fn open_connection(path: &Path) -> Result<Connection> {
@@ -47,6 +53,27 @@ fn open_connection(path: &Path) -> Result<Connection> {
     )?;
     find::register_functions(&conn)?;
     Ok(conn)
+}
+
+/// A connection for a background thread that only reads.
+fn open_read_only(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(conn)
+}
+
+/// For background threads (text index, compaction): below the sessions and the writer,
+/// so they use what CPU mail leaves over.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain syscalls on the calling thread; no memory is passed.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
 }
 
 /// A new message store id: 16 random hex digits (the blob's name, "queued as").
@@ -81,6 +108,11 @@ impl EmbeddedStore {
     /// Opens (creating if needed) the store under `data_dir`. A new store gets the
     /// local domain `localhost`, so built-in defaults can take mail at once.
     pub fn open(data_dir: &Path) -> Result<EmbeddedStore> {
+        Self::open_with_pack_limit(data_dir, blobs::PACK_LIMIT)
+    }
+
+    /// As `open`, closing pack files at `pack_limit` bytes (tests use small packs).
+    pub(crate) fn open_with_pack_limit(data_dir: &Path, pack_limit: u64) -> Result<EmbeddedStore> {
         std::fs::create_dir_all(data_dir)
             .map_err(crate::io_err(format!("create {}", data_dir.display())))?;
         let db_path = data_dir.join("lazaret.db");
@@ -100,6 +132,9 @@ impl EmbeddedStore {
             }
         }
         conn.execute_batch(schema::LATE_INDEXES)?;
+        // Stores from before the text index moved to its own file: the indexer
+        // rebuilds it there from the blobs.
+        conn.execute_batch("DROP TABLE IF EXISTS text_index")?;
         // The writer's page cache (default 2 MB) holds a batch's dirty pages: smaller,
         // and a bulk action spills them to the WAL mid-transaction.
         conn.pragma_update(None, "cache_size", -32768)?;
@@ -119,20 +154,73 @@ impl EmbeddedStore {
                 [now()],
             )?;
         }
-        let blobs = Blobs::open(data_dir.join("blobs"))?;
+        let blobs = Arc::new(Blobs::open(data_dir.join("blobs"), pack_limit)?);
+        let writer = Writer::start(conn);
+        let text = TextIndex::open(data_dir, &db_path, blobs.clone(), writer.clone())?;
+        let compactor = compaction::Compactor::start(blobs.clone(), writer.clone(), &db_path);
         Ok(EmbeddedStore {
             db_path,
             blobs,
-            writer: Writer::start(conn),
+            writer,
             readers: Mutex::new(Vec::new()),
+            text,
+            _compactor: compactor,
         })
+    }
+
+    /// Compacts mostly-dead packs now (the background thread does it every minute);
+    /// returns how many pack files were removed.
+    pub fn compact_packs(&self) -> Result<u64> {
+        self.read(|c| compaction::compact(&self.blobs, &self.writer, c))
+    }
+
+    fn open_reader(&self) -> Result<Connection> {
+        let conn = open_connection(&self.db_path)?;
+        self.text.attach(&conn)?;
+        Ok(conn)
+    }
+
+    /// Removes the file of a message whose row is gone, in stores from before packs
+    /// (`unreferenced` names only those; bytes in packs go with compaction).
+    fn discard_blob(&self, uid: &str) {
+        self.blobs.remove_legacy(uid);
+    }
+
+    /// Appends a prepared message's bytes to the packs, durably, and notes where.
+    fn write_blob(&self, p: &mut Prepared) -> Result<()> {
+        p.location = Some(self.blobs.write(&p.incoming.id, &p.incoming.data)?);
+        Ok(())
+    }
+
+    /// Where a message's bytes are, by its store id.
+    fn blob_ref(&self, uid: &str) -> Result<BlobRef> {
+        if uid.len() < 2 || !uid.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::NotFound("no such message".into()));
+        }
+        let key = uid.to_string();
+        self.read(move |c| {
+            c.prepare_cached("SELECT uid, blob_pack, blob_offset, size FROM messages WHERE uid=?1")?
+                .query_row([&key], |r| blob_ref_of(r, 0))
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound("no such message".into()))
+        })
+    }
+
+    /// Reads a message's bytes with `read`; if compaction moved them between the
+    /// lookup and the read, looks again.
+    fn with_blob<R>(&self, uid: &str, read: impl Fn(&BlobRef) -> Result<R>) -> Result<R> {
+        let blob = self.blob_ref(uid)?;
+        match read(&blob) {
+            Err(StoreError::Io { .. }) if blob.at.is_some() => read(&self.blob_ref(uid)?),
+            result => result,
+        }
     }
 
     fn read<R>(&self, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
         let pooled = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match pooled {
             Some(c) => c,
-            None => open_connection(&self.db_path)?,
+            None => self.open_reader()?,
         };
         let result = f(&conn);
         let mut pool = self.readers.lock().unwrap_or_else(|e| e.into_inner());
@@ -234,6 +322,8 @@ pub(crate) struct Prepared {
     size: u64,
     /// When it arrived, if not now (imported mail keeps its date).
     received: Option<i64>,
+    /// Where its bytes were written (`EmbeddedStore::write_blob`).
+    location: Option<BlobLocation>,
 }
 
 impl Prepared {
@@ -248,6 +338,7 @@ impl Prepared {
             digests: Digests::of(&incoming.data),
             size: incoming.data.len() as u64,
             received: None,
+            location: None,
             incoming,
         })
     }
@@ -275,11 +366,16 @@ impl Prepared {
     pub(crate) fn insert_message(&self, c: &Connection) -> Result<i64> {
         let (incoming, meta) = (&self.incoming, &self.meta);
         let received = self.received.unwrap_or_else(now);
+        // The id is one above any ever used (see `unreferenced`): never reused, so the
+        // text index's watermark is exact.
         c.prepare_cached(
-            "INSERT INTO messages(uid, sha256, size, received, env_from, helo, peer,
+            "INSERT INTO messages(id, uid, sha256, size, received, env_from, helo, peer,
                hdr_from, hdr_to, hdr_cc, subject, date, message_id,
-               scan_version, scan_content, verdict, md5)
-             VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)",
+               scan_version, scan_content, verdict, md5, blob_pack, blob_offset)
+             VALUES(max(COALESCE((SELECT max(id) FROM messages), 0),
+                        COALESCE((SELECT CAST(value AS INTEGER) FROM settings
+                                  WHERE key='message_id_floor'), 0)) + 1,
+                    ?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)",
         )?
         .execute(params![
             incoming.id,
@@ -298,12 +394,13 @@ impl Prepared {
             incoming.scan.as_ref().map(|x| &x.version),
             incoming.scan.as_ref().map(|x| &x.content_version),
             incoming.scan.as_ref().and_then(|x| x.verdict.as_ref()),
-            self.digests.md5
+            self.digests.md5,
+            self.location.map(|l| l.pack),
+            self.location.map(|l| l.offset as i64)
         ])?;
         let message = c.last_insert_rowid();
+        count_pack_bytes(c, self.location, self.size as i64)?;
         insert_parts(c, message, meta)?;
-        c.prepare_cached("INSERT INTO text_index(rowid, subject, body) VALUES(?1, ?2, ?3)")?
-            .execute(params![message, meta.subject, meta.text])?;
         Ok(message)
     }
 }
@@ -342,51 +439,83 @@ fn still_due(c: &Connection, item: i64, queue: &str) -> Result<Option<(i64, i64,
     .optional()?)
 }
 
+/// The blob reference in columns `uid, blob_pack, blob_offset, size` of a row, from
+/// column `first` on.
+pub(super) fn blob_ref_of(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<BlobRef> {
+    let pack: Option<u32> = r.get(first + 1)?;
+    let offset: Option<i64> = r.get(first + 2)?;
+    Ok(BlobRef {
+        uid: r.get(first)?,
+        at: pack.zip(offset).map(|(pack, offset)| BlobLocation {
+            pack,
+            offset: offset as u64,
+        }),
+        len: r.get::<_, i64>(first + 3)? as u64,
+    })
+}
+
+/// Keeps `packs.live` (bytes still referenced per pack) current: `size` is added
+/// (negative: removed) with its record header.
+fn count_pack_bytes(c: &Connection, at: Option<BlobLocation>, size: i64) -> Result<()> {
+    if let Some(at) = at {
+        let bytes = size + size.signum() * blobs::HEADER as i64;
+        c.prepare_cached(
+            "INSERT INTO packs(id, live) VALUES(?1, ?2)
+             ON CONFLICT(id) DO UPDATE SET live=live+excluded.live",
+        )?
+        .execute(params![at.pack, bytes])?;
+    }
+    Ok(())
+}
+
 /// Deletes those of `candidates` (message row ids) that nothing points at any more and
 /// returns their blob ids, to be removed once the transaction has committed.
 fn unreferenced(c: &Connection, candidates: &[i64]) -> Result<Vec<String>> {
     let mut blobs = Vec::new();
     let mut gone = Vec::new();
     for id in candidates {
-        let uid: Option<String> = c
+        let row: Option<(String, Option<u32>, Option<i64>, i64)> = c
             .prepare_cached(
-                "SELECT uid FROM messages m WHERE id=?1
+                "SELECT uid, blob_pack, blob_offset, size FROM messages m WHERE id=?1
                    AND NOT EXISTS (SELECT 1 FROM queue_items q WHERE q.message=m.id)
                    AND NOT EXISTS (SELECT 1 FROM mailbox_entries e WHERE e.message=m.id)
                    AND NOT EXISTS (SELECT 1 FROM quarantine z WHERE z.message=m.id)",
             )?
-            .query_row([id], |r| r.get(0))
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .optional()?;
-        if let Some(uid) = uid {
+        if let Some((uid, pack, offset, size)) = row {
             c.prepare_cached("DELETE FROM messages WHERE id=?1")?
                 .execute([id])?;
             c.prepare_cached("DELETE FROM imap_cache WHERE uid=?1")?
                 .execute([&uid])?;
-            blobs.push(uid);
+            match pack.zip(offset) {
+                Some((pack, offset)) => {
+                    let at = BlobLocation {
+                        pack,
+                        offset: offset as u64,
+                    };
+                    count_pack_bytes(c, Some(at), -size)?;
+                }
+                None => blobs.push(uid),
+            }
             gone.push(*id);
         }
     }
-    delete_text(c, &gone)?;
-    Ok(blobs)
-}
-
-/// Removes messages from the text index, a few hundred per statement: FTS5 writes its
-/// pending changes out as a new segment, and merges segments, at every statement of a
-/// transaction, so one DELETE per message did that once per message.
-fn delete_text(c: &Connection, ids: &[i64]) -> Result<()> {
-    for chunk in ids.chunks(500) {
-        // Integers only: nothing to quote.
-        let list = chunk
-            .iter()
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
-        c.execute(
-            &format!("DELETE FROM text_index WHERE rowid IN ({list})"),
-            [],
-        )?;
+    if let Some(&highest) = gone.iter().max() {
+        // Ids are never given out twice, even the highest one just freed.
+        c.prepare_cached(
+            "INSERT INTO settings(key, value) VALUES('message_id_floor', ?1)
+             ON CONFLICT(key) DO UPDATE SET
+               value=max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+        )?
+        .execute([highest])?;
+        let mut forget =
+            c.prepare_cached("INSERT OR IGNORE INTO text_deleted(message) VALUES(?1)")?;
+        for id in &gone {
+            forget.execute([id])?;
+        }
     }
-    Ok(())
+    Ok(blobs)
 }
 
 const MAILBOX_SUMMARIES: &str = "SELECT 'm' || e.id, 'mailbox:' || b.user || '/' || b.name, m.hdr_from,
@@ -403,17 +532,21 @@ const QUEUE_SUMMARIES: &str = "SELECT 'q' || q.id, 'queue:' || q.queue, m.env_fr
 
 impl Store for EmbeddedStore {
     fn ingest(&self, incoming: Incoming) -> Result<Accepted> {
-        let prepared = Prepared::new(incoming)?;
+        let mut prepared = Prepared::new(incoming)?;
         let accepted = Accepted {
             id: prepared.incoming.id.clone(),
             size: prepared.size,
         };
-        self.blobs
-            .write(&prepared.incoming.id, &prepared.incoming.data)?;
+        self.write_blob(&mut prepared)?;
         let id = accepted.id.clone();
+        self.text
+            .remember(&id, std::mem::take(&mut prepared.meta.text));
+        // A failed commit leaves the appended bytes unreferenced: compaction takes them.
         let result = self.writer.write(move |c| prepared.insert(c));
         if result.is_err() {
-            self.blobs.remove(&id);
+            self.text.forget(&id);
+        } else {
+            self.text.wake();
         }
         result.map(|()| accepted)
     }
@@ -580,7 +713,7 @@ impl Store for EmbeddedStore {
             Ok((count as u64, unreferenced(c, &messages)?))
         })?;
         for blob in removed.1 {
-            self.blobs.remove(&blob);
+            self.discard_blob(&blob);
         }
         Ok(removed.0)
     }
@@ -952,7 +1085,7 @@ impl Store for EmbeddedStore {
             Ok(c.prepare_cached(sql.0)?.query_row([sql.1], |r| r.get(0)).optional()?)
         })?;
         match uid {
-            Some(uid) => self.blobs.read(&uid),
+            Some(uid) => self.with_blob(&uid, |b| self.blobs.read(b)),
             None => Err(StoreError::NotFound("no such message".into())),
         }
     }
@@ -1000,17 +1133,17 @@ impl Store for EmbeddedStore {
     }
 
     fn message_append_to(&self, message: &str, buf: &mut Vec<u8>) -> Result<usize> {
-        if message.len() < 2 || !message.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(StoreError::NotFound("no such message".into()));
+        let blob = self.blob_ref(message)?;
+        match self.blobs.read_into(&blob, buf) {
+            Err(StoreError::Io { .. }) if blob.at.is_some() => {
+                self.blobs.read_into(&self.blob_ref(message)?, buf)
+            }
+            result => result,
         }
-        self.blobs.read_into(message, buf)
     }
 
     fn message_head(&self, message: &str) -> Result<Vec<u8>> {
-        if message.len() < 2 || !message.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(StoreError::NotFound("no such message".into()));
-        }
-        self.blobs.read_head(message)
+        self.with_blob(message, |b| self.blobs.read_head(b))
     }
 
     fn mailbox_delete(&self, user: &str, mailbox: &str, ids: &[String]) -> Result<u64> {
@@ -1042,7 +1175,7 @@ impl Store for EmbeddedStore {
             Ok((deleted, unreferenced(c, &messages)?))
         })?;
         for blob in blobs {
-            self.blobs.remove(&blob);
+            self.discard_blob(&blob);
         }
         Ok(deleted)
     }
@@ -1107,17 +1240,17 @@ impl Store for EmbeddedStore {
     fn record_scans(&self, records: Vec<ScanRecord>) -> Result<ActionReport> {
         let (report, old_blobs) = self.write(move |c| scanning::record(c, &records))?;
         for uid in old_blobs {
-            self.blobs.remove(&uid);
+            self.discard_blob(&uid);
         }
         Ok(report)
     }
 
-    fn blob_write(&self, uid: &str, data: &[u8]) -> Result<()> {
+    fn blob_write(&self, uid: &str, data: &[u8]) -> Result<BlobLocation> {
         self.blobs.write(uid, data)
     }
 
     fn blob_read(&self, uid: &str) -> Result<Vec<u8>> {
-        self.blobs.read(uid)
+        self.with_blob(uid, |b| self.blobs.read(b))
     }
 
     fn quarantine(&self, ids: &[String], actor: &str, reason: &str) -> Result<ActionReport> {
@@ -1139,40 +1272,26 @@ impl Store for EmbeddedStore {
                     .into(),
             ));
         };
-        detail.headers = String::from_utf8_lossy(&self.blobs.read_head(&blob)?).into_owned();
+        detail.headers =
+            String::from_utf8_lossy(&self.with_blob(&blob, |b| self.blobs.read_head(b))?)
+                .into_owned();
         Ok(detail)
     }
 
     fn remove(&self, ids: &[String], dsns: Vec<Incoming>) -> Result<ActionReport> {
-        let prepared = dsns
+        let mut prepared = dsns
             .into_iter()
             .map(Prepared::new)
             .collect::<Result<Vec<_>>>()?;
-        let mut written: Vec<String> = Vec::new();
-        for p in &prepared {
-            if let Err(e) = self.blobs.write(&p.incoming.id, &p.incoming.data) {
-                for id in &written {
-                    self.blobs.remove(id);
-                }
-                return Err(e);
-            }
-            written.push(p.incoming.id.clone());
+        for p in &mut prepared {
+            self.write_blob(p)?;
         }
         let ids = ids.to_vec();
-        match self.write(move |c| quarantine::remove(c, &ids, &prepared)) {
-            Ok((report, gone)) => {
-                for blob in gone {
-                    self.blobs.remove(&blob);
-                }
-                Ok(report)
-            }
-            Err(e) => {
-                for id in &written {
-                    self.blobs.remove(id);
-                }
-                Err(e)
-            }
+        let (report, gone) = self.write(move |c| quarantine::remove(c, &ids, &prepared))?;
+        for blob in gone {
+            self.discard_blob(&blob);
         }
+        Ok(report)
     }
 
     fn import(&self, user: &str, folder: &str, messages: Vec<ImportMessage>) -> Result<u64> {
@@ -1251,15 +1370,18 @@ impl Store for EmbeddedStore {
     }
 
     fn stats(&self) -> Result<StoreStats> {
-        let database_bytes = ["", "-wal"]
+        let database_bytes = [&self.db_path, self.text.path()]
             .iter()
-            .filter_map(|suffix| {
-                let mut p = self.db_path.clone().into_os_string();
-                p.push(suffix);
-                std::fs::metadata(p).ok().map(|m| m.len())
+            .flat_map(|db| {
+                ["", "-wal"].iter().filter_map(move |suffix| {
+                    let mut p = db.as_os_str().to_owned();
+                    p.push(suffix);
+                    std::fs::metadata(p).ok().map(|m| m.len())
+                })
             })
             .sum();
         self.read(move |c| {
+            let text_index_behind = self.text.behind(c)?;
             let (messages, message_bytes): (i64, i64) = c.query_row(
                 "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages",
                 [],
@@ -1282,6 +1404,7 @@ impl Store for EmbeddedStore {
                 queued: queued as u64,
                 in_mailboxes: in_mailboxes as u64,
                 database_bytes,
+                text_index_behind,
             })
         })
     }

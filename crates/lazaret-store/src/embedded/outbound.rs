@@ -135,28 +135,23 @@ impl EmbeddedStore {
     /// meanwhile is left alone, and so is its DSN.
     pub(super) fn record_attempts_impl(&self, outcomes: Vec<AttemptOutcome>) -> Result<()> {
         let mut planned = Vec::with_capacity(outcomes.len());
-        let mut dsn_blobs = Vec::new();
         for mut outcome in outcomes {
+            // A DSN's bytes are appended first; if its item is gone by the commit, they
+            // stay unreferenced and compaction takes them.
             let dsn = match outcome.dsn.take() {
                 Some(incoming) => {
-                    let prepared = Prepared::new(incoming)?;
-                    self.blobs
-                        .write(&prepared.incoming.id, &prepared.incoming.data)?;
-                    dsn_blobs.push(prepared.incoming.id.clone());
+                    let mut prepared = Prepared::new(incoming)?;
+                    self.write_blob(&mut prepared)?;
                     Some(prepared)
                 }
                 None => None,
             };
             planned.push((outcome, dsn));
         }
-        let result = self.write(move |c| {
+        let gone = self.write(move |c| {
             let mut finished = Vec::new();
-            let mut unused_dsns = Vec::new();
             for (o, dsn) in planned {
                 let Some(message) = still_queued(c, o.item)? else {
-                    if let Some(d) = dsn {
-                        unused_dsns.push(d.incoming.id.clone());
-                    }
                     continue;
                 };
                 let mut remove = c.prepare_cached("DELETE FROM queue_rcpts WHERE item=?1 AND address=?2")?;
@@ -181,24 +176,12 @@ impl EmbeddedStore {
                     d.insert(c)?;
                 }
             }
-            let mut gone = unreferenced(c, &finished)?;
-            gone.extend(unused_dsns);
-            Ok(gone)
-        });
-        match result {
-            Ok(gone) => {
-                for blob in gone {
-                    self.blobs.remove(&blob);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                for blob in dsn_blobs {
-                    self.blobs.remove(&blob);
-                }
-                Err(e)
-            }
+            unreferenced(c, &finished)
+        })?;
+        for blob in gone {
+            self.discard_blob(&blob);
         }
+        Ok(())
     }
 
     /// Counts a worker failure against each item; an item that failed a worker

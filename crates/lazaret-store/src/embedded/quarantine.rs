@@ -386,22 +386,30 @@ impl EmbeddedStore {
                 scan: None,
             })?;
             p.received = m.internal_date;
+            self.text
+                .remember(&p.incoming.id, std::mem::take(&mut p.meta.text));
             prepared.push((p, m.flags, m.internal_date));
         }
         let ids: Vec<String> = prepared
             .iter()
             .map(|(p, ..)| p.incoming.id.clone())
             .collect();
-        let written = self.blobs.write_batch(
+        let locations = self.blobs.write_batch(
             prepared
                 .iter()
                 .map(|(p, ..)| (p.incoming.id.as_str(), p.incoming.data.as_slice())),
         );
-        if let Err(e) = written {
-            for id in &ids {
-                self.blobs.remove(id);
+        let locations = match locations {
+            Ok(l) => l,
+            Err(e) => {
+                for id in &ids {
+                    self.text.forget(id);
+                }
+                return Err(e);
             }
-            return Err(e);
+        };
+        for ((p, ..), at) in prepared.iter_mut().zip(locations) {
+            p.location = Some(at);
         }
         let result = self.write(move |c| {
             if !c
@@ -439,8 +447,10 @@ impl EmbeddedStore {
         });
         if result.is_err() {
             for id in &ids {
-                self.blobs.remove(id);
+                self.text.forget(id);
             }
+        } else {
+            self.text.wake();
         }
         result
     }

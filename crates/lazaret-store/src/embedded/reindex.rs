@@ -3,7 +3,7 @@
 //! and removes blob files no row points at (left by a crash between the blob's fsync
 //! and its commit).
 
-use super::{EmbeddedStore, MessageMetadata};
+use super::{BlobRef, EmbeddedStore, MessageMetadata};
 use crate::Digests;
 use crate::Result;
 use rusqlite::params;
@@ -32,11 +32,18 @@ impl EmbeddedStore {
 
     /// Reindexes up to `limit` messages with row ids after `after`.
     pub fn reindex_batch(&self, after: i64, limit: usize) -> Result<ReindexBatch> {
-        let rows: Vec<(i64, String)> = self.read(move |c| {
-            let mut stmt =
-                c.prepare_cached("SELECT id, uid FROM messages WHERE id>?1 ORDER BY id LIMIT ?2")?;
-            let rows =
-                stmt.query_map(params![after, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        if after == 0 {
+            // The text index is rebuilt by its own thread, from the blobs, meanwhile.
+            self.text.reset();
+        }
+        let rows: Vec<(i64, BlobRef)> = self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, uid, blob_pack, blob_offset, size FROM messages
+                 WHERE id>?1 ORDER BY id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, limit as i64], |r| {
+                Ok((r.get(0)?, super::blob_ref_of(r, 1)?))
+            })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })?;
         let mut batch = ReindexBatch {
@@ -44,12 +51,12 @@ impl EmbeddedStore {
             ..ReindexBatch::default()
         };
         let mut extracted = Vec::with_capacity(rows.len());
-        for (id, uid) in rows {
-            match self.blobs.read(&uid) {
+        for (id, blob) in rows {
+            match self.blobs.read(&blob) {
                 Ok(data) => {
                     extracted.push((id, MessageMetadata::extract(&data), Digests::of(&data)))
                 }
-                Err(_) => batch.missing.push(uid),
+                Err(_) => batch.missing.push(blob.uid),
             }
         }
         batch.indexed = extracted.len() as u64;
@@ -73,22 +80,18 @@ impl EmbeddedStore {
                 c.prepare_cached("DELETE FROM parts WHERE message=?1")?
                     .execute([id])?;
                 super::insert_parts(c, *id, meta)?;
-                c.prepare_cached("DELETE FROM text_index WHERE rowid=?1")?
-                    .execute([id])?;
-                c.prepare_cached("INSERT INTO text_index(rowid, subject, body) VALUES(?1,?2,?3)")?
-                    .execute(params![id, meta.subject, meta.text])?;
             }
             Ok(())
         })?;
         Ok(batch)
     }
 
-    /// Removes blob files that no message row names and that are older than an hour;
-    /// returns how many.
+    /// Removes message files of stores from before packs that no message row names and
+    /// that are older than an hour (left by a crash between a file's fsync and its
+    /// commit); returns how many. Unreferenced bytes in packs are compaction's.
     pub fn remove_orphan_blobs(&self) -> Result<u64> {
         let mut removed = 0;
-        for shard in 0..=255u8 {
-            let dir = self.blobs.shard(shard);
+        for (dir, _) in self.blobs.legacy_shards() {
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
             };
@@ -119,7 +122,7 @@ impl EmbeddedStore {
                 Ok(out)
             })?;
             for id in orphans {
-                self.blobs.remove(&id);
+                self.discard_blob(&id);
                 removed += 1;
             }
         }

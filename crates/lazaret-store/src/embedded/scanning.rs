@@ -186,23 +186,46 @@ pub(super) fn record(
                     }
                 }
             }
-            ScanAction::Replace { uid, size, digests } => {
-                let old: String = c
-                    .prepare_cached("SELECT uid FROM messages WHERE id=?1")?
-                    .query_row([r.message], |row| row.get(0))?;
+            ScanAction::Replace {
+                uid,
+                size,
+                digests,
+                location,
+            } => {
+                let (old, old_pack, old_offset, old_size): (String, Option<u32>, Option<i64>, i64) =
+                    c.prepare_cached(
+                        "SELECT uid, blob_pack, blob_offset, size FROM messages WHERE id=?1",
+                    )?
+                    .query_row([r.message], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                    })?;
                 c.prepare_cached(
-                    "UPDATE messages SET uid=?2, size=?3, sha256=?4, md5=?5 WHERE id=?1",
+                    "UPDATE messages SET uid=?2, size=?3, sha256=?4, md5=?5, blob_pack=?6,
+                       blob_offset=?7 WHERE id=?1",
                 )?
                 .execute(params![
                     r.message,
                     uid,
                     *size as i64,
                     digests.sha256,
-                    digests.md5
+                    digests.md5,
+                    location.pack,
+                    location.offset as i64
                 ])?;
                 c.prepare_cached("DELETE FROM imap_cache WHERE uid=?1")?
                     .execute([&old])?;
-                old_blobs.push(old);
+                super::count_pack_bytes(c, Some(*location), *size as i64)?;
+                match old_pack.zip(old_offset) {
+                    Some((pack, offset)) => super::count_pack_bytes(
+                        c,
+                        Some(super::BlobLocation {
+                            pack,
+                            offset: offset as u64,
+                        }),
+                        -old_size,
+                    )?,
+                    None => old_blobs.push(old),
+                }
             }
         }
     }

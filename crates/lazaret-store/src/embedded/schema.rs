@@ -42,10 +42,12 @@ CREATE TABLE IF NOT EXISTS parts(
     md5 TEXT,
     PRIMARY KEY(message, part)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS parts_sha256 ON parts(sha256);
--- Substring search over subjects and message text: trigram full-text index keyed by
--- messages.id, storing no copy of the text (it is in the blobs).
-CREATE VIRTUAL TABLE IF NOT EXISTS text_index USING fts5(
-    subject, body, tokenize='trigram', content='', contentless_delete=1);
+-- Messages deleted since the text index (its own file, text.db) last caught up: the
+-- indexer drops them from it.
+CREATE TABLE IF NOT EXISTS text_deleted(message INTEGER PRIMARY KEY);
+-- Bytes of messages (with their record headers) still referenced in each pack file;
+-- compaction rewrites packs that are mostly dead.
+CREATE TABLE IF NOT EXISTS packs(id INTEGER PRIMARY KEY, live INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS messages_env_from ON messages(lower(env_from));
 CREATE INDEX IF NOT EXISTS messages_hdr_from ON messages(lower(hdr_from));
 CREATE INDEX IF NOT EXISTS messages_sha256 ON messages(sha256);
@@ -121,7 +123,11 @@ CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
 
 /// Columns added after a table was first created: (table, column, definition).
 /// Applied to older stores on open.
-pub const ADDED_COLUMNS: [(&str, &str, &str); 7] = [
+pub const ADDED_COLUMNS: [(&str, &str, &str); 9] = [
+    // Where the message's bytes are: pack file and offset (NULL: a file of its own, as
+    // stores from before packs kept them).
+    ("messages", "blob_pack", "INTEGER"),
+    ("messages", "blob_offset", "INTEGER"),
     // MD5 of the whole message (NULL in stores from before it: `reindex` fills it).
     ("messages", "md5", "TEXT"),
     ("messages", "verdict", "TEXT"),
@@ -140,6 +146,8 @@ pub const ADDED_COLUMNS: [(&str, &str, &str); 7] = [
 pub const LATE_INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS parts_md5 ON parts(md5) WHERE md5 IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_md5 ON messages(md5) WHERE md5 IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_blob_pack ON messages(blob_pack, blob_offset)
+    WHERE blob_pack IS NOT NULL;
 ";
 
 /// Folders every new user gets, with their RFC 6154 special-use attribute.

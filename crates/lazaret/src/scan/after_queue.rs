@@ -158,11 +158,12 @@ fn tag(
     data.extend_from_slice(header.as_bytes());
     data.extend_from_slice(raw);
     let uid = new_message_id();
-    server.store.blob_write(&uid, &data)?;
+    let location = server.store.blob_write(&uid, &data)?;
     Ok(ScanAction::Replace {
         uid,
         size: data.len() as u64,
         digests: lazaret_store::Digests::of(&data),
+        location,
     })
 }
 

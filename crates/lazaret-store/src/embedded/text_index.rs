@@ -1,0 +1,397 @@
+//! The substring index over subjects and message text (FTS5, trigram tokenizer), kept
+//! behind the commit: in its own database file `text.db`, filled by a background
+//! thread in large batches.
+//!
+//! Why not in the ingest transaction: FTS5 tokenises every character of the text and
+//! writes out a new index segment at every savepoint, and the writer runs each request
+//! in one, so indexing there cost a segment per message plus the merges behind it, all
+//! on the single writer thread every SMTP `250` waits for. Here the writer only stores
+//! the message; the indexer catches up a few hundred messages per transaction, at a
+//! lower CPU priority than the sessions, without taking the main database's write lock.
+//!
+//! `find` never misses a message for it: messages above the indexer's watermark
+//! (`text_state.through`) are matched directly — subjects from the `messages` row, text
+//! from the copy kept here since ingest or, after a restart, from the blob. Message ids
+//! are never reused (see `unreferenced`), so everything at or below the watermark is in
+//! the index. The file can be deleted at any time: it is rebuilt from the blobs.
+
+use super::blobs::{BlobRef, Blobs};
+use super::writer::Writer;
+use crate::{io_err, Result};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub(super) const FILE: &str = "text.db";
+
+/// Attached to every read connection under this name.
+pub(super) const SCHEMA_NAME: &str = "t";
+
+const SCHEMA: &str = "
+CREATE VIRTUAL TABLE IF NOT EXISTS text_index USING fts5(
+    subject, body, tokenize='trigram', content='', contentless_delete=1);
+-- through: every message with an id at or below it is in text_index.
+CREATE TABLE IF NOT EXISTS text_state(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+";
+
+/// Messages indexed per transaction: large enough that FTS5 writes one segment for
+/// hundreds of messages, small enough that a find never waits long for the file.
+const BATCH: usize = 256;
+/// After a wake-up, how long the indexer lets a burst gather before it starts.
+const GATHER: Duration = Duration::from_millis(200);
+/// Text kept in memory for messages not yet indexed; beyond it the indexer reads the
+/// blob again (a flood must not grow memory without bound).
+const CACHE_BYTES: usize = 64 << 20;
+
+/// The text of messages accepted but not yet indexed, by blob id, with when it was
+/// kept.
+#[derive(Default)]
+struct Cache {
+    texts: HashMap<String, (Arc<str>, Instant)>,
+    bytes: usize,
+}
+
+impl Cache {
+    fn remove(&mut self, uid: &str) {
+        if let Some((t, _)) = self.texts.remove(uid) {
+            self.bytes -= t.len();
+        }
+    }
+
+    /// Drops texts of messages that were deleted before the indexer got to them.
+    fn expire(&mut self) {
+        let before = self.texts.len();
+        self.texts.retain(|_, (_, at)| at.elapsed() < STALE);
+        if self.texts.len() != before {
+            self.bytes = self.texts.values().map(|(t, _)| t.len()).sum();
+        }
+    }
+}
+
+/// A kept text older than this belongs to a message deleted before it was indexed.
+const STALE: Duration = Duration::from_secs(120);
+
+struct Shared {
+    cache: Mutex<Cache>,
+    blobs: Arc<Blobs>,
+    /// Set by `reset`: the indexer empties the index and starts again from the first
+    /// message.
+    reset: AtomicBool,
+}
+
+impl Shared {
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The searchable text of a message: the copy kept since ingest, else its blob's.
+    fn text_of(&self, blob: &BlobRef) -> Option<Arc<str>> {
+        if let Some((t, _)) = self.cache().texts.get(&blob.uid) {
+            return Some(t.clone());
+        }
+        let raw = self.blobs.read(blob).ok()?;
+        let text = mail_parser::MessageParser::default()
+            .parse(&raw)
+            .map(|m| lazaret_scan::text::searchable_text(&m))
+            .unwrap_or_default();
+        Some(text.into())
+    }
+}
+
+pub(super) struct TextIndex {
+    path: PathBuf,
+    shared: Arc<Shared>,
+    wake: mpsc::SyncSender<()>,
+}
+
+impl TextIndex {
+    /// Opens (creating if needed) `data_dir/text.db` and starts the indexer thread,
+    /// which stops when this is dropped.
+    pub(super) fn open(
+        data_dir: &Path,
+        main_db: &Path,
+        blobs: Arc<Blobs>,
+        writer: Writer,
+    ) -> Result<TextIndex> {
+        let path = data_dir.join(FILE);
+        if let Err(e) = open_index(&path) {
+            // Only an index: a damaged one is rebuilt, not a reason to refuse to start.
+            tracing::warn!(
+                "text index {} unusable ({e}); rebuilding it",
+                path.display()
+            );
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = path.clone().into_os_string();
+                p.push(suffix);
+                let _ = std::fs::remove_file(p);
+            }
+            open_index(&path)?;
+        }
+        let shared = Arc::new(Shared {
+            cache: Mutex::new(Cache::default()),
+            blobs,
+            reset: AtomicBool::new(false),
+        });
+        // One pending wake-up is enough: the indexer looks for all the work there is.
+        let (wake, rx) = mpsc::sync_channel(1);
+        let (thread_shared, main_db, text_db) =
+            (shared.clone(), main_db.to_path_buf(), path.clone());
+        std::thread::Builder::new()
+            .name("text-indexer".into())
+            .spawn(move || run(&thread_shared, &rx, &main_db, &text_db, &writer))
+            .map_err(io_err("start the text indexer thread"))?;
+        let _ = wake.try_send(());
+        Ok(TextIndex { path, shared, wake })
+    }
+
+    /// Keeps a just-accepted message's text for the indexer and for `find` until it is
+    /// indexed (so neither has to parse the blob again).
+    pub(super) fn remember(&self, uid: &str, text: String) {
+        let mut cache = self.shared.cache();
+        if cache.bytes + text.len() <= CACHE_BYTES {
+            cache.bytes += text.len();
+            cache
+                .texts
+                .insert(uid.to_string(), (text.into(), Instant::now()));
+        }
+    }
+
+    /// Drops the text of a message that was not stored after all.
+    pub(super) fn forget(&self, uid: &str) {
+        self.shared.cache().remove(uid);
+    }
+
+    /// New messages were committed (or deleted): the indexer has work.
+    pub(super) fn wake(&self) {
+        let _ = self.wake.try_send(());
+    }
+
+    /// Empties the index; the indexer rebuilds it from every message's blob.
+    pub(super) fn reset(&self) {
+        self.shared.reset.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// Attaches the index to a read connection (as `t`) and registers
+    /// `text_tail_match(column, needle, subject, uid, blob_pack, blob_offset, size)`,
+    /// which matches a message the index does not hold yet the way the index would.
+    pub(super) fn attach(&self, c: &Connection) -> rusqlite::Result<()> {
+        c.execute(
+            &format!("ATTACH DATABASE ?1 AS {SCHEMA_NAME}"),
+            [self.path.to_string_lossy()],
+        )?;
+        let shared = self.shared.clone();
+        c.create_scalar_function(
+            "text_tail_match",
+            7,
+            rusqlite::functions::FunctionFlags::SQLITE_UTF8,
+            move |ctx| {
+                let column = ctx.get_raw(0).as_str().unwrap_or("");
+                let needle = ctx.get_raw(1).as_str().unwrap_or("").to_lowercase();
+                Ok(match column {
+                    "subject" => contains_folded(ctx.get_raw(2).as_str().unwrap_or(""), &needle),
+                    _ => {
+                        let blob = BlobRef {
+                            uid: ctx.get::<String>(3)?,
+                            at: ctx
+                                .get::<Option<u32>>(4)?
+                                .zip(ctx.get::<Option<i64>>(5)?)
+                                .map(|(pack, offset)| super::BlobLocation {
+                                    pack,
+                                    offset: offset as u64,
+                                }),
+                            len: ctx.get::<i64>(6)? as u64,
+                        };
+                        shared
+                            .text_of(&blob)
+                            .is_some_and(|t| contains_folded(&t, &needle))
+                    }
+                })
+            },
+        )
+    }
+
+    /// Messages above the watermark: accepted but not yet in the index.
+    pub(super) fn behind(&self, c: &Connection) -> Result<u64> {
+        Ok(c.query_row(
+            &format!(
+                "SELECT COUNT(*) FROM messages WHERE id >
+                   COALESCE((SELECT value FROM {SCHEMA_NAME}.text_state WHERE key='through'), 0)"
+            ),
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The SQL condition "message `m` has `needle` in `column`" (subject or body), answered
+/// from the index up to its watermark and directly above it; takes two parameters:
+/// the FTS5 phrase and the needle.
+pub(super) fn condition(column: &str) -> String {
+    format!(
+        "m.id IN (SELECT rowid FROM {s}.text_index(?)
+                  UNION ALL
+                  SELECT id FROM messages
+                  WHERE id > COALESCE((SELECT value FROM {s}.text_state WHERE key='through'), 0)
+                    AND text_tail_match('{column}', ?, subject, uid, blob_pack, blob_offset, size))",
+        s = SCHEMA_NAME
+    )
+}
+
+/// Case-insensitive substring test, as the trigram tokenizer (case folding, no
+/// diacritics removal) answers it. `needle` is already lower case.
+fn contains_folded(haystack: &str, needle: &str) -> bool {
+    haystack.to_lowercase().contains(needle)
+}
+
+fn open_index(path: &Path) -> Result<Connection> {
+    let c = Connection::open(path)?;
+    c.busy_timeout(Duration::from_secs(10))?;
+    c.pragma_update(None, "journal_mode", "WAL")?;
+    // Rebuildable from the blobs: no fsync per commit (WAL with NORMAL is still
+    // consistent after a crash, it may just lose the last batches, which the
+    // watermark then redoes).
+    c.pragma_update(None, "synchronous", "NORMAL")?;
+    c.execute_batch(SCHEMA)?;
+    Ok(c)
+}
+
+fn run(
+    shared: &Shared,
+    wake: &mpsc::Receiver<()>,
+    main_db: &Path,
+    text_db: &Path,
+    writer: &Writer,
+) {
+    super::lower_priority();
+    let connections =
+        super::open_read_only(main_db).and_then(|main| Ok((main, open_index(text_db)?)));
+    let (main, text) = match connections {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("text indexer cannot start: {e}; find falls back to reading messages");
+            return;
+        }
+    };
+    loop {
+        match wake.recv_timeout(Duration::from_secs(5)) {
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            Ok(()) => std::thread::sleep(GATHER),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        while wake.try_recv().is_ok() {}
+        loop {
+            match index_batch(shared, &main, &text, writer) {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::error!("text indexer: {e}");
+                    std::thread::sleep(Duration::from_secs(1));
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// One transaction of index work: removals first, then up to BATCH new messages.
+/// Returns whether there may be more to do.
+fn index_batch(
+    shared: &Shared,
+    main: &Connection,
+    text: &Connection,
+    writer: &Writer,
+) -> Result<bool> {
+    if shared.reset.swap(false, Ordering::SeqCst) {
+        text.execute_batch(
+            "BEGIN; INSERT INTO text_index(text_index) VALUES('delete-all');
+             DELETE FROM text_state; COMMIT;",
+        )?;
+    }
+    let through: i64 = text
+        .query_row(
+            "SELECT value FROM text_state WHERE key='through'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0);
+    // Removals are read before additions: a message deleted after this read is then
+    // either not among the additions or removed again by the next batch.
+    let removed: Vec<i64> = main
+        .prepare_cached("SELECT message FROM text_deleted ORDER BY message LIMIT 5000")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let added: Vec<(i64, BlobRef, String)> = main
+        .prepare_cached(
+            "SELECT id, uid, blob_pack, blob_offset, size, subject FROM messages
+             WHERE id>?1 ORDER BY id LIMIT ?2",
+        )?
+        .query_map(params![through, BATCH as i64], |r| {
+            Ok((r.get(0)?, super::blob_ref_of(r, 1)?, r.get(5)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    if removed.is_empty() && added.is_empty() {
+        return Ok(false);
+    }
+    let texts: Vec<Arc<str>> = added
+        .iter()
+        .map(|(_, blob, _)| shared.text_of(blob).unwrap_or_else(|| "".into()))
+        .collect();
+    let tx = text.unchecked_transaction()?;
+    for chunk in removed.chunks(500) {
+        // Integers only: nothing to quote. One statement per few hundred rows, not per
+        // row: FTS5 flushes pending changes at every statement.
+        let list = chunk
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        tx.execute(
+            &format!("DELETE FROM text_index WHERE rowid IN ({list})"),
+            [],
+        )?;
+    }
+    {
+        let mut insert =
+            tx.prepare_cached("INSERT INTO text_index(rowid, subject, body) VALUES(?1, ?2, ?3)")?;
+        for ((id, _, subject), body) in added.iter().zip(&texts) {
+            insert.execute(params![id, subject, &**body])?;
+        }
+    }
+    if let Some((last, _, _)) = added.last() {
+        tx.execute(
+            "INSERT OR REPLACE INTO text_state(key, value) VALUES('through', ?1)",
+            [last],
+        )?;
+    }
+    tx.commit()?;
+    {
+        let mut cache = shared.cache();
+        for (_, blob, _) in &added {
+            cache.remove(&blob.uid);
+        }
+        cache.expire();
+    }
+    if !removed.is_empty() {
+        let more = removed.len() == 5000;
+        writer.write(move |c| {
+            let mut done = c.prepare_cached("DELETE FROM text_deleted WHERE message=?1")?;
+            for id in removed {
+                done.execute([id])?;
+            }
+            Ok(())
+        })?;
+        if more {
+            return Ok(true);
+        }
+    }
+    Ok(added.len() == BATCH)
+}
