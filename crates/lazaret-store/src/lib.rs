@@ -48,6 +48,10 @@ pub(crate) fn now() -> i64 {
 
 /// Everything the server and the admin API need from a store.
 pub trait Store: Send + Sync {
+    /// Ends background work and leaves files as a clean shutdown should (called once
+    /// when the server stops).
+    fn close(&self) {}
+
     /// Makes a message durable (blob fsynced, metadata committed) in queue `inbound`.
     /// Returns only once it would survive a crash.
     fn ingest(&self, message: Incoming) -> Result<Accepted>;

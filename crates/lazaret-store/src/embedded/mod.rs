@@ -3,6 +3,7 @@
 //! group-commit [`writer::Writer`].
 
 mod blobs;
+mod checkpoint;
 mod compaction;
 mod find;
 mod folders;
@@ -116,7 +117,7 @@ impl EmbeddedStore {
         std::fs::create_dir_all(data_dir)
             .map_err(crate::io_err(format!("create {}", data_dir.display())))?;
         let db_path = data_dir.join("lazaret.db");
-        let conn = open_connection(&db_path)?;
+        let mut conn = open_connection(&db_path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.execute_batch(schema::SCHEMA)?;
         for (table, column, definition) in schema::ADDED_COLUMNS {
@@ -155,6 +156,7 @@ impl EmbeddedStore {
             )?;
         }
         let blobs = Arc::new(Blobs::open(data_dir.join("blobs"), pack_limit)?);
+        checkpoint::install(&mut conn, &db_path)?;
         let writer = Writer::start(conn);
         let text = TextIndex::open(data_dir, &db_path, blobs.clone(), writer.clone())?;
         let compactor = compaction::Compactor::start(blobs.clone(), writer.clone(), &db_path);
@@ -531,6 +533,10 @@ const QUEUE_SUMMARIES: &str = "SELECT 'q' || q.id, 'queue:' || q.queue, m.env_fr
     FROM queue_items q JOIN messages m ON m.id=q.message WHERE q.queue=?1 ORDER BY q.id";
 
 impl Store for EmbeddedStore {
+    fn close(&self) {
+        self.text.close();
+    }
+
     fn ingest(&self, incoming: Incoming) -> Result<Accepted> {
         let mut prepared = Prepared::new(incoming)?;
         let accepted = Accepted {

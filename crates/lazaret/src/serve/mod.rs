@@ -232,6 +232,12 @@ pub async fn run(config: Config) -> Result<()> {
     }
     tracing::info!("shutting down");
     server.smtp.stop();
+    let _ = server
+        .store_call(|s| {
+            s.close();
+            Ok(())
+        })
+        .await;
     data_dir::remove_listeners(&data_dir);
     Ok(())
 }

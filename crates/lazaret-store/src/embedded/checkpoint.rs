@@ -1,0 +1,47 @@
+//! WAL checkpoints off the commit path. By default SQLite runs a checkpoint inside the
+//! COMMIT that takes the log past 1,000 pages — copying them into the database file and
+//! two fsyncs — and every session waiting on that commit for its `250` waits for it
+//! too (27–37 ms outliers at 400 msgs/s, where a commit is otherwise 1–4 ms). Here a
+//! thread with its own connection copies the log back behind the writer (PASSIVE: it
+//! never blocks the writer), woken by the writer's commits once the log has grown. Only
+//! if the log still reaches [`INLINE_PAGES`] (a reader holding an old snapshot, or a
+//! write rate the thread cannot follow) does the writer checkpoint itself, as SQLite
+//! would, so the log never grows without bound.
+
+use crate::Result;
+use rusqlite::wal::CheckpointMode;
+use rusqlite::Connection;
+use std::path::Path;
+use std::sync::mpsc;
+
+/// Log size (pages) from which the checkpoint thread is woken.
+const BEHIND_PAGES: i32 = 1_000;
+/// Log size (pages, 64 MB at 4 KB) at which the writer checkpoints in its own commit.
+const INLINE_PAGES: i32 = 16_384;
+
+/// Installs the hook on the writer's connection and starts the thread, which ends when
+/// the writer's connection (holding the hook) is gone.
+pub(super) fn install(writer: &mut Connection, db_path: &Path) -> Result<()> {
+    let conn = super::open_connection(db_path)?;
+    let (wake, woken) = mpsc::sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("wal-checkpoint".into())
+        .spawn(move || {
+            while woken.recv().is_ok() {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!("WAL checkpoint: {e}");
+                }
+            }
+        })
+        .map_err(crate::io_err("start the WAL checkpoint thread"))?;
+    // The hook replaces SQLite's automatic checkpoint on this connection.
+    writer.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: i32| {
+        if pages >= INLINE_PAGES {
+            wal.checkpoint_v2(CheckpointMode::PASSIVE)?;
+        } else if pages >= BEHIND_PAGES {
+            let _ = wake.try_send(());
+        }
+        Ok(())
+    }))?;
+    Ok(())
+}
