@@ -143,6 +143,11 @@ $L signatures add "$work/worm.hsb" >/dev/null
 t0=$(now)
 $L rescan --json > "$work/rescan_worm.json"
 lz_rescan_worm=$(echo "$(now) - $t0" | bc)
+# Destroying what the rescan quarantined: compared per message with postsuper -d below.
+lz_purged=$($L find --in quarantine --ids-only | wc -l)
+t0=$(now)
+$L quarantine purge --older-than 0s --yes >/dev/null
+lz_purge=$(echo "$(now) - $t0" | bc)
 # The queue steps below send worm copies in again: they must not be caught at ingest.
 $L signatures remove worm.hsb >/dev/null
 $L signatures remove nothing.hsb >/dev/null
@@ -216,6 +221,12 @@ lz_rss=$(awk '/VmHWM/{print $2}' /proc/$lz_pid/status)
 python3 - <<PY
 import json
 facts = json.loads('''$facts''')
+import os
+def result(name, lazaret, peer, ratio):
+    # One line per figure for bench/quick.sh: name, Lazaret, peer, ratio (>1: Lazaret better).
+    if os.environ.get("BENCH_RESULTS"):
+        with open(os.environ["BENCH_RESULTS"], "a") as out:
+            out.write(f"{name}\t{lazaret:.4g}\t{peer:.4g}\t{ratio:.3f}\n")
 def j(s): return json.loads(s)
 n = facts["messages"]
 print(f"workload: {facts['users']} mailboxes, {n} messages ({facts['bytes']/1e9:.2f} GB) incl. $WORMS worm copies; queue: $QUEUE_WORMS worm copies")
@@ -228,16 +239,23 @@ def row(name, a, b=None):
         print(f"{name:40}{a['seconds']:10.3f}{'-':>10}{'':>9}  {a['lines']}")
     else:
         print(f"{name:40}{a['seconds']:10.3f}{b['seconds']:10.3f}{b['seconds']/a['seconds']:8.1f}x  {a['lines']}/{b['lines']}")
+        result(name, a["seconds"], b["seconds"], b["seconds"] / a["seconds"])
 row("find subject substring (s) vs doveadm", '$lz_subject', '$dc_subject')
 row("find body text (s) vs doveadm", '$lz_body', '$dc_body')
 row("find attachment SHA-256 (s)", '$lz_sha')
 row("find sender (s) vs doveadm", '$lz_from', '$dc_from')
 q, r, e = float('$lz_quarantine'), float('$lz_restore'), float('$dc_expunge')
 print(f"{'quarantine all worms (s) vs expunge':40}{q:10.3f}{e:10.3f}{e/q:8.1f}x  left: $lz_left/$dc_left")
+result("quarantine all worms (s) vs doveadm expunge", q, e, e / q)
 print(f"{'restore them all (s)':40}{r:10.3f}{'-':>10}{'':>9}  back: $lz_back")
 row("queue: find worms (s) vs postqueue+postcat", '$lz_qfind', '$pf_find')
 d, pd = float('$lz_delete'), float('$pf_delete')
 print(f"{'queue: delete --no-ndr (s) vs postsuper -d':40}{d:10.3f}{pd:10.3f}{pd/d:8.1f}x  left: $lz_qleft/$pf_left")
+result("queue delete --no-ndr (s) vs postsuper -d", d, pd, pd / d)
+pu, purged = float('$lz_purge'), int('$lz_purged')
+# Per message: the purge destroys what the rescan quarantined, postsuper the queued copies.
+print(f"{'quarantine purge (msgs/s) vs postsuper -d':40}{purged/pu:10.0f}{$QUEUE_WORMS/pd:10.0f}{(purged/pu)/($QUEUE_WORMS/pd):8.1f}x  purged {purged}")
+result("quarantine purge (msgs/s) vs postsuper -d", purged / pu, $QUEUE_WORMS / pd, (purged / pu) / ($QUEUE_WORMS / pd))
 def rescan(f): return json.load(open(f"$work/{f}"))
 ra, rn, rw = rescan("rescan_all.json"), rescan("rescan_nothing.json"), rescan("rescan_worm.json")
 ta = float('$lz_rescan_all')

@@ -132,6 +132,12 @@ python3 - "$lz_load" "$pf_load" "$lz_paced" "$pf_paced" "$lz_all" "$pf_all" "$lz
 import json, sys
 lz, pf, lzp, pfp = (json.loads(a) for a in sys.argv[1:5])
 lz_all, pf_all, rss, lz_src, pf_src = map(float, sys.argv[5:])
+import os
+def result(name, lazaret, peer, ratio):
+    # One line per figure for bench/quick.sh: name, Lazaret, peer, ratio (>1: Lazaret better).
+    if os.environ.get("BENCH_RESULTS"):
+        with open(os.environ["BENCH_RESULTS"], "a") as out:
+            out.write(f"{name}\t{lazaret:.4g}\t{peer:.4g}\t{ratio:.3f}\n")
 print(f"workload: {$SESSIONS} sessions, {$MESSAGES} messages of {$SIZE} B to {$USERS} local users, after {$WARMUP} warm-up messages")
 print(f"{'':28}{'Lazaret':>12}{'Postfix':>12}{'ratio':>8}")
 def row(name, a, b, better_high=True):
@@ -145,5 +151,10 @@ row(f"p50 at {$RATE}/s offered (ms)", lzp["p50_ms"], pfp["p50_ms"], False)
 row(f"p99 at {$RATE}/s offered (ms)", lzp["p99_ms"], pfp["p99_ms"], False)
 row("smtp-source msgs/s", lz_src, pf_src)
 print(f"Lazaret peak RSS: {rss/1024:.1f} MB; failures: lazaret {lz['failed']}, postfix {pf['failed']}")
+result("ingest accepted msgs/s (smtp_load)", lz["msgs_per_sec"], pf["msgs_per_sec"], lz["msgs_per_sec"] / pf["msgs_per_sec"])
+result("ingest accepted msgs/s (smtp-source)", lz_src, pf_src, lz_src / pf_src)
+result("ingest all in mailboxes (s)", lz_all, pf_all, pf_all / lz_all)
+result(f"ingest p99 DATA->250 at {$RATE}/s offered (ms)", lzp["p99_ms"], pfp["p99_ms"], pfp["p99_ms"] / lzp["p99_ms"])
+result("ingest peak RSS (MB)", rss / 1024, 0, 0)
 PY
 rm -rf "$work"

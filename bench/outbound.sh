@@ -128,11 +128,18 @@ postfix -c "$pf/etc" stop >/dev/null 2>&1
 python3 - "$lz_secs" "$pf_secs" "$lz_rss" <<PY
 import sys
 lz, pf, rss = map(float, sys.argv[1:])
+import os
+def result(name, lazaret, peer, ratio):
+    # One line per figure for bench/quick.sh: name, Lazaret, peer, ratio (>1: Lazaret better).
+    if os.environ.get("BENCH_RESULTS"):
+        with open(os.environ["BENCH_RESULTS"], "a") as out:
+            out.write(f"{name}\t{lazaret:.4g}\t{peer:.4g}\t{ratio:.3f}\n")
 n = $MESSAGES
 print(f"workload: {n} queued messages of {$SIZE} B, {$RCPTS} recipient(s) each, relayed to smtp-sink on loopback")
 print(f"{'':28}{'Lazaret':>12}{'Postfix':>12}{'ratio':>8}")
 print(f"{'queue drained in (s)':28}{lz:12.2f}{pf:12.2f}{pf/lz:7.2f}x")
 print(f"{'delivered msgs/s':28}{n/lz:12.1f}{n/pf:12.1f}{(n/lz)/(n/pf):7.2f}x")
 print(f"Lazaret peak RSS: {rss/1024:.1f} MB")
+result(f"outbound delivered msgs/s, {$RCPTS} rcpt", n / lz, n / pf, pf / lz)
 PY
 rm -rf "$work"

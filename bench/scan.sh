@@ -75,12 +75,21 @@ def infected(f):
     return {l.rsplit(": ", 1)[0] for l in open(f"{work}/{f}") if l.rstrip().endswith("FOUND")}
 cs, lz, cd = infected("cs.out"), infected("lz.out"), infected("cd.out")
 lz1 = infected("lz1.out")
+import os
+def result(name, lazaret, peer, ratio):
+    # One line per figure for bench/quick.sh: name, Lazaret, peer, ratio (>1: Lazaret better).
+    if os.environ.get("BENCH_RESULTS"):
+        with open(os.environ["BENCH_RESULTS"], "a") as out:
+            out.write(f"{name}\t{lazaret:.4g}\t{peer:.4g}\t{ratio:.3f}\n")
 t = {"cs": float("$cs_time"), "lz": float("$lz_time"), "cd": float("$cd_time"), "lz1": float("$lz1_time")}
 print(f"workload: {facts['files']} files, {mb:.0f} MB, {facts['planted']} planted; {facts['hash_signatures']} hash + {facts['body_signatures']} body signatures")
 print(f"signature load (s): lazaret {float('$lz_load'):.2f}, clamscan {float('$cs_load'):.2f} ({float('$cs_load')/float('$lz_load'):.1f}x), clamd start {float('$clamd_load'):.2f}")
 print(f"scan throughput (MB/s): lazaret {mb/t['lz']:.1f}, lazaret --threads 1 {mb/t['lz1']:.1f}, clamscan {mb/t['cs']:.1f}, clamdscan --multiscan {mb/t['cd']:.1f}")
 print(f"ratio lazaret/clamscan {t['cs']/t['lz']:.2f}x, lazaret --threads 1/clamscan {t['cs']/t['lz1']:.2f}x, lazaret/clamdscan {t['cd']/t['lz']:.2f}x")
 print(f"infected files: lazaret {len(lz)} (--threads 1: {len(lz1)}), clamscan {len(cs)}, clamdscan {len(cd)}; same as clamscan: {lz == cs == lz1}")
+result("scan throughput (MB/s) vs clamscan", mb / t["lz"], mb / t["cs"], t["cs"] / t["lz"])
+result("scan signature load (s) vs clamscan", float("$lz_load"), float("$cs_load"), float("$cs_load") / float("$lz_load"))
+result("scan detections same as clamscan (1=yes)", float(lz == cs == lz1), 1, float(lz == cs == lz1))
 if lz != cs:
     print("only lazaret:", sorted(lz - cs)[:5], "only clamscan:", sorted(cs - lz)[:5])
 PY

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The guard: every side-by-side benchmark, scaled down, each against its peer in the
+# same run, in about ten minutes on 2 cores. Prints one line per figure — Lazaret, the
+# peer, the ratio (>1: Lazaret better), the goal, and whether it holds — and the same
+# table in Markdown for the "latest quick run" of bench/RESULTS.md. Exit 1 if a goal
+# does not hold: a figure below its goal is a defect, as a failing test is.
+#
+# Run it before you stop whenever a change touches a hot path (store, writer, ingest,
+# index, scanner, IMAP FETCH, delivery). Needs what the benchmarks need: postfix
+# (smtp-source), dovecot-imapd, clamav, clamav-daemon, clamdscan, bc, python3; as root.
+#   bench/quick.sh              # all
+#   bench/quick.sh ingest imap  # some: ingest outbound imap find scan
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+results=$(mktemp /tmp/lazaret-quick.XXXXXX)
+log=$(mktemp /tmp/lazaret-quick-log.XXXXXX)
+trap 'rm -f "$results"' EXIT
+export BENCH_RESULTS=$results
+which=${*:-ingest outbound imap find scan}
+(cd "$root" && cargo build --release -q -p lazaret)
+
+start=$(date +%s)
+step() { # step NAME ENV... -- runs bench/NAME.sh with ENV, output to the log
+  local name=$1; shift
+  echo "== $name ($*)" | tee -a "$log" >&2
+  local t0=$(date +%s)
+  if ! env "$@" "$root/bench/$name.sh" >>"$log" 2>&1; then
+    echo "bench/$name.sh failed; its output is in $log" >&2
+    printf '%s\tfailed\t0\t0\n' "$name" >>"$results"
+  fi
+  echo "   $(( $(date +%s) - t0 )) s" >&2
+}
+for b in $which; do
+  case $b in
+    ingest)   step ingest SESSIONS=20 MESSAGES=3000 WARMUP=1000 RATE=400 ;;
+    outbound) step outbound MESSAGES=3000 RCPTS=1 ;;
+    imap)     step imap BIG=20000 SMALL=5000 ;;
+    find)     step find USERS=50 PER_USER=1000 WORMS=5000 QUEUE_WORMS=5000 RUNS=1 ;;
+    scan)     step scan MB=100 HASHES=20000 BODIES=1000 ;;
+    *) echo "unknown benchmark $b (ingest outbound imap find scan)" >&2; exit 2 ;;
+  esac
+done
+elapsed=$(( $(date +%s) - start ))
+
+python3 - "$results" "$elapsed" "$(cd "$root" && git rev-parse --short HEAD)" <<'PY'
+import re, sys, datetime
+# Goals: (pattern of the figure's name, kind, bound). "ratio": Lazaret/peer ratio at
+# least bound (>1 means better); "max": Lazaret's own figure at most bound.
+GOALS = [
+    (r"ingest accepted msgs/s", "ratio", 2.0),
+    (r"ingest all in mailboxes", "ratio", 2.0),
+    (r"ingest p99 DATA->250 at", "ratio", 1.0),
+    (r"ingest peak RSS", "max", 200),
+    (r"outbound delivered", "ratio", 2.5),
+    (r"imap ", "ratio", 1.0),
+    (r"find |queue: find", "ratio", 1.0),
+    (r"quarantine all worms", "ratio", 1.0),
+    (r"queue delete", "ratio", 1.0),
+    (r"quarantine purge", "ratio", 1.0),
+    (r"scan throughput", "ratio", 1.0),
+    (r"scan signature load", "ratio", 0.8),
+    (r"scan detections same", "ratio", 1.0),
+]
+rows, failed = [], 0
+for line in open(sys.argv[1]):
+    name, lz, peer, ratio = line.rstrip("\n").split("\t")
+    if lz == "failed":
+        rows.append((name, "-", "-", "-", "runs", "FAILED")); failed += 1; continue
+    lz, peer, ratio = float(lz), float(peer), float(ratio)
+    kind, bound = next(((k, b) for p, k, b in GOALS if re.search(p, name)), ("ratio", 1.0))
+    if kind == "max":
+        ok, goal, r = lz <= bound, f"< {bound:g}", "-"
+    else:
+        ok, goal, r = ratio >= bound, f">= {bound:g}x", f"{ratio:.2f}x"
+    failed += not ok
+    rows.append((name, f"{lz:.4g}", f"{peer:.4g}" if peer else "-", r, goal, "holds" if ok else "BELOW"))
+w = max(len(r[0]) for r in rows) if rows else 10
+print(f"{'figure':{w}}  {'Lazaret':>10} {'peer':>10} {'ratio':>8}  {'goal':>8}")
+for r in rows:
+    print(f"{r[0]:{w}}  {r[1]:>10} {r[2]:>10} {r[3]:>8}  {r[4]:>8}  {r[5]}")
+print(f"\n{len(rows)} figures, {failed} below goal, {int(sys.argv[2])} s")
+print(f"\nMarkdown ({datetime.date.today()}, commit {sys.argv[3]}):\n")
+print("| figure | Lazaret | peer | ratio | goal | |")
+print("|---|---|---|---|---|---|")
+for r in rows:
+    print("| " + " | ".join(r) + " |")
+sys.exit(1 if failed else 0)
+PY
