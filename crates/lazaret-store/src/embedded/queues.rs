@@ -1,0 +1,275 @@
+//! Queues: their list and state, routing out of `inbound` to next-hop queues, and
+//! delivery of `local` into INBOX folders.
+
+use super::*;
+
+/// (message, created, attempts) of a queue item read as due, unless an admin froze or
+/// moved it since (the read and the write are separate transactions).
+fn still_due(c: &Connection, item: i64, queue: &str) -> Result<Option<(i64, i64, i64)>> {
+    Ok(c.prepare_cached(
+        "SELECT message, created, attempts FROM queue_items
+         WHERE id=?1 AND queue=?2 AND state!='frozen'",
+    )?
+    .query_row(params![item, queue], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })
+    .optional()?)
+}
+
+pub(super) const QUEUE_SUMMARIES: &str = "SELECT 'q' || q.id, 'queue:' || q.queue, m.env_from,
+        (SELECT group_concat(address, ',') FROM queue_rcpts r WHERE r.item=q.id),
+        m.subject, COALESCE(m.date, m.received), m.size, q.state, m.sha256, NULL, m.uid,
+        q.attempts, q.next_attempt, q.last_error, NULL, NULL, m.verdict
+    FROM queue_items q JOIN messages m ON m.id=q.message WHERE q.queue=?1 ORDER BY q.id";
+
+impl EmbeddedStore {
+    /// Items of `queue` that are due now, with their recipients.
+    pub(super) fn due_items(&self, queue: &str, limit: usize) -> Result<Vec<(i64, Vec<String>)>> {
+        self.due_items_where(queue, limit, false)
+    }
+
+    /// `scanned_only`: leave out messages the scanner has not stamped yet.
+    pub(super) fn due_items_where(
+        &self,
+        queue: &str,
+        limit: usize,
+        scanned_only: bool,
+    ) -> Result<Vec<(i64, Vec<String>)>> {
+        let queue = queue.to_string();
+        self.read(move |c| {
+            let mut items = c.prepare_cached(
+                "SELECT q.id FROM queue_items q JOIN messages m ON m.id=q.message
+                 WHERE q.queue=?1 AND q.state IN ('ready','retry') AND q.next_attempt<=?2
+                   AND (NOT ?4 OR m.scan_version IS NOT NULL)
+                   AND NOT EXISTS (SELECT 1 FROM queues WHERE name=?1 AND state='frozen')
+                 ORDER BY q.next_attempt LIMIT ?3",
+            )?;
+            let ids: Vec<i64> = items
+                .query_map(params![queue, now(), limit as i64, scanned_only], |r| {
+                    r.get(0)
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut rcpts = c.prepare_cached("SELECT address FROM queue_rcpts WHERE item=?1")?;
+            ids.into_iter()
+                .map(|id| {
+                    let list = rcpts
+                        .query_map([id], |r| r.get(0))?
+                        .collect::<rusqlite::Result<Vec<String>>>()?;
+                    Ok((id, list))
+                })
+                .collect()
+        })
+    }
+
+    pub(super) fn queue_list_impl(&self) -> Result<Vec<QueueSummary>> {
+        self.read(|c| {
+            let mut queues: BTreeMap<String, QueueSummary> = BTreeMap::new();
+            let empty = |name: &str| QueueSummary {
+                name: name.to_string(),
+                state: "active".into(),
+                messages: 0,
+                ready: 0,
+                retry: 0,
+                frozen: 0,
+                oldest: None,
+                next_attempt: None,
+                held: None,
+            };
+            for name in SYSTEM_QUEUES {
+                queues.insert(name.into(), empty(name));
+            }
+            let mut stmt = c.prepare(
+                "SELECT queue, COUNT(*), SUM(state='ready'), SUM(state='retry'), SUM(state='frozen'),
+                        MIN(created), MIN(CASE WHEN state!='frozen' THEN next_attempt END)
+                 FROM queue_items GROUP BY queue",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let name: String = r.get(0)?;
+                let q = queues.entry(name.clone()).or_insert_with(|| empty(&name));
+                q.messages = r.get::<_, i64>(1)? as u64;
+                q.ready = r.get::<_, i64>(2)? as u64;
+                q.retry = r.get::<_, i64>(3)? as u64;
+                q.frozen = r.get::<_, i64>(4)? as u64;
+                q.oldest = r.get(5)?;
+                q.next_attempt = r.get(6)?;
+            }
+            let mut stmt = c.prepare("SELECT name, state FROM queues")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let name: String = r.get(0)?;
+                queues.entry(name.clone()).or_insert_with(|| empty(&name)).state = r.get(1)?;
+            }
+            if outbound::outbound_disabled(c)? {
+                for q in queues.values_mut() {
+                    if !SYSTEM_QUEUES.contains(&q.name.as_str()) {
+                        q.held = Some("outbound disabled".into());
+                    }
+                }
+            }
+            Ok(queues.into_values().collect())
+        })
+    }
+
+    pub(super) fn queue_set_state_impl(&self, name: &str, state: QueueState) -> Result<()> {
+        let name = name.to_string();
+        self.write(move |c| {
+            let known = SYSTEM_QUEUES.contains(&name.as_str())
+                || name.starts_with("remote:")
+                || name.starts_with("smarthost:")
+                || c.prepare_cached("SELECT 1 FROM queue_items WHERE queue=?1")?.exists([&name])?
+                || c.prepare_cached("SELECT 1 FROM queues WHERE name=?1")?.exists([&name])?;
+            if !known {
+                return Err(StoreError::NotFound(format!(
+                    "no queue {name} (see `lazaret queue list`; remote queues are named remote:DOMAIN or smarthost:CONNECTOR)"
+                )));
+            }
+            match state {
+                QueueState::Active => c.execute("DELETE FROM queues WHERE name=?1", [&name])?,
+                QueueState::Frozen => c.execute(
+                    "INSERT OR REPLACE INTO queues(name, state) VALUES(?1, 'frozen')",
+                    [&name],
+                )?,
+            };
+            Ok(())
+        })
+    }
+
+    pub(super) fn route_inbound_impl(
+        &self,
+        limit: usize,
+        require_scan: bool,
+        next_hop: &dyn Fn(&str) -> String,
+    ) -> Result<usize> {
+        let due = self.due_items_where(QUEUE_INBOUND, limit, require_scan)?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let plans: Vec<(i64, BTreeMap<String, Vec<String>>)> = due
+            .into_iter()
+            .map(|(item, rcpts)| {
+                let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for r in rcpts {
+                    groups.entry(next_hop(&r)).or_default().push(r);
+                }
+                (item, groups)
+            })
+            .collect();
+        self.write(move |c| {
+            let mut moved = 0;
+            for (item, groups) in plans {
+                let Some((message, created, _)) = still_due(c, item, QUEUE_INBOUND)? else {
+                    continue;
+                };
+                for (queue, rcpts) in groups {
+                    c.prepare_cached(
+                        "INSERT INTO queue_items(message, queue, state, next_attempt, created)
+                         VALUES(?1, ?2, 'ready', ?3, ?4)",
+                    )?
+                    .execute(params![message, queue, now(), created])?;
+                    let new_item = c.last_insert_rowid();
+                    for r in rcpts {
+                        c.prepare_cached("INSERT INTO queue_rcpts(item, address) VALUES(?1, ?2)")?
+                            .execute(params![new_item, r])?;
+                    }
+                }
+                c.prepare_cached("DELETE FROM queue_items WHERE id=?1")?
+                    .execute([item])?;
+                moved += 1;
+            }
+            Ok(moved)
+        })
+    }
+
+    pub(super) fn deliver_local_impl(
+        &self,
+        limit: usize,
+        retry_delay_secs: i64,
+    ) -> Result<DeliveryReport> {
+        let due = self.due_items(QUEUE_LOCAL, limit)?;
+        if due.is_empty() {
+            return Ok(DeliveryReport::default());
+        }
+        self.write(move |c| {
+            let mut report = DeliveryReport::default();
+            let t = now();
+            for (item, rcpts) in due {
+                let Some((message, _, attempts)) = still_due(c, item, QUEUE_LOCAL)? else {
+                    continue;
+                };
+                let mut missing = Vec::new();
+                for rcpt in &rcpts {
+                    let inbox: Option<(i64, i64)> = c
+                        .prepare_cached(
+                            "UPDATE mailboxes SET uidnext=uidnext+1 WHERE user=?1 AND name='INBOX'
+                             RETURNING id, uidnext-1",
+                        )?
+                        .query_row([rcpt], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()?;
+                    match inbox {
+                        Some((mailbox, uid)) => {
+                            c.prepare_cached(
+                                "INSERT INTO mailbox_entries(mailbox, uid, message, internal_date)
+                                 VALUES(?1, ?2, ?3, ?4)",
+                            )?
+                            .execute(params![mailbox, uid, message, t])?;
+                            c.prepare_cached(
+                                "DELETE FROM queue_rcpts WHERE item=?1 AND address=?2",
+                            )?
+                            .execute(params![item, rcpt])?;
+                        }
+                        None => missing.push(rcpt.clone()),
+                    }
+                }
+                for rcpt in &rcpts {
+                    if !missing.contains(rcpt) && !report.users.contains(rcpt) {
+                        report.users.push(rcpt.clone());
+                    }
+                }
+                if missing.is_empty() {
+                    c.prepare_cached("DELETE FROM queue_items WHERE id=?1")?
+                        .execute([item])?;
+                    report.delivered += 1;
+                } else {
+                    // The user vanished after RCPT was accepted. Hold the message for the
+                    // admin rather than lose it; retry in case the account comes back.
+                    c.prepare_cached(
+                        "UPDATE queue_items SET state='retry', attempts=?2, next_attempt=?3,
+                           last_error=?4 WHERE id=?1",
+                    )?
+                    .execute(params![
+                        item,
+                        attempts + 1,
+                        t + retry_delay_secs,
+                        format!("no such local user: {}", missing.join(", "))
+                    ])?;
+                    report.deferred += 1;
+                }
+            }
+            Ok(report)
+        })
+    }
+
+    pub(super) fn next_due_impl(&self, queues: &[&str]) -> Result<Option<i64>> {
+        let queues: Vec<String> = queues.iter().map(|q| q.to_string()).collect();
+        self.read(move |c| {
+            let mut earliest: Option<i64> = None;
+            let mut stmt = c.prepare_cached(
+                "SELECT MIN(next_attempt) FROM queue_items WHERE queue=?1 AND state IN ('ready','retry')
+                   AND NOT EXISTS (SELECT 1 FROM queues WHERE name=?1 AND state='frozen')",
+            )?;
+            for q in &queues {
+                let t: Option<i64> = stmt.query_row([q], |r| r.get(0))?;
+                earliest = match (earliest, t) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            Ok(earliest)
+        })
+    }
+
+    pub(super) fn queue_messages_impl(&self, queue: &str) -> Result<Vec<MessageSummary>> {
+        self.summaries(QUEUE_SUMMARIES, vec![queue.to_string()])
+    }
+}

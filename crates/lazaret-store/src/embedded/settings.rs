@@ -1,0 +1,105 @@
+//! Settings (`smtp.inbound`, `outbound.disabled`, …), the audit log and the store's
+//! figures for `status`.
+
+use super::*;
+
+impl EmbeddedStore {
+    pub(super) fn setting_impl(&self, key: &str) -> Result<Option<String>> {
+        let key = key.to_string();
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT value FROM settings WHERE key=?1")?
+                .query_row([key], |r| r.get(0))
+                .optional()?)
+        })
+    }
+
+    pub(super) fn set_setting_impl(&self, key: &str, value: &str) -> Result<()> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.write(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO settings(key, value) VALUES(?1, ?2)",
+                params![key, value],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn audit_impl(&self, entry: AuditEntry) -> Result<()> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO audit(at, actor, action, query, count, detail) VALUES(?1,?2,?3,?4,?5,?6)",
+                params![
+                    now(),
+                    entry.actor,
+                    entry.action,
+                    entry.query,
+                    entry.count.map(|n| n as i64),
+                    entry.detail
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn audit_since_impl(&self, since: i64) -> Result<Vec<AuditRecord>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT id, at, actor, action, query, count, detail FROM audit WHERE at>=?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map([since], |r| {
+                Ok(AuditRecord {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    entry: AuditEntry {
+                        actor: r.get(2)?,
+                        action: r.get(3)?,
+                        query: r.get(4)?,
+                        count: r.get::<_, Option<i64>>(5)?.map(|n| n as u64),
+                        detail: r.get(6)?,
+                    },
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    pub(super) fn stats_impl(&self) -> Result<StoreStats> {
+        let database_bytes = [&self.db_path, self.text.path()]
+            .iter()
+            .flat_map(|db| {
+                ["", "-wal"].iter().filter_map(move |suffix| {
+                    let mut p = db.as_os_str().to_owned();
+                    p.push(suffix);
+                    std::fs::metadata(p).ok().map(|m| m.len())
+                })
+            })
+            .sum();
+        self.read(move |c| {
+            let text_index_behind = self.text.behind(c)?;
+            let (messages, message_bytes): (i64, i64) = c.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let queued: i64 = c.query_row("SELECT COUNT(*) FROM queue_items", [], |r| r.get(0))?;
+            let in_mailboxes: i64 =
+                c.query_row("SELECT COUNT(*) FROM mailbox_entries", [], |r| r.get(0))?;
+            let (quarantined, quarantine_bytes): (i64, i64) = c.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(m.size), 0) FROM quarantine z
+                 JOIN messages m ON m.id=z.message",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok(StoreStats {
+                quarantined: quarantined as u64,
+                quarantine_bytes: quarantine_bytes as u64,
+                messages: messages as u64,
+                message_bytes: message_bytes as u64,
+                queued: queued as u64,
+                in_mailboxes: in_mailboxes as u64,
+                database_bytes,
+                text_index_behind,
+            })
+        })
+    }
+}
