@@ -887,6 +887,17 @@ fn drop_store_and_reopen(store: EmbeddedStore, dir: &Path) {
     }
 }
 
+/// Records another boot id in the text index, as a machine restart would leave it.
+fn pretend_the_machine_rebooted(dir: &Path) {
+    Connection::open(dir.join("text.db"))
+        .unwrap()
+        .execute(
+            "UPDATE text_state SET value='another-boot' WHERE key='boot'",
+            [],
+        )
+        .unwrap();
+}
+
 #[test]
 fn text_index_is_rebuilt_after_an_unclean_machine_restart() {
     let dir = temp_dir("textboot");
@@ -909,24 +920,12 @@ fn text_index_is_rebuilt_after_an_unclean_machine_restart() {
     store.close();
     drop(store);
     assert_eq!(through(&dir), 1);
-    let c = Connection::open(dir.join("text.db")).unwrap();
-    c.execute(
-        "UPDATE text_state SET value='another-boot' WHERE key='boot'",
-        [],
-    )
-    .unwrap();
-    drop(c);
+    pretend_the_machine_rebooted(&dir);
     let store = EmbeddedStore::open(&dir).unwrap();
     drop(store);
     assert_eq!(through(&dir), 1, "kept: it was closed cleanly");
     // Not closed (a kill), then a reboot: rebuilt from the blobs, and still found.
-    let c = Connection::open(dir.join("text.db")).unwrap();
-    c.execute(
-        "UPDATE text_state SET value='another-boot' WHERE key='boot'",
-        [],
-    )
-    .unwrap();
-    drop(c);
+    pretend_the_machine_rebooted(&dir);
     let store = EmbeddedStore::open(&dir).unwrap();
     assert_eq!(through(&dir), 0, "rebuilt");
     let f = Filters {

@@ -362,14 +362,16 @@ fn run(
         }
     };
     loop {
-        let closing = match wake.recv_timeout(Duration::from_secs(5)) {
-            Err(mpsc::RecvTimeoutError::Disconnected) => true,
-            Ok(()) if !shared.closing.load(Ordering::SeqCst) => {
-                std::thread::sleep(GATHER);
-                false
+        // Looked at before every wait, not only on a wake-up: the drain below may
+        // swallow the one `close` sent.
+        let mut closing = shared.closing.load(Ordering::SeqCst);
+        if !closing {
+            match wake.recv_timeout(Duration::from_secs(5)) {
+                Err(mpsc::RecvTimeoutError::Disconnected) => closing = true,
+                Ok(()) if !shared.closing.load(Ordering::SeqCst) => std::thread::sleep(GATHER),
+                _ => closing = shared.closing.load(Ordering::SeqCst),
             }
-            _ => shared.closing.load(Ordering::SeqCst),
-        };
+        }
         if closing {
             if let Err(e) = close_cleanly(&text) {
                 tracing::warn!("text index not closed cleanly: {e}");
