@@ -140,8 +140,8 @@ impl Blobs {
     }
 
     /// Writes the record at the end of the current pack (not yet durable); returns
-    /// where the message starts and where the record ends.
-    fn append(&self, uid: &str, data: &[u8]) -> Result<(Location, u64)> {
+    /// where the message starts and where the record ends (for `sync_through`).
+    pub fn append(&self, uid: &str, data: &[u8]) -> Result<(Location, u64)> {
         let mut cur = lock(&self.current);
         if cur.len > 0 && cur.len + HEADER + data.len() as u64 > self.limit {
             self.rotate(&mut cur)?;
@@ -201,7 +201,7 @@ impl Blobs {
 
     /// Returns once the current pack is on disk through `end` (or `pack` is an older,
     /// closed one). One thread syncs for all who wait meanwhile.
-    fn sync_through(&self, pack: u32, end: u64) -> Result<()> {
+    pub fn sync_through(&self, pack: u32, end: u64) -> Result<()> {
         let mut synced = lock(&self.synced);
         loop {
             if synced.pack > pack || (synced.pack == pack && synced.len >= end) {
@@ -356,6 +356,33 @@ impl Blobs {
                 return Ok(out);
             }
         }
+    }
+
+    /// Whether a message's record in its pack is whole: header (magic, length, store
+    /// id) as written, and bytes with this SHA-256.
+    pub fn is_intact(&self, blob: &BlobRef, sha256: &str) -> bool {
+        use sha2::{Digest, Sha256};
+        let Some(at) = blob.at else {
+            return true;
+        };
+        let Ok(file) = self.pack_file(at.pack) else {
+            return false;
+        };
+        let mut header = [0u8; HEADER as usize];
+        if at.offset < HEADER || file.read_exact_at(&mut header, at.offset - HEADER).is_err() {
+            return false;
+        }
+        let id = blob.uid.as_bytes();
+        let id = &id[..id.len().min(16)];
+        if &header[..8] != MAGIC
+            || header[8..16] != blob.len.to_le_bytes()
+            || &header[16..16 + id.len()] != id
+        {
+            return false;
+        }
+        let mut data = vec![0u8; blob.len as usize];
+        file.read_exact_at(&mut data, at.offset).is_ok()
+            && hex::encode(Sha256::digest(&data)) == sha256
     }
 
     /// Deletes a message kept in a file of its own (stores from before packs); bytes

@@ -146,6 +146,7 @@ impl EmbeddedStore {
             )?;
         }
         let blobs = Arc::new(Blobs::open(data_dir.join("blobs"), pack_limit)?);
+        ingest::verify_newest_pack(&conn, &blobs)?;
         checkpoint::install(&mut conn, &db_path)?;
         let writer = Writer::start(conn);
         let text = TextIndex::open(data_dir, &db_path, blobs.clone(), writer.clone())?;

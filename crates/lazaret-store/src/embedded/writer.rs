@@ -51,6 +51,16 @@ impl Writer {
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R> + Send + 'static,
     {
+        self.submit(f).wait()
+    }
+
+    /// As `write`, without waiting: the caller does other work (ingest makes the
+    /// message's bytes durable meanwhile) and then waits for the commit.
+    pub fn submit<R, F>(&self, f: F) -> Submitted<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+    {
         let (done_tx, done_rx) = mpsc::sync_channel::<Result<R>>(1);
         let abort_tx = done_tx.clone();
         let abort = Box::new(move |e: StoreError| {
@@ -66,10 +76,24 @@ impl Writer {
                 let _ = done_tx.send(result);
             })
         });
-        self.tx
-            .send(Request { job, abort })
-            .map_err(|_| StoreError::Closed)?;
-        done_rx.recv().map_err(|_| StoreError::Closed)?
+        let sent = self.tx.send(Request { job, abort }).is_ok();
+        Submitted {
+            done: sent.then_some(done_rx),
+        }
+    }
+}
+
+/// A write handed to the writer thread; `wait` returns its result once committed.
+pub struct Submitted<R> {
+    done: Option<mpsc::Receiver<Result<R>>>,
+}
+
+impl<R> Submitted<R> {
+    pub fn wait(self) -> Result<R> {
+        match self.done {
+            Some(done) => done.recv().map_err(|_| StoreError::Closed)?,
+            None => Err(StoreError::Closed),
+        }
     }
 }
 
