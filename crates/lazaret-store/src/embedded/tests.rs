@@ -986,3 +986,36 @@ fn a_message_whose_bytes_were_lost_in_a_crash_is_removed_at_open() {
     let store = EmbeddedStore::open(&dir).unwrap();
     assert_eq!(store.queue_messages("inbound").unwrap().len(), 2);
 }
+
+#[test]
+fn a_busy_checkpoint_never_fails_a_commit() {
+    let dir = temp_dir("busyckpt");
+    let store = EmbeddedStore::open(&dir).unwrap();
+    store.user_add("bob@localhost", "pw").unwrap();
+    // A reader keeps the log from being reset, so it stays past the writer's inline
+    // threshold; another connection checkpoints all the time, so the writer's own
+    // checkpoint keeps finding one in progress.
+    let reader = Connection::open(dir.join("lazaret.db")).unwrap();
+    reader
+        .execute_batch("BEGIN; SELECT COUNT(*) FROM messages;")
+        .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let checkpointer = {
+        let (stop, db) = (stop.clone(), dir.join("lazaret.db"));
+        std::thread::spawn(move || {
+            let c = Connection::open(db).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            }
+        })
+    };
+    for n in 0..300 {
+        store
+            .ingest(incoming(&format!("ab{n:04}"), "bob@localhost"))
+            .unwrap_or_else(|e| panic!("message {n} refused although stored: {e}"));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    checkpointer.join().unwrap();
+    reader.execute_batch("COMMIT").unwrap();
+    assert_eq!(store.queue_messages("inbound").unwrap().len(), 300);
+}
