@@ -392,8 +392,8 @@ impl Blobs {
     }
 
     /// The directories of stores from before packs (for the orphan sweep).
-    pub fn legacy_shards(&self) -> impl Iterator<Item = (PathBuf, u8)> + '_ {
-        (0..=255u8).map(|n| (self.root.join(format!("{n:02x}")), n))
+    pub fn legacy_shards(&self) -> impl Iterator<Item = PathBuf> + '_ {
+        (0..=255u8).map(|n| self.root.join(format!("{n:02x}")))
     }
 }
 

@@ -91,7 +91,7 @@ impl EmbeddedStore {
     /// commit); returns how many. Unreferenced bytes in packs are compaction's.
     pub fn remove_orphan_blobs(&self) -> Result<u64> {
         let mut removed = 0;
-        for (dir, _) in self.blobs.legacy_shards() {
+        for dir in self.blobs.legacy_shards() {
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
             };
