@@ -72,7 +72,8 @@ pub trait Store: Send + Sync {
     fn queue_list(&self) -> Result<Vec<QueueSummary>>;
     fn queue_set_state(&self, name: &str, state: lazaret_core::QueueState) -> Result<()>;
     /// Moves up to `limit` due messages out of `inbound` into the queue of their next
-    /// hop, as `next_hop` names it per recipient.
+    /// hop, as `next_hop` names it per recipient; copies for queue `local` (when not
+    /// frozen) go straight into their INBOX folders in the same commit.
     /// With `require_scan`, only messages the scanner has stamped are routed (nothing
     /// unscanned reaches a mailbox or a remote server).
     fn route_inbound(
@@ -80,7 +81,8 @@ pub trait Store: Send + Sync {
         limit: usize,
         require_scan: bool,
         next_hop: &dyn Fn(&str) -> String,
-    ) -> Result<usize>;
+        retry_delay_secs: i64,
+    ) -> Result<RouteReport>;
     /// Delivers up to `limit` due messages of queue `local` into their recipients'
     /// INBOX folders.
     fn deliver_local(&self, limit: usize, retry_delay_secs: i64) -> Result<DeliveryReport>;
@@ -222,6 +224,15 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<PendingScan>>;
     /// Records scan results in one transaction; `done` counts copies quarantined.
     fn record_scans(&self, records: Vec<ScanRecord>) -> Result<ActionReport>;
+    /// As `record_scans`, and in the same commit routes the inbound copies of the
+    /// messages let through (as `route_inbound` does), `next_hops` naming the queue of
+    /// each of their recipients.
+    fn record_scans_and_route(
+        &self,
+        records: Vec<ScanRecord>,
+        next_hops: std::collections::HashMap<String, String>,
+        retry_delay_secs: i64,
+    ) -> Result<(ActionReport, RouteReport)>;
     /// Writes a message body under a new store id, durably (for rewritten messages);
     /// returns where, for [`ScanAction::Replace`].
     fn blob_write(&self, uid: &str, data: &[u8]) -> Result<BlobLocation>;

@@ -34,6 +34,9 @@ pub struct PendingScan {
     pub message: i64,
     /// Its blob (store id).
     pub uid: String,
+    /// Recipients of its copies waiting in `inbound` (empty for a rescan), so that the
+    /// scanner can route what it passes in the commit that records the scan.
+    pub recipients: Vec<String>,
 }
 
 /// What to do with a message once scanned.
@@ -86,6 +89,17 @@ pub struct DeliveryReport {
     pub failed: usize,
     /// Users who got new mail (their open IMAP sessions are told).
     pub users: Vec<String>,
+}
+
+/// What routing out of `inbound` did.
+#[derive(Debug, Default)]
+pub struct RouteReport {
+    /// Inbound messages moved on.
+    pub routed: usize,
+    /// Copies put in a remote or smarthost queue (outbound delivery is told).
+    pub to_remote: usize,
+    /// The copies for local users, filed in their INBOX in the same commit.
+    pub local: DeliveryReport,
 }
 
 /// A user's folder as IMAP LIST/STATUS see it.

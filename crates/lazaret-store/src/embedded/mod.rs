@@ -84,14 +84,19 @@ fn open_read_only(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// For background threads (text index, compaction): below the sessions and the writer,
-/// so they use what CPU mail leaves over.
+/// For background threads (text index, compaction): they run only on CPU that mail
+/// leaves idle. A niced thread still keeps a core for its time slice when an SMTP
+/// session wakes up (p99 DATA→250 at 400 msgs/s was 3.5–4.4 ms with the text indexer
+/// at nice 10, 1.6–1.9 ms without it); `SCHED_IDLE` gives the core up at once.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
-    // SAFETY: plain syscalls on the calling thread; no memory is passed.
+    // SAFETY: plain syscalls on the calling thread; the parameter outlives the call.
     unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+        let tid = libc::syscall(libc::SYS_gettid) as libc::pid_t;
+        let param = libc::sched_param { sched_priority: 0 };
+        if libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) != 0 {
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+        }
     }
 }
 
@@ -253,8 +258,9 @@ impl Store for EmbeddedStore {
         limit: usize,
         require_scan: bool,
         next_hop: &dyn Fn(&str) -> String,
-    ) -> Result<usize> {
-        self.route_inbound_impl(limit, require_scan, next_hop)
+        retry_delay_secs: i64,
+    ) -> Result<RouteReport> {
+        self.route_inbound_impl(limit, require_scan, next_hop, retry_delay_secs)
     }
 
     fn deliver_local(&self, limit: usize, retry_delay_secs: i64) -> Result<DeliveryReport> {
@@ -445,6 +451,23 @@ impl Store for EmbeddedStore {
             self.discard_blob(&uid);
         }
         Ok(report)
+    }
+
+    fn record_scans_and_route(
+        &self,
+        records: Vec<ScanRecord>,
+        next_hops: std::collections::HashMap<String, String>,
+        retry_delay_secs: i64,
+    ) -> Result<(ActionReport, RouteReport)> {
+        let (report, routed, old_blobs) = self.write(move |c| {
+            let (report, old_blobs) = scanning::record(c, &records)?;
+            let routed = scanning::route_passed(c, &records, &next_hops, retry_delay_secs)?;
+            Ok((report, routed, old_blobs))
+        })?;
+        for uid in old_blobs {
+            self.discard_blob(&uid);
+        }
+        Ok((report, routed))
     }
 
     fn blob_write(&self, uid: &str, data: &[u8]) -> Result<BlobLocation> {

@@ -21,9 +21,83 @@ pub(super) fn pending(c: &Connection, limit: usize) -> Result<Vec<PendingScan>> 
         Ok(PendingScan {
             message: r.get(0)?,
             uid: r.get(1)?,
+            recipients: Vec::new(),
         })
     })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    let mut pending: Vec<PendingScan> = rows.collect::<rusqlite::Result<_>>()?;
+    let mut rcpts = c.prepare_cached(
+        "SELECT r.address FROM queue_items q JOIN queue_rcpts r ON r.item=q.id
+         WHERE q.message=?1 AND q.queue=?2",
+    )?;
+    for p in &mut pending {
+        p.recipients = rcpts
+            .query_map(params![p.message, QUEUE_INBOUND], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+    }
+    Ok(pending)
+}
+
+/// Moves the inbound copies of the messages the scan let through on to their next
+/// hops, in the transaction that records the scan: scanning, routing and local
+/// delivery are then one commit. A copy with a recipient `next_hops` does not name is
+/// left for the queue runner.
+pub(super) fn route_passed(
+    c: &Connection,
+    records: &[ScanRecord],
+    next_hops: &std::collections::HashMap<String, String>,
+    retry_delay_secs: i64,
+) -> Result<RouteReport> {
+    use super::queues::{queue_frozen, route_item, Groups, Move};
+    let mut report = RouteReport::default();
+    if queue_frozen(c, QUEUE_INBOUND)? {
+        return Ok(report);
+    }
+    let local_open = !queue_frozen(c, lazaret_core::state::QUEUE_LOCAL)?;
+    let t = crate::now();
+    let mut items = c.prepare_cached(
+        "SELECT id, created FROM queue_items
+         WHERE message=?1 AND queue=?2 AND state IN ('ready','retry') AND next_attempt<=?3",
+    )?;
+    let mut rcpts = c.prepare_cached("SELECT address FROM queue_rcpts WHERE item=?1")?;
+    for r in records {
+        if matches!(r.action, ScanAction::Quarantine { .. }) {
+            continue;
+        }
+        let due: Vec<(i64, i64)> = items
+            .query_map(params![r.message, QUEUE_INBOUND, t], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        for (item, created) in due {
+            let mut groups = Groups::new();
+            let mut complete = true;
+            for rcpt in rcpts.query_map([item], |row| row.get::<_, String>(0))? {
+                let rcpt = rcpt?;
+                match next_hops.get(&rcpt) {
+                    Some(queue) => groups.entry(queue.clone()).or_default().push(rcpt),
+                    None => complete = false,
+                }
+            }
+            if !complete || groups.is_empty() {
+                continue;
+            }
+            let moving = Move {
+                item,
+                message: r.message,
+                created,
+            };
+            route_item(
+                c,
+                moving,
+                groups,
+                local_open,
+                retry_delay_secs,
+                t,
+                &mut report,
+            )?;
+        }
+    }
+    Ok(report)
 }
 
 pub(super) fn unscanned_inbound(c: &Connection) -> Result<u64> {
@@ -57,6 +131,7 @@ pub(super) fn rescan_candidates(
             Ok(PendingScan {
                 message: r.get(0)?,
                 uid: r.get(1)?,
+                recipients: Vec::new(),
             })
         },
     )?;
@@ -131,6 +206,7 @@ pub(super) fn messages_of_size(
         Ok(PendingScan {
             message: r.get(0)?,
             uid: r.get(1)?,
+            recipients: Vec::new(),
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -65,14 +65,23 @@ fn ingest_route_deliver() {
         .queue_set_state("inbound", QueueState::Frozen)
         .unwrap();
     assert_eq!(
-        store.route_inbound(100, false, &to_local).unwrap(),
+        store
+            .route_inbound(100, false, &to_local, 60)
+            .unwrap()
+            .routed,
         0,
         "frozen queue makes no moves"
     );
     store
         .queue_set_state("inbound", QueueState::Active)
         .unwrap();
-    assert_eq!(store.route_inbound(100, false, &to_local).unwrap(), 1);
+    // With `local` frozen the copy waits there; thawed, the runner's delivery takes it.
+    store.queue_set_state("local", QueueState::Frozen).unwrap();
+    let routed = store.route_inbound(100, false, &to_local, 60).unwrap();
+    assert_eq!((routed.routed, routed.local.delivered), (1, 0));
+    assert_eq!(store.queue_messages("local").unwrap().len(), 1);
+    assert_eq!(store.deliver_local(100, 60).unwrap().delivered, 0);
+    store.queue_set_state("local", QueueState::Active).unwrap();
     assert_eq!(store.deliver_local(100, 60).unwrap().delivered, 1);
 
     let inbox = store.mailbox_messages("bob@localhost", "INBOX").unwrap();
@@ -122,8 +131,12 @@ fn concurrent_ingest_shares_commits() {
         t.join().unwrap();
     }
     assert_eq!(store.stats().unwrap().messages, 400);
-    while store.route_inbound(1000, false, &to_local).unwrap() > 0 {}
-    while store.deliver_local(1000, 60).unwrap().delivered > 0 {}
+    while store
+        .route_inbound(1000, false, &to_local, 60)
+        .unwrap()
+        .routed
+        > 0
+    {}
     let inbox = store.mailbox_messages("bob@localhost", "INBOX").unwrap();
     let mut uids: Vec<i64> = inbox.iter().filter_map(|m| m.uid).collect();
     uids.sort();
@@ -216,7 +229,7 @@ fn outbound_attempts_partial_delivery_dsn_and_cleanup() {
     m.rcpt_to.push("y@far.test".into());
     m.rcpt_to.push("z@far.test".into());
     store.ingest(m).unwrap();
-    store.route_inbound(10, false, &to_remote).unwrap();
+    store.route_inbound(10, false, &to_remote, 60).unwrap();
     let queues = store.outbound_queues().unwrap();
     assert_eq!(queues.len(), 1);
     assert_eq!(queues[0].0, "remote:far.test");
@@ -293,7 +306,7 @@ fn outbound_disable_freeze_items_and_poison() {
     let store = EmbeddedStore::open(&dir).unwrap();
     store.ingest(incoming("0b11", "x@far.test")).unwrap();
     store.ingest(incoming("0b12", "y@other.test")).unwrap();
-    store.route_inbound(10, false, &to_remote).unwrap();
+    store.route_inbound(10, false, &to_remote, 60).unwrap();
     assert_eq!(store.outbound_queues().unwrap().len(), 2);
 
     store.set_outbound_disabled(true).unwrap();
@@ -419,7 +432,10 @@ fn find_quarantine_restore_remove() {
         .ingest(worm("bb02", "bob@localhost", "Greetings two"))
         .unwrap();
     store.ingest(incoming("bb03", "bob@localhost")).unwrap();
-    store.route_inbound(100, false, &to_local).unwrap();
+    // All three into queue `local` (frozen), then one delivered.
+    store.queue_set_state("local", QueueState::Frozen).unwrap();
+    store.route_inbound(100, false, &to_local, 60).unwrap();
+    store.queue_set_state("local", QueueState::Active).unwrap();
     store.deliver_local(1, 60).unwrap();
     // One worm copy is in INBOX, the other two messages still queued.
     let by = |f: Filters| store.find_ids(&ALL, &f).unwrap().len();
@@ -646,7 +662,13 @@ fn scanner_gates_routing_quarantines_and_answers_hashes() {
     store.ingest(stamped).unwrap();
     // Only the message scanned before acceptance may be routed yet.
     assert_eq!(store.unscanned_inbound().unwrap(), 2);
-    assert_eq!(store.route_inbound(100, true, &to_local).unwrap(), 1);
+    assert_eq!(
+        store
+            .route_inbound(100, true, &to_local, 60)
+            .unwrap()
+            .routed,
+        1
+    );
     let pending = store.scan_pending(10).unwrap();
     assert_eq!(pending.len(), 2);
     let stamp = |verdict: Option<&str>| ScanStamp {
@@ -654,28 +676,49 @@ fn scanner_gates_routing_quarantines_and_answers_hashes() {
         content_version: "c1".into(),
         verdict: verdict.map(str::to_string),
     };
-    let report = store
-        .record_scans(vec![
-            ScanRecord {
-                message: pending[0].message,
-                stamp: stamp(Some("Worm.A")),
-                action: ScanAction::Quarantine {
-                    reason: "scan: Worm.A".into(),
-                    queues: true,
-                    mailboxes: true,
+    assert_eq!(pending[1].recipients, ["bob@localhost"]);
+    let next_hops = [("bob@localhost".to_string(), QUEUE_LOCAL.to_string())].into();
+    let (report, routed) = store
+        .record_scans_and_route(
+            vec![
+                ScanRecord {
+                    message: pending[0].message,
+                    stamp: stamp(Some("Worm.A")),
+                    action: ScanAction::Quarantine {
+                        reason: "scan: Worm.A".into(),
+                        queues: true,
+                        mailboxes: true,
+                    },
                 },
-            },
-            ScanRecord {
-                message: pending[1].message,
-                stamp: stamp(None),
-                action: ScanAction::Keep,
-            },
-        ])
+                ScanRecord {
+                    message: pending[1].message,
+                    stamp: stamp(None),
+                    action: ScanAction::Keep,
+                },
+            ],
+            next_hops,
+            60,
+        )
         .unwrap();
     assert_eq!(report.done, 1);
+    // The clean one went on to INBOX in the commit that recorded its scan.
+    assert_eq!((routed.routed, routed.local.delivered), (1, 1));
+    assert_eq!(routed.local.users, ["bob@localhost"]);
     assert_eq!(store.unscanned_inbound().unwrap(), 0);
-    assert_eq!(store.route_inbound(100, true, &to_local).unwrap(), 1);
-    while store.deliver_local(100, 60).unwrap().delivered > 0 {}
+    assert_eq!(
+        store
+            .route_inbound(100, true, &to_local, 60)
+            .unwrap()
+            .routed,
+        0
+    );
+    assert_eq!(
+        store
+            .mailbox_messages("bob@localhost", "INBOX")
+            .unwrap()
+            .len(),
+        2
+    );
     let quarantined = store
         .find(&[Place::Quarantine], &Filters::default(), None, None)
         .unwrap();
@@ -688,8 +731,7 @@ fn scanner_gates_routing_quarantines_and_answers_hashes() {
     store
         .ingest(worm("cc04", "bob@localhost", "Hi two"))
         .unwrap();
-    store.route_inbound(100, false, &to_local).unwrap();
-    store.deliver_local(100, 60).unwrap();
+    store.route_inbound(100, false, &to_local, 60).unwrap();
     let hits = store
         .hash_matches(vec![], vec![(sha.clone(), Some(9))], false, true)
         .unwrap();
@@ -751,8 +793,7 @@ fn text_search_before_and_after_indexing_and_after_deletes() {
 
     // A deleted message leaves the index; its id is never given to another message,
     // even though it was the highest.
-    store.route_inbound(100, false, &to_local).unwrap();
-    store.deliver_local(100, 60).unwrap();
+    store.route_inbound(100, false, &to_local, 60).unwrap();
     let ids = store.find_ids(&ALL, &body("at noon")).unwrap();
     let gone_row: i64 = store
         .read(|c| Ok(c.query_row("SELECT max(id) FROM messages", [], |r| r.get(0))?))
@@ -832,8 +873,7 @@ fn compaction_reclaims_deleted_mail_and_keeps_the_rest_readable() {
         m.data = body(n).into_bytes();
         uids.push(store.ingest(m).unwrap().id);
     }
-    store.route_inbound(100, false, &to_local).unwrap();
-    store.deliver_local(100, 60).unwrap();
+    store.route_inbound(100, false, &to_local, 60).unwrap();
     let packs_before = store.blobs.packs().unwrap().len();
     assert!(packs_before >= 8, "{packs_before} packs");
     // Delete all but every fourth message.

@@ -149,6 +149,9 @@ async fn accept_message(
     message.extend_from_slice(&data);
     // Free the DATA buffer now rather than after the (slow, fsyncing) store call.
     drop(data);
+    // Mail the after-queue scanner must see first is routed by it, in the commit that
+    // records its scan; waking the queue runner for it would only have it look.
+    let for_scanner = scan.is_none() && server.scanner.on_ingest != OnIngest::Off;
     let incoming = Incoming {
         id,
         mail_from: envelope.mail_from.clone(),
@@ -161,8 +164,11 @@ async fn accept_message(
     match server.store_call(move |s| s.ingest(incoming)).await {
         Ok(accepted) => {
             tracing::debug!(id = %accepted.id, size = accepted.size, from = %envelope.mail_from, "accepted");
-            server.queue_wake.notify_one();
-            server.scan_wake.notify_one();
+            if for_scanner {
+                server.scan_wake.notify_one();
+            } else {
+                server.queue_wake.notify_one();
+            }
             Ok(accepted.id)
         }
         Err(e) => {

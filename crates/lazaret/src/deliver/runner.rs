@@ -20,20 +20,23 @@ pub async fn run(server: Arc<Server>) {
         let step = server
             .store_call(move |store| {
                 let connectors = s.connectors.list();
-                let routed = store.route_inbound(BATCH, require_scan, &|r| {
-                    router::next_hop(store, connectors, r)
-                })?;
+                let routed = store.route_inbound(
+                    BATCH,
+                    require_scan,
+                    &|r| router::next_hop(store, connectors, r),
+                    retry,
+                )?;
                 let report = store.deliver_local(BATCH, retry)?;
-                for user in &report.users {
+                for user in routed.local.users.iter().chain(&report.users) {
                     let _ = s.mailbox_events.send(user.clone());
                 }
                 Ok((routed, report.delivered + report.deferred))
             })
             .await;
         match step {
-            Ok((0, 0)) => {}
+            Ok((routed, 0)) if routed.routed == 0 => {}
             Ok((routed, _)) => {
-                if routed > 0 {
+                if routed.to_remote > 0 {
                     server.outbound_wake.notify_one();
                 }
                 continue;

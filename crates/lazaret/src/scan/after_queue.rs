@@ -4,9 +4,11 @@
 //! unscanned reaches a mailbox or another server.
 
 use super::Verdict;
+use crate::queue::router;
 use crate::serve::Server;
 use lazaret_core::config::OnIngest;
 use lazaret_store::{new_message_id, AuditEntry, PendingScan, ScanAction, ScanRecord};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +51,10 @@ pub async fn run(server: Arc<Server>) {
                 continue;
             }
         };
+        let recipients: HashMap<i64, Vec<String>> = pending
+            .iter()
+            .map(|p| (p.message, p.recipients.clone()))
+            .collect();
         let chunk = pending.len().div_ceil(workers).max(1);
         let mut tasks = Vec::new();
         for part in pending.chunks(chunk) {
@@ -76,7 +82,7 @@ pub async fn run(server: Arc<Server>) {
             }
         }
         if !records.is_empty() {
-            record(&server, records).await;
+            record(&server, records, recipients).await;
         }
         if unavailable {
             // Fail closed: those messages wait in `inbound` until clamd answers.
@@ -167,7 +173,15 @@ fn tag(
     })
 }
 
-async fn record(server: &Arc<Server>, records: Vec<ScanRecord>) {
+async fn record(
+    server: &Arc<Server>,
+    records: Vec<ScanRecord>,
+    pending_recipients: HashMap<i64, Vec<String>>,
+) {
+    let passed = records
+        .iter()
+        .filter(|r| !matches!(r.action, ScanAction::Quarantine { .. }))
+        .count();
     let mut found: Vec<String> = records
         .iter()
         .filter_map(|r| r.stamp.verdict.clone())
@@ -178,8 +192,44 @@ async fn record(server: &Arc<Server>, records: Vec<ScanRecord>) {
         .iter()
         .filter(|r| !matches!(r.action, ScanAction::Keep))
         .count() as u64;
-    match server.store_call(move |s| s.record_scans(records)).await {
-        Ok(report) => {
+    // The recipients' next hops are looked up here, off the writer, so that recording
+    // the scan, routing and local delivery are one commit.
+    let mut recipients: Vec<String> = records
+        .iter()
+        .filter(|r| !matches!(r.action, ScanAction::Quarantine { .. }))
+        .flat_map(|r| {
+            pending_recipients
+                .get(&r.message)
+                .into_iter()
+                .flatten()
+                .cloned()
+        })
+        .collect();
+    recipients.sort();
+    recipients.dedup();
+    let retry = server.config.delivery.retry_delay.0 as i64;
+    let s = server.clone();
+    let outcome = server
+        .store_call(move |store| {
+            let connectors = s.connectors.list();
+            let next_hops = recipients
+                .into_iter()
+                .map(|r| {
+                    let queue = router::next_hop(store, connectors, &r);
+                    (r, queue)
+                })
+                .collect();
+            store.record_scans_and_route(records, next_hops, retry)
+        })
+        .await;
+    match outcome {
+        Ok((report, routed)) => {
+            for user in &routed.local.users {
+                let _ = server.mailbox_events.send(user.clone());
+            }
+            if routed.to_remote > 0 {
+                server.outbound_wake.notify_one();
+            }
             if detected > 0 {
                 let (action, detail) = if server.scanner.on_ingest == OnIngest::Tag {
                     ("scan tag", format!("{TAG_HEADER} header added"))
@@ -199,7 +249,10 @@ async fn record(server: &Arc<Server>, records: Vec<ScanRecord>) {
                     })
                     .await;
             }
-            server.queue_wake.notify_one();
+            if routed.routed < passed {
+                // Left for the runner: a copy that was not due, or a queue frozen meanwhile.
+                server.queue_wake.notify_one();
+            }
         }
         Err(e) => tracing::error!("scanner cannot record results: {e}"),
     }
