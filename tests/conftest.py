@@ -23,6 +23,7 @@ class Server:
 
     def __init__(self, workdir: pathlib.Path, extra_config: str = ""):
         self.workdir = workdir
+        self.extra_config = extra_config
         self.data_dir = workdir / "data"
         self.config = workdir / "lazaret.toml"
         self.config.write_text(

@@ -28,7 +28,8 @@ def test_openapi_document_describes_the_api(server):
     assert status == 200
     doc = json.loads(body)
     assert doc["openapi"].startswith("3.")
-    for path in ["/api/status", "/api/users", "/api/queues", "/api/audit", "/api/smtp/{action}"]:
+    for path in ["/api/status", "/api/users", "/api/queues", "/api/audit", "/api/smtp/{action}",
+                 "/api/backups", "/api/lockdown", "/api/recover"]:
         assert path in doc["paths"], path
 
 

@@ -224,3 +224,41 @@ def test_inbound_port_never_relays_even_with_a_connector(relay):
         assert code == 550 and text.startswith(b"5.7.1")
     time.sleep(1)
     assert peer.messages == []
+
+
+def test_retry_now_sends_waiting_mail_at_once_and_leaves_frozen_mail(make_server):
+    """`queue retry` / `retry` (as `postqueue -f`): mail waiting an hour to retry goes
+    within a second of the command once the peer is back; frozen mail stays put."""
+    peer = Peer()  # down at first
+    server = make_server(relay_config(peer, delivery='retry_schedule = ["1h"]\n'))
+    server.add_user("alice@localhost")
+    for subject in ("first", "second", "held"):
+        submit(server, [f"{subject}@far.test"], subject=subject)
+    wait_for(lambda: server.queues().get("smarthost:relay", {}).get("retry", 0) == 3, what="three in retry")
+    held = {m["subject"]: m["id"] for m in server.cli_json("queue", "show", "smarthost:relay")}["held"]
+    server.cli("freeze", "--ids", held)
+    peer.start()
+    try:
+        time.sleep(1.5)
+        assert peer.messages == [], "the next attempt is an hour away"
+        r = server.cli("retry", "--ids", "-", input="\n".join(
+            m["id"] for m in server.cli_json("queue", "show", "smarthost:relay")) + "\n")
+        assert "made due now 2 message(s); 1 frozen, left frozen" in r.stdout, r.stdout
+        started = time.time()
+        wait_for(lambda: len(peer.messages) == 2, timeout=5, what="both sent after retry")
+        assert time.time() - started < 3
+        assert sorted(m["rcpt_tos"][0] for m in peer.messages) == ["first@far.test", "second@far.test"]
+        [left] = server.cli_json("queue", "show", "smarthost:relay")
+        assert left["state"] == "frozen"
+        # Whole queues: the frozen one is counted, not sent.
+        r = server.cli("queue", "retry", "smarthost:relay")
+        assert "due now: 0 message(s); frozen, left frozen: 1" in r.stdout, r.stdout
+        bad = server.cli("queue", "retry", "remote:nowhere.test", check=False)
+        assert bad.returncode != 0 and "no queue remote:nowhere.test" in bad.stderr
+        server.cli("thaw", "--ids", held)
+        wait_for(lambda: len(peer.messages) == 3, what="the thawed one")
+        audit = server.cli("audit").stdout
+        assert "queue retry" in audit and "retry" in audit
+        assert server.inbox("alice@localhost") == [], "no DSN"
+    finally:
+        peer.stop()

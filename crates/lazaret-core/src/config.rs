@@ -52,6 +52,33 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     #[serde(default)]
     pub auth: AuthConfig,
+    #[serde(default)]
+    pub backup: BackupConfig,
+    /// The file this was read from (none for the built-in defaults); a backup keeps it.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+/// Where `lazaret backup` writes. Not in the product page's example, optional.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Backups directory; relative paths are inside `data_dir`. Another disk is
+    /// better: a backup on the store's disk goes down with it.
+    #[serde(default = "default_backup_dir")]
+    pub dir: PathBuf,
+}
+
+fn default_backup_dir() -> PathBuf {
+    PathBuf::from("backups")
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            dir: default_backup_dir(),
+        }
+    }
 }
 
 /// How logins of users (POP3, IMAP, submission) are guarded against guessing.
@@ -490,7 +517,18 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text, path)
+        let mut config = Config::parse(&text, path)?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// `[backup] dir`, relative paths inside `data_dir`.
+    pub fn backup_dir(&self) -> PathBuf {
+        if self.backup.dir.is_absolute() {
+            self.backup.dir.clone()
+        } else {
+            self.data_dir.join(&self.backup.dir)
+        }
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {

@@ -102,6 +102,11 @@ pub trait Store: Send + Sync {
     fn record_worker_failure(&self, items: Vec<i64>, error: String) -> Result<u64>;
     /// Freezes or thaws single queued messages (`q<n>` ids); returns how many changed.
     fn items_set_frozen(&self, ids: &[String], frozen: bool) -> Result<u64>;
+    /// Makes every `ready`/`retry` item of these queues due now (`postqueue -f`);
+    /// frozen items stay frozen. Returns how many were made due and how many are frozen.
+    fn queue_retry_now(&self, queues: &[String]) -> Result<RetryReport>;
+    /// The same for single queued messages (`q<n>` ids).
+    fn items_retry_now(&self, ids: &[String]) -> Result<RetryReport>;
     /// `lazaret outbound disable|enable`: holds every remote queue, existing or new.
     fn set_outbound_disabled(&self, disabled: bool) -> Result<()>;
     fn outbound_disabled(&self) -> Result<bool>;
@@ -223,6 +228,11 @@ pub trait Store: Send + Sync {
         mailboxes: bool,
     ) -> Result<Vec<PendingScan>>;
     /// Records scan results in one transaction; `done` counts copies quarantined.
+    /// For an online backup: writes a consistent copy of the database to `db_copy` (a
+    /// new file) while writers go on, and lists the message files that copy names,
+    /// pinned until the snapshot is dropped.
+    fn backup_snapshot(&self, db_copy: &std::path::Path) -> Result<BackupSnapshot>;
+
     fn record_scans(&self, records: Vec<ScanRecord>) -> Result<ActionReport>;
     /// As `record_scans`, and in the same commit routes the inbound copies of the
     /// messages let through (as `route_inbound` does), `next_hops` naming the queue of

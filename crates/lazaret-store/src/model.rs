@@ -91,6 +91,15 @@ pub struct DeliveryReport {
     pub users: Vec<String>,
 }
 
+/// What "retry now" did.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct RetryReport {
+    /// Items made due at once.
+    pub due: u64,
+    /// Items left alone because they are frozen.
+    pub frozen: u64,
+}
+
 /// What routing out of `inbound` did.
 #[derive(Debug, Default)]
 pub struct RouteReport {
@@ -387,4 +396,25 @@ pub struct ImportMessage {
     pub data: Vec<u8>,
     pub flags: Vec<String>,
     pub internal_date: Option<i64>,
+}
+
+/// One file an online backup copies.
+#[derive(Debug, Clone)]
+pub struct BackupSource {
+    /// Its path relative to the data directory, which is also its name in the backup.
+    pub name: String,
+    pub path: std::path::PathBuf,
+    /// Bytes to copy from its start (a pack goes on growing after the snapshot).
+    pub len: u64,
+    /// Its first `len` bytes never change: a copy of the same name and length held by
+    /// an earlier backup stands in for it (what makes a backup incremental).
+    pub append_only: bool,
+}
+
+/// What `Store::backup_snapshot` hands a backup.
+pub struct BackupSnapshot {
+    /// The message files the database copy names.
+    pub files: Vec<BackupSource>,
+    /// Keeps those files from being removed (compaction, deletions wait) until dropped.
+    pub pin: Box<dyn std::any::Any + Send>,
 }

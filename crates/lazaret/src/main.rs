@@ -4,6 +4,7 @@
 mod accept;
 mod access;
 mod admin;
+mod backup;
 mod cli;
 mod deliver;
 mod mailfile;
@@ -16,6 +17,15 @@ use clap::Parser;
 
 fn main() {
     let args = cli::Args::parse();
+    if !args.is_serve() {
+        // An admin command piped into `head` ends quietly, as other tools do, instead
+        // of failing on the closed pipe. The server keeps SIGPIPE ignored: a client
+        // that hangs up must not end it.
+        // SAFETY: sets a signal disposition before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let code = match cli::run(args) {
         Ok(()) => 0,
         Err(e) => {

@@ -72,6 +72,38 @@ pub struct Blobs {
     synced_changed: Condvar,
     /// Read-only descriptors of packs, opened once.
     open: Mutex<HashMap<u32, Arc<File>>>,
+    /// Backups under way, and the files whose removal waits for them.
+    pins: Mutex<Pins>,
+}
+
+#[derive(Default)]
+struct Pins {
+    count: usize,
+    deferred: Vec<PathBuf>,
+}
+
+/// While one is held, no pack or blob file is removed: a backup copies the bytes its
+/// database snapshot names, which compaction or a deletion might otherwise take away
+/// under it. Removals asked for meanwhile happen when the last pin goes.
+pub struct BlobPin {
+    blobs: Arc<Blobs>,
+}
+
+impl Drop for BlobPin {
+    fn drop(&mut self) {
+        let deferred = {
+            let mut pins = lock(&self.blobs.pins);
+            pins.count -= 1;
+            if pins.count > 0 {
+                return;
+            }
+            std::mem::take(&mut pins.deferred)
+        };
+        for path in deferred {
+            let _ = fs::remove_file(&path);
+        }
+        let _ = sync_dir(&self.blobs.packs);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -110,6 +142,7 @@ impl Blobs {
             }),
             synced_changed: Condvar::new(),
             open: Mutex::new(HashMap::new()),
+            pins: Mutex::new(Pins::default()),
             packs,
         })
     }
@@ -255,9 +288,39 @@ impl Blobs {
     }
 
     /// Deletes a pack no message lives in any more.
+    pub fn pin(self: &Arc<Self>) -> BlobPin {
+        lock(&self.pins).count += 1;
+        BlobPin {
+            blobs: self.clone(),
+        }
+    }
+
+    /// True when the path's removal was deferred to the end of a backup.
+    fn defer_removal(&self, path: &Path) -> bool {
+        let mut pins = lock(&self.pins);
+        if pins.count == 0 {
+            return false;
+        }
+        pins.deferred.push(path.to_path_buf());
+        true
+    }
+
+    /// Where a pack's bytes are (for a backup's copy).
+    pub fn pack_path(&self, pack: u32) -> PathBuf {
+        pack_path(&self.packs, pack)
+    }
+
+    /// Where a message stored before packs is (for a backup's copy).
+    pub fn legacy_file(&self, uid: &str) -> PathBuf {
+        self.legacy_path(uid)
+    }
+
     pub fn remove_pack(&self, pack: u32) -> Result<()> {
         lock(&self.open).remove(&pack);
         let path = pack_path(&self.packs, pack);
+        if self.defer_removal(&path) {
+            return Ok(());
+        }
         fs::remove_file(&path).map_err(io_err(format!("remove {}", path.display())))?;
         sync_dir(&self.packs)
     }
@@ -388,7 +451,10 @@ impl Blobs {
     /// Deletes a message kept in a file of its own (stores from before packs); bytes
     /// in packs are reclaimed by compaction.
     pub fn remove_legacy(&self, uid: &str) {
-        let _ = fs::remove_file(self.legacy_path(uid));
+        let path = self.legacy_path(uid);
+        if !self.defer_removal(&path) {
+            let _ = fs::remove_file(path);
+        }
     }
 
     /// The directories of stores from before packs (for the orphan sweep).

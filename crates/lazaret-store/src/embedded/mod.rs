@@ -25,6 +25,7 @@ mod reindex;
 mod scanning;
 mod schema;
 mod settings;
+mod snapshot;
 mod text_index;
 mod writer;
 
@@ -291,6 +292,14 @@ impl Store for EmbeddedStore {
         self.items_set_frozen_impl(ids, frozen)
     }
 
+    fn queue_retry_now(&self, queues: &[String]) -> Result<RetryReport> {
+        self.queue_retry_now_impl(queues)
+    }
+
+    fn items_retry_now(&self, ids: &[String]) -> Result<RetryReport> {
+        self.items_retry_now_impl(ids)
+    }
+
     fn set_outbound_disabled(&self, disabled: bool) -> Result<()> {
         self.set_setting(OUTBOUND_DISABLED, if disabled { "1" } else { "0" })
     }
@@ -451,6 +460,10 @@ impl Store for EmbeddedStore {
             self.discard_blob(&uid);
         }
         Ok(report)
+    }
+
+    fn backup_snapshot(&self, db_copy: &Path) -> Result<BackupSnapshot> {
+        snapshot::take(self, db_copy)
     }
 
     fn record_scans_and_route(

@@ -3,7 +3,7 @@
 //! moving mail that crashes workers to `poison`, and per-message freeze/thaw.
 
 use super::{unreferenced, EmbeddedStore, Prepared};
-use crate::model::{AttemptOutcome, QueuedMessage};
+use crate::model::{AttemptOutcome, QueuedMessage, RetryReport};
 use crate::{now, Result};
 use lazaret_core::state::QUEUE_POISON;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -215,6 +215,31 @@ impl EmbeddedStore {
         })
     }
 
+    pub(super) fn items_retry_now_impl(&self, ids: &[String]) -> Result<RetryReport> {
+        let items: Vec<i64> = ids
+            .iter()
+            .filter_map(|id| id.trim().strip_prefix('q')?.parse().ok())
+            .collect();
+        self.write(move |c| retry_now(c, &items, now()))
+    }
+
+    pub(super) fn queue_retry_now_impl(&self, queues: &[String]) -> Result<RetryReport> {
+        let queues = queues.to_vec();
+        self.write(move |c| {
+            let mut stmt = c.prepare_cached("SELECT id FROM queue_items WHERE queue=?1")?;
+            let mut report = RetryReport::default();
+            for q in &queues {
+                let items: Vec<i64> = stmt
+                    .query_map([q], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let r = retry_now(c, &items, now())?;
+                report.due += r.due;
+                report.frozen += r.frozen;
+            }
+            Ok(report)
+        })
+    }
+
     /// Freezes or thaws single queue items (`q<n>` ids). A thawed item is due at once.
     /// Returns how many changed state.
     pub(super) fn items_set_frozen_impl(&self, ids: &[String], frozen: bool) -> Result<u64> {
@@ -241,6 +266,24 @@ impl EmbeddedStore {
             Ok(changed)
         })
     }
+}
+
+/// Makes the `ready`/`retry` items among `items` due at `now`; counts the frozen ones.
+pub(super) fn retry_now(c: &Connection, items: &[i64], now: i64) -> Result<RetryReport> {
+    let mut due = c.prepare_cached(
+        "UPDATE queue_items SET next_attempt=?2 WHERE id=?1 AND state IN ('ready','retry')",
+    )?;
+    let mut frozen =
+        c.prepare_cached("SELECT 1 FROM queue_items WHERE id=?1 AND state='frozen'")?;
+    let mut report = RetryReport::default();
+    for &item in items {
+        if due.execute(params![item, now])? > 0 {
+            report.due += 1;
+        } else if frozen.exists([item])? {
+            report.frozen += 1;
+        }
+    }
+    Ok(report)
 }
 
 /// The message row of a queue item still in a remote queue (frozen or not: an attempt

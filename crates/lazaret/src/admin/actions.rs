@@ -28,6 +28,7 @@ enum Action {
     Purge,
     Freeze,
     Thaw,
+    Retry,
 }
 
 impl Action {
@@ -39,9 +40,10 @@ impl Action {
             "purge" => Action::Purge,
             "freeze" => Action::Freeze,
             "thaw" => Action::Thaw,
+            "retry" => Action::Retry,
             other => {
                 return Err(ApiError::BadRequest(format!(
-                    "unknown action {other:?}: quarantine, restore, delete, purge, freeze or thaw"
+                    "unknown action {other:?}: quarantine, restore, delete, purge, freeze, thaw or retry"
                 )))
             }
         })
@@ -51,7 +53,7 @@ impl Action {
     fn default_places(self, by_ids: bool) -> Vec<Place> {
         match self {
             Action::Restore | Action::Purge => vec![Place::Quarantine],
-            Action::Freeze | Action::Thaw => vec![Place::Queues],
+            Action::Freeze | Action::Thaw | Action::Retry => vec![Place::Queues],
             Action::Delete if by_ids => vec![Place::Queues, Place::Mailboxes, Place::Quarantine],
             Action::Quarantine | Action::Delete => vec![Place::Queues, Place::Mailboxes],
         }
@@ -64,6 +66,7 @@ impl Action {
             Action::Delete | Action::Purge => "deleted",
             Action::Freeze => "frozen",
             Action::Thaw => "thawed",
+            Action::Retry => "made due now",
         }
     }
 }
@@ -103,7 +106,7 @@ async fn select(
             .get(1..)
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
         let kinds = match action {
-            Action::Freeze | Action::Thaw => "q",
+            Action::Freeze | Action::Thaw | Action::Retry => "q",
             Action::Restore | Action::Purge => "x",
             _ => "qmx",
         };
@@ -111,7 +114,7 @@ async fn select(
             return Err(ApiError::BadRequest(format!(
                 "{id:?} is not an id this action takes: {}",
                 match action {
-                    Action::Freeze | Action::Thaw => "a queued message, q<number> (`lazaret queue show`, `find --in queues --ids-only`)",
+                    Action::Freeze | Action::Thaw | Action::Retry => "a queued message, q<number> (`lazaret queue show`, `find --in queues --ids-only`)",
                     Action::Restore | Action::Purge => "a quarantined message, x<number> (`lazaret quarantine list`)",
                     _ => "q<number>, m<number> or x<number>, as `lazaret find --ids-only` prints them",
                 }
@@ -202,6 +205,7 @@ async fn run(
     detail: Option<String>,
 ) -> Result<serde_json::Value, ApiError> {
     let mut total = ActionReport::default();
+    let mut frozen_left = 0;
     for chunk in ids.chunks(BATCH) {
         let chunk = chunk.to_vec();
         let n = chunk.len() as u64;
@@ -241,6 +245,22 @@ async fn run(
                     ..ActionReport::default()
                 }
             }
+            Action::Retry => {
+                let queued: Vec<String> = chunk
+                    .iter()
+                    .filter(|i| i.starts_with('q'))
+                    .cloned()
+                    .collect();
+                let retried = server
+                    .store_call(move |s| s.items_retry_now(&queued))
+                    .await?;
+                frozen_left += retried.frozen;
+                ActionReport {
+                    done: retried.due,
+                    skipped: n - retried.due,
+                    ..ActionReport::default()
+                }
+            }
         };
         for user in &report.users {
             let _ = server.mailbox_events.send(user.clone());
@@ -248,7 +268,10 @@ async fn run(
         merge(&mut total, report);
         job.advance(n);
     }
-    if matches!(action, Action::Restore | Action::Thaw | Action::Delete) {
+    if matches!(
+        action,
+        Action::Restore | Action::Thaw | Action::Delete | Action::Retry
+    ) {
         server.queue_wake.notify_one();
         server.outbound_wake.notify_one();
     }
@@ -275,6 +298,7 @@ async fn run(
         "skipped": total.skipped,
         "failed": total.failed.iter().map(|(id, why)| serde_json::json!({"id": id, "error": why})).collect::<Vec<_>>(),
         "created": total.created,
+        "frozen": frozen_left,
     }))
 }
 

@@ -4,6 +4,7 @@
 mod accounts;
 mod actions;
 mod auth;
+pub mod backup;
 mod error;
 pub mod find;
 mod import;
@@ -11,6 +12,7 @@ pub mod jobs;
 mod messages;
 mod outbound;
 mod queues;
+pub mod runbook;
 mod scan;
 mod status;
 
@@ -84,6 +86,9 @@ pub fn router(server: Arc<Server>, token: String) -> Router {
         )
         .route("/api/outbound/{action}", post(outbound::switch))
         .route("/api/audit", get(status::audit))
+        .route("/api/backups", get(backup::list).post(backup::create))
+        .route("/api/lockdown", post(runbook::lockdown))
+        .route("/api/recover", post(runbook::recover))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(token),
             auth::require_token,

@@ -16,9 +16,9 @@ pub async fn list(State(server): State<Arc<Server>>) -> Result<Json<Vec<QueueSum
 #[derive(Deserialize)]
 pub struct Selection {
     #[serde(default)]
-    queues: Vec<String>,
+    pub queues: Vec<String>,
     #[serde(default)]
-    all: bool,
+    pub all: bool,
 }
 
 /// `POST /api/queues/freeze` or `/api/queues/thaw` with `{"queues": [...]}` or `{"all": true}`.
@@ -31,27 +31,14 @@ pub async fn set_state(
     let state = match action.as_str() {
         "freeze" => QueueState::Frozen,
         "thaw" => QueueState::Active,
+        "retry" => return retry(server, actor, sel).await,
         other => {
             return Err(ApiError::BadRequest(format!(
-                "unknown action {other:?}: use freeze or thaw"
+                "unknown action {other:?}: use freeze, thaw or retry"
             )))
         }
     };
-    if sel.all != sel.queues.is_empty() {
-        return Err(ApiError::BadRequest(
-            "name the queues, or say all (not both)".into(),
-        ));
-    }
-    let names = if sel.all {
-        server
-            .store_call(|s| s.queue_list())
-            .await?
-            .into_iter()
-            .map(|q| q.name)
-            .collect()
-    } else {
-        sel.queues
-    };
+    let names = selected(&server, sel).await?;
     // Applied one by one; if one name is wrong, the ones before it are still audited.
     let mut changed = Vec::new();
     let mut failure = None;
@@ -87,4 +74,61 @@ pub async fn set_state(
     Ok(Json(
         serde_json::json!({ "queues": changed, "state": state }),
     ))
+}
+
+async fn selected(server: &Arc<Server>, sel: Selection) -> Result<Vec<String>, ApiError> {
+    if sel.all != sel.queues.is_empty() {
+        return Err(ApiError::BadRequest(
+            "name the queues, or say all (not both)".into(),
+        ));
+    }
+    Ok(if sel.all {
+        server
+            .store_call(|s| s.queue_list())
+            .await?
+            .into_iter()
+            .map(|q| q.name)
+            .collect()
+    } else {
+        sel.queues
+    })
+}
+
+/// `POST /api/queues/retry`: every ready/retry item of the queues is due at once, as
+/// `postqueue -f`; frozen items (and frozen queues) stay as they are.
+pub async fn retry(
+    server: Arc<Server>,
+    actor: Actor,
+    sel: Selection,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let names = selected(&server, sel).await?;
+    let known: Vec<String> = server
+        .store_call(|s| s.queue_list())
+        .await?
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
+    if let Some(unknown) = names.iter().find(|n| !known.contains(n)) {
+        return Err(ApiError::Store(lazaret_store::StoreError::NotFound(
+            format!("no queue {unknown} (see `lazaret queue list`)"),
+        )));
+    }
+    let list = names.clone();
+    let report = server.store_call(move |s| s.queue_retry_now(&list)).await?;
+    server.queue_wake.notify_one();
+    server.outbound_wake.notify_one();
+    server
+        .audit(AuditEntry {
+            actor: actor.0,
+            action: "queue retry".into(),
+            query: Some(names.join(" ")),
+            count: Some(report.due),
+            detail: Some(format!("{} frozen left frozen", report.frozen)),
+        })
+        .await?;
+    Ok(Json(serde_json::json!({
+        "queues": names,
+        "due": report.due,
+        "frozen": report.frozen,
+    })))
 }

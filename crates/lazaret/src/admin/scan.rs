@@ -254,54 +254,64 @@ pub async fn rescan(
     .join(" ");
     let total = server.store_call(|s| s.message_count()).await?;
     let runner = server.clone();
-    let q = query.clone();
     let job = server
         .jobs
-        .start("rescan", query, "messages", total, move |job| async move {
-            let s = runner.clone();
-            let j = job.clone();
-            let outcome = tokio::task::spawn_blocking(move || {
-                s.scanner.reload_if_changed();
-                rescan::run(
-                    s.store.as_ref(),
-                    &s.scanner,
-                    &s.config.data_dir,
-                    scope,
-                    &|done, total| {
-                        j.total.store(total, std::sync::atomic::Ordering::Relaxed);
-                        j.done.store(done, std::sync::atomic::Ordering::Relaxed);
-                    },
-                )
-            })
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??;
-            job.done.store(
-                job.total.load(std::sync::atomic::Ordering::Relaxed),
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            for user in &outcome.users {
-                let _ = runner.mailbox_events.send(user.clone());
-            }
-            runner
-                .audit(AuditEntry {
-                    actor: actor.0,
-                    action: "rescan".into(),
-                    query: Some(q),
-                    count: Some(outcome.quarantined),
-                    detail: Some(format!(
-                        "signature set {}; {} hash signature(s) looked up, {} message(s) read; found: {}",
-                        outcome.version,
-                        outcome.hash_signatures_checked,
-                        outcome.messages_scanned,
-                        if outcome.signatures.is_empty() {
-                            "nothing".to_string()
-                        } else {
-                            outcome.signatures.join(", ")
-                        }
-                    )),
-                })
-                .await?;
-            Ok(serde_json::to_value(&outcome).unwrap_or_default())
+        .start("rescan", query.clone(), "messages", total, move |job| {
+            run_rescan(runner, job, actor, scope, query)
         });
     Ok(Json(serde_json::json!({ "job": job.id })))
+}
+
+/// A rescan with its progress in `job` (also a step of `recover`).
+pub async fn run_rescan(
+    server: Arc<Server>,
+    job: Arc<super::jobs::Job>,
+    actor: Actor,
+    scope: rescan::Scope,
+    query: String,
+) -> Result<serde_json::Value, ApiError> {
+    let s = server.clone();
+    let j = job.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        s.scanner.reload_if_changed();
+        rescan::run(
+            s.store.as_ref(),
+            &s.scanner,
+            &s.config.data_dir,
+            scope,
+            &|done, total| {
+                j.total.store(total, std::sync::atomic::Ordering::Relaxed);
+                j.done.store(done, std::sync::atomic::Ordering::Relaxed);
+            },
+        )
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    job.done.store(
+        job.total.load(std::sync::atomic::Ordering::Relaxed),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    for user in &outcome.users {
+        let _ = server.mailbox_events.send(user.clone());
+    }
+    server
+        .audit(AuditEntry {
+            actor: actor.0,
+            action: "rescan".into(),
+            query: Some(query),
+            count: Some(outcome.quarantined),
+            detail: Some(format!(
+                "signature set {}; {} hash signature(s) looked up, {} message(s) read; found: {}",
+                outcome.version,
+                outcome.hash_signatures_checked,
+                outcome.messages_scanned,
+                if outcome.signatures.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    outcome.signatures.join(", ")
+                }
+            )),
+        })
+        .await?;
+    Ok(serde_json::to_value(&outcome).unwrap_or_default())
 }

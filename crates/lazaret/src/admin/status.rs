@@ -30,6 +30,8 @@ pub async fn status(
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?;
     let queues = super::outbound::queue_list(&server).await?;
+    let last_backup = super::backup::last(&server).await;
+    let lockdown = super::runbook::current(&server).await;
     let connectors = super::outbound::connectors(&server).await?;
     let smtp_up = server.smtp.is_up();
     let access = server.access.current();
@@ -75,6 +77,8 @@ pub async fn status(
         "scan": signatures,
         "unscanned": unscanned,
         "smtp_sessions": server.config.smtp.max_sessions - server.sessions.available_permits(),
+        "last_backup": last_backup,
+        "lockdown": lockdown,
     })))
 }
 
@@ -149,7 +153,7 @@ pub async fn audit(
 
 #[derive(Deserialize, Default)]
 pub struct AccessChange {
-    message: Option<String>,
+    pub message: Option<String>,
 }
 
 /// `POST /api/access/disable` (optional `{"message": "..."}`) or `/api/access/enable`.

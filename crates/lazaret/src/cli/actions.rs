@@ -235,11 +235,21 @@ pub fn act(api: &Api, action: &str, args: &ActArgs, extra: Value) -> Result<()> 
     let report = follow(api, &started)?;
     let verb = report["verb"].as_str().unwrap_or(action);
     print!("{verb} {} message(s)", report["done"]);
-    if report["skipped"].as_u64().unwrap_or(0) > 0 {
-        print!(
-            " ({} already gone or not of a kind this action takes)",
-            report["skipped"]
-        );
+    let frozen = report["frozen"].as_u64().unwrap_or(0);
+    let other = report["skipped"]
+        .as_u64()
+        .unwrap_or(0)
+        .saturating_sub(frozen);
+    if frozen > 0 {
+        print!("; {frozen} frozen, left frozen (thaw them to let them go)");
+    }
+    if other > 0 {
+        match action {
+            "thaw" => print!(
+                "; {other} were not frozen (`lazaret retry` makes mail waiting to retry go now)"
+            ),
+            _ => print!("; {other} already gone or not of a kind this action takes"),
+        }
     }
     println!();
     if let Some(created) = report["created"]

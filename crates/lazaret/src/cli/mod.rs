@@ -3,6 +3,7 @@
 
 mod accounts;
 mod actions;
+mod backup;
 mod client;
 mod find;
 mod outbound;
@@ -57,7 +58,35 @@ enum Command {
         #[command(subcommand)]
         command: overview::AccessCommand,
     },
-    /// List, freeze and thaw queues
+    /// Outbreak mode in one step: backup, SMTP stop, outbound disable, user access
+    /// disable, every queue frozen
+    Lockdown {
+        /// Shown to users whose logins are refused
+        #[arg(long)]
+        message: Option<String>,
+        /// Skip the backup (not advised: it is the copy to go back to)
+        #[arg(long)]
+        no_backup: bool,
+        /// Backups directory (default: [backup] dir)
+        #[arg(long, value_name = "DIR")]
+        backup_to: Option<PathBuf>,
+    },
+    /// Out of outbreak mode once new signatures are in: rescan, thaw, retry now,
+    /// outbound enable, SMTP start, user access enable
+    Recover {
+        /// Go ahead although the signatures did not change (needs --reason)
+        #[arg(long, requires = "reason")]
+        force: bool,
+        /// Why, for the audit log
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Back up the store while the server runs; list, verify, restore, prune backups
+    Backup {
+        #[command(subcommand)]
+        command: backup::BackupCommand,
+    },
+    /// List, freeze, thaw and retry queues
     Queue {
         #[command(subcommand)]
         command: queues::QueueCommand,
@@ -102,6 +131,8 @@ enum Command {
     Freeze(actions::ActArgs),
     /// Release held queued messages; they are due at once
     Thaw(actions::ActArgs),
+    /// Make queued messages (by filters or --ids) due now; frozen ones stay frozen
+    Retry(actions::ActArgs),
     /// Write messages to an mbox file or a directory of .eml files
     Export(actions::ExportArgs),
     /// Import mbox files and Maildirs into a user's folders
@@ -156,6 +187,12 @@ enum Command {
     },
 }
 
+impl Args {
+    pub fn is_serve(&self) -> bool {
+        matches!(self.command, Command::Serve)
+    }
+}
+
 /// The config the user meant: `-c`, else `./lazaret.toml`, else built-in defaults.
 pub fn load_config(path: Option<&Path>) -> Result<Config> {
     let usage = |e: lazaret_core::ConfigError| Failure::new(EXIT_USAGE, e.to_string());
@@ -184,10 +221,38 @@ pub fn run(args: Args) -> Result<()> {
         let _ = std::io::stdout().flush();
         std::process::exit(code);
     }
+    if let Command::Backup { command } = args.command {
+        if !command.needs_server() {
+            return backup::local(&config, command);
+        }
+        let api = client::Api::discover(&config)?;
+        let backup::BackupCommand::Create { to, full, json } = command else {
+            unreachable!("only create needs the server")
+        };
+        return backup::create(&api, to, full, json);
+    }
     let api = client::Api::discover(&config)?;
     match args.command {
         Command::Serve => unreachable!("handled above"),
         Command::Status { json } => overview::status(&api, json),
+        Command::Lockdown {
+            message,
+            no_backup,
+            backup_to,
+        } => overview::runbook(
+            &api,
+            "/api/lockdown",
+            serde_json::json!({
+                "message": message,
+                "no_backup": no_backup,
+                "backup_to": backup_to.map(|p| std::path::absolute(&p).unwrap_or(p)),
+            }),
+        ),
+        Command::Recover { force, reason } => overview::runbook(
+            &api,
+            "/api/recover",
+            serde_json::json!({ "force": force, "reason": reason }),
+        ),
         Command::Smtp { action } => overview::smtp(&api, &action),
         Command::Access { command } => overview::access(&api, command),
         Command::Audit { since, json } => overview::audit(&api, since.as_deref(), json),
@@ -217,11 +282,12 @@ pub fn run(args: Args) -> Result<()> {
         }
         Command::Freeze(args) => actions::act(&api, "freeze", &args, serde_json::json!({})),
         Command::Thaw(args) => actions::act(&api, "thaw", &args, serde_json::json!({})),
+        Command::Retry(args) => actions::act(&api, "retry", &args, serde_json::json!({})),
         Command::Export(args) => actions::export(&api, args),
         Command::Import(args) => actions::import(&api, args),
         Command::Reindex => actions::reindex(&api),
         Command::Signatures { command } => scan::signatures_command(&api, command),
-        Command::Scan(_) => unreachable!("handled above"),
+        Command::Scan(_) | Command::Backup { .. } => unreachable!("handled above"),
         Command::Rescan {
             queues,
             mailboxes,

@@ -1,6 +1,6 @@
 //! `status`, `smtp stop|start`, `audit`.
 
-use super::client::{segment, Api};
+use super::client::{segment, Api, Failure};
 use super::output;
 use anyhow::Result;
 use clap::Subcommand;
@@ -18,6 +18,14 @@ pub fn status(api: &Api, json: bool) -> Result<()> {
         s["hostname"].as_str().unwrap_or("?"),
         s["uptime_secs"]
     );
+    if let Some(l) = s["lockdown"].as_object() {
+        println!(
+            "\nLOCKDOWN since {} by {} (signature set then: {}); `lazaret recover` ends it",
+            output::time(l["since"].as_i64()),
+            l["by"].as_str().unwrap_or("?"),
+            l["signatures"].as_str().unwrap_or("?"),
+        );
+    }
     println!("\nListeners");
     let rows: Vec<Vec<String>> = s["listeners"]
         .as_array()
@@ -60,8 +68,55 @@ pub fn status(api: &Api, json: bool) -> Result<()> {
         st["quarantined"],
         Size(st["quarantine_bytes"].as_u64().unwrap_or(0)),
     );
+    match s["last_backup"].as_object() {
+        None => println!("Last backup: none (`lazaret backup create`)"),
+        Some(b) if b["ok"] == true => println!(
+            "Last backup: {} at {}, {} of store, {} written, in {}",
+            b["id"].as_str().unwrap_or("?"),
+            output::time(b["at"].as_i64()),
+            Size(b["total_bytes"].as_u64().unwrap_or(0)),
+            Size(b["stored_bytes"].as_u64().unwrap_or(0)),
+            b["dir"].as_str().unwrap_or("?"),
+        ),
+        Some(b) => println!(
+            "Last backup: FAILED at {}: {}",
+            output::time(b["at"].as_i64()),
+            b["error"].as_str().unwrap_or("?")
+        ),
+    }
     println!();
     print_scanning(&s["scan"], s["unscanned"].as_u64().unwrap_or(0));
+    Ok(())
+}
+
+/// `lockdown` and `recover`: each step with its result; exit 1 if one failed.
+pub fn runbook(api: &Api, path: &str, body: Value) -> Result<()> {
+    let started = api.send("POST", path, body).map_err(|e| {
+        // A refusal (recover before new signatures) is an answer, not a usage error.
+        let code = e.downcast_ref::<Failure>().map_or(1, |f| f.code);
+        Failure::new(
+            if code == super::EXIT_USAGE { 1 } else { code },
+            format!("{e:#}"),
+        )
+    })?;
+    let report = super::actions::follow(api, &started)?;
+    let action = report["action"].as_str().unwrap_or("?");
+    for step in report["steps"].as_array().into_iter().flatten() {
+        println!(
+            "{:<18} {:<6} {}",
+            step["step"].as_str().unwrap_or("?"),
+            if step["ok"] == true { "ok" } else { "FAILED" },
+            step["result"].as_str().unwrap_or("")
+        );
+    }
+    if let Some(step) = report["failed_step"].as_str() {
+        return Err(Failure::new(
+            1,
+            format!("{action} stopped at \"{step}\"; the steps before it stay in force (fix it and run `lazaret {action}` again)"),
+        )
+        .into());
+    }
+    println!("{action}: done");
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-//! `queue list|freeze|thaw` and `mailbox list|show`.
+//! `queue list|freeze|thaw|retry` and `mailbox list|show`.
 
 use super::client::{segment, Api, Failure};
 use super::{output, overview, EXIT_USAGE};
@@ -21,6 +21,13 @@ pub enum QueueCommand {
     },
     /// Let these queues deliver again
     Thaw {
+        names: Vec<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Make every ready or waiting-to-retry message of these queues due now (frozen
+    /// ones stay frozen), as `postqueue -f`
+    Retry {
         names: Vec<String>,
         #[arg(long)]
         all: bool,
@@ -63,6 +70,7 @@ pub fn run(api: &Api, command: QueueCommand) -> Result<()> {
         }
         QueueCommand::Freeze { names, all } => set_state(api, "freeze", names, all),
         QueueCommand::Thaw { names, all } => set_state(api, "thaw", names, all),
+        QueueCommand::Retry { names, all } => retry(api, names, all),
         QueueCommand::Show { name, json } => {
             let messages: Vec<Value> =
                 api.get(&format!("/api/queues/{}/messages", segment(&name)))?;
@@ -96,6 +104,22 @@ fn set_state(api: &Api, action: &str, names: Vec<String>, all: bool) -> Result<(
         "thawed"
     };
     println!("{verb}: {}", done.join(" "));
+    Ok(())
+}
+
+fn retry(api: &Api, names: Vec<String>, all: bool) -> Result<()> {
+    if all != names.is_empty() {
+        return Err(Failure::new(EXIT_USAGE, "name the queues to retry, or pass --all").into());
+    }
+    let r = api.send(
+        "POST",
+        "/api/queues/retry",
+        json!({ "queues": names, "all": all }),
+    )?;
+    println!(
+        "due now: {} message(s); frozen, left frozen: {}",
+        r["due"], r["frozen"]
+    );
     Ok(())
 }
 

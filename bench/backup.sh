@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Backup benchmark, side by side in one run on the same data directory:
+#  - the disk's sequential write speed (dd, direct I/O), `cp -a` + sync, and
+#    `tar -c | zstd -1` of the data directory — the peers;
+#  - `lazaret backup create --full` (MB/s of store read), then an incremental one
+#    after 1% new mail (its share of the full backup's time, and whether it copied
+#    any pack the full one holds unchanged);
+#  - SMTP p99 DATA->250 at a paced load, idle and during a full backup;
+#  - `lazaret backup restore` (MB/s), checked byte for byte (restore checks every
+#    file's SHA-256) and with SQLite's integrity_check;
+#  - `lazaret lockdown --no-backup` and `lazaret recover --force` on the store, and
+#    `lazaret rescan` for comparison with recover's rescan.
+# The store: USERS mailboxes x PER_USER messages from bench/find_seed.py (mbox,
+# imported), plus WORMS worm copies.
+#
+# Needs: python3, zstd, bc, sqlite3. Run as root (drops caches between steps).
+#   bench/backup.sh          # USERS=100 PER_USER=1000 WORMS=5000 RATE=200
+set -euo pipefail
+USERS=${USERS:-100}
+PER_USER=${PER_USER:-1000}
+WORMS=${WORMS:-5000}
+RATE=${RATE:-200}
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d /tmp/lazaret-backup.XXXXXX)
+LZ=$root/target/release/lazaret
+cleanup() {
+  [ -n "${lz_pid:-}" ] && kill "$lz_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+(cd "$root" && cargo build --release -q -p lazaret)
+wait_until() { for _ in $(seq 1 36000); do "$@" && return 0; sleep 0.1; done; echo "timed out: $*" >&2; return 1; }
+now() { date +%s.%N; }
+since() { echo "$(now) - $1" | bc; }
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
+
+echo "seeding $USERS x $PER_USER messages + $WORMS worm copies ..." >&2
+python3 "$root/bench/find_seed.py" --users "$USERS" --per-user "$PER_USER" --worms "$WORMS" --out "$work/seed" >/dev/null
+python3 "$root/bench/find_seed.py" --users "$USERS" --per-user "$((PER_USER / 100))" --worms 0 --seed 7 --out "$work/more" >/dev/null
+
+mkdir -p "$work/lz"
+cat > "$work/lz/lazaret.toml" <<CFG
+data_dir = "$work/lz/data"
+[smtp]
+listen = ["127.0.0.1:0"]
+[imap]
+listen = ["127.0.0.1:0"]
+[pop3]
+listen = ["127.0.0.1:0"]
+[submission]
+listen = ["127.0.0.1:0"]
+[admin]
+listen = "127.0.0.1:0"
+[backup]
+dir = "$work/backups"
+CFG
+L="$LZ -c $work/lz/lazaret.toml"
+"$LZ" serve -c "$work/lz/lazaret.toml" >"$work/lz/out" 2>"$work/lz/err" &
+lz_pid=$!
+wait_until test -f "$work/lz/data/listeners.json"
+smtp=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['smtp'][0])" "$work/lz/data/listeners.json")
+echo "importing ..." >&2
+seq 0 $((USERS - 1)) | xargs -P 2 -I{} sh -c "echo pw | $L user add user{}@localhost --password-stdin >/dev/null"
+seq 0 $((USERS - 1)) | xargs -P 2 -I{} $L import --user user{}@localhost "$work/seed/mbox/user{}.mbox" >/dev/null
+indexed() { [ "$($L status --json | python3 -c 'import json,sys;print(json.load(sys.stdin)["store"]["text_index_behind"])')" = 0 ]; }
+wait_until indexed
+sync
+
+# ---------------------------------------------------------------- peers
+store_mb=$(du -sm "$work/lz/data" | cut -f1)
+drop_caches
+t0=$(now); dd if=/dev/zero of="$work/dd.out" bs=1M count=1024 oflag=direct status=none; dd_s=$(since "$t0"); rm -f "$work/dd.out"
+drop_caches
+t0=$(now); cp -a "$work/lz/data" "$work/cp"; sync; cp_s=$(since "$t0"); rm -rf "$work/cp"
+drop_caches
+t0=$(now); tar -C "$work/lz" -cf - data | zstd -1 -q -T0 > "$work/tar.zst"; sync; tar_s=$(since "$t0")
+tar_out_mb=$(du -sm "$work/tar.zst" | cut -f1); rm -f "$work/tar.zst"
+
+# ---------------------------------------------------------------- Lazaret backup
+drop_caches
+t0=$(now); full=$($L backup create --full --json); full_s=$(since "$t0")
+full_id=$(echo "$full" | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')
+full_mb=$(echo "$full" | python3 -c 'import json,sys;print(json.load(sys.stdin)["total_bytes"]/1e6)')
+full_out_mb=$(echo "$full" | python3 -c 'import json,sys;print(json.load(sys.stdin)["stored_bytes"]/1e6)')
+echo "adding 1% new mail ..." >&2
+seq 0 $((USERS - 1)) | xargs -P 2 -I{} $L import --user user{}@localhost "$work/more/mbox/user{}.mbox" >/dev/null
+sync; drop_caches
+t0=$(now); incr=$($L backup create --json); incr_s=$(since "$t0")
+incr_id=$(echo "$incr" | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')
+# Packs the full backup holds at the same length, copied again by the incremental one.
+recopied=$(python3 - "$work/backups" "$full_id" "$incr_id" <<'PY'
+import json, sys
+d, a, b = sys.argv[1:]
+full = {f["name"]: f for f in json.load(open(f"{d}/{a}/manifest.json"))["files"]}
+incr = json.load(open(f"{d}/{b}/manifest.json"))["files"]
+print(sum(1 for f in incr if f["append_only"] and f["stored_in"] == b
+          and f["name"] in full and full[f["name"]]["size"] == f["size"]))
+PY
+)
+
+# ---------------------------------------------------------------- SMTP during a backup
+echo pw | $L user add load@localhost --password-stdin >/dev/null
+load() { python3 "$root/bench/smtp_load.py" "$smtp" --sessions 10 --messages $((RATE * 8)) --size 10240 --to load@localhost --rate "$RATE"; }
+idle=$(load)
+$L backup create --full --json >/dev/null &
+backup_pid=$!
+sleep 0.5
+during=$(load)
+wait "$backup_pid"
+
+# ---------------------------------------------------------------- restore
+drop_caches
+t0=$(now); $L backup restore "$incr_id" --to "$work/restored" >/dev/null; sync; restore_s=$(since "$t0")
+integrity=$(sqlite3 "$work/restored/lazaret.db" "PRAGMA integrity_check")
+restored_mb=$(echo "$incr" | python3 -c 'import json,sys;print(json.load(sys.stdin)["total_bytes"]/1e6)')
+
+# ---------------------------------------------------------------- runbook
+t0=$(now); $L lockdown --no-backup >/dev/null; lockdown_s=$(since "$t0")
+t0=$(now); $L recover --force --reason benchmark >/dev/null; recover_s=$(since "$t0")
+t0=$(now); $L rescan --full >/dev/null; rescan_s=$(since "$t0")
+
+python3 - <<PY
+import json, os
+idle, during = json.loads('''$idle'''), json.loads('''$during''')
+store_mb, full_mb = float("$store_mb"), float("$full_mb")
+def result(name, lazaret, peer, ratio):
+    # One line per figure for bench/quick.sh: name, Lazaret, peer, ratio (>1: Lazaret better).
+    if os.environ.get("BENCH_RESULTS"):
+        with open(os.environ["BENCH_RESULTS"], "a") as out:
+            out.write(f"{name}\t{lazaret:.4g}\t{peer:.4g}\t{ratio:.3f}\n")
+full_rate = full_mb / float("$full_s")
+tar_rate = store_mb / float("$tar_s")
+cp_rate = store_mb / float("$cp_s")
+dd_rate = 1024 * 1.048576 / float("$dd_s")
+restore_rate = float("$restored_mb") / float("$restore_s")
+print(f"store: {full_mb:.0f} MB in the backup's files ({store_mb:.0f} MB data directory, text index included)")
+print(f"{'':34}{'Lazaret':>10}{'peer':>10}{'ratio':>8}")
+print(f"{'full backup MB/s vs tar|zstd -1':34}{full_rate:10.1f}{tar_rate:10.1f}{full_rate / tar_rate:7.2f}x")
+print(f"{'full backup MB/s vs cp -a + sync':34}{full_rate:10.1f}{cp_rate:10.1f}{full_rate / cp_rate:7.2f}x")
+print(f"{'  (disk sequential write, dd)':34}{'':10}{dd_rate:10.1f}")
+print(f"{'written MB: backup vs tar|zstd':34}{float('$full_out_mb'):10.1f}{float('$tar_out_mb'):10.1f}")
+share = 100 * float("$incr_s") / float("$full_s")
+print(f"{'incremental after 1% (s, % of full)':34}{float('$incr_s'):10.2f}{share:9.1f}%   unchanged packs copied again: $recopied")
+print(f"{'SMTP p99 at $RATE/s (ms) during/idle':34}{during['p99_ms']:10.2f}{idle['p99_ms']:10.2f}{during['p99_ms'] / idle['p99_ms']:7.2f}x")
+print(f"{'restore MB/s vs full backup':34}{restore_rate:10.1f}{full_rate:10.1f}{restore_rate / full_rate:7.2f}x   integrity_check: $integrity")
+print(f"{'lockdown --no-backup (s)':34}{float('$lockdown_s'):10.2f}")
+print(f"{'recover --force (s) vs rescan --full':34}{float('$recover_s'):10.2f}{float('$rescan_s'):10.2f}")
+result("backup full (MB/s) vs tar|zstd -1", full_rate, tar_rate, full_rate / tar_rate)
+result("backup full (MB/s) vs cp -a", full_rate, cp_rate, full_rate / cp_rate)
+result("backup incremental after 1% (% of full time)", share, 100, 100 / share if share else 0)
+result("backup SMTP p99 during/idle (x)", during["p99_ms"] / idle["p99_ms"], 1, idle["p99_ms"] / during["p99_ms"])
+result("backup restore (MB/s) vs full backup", restore_rate, full_rate, restore_rate / full_rate)
+result("backup lockdown --no-backup (s)", float("$lockdown_s"), 1, 1 / float("$lockdown_s"))
+PY
+[ "$integrity" = ok ] && [ "$recopied" = 0 ]

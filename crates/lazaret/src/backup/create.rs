@@ -1,0 +1,289 @@
+//! `backup create`: a consistent copy of a running server's store, compressed, holding
+//! only what no earlier backup in its chain holds.
+
+use super::manifest::{self, FileEntry, Manifest};
+use anyhow::{anyhow, Context, Result};
+use lazaret_core::Config;
+use lazaret_store::{BackupSource, Store};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// The database copy's name in the backup (and in a data directory).
+pub const DATABASE: &str = "lazaret.db";
+/// Where the config file is kept in a backup.
+pub const CONFIG: &str = "config/lazaret.toml";
+/// Names of files from outside the data directory start with this.
+pub const EXTERNAL: &str = "external/";
+const CHUNK: usize = 1 << 20;
+/// Fast, as `zstd -1`: a backup is read far less often than it is written.
+const LEVEL: i32 = 1;
+
+/// Progress: the bytes the backup will read, then each chunk read.
+pub trait Progress: Sync {
+    fn total(&self, bytes: u64);
+    fn advance(&self, bytes: u64);
+}
+
+pub fn create(
+    store: &dyn Store,
+    config: &Config,
+    dest: &Path,
+    full: bool,
+    progress: &dyn Progress,
+) -> Result<Manifest> {
+    fs::create_dir_all(dest)
+        .with_context(|| format!("cannot create the backup directory {}", dest.display()))?;
+    let parent = if full {
+        None
+    } else {
+        manifest::list(dest)?.pop()
+    };
+    let (id, created) = new_id(dest)?;
+    let partial = dest.join(format!(".{id}{}", manifest::PARTIAL_SUFFIX));
+    fs::create_dir(&partial).with_context(|| format!("cannot write in {}", dest.display()))?;
+    let mut cleanup = RemoveOnDrop(Some(partial.clone()));
+    // Held while writing: `prune` leaves a partial backup alone while its writer lives.
+    let _writing = manifest::lock_partial(&partial)?;
+
+    let db_copy = partial.join("lazaret.db.snapshot");
+    let snapshot = store
+        .backup_snapshot(&db_copy)
+        .context("cannot copy the database")?;
+    let mut sources = vec![BackupSource {
+        name: DATABASE.into(),
+        path: db_copy.clone(),
+        len: fs::metadata(&db_copy)?.len(),
+        append_only: false,
+    }];
+    sources.extend(snapshot.files.iter().cloned());
+    sources.extend(server_files(config)?);
+
+    let earlier: HashMap<&str, &FileEntry> = parent
+        .iter()
+        .flat_map(|p| p.files.iter())
+        .map(|f| (f.name.as_str(), f))
+        .collect();
+    let unchanged = |s: &BackupSource| {
+        s.append_only
+            && earlier
+                .get(s.name.as_str())
+                .is_some_and(|e| e.append_only && e.size == s.len)
+    };
+    progress.total(
+        sources
+            .iter()
+            .filter(|s| !unchanged(s))
+            .map(|s| s.len)
+            .sum(),
+    );
+
+    let mut manifest = Manifest::new(id.clone(), created, parent.as_ref().map(|p| p.id.clone()));
+    for source in &sources {
+        if unchanged(source) {
+            manifest.files.push(earlier[source.name.as_str()].clone());
+            continue;
+        }
+        let stored = partial.join(format!("{}.zst", source.name));
+        let (sha256, compressed) = compress(source, &stored, progress)
+            .with_context(|| format!("cannot back up {}", source.path.display()))?;
+        let mode = if source.path == db_copy {
+            0o600
+        } else {
+            fs::metadata(&source.path)
+                .map(|m| m.permissions().mode() & 0o777)
+                .unwrap_or(0o600)
+        };
+        // A small file that did not change (config, signatures): the earlier copy
+        // stands in, and this backup does not hold it twice.
+        if let Some(e) = earlier
+            .get(source.name.as_str())
+            .filter(|e| e.size == source.len && e.sha256 == sha256)
+        {
+            fs::remove_file(&stored)?;
+            manifest.files.push((*e).clone());
+            continue;
+        }
+        manifest.stored_bytes += compressed;
+        manifest.files.push(FileEntry {
+            name: source.name.clone(),
+            size: source.len,
+            sha256,
+            stored_in: id.clone(),
+            mode,
+            append_only: source.append_only,
+        });
+    }
+    fs::remove_file(&db_copy)?;
+    drop(snapshot); // deletions held back for the copy may go ahead
+
+    manifest.files.sort_by(|a, b| a.name.cmp(&b.name));
+    manifest.total_bytes = manifest.files.iter().map(|f| f.size).sum();
+    if let Some(p) = &parent {
+        manifest.removed = p
+            .files
+            .iter()
+            .filter(|f| !manifest.files.iter().any(|n| n.name == f.name))
+            .map(|f| f.name.clone())
+            .collect();
+    }
+    let text = serde_json::to_vec_pretty(&manifest)?;
+    let mut file = File::create(partial.join(manifest::MANIFEST))?;
+    file.write_all(&text)?;
+    file.sync_all()?;
+    sync_tree(&partial)?;
+    fs::rename(&partial, dest.join(&id))
+        .with_context(|| format!("cannot name the backup {id} in {}", dest.display()))?;
+    cleanup.0 = None;
+    sync_dir(dest)?;
+    Ok(manifest)
+}
+
+/// The server's own files a restore needs besides the store: config, admin token, TLS
+/// pair, signatures.
+fn server_files(config: &Config) -> Result<Vec<BackupSource>> {
+    let data_dir = absolute(&config.data_dir);
+    let mut out = Vec::new();
+    let mut add = |path: PathBuf, name: Option<String>| -> Result<()> {
+        let Ok(meta) = fs::metadata(&path) else {
+            return Ok(()); // not there (no TLS pair yet, no signatures): nothing to keep
+        };
+        if !meta.is_file() {
+            return Ok(());
+        }
+        let path = absolute(&path);
+        let name = name.unwrap_or_else(|| match path.strip_prefix(&data_dir) {
+            Ok(relative) => relative.to_string_lossy().into_owned(),
+            Err(_) => format!(
+                "{EXTERNAL}{}",
+                path.to_string_lossy().trim_start_matches('/')
+            ),
+        });
+        out.push(BackupSource {
+            name,
+            len: meta.len(),
+            path,
+            append_only: false,
+        });
+        Ok(())
+    };
+    if let Some(source) = &config.source {
+        add(source.clone(), Some(CONFIG.into()))?;
+    }
+    add(data_dir.join("admin.token"), None)?;
+    match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => {
+            add(cert.clone(), None)?;
+            add(key.clone(), None)?;
+        }
+        _ => {
+            add(data_dir.join("tls/cert.pem"), None)?;
+            add(data_dir.join("tls/key.pem"), None)?;
+        }
+    }
+    let signatures = crate::scan::signature_dir(config);
+    if let Ok(entries) = fs::read_dir(&signatures) {
+        let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        files.sort();
+        for f in files {
+            add(f, None)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Writes the first `len` bytes of the source to `stored`, zstd-compressed; returns
+/// their SHA-256 and the compressed size.
+fn compress(
+    source: &BackupSource,
+    stored: &Path,
+    progress: &dyn Progress,
+) -> Result<(String, u64)> {
+    if let Some(dir) = stored.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let input = File::open(&source.path)?;
+    let mut input = input.take(source.len);
+    let out = File::create(stored)?;
+    let mut encoder = zstd::stream::write::Encoder::new(out, LEVEL)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    if source.len > 4 * CHUNK as u64 {
+        encoder.multithread(threads)?;
+    }
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut read = 0u64;
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+        encoder.write_all(&buf[..n])?;
+        read += n as u64;
+        progress.advance(n as u64);
+    }
+    if read != source.len {
+        return Err(anyhow!(
+            "{} is shorter than the store says ({read} of {} bytes)",
+            source.path.display(),
+            source.len
+        ));
+    }
+    let out = encoder.finish()?;
+    out.sync_all()?;
+    let compressed = out.metadata()?.len();
+    Ok((hex::encode(hash.finalize()), compressed))
+}
+
+/// A new id from the time (UTC), one second later if that one is taken.
+fn new_id(dest: &Path) -> Result<(String, i64)> {
+    let format = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    let mut t = time::OffsetDateTime::now_utc();
+    loop {
+        let id = t.format(&format)?;
+        let taken = dest.join(&id).exists()
+            || dest
+                .join(format!(".{id}{}", manifest::PARTIAL_SUFFIX))
+                .exists();
+        if !taken {
+            return Ok((id, t.unix_timestamp()));
+        }
+        t += time::Duration::seconds(1);
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// The directories of a finished backup, so the rename that publishes it comes after
+/// their entries are on disk.
+fn sync_tree(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            sync_tree(&entry.path())?;
+        }
+    }
+    sync_dir(dir)
+}
+
+/// Removes a backup that did not finish (error, full disk), so none looks whole.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = fs::remove_dir_all(path);
+        }
+    }
+}
