@@ -9,14 +9,14 @@
 # index, scanner, IMAP FETCH, delivery). Needs what the benchmarks need: postfix
 # (smtp-source), dovecot-imapd, clamav, clamav-daemon, clamdscan, bc, python3; as root.
 #   bench/quick.sh              # all
-#   bench/quick.sh ingest imap  # some: ingest outbound imap find scan
+#   bench/quick.sh ingest imap  # some: ingest outbound imap find scan backup
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 results=$(mktemp /tmp/lazaret-quick.XXXXXX)
 log=$(mktemp /tmp/lazaret-quick-log.XXXXXX)
 trap 'rm -f "$results"' EXIT
 export BENCH_RESULTS=$results
-which=${*:-ingest outbound imap find scan}
+which=${*:-ingest outbound imap find scan backup}
 (cd "$root" && cargo build --release -q -p lazaret)
 
 start=$(date +%s)
@@ -37,7 +37,8 @@ for b in $which; do
     imap)     step imap BIG=20000 SMALL=5000 ;;
     find)     step find USERS=50 PER_USER=1000 WORMS=5000 QUEUE_WORMS=5000 RUNS=1 ;;
     scan)     step scan MB=100 HASHES=20000 BODIES=1000 ;;
-    *) echo "unknown benchmark $b (ingest outbound imap find scan)" >&2; exit 2 ;;
+    backup)   step backup USERS=20 PER_USER=1000 WORMS=1000 RATE=200 ;;
+    *) echo "unknown benchmark $b (ingest outbound imap find scan backup)" >&2; exit 2 ;;
   esac
 done
 elapsed=$(( $(date +%s) - start ))
@@ -60,6 +61,13 @@ GOALS = [
     (r"scan throughput", "ratio", 1.0),
     (r"scan signature load", "ratio", 0.8),
     (r"scan detections same", "ratio", 1.0),
+    (r"backup full .* vs tar", "ratio", 1.0),
+    (r"backup full .* vs cp", "ratio", 0.5),
+    (r"backup incremental", "max", 5),
+    (r"backup SMTP p99", "max", 2),
+    (r"backup restore", "ratio", 1.0),
+    (r"backup lockdown", "max", 1),
+    (r"backup recover", "ratio", 0.9),
 ]
 rows, failed = [], 0
 for line in open(sys.argv[1]):

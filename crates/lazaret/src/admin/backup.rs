@@ -138,12 +138,28 @@ async fn run(
     let t0 = std::time::Instant::now();
     let s = server.clone();
     let d = dest.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        create::create(s.store.as_ref(), &s.config, &d, full, &JobProgress(job))
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("backup task failed: {e}"))
-    .and_then(|r| r);
+    // Its own thread, niced (zstd's workers inherit it): mail keeps the CPU it needs
+    // while a backup runs; a pooled blocking thread must not keep a lowered priority.
+    let (done, outcome) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("backup".into())
+        .spawn(move || {
+            lower_priority();
+            let _ = done.send(create::create(
+                s.store.as_ref(),
+                &s.config,
+                &d,
+                full,
+                &JobProgress(job),
+            ));
+        });
+    let outcome = match spawned {
+        Ok(_) => outcome
+            .await
+            .map_err(|_| anyhow::anyhow!("the backup thread ended without an answer"))
+            .and_then(|r| r),
+        Err(e) => Err(anyhow::anyhow!("cannot start the backup thread: {e}")),
+    };
     let seconds = t0.elapsed().as_secs_f64();
     let (record, audit) = match &outcome {
         Ok(m) => (
@@ -228,4 +244,14 @@ pub async fn last(server: &Arc<Server>) -> Option<serde_json::Value> {
         .ok()
         .flatten()?;
     serde_json::from_str(&text).ok()
+}
+
+/// Nice 10: below sessions and delivery, yet never starved as `SCHED_IDLE` could be
+/// under a flood (a backup must finish).
+fn lower_priority() {
+    // SAFETY: plain syscalls on the calling thread; no memory is passed.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
 }
