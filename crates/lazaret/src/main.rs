@@ -12,6 +12,7 @@ mod net;
 mod queue;
 mod scan;
 mod serve;
+mod server;
 
 use clap::Parser;
 

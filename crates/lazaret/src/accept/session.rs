@@ -4,7 +4,7 @@
 use super::received;
 use crate::access::login::{login, LoginError};
 use crate::net::Conn;
-use crate::serve::Server;
+use crate::server::Server;
 use lazaret_core::config::OnIngest;
 use lazaret_proto::smtp::{Envelope, Event, RcptVerdict, Reply, Session, SessionConfig};
 use lazaret_store::{Incoming, RecipientStatus, ScanStamp};

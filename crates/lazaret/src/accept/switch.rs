@@ -2,7 +2,7 @@
 //! listening sockets, so new connections are refused by the kernel, while sessions
 //! already open finish their work; starting binds the same addresses again.
 
-use crate::serve::Server;
+use crate::server::Server;
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,7 @@
 //! address that keeps failing for a while (a guessing client is throttled, not fed
 //! answers).
 
-use crate::serve::Server;
+use crate::server::Server;
 use lazaret_core::config::AuthConfig;
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -4,7 +4,7 @@
 
 use super::login::{login, LoginError};
 use crate::net::Conn;
-use crate::serve::Server;
+use crate::server::Server;
 use lazaret_proto::pop3::{format_for_retr, Event, MaildropEntry, Session, SessionConfig};
 use std::collections::HashSet;
 use std::net::SocketAddr;

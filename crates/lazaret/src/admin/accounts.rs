@@ -1,7 +1,7 @@
 //! Domains and users.
 
 use super::{Actor, ApiError};
-use crate::serve::Server;
+use crate::server::Server;
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
 use lazaret_store::{AuditEntry, DomainInfo, UserInfo};

@@ -7,7 +7,7 @@ use super::find::{places, FilterArgs};
 use super::jobs::Job;
 use super::{Actor, ApiError};
 use crate::deliver::dsn;
-use crate::serve::Server;
+use crate::server::Server;
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use lazaret_store::{ActionReport, AuditEntry, Filters, Incoming, Place, QuarantineDetail};

@@ -5,7 +5,7 @@
 use super::jobs::Job;
 use super::{Actor, ApiError};
 use crate::backup::{create, manifest};
-use crate::serve::Server;
+use crate::server::Server;
 use axum::extract::State;
 use axum::{Extension, Json};
 use lazaret_store::AuditEntry;

@@ -2,7 +2,7 @@
 //! (durations and sizes as text), checked and turned into the store's query.
 
 use super::ApiError;
-use crate::serve::Server;
+use crate::server::Server;
 use axum::extract::State;
 use axum::Json;
 use lazaret_core::units::{Duration, Size};

@@ -4,7 +4,7 @@
 use super::jobs::Job;
 use super::{Actor, ApiError};
 use crate::mailfile::{maildir, mbox};
-use crate::serve::Server;
+use crate::server::Server;
 use axum::extract::State;
 use axum::{Extension, Json};
 use lazaret_store::{AuditEntry, ImportMessage};

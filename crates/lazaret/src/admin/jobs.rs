@@ -3,7 +3,7 @@
 //! so the CLI draws a progress bar and the web console a gauge.
 
 use super::ApiError;
-use crate::serve::Server;
+use crate::server::Server;
 use axum::extract::{Path, State};
 use axum::Json;
 use serde::Serialize;

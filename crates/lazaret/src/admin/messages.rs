@@ -1,7 +1,7 @@
 //! Read-only views of messages in queues and mailboxes (the full `find` comes later).
 
 use super::ApiError;
-use crate::serve::Server;
+use crate::server::Server;
 use axum::extract::{Path, State};
 use axum::Json;
 use lazaret_store::{MailboxInfo, MessageSummary};

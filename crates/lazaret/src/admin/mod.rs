@@ -16,7 +16,7 @@ pub mod runbook;
 mod scan;
 mod status;
 
-use crate::serve::Server;
+use crate::server::Server;
 use axum::routing::{get, post, put};
 use axum::Router;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 use super::{Actor, ApiError};
 use crate::deliver::connectors::setting_key;
 use crate::deliver::next_hop;
-use crate::serve::Server;
+use crate::server::Server;
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use lazaret_core::state::SYSTEM_QUEUES;

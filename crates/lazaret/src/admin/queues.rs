@@ -1,7 +1,7 @@
 //! Queue list and queue freeze/thaw.
 
 use super::{Actor, ApiError};
-use crate::serve::Server;
+use crate::server::Server;
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use lazaret_core::QueueState;

@@ -12,7 +12,7 @@ use super::queues::Selection;
 use super::status::AccessChange;
 use super::{Actor, ApiError};
 use crate::scan::rescan;
-use crate::serve::Server;
+use crate::server::Server;
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use lazaret_store::AuditEntry;

@@ -3,7 +3,7 @@
 
 use super::{Actor, ApiError};
 use crate::scan::{rescan, signature_set, Scanner};
-use crate::serve::Server;
+use crate::server::Server;
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use lazaret_store::AuditEntry;

@@ -1,7 +1,7 @@
 //! Status at a glance, the inbound SMTP switch and the audit log.
 
 use super::{Actor, ApiError};
-use crate::serve::Server;
+use crate::server::Server;
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
 use lazaret_core::Duration;

@@ -11,7 +11,7 @@ use crate::deliver::client::{Client, ConnectOptions, SendReport};
 use crate::deliver::dsn::{self, FailedRecipient};
 use crate::deliver::next_hop::{self, Host, NoRoute};
 use crate::deliver::{now, retry};
-use crate::serve::Server;
+use crate::server::Server;
 use hickory_resolver::TokioResolver;
 use lazaret_store::{AttemptOutcome, Incoming, QueuedMessage};
 use std::collections::{HashMap, HashSet};

@@ -3,7 +3,7 @@
 //! notices thawed queues).
 
 use crate::queue::router;
-use crate::serve::Server;
+use crate::server::Server;
 use lazaret_core::state::{QUEUE_INBOUND, QUEUE_LOCAL};
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,7 +5,7 @@
 
 use super::Verdict;
 use crate::queue::router;
-use crate::serve::Server;
+use crate::server::Server;
 use lazaret_core::config::OnIngest;
 use lazaret_store::{new_message_id, AuditEntry, PendingScan, ScanAction, ScanRecord};
 use std::collections::HashMap;

@@ -415,7 +415,7 @@ type Loaded = (Vec<ImapCached>, Vec<Option<Vec<u8>>>);
 
 /// Reads what a batch needs: cached structures, then each message's header or bytes.
 async fn load(
-    server: std::sync::Arc<crate::serve::Server>,
+    server: std::sync::Arc<crate::server::Server>,
     blobs: Vec<String>,
     items: std::sync::Arc<Vec<MessageDataItemName<'static>>>,
     cacheable: bool,

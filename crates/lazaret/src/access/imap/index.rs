@@ -3,7 +3,7 @@
 //! folder then costs nothing instead of re-reading every row; any committed write
 //! (delivery, another session, an admin action) makes the next SELECT read again.
 
-use crate::serve::Server;
+use crate::server::Server;
 use lazaret_store::{FolderSnapshot, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -11,7 +11,7 @@ mod session;
 mod update;
 
 use crate::net::Conn;
-use crate::serve::Server;
+use crate::server::Server;
 use lazaret_proto::imap::framing::{Framer, Input};
 use session::{Next, Session};
 use std::net::SocketAddr;

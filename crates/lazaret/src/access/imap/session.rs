@@ -5,7 +5,7 @@
 use super::{fetch, folders, search, update};
 use crate::access::login::{login, LoginError};
 use crate::net::Conn;
-use crate::serve::Server;
+use crate::server::Server;
 use lazaret_proto::imap::types::command::{Command, CommandBody};
 use lazaret_proto::imap::types::mailbox::Mailbox;
 use lazaret_proto::imap::types::sequence::{SeqOrUid, Sequence, SequenceSet};
