@@ -8,6 +8,7 @@ mod backup;
 mod cli;
 mod deliver;
 mod mailfile;
+mod memory;
 mod net;
 mod queue;
 mod scan;

@@ -126,6 +126,7 @@ impl Jobs {
                 tracing::warn!(job = handle.id, action = %handle.action, error = %e, "job failed");
             }
             handle.finish(outcome);
+            let _ = tokio::task::spawn_blocking(crate::memory::give_back).await;
         });
         job
     }

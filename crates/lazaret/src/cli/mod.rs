@@ -208,7 +208,7 @@ pub fn load_config(path: Option<&Path>) -> Result<Config> {
 pub fn run(args: Args) -> Result<()> {
     let config = load_config(args.config.as_deref())?;
     if let Command::Serve = args.command {
-        crate::serve::tune_allocator();
+        crate::memory::tune();
         init_logging();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -18,18 +18,6 @@ use lazaret_store::{EmbeddedStore, Store};
 use std::sync::Arc;
 use tokio::sync::{Notify, Semaphore};
 
-/// Big buffers (argon2's 19 MiB per password check, DATA of large messages) go
-/// straight to mmap and back to the system when freed. glibc otherwise raises its mmap
-/// threshold after the first such free and keeps later ones in per-thread arenas: a
-/// burst of 20 submission logins then pinned ~300 MB for good.
-pub fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator parameters; called before other threads.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-    }
-}
-
 pub async fn run(config: Config) -> Result<()> {
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
