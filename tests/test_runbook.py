@@ -133,6 +133,10 @@ def test_backup_create_list_verify_restore_prune(make_server, tmp_path):
             m.select("INBOX", readonly=True)
             typ, data = m.fetch("1:3", "(FLAGS)")
             assert all(b"\\Flagged" in d and b"\\Seen" in d for d in data), data
+        # The restored store is a store of its own: its first backup into the same
+        # directory does not build on the original's.
+        r = restored.cli("backup", "create", "--to", str(s.data_dir / "backups"))
+        assert "(full)" in r.stdout, r.stdout
     finally:
         restored.stop()
 
@@ -152,7 +156,7 @@ def test_backup_create_list_verify_restore_prune(make_server, tmp_path):
     r = s.cli("backup", "create", "--full")
     assert "(full)" in r.stdout
     r = s.cli("backup", "prune", "--keep", "1")
-    assert "removed 2 backup(s)" in r.stdout, r.stdout
+    assert "removed 3 backup(s)" in r.stdout, r.stdout
     assert len(s.cli_json("backup", "list")) == 1
     actions = [a["action"] for a in s.cli_json("audit")]
     assert "backup started" in actions and "backup" in actions

@@ -9,7 +9,10 @@ mod metadata;
 mod model;
 mod password;
 
-pub use embedded::{new_message_id, BlobLocation, EmbeddedStore, ReindexBatch, OUTBOUND_DISABLED};
+pub use embedded::{
+    new_message_id, renew_store_id, BlobLocation, EmbeddedStore, ReindexBatch, OUTBOUND_DISABLED,
+    STORE_ID,
+};
 pub use metadata::{Digests, MessageMetadata, PartInfo};
 pub use model::*;
 

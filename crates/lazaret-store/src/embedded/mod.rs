@@ -33,6 +33,7 @@ pub use accounts::normalize_address;
 pub use ingest::new_message_id;
 pub use outbound::OUTBOUND_DISABLED;
 pub use reindex::ReindexBatch;
+pub use snapshot::{renew_store_id, STORE_ID};
 
 use crate::metadata::{Digests, MessageMetadata};
 use crate::model::*;
@@ -151,6 +152,12 @@ impl EmbeddedStore {
                 [now()],
             )?;
         }
+        // Which store this is, for backups (a backup only builds on earlier backups of
+        // the same store); stores from before it get one now.
+        conn.execute(
+            "INSERT OR IGNORE INTO settings(key, value) VALUES(?1, ?2)",
+            [STORE_ID, &new_message_id()],
+        )?;
         let blobs = Arc::new(Blobs::open(data_dir.join("blobs"), pack_limit)?);
         ingest::verify_newest_pack(&conn, &blobs)?;
         checkpoint::install(&mut conn, &db_path)?;

@@ -8,6 +8,22 @@ use crate::Result;
 use rusqlite::Connection;
 use std::path::Path;
 
+/// The setting naming the store (random, made when it is first opened).
+pub const STORE_ID: &str = "store.id";
+
+/// Gives a restored copy of a store (its database file, not open) an identity of its
+/// own: its packs grow differently from the original's from now on, so a backup of it
+/// must never take a pack of the original's backups for its own because name and
+/// length match.
+pub fn renew_store_id(db: &Path) -> Result<()> {
+    let c = Connection::open(db)?;
+    c.execute(
+        "INSERT OR REPLACE INTO settings(key, value) VALUES(?1, ?2)",
+        [STORE_ID, &super::new_message_id()],
+    )?;
+    Ok(())
+}
+
 pub(super) fn take(store: &EmbeddedStore, db_copy: &Path) -> Result<BackupSnapshot> {
     // Pinned before the copy: nothing the copy names can be removed after it was read.
     let pin = store.blobs.pin();

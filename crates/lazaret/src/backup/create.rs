@@ -37,10 +37,15 @@ pub fn create(
 ) -> Result<Manifest> {
     fs::create_dir_all(dest)
         .with_context(|| format!("cannot create the backup directory {}", dest.display()))?;
-    let parent = if full {
-        None
-    } else {
-        manifest::list(dest)?.pop()
+    let store_id = store.setting(lazaret_store::STORE_ID)?.unwrap_or_default();
+    // The newest backup of this store there: another server's backups in the same
+    // directory have packs of the same names and different bytes.
+    let parent = match full || store_id.is_empty() {
+        true => None,
+        false => manifest::list(dest)?
+            .into_iter()
+            .rev()
+            .find(|m| m.store == store_id),
     };
     let (id, created) = new_id(dest)?;
     let partial = dest.join(format!(".{id}{}", manifest::PARTIAL_SUFFIX));
@@ -81,7 +86,12 @@ pub fn create(
             .sum(),
     );
 
-    let mut manifest = Manifest::new(id.clone(), created, parent.as_ref().map(|p| p.id.clone()));
+    let mut manifest = Manifest::new(
+        id.clone(),
+        created,
+        store_id,
+        parent.as_ref().map(|p| p.id.clone()),
+    );
     for source in &sources {
         if unchanged(source) {
             manifest.files.push(earlier[source.name.as_str()].clone());
@@ -138,6 +148,7 @@ pub fn create(
     fs::rename(&partial, dest.join(&id))
         .with_context(|| format!("cannot name the backup {id} in {}", dest.display()))?;
     cleanup.0 = None;
+    let _ = fs::remove_file(dest.join(&id).join(manifest::WRITER_LOCK));
     sync_dir(dest)?;
     Ok(manifest)
 }

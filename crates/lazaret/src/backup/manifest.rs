@@ -23,6 +23,10 @@ pub struct Manifest {
     pub parent: Option<String>,
     /// Lazaret version that made it.
     pub version: String,
+    /// The store it is a backup of (its `store.id`): a backup builds only on earlier
+    /// backups of the same store.
+    #[serde(default)]
+    pub store: String,
     pub files: Vec<FileEntry>,
     /// Files the parent listed that the store no longer has (packs compacted away).
     #[serde(default)]
@@ -49,7 +53,7 @@ pub struct FileEntry {
 }
 
 impl Manifest {
-    pub fn new(id: String, created: i64, parent: Option<String>) -> Manifest {
+    pub fn new(id: String, created: i64, store: String, parent: Option<String>) -> Manifest {
         Manifest {
             format: FORMAT,
             id,
@@ -57,6 +61,7 @@ impl Manifest {
             full: parent.is_none(),
             parent,
             version: env!("CARGO_PKG_VERSION").to_string(),
+            store,
             files: Vec::new(),
             removed: Vec::new(),
             total_bytes: 0,
@@ -126,7 +131,7 @@ pub fn list(dir: &Path) -> Result<Vec<Manifest>> {
 }
 
 /// Inside a partial backup: locked by the process writing it.
-const WRITER_LOCK: &str = ".writing";
+pub const WRITER_LOCK: &str = ".writing";
 
 /// Takes the partial backup's writer lock (released when the file is dropped, or when
 /// the process dies).

@@ -78,6 +78,12 @@ pub fn restore(dir: &Path, id: &str, to: &Path, progress: &dyn Progress) -> Resu
             .with_context(|| format!("cannot write {}", target.display()))?;
         read_back(dir, entry, Some(out), progress)?;
     }
+    // The copy is a store of its own from now on (see `renew_store_id`).
+    let database = to.join(super::create::DATABASE);
+    if database.exists() {
+        lazaret_store::renew_store_id(&database)
+            .with_context(|| format!("cannot give {} its own identity", database.display()))?;
+    }
     let config = match manifest.files.iter().any(|f| f.name == CONFIG) {
         true => Some(write_config(&to)?),
         false => None,
