@@ -20,35 +20,63 @@ pub(super) fn queue_frozen(c: &Connection, queue: &str) -> Result<bool> {
     )
 }
 
+/// Routing out of `inbound` inside one write transaction.
+pub(super) struct Router {
+    /// Queue `local` is not frozen: its copies go straight into INBOX folders.
+    local_open: bool,
+    retry_delay_secs: i64,
+    now: i64,
+}
+
+impl Router {
+    /// None while `inbound` is frozen (an admin froze it since the items were read).
+    pub(super) fn start(c: &Connection, retry_delay_secs: i64) -> Result<Option<Router>> {
+        if queue_frozen(c, QUEUE_INBOUND)? {
+            return Ok(None);
+        }
+        Ok(Some(Router {
+            local_open: !queue_frozen(c, QUEUE_LOCAL)?,
+            retry_delay_secs,
+            now: now(),
+        }))
+    }
+}
+
 /// Moves an inbound item into the queues of its next hops. The copy for local users
 /// goes straight into their INBOX folders when queue `local` is not frozen: routing
 /// and local delivery then cost one commit, not two (each commit is an fsync that the
 /// next `250` may queue behind).
 pub(super) fn route_item(
     c: &Connection,
+    router: &Router,
     moving: Move,
     groups: Groups,
-    local_open: bool,
-    retry_delay_secs: i64,
-    t: i64,
     report: &mut RouteReport,
 ) -> Result<()> {
+    let t = router.now;
     for (queue, rcpts) in groups {
-        let (state, next_attempt, attempts, error, rcpts) = if queue == QUEUE_LOCAL && local_open {
-            let missing = into_inboxes(c, moving.message, &rcpts, t, &mut report.local.users)?;
-            if missing.is_empty() {
-                report.local.delivered += 1;
-                continue;
-            }
-            report.local.deferred += 1;
-            let error = no_such_user(&missing);
-            ("retry", t + retry_delay_secs, 1, Some(error), missing)
-        } else {
-            if queue != QUEUE_LOCAL {
-                report.to_remote += 1;
-            }
-            ("ready", t, 0, None, rcpts)
-        };
+        let (state, next_attempt, attempts, error, rcpts) =
+            if queue == QUEUE_LOCAL && router.local_open {
+                let missing = into_inboxes(c, moving.message, &rcpts, t, &mut report.local.users)?;
+                if missing.is_empty() {
+                    report.local.delivered += 1;
+                    continue;
+                }
+                report.local.deferred += 1;
+                let error = no_such_user(&missing);
+                (
+                    "retry",
+                    t + router.retry_delay_secs,
+                    1,
+                    Some(error),
+                    missing,
+                )
+            } else {
+                if queue != QUEUE_LOCAL {
+                    report.to_remote += 1;
+                }
+                ("ready", t, 0, None, rcpts)
+            };
         c.prepare_cached(
             "INSERT INTO queue_items(message, queue, state, next_attempt, created, attempts,
                last_error) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -268,11 +296,9 @@ impl EmbeddedStore {
             .collect();
         self.write(move |c| {
             let mut report = RouteReport::default();
-            if queue_frozen(c, QUEUE_INBOUND)? {
+            let Some(router) = Router::start(c, retry_delay_secs)? else {
                 return Ok(report);
-            }
-            let local_open = !queue_frozen(c, QUEUE_LOCAL)?;
-            let t = now();
+            };
             for (item, groups) in plans {
                 let Some((message, created, _)) = still_due(c, item, QUEUE_INBOUND)? else {
                     continue;
@@ -282,15 +308,7 @@ impl EmbeddedStore {
                     message,
                     created,
                 };
-                route_item(
-                    c,
-                    moving,
-                    groups,
-                    local_open,
-                    retry_delay_secs,
-                    t,
-                    &mut report,
-                )?;
+                route_item(c, &router, moving, groups, &mut report)?;
             }
             Ok(report)
         })

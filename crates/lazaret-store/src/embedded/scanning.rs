@@ -47,12 +47,11 @@ pub(super) fn route_passed(
     next_hops: &std::collections::HashMap<String, String>,
     retry_delay_secs: i64,
 ) -> Result<RouteReport> {
-    use super::queues::{queue_frozen, route_item, Groups, Move};
+    use super::queues::{route_item, Groups, Move, Router};
     let mut report = RouteReport::default();
-    if queue_frozen(c, QUEUE_INBOUND)? {
+    let Some(router) = Router::start(c, retry_delay_secs)? else {
         return Ok(report);
-    }
-    let local_open = !queue_frozen(c, lazaret_core::state::QUEUE_LOCAL)?;
+    };
     let t = crate::now();
     let mut items = c.prepare_cached(
         "SELECT id, created FROM queue_items
@@ -86,15 +85,7 @@ pub(super) fn route_passed(
                 message: r.message,
                 created,
             };
-            route_item(
-                c,
-                moving,
-                groups,
-                local_open,
-                retry_delay_secs,
-                t,
-                &mut report,
-            )?;
+            route_item(c, &router, moving, groups, &mut report)?;
         }
     }
     Ok(report)

@@ -108,43 +108,67 @@ pub async fn lockdown(
     Ok(Json(serde_json::json!({ "job": job.id, "total": 0 })))
 }
 
+/// The steps done so far; `run` records one and says whether to go on.
+#[derive(Default)]
+struct Steps(Vec<Step>);
+
+impl Steps {
+    fn run(&mut self, step: &'static str, outcome: Result<String, ApiError>) -> bool {
+        let (ok, result) = match outcome {
+            Ok(r) => (true, r),
+            Err(e) => (false, e.to_string()),
+        };
+        self.0.push(Step { step, ok, result });
+        ok
+    }
+}
+
+fn all_queues() -> Json<Selection> {
+    Json(Selection {
+        queues: Vec::new(),
+        all: true,
+    })
+}
+
+fn queue_names(r: &serde_json::Value) -> String {
+    r["queues"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|q| q.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 async fn run_lockdown(
     server: Arc<Server>,
     job: Arc<Job>,
     actor: Actor,
     request: LockdownRequest,
 ) -> Result<serde_json::Value, ApiError> {
-    let mut steps = Vec::new();
-    let s = &server;
-    let a = || Extension(actor.clone());
-    let mut failed = None;
+    let (s, a) = (&server, || Extension(actor.clone()));
+    let mut steps = Steps::default();
     'steps: {
-        if request.no_backup {
-            steps.push(Step {
-                step: "backup",
-                ok: true,
-                result: "skipped (--no-backup)".into(),
-            });
-        } else {
-            let backup = BackupRequest {
-                to: request.backup_to.clone(),
-                full: false,
-            };
-            match super::backup::run_in(s, job.clone(), actor.clone(), backup).await {
-                Ok(r) => steps.push(Step {
-                    step: "backup",
-                    ok: true,
-                    result: format!(
-                        "{} in {}",
-                        r["id"].as_str().unwrap_or("?"),
-                        r["dir"].as_str().unwrap_or("?")
-                    ),
-                }),
-                Err(e) => {
-                    failed = Some(step_failed(&mut steps, "backup", e));
-                    break 'steps;
-                }
+        let backup = match request.no_backup {
+            true => Ok("skipped (--no-backup)".to_string()),
+            false => {
+                let to = BackupRequest {
+                    to: request.backup_to.clone(),
+                    full: false,
+                };
+                super::backup::run_in(s, job.clone(), actor.clone(), to)
+                    .await
+                    .map(|r| {
+                        format!(
+                            "{} in {}",
+                            r["id"].as_str().unwrap_or("?"),
+                            r["dir"].as_str().unwrap_or("?")
+                        )
+                    })
             }
+        };
+        if !steps.run("backup", backup) {
+            break 'steps;
         }
         // In force from here: status says so even if a later step fails. A second
         // lockdown keeps the first one's time and signatures (what recover compares).
@@ -158,36 +182,25 @@ async fn run_lockdown(
                 clamd,
             };
             let text = serde_json::to_string(&record).unwrap_or_default();
-            if let Err(e) = s.store_call(move |st| st.set_setting(SETTING, &text)).await {
-                failed = Some(step_failed(&mut steps, "record the lockdown", e.into()));
+            let stored = s.store_call(move |st| st.set_setting(SETTING, &text)).await;
+            if let Err(e) = stored {
+                steps.run("record the lockdown", Err(e.into()));
                 break 'steps;
             }
         }
-        match super::status::smtp_switch(State(s.clone()), a(), Path("stop".into())).await {
-            Ok(Json(r)) => steps.push(Step {
-                step: "smtp stop",
-                ok: true,
-                result: if r["was_up"] == true {
-                    "inbound listener stopped".into()
-                } else {
-                    "already stopped".into()
-                },
-            }),
-            Err(e) => {
-                failed = Some(step_failed(&mut steps, "smtp stop", e));
-                break 'steps;
-            }
+        let stop = super::status::smtp_switch(State(s.clone()), a(), Path("stop".into())).await;
+        let stop = stop.map(|Json(r)| match r["was_up"] == true {
+            true => "inbound listener stopped".to_string(),
+            false => "already stopped".to_string(),
+        });
+        if !steps.run("smtp stop", stop) {
+            break 'steps;
         }
-        match super::outbound::switch(State(s.clone()), a(), Path("disable".into())).await {
-            Ok(Json(r)) => steps.push(Step {
-                step: "outbound disable",
-                ok: true,
-                result: format!("{} message(s) held in remote queues", r["remote_messages"]),
-            }),
-            Err(e) => {
-                failed = Some(step_failed(&mut steps, "outbound disable", e));
-                break 'steps;
-            }
+        let held = super::outbound::switch(State(s.clone()), a(), Path("disable".into())).await;
+        let held = held
+            .map(|Json(r)| format!("{} message(s) held in remote queues", r["remote_messages"]));
+        if !steps.run("outbound disable", held) {
+            break 'steps;
         }
         // Run again without --message, the message users already see stays.
         let was = s.access.current();
@@ -197,54 +210,29 @@ async fn run_lockdown(
                 .clone()
                 .or(if was.enabled { None } else { was.message }),
         };
-        match super::status::access_switch(
+        let refused = super::status::access_switch(
             State(s.clone()),
             a(),
             Path("disable".into()),
             Some(Json(change)),
         )
         .await
-        {
-            Ok(Json(r)) => steps.push(Step {
-                step: "access disable",
-                ok: true,
-                result: format!(
-                    "logins refused with: {}",
-                    r["user_access"]["message"].as_str().unwrap_or("")
-                ),
-            }),
-            Err(e) => {
-                failed = Some(step_failed(&mut steps, "access disable", e));
-                break 'steps;
-            }
+        .map(|Json(r)| {
+            format!(
+                "logins refused with: {}",
+                r["user_access"]["message"].as_str().unwrap_or("")
+            )
+        });
+        if !steps.run("access disable", refused) {
+            break 'steps;
         }
-        let all = Selection {
-            queues: Vec::new(),
-            all: true,
-        };
-        match super::queues::set_state(State(s.clone()), a(), Path("freeze".into()), Json(all))
-            .await
-        {
-            Ok(Json(r)) => steps.push(Step {
-                step: "freeze queues",
-                ok: true,
-                result: format!(
-                    "frozen: {}",
-                    r["queues"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|q| q.as_str())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                ),
-            }),
-            Err(e) => {
-                failed = Some(step_failed(&mut steps, "freeze queues", e));
-            }
-        }
+        let frozen =
+            super::queues::set_state(State(s.clone()), a(), Path("freeze".into()), all_queues())
+                .await
+                .map(|Json(r)| format!("frozen: {}", queue_names(&r)));
+        steps.run("freeze queues", frozen);
     }
-    finish(&server, &actor, "lockdown", None, steps, failed).await
+    finish(&server, &actor, "lockdown", None, steps).await
 }
 
 pub async fn recover(
@@ -304,122 +292,72 @@ async fn run_recover(
     actor: Actor,
     reason: Option<String>,
 ) -> Result<serde_json::Value, ApiError> {
-    let mut steps = Vec::new();
-    let s = &server;
-    let a = || Extension(actor.clone());
-    let mut failed = None;
+    let (s, a) = (&server, || Extension(actor.clone()));
+    let mut steps = Steps::default();
     'steps: {
         let scope = rescan::Scope {
             queues: true,
             mailboxes: true,
             full: false,
         };
-        match super::scan::run_rescan(
-            s.clone(),
-            job.clone(),
-            actor.clone(),
-            scope,
-            "queues mailboxes".into(),
-        )
-        .await
-        {
-            Ok(r) => steps.push(Step {
-                step: "rescan",
-                ok: true,
-                result: format!(
-                    "{} message(s) read, {} quarantined (signature set {})",
-                    r["messages_scanned"],
-                    r["quarantined"],
-                    r["version"].as_str().unwrap_or("?")
-                ),
-            }),
-            Err(e) => {
-                failed = Some(step_failed(&mut steps, "rescan", e));
-                break 'steps;
-            }
+        let query = "queues mailboxes".to_string();
+        let rescanned =
+            super::scan::run_rescan(s.clone(), job.clone(), actor.clone(), scope, query)
+                .await
+                .map(|r| {
+                    format!(
+                        "{} message(s) read, {} quarantined (signature set {})",
+                        r["messages_scanned"],
+                        r["quarantined"],
+                        r["version"].as_str().unwrap_or("?")
+                    )
+                });
+        if !steps.run("rescan", rescanned) {
+            break 'steps;
         }
-        for (step, action) in [("thaw queues", "thaw"), ("retry now", "retry")] {
-            let all = Selection {
-                queues: Vec::new(),
-                all: true,
-            };
-            let outcome = match action {
-                "thaw" => {
-                    super::queues::set_state(State(s.clone()), a(), Path(action.into()), Json(all))
-                        .await
-                }
-                _ => super::queues::retry(s.clone(), actor.clone(), all).await,
-            };
-            match outcome {
-                Ok(Json(r)) => steps.push(Step {
-                    step,
-                    ok: true,
-                    result: if action == "thaw" {
-                        format!(
-                            "{} queue(s) active",
-                            r["queues"].as_array().map_or(0, |q| q.len())
-                        )
-                    } else {
-                        format!(
-                            "{} message(s) due now, {} frozen left frozen",
-                            r["due"], r["frozen"]
-                        )
-                    },
-                }),
-                Err(e) => {
-                    failed = Some(step_failed(&mut steps, step, e));
-                    break 'steps;
-                }
-            }
+        let thawed =
+            super::queues::set_state(State(s.clone()), a(), Path("thaw".into()), all_queues())
+                .await
+                .map(|Json(r)| format!("active: {}", queue_names(&r)));
+        if !steps.run("thaw queues", thawed) {
+            break 'steps;
         }
-        match super::outbound::switch(State(s.clone()), a(), Path("enable".into())).await {
-            Ok(_) => steps.push(Step {
-                step: "outbound enable",
-                ok: true,
-                result: "remote queues may send".into(),
-            }),
-            Err(e) => {
-                failed = Some(step_failed(&mut steps, "outbound enable", e));
-                break 'steps;
-            }
+        let retried = super::queues::retry(s.clone(), actor.clone(), all_queues().0)
+            .await
+            .map(|Json(r)| {
+                format!(
+                    "{} message(s) due now, {} frozen left frozen",
+                    r["due"], r["frozen"]
+                )
+            });
+        if !steps.run("retry now", retried) {
+            break 'steps;
         }
-        match super::status::smtp_switch(State(s.clone()), a(), Path("start".into())).await {
-            Ok(_) => steps.push(Step {
-                step: "smtp start",
-                ok: true,
-                result: "inbound listener accepting".into(),
-            }),
-            Err(e) => {
-                failed = Some(step_failed(&mut steps, "smtp start", e));
-                break 'steps;
-            }
+        let enabled = super::outbound::switch(State(s.clone()), a(), Path("enable".into())).await;
+        if !steps.run(
+            "outbound enable",
+            enabled.map(|_| "remote queues may send".into()),
+        ) {
+            break 'steps;
         }
-        match super::status::access_switch(State(s.clone()), a(), Path("enable".into()), None).await
-        {
-            Ok(_) => steps.push(Step {
-                step: "access enable",
-                ok: true,
-                result: "users may log in".into(),
-            }),
-            Err(e) => {
-                failed = Some(step_failed(&mut steps, "access enable", e));
-                break 'steps;
-            }
+        let started = super::status::smtp_switch(State(s.clone()), a(), Path("start".into())).await;
+        if !steps.run(
+            "smtp start",
+            started.map(|_| "inbound listener accepting".into()),
+        ) {
+            break 'steps;
         }
-        if let Err(e) = s.store_call(|st| st.set_setting(SETTING, "")).await {
-            failed = Some(step_failed(&mut steps, "end the lockdown", e.into()));
+        let access =
+            super::status::access_switch(State(s.clone()), a(), Path("enable".into()), None).await;
+        if !steps.run("access enable", access.map(|_| "users may log in".into())) {
+            break 'steps;
+        }
+        let ended = s.store_call(|st| st.set_setting(SETTING, "")).await;
+        if let Err(e) = ended {
+            steps.run("end the lockdown", Err(e.into()));
         }
     }
-    finish(&server, &actor, "recover", reason, steps, failed).await
-}
-
-fn step_failed(steps: &mut Vec<Step>, step: &'static str, e: ApiError) -> &'static str {
-    steps.push(Step {
-        step,
-        ok: false,
-        result: e.to_string(),
-    });
-    step
+    finish(&server, &actor, "recover", reason, steps).await
 }
 
 /// Audits the whole run and answers the steps; a failed step is in the report (the
@@ -429,9 +367,10 @@ async fn finish(
     actor: &Actor,
     action: &str,
     reason: Option<String>,
-    steps: Vec<Step>,
-    failed: Option<&'static str>,
+    steps: Steps,
 ) -> Result<serde_json::Value, ApiError> {
+    let steps = steps.0;
+    let failed = steps.iter().find(|s| !s.ok).map(|s| s.step);
     let summary = steps
         .iter()
         .map(|s| format!("{}: {}", s.step, if s.ok { "ok" } else { "FAILED" }))
