@@ -158,6 +158,7 @@ def test_backup_create_list_verify_restore_prune(make_server, tmp_path):
     r = s.cli("backup", "prune", "--keep", "1")
     assert "removed 3 backup(s)" in r.stdout, r.stdout
     assert len(s.cli_json("backup", "list")) == 1
+    assert "is intact" in s.cli("backup", "verify", s.cli_json("backup", "list")[0]["id"]).stdout
     actions = [a["action"] for a in s.cli_json("audit")]
     assert "backup started" in actions and "backup" in actions
 

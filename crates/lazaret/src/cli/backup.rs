@@ -175,7 +175,13 @@ fn list(dir: &Path, as_json: bool) -> Result<()> {
                 m.files.len().to_string(),
                 bytes(m.total_bytes),
                 bytes(m.stored_bytes),
-                m.parent.clone().unwrap_or_else(|| "-".into()),
+                match &m.parent {
+                    None => "-".into(),
+                    // Its own files are still whole: a backup needs only what its
+                    // manifest names, and prune keeps those.
+                    Some(p) if !all.iter().any(|o| &o.id == p) => format!("{p} (pruned)"),
+                    Some(p) => p.clone(),
+                },
             ]
         })
         .collect();
