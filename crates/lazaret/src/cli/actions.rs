@@ -292,14 +292,7 @@ pub fn follow(api: &Api, started: &Value) -> Result<Value> {
     loop {
         let job: Value = api.get(&format!("/api/jobs/{id}"))?;
         if !styled {
-            let template = if job["unit"] == "bytes" {
-                "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
-            } else {
-                "{msg} [{bar:40}] {pos}/{len} {per_sec} eta {eta}"
-            };
-            if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
-                bar.set_style(style.progress_chars("=> "));
-            }
+            output::bar_style(&bar, job["unit"] == "bytes");
             bar.set_message(text(&job["action"]));
             styled = true;
         }
@@ -358,11 +351,8 @@ pub fn export(api: &Api, args: ExportArgs) -> Result<()> {
         Failure::new(EXIT_USAGE, format!("{}: {e}", p.display()))
     };
     let bar = indicatif::ProgressBar::new(messages.len() as u64);
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("export [{bar:40}] {pos}/{len} {per_sec}")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
+    output::bar_style(&bar, false);
+    bar.set_message("export");
     let mut mbox = match &args.mbox {
         Some(path) => Some(std::io::BufWriter::new(
             std::fs::File::create(path).map_err(|e| usage(e, path))?,

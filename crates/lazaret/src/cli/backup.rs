@@ -213,11 +213,7 @@ impl Bar {
             Some(0),
             indicatif::ProgressDrawTarget::stderr(),
         );
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        ) {
-            bar.set_style(style.progress_chars("=> "));
-        }
+        output::bar_style(&bar, true);
         bar.set_message(what.to_string());
         Bar(bar)
     }

@@ -64,3 +64,15 @@ pub fn age(unix: Option<i64>) -> String {
         s => format!("{}d", s / 86_400),
     }
 }
+
+/// The look of every progress bar: bytes (with a rate in bytes/s) or counted items.
+pub fn bar_style(bar: &indicatif::ProgressBar, bytes: bool) {
+    let template = if bytes {
+        "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+    } else {
+        "{msg} [{bar:40}] {pos}/{len} {per_sec} eta {eta}"
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+}

@@ -255,11 +255,8 @@ pub fn scan(config: &Config, args: ScanArgs) -> Result<i32> {
     let total_bytes: u64 = list.iter().map(|(_, size)| size).sum();
     let bar = if std::io::stderr().is_terminal() && !args.json {
         let bar = indicatif::ProgressBar::new(total_bytes);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "scanning [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        ) {
-            bar.set_style(style.progress_chars("=> "));
-        }
+        super::output::bar_style(&bar, true);
+        bar.set_message("scanning");
         bar
     } else {
         indicatif::ProgressBar::hidden()
