@@ -14,8 +14,13 @@ use rusqlite::Connection;
 use std::path::Path;
 use std::sync::mpsc;
 
-/// Log size (pages) from which the checkpoint thread is woken.
-const BEHIND_PAGES: i32 = 1_000;
+/// Log size (pages) from which the checkpoint thread is woken. Each checkpoint ends in
+/// an fsync of the database that the writer's own log fsync then queues behind; most
+/// log frames are new versions of the same hot pages, so a longer log costs the
+/// checkpoint little more and makes those collisions rarer. Measured at 400 msgs/s, 20
+/// sessions: at 1,000 pages the slowest `250`s came in clusters every ~1.3 s (p99
+/// 1.8–2.5 ms); at 4,000 the clusters were gone (p99 1.7–1.8 ms).
+const BEHIND_PAGES: i32 = 4_000;
 /// Log size (pages, 64 MB at 4 KB) at which the writer checkpoints in its own commit.
 #[cfg(not(test))]
 const INLINE_PAGES: i32 = 16_384;
