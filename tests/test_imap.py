@@ -81,7 +81,8 @@ def test_login_list_select_fetch_multipart(server):
     assert '"APPLICATION" "ZIP"' in text and '("ATTACHMENT" ("FILENAME" "numbers.zip"))' in text
     assert '"MIXED"' in text
     assert '"report with attachment"' in text and '(("Alice" NIL "alice" "far.test"))' in text
-    assert "FLAGS ()" in text, "PEEK leaves \\Seen unset"
+    # The first session to see a message gets it as \Recent; PEEK leaves \Seen unset.
+    assert "FLAGS (\\Recent)" in text, text
 
     typ, data = m.fetch("1", "(BODY[TEXT])")
     typ, data = m.fetch("1", "(FLAGS)")
@@ -204,6 +205,8 @@ def test_idle_reports_new_mail(server):
     m.sock.settimeout(15)
     line = m.readline()
     assert line == b"* 1 EXISTS\r\n", line
+    # Delivered while this session had the folder selected: recent for it.
+    assert m.readline() == b"* 1 RECENT\r\n"
     m.send(b"DONE\r\n")
     assert m.readline().startswith(f"{tag} OK".encode())
     m.logout()
@@ -290,3 +293,67 @@ def test_implicit_tls_port(make_server):
     assert m.login("bob@localhost", "secret")[0] == "OK"
     assert m.select("INBOX")[0] == "OK"
     m.logout()
+
+
+def test_id_recent_keywords_and_subscriptions(server):
+    server.add_user("carol@localhost")
+    deliver(server, "carol@localhost", "Subject: one\r\n\r\n1\r\n")
+    deliver(server, "carol@localhost", "Subject: two\r\n\r\n2\r\n")
+    first = server.imap("carol@localhost")
+    # ID (RFC 2971), as Thunderbird and Apple Mail send it at login.
+    imaplib.Commands.setdefault("ID", ("NONAUTH", "AUTH", "SELECTED"))
+    typ, data = first._simple_command("ID", '("name" "pytest" "version" "1")')
+    assert typ == "OK"
+    assert b'"name" "Lazaret"' in first.untagged_responses.pop("ID")[0]
+    assert b"ID" in first.capability()[1][0].split()
+
+    # \Recent: the first read-write session gets the new mail, the next does not;
+    # EXAMINE shows it without taking it.
+    second = server.imap("carol@localhost")
+    second.select("INBOX", readonly=True)
+    assert second.untagged_responses["RECENT"] == [b"2"]
+    first.select("INBOX")
+    assert first.untagged_responses["RECENT"] == [b"2"]
+    assert first.search(None, "RECENT")[1] == [b"1 2"]
+    _, data = first.fetch("1", "(FLAGS)")
+    assert b"\\Recent" in data[0]
+    second.select("INBOX")
+    assert second.untagged_responses["RECENT"] == [b"0"]
+    assert second.search(None, "NEW")[1] == [b""]
+    typ, data = second.status("INBOX", "(RECENT MESSAGES)")
+    assert b"RECENT 0" in data[0] and b"MESSAGES 2" in data[0]
+    # A client cannot set \Recent.
+    _, data = second.store("1", "+FLAGS", "(\\Recent \\Flagged)")
+    assert b"\\Recent" not in data[0] and b"\\Flagged" in data[0]
+
+    # A new keyword is announced in FLAGS before a FETCH shows it, to this session and
+    # to the other one; PERMANENTFLAGS allows new ones (\*).
+    second.untagged_responses.clear()
+    _, data = second.store("2", "+FLAGS", "($Worm)")
+    assert b"$Worm" in second.untagged_responses["FLAGS"][0]
+    first.untagged_responses.clear()
+    first.noop()
+    assert b"$Worm" in first.untagged_responses["FLAGS"][0]
+    again = server.imap("carol@localhost")
+    again.select("INBOX")
+    assert b"$Worm" in again.untagged_responses["FLAGS"][0]
+    assert b"\\*" in again.untagged_responses["PERMANENTFLAGS"][0]
+
+    # Subscriptions are names: kept when the folder goes, listed before it exists, and a
+    # subscribed child under an unsubscribed parent shows the parent \Noselect.
+    assert first.create("Projects/Worm")[0] == "OK"
+    assert first.subscribe("Projects/Worm")[0] == "OK"
+    _, data = first.lsub('""', "%")
+    assert b'(\\Noselect) "/" "Projects"' in data, data
+    assert b'() "/" "INBOX"' in data
+    assert first.delete("Projects/Worm")[0] == "OK"
+    _, data = first.lsub('""', "Projects/*")
+    assert data == [b'() "/" "Projects/Worm"'], data
+    # A folder deleted and created again gets a new UIDVALIDITY, even within a second.
+    first.create("Again")
+    v1 = first.status("Again", "(UIDVALIDITY)")[1][0]
+    first.delete("Again")
+    first.create("Again")
+    assert first.status("Again", "(UIDVALIDITY)")[1][0] != v1
+    for m in (first, second, again):
+        m.logout()

@@ -123,6 +123,12 @@ pub trait Store: Send + Sync {
     fn folder_rename(&self, user: &str, from: &str, to: &str) -> Result<()>;
     fn folder_subscribe(&self, user: &str, name: &str, on: bool) -> Result<()>;
     fn folder_snapshot(&self, user: &str, name: &str) -> Result<FolderSnapshot>;
+    /// Subscribed names (folders or not), sorted.
+    fn subscriptions(&self, user: &str) -> Result<Vec<String>>;
+    /// A read-write session takes the folder's `\Recent` messages up to UID `upto`
+    /// (exclusive); returns the first UID that was still recent before, so the caller's
+    /// recent messages are those from it to `upto`. No other session gets them.
+    fn folder_claim_recent(&self, user: &str, name: &str, upto: i64) -> Result<i64>;
     /// A value that changes whenever any write may have committed; results read while
     /// it stayed the same are still current (for caches such as IMAP's folder index).
     fn write_generation(&self) -> u64;

@@ -122,6 +122,8 @@ pub struct Folder {
     pub uidnext: i64,
     pub messages: u64,
     pub unseen: u64,
+    /// Messages no read-write session has seen yet (IMAP `\Recent`).
+    pub recent: u64,
 }
 
 /// One message of a selected folder.
@@ -142,6 +144,8 @@ pub struct FolderEntry {
 pub struct FolderSnapshot {
     pub uidvalidity: i64,
     pub uidnext: i64,
+    /// The first UID still `\Recent` (not yet claimed by a read-write session).
+    pub recent_uid: i64,
     /// Shared: sessions selecting the same unchanged folder share one copy.
     pub entries: std::sync::Arc<Vec<FolderEntry>>,
 }

@@ -72,7 +72,8 @@ pub fn section(msg: &Message<'_>, path: &[u32], what: &SectionText) -> Option<Ve
                 slice(raw, root.offset_header as usize, root.offset_end as usize).to_vec()
             }
             SectionText::Header => header_of(raw, root).to_vec(),
-            SectionText::Text => body_of(raw, root).to_vec(),
+            // Up to the end of the message, past a multipart's closing boundary.
+            SectionText::Text => slice(raw, root.offset_body as usize, raw.len()).to_vec(),
             SectionText::HeaderFields { names, not } => {
                 filter_fields(header_of(raw, root), names, *not)
             }
@@ -89,6 +90,15 @@ pub fn section(msg: &Message<'_>, path: &[u32], what: &SectionText) -> Option<Ve
             let PartType::Message(nested) = &part.body else {
                 return None;
             };
+            if matches!(what, SectionText::Text) {
+                // Everything of the enclosed message after its header, epilogue
+                // included: the part's bytes less the header's length (the enclosed
+                // root's own end stops at a multipart's closing boundary).
+                let root = nested.parts.first()?;
+                let header = (root.offset_body - root.offset_header) as usize;
+                let bytes = body_of(raw, part);
+                return Some(bytes[header.min(bytes.len())..].to_vec());
+            }
             section(nested, &[], what)
         }
     }
@@ -140,11 +150,18 @@ fn address_list(out: &mut Vec<u8>, value: Option<&HeaderValue<'_>>) {
         let mut a = Vec::new();
         a.push(b'(');
         nstring(&mut a, name.map(str::as_bytes));
-        a.extend_from_slice(b" NIL ");
         let (local, host) = match email.and_then(|e| e.rsplit_once('@')) {
             Some((l, h)) => (Some(l), Some(h)),
             None => (email, None),
         };
+        // An obsolete source route (`<@route:user@domain>`) is the envelope's adl.
+        let (route, local) = match local.and_then(|l| l.strip_prefix('@').and(l.split_once(':'))) {
+            Some((route, local)) => (Some(route), Some(local)),
+            None => (None, local),
+        };
+        a.push(b' ');
+        nstring(&mut a, route.map(str::as_bytes));
+        a.push(b' ');
         nstring(&mut a, local.map(str::as_bytes));
         a.push(b' ');
         nstring(&mut a, host.map(str::as_bytes));
@@ -166,7 +183,8 @@ fn address_list(out: &mut Vec<u8>, value: Option<&HeaderValue<'_>>) {
                     a.extend_from_slice(b" NIL)");
                     items.push(a);
                 }
-                for m in &g.addresses {
+                // A member without an address is a comment (`group: (foo) ;`).
+                for m in g.addresses.iter().filter(|m| m.address.is_some()) {
                     items.push(one(m.name.as_deref(), m.address.as_deref()));
                 }
                 if g.name.is_some() {
@@ -226,8 +244,9 @@ pub fn envelope(out: &mut Vec<u8>, msg: &Message<'_>) {
     {
         out.push(b' ');
         let v = value(name);
-        // Sender and Reply-To default to From (RFC 3501 §7.4.2).
-        let v = if (i == 1 || i == 2) && v.is_none() {
+        // Sender and Reply-To default to From (RFC 3501 §7.4.2), also when present
+        // without an address.
+        let v = if (i == 1 || i == 2) && !matches!(v, Some(HeaderValue::Address(_))) {
             from
         } else {
             v

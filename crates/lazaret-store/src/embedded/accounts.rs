@@ -129,7 +129,11 @@ impl EmbeddedStore {
             for (name, special) in schema::DEFAULT_FOLDERS {
                 c.execute(
                     "INSERT INTO mailboxes(user, name, uidvalidity, special) VALUES(?1,?2,?3,?4)",
-                    params![address, name, (now() as u32).max(1), special],
+                    params![address, name, super::folders::new_uidvalidity(c)?, special],
+                )?;
+                c.execute(
+                    "INSERT OR IGNORE INTO subscriptions(user, name) VALUES(?1, ?2)",
+                    params![address, name],
                 )?;
             }
             Ok(())

@@ -66,6 +66,25 @@ pub(super) fn join_flags(flags: &[String]) -> String {
     out.join(" ")
 }
 
+/// A UIDVALIDITY no folder of this store had before: the clock's seconds, or one more
+/// than the last one given when that is ahead (a folder deleted and created again
+/// within a second must not look like the same folder to a client's cache).
+pub(super) fn new_uidvalidity(c: &Connection) -> Result<i64> {
+    let last: i64 = c
+        .prepare_cached("SELECT value FROM settings WHERE key='imap.uidvalidity'")?
+        .query_row([], |r| r.get::<_, String>(0))
+        .optional()?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // UIDVALIDITY is a non-zero 32-bit number.
+    let next = (now() as u32)
+        .max(1)
+        .max((last as u32).wrapping_add(1).max(1)) as i64;
+    c.prepare_cached("INSERT OR REPLACE INTO settings(key, value) VALUES('imap.uidvalidity', ?1)")?
+        .execute([next.to_string()])?;
+    Ok(next)
+}
+
 /// Takes the next `n` UIDs of a folder; returns (uidvalidity, first uid).
 pub(super) fn take_uids(c: &Connection, folder: i64, n: i64) -> Result<(i64, i64)> {
     Ok(c.prepare_cached(
@@ -79,10 +98,14 @@ impl EmbeddedStore {
         let user = user.to_string();
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT b.name, b.special, b.subscribed, b.uidvalidity, b.uidnext,
+                "SELECT b.name, b.special,
+                        EXISTS(SELECT 1 FROM subscriptions s WHERE s.user=b.user AND s.name=b.name),
+                        b.uidvalidity, b.uidnext,
                         (SELECT COUNT(*) FROM mailbox_entries e WHERE e.mailbox=b.id),
                         (SELECT COUNT(*) FROM mailbox_entries e WHERE e.mailbox=b.id
-                           AND (' ' || e.flags || ' ') NOT LIKE '% \\Seen %')
+                           AND (' ' || e.flags || ' ') NOT LIKE '% \\Seen %'),
+                        (SELECT COUNT(*) FROM mailbox_entries e WHERE e.mailbox=b.id
+                           AND e.uid >= b.recent_uid)
                  FROM mailboxes b WHERE b.user=?1 ORDER BY b.name='INBOX' DESC, b.name",
             )?;
             let rows = stmt.query_map([&user], |r| {
@@ -94,6 +117,7 @@ impl EmbeddedStore {
                     uidnext: r.get(4)?,
                     messages: r.get::<_, i64>(5)? as u64,
                     unseen: r.get::<_, i64>(6)? as u64,
+                    recent: r.get::<_, i64>(7)? as u64,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -108,13 +132,13 @@ impl EmbeddedStore {
             )));
         }
         self.write(move |c| {
-            let n = c.execute(
-                "INSERT OR IGNORE INTO mailboxes(user, name, uidvalidity) VALUES(?1, ?2, ?3)",
-                params![user, name, (now() as u32).max(1)],
-            )?;
-            if n == 0 {
+            if folder_id(c, &user, &name).is_ok() {
                 return Err(StoreError::Exists(format!("folder {name} already exists")));
             }
+            c.execute(
+                "INSERT INTO mailboxes(user, name, uidvalidity) VALUES(?1, ?2, ?3)",
+                params![user, name, new_uidvalidity(c)?],
+            )?;
             Ok(())
         })
     }
@@ -163,34 +187,84 @@ impl EmbeddedStore {
                 params![user, from, to],
             )?;
             c.execute(
-                "UPDATE mailboxes SET name=?2, uidvalidity=uidvalidity+1 WHERE id=?1",
-                params![folder, to],
+                "UPDATE mailboxes SET name=?2, uidvalidity=?3 WHERE id=?1",
+                params![folder, to, new_uidvalidity(c)?],
+            )?;
+            // Subscriptions follow the folder and its children, as clients expect.
+            c.execute(
+                "UPDATE OR REPLACE subscriptions SET name=?3 || substr(name, length(?2) + 1)
+                 WHERE user=?1 AND (name=?2 OR substr(name, 1, length(?2) + 1) = ?2 || '/')",
+                params![user, from, to],
             )?;
             Ok(())
         })
     }
 
     pub(super) fn folder_subscribe_impl(&self, user: &str, name: &str, on: bool) -> Result<()> {
+        let (user, name) = (user.to_string(), canonical(name.trim_end_matches('/')));
+        if on && !valid_folder(&name) {
+            return Err(StoreError::Invalid(format!(
+                "{name:?} is not a valid folder name"
+            )));
+        }
+        self.write(move |c| {
+            if on {
+                c.execute(
+                    "INSERT OR IGNORE INTO subscriptions(user, name) VALUES(?1, ?2)",
+                    params![user, name],
+                )?;
+            } else {
+                c.execute(
+                    "DELETE FROM subscriptions WHERE user=?1 AND name=?2",
+                    params![user, name],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    pub(super) fn subscriptions_impl(&self, user: &str) -> Result<Vec<String>> {
+        let user = user.to_string();
+        self.read(move |c| {
+            let names = c
+                .prepare_cached("SELECT name FROM subscriptions WHERE user=?1 ORDER BY name")?
+                .query_map([&user], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(names)
+        })
+    }
+
+    pub(super) fn folder_claim_recent_impl(
+        &self,
+        user: &str,
+        name: &str,
+        upto: i64,
+    ) -> Result<i64> {
         let (user, name) = (user.to_string(), canonical(name));
         self.write(move |c| {
-            let folder = folder_id(c, &user, &name)?;
-            c.execute(
-                "UPDATE mailboxes SET subscribed=?2 WHERE id=?1",
-                params![folder, on],
-            )?;
-            Ok(())
+            let (folder, recent_uid): (i64, i64) = c
+                .prepare_cached("SELECT id, recent_uid FROM mailboxes WHERE user=?1 AND name=?2")?
+                .query_row(params![user, name], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound(format!("no folder {name}")))?;
+            if recent_uid < upto {
+                c.prepare_cached("UPDATE mailboxes SET recent_uid=?2 WHERE id=?1")?
+                    .execute(params![folder, upto])?;
+            }
+            Ok(recent_uid)
         })
     }
 
     pub(super) fn folder_snapshot_impl(&self, user: &str, name: &str) -> Result<FolderSnapshot> {
         let (user, name) = (user.to_string(), canonical(name));
         self.read(move |c| {
-            let (folder, uidvalidity, uidnext): (i64, i64, i64) = c
+            let (folder, uidvalidity, uidnext, recent_uid): (i64, i64, i64, i64) = c
                 .prepare_cached(
-                    "SELECT id, uidvalidity, uidnext FROM mailboxes WHERE user=?1 AND name=?2",
+                    "SELECT id, uidvalidity, uidnext, recent_uid FROM mailboxes
+                     WHERE user=?1 AND name=?2",
                 )?
                 .query_row(params![user, name], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })
                 .optional()?
                 .ok_or_else(|| StoreError::NotFound(format!("no folder {name}")))?;
@@ -214,6 +288,7 @@ impl EmbeddedStore {
             Ok(FolderSnapshot {
                 uidvalidity,
                 uidnext,
+                recent_uid,
                 entries: std::sync::Arc::new(entries),
             })
         })

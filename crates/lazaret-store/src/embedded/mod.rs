@@ -152,6 +152,13 @@ impl EmbeddedStore {
                 [now()],
             )?;
         }
+        // Stores from before subscriptions had their own table kept a flag per folder.
+        conn.execute_batch(
+            "INSERT OR IGNORE INTO subscriptions(user, name)
+                 SELECT user, name FROM mailboxes WHERE subscribed=1
+                 AND NOT EXISTS(SELECT 1 FROM settings WHERE key='subscriptions.table');
+             INSERT OR IGNORE INTO settings(key, value) VALUES('subscriptions.table', '1');",
+        )?;
         // Which store this is, for backups (a backup only builds on earlier backups of
         // the same store); stores from before it get one now.
         conn.execute(
@@ -332,6 +339,12 @@ impl Store for EmbeddedStore {
     }
     fn folder_snapshot(&self, user: &str, name: &str) -> Result<FolderSnapshot> {
         self.folder_snapshot_impl(user, name)
+    }
+    fn subscriptions(&self, user: &str) -> Result<Vec<String>> {
+        self.subscriptions_impl(user)
+    }
+    fn folder_claim_recent(&self, user: &str, name: &str, upto: i64) -> Result<i64> {
+        self.folder_claim_recent_impl(user, name, upto)
     }
     fn write_generation(&self) -> u64 {
         self.writer.generation()

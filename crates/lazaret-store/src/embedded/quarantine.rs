@@ -247,7 +247,7 @@ pub(super) fn restore(c: &Connection, ids: &[String]) -> Result<ActionReport> {
                                 c.prepare_cached(
                             "INSERT INTO mailboxes(user, name, uidvalidity) VALUES(?1, ?2, ?3)",
                         )?
-                        .execute(params![user, folder, (now() as u32).max(1)])?;
+                        .execute(params![user, folder, super::folders::new_uidvalidity(c)?])?;
                                 c.last_insert_rowid()
                             }
                         };
@@ -425,7 +425,7 @@ impl EmbeddedStore {
                 Err(_) => {
                     c.execute(
                         "INSERT INTO mailboxes(user, name, uidvalidity) VALUES(?1, ?2, ?3)",
-                        params![user, folder, (now() as u32).max(1)],
+                        params![user, folder, super::folders::new_uidvalidity(c)?],
                     )?;
                     c.last_insert_rowid()
                 }

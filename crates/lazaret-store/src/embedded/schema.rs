@@ -89,6 +89,12 @@ CREATE TABLE IF NOT EXISTS mailbox_entries(
     internal_date INTEGER NOT NULL,
     UNIQUE(mailbox, uid));
 CREATE INDEX IF NOT EXISTS mailbox_entries_message ON mailbox_entries(message);
+-- IMAP subscriptions: names, not folders (RFC 3501 6.3.6: a name stays subscribed
+-- when its folder is deleted, and a name may be subscribed before it exists).
+CREATE TABLE IF NOT EXISTS subscriptions(
+    user TEXT NOT NULL REFERENCES users(address) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    PRIMARY KEY(user, name)) WITHOUT ROWID;
 -- ENVELOPE and BODYSTRUCTURE as IMAP sends them, filled on first FETCH (keyed by
 -- the message's store id; removed with the message).
 CREATE TABLE IF NOT EXISTS imap_cache(
@@ -123,7 +129,10 @@ CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
 
 /// Columns added after a table was first created: (table, column, definition).
 /// Applied to older stores on open.
-pub const ADDED_COLUMNS: [(&str, &str, &str); 9] = [
+pub const ADDED_COLUMNS: [(&str, &str, &str); 10] = [
+    // The first UID no read-write IMAP session has seen yet: those are \Recent to the
+    // next session that selects the folder (and to it only).
+    ("mailboxes", "recent_uid", "INTEGER NOT NULL DEFAULT 1"),
     // Where the message's bytes are: pack file and offset (NULL: a file of its own, as
     // stores from before packs kept them).
     ("messages", "blob_pack", "INTEGER"),

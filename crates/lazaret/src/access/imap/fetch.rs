@@ -265,6 +265,10 @@ pub async fn fetch(
                 if n > 0 {
                     out.push(b' ');
                 }
+                if matches!(item, MessageDataItemName::Flags) {
+                    flags_item(out, entry, sel.is_recent(entry.uid));
+                    continue;
+                }
                 render(
                     out,
                     item,
@@ -331,7 +335,7 @@ async fn raw_batches(
     // Batches of at most RAW_BATCH_BYTES: their buffers stay under the allocator's
     // mmap threshold, so they are reused from the heap instead of being mapped and
     // page-faulted in afresh for every batch.
-    let mut batches: Vec<Vec<(usize, lazaret_store::FolderEntry)>> = Vec::new();
+    let mut batches: Vec<Vec<(usize, lazaret_store::FolderEntry, bool)>> = Vec::new();
     let mut bytes = 0u64;
     for &i in indexes {
         let entry = &sel.entries[i];
@@ -341,19 +345,20 @@ async fn raw_batches(
         }
         bytes += entry.size;
         if let Some(last) = batches.last_mut() {
-            last.push((i + 1, entry.clone()));
+            last.push((i + 1, entry.clone(), sel.is_recent(entry.uid)));
         }
     }
     let server = session.server.clone();
-    let render = |batch: Vec<(usize, lazaret_store::FolderEntry)>| {
+    let render = |batch: Vec<(usize, lazaret_store::FolderEntry, bool)>| {
         let items = items.clone();
         let server = server.clone();
         tokio::spawn(async move {
             server
                 .store_call(move |s| {
-                    let mut out =
-                        Vec::with_capacity(batch.iter().map(|(_, e)| e.size as usize + 64).sum());
-                    for (seq, entry) in &batch {
+                    let mut out = Vec::with_capacity(
+                        batch.iter().map(|(_, e, _)| e.size as usize + 64).sum(),
+                    );
+                    for (seq, entry, recent) in &batch {
                         out.extend_from_slice(format!("* {seq} FETCH (").as_bytes());
                         for (n, item) in items.iter().enumerate() {
                             if n > 0 {
@@ -381,6 +386,7 @@ async fn raw_batches(
                                         out.splice(at..at + header.len(), actual.into_bytes());
                                     }
                                 }
+                                MessageDataItemName::Flags => flags_item(&mut out, entry, *recent),
                                 other => render(
                                     &mut out,
                                     other,
@@ -461,6 +467,19 @@ fn need_with_cache(item: &MessageDataItemName<'_>, cached: Option<&ImapCached>) 
     }
 }
 
+/// FLAGS as this session shows them: `\Recent` is the session's, not the store's.
+fn flags_item(out: &mut Vec<u8>, entry: &lazaret_store::FolderEntry, recent: bool) {
+    out.extend_from_slice(b"FLAGS ");
+    write::flags(out, &entry.flags);
+    if recent {
+        out.pop();
+        if !entry.flags.is_empty() {
+            out.push(b' ');
+        }
+        out.extend_from_slice(b"\\Recent)");
+    }
+}
+
 fn render(
     out: &mut Vec<u8>,
     item: &MessageDataItemName<'_>,
@@ -474,10 +493,7 @@ fn render(
     let empty: &[u8] = b"";
     match item {
         I::Uid => out.extend_from_slice(format!("UID {}", entry.uid).as_bytes()),
-        I::Flags => {
-            out.extend_from_slice(b"FLAGS ");
-            write::flags(out, &entry.flags);
-        }
+        I::Flags => flags_item(out, entry, false),
         I::InternalDate => {
             out.extend_from_slice(b"INTERNALDATE ");
             out.extend_from_slice(write::date_time(entry.internal_date).as_bytes());

@@ -99,6 +99,9 @@ pub async fn list(
     }
     let mut full = reference.into_bytes();
     full.extend_from_slice(pattern);
+    if subscribed_only {
+        return lsub(session, tag, &full).await;
+    }
     let user = session.user().to_string();
     let folders = match session.server.store_call(move |s| s.folders(&user)).await {
         Ok(f) => f,
@@ -112,7 +115,7 @@ pub async fn list(
         } else {
             matches(&full, f.name.as_bytes())
         };
-        if !hit || (subscribed_only && !f.subscribed) {
+        if !hit {
             continue;
         }
         let prefix = format!("{}/", f.name);
@@ -134,6 +137,55 @@ pub async fn list(
     session.tagged(tag, "OK", &format!("{command} completed"));
 }
 
+/// LSUB (RFC 3501 6.3.9): subscribed names matching the pattern, whether or not the
+/// folder exists; where `%` stops above a subscribed name, its unsubscribed parent at
+/// that level is listed `\Noselect`, so that a client can walk down to it.
+async fn lsub(session: &mut Session, tag: &str, pattern: &[u8]) {
+    let user = session.user().to_string();
+    let names = match session
+        .server
+        .store_call(move |s| s.subscriptions(&user))
+        .await
+    {
+        Ok(n) => n,
+        Err(e) => return no(session, tag, e),
+    };
+    let hit = |name: &str| {
+        if name == "INBOX" {
+            matches(pattern, b"INBOX") || matches(&pattern.to_ascii_uppercase(), b"INBOX")
+        } else {
+            matches(pattern, name.as_bytes())
+        }
+    };
+    let mut listed: Vec<(String, bool)> = Vec::new();
+    for name in &names {
+        if hit(name) {
+            listed.push((name.clone(), false));
+            continue;
+        }
+        // The nearest parent the pattern matches, if it is not subscribed itself.
+        let mut parent = name.as_str();
+        while let Some((p, _)) = parent.rsplit_once('/') {
+            parent = p;
+            if hit(parent) {
+                if !names.iter().any(|n| n == parent) && !listed.iter().any(|(n, _)| n == parent) {
+                    listed.push((parent.to_string(), true));
+                }
+                break;
+            }
+        }
+    }
+    listed.sort();
+    for (name, noselect) in listed {
+        let attrs = if noselect { "\\Noselect" } else { "" };
+        let mut out = format!("* LSUB ({attrs}) \"/\" ").into_bytes();
+        write::mailbox(&mut out, &name);
+        out.extend_from_slice(b"\r\n");
+        session.out.extend_from_slice(&out);
+    }
+    session.tagged(tag, "OK", "LSUB completed");
+}
+
 pub async fn status(session: &mut Session, tag: &str, name: &str, items: &[StatusDataItemName]) {
     let user = session.user().to_string();
     let folders = match session.server.store_call(move |s| s.folders(&user)).await {
@@ -153,7 +205,7 @@ pub async fn status(session: &mut Session, tag: &str, name: &str, items: &[Statu
     for item in items {
         match item {
             StatusDataItemName::Messages => parts.push(format!("MESSAGES {}", f.messages)),
-            StatusDataItemName::Recent => parts.push("RECENT 0".into()),
+            StatusDataItemName::Recent => parts.push(format!("RECENT {}", f.recent)),
             StatusDataItemName::UidNext => parts.push(format!("UIDNEXT {}", f.uidnext)),
             StatusDataItemName::UidValidity => parts.push(format!("UIDVALIDITY {}", f.uidvalidity)),
             StatusDataItemName::Unseen => parts.push(format!("UNSEEN {}", f.unseen)),

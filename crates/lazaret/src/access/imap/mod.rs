@@ -70,6 +70,19 @@ async fn wait(
     }
 }
 
+/// Marks the session dirty if this user's mail changed since it last looked, without
+/// waiting.
+fn take_events(session: &mut Session, events: &mut tokio::sync::broadcast::Receiver<String>) {
+    loop {
+        match events.try_recv() {
+            Ok(user) if session.user.as_deref() == Some(user.as_str()) => session.dirty = true,
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => session.dirty = true,
+            Err(_) => return,
+        }
+    }
+}
+
 pub async fn handle(server: Arc<Server>, stream: TcpStream, peer: SocketAddr) {
     serve(server, Conn::Plain(stream), peer, false).await
 }
@@ -103,6 +116,9 @@ async fn serve(server: Arc<Server>, conn: Conn, peer: SocketAddr, tls: bool) {
         loop {
             match framer.next_input() {
                 Input::Command(command) => {
+                    // A change announced while this command was on its way must show
+                    // in its answer (another session's STORE, then our CHECK).
+                    take_events(&mut session, &mut events);
                     let next = session.execute(*command).await;
                     if !run_next(&mut session, &mut framer, &mut gate, &mut events, next).await {
                         return;

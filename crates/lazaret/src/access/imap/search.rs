@@ -39,6 +39,7 @@ fn contains(haystack: &str, needle: &[u8]) -> bool {
 
 struct Candidate<'a> {
     seq: usize,
+    recent: bool,
     entry: &'a FolderEntry,
     raw: Option<&'a [u8]>,
     parsed: Option<&'a mail_parser::Message<'a>>,
@@ -61,6 +62,48 @@ fn header_text(c: &Candidate<'_>, name: &str) -> String {
         .map_or(String::new(), |(_, v)| v.to_string())
 }
 
+/// An address header as FROM/TO/CC/BCC search it: the field as written, and each
+/// address as `name <mailbox@domain>` once parsed (comments and folding dropped, so
+/// `<user (comment)@ domain.org>` is found as `user@domain.org`), group names too.
+fn address_text(c: &Candidate<'_>, name: &str) -> String {
+    let mut text = header_text(c, name);
+    let Some(m) = c.parsed else {
+        return text;
+    };
+    let address = match name {
+        "From" => m.from(),
+        "To" => m.to(),
+        "Cc" => m.cc(),
+        _ => m.bcc(),
+    };
+    let add = |text: &mut String, a: &mail_parser::Addr<'_>| {
+        text.push('\n');
+        if let Some(n) = &a.name {
+            text.push_str(n);
+            text.push(' ');
+        }
+        if let Some(addr) = &a.address {
+            text.push('<');
+            text.push_str(addr);
+            text.push('>');
+        }
+    };
+    match address {
+        Some(mail_parser::Address::List(list)) => list.iter().for_each(|a| add(&mut text, a)),
+        Some(mail_parser::Address::Group(groups)) => {
+            for g in groups {
+                if let Some(n) = &g.name {
+                    text.push('\n');
+                    text.push_str(n);
+                }
+                g.addresses.iter().for_each(|a| add(&mut text, a));
+            }
+        }
+        None => {}
+    }
+    text
+}
+
 fn in_set(set: &lazaret_proto::imap::types::sequence::SequenceSet, value: u64, max: u64) -> bool {
     use lazaret_proto::imap::types::sequence::{SeqOrUid, Sequence};
     let v = |s: &SeqOrUid| match s {
@@ -80,18 +123,22 @@ fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> bool {
     use SearchKey as K;
     let flag = |f: &str| has_flag(&c.entry.flags, f);
     let internal_day = c.entry.internal_date.div_euclid(86_400);
+    // RFC 3501: the Date: header's date "disregarding time and timezone" — the day
+    // as the sender wrote it, not that instant's day in UTC.
     let sent_day = || {
         c.parsed
             .and_then(|m| m.date())
-            .map(|d| d.to_timestamp().div_euclid(86_400))
+            .map(|d| days_from_civil(d.year as i64, d.month as u32, d.day as u32))
             .unwrap_or(internal_day)
     };
     match key {
         K::And(keys) => keys.as_ref().iter().all(|k| matches(k, c)),
         K::Or(a, b) => matches(a, c) || matches(b, c),
         K::Not(k) => !matches(k, c),
-        K::All | K::Old => true,
-        K::New | K::Recent => false,
+        K::All => true,
+        K::Recent => c.recent,
+        K::Old => !c.recent,
+        K::New => c.recent && !flag("\\Seen"),
         K::SequenceSet(set) => in_set(set, c.seq as u64, c.max_seq as u64),
         K::Uid(set) => in_set(set, c.entry.uid as u64, c.max_uid as u64),
         K::Answered => flag("\\Answered"),
@@ -114,10 +161,10 @@ fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> bool {
         K::SentBefore(d) => sent_day() < day_of(d.as_ref()),
         K::SentOn(d) => sent_day() == day_of(d.as_ref()),
         K::SentSince(d) => sent_day() >= day_of(d.as_ref()),
-        K::From(s) => contains(&header_text(c, "From"), s.as_ref()),
-        K::To(s) => contains(&header_text(c, "To"), s.as_ref()),
-        K::Cc(s) => contains(&header_text(c, "Cc"), s.as_ref()),
-        K::Bcc(s) => contains(&header_text(c, "Bcc"), s.as_ref()),
+        K::From(s) => contains(&address_text(c, "From"), s.as_ref()),
+        K::To(s) => contains(&address_text(c, "To"), s.as_ref()),
+        K::Cc(s) => contains(&address_text(c, "Cc"), s.as_ref()),
+        K::Bcc(s) => contains(&address_text(c, "Bcc"), s.as_ref()),
         K::Subject(s) => contains(&header_text(c, "Subject"), s.as_ref()),
         K::Header(name, value) => {
             let name = String::from_utf8_lossy(name.as_ref()).into_owned();
@@ -155,6 +202,8 @@ pub async fn search(session: &mut Session, tag: &str, criteria: &[SearchKey<'sta
     let sel = session.selected.as_ref().expect("selected");
     // Shared with the session (copy on write), so this clone is a reference count.
     let entries = sel.entries.clone();
+    let recent = sel.recent.clone();
+    let sel_recent = |uid: i64| recent.iter().any(|&(from, to)| uid >= from && uid < to);
     let max_uid = entries.last().map_or(0, |e| e.uid);
     let mut hits = Vec::new();
     for (n, chunk) in entries.chunks(BATCH).enumerate() {
@@ -174,6 +223,7 @@ pub async fn search(session: &mut Session, tag: &str, criteria: &[SearchKey<'sta
             let parsed = raw.and_then(structure::parse);
             let c = Candidate {
                 seq,
+                recent: sel_recent(entry.uid),
                 entry,
                 raw,
                 parsed: parsed.as_ref(),

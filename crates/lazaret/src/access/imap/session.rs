@@ -30,6 +30,56 @@ pub struct Selected {
     /// In UID order; sequence number = index + 1. Shared with the server's folder
     /// index until this session changes it (copy on write).
     pub entries: Arc<Vec<FolderEntry>>,
+    /// UIDs `\Recent` in this session, as ranges `[from, to)`: the first read-write
+    /// session to see a message gets it (RFC 3501 2.3.2), so these are few ranges.
+    pub recent: Vec<(i64, i64)>,
+    /// The RECENT count last told to the client.
+    pub recent_told: usize,
+    /// Keywords the client was told of in the last FLAGS response: a FETCH may only
+    /// show keywords announced there.
+    pub keywords: Vec<String>,
+}
+
+impl Selected {
+    pub fn is_recent(&self, uid: i64) -> bool {
+        self.recent
+            .iter()
+            .any(|&(from, to)| uid >= from && uid < to)
+    }
+
+    pub fn recent_count(&self) -> usize {
+        let at = |uid: i64| self.entries.partition_point(|e| e.uid < uid);
+        self.recent
+            .iter()
+            .map(|&(from, to)| at(to).saturating_sub(at(from)))
+            .sum()
+    }
+
+    /// An entry's flags as this session shows them (with `\Recent`).
+    pub fn flags_of(&self, entry: &FolderEntry) -> String {
+        let mut text = entry.flags.join(" ");
+        if self.is_recent(entry.uid) {
+            if !text.is_empty() {
+                text.push(' ');
+            }
+            text.push_str("\\Recent");
+        }
+        text
+    }
+}
+
+/// Keywords (flags that are not system flags) among `flags` not yet in `known`.
+fn new_keywords<'a>(known: &[String], flags: &'a [String]) -> Vec<&'a String> {
+    let mut out: Vec<&String> = Vec::new();
+    for f in flags {
+        if !f.starts_with('\\')
+            && !known.iter().any(|k| k.eq_ignore_ascii_case(f))
+            && !out.iter().any(|k| k.eq_ignore_ascii_case(f))
+        {
+            out.push(f);
+        }
+    }
+    out
 }
 
 pub struct Session {
@@ -47,6 +97,8 @@ pub struct Session {
 }
 
 pub const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
+/// Flags a client may not set: the server's own.
+pub const SERVER_FLAGS: [&str; 1] = ["\\Recent"];
 
 impl Session {
     pub fn new(server: Arc<Server>, peer: SocketAddr, conn: Conn) -> Session {
@@ -92,7 +144,7 @@ impl Session {
 
     pub fn capabilities(&self) -> String {
         let mut caps = String::from(
-            "IMAP4rev1 LITERAL+ IDLE UIDPLUS MOVE UNSELECT NAMESPACE ENABLE SPECIAL-USE CHILDREN",
+            "IMAP4rev1 LITERAL+ IDLE UIDPLUS MOVE UNSELECT NAMESPACE ENABLE SPECIAL-USE CHILDREN ID",
         );
         if !self.tls && self.server.tls.is_some() {
             caps.push_str(" STARTTLS");
@@ -140,6 +192,13 @@ impl Session {
                     self.refresh(true).await;
                 }
                 self.tagged(&tag, "OK", &format!("{name} completed"));
+            }
+            C::Id { .. } => {
+                // RFC 2971: what the client says about itself is only worth a log line;
+                // the answer names the server (no version: it helps attackers only).
+                tracing::debug!(peer = %self.peer, "IMAP ID");
+                self.line("* ID (\"name\" \"Lazaret\")");
+                self.tagged(&tag, "OK", "ID completed");
             }
             C::Logout => {
                 self.line("* BYE Lazaret IMAP logging out");
@@ -353,12 +412,47 @@ impl Session {
             .entries
             .iter()
             .position(|e| !has_flag(&e.flags, "\\Seen"));
-        self.line(&format!("* FLAGS ({SYSTEM_FLAGS})"));
-        self.line(&format!(
-            "* OK [PERMANENTFLAGS ({SYSTEM_FLAGS} \\*)] flags permitted"
-        ));
-        self.line(&format!("* {} EXISTS", snapshot.entries.len()));
-        self.line("* 0 RECENT");
+        // EXAMINE shows what is recent without taking it; SELECT takes it, so that no
+        // other session sees the same messages as recent.
+        let recent_from = if read_only || snapshot.recent_uid >= snapshot.uidnext {
+            snapshot.recent_uid
+        } else {
+            let (user, folder, upto) =
+                (self.user().to_string(), name.to_string(), snapshot.uidnext);
+            match self
+                .server
+                .store_call(move |s| s.folder_claim_recent(&user, &folder, upto))
+                .await
+            {
+                Ok(from) => from,
+                Err(e) => {
+                    self.tagged(tag, "NO", &format!("[UNAVAILABLE] {e}"));
+                    return;
+                }
+            }
+        };
+        let mut keywords = Vec::new();
+        for e in snapshot.entries.iter() {
+            for k in new_keywords(&keywords, &e.flags) {
+                keywords.push(k.clone());
+            }
+        }
+        let mut selected = Selected {
+            name: name.to_string(),
+            read_only,
+            uidnext: snapshot.uidnext,
+            entries: snapshot.entries,
+            recent: Vec::new(),
+            recent_told: 0,
+            keywords,
+        };
+        if recent_from < snapshot.uidnext {
+            selected.recent.push((recent_from, snapshot.uidnext));
+        }
+        selected.recent_told = selected.recent_count();
+        self.flags_response(&selected.keywords);
+        self.line(&format!("* {} EXISTS", selected.entries.len()));
+        self.line(&format!("* {} RECENT", selected.recent_told));
         if let Some(i) = first_unseen {
             self.line(&format!("* OK [UNSEEN {}] first unseen", i + 1));
         }
@@ -370,12 +464,7 @@ impl Session {
             "* OK [UIDNEXT {}] predicted next UID",
             snapshot.uidnext
         ));
-        self.selected = Some(Selected {
-            name: name.to_string(),
-            read_only,
-            uidnext: snapshot.uidnext,
-            entries: snapshot.entries,
-        });
+        self.selected = Some(selected);
         self.dirty = false;
         let mode = if read_only { "READ-ONLY" } else { "READ-WRITE" };
         self.tagged(
@@ -388,14 +477,47 @@ impl Session {
         );
     }
 
+    /// The FLAGS and PERMANENTFLAGS responses: system flags, the folder's keywords, and
+    /// `\*` (any new keyword may be stored).
+    fn flags_response(&mut self, keywords: &[String]) {
+        let mut all = SYSTEM_FLAGS.to_string();
+        for k in keywords {
+            all.push(' ');
+            all.push_str(k);
+        }
+        self.line(&format!("* FLAGS ({all})"));
+        self.line(&format!(
+            "* OK [PERMANENTFLAGS ({all} \\*)] flags permitted"
+        ));
+    }
+
+    /// Before FETCH responses show `flags`: a new FLAGS response if any keyword among
+    /// them was not announced yet (RFC 3501 7.2.6).
+    pub fn announce_keywords(&mut self, flags: &[String]) {
+        let Some(sel) = self.selected.as_mut() else {
+            return;
+        };
+        let fresh: Vec<String> = new_keywords(&sel.keywords, flags)
+            .into_iter()
+            .cloned()
+            .collect();
+        if fresh.is_empty() {
+            return;
+        }
+        sel.keywords.extend(fresh);
+        let keywords = sel.keywords.clone();
+        self.flags_response(&keywords);
+    }
+
     /// Re-reads the selected folder and tells the client what changed: EXPUNGE (when
-    /// `expunges` may be sent now), new EXISTS, and FETCH FLAGS for changed flags.
+    /// `expunges` may be sent now), FLAGS for new keywords, FETCH FLAGS for changed
+    /// flags, then EXISTS and RECENT for new messages.
     pub async fn refresh(&mut self, expunges: bool) {
         if !self.dirty {
             return;
         }
         let Some(sel) = &self.selected else { return };
-        let name = sel.name.clone();
+        let (name, read_only, old_uidnext) = (sel.name.clone(), sel.read_only, sel.uidnext);
         let Ok(snapshot) = self
             .server
             .folder_index
@@ -405,10 +527,22 @@ impl Session {
             return;
         };
         self.dirty = false;
+        // New messages are recent here if no read-write session took them before.
+        let mut recent_from = snapshot.recent_uid.max(old_uidnext);
+        if !read_only && recent_from < snapshot.uidnext {
+            let (user, upto) = (self.user().to_string(), snapshot.uidnext);
+            let folder = name.clone();
+            recent_from = self
+                .server
+                .store_call(move |s| s.folder_claim_recent(&user, &folder, upto))
+                .await
+                .unwrap_or(upto)
+                .max(old_uidnext);
+        }
         let Some(sel) = self.selected.as_mut() else {
             return;
         };
-        let mut lines = Vec::new();
+        let mut expunged = Vec::new();
         if expunges {
             let mut seq = sel.entries.len();
             let alive: std::collections::HashSet<i64> =
@@ -416,22 +550,19 @@ impl Session {
             while seq > 0 {
                 if !alive.contains(&sel.entries[seq - 1].uid) {
                     Arc::make_mut(&mut sel.entries).remove(seq - 1);
-                    lines.push(format!("* {seq} EXPUNGE"));
+                    expunged.push(format!("* {seq} EXPUNGE"));
                 }
                 seq -= 1;
             }
         }
         let known_max = sel.entries.last().map_or(0, |e| e.uid);
+        let mut changed = Vec::new();
         for (i, entry) in Arc::make_mut(&mut sel.entries).iter_mut().enumerate() {
             if let Ok(pos) = snapshot.entries.binary_search_by_key(&entry.uid, |e| e.uid) {
                 let now = &snapshot.entries[pos];
                 if now.flags != entry.flags {
                     entry.flags = now.flags.clone();
-                    lines.push(format!(
-                        "* {} FETCH (FLAGS ({}))",
-                        i + 1,
-                        entry.flags.join(" ")
-                    ));
+                    changed.push(i);
                 }
             }
         }
@@ -441,13 +572,44 @@ impl Session {
             .filter(|e| e.uid > known_max)
             .cloned()
             .collect();
-        if !fresh.is_empty() {
-            Arc::make_mut(&mut sel.entries).extend(fresh);
-            lines.push(format!("* {} EXISTS", sel.entries.len()));
+        if recent_from < snapshot.uidnext {
+            sel.recent.push((recent_from, snapshot.uidnext));
         }
         sel.uidnext = snapshot.uidnext;
-        for l in lines {
+        let mut flags_seen: Vec<String> = fresh.iter().flat_map(|e| e.flags.clone()).collect();
+        for &i in &changed {
+            flags_seen.extend(sel.entries[i].flags.iter().cloned());
+        }
+        let grew = !fresh.is_empty();
+        if grew {
+            Arc::make_mut(&mut sel.entries).extend(fresh);
+        }
+        let fetches: Vec<String> = changed
+            .iter()
+            .map(|&i| {
+                format!(
+                    "* {} FETCH (FLAGS ({}))",
+                    i + 1,
+                    sel.flags_of(&sel.entries[i])
+                )
+            })
+            .collect();
+        let exists = sel.entries.len();
+        let recent = sel.recent_count();
+        let recent_changed = recent != sel.recent_told;
+        sel.recent_told = recent;
+        for l in expunged {
             self.line(&l);
+        }
+        self.announce_keywords(&flags_seen);
+        for l in fetches {
+            self.line(&l);
+        }
+        if grew {
+            self.line(&format!("* {exists} EXISTS"));
+        }
+        if grew || recent_changed {
+            self.line(&format!("* {recent} RECENT"));
         }
     }
 

@@ -1,7 +1,7 @@
 //! What changes a folder: STORE (flags), COPY and MOVE (with UIDPLUS COPYUID),
 //! EXPUNGE (and CLOSE's silent one), APPEND (with APPENDUID).
 
-use super::session::{has_flag, Session};
+use super::session::{has_flag, Session, SERVER_FLAGS};
 use lazaret_proto::imap::types::datetime::DateTime;
 use lazaret_proto::imap::types::extensions::binary::LiteralOrLiteral8;
 use lazaret_proto::imap::types::flag::{Flag, StoreResponse, StoreType};
@@ -9,8 +9,13 @@ use lazaret_proto::imap::types::sequence::SequenceSet;
 use lazaret_store::{FlagChange, StoreError};
 use std::sync::Arc;
 
+/// The flags a client asked to store, without those only the server sets.
 fn flag_names(flags: &[Flag<'_>]) -> Vec<String> {
-    flags.iter().map(|f| f.to_string()).collect()
+    flags
+        .iter()
+        .map(|f| f.to_string())
+        .filter(|f| !SERVER_FLAGS.iter().any(|s| s.eq_ignore_ascii_case(f)))
+        .collect()
 }
 
 /// UIDs as a compact IMAP set: `1:3,7`.
@@ -72,9 +77,11 @@ pub async fn store(
     };
     let silent = matches!(response, StoreResponse::Silent);
     let mut lines = Vec::new();
+    let mut shown = Vec::new();
     let sel = session.selected.as_mut().expect("selected");
     for (entry, new_flags) in changed {
         if let Some(i) = sel.entries.iter().position(|e| e.entry == entry) {
+            shown.extend(new_flags.iter().cloned());
             Arc::make_mut(&mut sel.entries)[i].flags = new_flags;
             if !silent {
                 let e = &sel.entries[i];
@@ -86,11 +93,13 @@ pub async fn store(
                 lines.push(format!(
                     "* {} FETCH ({uid_part}FLAGS ({}))",
                     i + 1,
-                    e.flags.join(" ")
+                    sel.flags_of(e)
                 ));
             }
         }
     }
+    // Announced even when silent: the keyword is the folder's from now on.
+    session.announce_keywords(&shown);
     for l in lines {
         session.line(&l);
     }
@@ -159,6 +168,10 @@ pub async fn copy(
         uid_set(&new)
     );
     session.announce();
+    // Into the selected folder itself: the client learns of the new messages now.
+    let into_selected = session.selected.as_ref().is_some_and(|s| {
+        s.name == target || (s.name == "INBOX" && target.eq_ignore_ascii_case("INBOX"))
+    });
     if remove {
         session.line(&format!("* OK {copyuid} moved"));
         let sel = session.selected.as_mut().expect("selected");
@@ -170,8 +183,16 @@ pub async fn copy(
         for l in lines {
             session.line(&l);
         }
+        if into_selected {
+            session.dirty = true;
+            session.refresh(false).await;
+        }
         session.tagged(tag, "OK", &format!("{command} completed"));
     } else {
+        if into_selected {
+            session.dirty = true;
+            session.refresh(false).await;
+        }
         session.tagged(tag, "OK", &format!("{copyuid} {command} completed"));
     }
 }
