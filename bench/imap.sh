@@ -33,6 +33,10 @@ data_dir = "$work/lz/data"
 listen = ["127.0.0.1:0"]
 [imap]
 listen = ["127.0.0.1:0"]
+[submission]
+listen = ["127.0.0.1:0"]
+[pop3]
+listen = ["127.0.0.1:0"]
 [admin]
 listen = "127.0.0.1:0"
 CFG

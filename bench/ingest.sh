@@ -71,6 +71,12 @@ data_dir = "$work/lz/data"
 [smtp]
 listen = ["127.0.0.1:0"]
 max_sessions = 1000
+[submission]
+listen = ["127.0.0.1:0"]
+[imap]
+listen = ["127.0.0.1:0"]
+[pop3]
+listen = ["127.0.0.1:0"]
 [admin]
 listen = "127.0.0.1:0"
 CFG

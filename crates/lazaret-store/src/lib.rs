@@ -140,7 +140,8 @@ pub trait Store: Send + Sync {
         entries: Vec<i64>,
         change: FlagChange,
         flags: Vec<String>,
-    ) -> Result<Vec<(i64, Vec<String>)>>;
+        unchanged_since: Option<i64>,
+    ) -> Result<FlagsStored>;
     /// Copies (`remove`: moves) entries to another folder of the user; returns the
     /// target's UIDVALIDITY and (old uid, new uid) pairs.
     fn copy_entries(

@@ -124,6 +124,7 @@ pub struct Folder {
     pub unseen: u64,
     /// Messages no read-write session has seen yet (IMAP `\Recent`).
     pub recent: u64,
+    pub highestmodseq: i64,
 }
 
 /// One message of a selected folder.
@@ -137,6 +138,8 @@ pub struct FolderEntry {
     pub flags: Vec<String>,
     pub internal_date: i64,
     pub size: u64,
+    /// The folder's mod-sequence of this entry's last change (CONDSTORE).
+    pub modseq: i64,
 }
 
 /// A folder's state when an IMAP session (re)reads it; entries in UID order.
@@ -146,6 +149,7 @@ pub struct FolderSnapshot {
     pub uidnext: i64,
     /// The first UID still `\Recent` (not yet claimed by a read-write session).
     pub recent_uid: i64,
+    pub highestmodseq: i64,
     /// Shared: sessions selecting the same unchanged folder share one copy.
     pub entries: std::sync::Arc<Vec<FolderEntry>>,
 }
@@ -155,6 +159,15 @@ pub struct FolderSnapshot {
 pub struct ImapCached {
     pub envelope: Option<Vec<u8>>,
     pub bodystructure: Option<Vec<u8>>,
+}
+
+/// What a flag change did (IMAP STORE).
+#[derive(Debug, Clone, Default)]
+pub struct FlagsStored {
+    /// Each entry found: (entry, flags after, its mod-sequence).
+    pub entries: Vec<(i64, Vec<String>, i64)>,
+    /// Entries left alone because they changed after the client's UNCHANGEDSINCE.
+    pub modified: Vec<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

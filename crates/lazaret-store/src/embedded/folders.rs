@@ -3,7 +3,7 @@
 //! UIDPLUS reports them), append and expunge.
 
 use super::{unreferenced, EmbeddedStore, Prepared};
-use crate::model::{FlagChange, Folder, FolderEntry, FolderSnapshot};
+use crate::model::{FlagChange, FlagsStored, Folder, FolderEntry, FolderSnapshot};
 use crate::{now, Result, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -48,9 +48,10 @@ pub(super) fn add_entry(
     flags: &str,
     internal_date: i64,
 ) -> Result<i64> {
+    // The mod-sequence `take_uids` just gave the folder.
     c.prepare_cached(
-        "INSERT INTO mailbox_entries(mailbox, uid, message, flags, internal_date)
-         VALUES(?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO mailbox_entries(mailbox, uid, message, flags, internal_date, modseq)
+         VALUES(?1, ?2, ?3, ?4, ?5, (SELECT highestmodseq FROM mailboxes WHERE id=?1))",
     )?
     .execute(params![mailbox, uid, message, flags, internal_date])?;
     Ok(c.last_insert_rowid())
@@ -85,12 +86,23 @@ pub(super) fn new_uidvalidity(c: &Connection) -> Result<i64> {
     Ok(next)
 }
 
-/// Takes the next `n` UIDs of a folder; returns (uidvalidity, first uid).
+/// Takes the next `n` UIDs of a folder, and its next mod-sequence for them; returns
+/// (uidvalidity, first uid).
 pub(super) fn take_uids(c: &Connection, folder: i64, n: i64) -> Result<(i64, i64)> {
     Ok(c.prepare_cached(
-        "UPDATE mailboxes SET uidnext=uidnext+?2 WHERE id=?1 RETURNING uidvalidity, uidnext-?2",
+        "UPDATE mailboxes SET uidnext=uidnext+?2, highestmodseq=highestmodseq+1 WHERE id=?1
+         RETURNING uidvalidity, uidnext-?2",
     )?
     .query_row(params![folder, n], |r| Ok((r.get(0)?, r.get(1)?)))?)
+}
+
+/// Takes a folder's next mod-sequence (a change other than new messages: flags, an
+/// expunge) and returns it.
+pub(super) fn next_modseq(c: &Connection, folder: i64) -> Result<i64> {
+    Ok(c.prepare_cached(
+        "UPDATE mailboxes SET highestmodseq=highestmodseq+1 WHERE id=?1 RETURNING highestmodseq",
+    )?
+    .query_row([folder], |r| r.get(0))?)
 }
 
 impl EmbeddedStore {
@@ -105,7 +117,8 @@ impl EmbeddedStore {
                         (SELECT COUNT(*) FROM mailbox_entries e WHERE e.mailbox=b.id
                            AND (' ' || e.flags || ' ') NOT LIKE '% \\Seen %'),
                         (SELECT COUNT(*) FROM mailbox_entries e WHERE e.mailbox=b.id
-                           AND e.uid >= b.recent_uid)
+                           AND e.uid >= b.recent_uid),
+                        b.highestmodseq
                  FROM mailboxes b WHERE b.user=?1 ORDER BY b.name='INBOX' DESC, b.name",
             )?;
             let rows = stmt.query_map([&user], |r| {
@@ -118,6 +131,7 @@ impl EmbeddedStore {
                     messages: r.get::<_, i64>(5)? as u64,
                     unseen: r.get::<_, i64>(6)? as u64,
                     recent: r.get::<_, i64>(7)? as u64,
+                    highestmodseq: r.get(8)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -258,18 +272,24 @@ impl EmbeddedStore {
     pub(super) fn folder_snapshot_impl(&self, user: &str, name: &str) -> Result<FolderSnapshot> {
         let (user, name) = (user.to_string(), canonical(name));
         self.read(move |c| {
-            let (folder, uidvalidity, uidnext, recent_uid): (i64, i64, i64, i64) = c
+            let (folder, uidvalidity, uidnext, recent_uid, highestmodseq): (
+                i64,
+                i64,
+                i64,
+                i64,
+                i64,
+            ) = c
                 .prepare_cached(
-                    "SELECT id, uidvalidity, uidnext, recent_uid FROM mailboxes
+                    "SELECT id, uidvalidity, uidnext, recent_uid, highestmodseq FROM mailboxes
                      WHERE user=?1 AND name=?2",
                 )?
                 .query_row(params![user, name], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                 })
                 .optional()?
                 .ok_or_else(|| StoreError::NotFound(format!("no folder {name}")))?;
             let mut stmt = c.prepare_cached(
-                "SELECT e.id, e.uid, m.uid, e.flags, e.internal_date, m.size
+                "SELECT e.id, e.uid, m.uid, e.flags, e.internal_date, m.size, e.modseq
                  FROM mailbox_entries e JOIN messages m ON m.id=e.message
                  WHERE e.mailbox=?1 ORDER BY e.uid",
             )?;
@@ -282,6 +302,7 @@ impl EmbeddedStore {
                         flags: parse_flags(&r.get::<_, String>(3)?),
                         internal_date: r.get(4)?,
                         size: r.get::<_, i64>(5)? as u64,
+                        modseq: r.get(6)?,
                     })
                 })?
                 .collect::<rusqlite::Result<_>>()?;
@@ -289,6 +310,7 @@ impl EmbeddedStore {
                 uidvalidity,
                 uidnext,
                 recent_uid,
+                highestmodseq,
                 entries: std::sync::Arc::new(entries),
             })
         })
@@ -301,17 +323,28 @@ impl EmbeddedStore {
         entries: Vec<i64>,
         change: FlagChange,
         flags: Vec<String>,
-    ) -> Result<Vec<(i64, Vec<String>)>> {
+        unchanged_since: Option<i64>,
+    ) -> Result<FlagsStored> {
         let (user, name) = (user.to_string(), canonical(name));
         self.write(move |c| {
             let folder = folder_id(c, &user, &name)?;
-            let mut out = Vec::with_capacity(entries.len());
+            let mut out = FlagsStored::default();
+            // One mod-sequence for the whole command, taken at its first real change.
+            let mut modseq = None;
             for entry in entries {
-                let current: Option<String> = c
-                    .prepare_cached("SELECT flags FROM mailbox_entries WHERE id=?1 AND mailbox=?2")?
-                    .query_row(params![entry, folder], |r| r.get(0))
+                let current: Option<(String, i64)> = c
+                    .prepare_cached(
+                        "SELECT flags, modseq FROM mailbox_entries WHERE id=?1 AND mailbox=?2",
+                    )?
+                    .query_row(params![entry, folder], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()?;
-                let Some(current) = current else { continue };
+                let Some((current, current_modseq)) = current else {
+                    continue;
+                };
+                if unchanged_since.is_some_and(|u| current_modseq > u) {
+                    out.modified.push(entry);
+                    continue;
+                }
                 let mut set = parse_flags(&current);
                 match change {
                     FlagChange::Replace => set = flags.clone(),
@@ -321,11 +354,18 @@ impl EmbeddedStore {
                     }
                 }
                 let joined = join_flags(&set);
+                let mut entry_modseq = current_modseq;
                 if joined != current {
-                    c.prepare_cached("UPDATE mailbox_entries SET flags=?2 WHERE id=?1")?
-                        .execute(params![entry, joined])?;
+                    let m = match modseq {
+                        Some(m) => m,
+                        None => *modseq.insert(next_modseq(c, folder)?),
+                    };
+                    c.prepare_cached("UPDATE mailbox_entries SET flags=?2, modseq=?3 WHERE id=?1")?
+                        .execute(params![entry, joined, m])?;
+                    entry_modseq = m;
                 }
-                out.push((entry, parse_flags(&joined)));
+                out.entries
+                    .push((entry, parse_flags(&joined), entry_modseq));
             }
             Ok(out)
         })
@@ -363,6 +403,9 @@ impl EmbeddedStore {
             }
             rows.sort_by_key(|r| r.1);
             let (uidvalidity, first) = take_uids(c, target, rows.len() as i64)?;
+            if remove && !rows.is_empty() {
+                next_modseq(c, source)?;
+            }
             let mut pairs = Vec::with_capacity(rows.len());
             for (n, (entry, uid, message, flags, date)) in rows.into_iter().enumerate() {
                 let new_uid = first + n as i64;

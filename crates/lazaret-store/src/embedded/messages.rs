@@ -310,6 +310,10 @@ impl EmbeddedStore {
                     messages.push(m);
                 }
             }
+            if deleted > 0 {
+                let folder = folders::folder_id(c, &user, &mailbox)?;
+                folders::next_modseq(c, folder)?;
+            }
             Ok((deleted, unreferenced(c, &messages)?))
         })?;
         for blob in blobs {

@@ -356,8 +356,9 @@ impl Store for EmbeddedStore {
         entries: Vec<i64>,
         change: FlagChange,
         flags: Vec<String>,
-    ) -> Result<Vec<(i64, Vec<String>)>> {
-        self.set_flags_impl(user, folder, entries, change, flags)
+        unchanged_since: Option<i64>,
+    ) -> Result<FlagsStored> {
+        self.set_flags_impl(user, folder, entries, change, flags, unchanged_since)
     }
     fn copy_entries(
         &self,

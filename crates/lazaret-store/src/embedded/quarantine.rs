@@ -3,7 +3,9 @@
 //! one transaction over the ids it is given, so an interrupted bulk action leaves every
 //! message either done or untouched; callers pass batches and report progress.
 
-use super::folders::{add_entry, folder_id, join_flags, parse_flags, take_uids, valid_folder};
+use super::folders::{
+    add_entry, folder_id, join_flags, next_modseq, parse_flags, take_uids, valid_folder,
+};
 use super::{unreferenced, EmbeddedStore, Prepared};
 use crate::model::*;
 use crate::{now, Result, StoreError};
@@ -123,6 +125,8 @@ pub(super) fn quarantine(
 ) -> Result<ActionReport> {
     let mut report = ActionReport::default();
     let at = now();
+    // Folders that lost messages: each takes a new mod-sequence once (CONDSTORE).
+    let mut folders_changed = std::collections::BTreeSet::new();
     for id in ids {
         let found = match parse_id(id) {
             Some(('q', n)) => queue_origin(c, n)?.map(|o| (n, o)),
@@ -152,13 +156,18 @@ pub(super) fn quarantine(
                     .execute([n])?;
             }
             Origin::Mailbox { user, .. } => {
-                c.prepare_cached("DELETE FROM mailbox_entries WHERE id=?1")?
-                    .execute([n])?;
+                let folder: i64 = c
+                    .prepare_cached("DELETE FROM mailbox_entries WHERE id=?1 RETURNING mailbox")?
+                    .query_row([n], |r| r.get(0))?;
+                folders_changed.insert(folder);
                 add_user(&mut report, user);
             }
         }
         report.done += 1;
         report.created.push(format!("x{}", c.last_insert_rowid()));
+    }
+    for folder in folders_changed {
+        next_modseq(c, folder)?;
     }
     Ok(report)
 }
@@ -276,6 +285,7 @@ pub(super) fn remove(
 ) -> Result<(ActionReport, Vec<String>)> {
     let mut report = ActionReport::default();
     let mut messages = Vec::new();
+    let mut folders_changed = std::collections::BTreeSet::new();
     for id in ids {
         let message: Option<i64> = match parse_id(id) {
             Some(('q', n)) => c
@@ -283,15 +293,17 @@ pub(super) fn remove(
                 .query_row([n], |r| r.get(0))
                 .optional()?,
             Some(('m', n)) => {
-                let row: Option<(i64, String)> = c
+                let row: Option<(i64, String, i64)> = c
                     .prepare_cached(
                         "DELETE FROM mailbox_entries WHERE id=?1
-                         RETURNING message, (SELECT user FROM mailboxes b WHERE b.id=mailbox)",
+                         RETURNING message, (SELECT user FROM mailboxes b WHERE b.id=mailbox),
+                                   mailbox",
                     )?
-                    .query_row([n], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .query_row([n], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                     .optional()?;
-                row.map(|(m, user)| {
+                row.map(|(m, user, folder)| {
                     add_user(&mut report, &user);
+                    folders_changed.insert(folder);
                     m
                 })
             }
@@ -311,6 +323,9 @@ pub(super) fn remove(
     }
     for dsn in dsns {
         dsn.insert(c)?;
+    }
+    for folder in folders_changed {
+        next_modseq(c, folder)?;
     }
     messages.sort_unstable();
     messages.dedup();

@@ -113,20 +113,21 @@ fn into_inboxes(
 ) -> Result<Vec<String>> {
     let mut missing = Vec::new();
     for rcpt in rcpts {
-        let inbox: Option<(i64, i64)> = c
+        let inbox: Option<(i64, i64, i64)> = c
             .prepare_cached(
-                "UPDATE mailboxes SET uidnext=uidnext+1 WHERE user=?1 AND name='INBOX'
-                 RETURNING id, uidnext-1",
+                "UPDATE mailboxes SET uidnext=uidnext+1, highestmodseq=highestmodseq+1
+                 WHERE user=?1 AND name='INBOX'
+                 RETURNING id, uidnext-1, highestmodseq",
             )?
-            .query_row([rcpt], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row([rcpt], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?;
         match inbox {
-            Some((mailbox, uid)) => {
+            Some((mailbox, uid, modseq)) => {
                 c.prepare_cached(
-                    "INSERT INTO mailbox_entries(mailbox, uid, message, internal_date)
-                     VALUES(?1, ?2, ?3, ?4)",
+                    "INSERT INTO mailbox_entries(mailbox, uid, message, internal_date, modseq)
+                     VALUES(?1, ?2, ?3, ?4, ?5)",
                 )?
-                .execute(params![mailbox, uid, message, t])?;
+                .execute(params![mailbox, uid, message, t, modseq])?;
                 if !users.contains(rcpt) {
                     users.push(rcpt.clone());
                 }

@@ -129,7 +129,11 @@ CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
 
 /// Columns added after a table was first created: (table, column, definition).
 /// Applied to older stores on open.
-pub const ADDED_COLUMNS: [(&str, &str, &str); 10] = [
+pub const ADDED_COLUMNS: [(&str, &str, &str); 12] = [
+    // CONDSTORE (RFC 7162): every change to a folder (new message, flags, expunge)
+    // takes the folder's next mod-sequence; an entry keeps the one of its last change.
+    ("mailboxes", "highestmodseq", "INTEGER NOT NULL DEFAULT 1"),
+    ("mailbox_entries", "modseq", "INTEGER NOT NULL DEFAULT 1"),
     // The first UID no read-write IMAP session has seen yet: those are \Recent to the
     // next session that selects the folder (and to it only).
     ("mailboxes", "recent_uid", "INTEGER NOT NULL DEFAULT 1"),

@@ -3,7 +3,9 @@
 //! async threads. Fetching a body without PEEK marks the message \Seen.
 
 use super::session::{has_flag, Session};
+use super::uids;
 use lazaret_proto::imap::structure::{self, SectionText};
+use lazaret_proto::imap::types::command::FetchModifier;
 use lazaret_proto::imap::types::fetch::{
     MacroOrMessageDataItemNames, MessageDataItemName, Section,
 };
@@ -94,7 +96,7 @@ enum Need {
 fn need_of(item: &MessageDataItemName<'_>) -> Need {
     use MessageDataItemName as I;
     match item {
-        I::Flags | I::InternalDate | I::Rfc822Size | I::Uid => Need::Nothing,
+        I::Flags | I::InternalDate | I::Rfc822Size | I::Uid | I::ModSeq => Need::Nothing,
         I::Envelope | I::Rfc822Header => Need::Head,
         I::BodyExt {
             section:
@@ -124,6 +126,7 @@ pub async fn fetch(
     set: &SequenceSet,
     items: MacroOrMessageDataItemNames<'static>,
     uid: bool,
+    modifiers: &[FetchModifier],
 ) {
     let mut items: Vec<MessageDataItemName<'static>> = match items {
         MacroOrMessageDataItemNames::Macro(m) => m
@@ -142,10 +145,54 @@ pub async fn fetch(
         session.tagged(tag, "BAD", "BINARY is not supported");
         return;
     }
-    if uid && !items.iter().any(|i| matches!(i, MessageDataItemName::Uid)) {
+    // Once QRESYNC is enabled every FETCH response carries the UID (RFC 7162 3.2.4).
+    if (uid || session.qresync) && !items.iter().any(|i| matches!(i, MessageDataItemName::Uid)) {
         items.insert(0, MessageDataItemName::Uid);
     }
-    let indexes = session.resolve(set, uid);
+    let changed_since = modifiers.iter().find_map(|m| match m {
+        FetchModifier::ChangedSince(n) => Some(n.get().min(i64::MAX as u64) as i64),
+        FetchModifier::Vanished => None,
+    });
+    let vanished = modifiers
+        .iter()
+        .any(|m| matches!(m, FetchModifier::Vanished));
+    if vanished && !(uid && session.qresync && changed_since.is_some()) {
+        session.tagged(
+            tag,
+            "BAD",
+            "VANISHED needs UID FETCH, CHANGEDSINCE and QRESYNC enabled",
+        );
+        return;
+    }
+    // Asking for MODSEQ or CHANGEDSINCE turns CONDSTORE on; from then on every FETCH
+    // response carries MODSEQ (RFC 7162 3.1.4.1).
+    if changed_since.is_some()
+        || items
+            .iter()
+            .any(|i| matches!(i, MessageDataItemName::ModSeq))
+    {
+        session.condstore = true;
+    }
+    if session.condstore
+        && !items
+            .iter()
+            .any(|i| matches!(i, MessageDataItemName::ModSeq))
+    {
+        items.push(MessageDataItemName::ModSeq);
+    }
+    let mut indexes = session.resolve(set, uid);
+    if let Some(since) = changed_since {
+        let sel = session.selected.as_ref().expect("selected");
+        indexes.retain(|&i| sel.entries[i].modseq > since);
+        if vanished {
+            let ranges = uids::uid_ranges(set, sel.uidnext - 1);
+            let gone = uids::missing(&sel.entries, &ranges);
+            if !gone.is_empty() {
+                let line = format!("* VANISHED (EARLIER) {}", uids::ranges_text(&gone));
+                session.line(&line);
+            }
+        }
+    }
     let cacheable = items.iter().any(|i| {
         matches!(
             i,
@@ -173,17 +220,19 @@ pub async fn fetch(
                         unseen,
                         FlagChange::Add,
                         vec!["\\Seen".into()],
+                        None,
                     )
                 })
                 .await
                 .unwrap_or_default();
             let sel = session.selected.as_mut().expect("selected");
-            for (entry, flags) in changed {
+            for (entry, flags, modseq) in changed.entries {
                 if let Some(e) = Arc::make_mut(&mut sel.entries)
                     .iter_mut()
                     .find(|e| e.entry == entry)
                 {
                     e.flags = flags;
+                    e.modseq = modseq;
                     flags_changed.push(entry);
                 }
             }
@@ -310,6 +359,7 @@ fn is_raw_only(item: &MessageDataItemName<'_>) -> bool {
         item,
         I::Uid
             | I::Flags
+            | I::ModSeq
             | I::InternalDate
             | I::Rfc822Size
             | I::Rfc822
@@ -494,6 +544,7 @@ fn render(
     match item {
         I::Uid => out.extend_from_slice(format!("UID {}", entry.uid).as_bytes()),
         I::Flags => flags_item(out, entry, false),
+        I::ModSeq => out.extend_from_slice(format!("MODSEQ ({})", entry.modseq).as_bytes()),
         I::InternalDate => {
             out.extend_from_slice(b"INTERNALDATE ");
             out.extend_from_slice(write::date_time(entry.internal_date).as_bytes());

@@ -206,6 +206,9 @@ pub async fn status(session: &mut Session, tag: &str, name: &str, items: &[Statu
         match item {
             StatusDataItemName::Messages => parts.push(format!("MESSAGES {}", f.messages)),
             StatusDataItemName::Recent => parts.push(format!("RECENT {}", f.recent)),
+            StatusDataItemName::HighestModSeq => {
+                parts.push(format!("HIGHESTMODSEQ {}", f.highestmodseq))
+            }
             StatusDataItemName::UidNext => parts.push(format!("UIDNEXT {}", f.uidnext)),
             StatusDataItemName::UidValidity => parts.push(format!("UIDVALIDITY {}", f.uidvalidity)),
             StatusDataItemName::Unseen => parts.push(format!("UNSEEN {}", f.unseen)),

@@ -8,6 +8,7 @@ mod folders;
 pub mod index;
 mod search;
 mod session;
+mod uids;
 mod update;
 
 use crate::net::Conn;

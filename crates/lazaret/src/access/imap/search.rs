@@ -27,6 +27,17 @@ fn needs_content(key: &SearchKey<'_>) -> bool {
     }
 }
 
+fn uses_modseq(key: &SearchKey<'_>) -> bool {
+    use SearchKey as K;
+    match key {
+        K::ModSequence { .. } => true,
+        K::And(keys) => keys.as_ref().iter().any(uses_modseq),
+        K::Not(k) => uses_modseq(k),
+        K::Or(a, b) => uses_modseq(a) || uses_modseq(b),
+        _ => false,
+    }
+}
+
 fn day_of(date: &chrono::NaiveDate) -> i64 {
     use chrono::Datelike;
     days_from_civil(date.year() as i64, date.month(), date.day())
@@ -136,6 +147,7 @@ fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> bool {
         K::Or(a, b) => matches(a, c) || matches(b, c),
         K::Not(k) => !matches(k, c),
         K::All => true,
+        K::ModSequence { modseq, .. } => c.entry.modseq >= (*modseq).min(i64::MAX as u64) as i64,
         K::Recent => c.recent,
         K::Old => !c.recent,
         K::New => c.recent && !flag("\\Seen"),
@@ -206,6 +218,7 @@ pub async fn search(session: &mut Session, tag: &str, criteria: &[SearchKey<'sta
     let sel_recent = |uid: i64| recent.iter().any(|&(from, to)| uid >= from && uid < to);
     let max_uid = entries.last().map_or(0, |e| e.uid);
     let mut hits = Vec::new();
+    let mut top_modseq: Option<i64> = None;
     for (n, chunk) in entries.chunks(BATCH).enumerate() {
         let bodies: Vec<Option<Vec<u8>>> = if content {
             let blobs: Vec<String> = chunk.iter().map(|e| e.message.clone()).collect();
@@ -231,6 +244,7 @@ pub async fn search(session: &mut Session, tag: &str, criteria: &[SearchKey<'sta
                 max_uid,
             };
             if criteria.iter().all(|key| matches(key, &c)) {
+                top_modseq = top_modseq.max(Some(entry.modseq));
                 hits.push(if uid {
                     entry.uid.to_string()
                 } else {
@@ -240,9 +254,17 @@ pub async fn search(session: &mut Session, tag: &str, criteria: &[SearchKey<'sta
         }
     }
     let mut line = String::from("* SEARCH");
-    for h in hits {
+    for h in &hits {
         line.push(' ');
-        line.push_str(&h);
+        line.push_str(h);
+    }
+    // A MODSEQ criterion turns CONDSTORE on and the answer carries the highest
+    // mod-sequence of the messages found (RFC 7162 3.1.5).
+    if criteria.iter().any(uses_modseq) {
+        session.condstore = true;
+        if let Some(top) = top_modseq {
+            line.push_str(&format!(" (MODSEQ {top})"));
+        }
     }
     session.line(&line);
     session.tagged(

@@ -2,11 +2,11 @@
 //! sequence numbers the client knows) and the dispatch of each parsed command to the
 //! file that handles it.
 
-use super::{fetch, folders, search, update};
+use super::{fetch, folders, search, uids, update};
 use crate::access::login::{login, LoginError};
 use crate::net::Conn;
 use crate::server::Server;
-use lazaret_proto::imap::types::command::{Command, CommandBody};
+use lazaret_proto::imap::types::command::{Command, CommandBody, SelectParameter, StoreModifier};
 use lazaret_proto::imap::types::mailbox::Mailbox;
 use lazaret_proto::imap::types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use lazaret_store::{FolderEntry, StoreError};
@@ -38,6 +38,7 @@ pub struct Selected {
     /// Keywords the client was told of in the last FLAGS response: a FETCH may only
     /// show keywords announced there.
     pub keywords: Vec<String>,
+    pub highestmodseq: i64,
 }
 
 impl Selected {
@@ -55,6 +56,27 @@ impl Selected {
             .sum()
     }
 
+    /// An unsolicited or STORE FETCH response with an entry's flags (and its MODSEQ once
+    /// CONDSTORE is on).
+    pub fn fetch_flags_line(&self, index: usize, with_uid: bool, condstore: bool) -> String {
+        let e = &self.entries[index];
+        let uid = if with_uid {
+            format!("UID {} ", e.uid)
+        } else {
+            String::new()
+        };
+        let modseq = if condstore {
+            format!(" MODSEQ ({})", e.modseq)
+        } else {
+            String::new()
+        };
+        format!(
+            "* {} FETCH ({uid}FLAGS ({}){modseq})",
+            index + 1,
+            self.flags_of(e)
+        )
+    }
+
     /// An entry's flags as this session shows them (with `\Recent`).
     pub fn flags_of(&self, entry: &FolderEntry) -> String {
         let mut text = entry.flags.join(" ");
@@ -66,6 +88,13 @@ impl Selected {
         }
         text
     }
+}
+
+/// What a client knew at its last session: `SELECT … (QRESYNC (…))`.
+pub struct Resync {
+    pub uidvalidity: i64,
+    pub modseq: i64,
+    pub known_uids: Option<SequenceSet>,
 }
 
 /// Keywords (flags that are not system flags) among `flags` not yet in `known`.
@@ -90,6 +119,10 @@ pub struct Session {
     pub selected: Option<Selected>,
     /// Another session (or delivery) changed this user's mail since the last refresh.
     pub dirty: bool,
+    /// CONDSTORE is on (RFC 7162 3.1): every FETCH response carries MODSEQ.
+    pub condstore: bool,
+    /// QRESYNC is enabled: expunges are reported as VANISHED (UIDs).
+    pub qresync: bool,
     /// Responses not yet written.
     pub out: Vec<u8>,
     /// The connection; taken out briefly while STARTTLS upgrades it.
@@ -109,6 +142,8 @@ impl Session {
             user: None,
             selected: None,
             dirty: false,
+            condstore: false,
+            qresync: false,
             out: Vec::new(),
             conn: Some(conn),
         }
@@ -144,7 +179,7 @@ impl Session {
 
     pub fn capabilities(&self) -> String {
         let mut caps = String::from(
-            "IMAP4rev1 LITERAL+ IDLE UIDPLUS MOVE UNSELECT NAMESPACE ENABLE SPECIAL-USE CHILDREN ID",
+            "IMAP4rev1 LITERAL+ IDLE UIDPLUS MOVE UNSELECT NAMESPACE ENABLE SPECIAL-USE CHILDREN ID CONDSTORE QRESYNC",
         );
         if !self.tls && self.server.tls.is_some() {
             caps.push_str(" STARTTLS");
@@ -240,8 +275,20 @@ impl Session {
                 }
             }
             _ if !authenticated => self.tagged(&tag, "BAD", &format!("{name}: log in first")),
-            C::Select { mailbox, .. } => self.select(&tag, &mailbox_name(&mailbox), false).await,
-            C::Examine { mailbox, .. } => self.select(&tag, &mailbox_name(&mailbox), true).await,
+            C::Select {
+                mailbox,
+                parameters,
+            } => {
+                self.select_with(&tag, &mailbox_name(&mailbox), false, parameters)
+                    .await
+            }
+            C::Examine {
+                mailbox,
+                parameters,
+            } => {
+                self.select_with(&tag, &mailbox_name(&mailbox), true, parameters)
+                    .await
+            }
             C::Create { mailbox } => folders::create(self, &tag, &mailbox_name(&mailbox)).await,
             C::Delete { mailbox } => folders::delete(self, &tag, &mailbox_name(&mailbox)).await,
             C::Rename { from, to } => {
@@ -275,8 +322,25 @@ impl Session {
                 self.line("* NAMESPACE ((\"\" \"/\")) NIL NIL");
                 self.tagged(&tag, "OK", "NAMESPACE completed");
             }
-            C::Enable { .. } => {
-                self.line("* ENABLED");
+            C::Enable { capabilities } => {
+                let mut enabled = Vec::new();
+                for c in capabilities.as_ref() {
+                    match c.to_string().to_ascii_uppercase().as_str() {
+                        "CONDSTORE" => {
+                            self.condstore = true;
+                            enabled.push("CONDSTORE");
+                        }
+                        // QRESYNC implies CONDSTORE (RFC 7162 3.2.3).
+                        "QRESYNC" => {
+                            self.condstore = true;
+                            self.qresync = true;
+                            enabled.push("QRESYNC");
+                        }
+                        _ => {}
+                    }
+                }
+                let line = format!("* ENABLED {}", enabled.join(" "));
+                self.line(line.trim_end());
                 self.tagged(&tag, "OK", "ENABLE completed");
             }
             C::Idle => return Next::Idle(tag),
@@ -301,16 +365,38 @@ impl Session {
                 sequence_set,
                 macro_or_item_names,
                 uid,
-                ..
-            } => fetch::fetch(self, &tag, &sequence_set, macro_or_item_names, uid).await,
+                modifiers,
+            } => {
+                fetch::fetch(
+                    self,
+                    &tag,
+                    &sequence_set,
+                    macro_or_item_names,
+                    uid,
+                    &modifiers,
+                )
+                .await
+            }
             C::Store {
                 sequence_set,
                 kind,
                 response,
                 flags,
                 uid,
-                ..
-            } => update::store(self, &tag, &sequence_set, kind, response, flags, uid).await,
+                modifiers,
+            } => {
+                let unchanged_since = modifiers.first().map(|m| match m {
+                    StoreModifier::UnchangedSince(n) => (*n).min(i64::MAX as u64) as i64,
+                });
+                let request = update::StoreRequest {
+                    kind,
+                    response,
+                    flags,
+                    uid,
+                    unchanged_since,
+                };
+                update::store(self, &tag, &sequence_set, request).await
+            }
             C::Copy {
                 sequence_set,
                 mailbox,
@@ -390,8 +476,46 @@ impl Session {
         }
     }
 
-    async fn select(&mut self, tag: &str, name: &str, read_only: bool) {
-        self.selected = None;
+    /// SELECT/EXAMINE with their RFC 7162 parameters: `(CONDSTORE)` turns CONDSTORE
+    /// on, `(QRESYNC (uidvalidity modseq [known-uids]))` asks for what changed since.
+    async fn select_with(
+        &mut self,
+        tag: &str,
+        name: &str,
+        read_only: bool,
+        parameters: Vec<SelectParameter>,
+    ) {
+        let mut resync = None;
+        for p in parameters {
+            match p {
+                SelectParameter::CondStore => self.condstore = true,
+                SelectParameter::QResync {
+                    uid_validity,
+                    mod_sequence_value,
+                    known_uids,
+                    ..
+                } => {
+                    if !self.qresync {
+                        self.selected = None;
+                        self.tagged(tag, "BAD", "QRESYNC must be enabled first (ENABLE QRESYNC)");
+                        return;
+                    }
+                    resync = Some(Resync {
+                        uidvalidity: i64::from(uid_validity.get()),
+                        modseq: mod_sequence_value.get().min(i64::MAX as u64) as i64,
+                        known_uids,
+                    });
+                }
+            }
+        }
+        self.select(tag, name, read_only, resync).await
+    }
+
+    async fn select(&mut self, tag: &str, name: &str, read_only: bool, resync: Option<Resync>) {
+        // With CONDSTORE on, the client learns where the old folder's responses end.
+        if self.selected.take().is_some() && self.condstore {
+            self.line("* OK [CLOSED] previous folder closed");
+        }
         let snapshot = self
             .server
             .folder_index
@@ -445,12 +569,13 @@ impl Session {
             recent: Vec::new(),
             recent_told: 0,
             keywords,
+            highestmodseq: snapshot.highestmodseq,
         };
         if recent_from < snapshot.uidnext {
             selected.recent.push((recent_from, snapshot.uidnext));
         }
         selected.recent_told = selected.recent_count();
-        self.flags_response(&selected.keywords);
+        self.flags_and_permanentflags(&selected.keywords);
         self.line(&format!("* {} EXISTS", selected.entries.len()));
         self.line(&format!("* {} RECENT", selected.recent_told));
         if let Some(i) = first_unseen {
@@ -464,8 +589,18 @@ impl Session {
             "* OK [UIDNEXT {}] predicted next UID",
             snapshot.uidnext
         ));
+        if self.condstore {
+            self.line(&format!(
+                "* OK [HIGHESTMODSEQ {}] highest",
+                snapshot.highestmodseq
+            ));
+        }
+        let uidvalidity = snapshot.uidvalidity;
         self.selected = Some(selected);
         self.dirty = false;
+        if let Some(r) = resync.filter(|r| r.uidvalidity == uidvalidity) {
+            self.resync(&r);
+        }
         let mode = if read_only { "READ-ONLY" } else { "READ-WRITE" };
         self.tagged(
             tag,
@@ -477,9 +612,56 @@ impl Session {
         );
     }
 
+    /// After SELECT with QRESYNC (RFC 7162 3.2.5): VANISHED (EARLIER) for the known
+    /// UIDs that are gone, then FETCH for the messages changed since the client's
+    /// mod-sequence. Nothing when the folder did not change since.
+    fn resync(&mut self, r: &Resync) {
+        let Some(sel) = &self.selected else { return };
+        if r.modseq >= sel.highestmodseq {
+            return;
+        }
+        let max = sel.uidnext - 1;
+        let ranges = match &r.known_uids {
+            Some(set) => uids::uid_ranges(set, max),
+            None if max >= 1 => vec![(1, max)],
+            None => Vec::new(),
+        };
+        let mut lines = Vec::new();
+        let gone = uids::missing(&sel.entries, &ranges);
+        if !gone.is_empty() {
+            lines.push(format!("* VANISHED (EARLIER) {}", uids::ranges_text(&gone)));
+        }
+        for (i, e) in sel.entries.iter().enumerate() {
+            if e.modseq > r.modseq && uids::in_ranges(e.uid, &ranges) {
+                lines.push(sel.fetch_flags_line(i, true, true));
+            }
+        }
+        for l in lines {
+            self.line(&l);
+        }
+    }
+
+    /// Tells the client of messages gone from the selected folder, given as (sequence
+    /// number, UID) highest first, as each was removed: `n EXPUNGE` each, or one
+    /// VANISHED with their UIDs once QRESYNC is enabled (RFC 7162 3.2.10).
+    pub fn report_expunged(&mut self, removed: &[(usize, i64)]) {
+        if removed.is_empty() {
+            return;
+        }
+        if self.qresync {
+            let mut uids: Vec<i64> = removed.iter().map(|&(_, uid)| uid).collect();
+            uids.sort_unstable();
+            self.line(&format!("* VANISHED {}", uids::uid_set(&uids)));
+        } else {
+            for &(seq, _) in removed {
+                self.line(&format!("* {seq} EXPUNGE"));
+            }
+        }
+    }
+
     /// The FLAGS and PERMANENTFLAGS responses: system flags, the folder's keywords, and
     /// `\*` (any new keyword may be stored).
-    fn flags_response(&mut self, keywords: &[String]) {
+    fn flags_and_permanentflags(&mut self, keywords: &[String]) {
         let mut all = SYSTEM_FLAGS.to_string();
         for k in keywords {
             all.push(' ');
@@ -506,7 +688,7 @@ impl Session {
         }
         sel.keywords.extend(fresh);
         let keywords = sel.keywords.clone();
-        self.flags_response(&keywords);
+        self.flags_and_permanentflags(&keywords);
     }
 
     /// Re-reads the selected folder and tells the client what changed: EXPUNGE (when
@@ -548,9 +730,10 @@ impl Session {
             let alive: std::collections::HashSet<i64> =
                 snapshot.entries.iter().map(|e| e.uid).collect();
             while seq > 0 {
-                if !alive.contains(&sel.entries[seq - 1].uid) {
+                let uid = sel.entries[seq - 1].uid;
+                if !alive.contains(&uid) {
                     Arc::make_mut(&mut sel.entries).remove(seq - 1);
-                    expunged.push(format!("* {seq} EXPUNGE"));
+                    expunged.push((seq, uid));
                 }
                 seq -= 1;
             }
@@ -560,8 +743,9 @@ impl Session {
         for (i, entry) in Arc::make_mut(&mut sel.entries).iter_mut().enumerate() {
             if let Ok(pos) = snapshot.entries.binary_search_by_key(&entry.uid, |e| e.uid) {
                 let now = &snapshot.entries[pos];
-                if now.flags != entry.flags {
+                if now.flags != entry.flags || now.modseq != entry.modseq {
                     entry.flags = now.flags.clone();
+                    entry.modseq = now.modseq;
                     changed.push(i);
                 }
             }
@@ -576,6 +760,7 @@ impl Session {
             sel.recent.push((recent_from, snapshot.uidnext));
         }
         sel.uidnext = snapshot.uidnext;
+        sel.highestmodseq = snapshot.highestmodseq;
         let mut flags_seen: Vec<String> = fresh.iter().flat_map(|e| e.flags.clone()).collect();
         for &i in &changed {
             flags_seen.extend(sel.entries[i].flags.iter().cloned());
@@ -584,23 +769,17 @@ impl Session {
         if grew {
             Arc::make_mut(&mut sel.entries).extend(fresh);
         }
+        // Once QRESYNC is enabled every FETCH response carries the UID (RFC 7162 3.2.4).
+        let (condstore, qresync) = (self.condstore, self.qresync);
         let fetches: Vec<String> = changed
             .iter()
-            .map(|&i| {
-                format!(
-                    "* {} FETCH (FLAGS ({}))",
-                    i + 1,
-                    sel.flags_of(&sel.entries[i])
-                )
-            })
+            .map(|&i| sel.fetch_flags_line(i, qresync, condstore))
             .collect();
         let exists = sel.entries.len();
         let recent = sel.recent_count();
         let recent_changed = recent != sel.recent_told;
         sel.recent_told = recent;
-        for l in expunged {
-            self.line(&l);
-        }
+        self.report_expunged(&expunged);
         self.announce_keywords(&flags_seen);
         for l in fetches {
             self.line(&l);

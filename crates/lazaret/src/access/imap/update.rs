@@ -2,6 +2,7 @@
 //! EXPUNGE (and CLOSE's silent one), APPEND (with APPENDUID).
 
 use super::session::{has_flag, Session, SERVER_FLAGS};
+use super::uids::uid_set;
 use lazaret_proto::imap::types::datetime::DateTime;
 use lazaret_proto::imap::types::extensions::binary::LiteralOrLiteral8;
 use lazaret_proto::imap::types::flag::{Flag, StoreResponse, StoreType};
@@ -18,38 +19,30 @@ fn flag_names(flags: &[Flag<'_>]) -> Vec<String> {
         .collect()
 }
 
-/// UIDs as a compact IMAP set: `1:3,7`.
-fn uid_set(uids: &[i64]) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < uids.len() {
-        let mut j = i;
-        while j + 1 < uids.len() && uids[j + 1] == uids[j] + 1 {
-            j += 1;
-        }
-        parts.push(if i == j {
-            uids[i].to_string()
-        } else {
-            format!("{}:{}", uids[i], uids[j])
-        });
-        i = j + 1;
-    }
-    parts.join(",")
+/// A STORE command's arguments.
+pub struct StoreRequest {
+    pub kind: StoreType,
+    pub response: StoreResponse,
+    pub flags: Vec<Flag<'static>>,
+    pub uid: bool,
+    /// CONDSTORE's UNCHANGEDSINCE: leave messages changed after this mod-sequence.
+    pub unchanged_since: Option<i64>,
 }
 
-#[allow(clippy::too_many_arguments)]
-pub async fn store(
-    session: &mut Session,
-    tag: &str,
-    set: &SequenceSet,
-    kind: StoreType,
-    response: StoreResponse,
-    flags: Vec<Flag<'static>>,
-    uid: bool,
-) {
+pub async fn store(session: &mut Session, tag: &str, set: &SequenceSet, request: StoreRequest) {
     if session.read_only() {
         session.tagged(tag, "NO", "the folder is read-only (EXAMINE)");
         return;
+    }
+    let StoreRequest {
+        kind,
+        response,
+        flags,
+        uid,
+        unchanged_since,
+    } = request;
+    if unchanged_since.is_some() {
+        session.condstore = true;
     }
     let indexes = session.resolve(set, uid);
     let sel = session.selected.as_ref().expect("selected");
@@ -66,9 +59,9 @@ pub async fn store(
     );
     let result = session
         .server
-        .store_call(move |s| s.set_flags(&user, &folder, entries, change, names))
+        .store_call(move |s| s.set_flags(&user, &folder, entries, change, names, unchanged_since))
         .await;
-    let changed = match result {
+    let stored = match result {
         Ok(c) => c,
         Err(e) => {
             session.tagged(tag, "NO", &format!("[UNAVAILABLE] {e}"));
@@ -76,39 +69,73 @@ pub async fn store(
         }
     };
     let silent = matches!(response, StoreResponse::Silent);
+    let condstore = session.condstore;
+    // Once QRESYNC is enabled every FETCH response carries the UID (RFC 7162 3.2.4).
+    let with_uid = uid || session.qresync;
     let mut lines = Vec::new();
     let mut shown = Vec::new();
     let sel = session.selected.as_mut().expect("selected");
-    for (entry, new_flags) in changed {
-        if let Some(i) = sel.entries.iter().position(|e| e.entry == entry) {
+    let position = |sel: &super::session::Selected, entry: i64| {
+        sel.entries.iter().position(|e| e.entry == entry)
+    };
+    for (entry, new_flags, modseq) in stored.entries {
+        if let Some(i) = position(sel, entry) {
             shown.extend(new_flags.iter().cloned());
-            Arc::make_mut(&mut sel.entries)[i].flags = new_flags;
+            let e = &mut Arc::make_mut(&mut sel.entries)[i];
+            e.flags = new_flags;
+            e.modseq = modseq;
             if !silent {
+                lines.push(sel.fetch_flags_line(i, with_uid, condstore));
+            } else if condstore {
+                // .SILENT still tells the new mod-sequence (RFC 7162 3.1.3).
                 let e = &sel.entries[i];
-                let uid_part = if uid {
+                let uid_part = if with_uid {
                     format!("UID {} ", e.uid)
                 } else {
                     String::new()
                 };
                 lines.push(format!(
-                    "* {} FETCH ({uid_part}FLAGS ({}))",
+                    "* {} FETCH ({uid_part}MODSEQ ({}))",
                     i + 1,
-                    sel.flags_of(e)
+                    e.modseq
                 ));
             }
         }
     }
+    // Messages not stored because they changed since UNCHANGEDSINCE: by UID for UID
+    // STORE, else by sequence number.
+    let mut modified: Vec<i64> = stored
+        .modified
+        .iter()
+        .filter_map(|&entry| {
+            let i = position(sel, entry)?;
+            Some(if uid {
+                sel.entries[i].uid
+            } else {
+                i as i64 + 1
+            })
+        })
+        .collect();
+    modified.sort_unstable();
     // Announced even when silent: the keyword is the folder's from now on.
     session.announce_keywords(&shown);
     for l in lines {
         session.line(&l);
     }
     session.announce();
-    session.tagged(
-        tag,
-        "OK",
-        &format!("{}STORE completed", if uid { "UID " } else { "" }),
-    );
+    let command = if uid { "UID STORE" } else { "STORE" };
+    if modified.is_empty() {
+        session.tagged(tag, "OK", &format!("{command} completed"));
+    } else {
+        session.tagged(
+            tag,
+            "OK",
+            &format!(
+                "[MODIFIED {}] conditional {command} failed for some messages",
+                uid_set(&modified)
+            ),
+        );
+    }
 }
 
 pub async fn copy(
@@ -175,14 +202,12 @@ pub async fn copy(
     if remove {
         session.line(&format!("* OK {copyuid} moved"));
         let sel = session.selected.as_mut().expect("selected");
-        let mut lines = Vec::new();
+        let mut removed = Vec::new();
         for &i in indexes.iter().rev() {
-            Arc::make_mut(&mut sel.entries).remove(i);
-            lines.push(format!("* {} EXPUNGE", i + 1));
+            let gone = Arc::make_mut(&mut sel.entries).remove(i);
+            removed.push((i + 1, gone.uid));
         }
-        for l in lines {
-            session.line(&l);
-        }
+        session.report_expunged(&removed);
         if into_selected {
             session.dirty = true;
             session.refresh(false).await;
@@ -226,15 +251,13 @@ pub async fn expunge(session: &mut Session, only: Option<Vec<usize>>, silent: bo
         return;
     }
     let sel = session.selected.as_mut().expect("selected");
-    let mut lines = Vec::new();
+    let mut removed = Vec::new();
     for &i in doomed.iter().rev() {
-        Arc::make_mut(&mut sel.entries).remove(i);
-        lines.push(format!("* {} EXPUNGE", i + 1));
+        let gone = Arc::make_mut(&mut sel.entries).remove(i);
+        removed.push((i + 1, gone.uid));
     }
     if !silent {
-        for l in lines {
-            session.line(&l);
-        }
+        session.report_expunged(&removed);
     }
     session.announce();
 }
@@ -288,14 +311,5 @@ pub async fn append(
             session.tagged(tag, "NO", &text);
         }
         Err(e) => session.tagged(tag, "NO", &format!("[UNAVAILABLE] {e}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn uid_sets_are_compact() {
-        assert_eq!(super::uid_set(&[1, 2, 3, 7, 9, 10]), "1:3,7,9:10");
-        assert_eq!(super::uid_set(&[5]), "5");
     }
 }
