@@ -137,3 +137,62 @@ def expand(uid_set):
 def truth_before_changes(uids):
     # C's cache as of `since`: every message unflagged (as delivered).
     return {uid: (frozenset(), 0) for uid in uids}
+
+
+def test_mailbox_names_in_modified_utf7(server):
+    """imapclient encodes names itself; imaplib shows the wire form; the admin CLI
+    shows UTF-8; names that are not modified UTF-7 are refused with NO."""
+    user = "names@localhost"
+    server.add_user(user)
+    a = login(server, user)
+    a.create_folder("Entwürfe")
+    a.create_folder("Q&A")
+    a.create_folder("日本語/台北")
+    a.append("Entwürfe", b"Subject: draft\r\n\r\nhallo\r\n")
+    b = imaplib.IMAP4("127.0.0.1", server.imap_port)
+    b.login(user, "secret")
+    _, listing = b.list('""', "*")
+    listed = b"\n".join(listing)
+    for wire in (b'"Entw&APw-rfe"', b'"Q&-A"', b'"&ZeVnLIqe-"', b'"&ZeVnLIqe-/&U,BTFw-"'):
+        assert wire in listed, listed
+    assert b.select('"Entw&APw-rfe"')[1] == [b"1"]
+    assert b.status('"Q&-A"', "(MESSAGES)")[0] == "OK"
+    # Not modified UTF-7: raw 8-bit, an unterminated shift, encoded plain ASCII.
+    for bad in ('"Entw&APw"', '"&AGE-"'):
+        typ, data = b.create(bad)
+        assert typ == "NO" and b"modified UTF-7" in data[0], (bad, data)
+    # Raw 8-bit (imaplib will not send it): refused, and the session goes on.
+    b.send('X1 CREATE "Entwürfe"\r\n'.encode())
+    reply = b.readline()
+    assert reply.startswith((b"X1 NO", b"X1 BAD")), reply
+    assert b.noop()[0] == "OK"
+    b.logout()
+    # The admin sees the names as they are.
+    shown = server.cli("mailbox", "list", user).stdout
+    assert "Entwürfe" in shown and "日本語/台北" in shown, shown
+    assert sorted(a.list_folders(), key=lambda f: f[2])  # imapclient decodes them back
+    assert "Entwürfe" in [f[2] for f in a.list_folders()]
+    a.logout()
+
+
+def test_folder_names_from_older_stores_become_utf8(server):
+    """Stores from before names were decoded kept what clients sent (modified UTF-7);
+    the first start of this version renames them, once."""
+    import sqlite3
+
+    user = "legacy@localhost"
+    server.add_user(user)
+    server.stop()
+    db = sqlite3.connect(server.data_dir / "lazaret.db")
+    db.execute(
+        "INSERT INTO mailboxes(user, name, uidvalidity) VALUES(?, 'Entw&APw-rfe', 7)", (user,)
+    )
+    db.execute("DELETE FROM settings WHERE key='imap.names_utf8'")
+    db.commit()
+    db.close()
+    server.start()
+    assert "Entwürfe" in server.cli("mailbox", "list", user).stdout
+    m = server.imap(user)
+    _, listing = m.list('""', "Entw*")
+    assert listing == [b'(\\HasNoChildren) "/" "Entw&APw-rfe"'], listing
+    m.logout()

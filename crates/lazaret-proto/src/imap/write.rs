@@ -30,8 +30,9 @@ pub fn nstring(out: &mut Vec<u8>, s: Option<&[u8]>) {
 }
 
 /// A mailbox name: quoted (names are kept as the client sent them, modified UTF-7).
+/// A mailbox name (kept in UTF-8) as IMAP4rev1 writes it: modified UTF-7.
 pub fn mailbox(out: &mut Vec<u8>, name: &str) {
-    string(out, name.as_bytes());
+    string(out, super::mutf7::encode(name).as_bytes());
 }
 
 pub fn flags(out: &mut Vec<u8>, flags: &[String]) {

@@ -149,6 +149,18 @@ impl EmbeddedStore {
             if folder_id(c, &user, &name).is_ok() {
                 return Err(StoreError::Exists(format!("folder {name} already exists")));
             }
+            // Parents that do not exist yet are created with it (RFC 3501 6.3.3).
+            let mut at = 0;
+            while let Some(slash) = name[at..].find('/') {
+                let parent = &name[..at + slash];
+                if folder_id(c, &user, parent).is_err() {
+                    c.execute(
+                        "INSERT INTO mailboxes(user, name, uidvalidity) VALUES(?1, ?2, ?3)",
+                        params![user, parent, new_uidvalidity(c)?],
+                    )?;
+                }
+                at += slash + 1;
+            }
             c.execute(
                 "INSERT INTO mailboxes(user, name, uidvalidity) VALUES(?1, ?2, ?3)",
                 params![user, name, new_uidvalidity(c)?],

@@ -27,6 +27,8 @@ pub async fn run(config: Config) -> Result<()> {
         EmbeddedStore::open(&data_dir)
             .with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
     );
+    crate::access::imap::names::convert_once(store.as_ref())
+        .context("cannot convert folder names to UTF-8")?;
     let token = data_dir::load_or_create_token(&data_dir)?;
     let tls = tls::acceptor(&config)?;
 

@@ -5,7 +5,7 @@
 use super::session::Session;
 use lazaret_proto::imap::types::mailbox::{ListMailbox, Mailbox};
 use lazaret_proto::imap::types::status::StatusDataItemName;
-use lazaret_proto::imap::write;
+use lazaret_proto::imap::{mutf7, write};
 use lazaret_store::StoreError;
 
 fn no(session: &mut Session, tag: &str, e: StoreError) {
@@ -99,6 +99,11 @@ pub async fn list(
     }
     let mut full = reference.into_bytes();
     full.extend_from_slice(pattern);
+    // Names are kept in UTF-8: so is the pattern (wildcards are plain ASCII).
+    let full = match mutf7::decode(&String::from_utf8_lossy(&full)) {
+        Ok(decoded) => decoded.into_bytes(),
+        Err(_) => full,
+    };
     if subscribed_only {
         return lsub(session, tag, &full).await;
     }

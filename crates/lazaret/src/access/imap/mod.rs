@@ -6,6 +6,7 @@
 mod fetch;
 mod folders;
 pub mod index;
+pub mod names;
 mod search;
 mod session;
 mod uids;

@@ -6,6 +6,7 @@ use super::{fetch, folders, search, uids, update};
 use crate::access::login::{login, LoginError};
 use crate::net::Conn;
 use crate::server::Server;
+use lazaret_proto::imap::mutf7;
 use lazaret_proto::imap::types::command::{Command, CommandBody, SelectParameter, StoreModifier};
 use lazaret_proto::imap::types::mailbox::Mailbox;
 use lazaret_proto::imap::types::sequence::{SeqOrUid, Sequence, SequenceSet};
@@ -216,6 +217,10 @@ impl Session {
         let authenticated = self.user.is_some();
         let selected = self.selected.is_some();
         use CommandBody as C;
+        if let Some(why) = invalid_name(&command.body).filter(|_| authenticated) {
+            self.tagged(&tag, "NO", &format!("[CANNOT] {why}"));
+            return Next::Continue;
+        }
         match command.body {
             C::Capability => {
                 let caps = self.capabilities();
@@ -840,10 +845,39 @@ pub fn has_flag(flags: &[String], flag: &str) -> bool {
     flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
 }
 
-/// The folder name a client gave (INBOX in any case is INBOX).
+/// The folder name a client gave, in UTF-8 (INBOX in any case is INBOX). Commands
+/// with a name that is not modified UTF-7 were refused before (`invalid_name`).
 pub fn mailbox_name(mailbox: &Mailbox<'_>) -> String {
     match mailbox {
         Mailbox::Inbox => "INBOX".into(),
-        Mailbox::Other(other) => String::from_utf8_lossy(other.as_ref()).into_owned(),
+        Mailbox::Other(other) => {
+            let wire = String::from_utf8_lossy(other.as_ref());
+            mutf7::decode(&wire).unwrap_or_else(|_| wire.into_owned())
+        }
     }
+}
+
+/// Why a command's mailbox argument is not a valid name, if it is not.
+fn invalid_name(body: &CommandBody<'_>) -> Option<String> {
+    use CommandBody as C;
+    let names: Vec<&Mailbox<'_>> = match body {
+        C::Select { mailbox, .. }
+        | C::Examine { mailbox, .. }
+        | C::Create { mailbox }
+        | C::Delete { mailbox }
+        | C::Subscribe { mailbox }
+        | C::Unsubscribe { mailbox }
+        | C::Status { mailbox, .. }
+        | C::Append { mailbox, .. }
+        | C::Copy { mailbox, .. }
+        | C::Move { mailbox, .. } => vec![mailbox],
+        C::Rename { from, to } => vec![from, to],
+        _ => return None,
+    };
+    names.into_iter().find_map(|m| match m {
+        Mailbox::Inbox => None,
+        Mailbox::Other(other) => mutf7::decode(&String::from_utf8_lossy(other.as_ref()))
+            .err()
+            .map(|e| e.to_string()),
+    })
 }
