@@ -53,6 +53,7 @@ GOALS = [
     (r"ingest p99 DATA->250 at", "ratio", 1.0),
     (r"ingest peak RSS", "max", 200),
     (r"outbound delivered", "ratio", 2.5),
+    (r"imap QRESYNC resync bytes", "max", 2),
     (r"imap ", "ratio", 1.0),
     (r"find |queue: find", "ratio", 1.0),
     (r"quarantine all worms", "ratio", 1.0),
