@@ -357,3 +357,22 @@ def test_id_recent_keywords_and_subscriptions(server):
     assert first.status("Again", "(UIDVALIDITY)")[1][0] != v1
     for m in (first, second, again):
         m.logout()
+
+
+def test_idle_keepalive_and_appendlimit(make_server):
+    server = make_server('[imap]\nlisten = ["127.0.0.1:0"]\nidle_keepalive = "1s"\n')
+    server.add_user("dora@localhost")
+    m = server.imap("dora@localhost")
+    caps = m.capability()[1][0].split()
+    # RFC 7889: the message size limit, 25 MB by default.
+    assert b"APPENDLIMIT=%d" % (25 * 1000 * 1000) in caps or any(c.startswith(b"APPENDLIMIT=") for c in caps), caps
+    m.select("INBOX")
+    tag = m._new_tag().decode()
+    m.send(f"{tag} IDLE\r\n".encode())
+    assert m.readline().startswith(b"+")
+    m.sock.settimeout(10)
+    # A quiet IDLE still hears from the server (NAT state, dead peers).
+    assert m.readline() == b"* OK still here\r\n"
+    m.send(b"DONE\r\n")
+    assert m.readline().startswith(f"{tag} OK".encode())
+    m.logout()

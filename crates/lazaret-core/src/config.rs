@@ -144,6 +144,9 @@ pub struct ListenerConfig {
     /// Implicit-TLS ports (e.g. IMAPS 993): TLS from the first byte. IMAP only.
     #[serde(default)]
     pub tls_listen: Vec<SocketAddr>,
+    /// IMAP: how often an idling client gets `* OK still here` (default 2 minutes).
+    #[serde(default)]
+    pub idle_keepalive: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -390,18 +393,21 @@ fn default_submission() -> ListenerConfig {
     ListenerConfig {
         listen: vec!["127.0.0.1:2587".parse().unwrap()],
         tls_listen: Vec::new(),
+        idle_keepalive: None,
     }
 }
 fn default_imap() -> ListenerConfig {
     ListenerConfig {
         listen: vec!["127.0.0.1:2143".parse().unwrap()],
         tls_listen: Vec::new(),
+        idle_keepalive: None,
     }
 }
 fn default_pop3() -> ListenerConfig {
     ListenerConfig {
         listen: vec!["127.0.0.1:2110".parse().unwrap()],
         tls_listen: Vec::new(),
+        idle_keepalive: None,
     }
 }
 fn default_admin_listen() -> SocketAddr {

@@ -127,7 +127,8 @@ pub trait Store: Send + Sync {
     fn subscriptions(&self, user: &str) -> Result<Vec<String>>;
     /// A read-write session takes the folder's `\Recent` messages up to UID `upto`
     /// (exclusive); returns the first UID that was still recent before, so the caller's
-    /// recent messages are those from it to `upto`. No other session gets them.
+    /// recent messages are those from it to `upto`. No other session gets them. With
+    /// `upto` 0 it only tells where the recent messages start (EXAMINE).
     fn folder_claim_recent(&self, user: &str, name: &str, upto: i64) -> Result<i64>;
     /// A value that changes whenever any write may have committed; results read while
     /// it stayed the same are still current (for caches such as IMAP's folder index).

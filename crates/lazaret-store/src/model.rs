@@ -147,7 +147,9 @@ pub struct FolderEntry {
 pub struct FolderSnapshot {
     pub uidvalidity: i64,
     pub uidnext: i64,
-    /// The first UID still `\Recent` (not yet claimed by a read-write session).
+    /// The first UID still `\Recent` (not yet claimed by a read-write session) when
+    /// the snapshot was read; a cached snapshot may be behind (claims do not refresh
+    /// caches), so it is a lower bound: `folder_claim_recent` has the exact value.
     pub recent_uid: i64,
     pub highestmodseq: i64,
     /// Shared: sessions selecting the same unchanged folder share one copy.

@@ -267,7 +267,10 @@ impl EmbeddedStore {
         upto: i64,
     ) -> Result<i64> {
         let (user, name) = (user.to_string(), canonical(name));
-        self.write(move |c| {
+        // Quiet: a claim must not make every session's cached folder stale (a SELECT
+        // would then read the whole folder again). Snapshots carry `recent_uid` only
+        // as a lower bound; this call gives the exact value.
+        self.writer.write_quiet(move |c| {
             let (folder, recent_uid): (i64, i64) = c
                 .prepare_cached("SELECT id, recent_uid FROM mailboxes WHERE user=?1 AND name=?2")?
                 .query_row(params![user, name], |r| Ok((r.get(0)?, r.get(1)?)))

@@ -16,6 +16,9 @@ type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
 
 struct Request {
     job: Job,
+    /// Changes nothing a cached read depends on: a batch of only such requests leaves
+    /// the generation alone (see `write_quiet`).
+    quiet: bool,
     /// Answers the caller when the job could not even be run.
     abort: Box<dyn FnOnce(StoreError) + Send>,
 }
@@ -51,12 +54,31 @@ impl Writer {
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R> + Send + 'static,
     {
-        self.submit(f).wait()
+        self.submit_as(f, false).wait()
+    }
+
+    /// As `write`, for bookkeeping no cached read shows (IMAP's `\Recent` claims):
+    /// it does not move the generation, so caches such as IMAP's folder index stay
+    /// valid. The caller must not rely on reads cached before it to reflect it.
+    pub fn write_quiet<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+    {
+        self.submit_as(f, true).wait()
     }
 
     /// As `write`, without waiting: the caller does other work (ingest makes the
     /// message's bytes durable meanwhile) and then waits for the commit.
     pub fn submit<R, F>(&self, f: F) -> Submitted<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+    {
+        self.submit_as(f, false)
+    }
+
+    fn submit_as<R, F>(&self, f: F, quiet: bool) -> Submitted<R>
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R> + Send + 'static,
@@ -76,7 +98,7 @@ impl Writer {
                 let _ = done_tx.send(result);
             })
         });
-        let sent = self.tx.send(Request { job, abort }).is_ok();
+        let sent = self.tx.send(Request { job, quiet, abort }).is_ok();
         Submitted {
             done: sent.then_some(done_rx),
         }
@@ -135,15 +157,20 @@ fn run(conn: Connection, rx: mpsc::Receiver<Request>, generation: &std::sync::at
             }
             continue;
         }
+        let visible = batch.iter().any(|r| !r.quiet);
         let completions: Vec<Completion> = batch.into_iter().map(|r| (r.job)(&conn)).collect();
         // Bumped before and after: a reader that saw the old value cannot have read
         // the data this commit changes and still keep the old value.
-        generation.fetch_add(1, SeqCst);
+        if visible {
+            generation.fetch_add(1, SeqCst);
+        }
         let commit = conn.execute_batch("COMMIT").map_err(|e| {
             let _ = conn.execute_batch("ROLLBACK");
             e.to_string()
         });
-        generation.fetch_add(1, SeqCst);
+        if visible {
+            generation.fetch_add(1, SeqCst);
+        }
         for complete in completions {
             complete(match &commit {
                 Ok(()) => Ok(()),

@@ -24,6 +24,10 @@ use tokio::sync::broadcast::error::RecvError;
 
 /// RFC 3501 §5.4: the autologout timer is at least 30 minutes.
 const AUTOLOGOUT: Duration = Duration::from_secs(30 * 60);
+/// How often an idling client hears from the server unless `[imap] idle_keepalive`
+/// says otherwise: under the 5 minutes after which many NAT gateways forget a quiet
+/// TCP connection (Dovecot's default is 2 minutes too).
+const IDLE_KEEPALIVE: Duration = Duration::from_secs(120);
 /// A command line (not counting literals) longer than this is refused.
 const MAX_LINE: usize = 64 * 1024;
 
@@ -210,6 +214,12 @@ async fn run_next(
         }
         Next::Idle(tag) => {
             session.line("+ idling");
+            let keepalive = session
+                .server
+                .config
+                .imap
+                .idle_keepalive
+                .map_or(IDLE_KEEPALIVE, |d| Duration::from_secs(d.0.max(1)));
             loop {
                 session.refresh(true).await;
                 if session.flush().await.is_err() {
@@ -223,14 +233,18 @@ async fn run_next(
                     }
                     return true;
                 }
-                match wait(session, framer, gate, events).await {
-                    Wake::Data | Wake::Changed => {}
-                    Wake::Closed => return false,
-                    Wake::Timeout => {
+                let woken = tokio::time::timeout(keepalive, wait(session, framer, gate, events));
+                match woken.await {
+                    // Keeps NAT and firewall state alive, and finds a peer that went away
+                    // silently (the write fails) instead of holding its session for ever.
+                    Err(_) => session.line("* OK still here"),
+                    Ok(Wake::Data | Wake::Changed) => {}
+                    Ok(Wake::Closed) => return false,
+                    Ok(Wake::Timeout) => {
                         bye(session, "autologout timer expired").await;
                         return false;
                     }
-                    Wake::Refused(message) => {
+                    Ok(Wake::Refused(message)) => {
                         bye(session, &message).await;
                         return false;
                     }

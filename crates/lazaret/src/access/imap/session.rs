@@ -182,6 +182,11 @@ impl Session {
         let mut caps = String::from(
             "IMAP4rev1 LITERAL+ IDLE UIDPLUS MOVE UNSELECT NAMESPACE ENABLE SPECIAL-USE CHILDREN ID CONDSTORE QRESYNC",
         );
+        // RFC 7889: the largest APPEND accepted, so a client need not try.
+        caps.push_str(&format!(
+            " APPENDLIMIT={}",
+            self.server.config.smtp.max_message_size.0
+        ));
         if !self.tls && self.server.tls.is_some() {
             caps.push_str(" STARTTLS");
         }
@@ -543,17 +548,27 @@ impl Session {
             .position(|e| !has_flag(&e.flags, "\\Seen"));
         // EXAMINE shows what is recent without taking it; SELECT takes it, so that no
         // other session sees the same messages as recent.
-        let recent_from = if read_only || snapshot.recent_uid >= snapshot.uidnext {
+        // The snapshot's `recent_uid` is a lower bound (it may be cached): when it says
+        // nothing is recent, nothing is; otherwise the store has the exact value.
+        let recent_from = if snapshot.recent_uid >= snapshot.uidnext {
             snapshot.recent_uid
         } else {
-            let (user, folder, upto) =
-                (self.user().to_string(), name.to_string(), snapshot.uidnext);
+            let (user, folder) = (self.user().to_string(), name.to_string());
+            let upto = if read_only { 0 } else { snapshot.uidnext };
             match self
                 .server
                 .store_call(move |s| s.folder_claim_recent(&user, &folder, upto))
                 .await
             {
-                Ok(from) => from,
+                Ok(from) => {
+                    self.server.folder_index.claimed(
+                        self.user(),
+                        name,
+                        snapshot.uidvalidity,
+                        upto.max(from),
+                    );
+                    from
+                }
                 Err(e) => {
                     self.tagged(tag, "NO", &format!("[UNAVAILABLE] {e}"));
                     return;
@@ -715,16 +730,24 @@ impl Session {
         };
         self.dirty = false;
         // New messages are recent here if no read-write session took them before.
+        // (A read-only session only looks: `upto` 0.)
         let mut recent_from = snapshot.recent_uid.max(old_uidnext);
-        if !read_only && recent_from < snapshot.uidnext {
-            let (user, upto) = (self.user().to_string(), snapshot.uidnext);
+        if recent_from < snapshot.uidnext {
+            let user = self.user().to_string();
+            let upto = if read_only { 0 } else { snapshot.uidnext };
             let folder = name.clone();
-            recent_from = self
+            let from = self
                 .server
                 .store_call(move |s| s.folder_claim_recent(&user, &folder, upto))
                 .await
-                .unwrap_or(upto)
-                .max(old_uidnext);
+                .unwrap_or(snapshot.uidnext);
+            self.server.folder_index.claimed(
+                self.user(),
+                &name,
+                snapshot.uidvalidity,
+                upto.max(from),
+            );
+            recent_from = from.max(old_uidnext);
         }
         let Some(sel) = self.selected.as_mut() else {
             return;
