@@ -144,8 +144,9 @@ print(f"resync bytes: lazaret {lr['resync_bytes']} of a full FLAGS re-read's {lr
 print(f"SELECT (QRESYNC) + UID FETCH (CHANGEDSINCE VANISHED): lazaret {lr['select_and_fetch_seconds']:.4f} s "
       f"{lr['select_and_fetch_bytes']} bytes; dovecot {dr['select_and_fetch_seconds']:.4f} s {dr['select_and_fetch_bytes']} bytes")
 print(f"full SELECT + FETCH 1:* (FLAGS): lazaret {lr['full_seconds']:.4f} s; dovecot {dr['full_seconds']:.4f} s")
-# Lazaret's own share; the goal is under 2% (the "max" kind in bench/quick.sh).
-result("imap QRESYNC resync bytes, % of a full re-read", share * 100, 0, 0)
+# Lazaret's own share (a "max" goal in bench/quick.sh), Dovecot's beside it.
+result("imap QRESYNC resync bytes, % of a full re-read", share * 100,
+       dr["resync_bytes"] / dr["full_bytes"] * 100, 0)
 print(f"bytes: BODY[] lazaret {lf[1]['bytes']} dovecot {df[1]['bytes']}; ENVELOPE lazaret {lf[2]['bytes']} dovecot {df[2]['bytes']}")
 print(f"Lazaret peak RSS: {rss/1024:.1f} MB")
 PY
