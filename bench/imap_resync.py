@@ -15,7 +15,8 @@ import json
 import re
 import socket
 import sys
-import time
+
+from imap_time import run
 
 
 class Session:
@@ -27,26 +28,9 @@ class Session:
         self.run(f'LOGIN "{user}" "{password}"')
 
     def run(self, command):
-        """Sends a command; returns (seconds, bytes, text of the reply)."""
+        """Sends a command; returns (seconds, bytes, the reply's bytes)."""
         self.n += 1
-        tag = f"r{self.n}"
-        self.sock.sendall(f"{tag} {command}\r\n".encode())
-        want = f"\r\n{tag} ".encode()
-        chunks, buf, total = [], b"\r\n", 0
-        t0 = time.perf_counter()
-        while True:
-            chunk = self.sock.recv(1 << 20)
-            if not chunk:
-                raise ConnectionError("closed")
-            total += len(chunk)
-            chunks.append(chunk)
-            buf = buf[-256:] + chunk
-            i = buf.find(want)
-            if i >= 0 and buf.find(b"\r\n", i + 2) >= 0:
-                line = buf[i + 2:buf.find(b"\r\n", i + 2)]
-                if not line.split(b" ")[1].startswith(b"OK"):
-                    raise RuntimeError(f"{command}: {line!r}")
-                return time.perf_counter() - t0, total, b"".join(chunks)
+        return run(self.sock, f"r{self.n}", command, keep=True)
 
     def close(self):
         self.sock.sendall(b"z LOGOUT\r\n")

@@ -12,10 +12,13 @@ import sys
 import time
 
 
-def run(sock, tag, command):
+def run(sock, tag, command, keep=False):
+    """Sends a command and reads to its tagged OK: (seconds, bytes received, and the
+    bytes themselves if `keep`)."""
     sock.sendall(f"{tag} {command}\r\n".encode())
     want = f"\r\n{tag} ".encode()
     buf = b"\r\n"
+    kept = []
     total = 0
     t0 = time.perf_counter()
     while True:
@@ -23,13 +26,15 @@ def run(sock, tag, command):
         if not chunk:
             raise ConnectionError("closed")
         total += len(chunk)
+        if keep:
+            kept.append(chunk)
         buf = buf[-256:] + chunk
         i = buf.find(want)
         if i >= 0 and buf.find(b"\r\n", i + 2) >= 0:
             line = buf[i + 2:buf.find(b"\r\n", i + 2)]
             if not line.split(b" ")[1].startswith(b"OK"):
                 raise RuntimeError(f"{command}: {line!r}")
-            return time.perf_counter() - t0, total
+            return time.perf_counter() - t0, total, b"".join(kept)
 
 
 def main():
@@ -40,10 +45,11 @@ def main():
     run(sock, "l", f'LOGIN "{user}" "{password}"')
     out = []
     for n, command in enumerate(commands):
-        secs, size = run(sock, f"t{n}", command)
+        secs, size, _ = run(sock, f"t{n}", command)
         out.append({"command": command, "seconds": round(secs, 5), "bytes": size})
     sock.sendall(b"z LOGOUT\r\n")
     print(json.dumps(out))
 
 
-main()
+if __name__ == "__main__":
+    main()
