@@ -152,6 +152,10 @@ pub struct FolderSnapshot {
     /// caches), so it is a lower bound: `folder_claim_recent` has the exact value.
     pub recent_uid: i64,
     pub highestmodseq: i64,
+    /// The keywords (non-system flags) the folder's messages carry, each once, in the
+    /// order first seen: what IMAP announces in FLAGS. Read with the entries, so a
+    /// cached snapshot answers SELECT without going over every entry again.
+    pub keywords: Vec<String>,
     /// Shared: sessions selecting the same unchanged folder share one copy.
     pub entries: std::sync::Arc<Vec<FolderEntry>>,
 }

@@ -308,7 +308,7 @@ impl EmbeddedStore {
                  FROM mailbox_entries e JOIN messages m ON m.id=e.message
                  WHERE e.mailbox=?1 ORDER BY e.uid",
             )?;
-            let entries = stmt
+            let entries: Vec<FolderEntry> = stmt
                 .query_map([folder], |r| {
                     Ok(FolderEntry {
                         entry: r.get(0)?,
@@ -321,11 +321,20 @@ impl EmbeddedStore {
                     })
                 })?
                 .collect::<rusqlite::Result<_>>()?;
+            let mut keywords: Vec<String> = Vec::new();
+            for e in &entries {
+                for f in &e.flags {
+                    if !f.starts_with('\\') && !keywords.iter().any(|k| k.eq_ignore_ascii_case(f)) {
+                        keywords.push(f.clone());
+                    }
+                }
+            }
             Ok(FolderSnapshot {
                 uidvalidity,
                 uidnext,
                 recent_uid,
                 highestmodseq,
+                keywords,
                 entries: std::sync::Arc::new(entries),
             })
         })

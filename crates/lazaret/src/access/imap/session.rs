@@ -575,12 +575,7 @@ impl Session {
                 }
             }
         };
-        let mut keywords = Vec::new();
-        for e in snapshot.entries.iter() {
-            for k in new_keywords(&keywords, &e.flags) {
-                keywords.push(k.clone());
-            }
-        }
+        let keywords = snapshot.keywords.clone();
         let mut selected = Selected {
             name: name.to_string(),
             read_only,
