@@ -196,3 +196,42 @@ def test_folder_names_from_older_stores_become_utf8(server):
     _, listing = m.list('""', "Entw*")
     assert listing == [b'(\\HasNoChildren) "/" "Entw&APw-rfe"'], listing
     m.logout()
+
+
+def test_list_extended_and_list_status(server):
+    """RFC 5258 and 5819 as Thunderbird and K-9 use them: one LIST brings the folders,
+    their special use, subscription and counts."""
+    user = "lister@localhost"
+    server.add_user(user)
+    for n in range(3):
+        deliver(server, user, f"Subject: s{n}\r\n\r\nx\r\n")
+    server.wait_delivered(user, 3)
+    m = imaplib.IMAP4("127.0.0.1", server.imap_port)
+    m.login(user, "secret")
+    caps = m.capability()[1][0].split()
+    assert b"LIST-EXTENDED" in caps and b"LIST-STATUS" in caps
+    m.create("Work/Worm")
+    m.subscribe("Work/Worm")
+    m.unsubscribe("Trash")
+    typ, data = m._simple_command(
+        "LIST", '""', "%", "RETURN", "(SUBSCRIBED SPECIAL-USE STATUS (MESSAGES UNSEEN))"
+    )
+    assert typ == "OK"
+    listed = b"\n".join(m.untagged_responses.pop("LIST"))
+    status = b"\n".join(m.untagged_responses.pop("STATUS"))
+    assert b'\\Subscribed \\HasNoChildren) "/" "INBOX"' in listed, listed
+    assert b'(\\HasNoChildren \\Trash) "/" "Trash"' in listed, listed
+    assert b'\\Sent) "/" "Sent"' in listed
+    assert b'"INBOX" (MESSAGES 3 UNSEEN 3)' in status, status
+    # Subscribed only, with the parent of a subscribed child that does not match.
+    typ, _ = m._simple_command("LIST", "(SUBSCRIBED RECURSIVEMATCH)", '""', "%")
+    listed = b"\n".join(m.untagged_responses.pop("LIST"))
+    assert b'"Work" ("CHILDINFO" ("SUBSCRIBED"))' in listed, listed
+    assert b'"Trash"' not in listed
+    # Several patterns at once; an unknown option is refused.
+    typ, _ = m._simple_command("LIST", '""', '("Sent" "Work/*")')
+    listed = b"\n".join(m.untagged_responses.pop("LIST"))
+    assert b'"Sent"' in listed and b'"Work/Worm"' in listed and b'"INBOX"' not in listed
+    with pytest.raises(imaplib.IMAP4.error):
+        m._simple_command("LIST", "(BOGUS)", '""', "%")
+    m.logout()

@@ -10,6 +10,8 @@ use imap_codec::CommandCodec;
 
 pub enum Input {
     Command(Box<Command<'static>>),
+    /// LIST with RFC 5258/5819 options, which imap-codec does not parse.
+    ListExtended(Box<super::list_extended::ListExtended>),
     /// Nothing complete yet: read more.
     Incomplete,
     /// A synchronizing literal was announced and accepted: send `+ Ready`.
@@ -131,6 +133,9 @@ impl Framer {
                     // A partial line that already cannot parse: wait for its end first.
                     self.buf.splice(0..0, line);
                     return Input::Incomplete;
+                }
+                if let Some(list) = super::list_extended::parse(&line) {
+                    return Input::ListExtended(Box::new(list));
                 }
                 Input::Reject {
                     tag,

@@ -3,6 +3,7 @@
 //! and what FETCH computes from a message's bytes (ENVELOPE, BODYSTRUCTURE, sections).
 
 pub mod framing;
+pub mod list_extended;
 pub mod mutf7;
 pub mod structure;
 pub mod write;

@@ -3,6 +3,7 @@
 //! the store.
 
 use super::session::Session;
+use lazaret_proto::imap::list_extended::ListExtended;
 use lazaret_proto::imap::types::mailbox::{ListMailbox, Mailbox};
 use lazaret_proto::imap::types::status::StatusDataItemName;
 use lazaret_proto::imap::{mutf7, write};
@@ -189,6 +190,157 @@ async fn lsub(session: &mut Session, tag: &str, pattern: &[u8]) {
         session.out.extend_from_slice(&out);
     }
     session.tagged(tag, "OK", "LSUB completed");
+}
+
+/// LIST with RFC 5258 selection and return options and RFC 5819's RETURN (STATUS).
+/// Selection: SUBSCRIBED (subscribed names, existing or not: `\NonExistent`), REMOTE
+/// (no remote folders here: no effect), RECURSIVEMATCH (with SUBSCRIBED: a matching
+/// name that is not itself selected but has a selected descendant the patterns do not
+/// match is listed with `CHILDINFO ("SUBSCRIBED")`). Return: SUBSCRIBED, CHILDREN,
+/// SPECIAL-USE (children and special-use are always given, as RFC 5258 allows), STATUS.
+pub async fn list_extended(session: &mut Session, list: &ListExtended) {
+    let tag = list.tag.as_str();
+    let known_selection = ["SUBSCRIBED", "REMOTE", "RECURSIVEMATCH"];
+    if let Some(bad) = list
+        .selection
+        .iter()
+        .find(|o| !known_selection.contains(&o.as_str()))
+    {
+        return session.tagged(tag, "BAD", &format!("LIST: unknown selection option {bad}"));
+    }
+    let subscribed_only = list.selection.iter().any(|o| o == "SUBSCRIBED");
+    let recursive = list.selection.iter().any(|o| o == "RECURSIVEMATCH");
+    if recursive && !subscribed_only {
+        return session.tagged(
+            tag,
+            "BAD",
+            "LIST: RECURSIVEMATCH needs another selection option (SUBSCRIBED)",
+        );
+    }
+    let known_return = ["SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"];
+    if let Some(bad) = list
+        .returns
+        .iter()
+        .find(|o| !known_return.contains(&o.as_str()))
+    {
+        return session.tagged(tag, "BAD", &format!("LIST: unknown return option {bad}"));
+    }
+    let show_subscribed = subscribed_only || list.returns.iter().any(|o| o == "SUBSCRIBED");
+    let decode = |s: &str| mutf7::decode(s).unwrap_or_else(|_| s.to_string());
+    let reference = decode(&list.reference);
+    let patterns: Vec<Vec<u8>> = list
+        .patterns
+        .iter()
+        .map(|p| format!("{reference}{}", decode(p)).into_bytes())
+        .collect();
+    if patterns.iter().all(|p| p.is_empty()) {
+        session.line("* LIST (\\Noselect) \"/\" \"\"");
+        return session.tagged(tag, "OK", "LIST completed");
+    }
+    let hit = |name: &str| {
+        patterns.iter().any(|p| {
+            if name == "INBOX" {
+                matches(p, b"INBOX") || matches(&p.to_ascii_uppercase(), b"INBOX")
+            } else {
+                matches(p, name.as_bytes())
+            }
+        })
+    };
+    let user = session.user().to_string();
+    let read = session
+        .server
+        .store_call(move |s| Ok((s.folders(&user)?, s.subscriptions(&user)?)))
+        .await;
+    let (folders, subscribed) = match read {
+        Ok(r) => r,
+        Err(e) => return no(session, tag, e),
+    };
+    let exists = |name: &str| folders.iter().find(|f| f.name == name);
+    let is_subscribed = |name: &str| subscribed.iter().any(|s| s == name);
+    let has_children = |name: &str| {
+        let prefix = format!("{name}/");
+        folders.iter().any(|f| f.name.starts_with(&prefix))
+    };
+    // Candidates: every folder, or every subscribed name; with RECURSIVEMATCH also the
+    // parents of subscribed names.
+    let mut candidates: Vec<String> = if subscribed_only {
+        subscribed.clone()
+    } else {
+        folders.iter().map(|f| f.name.clone()).collect()
+    };
+    if recursive {
+        for s in &subscribed {
+            let mut name = s.as_str();
+            while let Some((parent, _)) = name.rsplit_once('/') {
+                candidates.push(parent.to_string());
+                name = parent;
+            }
+        }
+    }
+    candidates.sort();
+    candidates.dedup();
+    let mut reply: Vec<u8> = Vec::new();
+    for name in candidates.iter().filter(|n| hit(n)) {
+        let selected = !subscribed_only || is_subscribed(name);
+        // RECURSIVEMATCH: a selected descendant the patterns do not match.
+        let childinfo = recursive
+            && subscribed
+                .iter()
+                .any(|s| s.starts_with(&format!("{name}/")) && !hit(s));
+        if !selected && !childinfo {
+            continue;
+        }
+        let folder = exists(name);
+        let mut attrs: Vec<String> = Vec::new();
+        if folder.is_none() {
+            attrs.push("\\NonExistent".into());
+        }
+        if show_subscribed && is_subscribed(name) {
+            attrs.push("\\Subscribed".into());
+        }
+        if folder.is_some() {
+            attrs.push(if has_children(name) {
+                "\\HasChildren".into()
+            } else {
+                "\\HasNoChildren".into()
+            });
+        }
+        if let Some(special) = folder.and_then(|f| f.special.clone()) {
+            attrs.push(special);
+        }
+        let mut out = format!("* LIST ({}) \"/\" ", attrs.join(" ")).into_bytes();
+        write::mailbox(&mut out, name);
+        if childinfo && !selected {
+            out.extend_from_slice(b" (\"CHILDINFO\" (\"SUBSCRIBED\"))");
+        }
+        out.extend_from_slice(b"\r\n");
+        reply.extend_from_slice(&out);
+        if let Some(f) = folder.filter(|_| !list.status.is_empty()) {
+            reply.extend_from_slice(&status_line(f, &list.status));
+        }
+    }
+    session.out.extend_from_slice(&reply);
+    session.tagged(tag, "OK", "LIST completed");
+}
+
+/// `* STATUS name (…)` with the items asked for, by name (LIST-STATUS).
+fn status_line(f: &lazaret_store::Folder, items: &[String]) -> Vec<u8> {
+    let mut parts = Vec::new();
+    for item in items {
+        match item.as_str() {
+            "MESSAGES" => parts.push(format!("MESSAGES {}", f.messages)),
+            "RECENT" => parts.push(format!("RECENT {}", f.recent)),
+            "UIDNEXT" => parts.push(format!("UIDNEXT {}", f.uidnext)),
+            "UIDVALIDITY" => parts.push(format!("UIDVALIDITY {}", f.uidvalidity)),
+            "UNSEEN" => parts.push(format!("UNSEEN {}", f.unseen)),
+            "HIGHESTMODSEQ" => parts.push(format!("HIGHESTMODSEQ {}", f.highestmodseq)),
+            _ => {}
+        }
+    }
+    let mut out = b"* STATUS ".to_vec();
+    write::mailbox(&mut out, &f.name);
+    out.extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
+    out
 }
 
 pub async fn status(session: &mut Session, tag: &str, name: &str, items: &[StatusDataItemName]) {

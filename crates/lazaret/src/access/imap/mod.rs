@@ -130,6 +130,14 @@ async fn serve(server: Arc<Server>, conn: Conn, peer: SocketAddr, tls: bool) {
                         return;
                     }
                 }
+                Input::ListExtended(list) => {
+                    take_events(&mut session, &mut events);
+                    if session.user.is_none() {
+                        session.tagged(&list.tag, "BAD", "LIST: log in first");
+                    } else {
+                        folders::list_extended(&mut session, &list).await;
+                    }
+                }
                 Input::Continue => session.line("+ Ready for literal data"),
                 Input::Reject { tag, text, close } => {
                     errors += 1;

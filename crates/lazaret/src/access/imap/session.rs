@@ -180,7 +180,7 @@ impl Session {
 
     pub fn capabilities(&self) -> String {
         let mut caps = String::from(
-            "IMAP4rev1 LITERAL+ IDLE UIDPLUS MOVE UNSELECT NAMESPACE ENABLE SPECIAL-USE CHILDREN ID CONDSTORE QRESYNC",
+            "IMAP4rev1 LITERAL+ IDLE UIDPLUS MOVE UNSELECT NAMESPACE ENABLE SPECIAL-USE CHILDREN ID CONDSTORE QRESYNC LIST-EXTENDED LIST-STATUS",
         );
         // RFC 7889: the largest APPEND accepted, so a client need not try.
         caps.push_str(&format!(
