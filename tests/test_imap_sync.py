@@ -234,4 +234,12 @@ def test_list_extended_and_list_status(server):
     assert b'"Sent"' in listed and b'"Work/Worm"' in listed and b'"INBOX"' not in listed
     with pytest.raises(imaplib.IMAP4.error):
         m._simple_command("LIST", "(BOGUS)", '""', "%")
+    # CREATE-SPECIAL-USE (RFC 6154), as clients create an archive folder.
+    assert b"CREATE-SPECIAL-USE" in caps
+    typ, _ = m._simple_command("CREATE", '"Archive 2026"', "(USE (\\Archive))")
+    assert typ == "OK"
+    m._simple_command("LIST", '""', '"Archive 2026"', "RETURN", "(SPECIAL-USE)")
+    assert b'\\Archive) "/" "Archive 2026"' in m.untagged_responses.pop("LIST")[0]
+    typ, data = m._simple_command("CREATE", "Odd", "(USE (\\Bogus))")
+    assert typ == "NO" and b"[USEATTR]" in data[0], data
     m.logout()

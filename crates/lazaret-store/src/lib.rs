@@ -116,7 +116,9 @@ pub trait Store: Send + Sync {
 
     // IMAP's view of a user's folders. Names are exact except INBOX (any case).
     fn folders(&self, user: &str) -> Result<Vec<Folder>>;
-    fn folder_create(&self, user: &str, name: &str) -> Result<()>;
+    /// Creates a folder (and missing parents), with an RFC 6154 special use if given
+    /// (`\\Sent`, `\\Drafts`, `\\Trash`, `\\Junk`, `\\Archive`, `\\All`, `\\Flagged`).
+    fn folder_create(&self, user: &str, name: &str, special: Option<&str>) -> Result<()>;
     /// Deletes a folder and its messages (not INBOX).
     fn folder_delete(&self, user: &str, name: &str) -> Result<()>;
     /// Renames a folder and its children; the new name gets a new UIDVALIDITY.

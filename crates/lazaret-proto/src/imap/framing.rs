@@ -12,6 +12,12 @@ pub enum Input {
     Command(Box<Command<'static>>),
     /// LIST with RFC 5258/5819 options, which imap-codec does not parse.
     ListExtended(Box<super::list_extended::ListExtended>),
+    /// CREATE with RFC 6154's USE (special-use attributes): tag, name as sent, uses.
+    CreateSpecialUse {
+        tag: String,
+        mailbox: String,
+        uses: Vec<String>,
+    },
     /// Nothing complete yet: read more.
     Incomplete,
     /// A synchronizing literal was announced and accepted: send `+ Ready`.
@@ -136,6 +142,9 @@ impl Framer {
                 }
                 if let Some(list) = super::list_extended::parse(&line) {
                     return Input::ListExtended(Box::new(list));
+                }
+                if let Some((tag, mailbox, uses)) = super::list_extended::parse_create_use(&line) {
+                    return Input::CreateSpecialUse { tag, mailbox, uses };
                 }
                 Input::Reject {
                     tag,

@@ -168,6 +168,33 @@ pub fn parse(line: &[u8]) -> Option<ListExtended> {
     })
 }
 
+/// `tag CREATE name (USE (\\Sent …))` (RFC 6154 CREATE-SPECIAL-USE), which imap-codec
+/// does not parse either: (tag, name as sent, the attributes).
+pub fn parse_create_use(line: &[u8]) -> Option<(String, String, Vec<String>)> {
+    let line = std::str::from_utf8(line)
+        .ok()?
+        .trim_end_matches(['\r', '\n']);
+    let t = tokens(line)?;
+    let tag = match t.first()? {
+        Token::Atom(a) => a.clone(),
+        _ => return None,
+    };
+    if !matches!(t.get(1)?, Token::Atom(a) if a.eq_ignore_ascii_case("CREATE")) {
+        return None;
+    }
+    let name = string(t.get(2)?)?;
+    if t.get(3)? != &Token::Open
+        || !matches!(t.get(4)?, Token::Atom(a) if a.eq_ignore_ascii_case("USE"))
+    {
+        return None;
+    }
+    let (uses, next) = words(&t, 5)?;
+    if t.get(next)? != &Token::Close || next + 1 != t.len() {
+        return None;
+    }
+    Some((tag, name, uses))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,5 +216,14 @@ mod tests {
         assert!(parse(b"t LIST \"\" {5}\r\n").is_none());
         assert!(parse(b"t SELECT INBOX").is_none());
         assert!(parse(b"t LIST \"\" % RETURN").is_none());
+    }
+
+    #[test]
+    fn create_with_a_special_use() {
+        let (tag, name, uses) =
+            parse_create_use(b"c1 CREATE \"Sent Items\" (USE (\\Sent))\r\n").unwrap();
+        assert_eq!((tag.as_str(), name.as_str()), ("c1", "Sent Items"));
+        assert_eq!(uses, ["\\Sent"]);
+        assert!(parse_create_use(b"c1 CREATE Foo").is_none());
     }
 }

@@ -7,6 +7,17 @@ use crate::model::{FlagChange, FlagsStored, Folder, FolderEntry, FolderSnapshot}
 use crate::{now, Result, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 
+/// RFC 6154's special uses.
+const SPECIAL_USES: [&str; 7] = [
+    "\\All",
+    "\\Archive",
+    "\\Drafts",
+    "\\Flagged",
+    "\\Junk",
+    "\\Sent",
+    "\\Trash",
+];
+
 /// Folder names IMAP may use: no control characters, no empty hierarchy levels.
 pub(super) fn valid_folder(name: &str) -> bool {
     !name.is_empty()
@@ -138,13 +149,30 @@ impl EmbeddedStore {
         })
     }
 
-    pub(super) fn folder_create_impl(&self, user: &str, name: &str) -> Result<()> {
+    pub(super) fn folder_create_impl(
+        &self,
+        user: &str,
+        name: &str,
+        special: Option<&str>,
+    ) -> Result<()> {
         let (user, name) = (user.to_string(), canonical(name.trim_end_matches('/')));
         if !valid_folder(&name) {
             return Err(StoreError::Invalid(format!(
                 "{name:?} is not a valid folder name"
             )));
         }
+        let special = match special {
+            None => None,
+            Some(s) => Some(
+                SPECIAL_USES
+                    .iter()
+                    .find(|u| u.eq_ignore_ascii_case(s))
+                    .map(|u| u.to_string())
+                    .ok_or_else(|| {
+                        StoreError::Invalid(format!("[USEATTR] {s} is not a special use"))
+                    })?,
+            ),
+        };
         self.write(move |c| {
             if folder_id(c, &user, &name).is_ok() {
                 return Err(StoreError::Exists(format!("folder {name} already exists")));
@@ -162,8 +190,8 @@ impl EmbeddedStore {
                 at += slash + 1;
             }
             c.execute(
-                "INSERT INTO mailboxes(user, name, uidvalidity) VALUES(?1, ?2, ?3)",
-                params![user, name, new_uidvalidity(c)?],
+                "INSERT INTO mailboxes(user, name, uidvalidity, special) VALUES(?1, ?2, ?3, ?4)",
+                params![user, name, new_uidvalidity(c)?, special],
             )?;
             Ok(())
         })

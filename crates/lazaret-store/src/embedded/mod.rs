@@ -325,8 +325,8 @@ impl Store for EmbeddedStore {
     fn folders(&self, user: &str) -> Result<Vec<Folder>> {
         self.folders_impl(user)
     }
-    fn folder_create(&self, user: &str, name: &str) -> Result<()> {
-        self.folder_create_impl(user, name)
+    fn folder_create(&self, user: &str, name: &str, special: Option<&str>) -> Result<()> {
+        self.folder_create_impl(user, name, special)
     }
     fn folder_delete(&self, user: &str, name: &str) -> Result<()> {
         self.folder_delete_impl(user, name)

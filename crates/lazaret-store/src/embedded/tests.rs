@@ -385,7 +385,7 @@ fn folder_rename_moves_children_and_only_them() {
     let store = EmbeddedStore::open(&dir).unwrap();
     store.user_add("u@localhost", "pw").unwrap();
     for f in ["a_b", "a_b/c", "axb", "axb/c"] {
-        store.folder_create("u@localhost", f).unwrap();
+        store.folder_create("u@localhost", f, None).unwrap();
     }
     store.folder_rename("u@localhost", "a_b", "z").unwrap();
     let names: Vec<String> = store
@@ -400,7 +400,9 @@ fn folder_rename_moves_children_and_only_them() {
         "`_` is not a wildcard: {names:?}"
     );
     assert!(store.folder_rename("u@localhost", "INBOX", "x").is_err());
-    assert!(store.folder_create("u@localhost", "bad//name").is_err());
+    assert!(store
+        .folder_create("u@localhost", "bad//name", None)
+        .is_err());
 }
 
 fn worm(id: &str, rcpt: &str, subject: &str) -> Incoming {

@@ -14,6 +14,7 @@ fn no(session: &mut Session, tag: &str, e: StoreError) {
         StoreError::NotFound(m) if m.starts_with('[') => m,
         StoreError::NotFound(m) => format!("[NONEXISTENT] {m}"),
         StoreError::Exists(m) => format!("[ALREADYEXISTS] {m}"),
+        StoreError::Invalid(m) if m.starts_with('[') => m,
         StoreError::Invalid(m) => format!("[CANNOT] {m}"),
         other => format!("[UNAVAILABLE] {other}"),
     };
@@ -33,10 +34,13 @@ macro_rules! folder_op {
     }};
 }
 
-pub async fn create(session: &mut Session, tag: &str, name: &str) {
+pub async fn create(session: &mut Session, tag: &str, name: &str, special: Option<String>) {
     let name = name.to_string();
-    folder_op!(session, tag, "CREATE completed", |s, user| s
-        .folder_create(&user, &name))
+    folder_op!(session, tag, "CREATE completed", |s, user| s.folder_create(
+        &user,
+        &name,
+        special.as_deref()
+    ))
 }
 
 pub async fn delete(session: &mut Session, tag: &str, name: &str) {

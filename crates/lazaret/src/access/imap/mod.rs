@@ -138,6 +138,20 @@ async fn serve(server: Arc<Server>, conn: Conn, peer: SocketAddr, tls: bool) {
                         folders::list_extended(&mut session, &list).await;
                     }
                 }
+                Input::CreateSpecialUse { tag, mailbox, uses } => {
+                    take_events(&mut session, &mut events);
+                    match (&session.user, lazaret_proto::imap::mutf7::decode(&mailbox)) {
+                        (None, _) => session.tagged(&tag, "BAD", "CREATE: log in first"),
+                        (_, Err(e)) => session.tagged(&tag, "NO", &format!("[CANNOT] {e}")),
+                        // One special use per folder here (RFC 6154 allows refusing more).
+                        (_, Ok(_)) if uses.len() > 1 => {
+                            session.tagged(&tag, "NO", "[USEATTR] one special use per folder")
+                        }
+                        (_, Ok(name)) => {
+                            folders::create(&mut session, &tag, &name, uses.first().cloned()).await
+                        }
+                    }
+                }
                 Input::Continue => session.line("+ Ready for literal data"),
                 Input::Reject { tag, text, close } => {
                     errors += 1;

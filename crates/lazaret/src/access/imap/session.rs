@@ -180,7 +180,7 @@ impl Session {
 
     pub fn capabilities(&self) -> String {
         let mut caps = String::from(
-            "IMAP4rev1 LITERAL+ IDLE UIDPLUS MOVE UNSELECT NAMESPACE ENABLE SPECIAL-USE CHILDREN ID CONDSTORE QRESYNC LIST-EXTENDED LIST-STATUS",
+            "IMAP4rev1 LITERAL+ IDLE UIDPLUS MOVE UNSELECT NAMESPACE ENABLE SPECIAL-USE CHILDREN ID CONDSTORE QRESYNC LIST-EXTENDED LIST-STATUS CREATE-SPECIAL-USE",
         );
         // RFC 7889: the largest APPEND accepted, so a client need not try.
         caps.push_str(&format!(
@@ -299,7 +299,9 @@ impl Session {
                 self.select_with(&tag, &mailbox_name(&mailbox), true, parameters)
                     .await
             }
-            C::Create { mailbox } => folders::create(self, &tag, &mailbox_name(&mailbox)).await,
+            C::Create { mailbox } => {
+                folders::create(self, &tag, &mailbox_name(&mailbox), None).await
+            }
             C::Delete { mailbox } => folders::delete(self, &tag, &mailbox_name(&mailbox)).await,
             C::Rename { from, to } => {
                 folders::rename(self, &tag, &mailbox_name(&from), &mailbox_name(&to)).await
