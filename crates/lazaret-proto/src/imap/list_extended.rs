@@ -98,9 +98,8 @@ fn words(t: &[Token], at: usize) -> Option<(Vec<String>, usize)> {
     }
 }
 
-/// The command if `line` (one line, CRLF optional) is an extended LIST; `None` for
-/// anything else, including the plain RFC 3501 LIST (imap-codec's).
-pub fn parse(line: &[u8]) -> Option<ListExtended> {
+/// The tag and tokens of `line` if it is the command `name` (tag first, then name).
+fn command(line: &[u8], name: &str) -> Option<(String, Vec<Token>)> {
     let line = std::str::from_utf8(line)
         .ok()?
         .trim_end_matches(['\r', '\n']);
@@ -109,9 +108,13 @@ pub fn parse(line: &[u8]) -> Option<ListExtended> {
         Token::Atom(a) => a.clone(),
         _ => return None,
     };
-    if !matches!(t.get(1)?, Token::Atom(a) if a.eq_ignore_ascii_case("LIST")) {
-        return None;
-    }
+    matches!(t.get(1)?, Token::Atom(a) if a.eq_ignore_ascii_case(name)).then_some((tag, t))
+}
+
+/// The command if `line` (one line, CRLF optional) is an extended LIST; `None` for
+/// anything else, including the plain RFC 3501 LIST (imap-codec's).
+pub fn parse(line: &[u8]) -> Option<ListExtended> {
+    let (tag, t) = command(line, "LIST")?;
     let mut i = 2;
     let mut selection = Vec::new();
     if t.get(i)? == &Token::Open {
@@ -171,17 +174,7 @@ pub fn parse(line: &[u8]) -> Option<ListExtended> {
 /// `tag CREATE name (USE (\\Sent …))` (RFC 6154 CREATE-SPECIAL-USE), which imap-codec
 /// does not parse either: (tag, name as sent, the attributes).
 pub fn parse_create_use(line: &[u8]) -> Option<(String, String, Vec<String>)> {
-    let line = std::str::from_utf8(line)
-        .ok()?
-        .trim_end_matches(['\r', '\n']);
-    let t = tokens(line)?;
-    let tag = match t.first()? {
-        Token::Atom(a) => a.clone(),
-        _ => return None,
-    };
-    if !matches!(t.get(1)?, Token::Atom(a) if a.eq_ignore_ascii_case("CREATE")) {
-        return None;
-    }
+    let (tag, t) = command(line, "CREATE")?;
     let name = string(t.get(2)?)?;
     if t.get(3)? != &Token::Open
         || !matches!(t.get(4)?, Token::Atom(a) if a.eq_ignore_ascii_case("USE"))
