@@ -376,3 +376,41 @@ def test_idle_keepalive_and_appendlimit(make_server):
     m.send(b"DONE\r\n")
     assert m.readline().startswith(f"{tag} OK".encode())
     m.logout()
+
+
+def test_compress_deflate(server):
+    """RFC 4978: after COMPRESS DEFLATE both directions are raw deflate; a whole session
+    (SELECT, FETCH of a message, LOGOUT) works through it."""
+    import zlib
+
+    server.add_user("eve@localhost")
+    deliver(server, "eve@localhost", "Subject: squeezed\r\n\r\n" + "worm " * 2000 + "\r\n")
+    server.wait_delivered("eve@localhost", 1)
+    m = server.imap("eve@localhost")
+    assert b"COMPRESS=DEFLATE" in m.capability()[1][0].split()
+    m.send(b"c1 COMPRESS DEFLATE\r\n")
+    assert m.readline() == b"c1 OK DEFLATE active\r\n"
+    out, inflate = zlib.compressobj(wbits=-15), zlib.decompressobj(wbits=-15)
+    sock = m.sock
+    sock.settimeout(10)
+
+    def send(line):
+        sock.sendall(out.compress(line) + out.flush(zlib.Z_SYNC_FLUSH))
+
+    def until(tag):
+        text = b""
+        while not re.search(rb"(^|\r\n)" + tag + rb" (OK|NO|BAD)[^\r]*\r\n", text):
+            chunk = sock.recv(65536)
+            assert chunk, text
+            text += inflate.decompress(chunk)
+        return text
+
+    send(b"c2 SELECT INBOX\r\n")
+    assert b"* 1 EXISTS" in until(b"c2")
+    send(b"c3 FETCH 1 (BODY.PEEK[TEXT])\r\n")
+    body = until(b"c3")
+    assert body.count(b"worm ") == 2000, body[:200]
+    send(b"c4 COMPRESS DEFLATE\r\n")
+    assert b"c4 NO [COMPRESSIONACTIVE]" in until(b"c4")
+    send(b"c5 LOGOUT\r\n")
+    assert b"c5 OK" in until(b"c5")

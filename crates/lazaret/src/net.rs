@@ -11,6 +11,8 @@ use tokio_rustls::TlsAcceptor;
 pub enum Conn {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// IMAP COMPRESS=DEFLATE (RFC 4978) over either of the above.
+    Deflate(Box<Deflated>),
 }
 
 impl Conn {
@@ -18,6 +20,7 @@ impl Conn {
         match self {
             Conn::Plain(s) => s.read(buf).await,
             Conn::Tls(s) => s.read(buf).await,
+            Conn::Deflate(d) => d.read(buf).await,
         }
     }
 
@@ -31,7 +34,13 @@ impl Conn {
                 s.write_all(data).await?;
                 s.flush().await
             }
+            Conn::Deflate(d) => d.write_all(data).await,
         }
+    }
+
+    /// Whether COMPRESS is already on.
+    pub fn compressed(&self) -> bool {
+        matches!(self, Conn::Deflate(_))
     }
 
     /// STARTTLS/STLS: sends the session's go-ahead reply, then runs the handshake on
@@ -50,6 +59,77 @@ impl Conn {
             Ok(Ok(tls)) => Some(Conn::Tls(Box::new(tls))),
             _ => None,
         }
+    }
+}
+
+/// Raw deflate (RFC 1951, no zlib header) both ways, as RFC 4978 has it: each write is
+/// flushed to a byte boundary (a sync flush) so the client can read every response at
+/// once.
+pub struct Deflated {
+    inner: Conn,
+    inflate: flate2::Decompress,
+    deflate: flate2::Compress,
+    /// Compressed bytes read and not inflated yet.
+    input: Vec<u8>,
+    at: usize,
+}
+
+impl Deflated {
+    pub fn new(inner: Conn) -> Deflated {
+        Deflated {
+            inner,
+            inflate: flate2::Decompress::new(false),
+            deflate: flate2::Compress::new(flate2::Compression::fast(), false),
+            input: Vec::new(),
+            at: 0,
+        }
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let bad =
+            |e: flate2::DecompressError| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        loop {
+            if self.at < self.input.len() {
+                let (before_in, before_out) = (self.inflate.total_in(), self.inflate.total_out());
+                self.inflate
+                    .decompress(&self.input[self.at..], buf, flate2::FlushDecompress::Sync)
+                    .map_err(bad)?;
+                self.at += (self.inflate.total_in() - before_in) as usize;
+                let produced = (self.inflate.total_out() - before_out) as usize;
+                if produced > 0 {
+                    return Ok(produced);
+                }
+            }
+            self.input.drain(..self.at);
+            self.at = 0;
+            let mut chunk = [0u8; 16384];
+            // Boxed: Conn::read calls this, which calls Conn::read.
+            let n = Box::pin(self.inner.read(&mut chunk)).await?;
+            if n == 0 {
+                return Ok(0);
+            }
+            self.input.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        let mut out = Vec::with_capacity(data.len() / 2 + 64);
+        let mut at = 0;
+        loop {
+            if out.capacity() - out.len() < 64 {
+                out.reserve(out.capacity().max(4096));
+            }
+            let before = self.deflate.total_in();
+            self.deflate
+                .compress_vec(&data[at..], &mut out, flate2::FlushCompress::Sync)
+                .map_err(std::io::Error::other)?;
+            at += (self.deflate.total_in() - before) as usize;
+            // Done when all input is taken and the flush had room to finish.
+            if at == data.len() && out.len() < out.capacity() {
+                break;
+            }
+        }
+        Box::pin(self.inner.write_all(&out)).await
     }
 }
 

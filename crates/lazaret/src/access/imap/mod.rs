@@ -196,6 +196,17 @@ async fn run_next(
             let _ = session.flush().await;
             false
         }
+        Next::Compress => {
+            // The OK goes out as it is; everything after it is compressed.
+            if session.flush().await.is_err() {
+                return false;
+            }
+            let Some(conn) = session.conn.take() else {
+                return false;
+            };
+            session.conn = Some(Conn::Deflate(Box::new(crate::net::Deflated::new(conn))));
+            true
+        }
         Next::StartTls => {
             let go_ahead = std::mem::take(&mut session.out);
             let Some(conn) = session.conn.take() else {

@@ -18,6 +18,8 @@ use std::sync::Arc;
 pub enum Next {
     Continue,
     StartTls,
+    /// COMPRESS DEFLATE: the OK is out; compress from the next byte on.
+    Compress,
     /// AUTHENTICATE PLAIN without an initial response: ask for it.
     AuthPlain(String),
     Idle(String),
@@ -182,6 +184,9 @@ impl Session {
         let mut caps = String::from(
             "IMAP4rev1 LITERAL+ IDLE UIDPLUS MOVE UNSELECT NAMESPACE ENABLE SPECIAL-USE CHILDREN ID CONDSTORE QRESYNC LIST-EXTENDED LIST-STATUS CREATE-SPECIAL-USE",
         );
+        if !self.conn.as_ref().is_some_and(|c| c.compressed()) {
+            caps.push_str(" COMPRESS=DEFLATE");
+        }
         // RFC 7889: the largest APPEND accepted, so a client need not try.
         caps.push_str(&format!(
             " APPENDLIMIT={}",
@@ -285,6 +290,13 @@ impl Session {
                 }
             }
             _ if !authenticated => self.tagged(&tag, "BAD", &format!("{name}: log in first")),
+            C::Compress { .. } if self.conn.as_ref().is_some_and(|c| c.compressed()) => {
+                self.tagged(&tag, "NO", "[COMPRESSIONACTIVE] DEFLATE is already on")
+            }
+            C::Compress { .. } => {
+                self.tagged(&tag, "OK", "DEFLATE active");
+                return Next::Compress;
+            }
             C::Select {
                 mailbox,
                 parameters,
