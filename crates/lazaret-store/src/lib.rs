@@ -125,6 +125,9 @@ pub trait Store: Send + Sync {
     fn folder_rename(&self, user: &str, from: &str, to: &str) -> Result<()>;
     fn folder_subscribe(&self, user: &str, name: &str, on: bool) -> Result<()>;
     fn folder_snapshot(&self, user: &str, name: &str) -> Result<FolderSnapshot>;
+    /// A CONDSTORE client uses the folder: from now on new messages take a new
+    /// mod-sequence each (before, they share the current one). Returns HIGHESTMODSEQ.
+    fn folder_track_modseq(&self, user: &str, name: &str) -> Result<i64>;
     /// Subscribed names (folders or not), sorted.
     fn subscriptions(&self, user: &str) -> Result<Vec<String>>;
     /// A read-write session takes the folder's `\Recent` messages up to UID `upto`

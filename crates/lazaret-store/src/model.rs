@@ -152,6 +152,8 @@ pub struct FolderSnapshot {
     /// caches), so it is a lower bound: `folder_claim_recent` has the exact value.
     pub recent_uid: i64,
     pub highestmodseq: i64,
+    /// A CONDSTORE client has used the folder: every change takes a new mod-sequence.
+    pub modseq_on: bool,
     /// The keywords (non-system flags) the folder's messages carry, each once, in the
     /// order first seen: what IMAP announces in FLAGS. Read with the entries, so a
     /// cached snapshot answers SELECT without going over every entry again.

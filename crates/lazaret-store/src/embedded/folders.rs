@@ -97,11 +97,11 @@ pub(super) fn new_uidvalidity(c: &Connection) -> Result<i64> {
     Ok(next)
 }
 
-/// Takes the next `n` UIDs of a folder, and its next mod-sequence for them; returns
-/// (uidvalidity, first uid).
+/// Takes the next `n` UIDs of a folder, and its next mod-sequence for them once a
+/// CONDSTORE client has used the folder (`modseq_on`); returns (uidvalidity, first uid).
 pub(super) fn take_uids(c: &Connection, folder: i64, n: i64) -> Result<(i64, i64)> {
     Ok(c.prepare_cached(
-        "UPDATE mailboxes SET uidnext=uidnext+?2, highestmodseq=highestmodseq+1 WHERE id=?1
+        "UPDATE mailboxes SET uidnext=uidnext+?2, highestmodseq=highestmodseq+modseq_on WHERE id=?1
          RETURNING uidvalidity, uidnext-?2",
     )?
     .query_row(params![folder, n], |r| Ok((r.get(0)?, r.get(1)?)))?)
@@ -277,6 +277,19 @@ impl EmbeddedStore {
         })
     }
 
+    pub(super) fn folder_track_modseq_impl(&self, user: &str, name: &str) -> Result<i64> {
+        let (user, name) = (user.to_string(), canonical(name));
+        self.write(move |c| {
+            let folder = folder_id(c, &user, &name)?;
+            // A fresh mod-sequence: from here every change takes a new one.
+            Ok(c.prepare_cached(
+                "UPDATE mailboxes SET highestmodseq=highestmodseq+(1-modseq_on), modseq_on=1
+                 WHERE id=?1 RETURNING highestmodseq",
+            )?
+            .query_row([folder], |r| r.get(0))?)
+        })
+    }
+
     pub(super) fn subscriptions_impl(&self, user: &str) -> Result<Vec<String>> {
         let user = user.to_string();
         self.read(move |c| {
@@ -315,19 +328,27 @@ impl EmbeddedStore {
     pub(super) fn folder_snapshot_impl(&self, user: &str, name: &str) -> Result<FolderSnapshot> {
         let (user, name) = (user.to_string(), canonical(name));
         self.read(move |c| {
-            let (folder, uidvalidity, uidnext, recent_uid, highestmodseq): (
+            let (folder, uidvalidity, uidnext, recent_uid, highestmodseq, modseq_on): (
                 i64,
                 i64,
                 i64,
                 i64,
                 i64,
+                bool,
             ) = c
                 .prepare_cached(
-                    "SELECT id, uidvalidity, uidnext, recent_uid, highestmodseq FROM mailboxes
-                     WHERE user=?1 AND name=?2",
+                    "SELECT id, uidvalidity, uidnext, recent_uid, highestmodseq, modseq_on
+                     FROM mailboxes WHERE user=?1 AND name=?2",
                 )?
                 .query_row(params![user, name], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
                 })
                 .optional()?
                 .ok_or_else(|| StoreError::NotFound(format!("no folder {name}")))?;
@@ -362,6 +383,7 @@ impl EmbeddedStore {
                 uidnext,
                 recent_uid,
                 highestmodseq,
+                modseq_on,
                 keywords,
                 entries: std::sync::Arc::new(entries),
             })

@@ -340,6 +340,9 @@ impl Store for EmbeddedStore {
     fn folder_snapshot(&self, user: &str, name: &str) -> Result<FolderSnapshot> {
         self.folder_snapshot_impl(user, name)
     }
+    fn folder_track_modseq(&self, user: &str, name: &str) -> Result<i64> {
+        self.folder_track_modseq_impl(user, name)
+    }
     fn subscriptions(&self, user: &str) -> Result<Vec<String>> {
         self.subscriptions_impl(user)
     }

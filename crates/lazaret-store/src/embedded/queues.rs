@@ -115,7 +115,7 @@ fn into_inboxes(
     for rcpt in rcpts {
         let inbox: Option<(i64, i64, i64)> = c
             .prepare_cached(
-                "UPDATE mailboxes SET uidnext=uidnext+1, highestmodseq=highestmodseq+1
+                "UPDATE mailboxes SET uidnext=uidnext+1, highestmodseq=highestmodseq+modseq_on
                  WHERE user=?1 AND name='INBOX'
                  RETURNING id, uidnext-1, highestmodseq",
             )?

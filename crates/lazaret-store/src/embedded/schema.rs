@@ -129,7 +129,11 @@ CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
 
 /// Columns added after a table was first created: (table, column, definition).
 /// Applied to older stores on open.
-pub const ADDED_COLUMNS: [(&str, &str, &str); 12] = [
+pub const ADDED_COLUMNS: [(&str, &str, &str); 13] = [
+    // Whether a CONDSTORE client has used the folder (1) — until then new messages
+    // take the current mod-sequence instead of a new one each, as Dovecot does, so
+    // that a folder's mod-sequences stay small numbers (fewer bytes in every resync).
+    ("mailboxes", "modseq_on", "INTEGER NOT NULL DEFAULT 0"),
     // CONDSTORE (RFC 7162): every change to a folder (new message, flags, expunge)
     // takes the folder's next mod-sequence; an entry keeps the one of its last change.
     ("mailboxes", "highestmodseq", "INTEGER NOT NULL DEFAULT 1"),

@@ -173,6 +173,7 @@ pub async fn fetch(
     {
         session.condstore = true;
     }
+    session.track_modseq().await;
     if session.condstore
         && !items
             .iter()

@@ -210,6 +210,10 @@ fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> bool {
 const BATCH: usize = 256;
 
 pub async fn search(session: &mut Session, tag: &str, criteria: &[SearchKey<'static>], uid: bool) {
+    if criteria.iter().any(uses_modseq) {
+        session.condstore = true;
+    }
+    session.track_modseq().await;
     let content = criteria.iter().any(needs_content);
     let sel = session.selected.as_ref().expect("selected");
     // Shared with the session (copy on write), so this clone is a reference count.
@@ -261,7 +265,6 @@ pub async fn search(session: &mut Session, tag: &str, criteria: &[SearchKey<'sta
     // A MODSEQ criterion turns CONDSTORE on and the answer carries the highest
     // mod-sequence of the messages found (RFC 7162 3.1.5).
     if criteria.iter().any(uses_modseq) {
-        session.condstore = true;
         if let Some(top) = top_modseq {
             line.push_str(&format!(" (MODSEQ {top})"));
         }

@@ -42,6 +42,8 @@ pub struct Selected {
     /// show keywords announced there.
     pub keywords: Vec<String>,
     pub highestmodseq: i64,
+    /// The folder tracks a mod-sequence per change (a CONDSTORE client used it).
+    pub modseq_on: bool,
 }
 
 impl Selected {
@@ -365,6 +367,7 @@ impl Session {
                 }
                 let line = format!("* ENABLED {}", enabled.join(" "));
                 self.line(line.trim_end());
+                self.track_modseq().await;
                 self.tagged(&tag, "OK", "ENABLE completed");
             }
             C::Idle => return Next::Idle(tag),
@@ -599,11 +602,29 @@ impl Session {
             recent_told: 0,
             keywords,
             highestmodseq: snapshot.highestmodseq,
+            modseq_on: snapshot.modseq_on,
         };
         if recent_from < snapshot.uidnext {
             selected.recent.push((recent_from, snapshot.uidnext));
         }
         selected.recent_told = selected.recent_count();
+        if self.condstore && !selected.modseq_on {
+            let (user, folder) = (self.user().to_string(), name.to_string());
+            match self
+                .server
+                .store_call(move |s| s.folder_track_modseq(&user, &folder))
+                .await
+            {
+                Ok(h) => {
+                    selected.highestmodseq = h;
+                    selected.modseq_on = true;
+                }
+                Err(e) => {
+                    self.tagged(tag, "NO", &format!("[UNAVAILABLE] {e}"));
+                    return;
+                }
+            }
+        }
         self.flags_and_permanentflags(&selected.keywords);
         self.line(&format!("* {} EXISTS", selected.entries.len()));
         self.line(&format!("* {} RECENT", selected.recent_told));
@@ -619,10 +640,8 @@ impl Session {
             snapshot.uidnext
         ));
         if self.condstore {
-            self.line(&format!(
-                "* OK [HIGHESTMODSEQ {}] highest",
-                snapshot.highestmodseq
-            ));
+            let highest = selected.highestmodseq;
+            self.line(&format!("* OK [HIGHESTMODSEQ {highest}] highest"));
         }
         let uidvalidity = snapshot.uidvalidity;
         self.selected = Some(selected);
@@ -639,6 +658,29 @@ impl Session {
                 if read_only { "EXAMINE" } else { "SELECT" }
             ),
         );
+    }
+
+    /// CONDSTORE was turned on with a folder selected that did not track mod-sequences
+    /// yet: it does from now on (see `Store::folder_track_modseq`).
+    pub async fn track_modseq(&mut self) {
+        let Some(sel) = self
+            .selected
+            .as_ref()
+            .filter(|s| self.condstore && !s.modseq_on)
+        else {
+            return;
+        };
+        let (user, folder) = (self.user().to_string(), sel.name.clone());
+        if let Ok(h) = self
+            .server
+            .store_call(move |s| s.folder_track_modseq(&user, &folder))
+            .await
+        {
+            if let Some(sel) = self.selected.as_mut() {
+                sel.highestmodseq = h;
+                sel.modseq_on = true;
+            }
+        }
     }
 
     /// After SELECT with QRESYNC (RFC 7162 3.2.5): VANISHED (EARLIER) for the known
@@ -797,7 +839,8 @@ impl Session {
             sel.recent.push((recent_from, snapshot.uidnext));
         }
         sel.uidnext = snapshot.uidnext;
-        sel.highestmodseq = snapshot.highestmodseq;
+        sel.highestmodseq = sel.highestmodseq.max(snapshot.highestmodseq);
+        sel.modseq_on |= snapshot.modseq_on;
         let mut flags_seen: Vec<String> = fresh.iter().flat_map(|e| e.flags.clone()).collect();
         for &i in &changed {
             flags_seen.extend(sel.entries[i].flags.iter().cloned());
