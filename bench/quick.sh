@@ -53,9 +53,9 @@ GOALS = [
     (r"ingest p99 DATA->250 at", "ratio", 1.0),
     (r"ingest peak RSS", "max", 200),
     (r"outbound delivered", "ratio", 2.5),
-    # With 1% changed, ~2% is the floor for any server: each changed message comes
-    # back with UID and MODSEQ, about twice a plain FLAGS line (Dovecot: 2.00%).
-    (r"imap QRESYNC resync bytes", "max", 2.5),
+    # With 1% changed, ~2% is near the floor for any server: each changed message
+    # comes back with UID and MODSEQ, about twice a plain FLAGS line (Dovecot: 2.00%).
+    (r"imap QRESYNC resync bytes", "max", 2),
     (r"imap ", "ratio", 1.0),
     (r"find |queue: find", "ratio", 1.0),
     (r"quarantine all worms", "ratio", 1.0),
