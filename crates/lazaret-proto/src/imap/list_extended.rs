@@ -211,6 +211,45 @@ mod tests {
         assert!(parse(b"t LIST \"\" % RETURN").is_none());
     }
 
+    /// Random lines made of the grammar's pieces: never a panic.
+    #[test]
+    fn random_lines_never_panic() {
+        let pieces = [
+            "a1",
+            " ",
+            "LIST",
+            "CREATE",
+            "(",
+            ")",
+            "\"",
+            "\\",
+            "RETURN",
+            "STATUS",
+            "USE",
+            "SUBSCRIBED",
+            "%",
+            "*",
+            "{3}",
+            "\r\n",
+            "INBOX",
+            "ü",
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..100_000 {
+            let mut line = String::new();
+            for _ in 0..(state % 14) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                line.push_str(pieces[(state % pieces.len() as u64) as usize]);
+            }
+            let _ = parse(line.as_bytes());
+            let _ = parse_create_use(line.as_bytes());
+            let with_tag = format!("t LIST {line}");
+            let _ = parse(with_tag.as_bytes());
+        }
+    }
+
     #[test]
     fn create_with_a_special_use() {
         let (tag, name, uses) =

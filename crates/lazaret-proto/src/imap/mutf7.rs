@@ -146,6 +146,33 @@ mod tests {
         }
     }
 
+    /// Hand-written parsing must not panic on any input (until `fuzz/` covers it):
+    /// random strings over the characters that matter, and every decoded name
+    /// encodes back to what was decoded.
+    #[test]
+    fn random_input_never_panics_and_round_trips() {
+        let alphabet: Vec<char> = "&-+,/AZaz09 ü日\u{1F600}\t".chars().collect();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..100_000 {
+            let len = (state % 12) as usize;
+            let mut s = String::new();
+            for _ in 0..len {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                s.push(alphabet[(state % alphabet.len() as u64) as usize]);
+            }
+            if let Ok(utf8) = decode(&s) {
+                assert_eq!(
+                    decode(&encode(&utf8)).as_deref(),
+                    Ok(utf8.as_str()),
+                    "{s:?}"
+                );
+            }
+            let _ = decode(&encode(&s));
+        }
+    }
+
     #[test]
     fn refuses_what_is_not_modified_utf7() {
         for bad in [
