@@ -35,12 +35,6 @@ pub fn mailbox(out: &mut Vec<u8>, name: &str) {
     string(out, super::mutf7::encode(name).as_bytes());
 }
 
-pub fn flags(out: &mut Vec<u8>, flags: &[String]) {
-    out.push(b'(');
-    out.extend_from_slice(flags.join(" ").as_bytes());
-    out.push(b')');
-}
-
 const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];

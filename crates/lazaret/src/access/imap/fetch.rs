@@ -2,7 +2,7 @@
 //! BODYSTRUCTURE and body sections from the message's bytes, read in batches off the
 //! async threads. Fetching a body without PEEK marks the message \Seen.
 
-use super::session::{has_flag, Session};
+use super::session::{flags_text, has_flag, Session};
 use super::uids;
 use lazaret_proto::imap::structure::{self, SectionText};
 use lazaret_proto::imap::types::command::FetchModifier;
@@ -173,7 +173,10 @@ pub async fn fetch(
     {
         session.condstore = true;
     }
-    session.track_modseq().await;
+    if let Err(e) = session.track_modseq().await {
+        session.tagged(tag, "NO", &format!("[UNAVAILABLE] {e}"));
+        return;
+    }
     if session.condstore
         && !items
             .iter()
@@ -520,15 +523,9 @@ fn need_with_cache(item: &MessageDataItemName<'_>, cached: Option<&ImapCached>) 
 
 /// FLAGS as this session shows them: `\Recent` is the session's, not the store's.
 fn flags_item(out: &mut Vec<u8>, entry: &lazaret_store::FolderEntry, recent: bool) {
-    out.extend_from_slice(b"FLAGS ");
-    write::flags(out, &entry.flags);
-    if recent {
-        out.pop();
-        if !entry.flags.is_empty() {
-            out.push(b' ');
-        }
-        out.extend_from_slice(b"\\Recent)");
-    }
+    out.extend_from_slice(b"FLAGS (");
+    out.extend_from_slice(flags_text(&entry.flags, recent).as_bytes());
+    out.push(b')');
 }
 
 fn render(

@@ -69,6 +69,15 @@ pub async fn subscribe(session: &mut Session, tag: &str, name: &str, on: bool) {
         .folder_subscribe(&user, &name, on))
 }
 
+/// Whether a LIST/LSUB pattern names a folder; INBOX matches in any case.
+fn pattern_names(pattern: &[u8], name: &str) -> bool {
+    if name == "INBOX" {
+        matches(pattern, b"INBOX") || matches(&pattern.to_ascii_uppercase(), b"INBOX")
+    } else {
+        matches(pattern, name.as_bytes())
+    }
+}
+
 /// IMAP LIST wildcards: `*` matches anything, `%` anything but the separator.
 fn matches(pattern: &[u8], name: &[u8]) -> bool {
     match pattern.split_first() {
@@ -119,12 +128,7 @@ pub async fn list(
     };
     let names: Vec<String> = folders.iter().map(|f| f.name.clone()).collect();
     for f in &folders {
-        let hit = if f.name == "INBOX" {
-            let upper: Vec<u8> = full.to_ascii_uppercase();
-            matches(&full, b"INBOX") || matches(&upper, b"INBOX")
-        } else {
-            matches(&full, f.name.as_bytes())
-        };
+        let hit = pattern_names(&full, &f.name);
         if !hit {
             continue;
         }
@@ -160,13 +164,7 @@ async fn lsub(session: &mut Session, tag: &str, pattern: &[u8]) {
         Ok(n) => n,
         Err(e) => return no(session, tag, e),
     };
-    let hit = |name: &str| {
-        if name == "INBOX" {
-            matches(pattern, b"INBOX") || matches(&pattern.to_ascii_uppercase(), b"INBOX")
-        } else {
-            matches(pattern, name.as_bytes())
-        }
-    };
+    let hit = |name: &str| pattern_names(pattern, name);
     let mut listed: Vec<(String, bool)> = Vec::new();
     for name in &names {
         if hit(name) {
@@ -241,15 +239,7 @@ pub async fn list_extended(session: &mut Session, list: &ListExtended) {
         session.line("* LIST (\\Noselect) \"/\" \"\"");
         return session.tagged(tag, "OK", "LIST completed");
     }
-    let hit = |name: &str| {
-        patterns.iter().any(|p| {
-            if name == "INBOX" {
-                matches(p, b"INBOX") || matches(&p.to_ascii_uppercase(), b"INBOX")
-            } else {
-                matches(p, name.as_bytes())
-            }
-        })
-    };
+    let hit = |name: &str| patterns.iter().any(|p| pattern_names(p, name));
     let user = session.user().to_string();
     let read = session
         .server
@@ -327,11 +317,11 @@ pub async fn list_extended(session: &mut Session, list: &ListExtended) {
     session.tagged(tag, "OK", "LIST completed");
 }
 
-/// `* STATUS name (…)` with the items asked for, by name (LIST-STATUS).
-fn status_line(f: &lazaret_store::Folder, items: &[String]) -> Vec<u8> {
+/// `* STATUS name (…)` with the items asked for, by name (STATUS and LIST-STATUS).
+fn status_line<S: AsRef<str>>(f: &lazaret_store::Folder, items: &[S]) -> Vec<u8> {
     let mut parts = Vec::new();
     for item in items {
-        match item.as_str() {
+        match item.as_ref() {
             "MESSAGES" => parts.push(format!("MESSAGES {}", f.messages)),
             "RECENT" => parts.push(format!("RECENT {}", f.recent)),
             "UIDNEXT" => parts.push(format!("UIDNEXT {}", f.uidnext)),
@@ -362,24 +352,20 @@ pub async fn status(session: &mut Session, tag: &str, name: &str, items: &[Statu
         session.tagged(tag, "NO", &format!("[NONEXISTENT] no folder {name}"));
         return;
     };
-    let mut parts = Vec::new();
-    for item in items {
-        match item {
-            StatusDataItemName::Messages => parts.push(format!("MESSAGES {}", f.messages)),
-            StatusDataItemName::Recent => parts.push(format!("RECENT {}", f.recent)),
-            StatusDataItemName::HighestModSeq => {
-                parts.push(format!("HIGHESTMODSEQ {}", f.highestmodseq))
-            }
-            StatusDataItemName::UidNext => parts.push(format!("UIDNEXT {}", f.uidnext)),
-            StatusDataItemName::UidValidity => parts.push(format!("UIDVALIDITY {}", f.uidvalidity)),
-            StatusDataItemName::Unseen => parts.push(format!("UNSEEN {}", f.unseen)),
-            _ => {}
-        }
-    }
-    let mut out = b"* STATUS ".to_vec();
-    write::mailbox(&mut out, &f.name);
-    out.extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
-    session.out.extend_from_slice(&out);
+    let names: Vec<&str> = items
+        .iter()
+        .filter_map(|item| match item {
+            StatusDataItemName::Messages => Some("MESSAGES"),
+            StatusDataItemName::Recent => Some("RECENT"),
+            StatusDataItemName::HighestModSeq => Some("HIGHESTMODSEQ"),
+            StatusDataItemName::UidNext => Some("UIDNEXT"),
+            StatusDataItemName::UidValidity => Some("UIDVALIDITY"),
+            StatusDataItemName::Unseen => Some("UNSEEN"),
+            _ => None,
+        })
+        .collect();
+    let line = status_line(f, &names);
+    session.out.extend_from_slice(&line);
     session.tagged(tag, "OK", "STATUS completed");
 }
 

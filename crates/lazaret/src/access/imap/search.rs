@@ -213,7 +213,10 @@ pub async fn search(session: &mut Session, tag: &str, criteria: &[SearchKey<'sta
     if criteria.iter().any(uses_modseq) {
         session.condstore = true;
     }
-    session.track_modseq().await;
+    if let Err(e) = session.track_modseq().await {
+        session.tagged(tag, "NO", &format!("[UNAVAILABLE] {e}"));
+        return;
+    }
     let content = criteria.iter().any(needs_content);
     let sel = session.selected.as_ref().expect("selected");
     // Shared with the session (copy on write), so this clone is a reference count.

@@ -84,15 +84,20 @@ impl Selected {
 
     /// An entry's flags as this session shows them (with `\Recent`).
     pub fn flags_of(&self, entry: &FolderEntry) -> String {
-        let mut text = entry.flags.join(" ");
-        if self.is_recent(entry.uid) {
-            if !text.is_empty() {
-                text.push(' ');
-            }
-            text.push_str("\\Recent");
-        }
-        text
+        flags_text(&entry.flags, self.is_recent(entry.uid))
     }
+}
+
+/// Flags as a FETCH shows them: the stored ones, and `\Recent` for this session.
+pub fn flags_text(flags: &[String], recent: bool) -> String {
+    let mut text = flags.join(" ");
+    if recent {
+        if !text.is_empty() {
+            text.push(' ');
+        }
+        text.push_str("\\Recent");
+    }
+    text
 }
 
 /// What a client knew at its last session: `SELECT … (QRESYNC (…))`.
@@ -367,7 +372,8 @@ impl Session {
                 }
                 let line = format!("* ENABLED {}", enabled.join(" "));
                 self.line(line.trim_end());
-                self.track_modseq().await;
+                // A failure here is met again, and answered, by the next CONDSTORE command.
+                let _ = self.track_modseq().await;
                 self.tagged(&tag, "OK", "ENABLE completed");
             }
             C::Idle => return Next::Idle(tag),
@@ -609,12 +615,7 @@ impl Session {
         }
         selected.recent_told = selected.recent_count();
         if self.condstore && !selected.modseq_on {
-            let (user, folder) = (self.user().to_string(), name.to_string());
-            match self
-                .server
-                .store_call(move |s| s.folder_track_modseq(&user, &folder))
-                .await
-            {
+            match self.start_tracking(name).await {
                 Ok(h) => {
                     selected.highestmodseq = h;
                     selected.modseq_on = true;
@@ -662,25 +663,29 @@ impl Session {
 
     /// CONDSTORE was turned on with a folder selected that did not track mod-sequences
     /// yet: it does from now on (see `Store::folder_track_modseq`).
-    pub async fn track_modseq(&mut self) {
-        let Some(sel) = self
+    pub async fn track_modseq(&mut self) -> Result<(), StoreError> {
+        let Some(name) = self
             .selected
             .as_ref()
             .filter(|s| self.condstore && !s.modseq_on)
+            .map(|s| s.name.clone())
         else {
-            return;
+            return Ok(());
         };
-        let (user, folder) = (self.user().to_string(), sel.name.clone());
-        if let Ok(h) = self
-            .server
+        let h = self.start_tracking(&name).await?;
+        if let Some(sel) = self.selected.as_mut() {
+            sel.highestmodseq = h;
+            sel.modseq_on = true;
+        }
+        Ok(())
+    }
+
+    /// `Store::folder_track_modseq` for one of this user's folders: its HIGHESTMODSEQ.
+    async fn start_tracking(&self, name: &str) -> Result<i64, StoreError> {
+        let (user, folder) = (self.user().to_string(), name.to_string());
+        self.server
             .store_call(move |s| s.folder_track_modseq(&user, &folder))
             .await
-        {
-            if let Some(sel) = self.selected.as_mut() {
-                sel.highestmodseq = h;
-                sel.modseq_on = true;
-            }
-        }
     }
 
     /// After SELECT with QRESYNC (RFC 7162 3.2.5): VANISHED (EARLIER) for the known

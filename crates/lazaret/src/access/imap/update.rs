@@ -44,7 +44,10 @@ pub async fn store(session: &mut Session, tag: &str, set: &SequenceSet, request:
     if unchanged_since.is_some() {
         session.condstore = true;
     }
-    session.track_modseq().await;
+    if let Err(e) = session.track_modseq().await {
+        session.tagged(tag, "NO", &format!("[UNAVAILABLE] {e}"));
+        return;
+    }
     let indexes = session.resolve(set, uid);
     let sel = session.selected.as_ref().expect("selected");
     let entries: Vec<i64> = indexes.iter().map(|&i| sel.entries[i].entry).collect();
