@@ -29,7 +29,7 @@ def test_openapi_document_describes_the_api(server):
     doc = json.loads(body)
     assert doc["openapi"].startswith("3.")
     for path in ["/api/status", "/api/users", "/api/queues", "/api/audit", "/api/smtp/{action}",
-                 "/api/backups", "/api/lockdown", "/api/recover"]:
+                 "/api/backups", "/api/lockdown", "/api/recover", "/api/clusters", "/api/clusters/{id}"]:
         assert path in doc["paths"], path
 
 

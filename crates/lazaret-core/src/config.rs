@@ -54,6 +54,10 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub backup: BackupConfig,
+    #[serde(default)]
+    pub outbreak: OutbreakConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// The file this was read from (none for the built-in defaults); a backup keeps it.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -78,6 +82,117 @@ impl Default for BackupConfig {
         BackupConfig {
             dir: default_backup_dir(),
         }
+    }
+}
+
+/// Seeing an outbreak before any signature does.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutbreakConfig {
+    /// Group near-identical mail into clusters as it is stored (`lazaret clusters`).
+    /// Costs a few index lookups per message; off, `clusters` shows nothing new.
+    #[serde(default = "yes")]
+    pub clusters: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for OutbreakConfig {
+    fn default() -> Self {
+        OutbreakConfig { clusters: true }
+    }
+}
+
+/// Per-sender rate limits: over one, SMTP answers `451 4.7.1` until the window moves on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Per authenticated user on the submission port: an infected client must not push
+    /// thousands of copies out.
+    #[serde(default = "default_submission_limits")]
+    pub submission: SenderLimits,
+    /// Per client IP on the inbound port (off by default: one big sender's servers can
+    /// rightly send a lot).
+    #[serde(default)]
+    pub inbound: SenderLimits,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            submission: default_submission_limits(),
+            inbound: SenderLimits::default(),
+        }
+    }
+}
+
+fn default_submission_limits() -> SenderLimits {
+    SenderLimits {
+        messages: vec![RateLimit::new(200, 60), RateLimit::new(2_000, 3_600)],
+        recipients: vec![RateLimit::new(1_000, 60), RateLimit::new(10_000, 3_600)],
+    }
+}
+
+/// Limits on messages (transactions) and on recipients, each any number of
+/// `"COUNT/DURATION"` (all must hold); an empty list is no limit.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SenderLimits {
+    #[serde(default)]
+    pub messages: Vec<RateLimit>,
+    #[serde(default)]
+    pub recipients: Vec<RateLimit>,
+}
+
+/// At most `count` per `per` (sliding), written `"200/1m"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub count: u64,
+    pub per: std::time::Duration,
+}
+
+impl RateLimit {
+    pub fn new(count: u64, per_secs: u64) -> RateLimit {
+        RateLimit {
+            count,
+            per: std::time::Duration::from_secs(per_secs),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<RateLimit, String> {
+        let err = || format!("{text:?}: write COUNT/DURATION, like \"200/1m\" or \"2000/1h\"");
+        let (count, per) = text.split_once('/').ok_or_else(err)?;
+        let count: u64 = count.trim().parse().map_err(|_| err())?;
+        let per = Duration::parse(per).map_err(|_| err())?;
+        if count == 0 || per.0 == 0 {
+            return Err(err());
+        }
+        Ok(RateLimit {
+            count,
+            per: per.as_std(),
+        })
+    }
+}
+
+impl std::fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.per.as_secs();
+        let (n, unit) = match secs {
+            s if s % 86_400 == 0 => (s / 86_400, "d"),
+            s if s % 3_600 == 0 => (s / 3_600, "h"),
+            s if s % 60 == 0 => (s / 60, "m"),
+            s => (s, "s"),
+        };
+        write!(f, "{}/{n}{unit}", self.count)
+    }
+}
+
+impl<'de> Deserialize<'de> for RateLimit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        RateLimit::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod clamd;
 pub mod engine;
+pub mod fingerprint;
 pub mod mime;
 pub mod signatures;
 #[cfg(test)]

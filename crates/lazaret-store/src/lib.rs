@@ -196,6 +196,15 @@ pub trait Store: Send + Sync {
         limit: Option<usize>,
     ) -> Result<FindResult>;
     fn find_ids(&self, places: &[Place], filters: &Filters) -> Result<Vec<String>>;
+    /// Outbreak clusters, biggest first.
+    fn clusters(&self, query: &ClusterQuery) -> Result<Vec<ClusterSummary>>;
+    /// One cluster (a merged cluster's id names the cluster it joined).
+    fn cluster(&self, id: i64) -> Result<Option<ClusterSummary>>;
+    /// Marks a cluster as known mail, or not; false if there is no such cluster.
+    fn cluster_allow(&self, id: i64, allowed: bool) -> Result<bool>;
+    /// Files up to `limit` messages stored since the last call into their clusters;
+    /// returns how many (fewer than `limit`: none are left).
+    fn file_clusters(&self, limit: usize) -> Result<usize>;
     /// Moves queued and mailbox messages into quarantine.
     fn quarantine(&self, ids: &[String], actor: &str, reason: &str) -> Result<ActionReport>;
     /// Puts quarantined messages back where they were taken from.

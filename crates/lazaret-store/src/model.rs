@@ -321,6 +321,8 @@ pub struct StoreStats {
     /// meanwhile).
     #[serde(default)]
     pub text_index_behind: u64,
+    /// Messages stored but not yet filed into outbreak clusters.
+    pub clusters_behind: u64,
 }
 
 /// Where `find` looks.
@@ -374,6 +376,8 @@ pub struct Filters {
     /// Quarantined at or before this time (quarantine only).
     pub quarantined_before: Option<i64>,
     pub larger_than: Option<u64>,
+    /// Members of this outbreak cluster (`clusters`).
+    pub cluster: Option<i64>,
     /// Only these ids (`q…`, `m…`, `x…`).
     pub ids: Option<Vec<String>>,
 }
@@ -442,4 +446,54 @@ pub struct BackupSnapshot {
     pub files: Vec<BackupSource>,
     /// Keeps those files from being removed (compaction, deletions wait) until dropped.
     pub pin: Box<dyn std::any::Any + Send>,
+}
+
+/// Which clusters `clusters` lists.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterQuery {
+    /// Seen (a member stored) at or after this time.
+    pub since: Option<i64>,
+    /// Only clusters with members in these places (empty: anywhere).
+    pub places: Vec<Place>,
+    /// At least this many members.
+    pub min: u64,
+    pub limit: usize,
+}
+
+/// An outbreak cluster: near-identical messages, with what an admin needs to judge it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterSummary {
+    pub id: i64,
+    /// Members still stored (queues, mailboxes, quarantine).
+    pub messages: u64,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    /// Members received in the last hour.
+    pub last_hour: u64,
+    /// Distinct envelope senders.
+    pub senders: u64,
+    /// Distinct recipients reached (queued, mailbox owners, quarantined from).
+    pub recipients: u64,
+    pub in_queues: u64,
+    pub in_mailboxes: u64,
+    pub in_quarantine: u64,
+    /// Queues and mailbox owners it reached (a sample).
+    pub queues: Vec<String>,
+    pub mailboxes: Vec<String>,
+    /// Recent distinct subjects (a sample).
+    pub subjects: Vec<String>,
+    /// Attachments and archive members most members share.
+    pub attachments: Vec<ClusterAttachment>,
+    /// The scanner's verdicts among the members, with counts.
+    pub verdicts: Vec<(String, u64)>,
+    /// Marked as known mail by the admin (`clusters allow`).
+    pub allowed: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterAttachment {
+    pub sha256: String,
+    pub name: Option<String>,
+    /// Members that carry it.
+    pub messages: u64,
 }

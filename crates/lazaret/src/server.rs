@@ -53,6 +53,9 @@ pub struct Server {
     pub scanner: crate::scan::Scanner,
     /// Wakes the after-queue scanner when new mail is committed.
     pub scan_wake: Notify,
+    /// `[limits]`: per authenticated user on submission, per client IP inbound.
+    pub rate_submission: crate::accept::rate::RateLimiter,
+    pub rate_inbound: crate::accept::rate::RateLimiter,
 }
 
 impl Server {

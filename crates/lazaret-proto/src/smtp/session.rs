@@ -88,6 +88,8 @@ pub struct Session {
     output: Vec<u8>,
     envelope: Envelope,
     in_transaction: bool,
+    /// MAIL commands accepted so far: tells the driver a new transaction began.
+    transactions: u64,
     errors: u32,
     pending: Option<Event>,
 }
@@ -103,6 +105,7 @@ impl Session {
             output: Vec::new(),
             envelope: Envelope::default(),
             in_transaction: false,
+            transactions: 0,
             errors: 0,
             pending: None,
         };
@@ -144,6 +147,12 @@ impl Session {
     pub fn close_with(&mut self, reply: Reply) {
         reply.write_to(&mut self.output);
         self.stage = Stage::Closed;
+    }
+
+    /// How many transactions (accepted MAIL commands) this connection has begun: a
+    /// recipient check under a new number is the transaction's first.
+    pub fn transactions(&self) -> u64 {
+        self.transactions
     }
 
     pub fn authenticated(&self) -> Option<&str> {
@@ -424,6 +433,7 @@ impl Session {
                 }
                 self.envelope.mail_from = from.address.to_string();
                 self.in_transaction = true;
+                self.transactions += 1;
                 self.reply(Reply::new(250, [2, 1, 0], "OK"));
             }
             Request::Rcpt { to } => {

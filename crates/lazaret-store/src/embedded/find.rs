@@ -135,6 +135,9 @@ fn message_conditions(f: &Filters, sql: &mut Sql) -> Result<()> {
     if let Some(n) = f.larger_than {
         sql.cond("m.size>?", [Value::Integer(n as i64)]);
     }
+    if let Some(cluster) = f.cluster {
+        sql.cond(super::clusters::CONDITION, [Value::Integer(cluster)]);
+    }
     Ok(())
 }
 

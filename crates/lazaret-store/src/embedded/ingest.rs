@@ -2,6 +2,7 @@
 //! bytes appended to the packs and made durable, then its rows inserted (message, parts,
 //! an `inbound` queue item with its recipients) in the next group commit.
 
+use super::clusters::{self, Fingerprint};
 use super::*;
 
 /// A new message store id: 16 random hex digits (the blob's name, "queued as").
@@ -19,6 +20,8 @@ pub(crate) struct Prepared {
     pub(super) received: Option<i64>,
     /// Where its bytes were written (`EmbeddedStore::write_blob`).
     pub(super) location: Option<BlobLocation>,
+    /// Its outbreak-cluster keys, taken from the same parse.
+    pub(super) fingerprint: Fingerprint,
 }
 
 impl Prepared {
@@ -28,8 +31,10 @@ impl Prepared {
         if id.len() < 2 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(StoreError::Invalid(format!("bad message id {id:?}")));
         }
+        let meta = MessageMetadata::extract(&incoming.data);
         Ok(Prepared {
-            meta: MessageMetadata::extract(&incoming.data),
+            fingerprint: Fingerprint::of(&meta),
+            meta,
             digests: Digests::of(&incoming.data),
             size: incoming.data.len() as u64,
             received: None,
@@ -96,6 +101,7 @@ impl Prepared {
         let message = c.last_insert_rowid();
         count_pack_bytes(c, self.location, self.size as i64)?;
         insert_parts(c, message, meta)?;
+        clusters::record(c, message, &self.fingerprint)?;
         Ok(message)
     }
 }

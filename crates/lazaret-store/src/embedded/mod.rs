@@ -6,13 +6,14 @@
 //! One file per concern: `ingest` (accept a message), `queues` (routing, local
 //! delivery), `outbound` (remote queues, attempts, DSNs), `folders` (IMAP's view),
 //! `messages` (reading bodies, deletion, collecting unreferenced rows), `accounts`,
-//! `find`, `quarantine` (and import), `scanning`, `reindex`, `settings` (settings,
+//! `find`, `clusters` (outbreak clusters), `quarantine` (and import), `scanning`, `reindex`, `settings` (settings,
 //! audit, figures); storage mechanics in `blobs`, `compaction`, `text_index`,
 //! `checkpoint`, `writer`, `schema`.
 
 mod accounts;
 mod blobs;
 mod checkpoint;
+mod clusters;
 mod compaction;
 mod find;
 mod folders;
@@ -30,6 +31,7 @@ mod text_index;
 mod writer;
 
 pub use accounts::normalize_address;
+pub use clusters::set_enabled as set_clustering;
 pub use ingest::new_message_id;
 pub use outbound::OUTBOUND_DISABLED;
 pub use reindex::ReindexBatch;
@@ -68,6 +70,10 @@ pub struct EmbeddedStore {
 fn open_connection(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // The writer runs some 30 distinct statements per batch of mail (ingest, scan
+    // verdicts, routing, delivery, clusters); rusqlite's default cache of 16 would
+    // evict and parse them again every time.
+    conn.set_prepared_statement_cache_capacity(128);
     // Statement journals (every multi-row change keeps one) in memory, not temp files.
     conn.execute_batch(
         "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;",
@@ -435,6 +441,23 @@ impl Store for EmbeddedStore {
     fn find_ids(&self, places: &[Place], filters: &Filters) -> Result<Vec<String>> {
         let (places, filters) = (places.to_vec(), filters.clone());
         self.read(move |c| find::find_ids(c, &places, &filters))
+    }
+
+    fn clusters(&self, query: &ClusterQuery) -> Result<Vec<ClusterSummary>> {
+        let query = query.clone();
+        self.read(move |c| clusters::list(c, &query, now()))
+    }
+
+    fn cluster(&self, id: i64) -> Result<Option<ClusterSummary>> {
+        self.read(move |c| clusters::summary(c, id, now(), 10))
+    }
+
+    fn cluster_allow(&self, id: i64, allowed: bool) -> Result<bool> {
+        self.write(move |c| clusters::set_allowed(c, id, allowed))
+    }
+
+    fn file_clusters(&self, limit: usize) -> Result<usize> {
+        self.write(move |c| clusters::file_pending(c, limit, now()))
     }
 
     fn scan_pending(&self, limit: usize) -> Result<Vec<PendingScan>> {

@@ -80,6 +80,10 @@ impl EmbeddedStore {
                 c.prepare_cached("DELETE FROM parts WHERE message=?1")?
                     .execute([id])?;
                 super::insert_parts(c, *id, meta)?;
+                // Stores from before clusters: each message is filed into one (a
+                // message that has a fingerprint keeps it and its cluster).
+                let fingerprint = super::clusters::Fingerprint::of(meta);
+                super::clusters::record(c, *id, &fingerprint)?;
             }
             Ok(())
         })?;

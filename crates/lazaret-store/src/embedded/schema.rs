@@ -125,6 +125,34 @@ CREATE TABLE IF NOT EXISTS audit(
     count INTEGER,
     detail TEXT);
 CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
+-- Outbreak clusters (groups of near-identical messages, two members or more). A
+-- cluster merged into another points at it (`parent`, always a root); `messages`
+-- counts a root's members, its absorbed clusters' included.
+CREATE TABLE IF NOT EXISTS clusters(
+    id INTEGER PRIMARY KEY,
+    parent INTEGER,
+    messages INTEGER NOT NULL DEFAULT 0,
+    first_seen INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    -- The admin said this is known mail (a newsletter): not an outbreak.
+    allowed INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS clusters_parent ON clusters(parent) WHERE parent IS NOT NULL;
+-- Each message's cluster (NULL: alone) and text signature (MinHash, NULL for short
+-- texts); `pending` holds its lookup keys until it is filed into a cluster.
+CREATE TABLE IF NOT EXISTS fingerprints(
+    message INTEGER PRIMARY KEY,
+    cluster INTEGER,
+    signature BLOB,
+    pending BLOB);
+CREATE INDEX IF NOT EXISTS fingerprints_cluster ON fingerprints(cluster)
+    WHERE cluster IS NOT NULL;
+CREATE INDEX IF NOT EXISTS fingerprints_pending ON fingerprints(message)
+    WHERE pending IS NOT NULL;
+-- Lookup keys (attachment hashes, text band keys) and the messages that have them.
+CREATE TABLE IF NOT EXISTS cluster_keys(
+    key INTEGER NOT NULL,
+    message INTEGER NOT NULL,
+    PRIMARY KEY(key, message)) WITHOUT ROWID;
 "#;
 
 /// Columns added after a table was first created: (table, column, definition).

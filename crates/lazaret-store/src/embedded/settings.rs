@@ -76,6 +76,7 @@ impl EmbeddedStore {
             .sum();
         self.read(move |c| {
             let text_index_behind = self.text.behind(c)?;
+            let clusters_behind = super::clusters::behind(c)?;
             let (messages, message_bytes): (i64, i64) = c.query_row(
                 "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages",
                 [],
@@ -99,6 +100,7 @@ impl EmbeddedStore {
                 in_mailboxes: in_mailboxes as u64,
                 database_bytes,
                 text_index_behind,
+                clusters_behind,
             })
         })
     }

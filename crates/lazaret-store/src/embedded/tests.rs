@@ -1083,3 +1083,94 @@ fn a_busy_checkpoint_never_fails_a_commit() {
     reader.execute_batch("COMMIT").unwrap();
     assert_eq!(store.queue_messages("inbound").unwrap().len(), 300);
 }
+
+/// A message with one attachment (`payload`) and a text of its own.
+fn with_attachment(id: &str, text: &str, payload: &[u8]) -> Incoming {
+    let payload = String::from_utf8_lossy(payload);
+    Incoming {
+        data: format!(
+            "From: x{id}@far.test\r\nSubject: s {id}\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n\
+             {text}\r\n--b\r\nContent-Type: application/octet-stream\r\n\
+             Content-Disposition: attachment; filename=\"f{id}.bin\"\r\n\r\n\
+             {payload}\r\n--b--\r\n"
+        )
+        .into_bytes(),
+        mail_from: format!("x{id}@far.test"),
+        ..incoming(id, "bob@localhost")
+    }
+}
+
+#[test]
+fn clusters_group_by_attachment_merge_and_count_down_on_delete() {
+    let dir = temp_dir("clusters");
+    let store = EmbeddedStore::open(&dir).unwrap();
+    store.user_add("bob@localhost", "pw").unwrap();
+    let (a, b) = ([b'A'; 100], [b'B'; 100]);
+    for (id, text) in [("a1", "one"), ("a2", "two"), ("a3", "three")] {
+        store.ingest(with_attachment(id, text, &a)).unwrap();
+    }
+    for (id, text) in [("b1", "four"), ("b2", "five")] {
+        store.ingest(with_attachment(id, text, &b)).unwrap();
+    }
+    store
+        .ingest(with_attachment("c1", "six", &[b'C'; 100]))
+        .unwrap();
+    // Nothing is filed before the clusterer runs; then all at once.
+    assert_eq!(store.stats().unwrap().clusters_behind, 6);
+    assert_eq!(store.file_clusters(100).unwrap(), 6);
+    assert_eq!(store.stats().unwrap().clusters_behind, 0);
+    let query = ClusterQuery {
+        min: 2,
+        limit: 10,
+        ..ClusterQuery::default()
+    };
+    let found = store.clusters(&query).unwrap();
+    assert_eq!(
+        found.iter().map(|c| c.messages).collect::<Vec<_>>(),
+        [3, 2],
+        "c1 matches nothing and is no cluster"
+    );
+    let (ca, cb) = (found[0].id, found[1].id);
+    assert_eq!(found[0].senders, 3);
+    assert_eq!(found[0].in_queues, 3);
+    assert_eq!(found[0].attachments[0].messages, 3);
+    let members = |cluster: i64| {
+        store
+            .find_ids(
+                &ALL,
+                &Filters {
+                    cluster: Some(cluster),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+    };
+    assert_eq!(members(ca).len(), 3);
+    // A message carrying both payloads joins the two clusters into one (the older).
+    let both = {
+        let mut m = with_attachment("e1", "seven", &a);
+        let extra = with_attachment("e1", "seven", &b).data;
+        // Same message, second attachment appended as another part.
+        let text = String::from_utf8(m.data).unwrap();
+        let second = String::from_utf8(extra).unwrap();
+        let part = &second[second.find("--b\r\nContent-Type: application").unwrap()
+            ..second.rfind("--b--").unwrap()];
+        m.data = text.replace("--b--", &format!("{part}--b--")).into_bytes();
+        m
+    };
+    store.ingest(both).unwrap();
+    assert_eq!(store.file_clusters(100).unwrap(), 1);
+    let found = store.clusters(&query).unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!((found[0].id, found[0].messages), (ca.min(cb), 6));
+    // The absorbed cluster's id still names every member.
+    assert_eq!(members(ca.max(cb)).len(), 6);
+    // Deleting a member counts it out.
+    let one = members(ca)[0].clone();
+    store.remove(&[one], Vec::new()).unwrap();
+    assert_eq!(store.cluster(ca).unwrap().unwrap().messages, 5);
+    assert!(store.cluster_allow(ca, true).unwrap());
+    assert!(store.cluster(ca.max(cb)).unwrap().unwrap().allowed);
+    assert!(!store.cluster_allow(9999, true).unwrap());
+}

@@ -1,13 +1,14 @@
 //! Drives one inbound SMTP connection: socket I/O, TLS upgrade and timeouts around the
 //! sans-IO session of `lazaret-proto`, which decides every reply.
 
+use super::rate::{Counted, RateLimiter};
 use super::received;
 use crate::access::login::{login, LoginError};
 use crate::net::Conn;
 use crate::server::Server;
 use lazaret_core::config::OnIngest;
 use lazaret_proto::smtp::{Envelope, Event, RcptVerdict, Reply, Session, SessionConfig};
-use lazaret_store::{Incoming, RecipientStatus, ScanStamp};
+use lazaret_store::{AuditEntry, Incoming, RecipientStatus, ScanStamp};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpStream;
@@ -42,6 +43,8 @@ pub async fn handle(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, po
     });
     let idle = cfg.idle_timeout.as_std();
     let mut buf = vec![0u8; 64 * 1024];
+    // The transaction whose message was counted against the rate limits already.
+    let mut counted_transaction = 0;
     loop {
         match session.poll() {
             Event::NeedInput => {
@@ -56,7 +59,22 @@ pub async fn handle(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, po
             }
             Event::CheckRecipient(address) => {
                 let may_relay = session.authenticated().is_some();
-                let verdict = check_recipient(&server, address, may_relay).await;
+                let mut verdict = check_recipient(&server, address, may_relay).await;
+                if verdict == RcptVerdict::Accept {
+                    let (limiter, sender) = match port {
+                        Port::Submission => (
+                            &server.rate_submission,
+                            session.authenticated().unwrap_or_default().to_string(),
+                        ),
+                        Port::Inbound => (&server.rate_inbound, peer.ip().to_string()),
+                    };
+                    let first = session.transactions() != counted_transaction;
+                    if let Err(reply) = rate_check(&server, limiter, &sender, first, port).await {
+                        verdict = RcptVerdict::Reject(reply);
+                    } else if first {
+                        counted_transaction = session.transactions();
+                    }
+                }
                 session.rcpt_verdict(verdict);
             }
             Event::Authenticate { user, password } => {
@@ -124,6 +142,61 @@ async fn check_recipient(server: &Arc<Server>, address: String, may_relay: bool)
             RcptVerdict::Reject(Reply::new(451, [4, 3, 0], "Temporary failure, try again later"))
         }
     }
+}
+
+/// Counts a recipient (and, for a transaction's first accepted recipient, its message)
+/// against the sender's rate limits; over one, the reply to give. The first refusal of
+/// an episode is audited and logged.
+async fn rate_check(
+    server: &Arc<Server>,
+    limiter: &RateLimiter,
+    sender: &str,
+    first: bool,
+    port: Port,
+) -> Result<(), Reply> {
+    if limiter.is_off() {
+        return Ok(());
+    }
+    let taken = if first {
+        limiter
+            .take(sender, Counted::Messages, 1)
+            .and_then(|()| limiter.take(sender, Counted::Recipients, 1))
+    } else {
+        limiter.take(sender, Counted::Recipients, 1)
+    };
+    let Err(over) = taken else {
+        return Ok(());
+    };
+    let who = match port {
+        Port::Submission => format!("user {sender}"),
+        Port::Inbound => format!("client {sender}"),
+    };
+    if over.new_episode {
+        tracing::warn!(
+            "rate limit: {who} over {} {}",
+            over.limit,
+            over.counted.name()
+        );
+        let entry = AuditEntry {
+            actor: "limits".into(),
+            action: "rate limit".into(),
+            query: Some(who.clone()),
+            count: None,
+            detail: Some(format!("over {} {}", over.limit, over.counted.name())),
+        };
+        if let Err(e) = server.audit(entry).await {
+            tracing::error!("audit: {e}");
+        }
+    }
+    Err(Reply::new(
+        451,
+        [4, 7, 1],
+        format!(
+            "Rate limit: {who} sent more than {} {}; try again later",
+            over.limit,
+            over.counted.name()
+        ),
+    ))
 }
 
 /// Makes the message durable; Ok carries the id for the `250` reply, which the session

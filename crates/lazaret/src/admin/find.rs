@@ -28,6 +28,8 @@ pub struct FilterArgs {
     pub older_than: Option<String>,
     pub newer_than: Option<String>,
     pub larger_than: Option<String>,
+    /// Members of this outbreak cluster (`lazaret clusters`).
+    pub cluster: Option<i64>,
     /// Only these ids (`q12`, `m7`, `x3`).
     pub ids: Option<Vec<String>>,
 }
@@ -55,6 +57,9 @@ impl FilterArgs {
         add("older-than", &self.older_than);
         add("newer-than", &self.newer_than);
         add("larger-than", &self.larger_than);
+        if let Some(cluster) = self.cluster {
+            out.push(format!("--cluster {cluster}"));
+        }
         if let Some(ids) = &self.ids {
             out.push(format!("--ids ({} given)", ids.len()));
         }
@@ -123,6 +128,7 @@ impl FilterArgs {
                         .map_err(|e| bad("larger-than", &e))
                 })
                 .transpose()?,
+            cluster: self.cluster,
             ids: self.ids.clone(),
         })
     }

@@ -5,6 +5,7 @@ mod accounts;
 mod actions;
 mod auth;
 pub mod backup;
+mod clusters;
 mod error;
 pub mod find;
 mod import;
@@ -87,6 +88,9 @@ pub fn router(server: Arc<Server>, token: String) -> Router {
         .route("/api/outbound/{action}", post(outbound::switch))
         .route("/api/audit", get(status::audit))
         .route("/api/backups", get(backup::list).post(backup::create))
+        .route("/api/clusters", get(clusters::list))
+        .route("/api/clusters/{id}", get(clusters::show))
+        .route("/api/clusters/{id}/{action}", post(clusters::allow))
         .route("/api/lockdown", post(runbook::lockdown))
         .route("/api/recover", post(runbook::recover))
         .layer(axum::middleware::from_fn_with_state(

@@ -79,6 +79,16 @@ pub async fn status(
         "smtp_sessions": server.config.smtp.max_sessions - server.sessions.available_permits(),
         "last_backup": last_backup,
         "lockdown": lockdown,
+        "rate_limits": {
+            "submission": {
+                "refused": server.rate_submission.refused(),
+                "limited_now": server.rate_submission.limited_now(),
+            },
+            "inbound": {
+                "refused": server.rate_inbound.refused(),
+                "limited_now": server.rate_inbound.limited_now(),
+            },
+        },
     })))
 }
 

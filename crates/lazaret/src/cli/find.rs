@@ -52,6 +52,9 @@ pub struct FilterFlags {
     /// Bigger than SIZE (e.g. 5MB)
     #[arg(long, value_name = "SIZE")]
     larger_than: Option<String>,
+    /// Members of this outbreak cluster (an id from `lazaret clusters`)
+    #[arg(long, value_name = "ID")]
+    cluster: Option<i64>,
     /// These ids: `-` reads them from stdin (one a line, as `find --ids-only` prints),
     /// or a comma-separated list
     #[arg(long, value_name = "IDS|-")]
@@ -98,7 +101,7 @@ impl FilterFlags {
             "to": self.to, "body": self.body, "attachment": self.attachment,
             "sha256": self.sha256, "signature": self.signature, "queue": self.queue,
             "mailbox": self.mailbox, "state": self.state, "older_than": self.older_than,
-            "newer_than": self.newer_than, "larger_than": self.larger_than, "ids": ids,
+            "newer_than": self.newer_than, "larger_than": self.larger_than, "cluster": self.cluster, "ids": ids,
         }))
     }
 }

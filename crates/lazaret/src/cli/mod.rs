@@ -5,6 +5,7 @@ mod accounts;
 mod actions;
 mod backup;
 mod client;
+mod clusters;
 mod find;
 mod outbound;
 mod output;
@@ -105,6 +106,9 @@ enum Command {
     Find(find::FindArgs),
     /// Move messages to quarantine (restorable); or list|show|restore|purge it
     Quarantine(actions::QuarantineArgs),
+    /// Outbreak clusters: groups of near-identical mail, biggest first (`show ID`,
+    /// `allow ID` for known mail such as newsletters)
+    Clusters(clusters::ClustersArgs),
     /// Delete messages for good, saying whether senders get a bounce
     Delete {
         /// No bounce to the senders (the usual choice for worm copies)
@@ -262,6 +266,7 @@ pub fn run(args: Args) -> Result<()> {
         Command::Outbound { action } => outbound::outbound(&api, &action),
         Command::Find(args) => find::find(&api, args),
         Command::Quarantine(args) => actions::quarantine(&api, args),
+        Command::Clusters(args) => clusters::clusters(&api, args),
         Command::Delete { ndr, act, .. } => {
             actions::act(&api, "delete", &act, serde_json::json!({ "ndr": ndr }))
         }

@@ -1,8 +1,10 @@
 //! Scan: the step between accepting a message and routing it. Holds the loaded
 //! signature set (swapped whole on a change, never paused), merges the built-in engine's
-//! verdict with clamd's, and runs the after-queue scanner and `rescan`.
+//! verdict with clamd's, and runs the after-queue scanner, `rescan` and the filing of
+//! mail into outbreak clusters.
 
 pub mod after_queue;
+pub mod clusterer;
 pub mod rescan;
 pub mod signature_set;
 

@@ -23,6 +23,7 @@ pub async fn run(config: Config) -> Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
     let _lock = data_dir::lock(&data_dir)?;
+    lazaret_store::embedded::set_clustering(config.outbreak.clusters);
     let store: Arc<dyn Store> = Arc::new(
         EmbeddedStore::open(&data_dir)
             .with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
@@ -60,6 +61,15 @@ pub async fn run(config: Config) -> Result<()> {
     }
     let outbound = Outbound::new(config.delivery.max_connections);
 
+    let limits = &config.limits;
+    let rate_submission = crate::accept::rate::RateLimiter::new(
+        limits.submission.messages.clone(),
+        limits.submission.recipients.clone(),
+    );
+    let rate_inbound = crate::accept::rate::RateLimiter::new(
+        limits.inbound.messages.clone(),
+        limits.inbound.recipients.clone(),
+    );
     let server = Arc::new(Server {
         sessions: Arc::new(Semaphore::new(config.smtp.max_sessions)),
         config,
@@ -84,6 +94,8 @@ pub async fn run(config: Config) -> Result<()> {
         outbound_wake: Notify::new(),
         scanner,
         scan_wake: Notify::new(),
+        rate_submission,
+        rate_inbound,
     });
     for listener in submission_listeners {
         let server = server.clone();
@@ -141,6 +153,7 @@ pub async fn run(config: Config) -> Result<()> {
     print_banner(&server, admin_addr, stopped);
 
     tokio::spawn(crate::scan::after_queue::run(server.clone()));
+    tokio::spawn(crate::scan::clusterer::run(server.clone()));
     tokio::spawn(deliver::runner::run(server.clone()));
     tokio::spawn(deliver::outbound::run(server.clone()));
     let api = admin::router(server.clone(), token);

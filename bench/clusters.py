@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Outbreak clusters benchmark, driven by bench/clusters.sh: sends a synthetic corpus
+(tests/worm_corpus.py, fixed seed) of clean mail and worm families over SMTP to a
+running Lazaret, then asks `clusters` what it saw and scores it against the truth.
+
+    clusters.py send HOST:PORT CORPUS.pickle OUT.json [--sessions N]
+    clusters.py generate CORPUS.pickle --clean N --families F --copies C [--seed S]
+    clusters.py score LAZARET CONFIG CORPUS.pickle SENT.json
+
+`send` prints the accepted rate and p50 end-of-DATA->250; `score` prints pairwise
+precision and recall of the worm families, clean messages in worm clusters, clusters
+among clean mail, and how long `lazaret clusters` took to answer.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import pickle
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+
+
+def generate(args):
+    from worm_corpus import Corpus
+
+    corpus = Corpus(seed=args.seed, users=args.users)
+    clean = list(corpus.clean(args.clean))
+    worms = list(corpus.worms(args.families, args.copies))
+    # The outbreak starts once a third of the clean mail is in, and mixes with the rest.
+    split = len(clean) // 3
+    rest = clean[split:]
+    mixed = []
+    step = max(1, len(rest) // max(1, len(worms)))
+    wi = 0
+    for i, m in enumerate(rest):
+        mixed.append(m)
+        if i % step == 0 and wi < len(worms):
+            mixed.append(worms[wi])
+            wi += 1
+    mixed.extend(worms[wi:])
+    mail = clean[:split] + mixed
+    with open(args.corpus, "wb") as f:
+        pickle.dump({"users": corpus.users, "mail": mail}, f)
+    print(f"{len(mail)} messages: {len(clean)} clean, {len(worms)} worm copies in {args.families} families")
+
+
+async def session(host, port, queue, results, latencies):
+    reader, writer = await asyncio.open_connection(host, port)
+
+    async def reply():
+        while True:
+            line = await reader.readline()
+            if not line:
+                raise ConnectionError("closed")
+            if line[3:4] != b"-":
+                return line
+
+    await reply()
+    writer.write(b"EHLO bench.test\r\n")
+    await reply()
+    while True:
+        try:
+            n, sender, rcpt, raw = queue.get_nowait()
+        except asyncio.QueueEmpty:
+            break
+        writer.write(f"MAIL FROM:<{sender}>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode())
+        for _ in range(3):
+            await reply()
+        body = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        if not body.endswith(b"\r\n"):
+            body += b"\r\n"
+        body = b"\r\n".join(b"." + l if l.startswith(b".") else l for l in body.split(b"\r\n"))
+        t = time.perf_counter()
+        writer.write(body + b".\r\n")
+        line = await reply()
+        latencies.append(time.perf_counter() - t)
+        if line.startswith(b"250"):
+            results[n] = line.decode().strip().rsplit(" ", 1)[-1]
+    writer.write(b"QUIT\r\n")
+    await writer.drain()
+    writer.close()
+
+
+async def send_all(args):
+    from email.parser import BytesHeaderParser
+    from email.utils import parseaddr
+
+    with open(args.corpus, "rb") as f:
+        corpus = pickle.load(f)
+    queue = asyncio.Queue()
+    parser = BytesHeaderParser()
+    for n, (_, _, raw) in enumerate(corpus["mail"]):
+        h = parser.parsebytes(raw)
+        queue.put_nowait((n, parseaddr(h["From"])[1], parseaddr(h["To"])[1], raw))
+    host, port = args.target.rsplit(":", 1)
+    results, latencies = {}, []
+    t0 = time.perf_counter()
+    await asyncio.gather(*[session(host, int(port), queue, results, latencies) for _ in range(args.sessions)])
+    elapsed = time.perf_counter() - t0
+    latencies.sort()
+    out = {
+        "accepted": len(results),
+        "msgs_per_sec": round(len(results) / elapsed, 1),
+        "p50_ms": round(latencies[len(latencies) // 2] * 1000, 3),
+        "queued_as": results,
+    }
+    with open(args.out, "w") as f:
+        json.dump(out, f)
+    print(json.dumps({k: v for k, v in out.items() if k != "queued_as"}))
+
+
+def cli(lazaret, config, *args):
+    r = subprocess.run([lazaret, "-c", config, *args], capture_output=True, text=True, check=True)
+    return r.stdout
+
+
+def score(args):
+    with open(args.corpus, "rb") as f:
+        mail = pickle.load(f)["mail"]
+    with open(args.sent) as f:
+        sent = json.load(f)["queued_as"]
+    truth = {qid: mail[int(n)][1] for n, qid in sent.items()}  # queued-as -> family or None
+    kinds = {qid: mail[int(n)][0] for n, qid in sent.items()}
+    timings = []
+    for _ in range(3):
+        t = time.perf_counter()
+        clusters = json.loads(cli(args.lazaret, args.config, "clusters", "--json", "--min", "2", "--limit", "1000"))
+        timings.append(time.perf_counter() - t)
+    members = {}
+    for c in clusters:
+        found = json.loads(
+            cli(args.lazaret, args.config, "find", "--cluster", str(c["id"]), "--in", "all", "--limit", "0", "--json")
+        )
+        members[c["id"]] = {m["message"] for m in found}
+    family_sizes = Counter(f for f in truth.values() if f is not None)
+    pairs = lambda n: n * (n - 1) // 2
+    true_pairs = sum(pairs(n) for n in family_sizes.values())
+    same_cluster_worm_pairs = 0
+    tp = 0
+    clean_in_worm_clusters = 0
+    clean_clusters = 0
+    per_family = defaultdict(list)
+    for cid, ids in members.items():
+        fams = Counter(truth.get(i) for i in ids)
+        worm_ids = sum(n for f, n in fams.items() if f is not None)
+        if worm_ids == 0:
+            clean_clusters += 1
+            continue
+        clean = fams.get(None, 0)
+        clean_in_worm_clusters += clean
+        # Pairs with at least one worm copy in them.
+        same_cluster_worm_pairs += pairs(len(ids)) - pairs(clean)
+        for f, n in fams.items():
+            if f is not None:
+                tp += pairs(n)
+                per_family[f].append(n)
+    precision = tp / same_cluster_worm_pairs if same_cluster_worm_pairs else 0.0
+    recall = tp / true_pairs if true_pairs else 0.0
+    biggest_share = sorted(max(per_family[f], default=0) / family_sizes[f] for f in family_sizes)
+    print(
+        json.dumps(
+            {
+                "messages": len(truth),
+                "clean": sum(1 for k in kinds.values() if k != "worm"),
+                "worm_copies": sum(family_sizes.values()),
+                "families": len(family_sizes),
+                "clusters_listed": len(clusters),
+                "precision": round(precision, 4),
+                "recall": round(recall, 4),
+                "clean_in_worm_clusters": clean_in_worm_clusters,
+                "clean_clusters": clean_clusters,
+                "families_found": sum(1 for f in family_sizes if per_family[f]),
+                "worst_family_share_in_one_cluster": round(biggest_share[0], 3) if biggest_share else 0,
+                "clusters_seconds": round(sorted(timings)[1], 4),
+            }
+        )
+    )
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate")
+    g.add_argument("corpus")
+    g.add_argument("--clean", type=int, default=100_000)
+    g.add_argument("--families", type=int, default=20)
+    g.add_argument("--copies", type=int, default=500)
+    g.add_argument("--users", type=int, default=200)
+    g.add_argument("--seed", type=int, default=7)
+    s = sub.add_parser("send")
+    s.add_argument("target")
+    s.add_argument("corpus")
+    s.add_argument("out")
+    s.add_argument("--sessions", type=int, default=20)
+    c = sub.add_parser("score")
+    c.add_argument("lazaret")
+    c.add_argument("config")
+    c.add_argument("corpus")
+    c.add_argument("sent")
+    args = ap.parse_args()
+    if args.command == "generate":
+        generate(args)
+    elif args.command == "send":
+        asyncio.run(send_all(args))
+    else:
+        score(args)
+
+
+if __name__ == "__main__":
+    main()
