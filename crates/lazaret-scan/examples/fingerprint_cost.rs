@@ -13,7 +13,11 @@ fn main() {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         text.push_str(words[(s >> 33) as usize % words.len()]);
-        text.push_str(if (s >> 20).is_multiple_of(12) { "\n" } else { " " });
+        text.push_str(if (s >> 20).is_multiple_of(12) {
+            "\n"
+        } else {
+            " "
+        });
     }
     let t = std::time::Instant::now();
     let n = 2000;
