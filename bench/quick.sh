@@ -9,14 +9,14 @@
 # index, scanner, IMAP FETCH, delivery). Needs what the benchmarks need: postfix
 # (smtp-source), dovecot-imapd, clamav, clamav-daemon, clamdscan, bc, python3; as root.
 #   bench/quick.sh              # all
-#   bench/quick.sh ingest imap  # some: ingest outbound imap find scan backup
+#   bench/quick.sh ingest imap  # some: ingest outbound imap find scan backup clusters
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 results=$(mktemp /tmp/lazaret-quick.XXXXXX)
 log=$(mktemp /tmp/lazaret-quick-log.XXXXXX)
 trap 'rm -f "$results"' EXIT
 export BENCH_RESULTS=$results
-which=${*:-ingest outbound imap find scan backup}
+which=${*:-ingest outbound imap find scan backup clusters}
 (cd "$root" && cargo build --release -q -p lazaret)
 
 start=$(date +%s)
@@ -38,7 +38,8 @@ for b in $which; do
     find)     step find USERS=50 PER_USER=1000 WORMS=5000 QUEUE_WORMS=5000 RUNS=1 ;;
     scan)     step scan MB=100 HASHES=20000 BODIES=1000 ;;
     backup)   step backup USERS=20 PER_USER=1000 WORMS=1000 RATE=200 ;;
-    *) echo "unknown benchmark $b (ingest outbound imap find scan backup)" >&2; exit 2 ;;
+    clusters) step clusters CLEAN=20000 FAMILIES=10 COPIES=200 ;;
+    *) echo "unknown benchmark $b (ingest outbound imap find scan backup clusters)" >&2; exit 2 ;;
   esac
 done
 elapsed=$(( $(date +%s) - start ))
@@ -71,6 +72,12 @@ GOALS = [
     (r"backup restore", "ratio", 1.0),
     (r"backup lockdown", "max", 1),
     (r"backup recover", "ratio", 0.9),
+    # Clusters have no peer: ingest with them on against off, and the scores.
+    (r"clusters ingest", "ratio", 0.9),
+    (r"clusters pairwise precision", "ratio", 0.99),
+    (r"clusters pairwise recall", "ratio", 0.95),
+    (r"clusters clean messages in worm", "max", 0),
+    (r"clusters list latency", "max", 1),
 ]
 rows, failed = [], 0
 for line in open(sys.argv[1]):
