@@ -205,6 +205,8 @@ pub trait Store: Send + Sync {
     /// Files up to `limit` messages stored since the last call into their clusters;
     /// returns how many (fewer than `limit`: none are left).
     fn file_clusters(&self, limit: usize) -> Result<usize>;
+    /// Messages stored but not yet filed into clusters, and when the oldest arrived.
+    fn clusters_pending(&self) -> Result<ClustersPending>;
     /// Moves queued and mailbox messages into quarantine.
     fn quarantine(&self, ids: &[String], actor: &str, reason: &str) -> Result<ActionReport>;
     /// Puts quarantined messages back where they were taken from.

@@ -497,3 +497,11 @@ pub struct ClusterAttachment {
     /// Members that carry it.
     pub messages: u64,
 }
+
+/// Messages waiting to be filed into outbreak clusters.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ClustersPending {
+    pub messages: u64,
+    /// When the oldest of them was received (unix seconds).
+    pub oldest: Option<i64>,
+}

@@ -168,6 +168,21 @@ pub(super) fn behind(c: &Connection) -> Result<u64> {
     )
 }
 
+/// How many wait, and since when (the oldest's arrival).
+pub(super) fn pending(c: &Connection) -> Result<ClustersPending> {
+    let oldest: Option<i64> = c
+        .prepare_cached(
+            "SELECT m.received FROM messages m WHERE m.id=
+               (SELECT min(message) FROM fingerprints WHERE pending IS NOT NULL)",
+        )?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    Ok(ClustersPending {
+        messages: if oldest.is_some() { behind(c)? } else { 0 },
+        oldest,
+    })
+}
+
 /// What looking a message's keys up found: the matching messages (with their
 /// cluster's root, None for a message alone) and the keys no holder of which matched.
 #[derive(Debug, Default)]

@@ -457,7 +457,14 @@ impl Store for EmbeddedStore {
     }
 
     fn file_clusters(&self, limit: usize) -> Result<usize> {
-        self.write(move |c| clusters::file_pending(c, limit, now()))
+        // Quiet: clusters are nothing IMAP's cached folder views show, and a write that
+        // moved the generation would make every session re-read its folder.
+        self.writer
+            .write_quiet(move |c| clusters::file_pending(c, limit, now()))
+    }
+
+    fn clusters_pending(&self) -> Result<ClustersPending> {
+        self.read(clusters::pending)
     }
 
     fn scan_pending(&self, limit: usize) -> Result<Vec<PendingScan>> {

@@ -131,9 +131,9 @@ pub fn quarantine(api: &Api, args: QuarantineArgs) -> Result<()> {
             );
             println!("reason:       {}", text(&d["reason"]));
             println!("from:         {}", text(&m["from"]));
-            println!("recipients:   {}", list(&d["recipients"]));
+            println!("recipients:   {}", output::joined(&d["recipients"]));
             if d["flags"].as_array().is_some_and(|f| !f.is_empty()) {
-                println!("flags:        {}", list(&d["flags"]));
+                println!("flags:        {}", output::joined(&d["flags"]));
             }
             println!("subject:      {}", text(&m["subject"]));
             println!("size:         {}", m["size"]);
@@ -169,15 +169,6 @@ pub fn quarantine(api: &Api, args: QuarantineArgs) -> Result<()> {
 
 fn text(v: &Value) -> String {
     v.as_str().unwrap_or("").to_string()
-}
-
-fn list(v: &Value) -> String {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Counts, confirms, starts the job and follows it. `extra` adds action fields

@@ -134,14 +134,6 @@ fn show(api: &Api, id: i64, json: bool) -> Result<()> {
     if json {
         return output::json(&c);
     }
-    let list = |v: &Value| -> String {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     println!(
         "Cluster {}{}",
         c["id"],
@@ -166,8 +158,8 @@ fn show(api: &Api, id: i64, json: bool) -> Result<()> {
         "  where        {} queued, {} in mailboxes, {} quarantined",
         c["in_queues"], c["in_mailboxes"], c["in_quarantine"]
     );
-    println!("  queues       {}", list(&c["queues"]));
-    println!("  mailboxes    {}", list(&c["mailboxes"]));
+    println!("  queues       {}", output::joined(&c["queues"]));
+    println!("  mailboxes    {}", output::joined(&c["mailboxes"]));
     println!("  verdicts     {}", verdicts(&c));
     println!("  subjects");
     for s in c["subjects"].as_array().into_iter().flatten() {

@@ -37,6 +37,16 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// A JSON array of strings as "a, b, c".
+pub fn joined(v: &serde_json::Value) -> String {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub fn time(unix: Option<i64>) -> String {
     unix.and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
         .map(|t| {
