@@ -79,7 +79,6 @@ pub(super) fn unreferenced(c: &Connection, candidates: &[i64]) -> Result<Vec<Str
             .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .optional()?;
         if let Some((uid, pack, offset, size)) = row {
-            super::clusters::forget(c, *id)?;
             c.prepare_cached("DELETE FROM messages WHERE id=?1")?
                 .execute([id])?;
             c.prepare_cached("DELETE FROM imap_cache WHERE uid=?1")?
@@ -97,6 +96,7 @@ pub(super) fn unreferenced(c: &Connection, candidates: &[i64]) -> Result<Vec<Str
             gone.push(*id);
         }
     }
+    super::clusters::forget(c, &gone)?;
     if let Some(&highest) = gone.iter().max() {
         // Ids are never given out twice, even the highest one just freed.
         c.prepare_cached(

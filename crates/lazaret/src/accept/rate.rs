@@ -25,6 +25,13 @@ pub enum Counted {
 }
 
 impl Counted {
+    fn index(self) -> usize {
+        match self {
+            Counted::Messages => 0,
+            Counted::Recipients => 1,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Counted::Messages => "messages",
@@ -70,7 +77,9 @@ impl Window {
 #[derive(Default)]
 struct Sender {
     windows: HashMap<(Counted, usize), Window>,
-    limited: bool,
+    /// Refused at the last attempt, per kind (messages, recipients): an episode lasts
+    /// until that kind is let through again, whatever the other kind does.
+    limited: [bool; 2],
     last_seen: Option<Instant>,
 }
 
@@ -119,8 +128,8 @@ impl RateLimiter {
         for (i, limit) in limits.iter().enumerate() {
             let window = s.windows.entry((counted, i)).or_default();
             if window.estimate(now, limit.per) + n as f64 > limit.count as f64 {
-                let new_episode = !s.limited;
-                s.limited = true;
+                let new_episode = !s.limited[counted.index()];
+                s.limited[counted.index()] = true;
                 self.refused
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return Err(OverLimit {
@@ -135,7 +144,7 @@ impl RateLimiter {
                 w.current += n;
             }
         }
-        s.limited = false;
+        s.limited[counted.index()] = false;
         Ok(())
     }
 
@@ -149,7 +158,7 @@ impl RateLimiter {
         let senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<String> = senders
             .iter()
-            .filter(|(_, s)| s.limited)
+            .filter(|(_, s)| s.limited.iter().any(|l| *l))
             .map(|(k, _)| k.clone())
             .collect();
         out.sort();
@@ -183,6 +192,26 @@ mod tests {
         assert!(r.take("b@x", Counted::Recipients, 6).is_err());
         r.take("b@x", Counted::Recipients, 5).unwrap();
         assert_eq!(r.refused(), 3);
+    }
+
+    #[test]
+    fn an_episode_of_one_kind_is_not_ended_by_the_other_kind() {
+        let r = RateLimiter::new(vec![limit(100, 60)], vec![limit(2, 60)]);
+        r.take("a@x", Counted::Recipients, 2).unwrap();
+        r.take("a@x", Counted::Messages, 1).unwrap();
+        assert!(
+            r.take("a@x", Counted::Recipients, 1)
+                .unwrap_err()
+                .new_episode
+        );
+        // The next message passes its own limit; its recipient is still over: the
+        // same episode, not a new one to audit.
+        r.take("a@x", Counted::Messages, 1).unwrap();
+        assert!(
+            !r.take("a@x", Counted::Recipients, 1)
+                .unwrap_err()
+                .new_episode
+        );
     }
 
     #[test]

@@ -68,11 +68,13 @@ pub async fn handle(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, po
                         ),
                         Port::Inbound => (&server.rate_inbound, peer.ip().to_string()),
                     };
-                    let first = session.transactions() != counted_transaction;
-                    if let Err(reply) = rate_check(&server, limiter, &sender, first, port).await {
-                        verdict = RcptVerdict::Reject(reply);
-                    } else if first {
+                    let mut counted = session.transactions() == counted_transaction;
+                    let checked = rate_check(&server, limiter, &sender, &mut counted, port).await;
+                    if counted {
                         counted_transaction = session.transactions();
+                    }
+                    if let Err(reply) = checked {
+                        verdict = RcptVerdict::Reject(reply);
                     }
                 }
                 session.rcpt_verdict(verdict);
@@ -144,26 +146,25 @@ async fn check_recipient(server: &Arc<Server>, address: String, may_relay: bool)
     }
 }
 
-/// Counts a recipient (and, for a transaction's first accepted recipient, its message)
-/// against the sender's rate limits; over one, the reply to give. The first refusal of
-/// an episode is audited and logged.
+/// Counts a recipient (and the transaction's message, unless `message_counted`; set once
+/// it is) against the sender's rate limits; over one, the reply to give. The first
+/// refusal of an episode is audited and logged.
 async fn rate_check(
     server: &Arc<Server>,
     limiter: &RateLimiter,
     sender: &str,
-    first: bool,
+    message_counted: &mut bool,
     port: Port,
 ) -> Result<(), Reply> {
     if limiter.is_off() {
         return Ok(());
     }
-    let taken = if first {
-        limiter
-            .take(sender, Counted::Messages, 1)
-            .and_then(|()| limiter.take(sender, Counted::Recipients, 1))
-    } else {
-        limiter.take(sender, Counted::Recipients, 1)
-    };
+    let mut taken = Ok(());
+    if !*message_counted {
+        taken = limiter.take(sender, Counted::Messages, 1);
+        *message_counted = taken.is_ok();
+    }
+    let taken = taken.and_then(|()| limiter.take(sender, Counted::Recipients, 1));
     let Err(over) = taken else {
         return Ok(());
     };
