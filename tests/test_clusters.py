@@ -64,7 +64,6 @@ def test_each_worm_family_is_one_cluster_with_no_clean_mail(server, outbreak):
             assert all(k == "worm" for k, _ in kinds), f"cluster {c['id']} holds clean mail: {kinds}"
             by_family.setdefault(worm_families.pop(), []).append(c)
     assert sorted(by_family) == [0, 1, 2], by_family
-    print({f: [c["messages"] for c in cs] for f, cs in by_family.items()})
     for family, found in by_family.items():
         # One cluster per family, holding (nearly) every copy.
         biggest = max(found, key=lambda c: c["messages"])

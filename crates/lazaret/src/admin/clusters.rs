@@ -1,12 +1,11 @@
 //! `GET /api/clusters`, `GET /api/clusters/{id}`, `POST /api/clusters/{id}/allow|unallow`:
 //! outbreak clusters of near-identical mail, for `lazaret clusters` and the console.
 
-use super::find::places;
+use super::find::{ago, places};
 use super::{Actor, ApiError};
 use crate::server::Server;
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
-use lazaret_core::units::Duration;
 use lazaret_store::{AuditEntry, ClusterQuery, ClusterSummary, StoreError};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -33,17 +32,8 @@ pub async fn list(
     State(server): State<Arc<Server>>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<ClusterSummary>>, ApiError> {
-    let since = q
-        .since
-        .as_deref()
-        .map(|d| {
-            Duration::parse(d)
-                .map(|d| crate::deliver::now() - d.as_std().as_secs() as i64)
-                .map_err(|e| ApiError::BadRequest(format!("--since: {e}")))
-        })
-        .transpose()?;
     let query = ClusterQuery {
-        since,
+        since: ago("since", q.since.as_deref())?,
         places: match q.places.as_deref() {
             None => Vec::new(),
             spec => places(spec)?,

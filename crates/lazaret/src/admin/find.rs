@@ -73,15 +73,7 @@ impl FilterArgs {
     pub fn to_filters(&self) -> Result<Filters, ApiError> {
         let bad =
             |flag: &str, e: &dyn std::fmt::Display| ApiError::BadRequest(format!("--{flag}: {e}"));
-        let ago = |flag: &str, v: &Option<String>| -> Result<Option<i64>, ApiError> {
-            v.as_deref()
-                .map(|d| {
-                    Duration::parse(d)
-                        .map(|d| crate::deliver::now() - d.as_std().as_secs() as i64)
-                        .map_err(|e| bad(flag, &e))
-                })
-                .transpose()
-        };
+        let ago = |flag: &str, v: &Option<String>| ago(flag, v.as_deref());
         if let Some(state) = self.state.as_deref() {
             if !matches!(state, "ready" | "retry" | "frozen" | "all") {
                 return Err(bad(
@@ -132,6 +124,17 @@ impl FilterArgs {
             ids: self.ids.clone(),
         })
     }
+}
+
+/// The time `text` (a duration like `2h`) ago, as unix seconds; a bad duration is a
+/// usage error naming `--flag`.
+pub fn ago(flag: &str, text: Option<&str>) -> Result<Option<i64>, ApiError> {
+    text.map(|d| {
+        Duration::parse(d)
+            .map(|d| crate::deliver::now() - d.as_std().as_secs() as i64)
+            .map_err(|e| ApiError::BadRequest(format!("--{flag}: {e}")))
+    })
+    .transpose()
 }
 
 /// `--in queues|mailboxes|quarantine|all` (comma-separated also); by default live mail:
