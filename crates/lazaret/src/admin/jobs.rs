@@ -139,6 +139,21 @@ impl Jobs {
             .cloned()
     }
 
+    /// Whether a job of this kind (`import`, `reindex`, ...) is still running.
+    pub fn running(&self, action: &str) -> bool {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|j| {
+                j.action == action
+                    && j.outcome
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .is_none()
+            })
+    }
+
     pub fn list(&self) -> Vec<Arc<Job>> {
         self.jobs
             .lock()

@@ -3,7 +3,7 @@
 //! inserts are one transaction per batch rather than one per message (the store's
 //! `clusters` module says why that matters).
 //!
-//! While mail is coming in or going out, filing waits until `DEFER_MESSAGES` messages
+//! While mail is coming in (SMTP, `lazaret import`) or going out, filing waits until `DEFER_MESSAGES` messages
 //! or `DEFER_AGE` of mail wait (5,000 left the ingest benchmark's paced phase filing the
 //! 7,000 messages of the flood before it), then goes one batch a second; otherwise it
 //! files at full speed. Filing is writer time: each batch holds the commits of the
@@ -47,10 +47,12 @@ pub async fn run(server: Arc<Server>) {
         let oldest_age = pending
             .oldest
             .map_or(0, |t| crate::deliver::now().saturating_sub(t));
-        // Mail moving in (SMTP sessions) or out (delivery workers): the writer is
-        // theirs. Filing beside a relay drain: 2.44-2.49x Postfix in quick runs;
-        // deferred: 2.51-3.50x.
-        let busy = sessions > 0 || server.outbound.active_workers() > 0;
+        // Mail moving in (SMTP sessions, an admin import) or out (delivery workers):
+        // the writer is theirs. Filing beside a relay drain: 2.44-2.49x Postfix in
+        // quick runs; deferred: 2.51-3.50x. Filing at full speed beside a 1M-message
+        // import took it from 4,349 to 2,927 msgs/s.
+        let busy =
+            sessions > 0 || server.outbound.active_workers() > 0 || server.jobs.running("import");
         if pending.messages == 0
             || (busy && pending.messages < DEFER_MESSAGES && oldest_age < DEFER_AGE)
         {
