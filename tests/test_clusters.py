@@ -6,6 +6,7 @@ each family as one cluster with no clean message in it, `--cluster` selects exac
 that family for find and quarantine, and `clusters allow` marks a newsletter."""
 
 import email
+import hashlib
 import smtplib
 import time
 
@@ -119,3 +120,28 @@ def test_newsletters_cluster_among_themselves_and_can_be_allowed(server, outbrea
     assert r.returncode != 0 and "no cluster 999999" in r.stderr
     text = server.cli("clusters").stdout
     assert "MSGS" in text and "SENDERS" in text
+
+
+def test_rescan_by_cluster_looks_only_at_that_cluster(server, outbreak, tmp_path):
+    biggest = {}
+    for c in server.cli_json("clusters", "--min", "2", "--limit", "200"):
+        kinds = {outbreak[m["message"]] for m in members(server, c["id"])}
+        if len(kinds) == 1:
+            ((kind, family),) = kinds
+            if kind == "worm" and family not in biggest:
+                biggest[family] = c  # biggest first
+    payload = dict(Corpus(seed=11, users=USERS).family(0)["members"])["invoice0.exe"]
+    sig = tmp_path / "invoice.hsb"
+    sig.write_text(f"{hashlib.sha256(payload).hexdigest()}:{len(payload)}:Test.Invoice0\n")
+    server.cli("signatures", "add", str(sig))
+    # Family 1's cluster does not carry the payload: nothing found there.
+    other = server.cli_json("rescan", "--cluster", str(biggest[1]["id"]))
+    assert (other["detected"], other["quarantined"]) == (0, 0)
+    target = biggest[0]["id"]
+    held = len(members(server, target, "mailboxes"))
+    mine = server.cli_json("rescan", "--cluster", str(target))
+    assert mine["quarantined"] == held and mine["signatures"] == ["Test.Invoice0"]
+    assert members(server, target, "mailboxes") == []
+    assert "rescan" in server.cli("audit").stdout and f"cluster {target}" in server.cli("audit").stdout
+    r = server.cli("rescan", "--cluster", "999999", check=False)
+    assert r.returncode != 0 and "no cluster 999999" in r.stderr

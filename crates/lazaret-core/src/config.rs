@@ -93,6 +93,23 @@ pub struct OutbreakConfig {
     /// Costs a few index lookups per message; off, `clusters` shows nothing new.
     #[serde(default = "yes")]
     pub clusters: bool,
+    /// Hold new copies of a cluster that grows this fast (`"200/10m"`: 200 new members
+    /// within ten minutes, counted to the minute) frozen in `inbound` until the admin
+    /// thaws or quarantines them. Off when absent.
+    #[serde(default)]
+    pub hold_growth: Option<RateLimit>,
+    /// ... and only when that growth came from at least this many distinct envelope
+    /// senders: one sender's bulk mail is a mailing, a worm sends from every host it
+    /// infected.
+    #[serde(default = "default_hold_senders")]
+    pub hold_senders: u64,
+    /// An address told (by a message through the queues) when a cluster is held.
+    #[serde(default)]
+    pub notify: Option<String>,
+}
+
+fn default_hold_senders() -> u64 {
+    3
 }
 
 fn yes() -> bool {
@@ -101,7 +118,12 @@ fn yes() -> bool {
 
 impl Default for OutbreakConfig {
     fn default() -> Self {
-        OutbreakConfig { clusters: true }
+        OutbreakConfig {
+            clusters: true,
+            hold_growth: None,
+            hold_senders: default_hold_senders(),
+            notify: None,
+        }
     }
 }
 
@@ -719,6 +741,23 @@ impl Config {
                 "scan",
                 "max_archive_depth, max_archive_files, max_expansion_ratio and workers must be at least 1".into(),
             ));
+        }
+        if self.outbreak.hold_growth.is_some() && !self.outbreak.clusters {
+            return Err(invalid(
+                "outbreak.hold_growth",
+                "holds growing clusters, so it needs `clusters = true`".into(),
+            ));
+        }
+        if let Some(notify) = &self.outbreak.notify {
+            let ok = notify
+                .rsplit_once('@')
+                .is_some_and(|(l, d)| !l.is_empty() && (d.contains('.') || d == "localhost"));
+            if !ok || notify.contains(char::is_whitespace) {
+                return Err(invalid(
+                    "outbreak.notify",
+                    format!("{notify:?} is not a mail address"),
+                ));
+            }
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(invalid(

@@ -16,6 +16,9 @@ pub use embedded::{
 pub use metadata::{Digests, MessageMetadata, PartInfo};
 pub use model::*;
 
+/// Slices of the cluster key space `Store::prune_cluster_keys` works through, one per call.
+pub const CLUSTER_KEY_SLICES: u32 = 256;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
@@ -200,13 +203,20 @@ pub trait Store: Send + Sync {
     fn clusters(&self, query: &ClusterQuery) -> Result<Vec<ClusterSummary>>;
     /// One cluster (a merged cluster's id names the cluster it joined).
     fn cluster(&self, id: i64) -> Result<Option<ClusterSummary>>;
-    /// Marks a cluster as known mail, or not; false if there is no such cluster.
-    fn cluster_allow(&self, id: i64, allowed: bool) -> Result<bool>;
+    /// Marks a cluster as known mail, or not. Allowing ends a hold and lets the copies
+    /// it froze go on: returns how many, None if there is no such cluster.
+    fn cluster_allow(&self, id: i64, allowed: bool) -> Result<Option<u64>>;
+    /// `[outbreak] hold_growth`: from now on, mail leaving `inbound` whose cluster grows
+    /// past `rule` is left frozen there instead (None: never).
+    fn set_cluster_hold(&self, rule: Option<HoldRule>);
     /// Files up to `limit` messages stored since the last call into their clusters;
     /// returns how many (fewer than `limit`: none are left).
     fn file_clusters(&self, limit: usize) -> Result<usize>;
     /// Messages stored but not yet filed into clusters, and when the oldest arrived.
     fn clusters_pending(&self) -> Result<ClustersPending>;
+    /// Drops the lookup keys of deleted messages in slice `slice` of
+    /// `CLUSTER_KEY_SLICES` (of the key space); returns how many.
+    fn prune_cluster_keys(&self, slice: u32) -> Result<usize>;
     /// Moves queued and mailbox messages into quarantine.
     fn quarantine(&self, ids: &[String], actor: &str, reason: &str) -> Result<ActionReport>;
     /// Puts quarantined messages back where they were taken from.
@@ -227,33 +237,26 @@ pub trait Store: Send + Sync {
     fn scan_pending(&self, limit: usize) -> Result<Vec<PendingScan>>;
     /// Messages in `inbound` waiting for the scanner.
     fn unscanned_inbound(&self) -> Result<u64>;
-    /// Messages in queues and/or mailboxes not scanned with `content_version`, after
-    /// row id `after`, in row id order.
+    /// Messages in the scope not scanned with `content_version`, after row id `after`,
+    /// in row id order.
     fn rescan_candidates(
         &self,
         after: i64,
         limit: usize,
         content_version: &str,
-        queues: bool,
-        mailboxes: bool,
+        scope: RescanScope,
     ) -> Result<Vec<PendingScan>>;
-    /// Messages in queues and/or mailboxes holding a part (or being a message) with one
-    /// of these hex digests (and size, when given): (message row id, digest).
+    /// Messages in the scope holding a part (or being a message) with one of these hex
+    /// digests (and size, when given): (message row id, digest).
     fn hash_matches(
         &self,
         md5: Vec<(String, Option<u64>)>,
         sha256: Vec<(String, Option<u64>)>,
-        queues: bool,
-        mailboxes: bool,
+        scope: RescanScope,
     ) -> Result<Vec<(i64, String)>>;
-    /// Messages in queues and/or mailboxes that are, or hold a part of, one of these
-    /// sizes: what a hash signature the index has no digest for (SHA-1) could match.
-    fn messages_of_size(
-        &self,
-        sizes: Vec<u64>,
-        queues: bool,
-        mailboxes: bool,
-    ) -> Result<Vec<PendingScan>>;
+    /// Messages in the scope that are, or hold a part of, one of these sizes: what a
+    /// hash signature the index has no digest for (SHA-1) could match.
+    fn messages_of_size(&self, sizes: Vec<u64>, scope: RescanScope) -> Result<Vec<PendingScan>>;
     /// Records scan results in one transaction; `done` counts copies quarantined.
     /// For an online backup: writes a consistent copy of the database to `db_copy` (a
     /// new file) while writers go on, and lists the message files that copy names,

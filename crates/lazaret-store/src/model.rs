@@ -109,6 +109,41 @@ pub struct RouteReport {
     pub to_remote: usize,
     /// The copies for local users, filed in their INBOX in the same commit.
     pub local: DeliveryReport,
+    /// Copies left frozen in `inbound` because their cluster is held.
+    pub held: usize,
+    /// Clusters the hold rule started holding in this step.
+    pub holds: Vec<ClusterHold>,
+}
+
+/// Which stored mail a rescan looks at.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RescanScope {
+    pub queues: bool,
+    pub mailboxes: bool,
+    /// Only this cluster's messages (`rescan --cluster ID`).
+    pub cluster: Option<i64>,
+}
+
+/// `[outbreak] hold_growth`: new copies of a cluster that gained `messages` members
+/// within `window_secs`, from `senders` distinct envelope senders or more, stay frozen
+/// in `inbound`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldRule {
+    pub messages: u64,
+    pub window_secs: i64,
+    pub senders: u64,
+}
+
+/// A cluster the hold rule started holding, for the audit log and the notice.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterHold {
+    pub cluster: i64,
+    /// New members within the rule's window.
+    pub growth: u64,
+    /// Distinct envelope senders among the newest of them.
+    pub senders: u64,
+    /// The subject of the copy that tipped it.
+    pub subject: String,
 }
 
 /// A user's folder as IMAP LIST/STATUS see it.
@@ -323,6 +358,10 @@ pub struct StoreStats {
     pub text_index_behind: u64,
     /// Messages stored but not yet filed into outbreak clusters.
     pub clusters_behind: u64,
+    /// Clusters held by `[outbreak] hold_growth` (not allowed since).
+    pub clusters_held: u64,
+    /// Copies frozen in `inbound` by a cluster hold, waiting for the admin.
+    pub held_copies: u64,
 }
 
 /// Where `find` looks.
@@ -458,6 +497,8 @@ pub struct ClusterQuery {
     /// At least this many members.
     pub min: u64,
     pub limit: usize,
+    /// Fastest-growing first (new members in the last hour) instead of biggest first.
+    pub by_growth: bool,
 }
 
 /// An outbreak cluster: near-identical messages, with what an admin needs to judge it.
@@ -468,7 +509,7 @@ pub struct ClusterSummary {
     pub messages: u64,
     pub first_seen: i64,
     pub last_seen: i64,
-    /// Members received in the last hour.
+    /// Members that joined in the last hour (deleted ones included: it is growth).
     pub last_hour: u64,
     /// Distinct envelope senders.
     pub senders: u64,
@@ -488,6 +529,10 @@ pub struct ClusterSummary {
     pub verdicts: Vec<(String, u64)>,
     /// Marked as known mail by the admin (`clusters allow`).
     pub allowed: bool,
+    /// Since when `[outbreak] hold_growth` holds its new copies (None: not held).
+    pub held_since: Option<i64>,
+    /// Copies frozen in `inbound` by the hold now.
+    pub held_copies: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]

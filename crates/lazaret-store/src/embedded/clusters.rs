@@ -24,6 +24,7 @@
 use crate::metadata::MessageMetadata;
 use crate::model::*;
 use crate::Result;
+use lazaret_core::state::QUEUE_INBOUND;
 use lazaret_scan::fingerprint::{self, TextFingerprint};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::{BTreeMap, BTreeSet};
@@ -159,6 +160,126 @@ pub(super) fn file_pending(c: &Connection, limit: usize, now: i64) -> Result<usi
         file(c, *message, &fp, &found, (*received).min(now))?;
     }
     Ok(pending.len())
+}
+
+/// The root of message `message`'s cluster (None: alone, or no fingerprint), filing
+/// it first if it waits: the hold rule must know a copy's cluster before the copy
+/// leaves `inbound`, whether or not the clusterer got to it.
+fn cluster_of(c: &Connection, message: i64, now: i64) -> Result<Option<i64>> {
+    let waiting: Option<(Option<Vec<u8>>, Vec<u8>, i64)> = c
+        .prepare_cached(
+            "SELECT f.signature, f.pending, m.received FROM fingerprints f
+             JOIN messages m ON m.id=f.message WHERE f.message=?1 AND f.pending IS NOT NULL",
+        )?
+        .query_row([message], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    if let Some((signature, keys, received)) = waiting {
+        let fp = Fingerprint::decode(signature, &keys);
+        let found = lookup(c, &fp, message)?;
+        return file(c, message, &fp, &found, received.min(now));
+    }
+    Ok(c.prepare_cached(
+        "SELECT COALESCE(k.parent, k.id) FROM fingerprints f JOIN clusters k ON k.id=f.cluster
+             WHERE f.message=?1",
+    )?
+    .query_row([message], |r| r.get(0))
+    .optional()?)
+}
+
+/// How the last error of a copy held by a cluster starts; a routed copy that carries it
+/// was thawed by the admin since, and is let go.
+pub(super) const HELD: &str = "held: outbreak cluster ";
+
+/// How often a cluster's distinct senders are counted again while its growth is over
+/// the rule but its senders are too few (one sender's mailing): the count reads the
+/// newest members, and must not run for every copy of a big mailing.
+const SENDERS_RECHECK: i64 = 60;
+
+/// Whether inbound item `item` (message `message`) stays frozen in `inbound` because its
+/// cluster is held, starting the hold if the cluster now grows past `rule` (it is then
+/// added to `holds`). Returns the held cluster's root.
+pub(super) fn holds(
+    c: &Connection,
+    item: i64,
+    message: i64,
+    rule: &HoldRule,
+    now: i64,
+    holds: &mut Vec<ClusterHold>,
+) -> Result<Option<i64>> {
+    let Some(root) = cluster_of(c, message, now)? else {
+        return Ok(None);
+    };
+    let last_error: Option<String> = c
+        .prepare_cached("SELECT last_error FROM queue_items WHERE id=?1")?
+        .query_row([item], |r| r.get(0))
+        .optional()?
+        .flatten();
+    if last_error.is_some_and(|e| e.starts_with(HELD)) {
+        // Held once, thawed by the admin: let go.
+        return Ok(None);
+    }
+    let (allowed, held_since, checked): (bool, Option<i64>, Option<i64>) = c
+        .prepare_cached("SELECT allowed, held_since, hold_checked FROM clusters WHERE id=?1")?
+        .query_row([root], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    if allowed {
+        return Ok(None);
+    }
+    if held_since.is_some() {
+        return Ok(Some(root));
+    }
+    let since = now - rule.window_secs;
+    let grown = growth(c, root, since)?;
+    if grown < rule.messages || checked.is_some_and(|t| now - t < SENDERS_RECHECK) {
+        return Ok(None);
+    }
+    // The newest members (a few times the rule's worth) are the growth's copies.
+    let senders: u64 = c
+        .prepare_cached(
+            "SELECT COUNT(DISTINCT lower(env_from)) FROM (
+               SELECT m.env_from FROM fingerprints f CROSS JOIN messages m ON m.id=f.message
+               WHERE f.cluster IN (SELECT id FROM clusters WHERE id=?1 OR parent=?1)
+                 AND m.received>=?2
+               ORDER BY f.message DESC LIMIT ?3)",
+        )?
+        .query_row(
+            params![root, since, (grown.max(rule.messages) * 2) as i64],
+            |r| r.get::<_, i64>(0),
+        )?
+        .max(0) as u64;
+    c.prepare_cached("UPDATE clusters SET hold_checked=?2 WHERE id=?1")?
+        .execute(params![root, now])?;
+    if senders < rule.senders {
+        return Ok(None);
+    }
+    c.prepare_cached("UPDATE clusters SET held_since=?2 WHERE id=?1")?
+        .execute(params![root, now])?;
+    let subject: String = c
+        .prepare_cached("SELECT subject FROM messages WHERE id=?1")?
+        .query_row([message], |r| r.get(0))?;
+    holds.push(ClusterHold {
+        cluster: root,
+        growth: grown,
+        senders,
+        subject,
+    });
+    Ok(Some(root))
+}
+
+/// Copies frozen in `inbound` by cluster holds, and clusters held now.
+pub(super) fn held(c: &Connection) -> Result<(u64, u64)> {
+    let copies: i64 = c
+        .prepare_cached(
+            "SELECT COUNT(*) FROM queue_items WHERE queue=?1 AND state='frozen'
+               AND last_error LIKE ?2",
+        )?
+        .query_row(params![QUEUE_INBOUND, format!("{HELD}%")], |r| r.get(0))?;
+    let clusters: i64 = c
+        .prepare_cached(
+            "SELECT COUNT(*) FROM clusters WHERE held_since IS NOT NULL AND parent IS NULL
+               AND allowed=0",
+        )?
+        .query_row([], |r| r.get(0))?;
+    Ok((copies.max(0) as u64, clusters.max(0) as u64))
 }
 
 /// Messages whose fingerprint waits to be filed.
@@ -309,8 +430,43 @@ fn file(
             "UPDATE clusters SET messages=messages+1, last_seen=max(last_seen, ?2) WHERE id=?1",
         )?
         .execute(params![root, now])?;
+        grew(c, root, now, 1)?;
     }
     Ok(cluster)
+}
+
+/// Counts `n` new members of cluster `root` in the minute of `at`.
+fn grew(c: &Connection, root: i64, at: i64, n: i64) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO cluster_growth(cluster, minute, messages) VALUES(?1, ?2, ?3)
+         ON CONFLICT(cluster, minute) DO UPDATE SET messages=messages+excluded.messages",
+    )?
+    .execute(params![root, at.div_euclid(60), n])?;
+    Ok(())
+}
+
+/// Members cluster `root` (with the clusters it absorbed) gained since `since`, to the
+/// minute.
+fn growth(c: &Connection, root: i64, since: i64) -> Result<u64> {
+    Ok(c.prepare_cached(
+        "SELECT COALESCE(SUM(g.messages), 0) FROM cluster_growth g
+             WHERE g.cluster IN (SELECT id FROM clusters WHERE id=?1 OR parent=?1)
+               AND g.minute>=?2",
+    )?
+    .query_row(params![root, since.div_euclid(60)], |r| r.get::<_, i64>(0))?
+    .max(0) as u64)
+}
+
+/// Growth rows older than this are pruned: `clusters` looks back an hour, a hold rule's
+/// window is minutes to hours.
+const GROWTH_KEPT: i64 = 2 * 86_400;
+
+/// Drops growth rows nothing looks at any more.
+pub(super) fn prune_growth(c: &Connection, now: i64) -> Result<usize> {
+    Ok(
+        c.prepare_cached("DELETE FROM cluster_growth WHERE minute<?1")?
+            .execute([(now - GROWTH_KEPT).div_euclid(60)])?,
+    )
 }
 
 /// The root cluster the matched messages (with their roots) now share, creating or
@@ -338,7 +494,8 @@ fn join(c: &Connection, matched: &BTreeMap<i64, Option<i64>>, now: i64) -> Resul
                messages=messages+(SELECT messages FROM clusters WHERE id=?2),
                first_seen=min(first_seen, (SELECT first_seen FROM clusters WHERE id=?2)),
                last_seen=max(last_seen, (SELECT last_seen FROM clusters WHERE id=?2)),
-               allowed=max(allowed, (SELECT allowed FROM clusters WHERE id=?2))
+               allowed=max(allowed, (SELECT allowed FROM clusters WHERE id=?2)),
+               held_since=COALESCE(held_since, (SELECT held_since FROM clusters WHERE id=?2))
              WHERE id=?1",
         )?
         .execute(params![target, other])?;
@@ -355,6 +512,7 @@ fn join(c: &Connection, matched: &BTreeMap<i64, Option<i64>>, now: i64) -> Resul
         }
         c.prepare_cached("UPDATE clusters SET messages=messages+?2 WHERE id=?1")?
             .execute(params![target, adopted as i64])?;
+        grew(c, target, now, adopted as i64)?;
     }
     Ok(target)
 }
@@ -385,12 +543,33 @@ pub(super) fn forget(c: &Connection, messages: &[i64]) -> Result<()> {
     Ok(())
 }
 
+/// Drops lookup keys whose message is gone (purged or deleted: its fingerprint row went
+/// with it), in slice `slice` of `slices` equal ranges of the key space. Dead holders
+/// take the `HOLDERS` places of a key before live older ones, so a worm that comes
+/// back after its copies were purged would otherwise start a new cluster. Keys are
+/// hashes, spread evenly: each slice is about the same work.
+pub(super) fn prune_keys(c: &Connection, slice: u32, slices: u32) -> Result<usize> {
+    let width = (1u128 << 64) / u128::from(slices.max(1));
+    let start = i128::from(i64::MIN) + (width * u128::from(slice)) as i128;
+    let end = start + width as i128;
+    let (start, end) = (start as i64, end.min(i128::from(i64::MAX) + 1));
+    let sql = "DELETE FROM cluster_keys WHERE key>=?1 AND (?2 IS NULL OR key<?2)
+         AND NOT EXISTS (SELECT 1 FROM fingerprints f WHERE f.message=cluster_keys.message)";
+    let end = (end <= i128::from(i64::MAX)).then_some(end as i64);
+    Ok(c.prepare_cached(sql)?.execute(params![start, end])?)
+}
+
 /// The SQL condition "message `m` is in cluster X as it is now" (X's root, or any
-/// cluster the root absorbed: a merged cluster's id still names its members); takes X.
-pub(super) const CONDITION: &str = "m.id IN (SELECT f.message FROM fingerprints f
-    WHERE f.cluster IN (SELECT k.id FROM clusters k,
-        (SELECT COALESCE(parent, id) AS root FROM clusters WHERE id=?) r
-        WHERE k.id=r.root OR k.parent=r.root))";
+/// cluster the root absorbed: a merged cluster's id still names its members), X being
+/// the statement's parameter `param` (`?`, `?3`).
+pub(super) fn member_of(param: &str) -> String {
+    format!(
+        "m.id IN (SELECT f.message FROM fingerprints f
+           WHERE f.cluster IN (SELECT k.id FROM clusters k,
+             (SELECT COALESCE(parent, id) AS root FROM clusters WHERE id={param}) r
+             WHERE k.id=r.root OR k.parent=r.root))"
+    )
+}
 
 /// The root of cluster `id` (a merged cluster's id still names its members).
 pub(super) fn root(c: &Connection, id: i64) -> Result<Option<i64>> {
@@ -401,38 +580,73 @@ pub(super) fn root(c: &Connection, id: i64) -> Result<Option<i64>> {
     )
 }
 
-/// Marks a cluster as mail the admin knows (a newsletter): it is listed as allowed.
-pub(super) fn set_allowed(c: &Connection, id: i64, allowed: bool) -> Result<bool> {
+/// Marks a cluster as mail the admin knows (a newsletter): it is listed as allowed and
+/// never held; copies a hold froze in `inbound` go on at once. Returns how many were
+/// let go, None if there is no such cluster.
+pub(super) fn set_allowed(c: &Connection, id: i64, allowed: bool, now: i64) -> Result<Option<u64>> {
     let Some(root) = root(c, id)? else {
-        return Ok(false);
+        return Ok(None);
     };
-    c.prepare_cached("UPDATE clusters SET allowed=?2 WHERE id=?1")?
-        .execute(params![root, allowed])?;
-    Ok(true)
+    if !allowed {
+        c.prepare_cached("UPDATE clusters SET allowed=0 WHERE id=?1")?
+            .execute([root])?;
+        return Ok(Some(0));
+    }
+    c.prepare_cached(
+        "UPDATE clusters SET allowed=1, held_since=NULL, hold_checked=NULL
+         WHERE id=?1 OR parent=?1",
+    )?
+    .execute([root])?;
+    let released = c
+        .prepare_cached(&format!(
+            "UPDATE queue_items SET state='ready', next_attempt=?3, last_error=NULL
+             WHERE queue=?2 AND state='frozen' AND last_error LIKE ?4
+               AND message IN (SELECT m.id FROM messages m WHERE {})",
+            member_of("?1")
+        ))?
+        .execute(params![root, QUEUE_INBOUND, now, format!("{HELD}%")])?;
+    Ok(Some(released as u64))
 }
 
 /// The biggest clusters the query asks for, with their summaries. Candidates come
 /// from the size index; the place filter looks at a few times the page's worth.
 pub(super) fn list(c: &Connection, query: &ClusterQuery, now: i64) -> Result<Vec<ClusterSummary>> {
     let page = query.limit.max(1);
-    let candidates: Vec<i64> = c
-        .prepare_cached(
-            "SELECT id FROM clusters WHERE parent IS NULL AND messages>=?1 AND last_seen>=?2
-             ORDER BY messages DESC, id LIMIT ?3",
+    let look_at = if query.places.is_empty() {
+        page
+    } else {
+        page * 4
+    } as i64;
+    let candidates: Vec<i64> = if query.by_growth {
+        // Growth rows of the last hour, summed per root: a few rows per active cluster.
+        c.prepare_cached(
+            "SELECT r.id, SUM(g.messages) AS n
+             FROM cluster_growth g CROSS JOIN clusters k ON k.id=g.cluster
+               CROSS JOIN clusters r ON r.id=COALESCE(k.parent, k.id)
+             WHERE g.minute>=?3 AND r.messages>=?1 AND r.last_seen>=?2
+             GROUP BY r.id ORDER BY n DESC, r.id LIMIT ?4",
         )?
         .query_map(
             params![
                 query.min.max(1) as i64,
                 query.since.unwrap_or(0),
-                if query.places.is_empty() {
-                    page
-                } else {
-                    page * 4
-                } as i64
+                (now - 3600).div_euclid(60),
+                look_at
             ],
             |r| r.get(0),
         )?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<rusqlite::Result<_>>()?
+    } else {
+        c.prepare_cached(
+            "SELECT id FROM clusters WHERE parent IS NULL AND messages>=?1 AND last_seen>=?2
+             ORDER BY messages DESC, id LIMIT ?3",
+        )?
+        .query_map(
+            params![query.min.max(1) as i64, query.since.unwrap_or(0), look_at],
+            |r| r.get(0),
+        )?
+        .collect::<rusqlite::Result<_>>()?
+    };
     let mut out = Vec::new();
     for id in candidates {
         let Some(s) = summary(c, id, now, 3)? else {
@@ -465,11 +679,13 @@ pub(super) fn summary(
     let Some(root) = root(c, id)? else {
         return Ok(None);
     };
-    let (messages, first_seen, last_seen, allowed): (i64, i64, i64, bool) = c
-        .prepare_cached(
-            "SELECT messages, first_seen, last_seen, allowed FROM clusters WHERE id=?1",
+    let (messages, first_seen, last_seen, allowed, held_since): (i64, i64, i64, bool, Option<i64>) =
+        c.prepare_cached(
+            "SELECT messages, first_seen, last_seen, allowed, held_since FROM clusters WHERE id=?1",
         )?
-        .query_row([root], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        .query_row([root], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?;
     // The members once, in a temporary table the figures below join. The joins are
     // CROSS JOINs so SQLite loops over the members (a temporary table has no
     // statistics; the planner otherwise scanned the whole of `parts` or
@@ -479,7 +695,8 @@ pub(super) fn summary(
          DELETE FROM temp.cluster_members;",
     )?;
     c.prepare_cached(&format!(
-        "INSERT INTO temp.cluster_members(message) SELECT m.id FROM messages m WHERE {CONDITION}"
+        "INSERT INTO temp.cluster_members(message) SELECT m.id FROM messages m WHERE {}",
+        member_of("?1")
     ))?
     .execute([root])?;
     let count =
@@ -495,12 +712,15 @@ pub(super) fn summary(
         first_seen,
         last_seen,
         allowed,
-        last_hour: c
+        held_since: held_since.filter(|_| !allowed),
+        held_copies: c
             .prepare_cached(
-                "SELECT COUNT(*) FROM temp.cluster_members x CROSS JOIN messages m ON m.id=x.message
-                 WHERE m.received>=?1",
+                "SELECT COUNT(*) FROM temp.cluster_members x CROSS JOIN queue_items q ON q.message=x.message
+                 WHERE q.queue=?1 AND q.state='frozen' AND q.last_error LIKE ?2",
             )?
-            .query_row([now - 3600], |r| r.get::<_, i64>(0))? as u64,
+            .query_row(params![QUEUE_INBOUND, format!("{HELD}%")], |r| r.get::<_, i64>(0))?
+            as u64,
+        last_hour: growth(c, root, now - 3600)?,
         senders: count(
             "SELECT COUNT(DISTINCT lower(m.env_from)) FROM temp.cluster_members x
              CROSS JOIN messages m ON m.id=x.message",

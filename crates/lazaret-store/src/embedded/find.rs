@@ -136,7 +136,7 @@ fn message_conditions(f: &Filters, sql: &mut Sql) -> Result<()> {
         sql.cond("m.size>?", [Value::Integer(n as i64)]);
     }
     if let Some(cluster) = f.cluster {
-        sql.cond(super::clusters::CONDITION, [Value::Integer(cluster)]);
+        sql.cond(&super::clusters::member_of("?"), [Value::Integer(cluster)]);
     }
     Ok(())
 }

@@ -65,6 +65,10 @@ pub struct EmbeddedStore {
     readers: Mutex<Vec<Connection>>,
     text: TextIndex,
     _compactor: compaction::Compactor,
+    /// `[outbreak] hold_growth`, applied when mail leaves `inbound`.
+    hold: Mutex<Option<HoldRule>>,
+    /// When growth rows were last pruned (unix seconds).
+    growth_pruned: std::sync::atomic::AtomicI64,
 }
 
 fn open_connection(path: &Path) -> Result<Connection> {
@@ -184,6 +188,8 @@ impl EmbeddedStore {
             readers: Mutex::new(Vec::new()),
             text,
             _compactor: compactor,
+            hold: Mutex::new(None),
+            growth_pruned: std::sync::atomic::AtomicI64::new(0),
         })
     }
 
@@ -452,19 +458,38 @@ impl Store for EmbeddedStore {
         self.read(move |c| clusters::summary(c, id, now(), 10))
     }
 
-    fn cluster_allow(&self, id: i64, allowed: bool) -> Result<bool> {
-        self.write(move |c| clusters::set_allowed(c, id, allowed))
+    fn cluster_allow(&self, id: i64, allowed: bool) -> Result<Option<u64>> {
+        self.write(move |c| clusters::set_allowed(c, id, allowed, now()))
+    }
+
+    fn set_cluster_hold(&self, rule: Option<HoldRule>) {
+        *self.hold.lock().unwrap_or_else(|e| e.into_inner()) = rule;
     }
 
     fn file_clusters(&self, limit: usize) -> Result<usize> {
+        use std::sync::atomic::Ordering;
+        let t = now();
+        let prune = t - self.growth_pruned.load(Ordering::Relaxed) >= 3_600;
+        if prune {
+            self.growth_pruned.store(t, Ordering::Relaxed);
+        }
         // Quiet: clusters are nothing IMAP's cached folder views show, and a write that
         // moved the generation would make every session re-read its folder.
-        self.writer
-            .write_quiet(move |c| clusters::file_pending(c, limit, now()))
+        self.writer.write_quiet(move |c| {
+            if prune {
+                clusters::prune_growth(c, t)?;
+            }
+            clusters::file_pending(c, limit, t)
+        })
     }
 
     fn clusters_pending(&self) -> Result<ClustersPending> {
         self.read(clusters::pending)
+    }
+
+    fn prune_cluster_keys(&self, slice: u32) -> Result<usize> {
+        self.writer
+            .write_quiet(move |c| clusters::prune_keys(c, slice, crate::CLUSTER_KEY_SLICES))
     }
 
     fn scan_pending(&self, limit: usize) -> Result<Vec<PendingScan>> {
@@ -480,32 +505,23 @@ impl Store for EmbeddedStore {
         after: i64,
         limit: usize,
         content_version: &str,
-        queues: bool,
-        mailboxes: bool,
+        scope: RescanScope,
     ) -> Result<Vec<PendingScan>> {
         let version = content_version.to_string();
-        self.read(move |c| {
-            scanning::rescan_candidates(c, after, limit, &version, queues, mailboxes)
-        })
+        self.read(move |c| scanning::rescan_candidates(c, after, limit, &version, scope))
     }
 
     fn hash_matches(
         &self,
         md5: Vec<(String, Option<u64>)>,
         sha256: Vec<(String, Option<u64>)>,
-        queues: bool,
-        mailboxes: bool,
+        scope: RescanScope,
     ) -> Result<Vec<(i64, String)>> {
-        self.read(move |c| scanning::hash_matches(c, &md5, &sha256, queues, mailboxes))
+        self.read(move |c| scanning::hash_matches(c, &md5, &sha256, scope))
     }
 
-    fn messages_of_size(
-        &self,
-        sizes: Vec<u64>,
-        queues: bool,
-        mailboxes: bool,
-    ) -> Result<Vec<PendingScan>> {
-        self.read(move |c| scanning::messages_of_size(c, &sizes, queues, mailboxes))
+    fn messages_of_size(&self, sizes: Vec<u64>, scope: RescanScope) -> Result<Vec<PendingScan>> {
+        self.read(move |c| scanning::messages_of_size(c, &sizes, scope))
     }
 
     fn record_scans(&self, records: Vec<ScanRecord>) -> Result<ActionReport> {
@@ -526,9 +542,10 @@ impl Store for EmbeddedStore {
         next_hops: std::collections::HashMap<String, String>,
         retry_delay_secs: i64,
     ) -> Result<(ActionReport, RouteReport)> {
+        let hold = *self.hold.lock().unwrap_or_else(|e| e.into_inner());
         let (report, routed, old_blobs) = self.write(move |c| {
             let (report, old_blobs) = scanning::record(c, &records)?;
-            let routed = scanning::route_passed(c, &records, &next_hops, retry_delay_secs)?;
+            let routed = scanning::route_passed(c, &records, &next_hops, retry_delay_secs, hold)?;
             Ok((report, routed, old_blobs))
         })?;
         for uid in old_blobs {

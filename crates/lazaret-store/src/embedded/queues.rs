@@ -26,11 +26,17 @@ pub(super) struct Router {
     local_open: bool,
     retry_delay_secs: i64,
     now: i64,
+    /// `[outbreak] hold_growth`: copies of a held cluster stay in `inbound`, frozen.
+    hold: Option<HoldRule>,
 }
 
 impl Router {
     /// None while `inbound` is frozen (an admin froze it since the items were read).
-    pub(super) fn start(c: &Connection, retry_delay_secs: i64) -> Result<Option<Router>> {
+    pub(super) fn start(
+        c: &Connection,
+        retry_delay_secs: i64,
+        hold: Option<HoldRule>,
+    ) -> Result<Option<Router>> {
         if queue_frozen(c, QUEUE_INBOUND)? {
             return Ok(None);
         }
@@ -38,6 +44,7 @@ impl Router {
             local_open: !queue_frozen(c, QUEUE_LOCAL)?,
             retry_delay_secs,
             now: now(),
+            hold,
         }))
     }
 }
@@ -54,6 +61,24 @@ pub(super) fn route_item(
     report: &mut RouteReport,
 ) -> Result<()> {
     let t = router.now;
+    if let Some(rule) = &router.hold {
+        if let Some(cluster) =
+            super::clusters::holds(c, moving.item, moving.message, rule, t, &mut report.holds)?
+        {
+            // Never delivered, never bounced: frozen where it is until the admin thaws,
+            // quarantines or allows the cluster.
+            c.prepare_cached("UPDATE queue_items SET state='frozen', last_error=?2 WHERE id=?1")?
+                .execute(params![
+                    moving.item,
+                    format!(
+                        "{}{cluster} (growing fast): thaw or quarantine with --cluster {cluster}",
+                        super::clusters::HELD
+                    )
+                ])?;
+            report.held += 1;
+            return Ok(());
+        }
+    }
     for (queue, rcpts) in groups {
         let (state, next_attempt, attempts, error, rcpts) =
             if queue == QUEUE_LOCAL && router.local_open {
@@ -295,9 +320,10 @@ impl EmbeddedStore {
                 (item, groups)
             })
             .collect();
+        let hold = *self.hold.lock().unwrap_or_else(|e| e.into_inner());
         self.write(move |c| {
             let mut report = RouteReport::default();
-            let Some(router) = Router::start(c, retry_delay_secs)? else {
+            let Some(router) = Router::start(c, retry_delay_secs, hold)? else {
                 return Ok(report);
             };
             for (item, groups) in plans {

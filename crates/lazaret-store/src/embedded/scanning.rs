@@ -46,10 +46,11 @@ pub(super) fn route_passed(
     records: &[ScanRecord],
     next_hops: &std::collections::HashMap<String, String>,
     retry_delay_secs: i64,
+    hold: Option<HoldRule>,
 ) -> Result<RouteReport> {
     use super::queues::{route_item, Groups, Move, Router};
     let mut report = RouteReport::default();
-    let Some(router) = Router::start(c, retry_delay_secs)? else {
+    let Some(router) = Router::start(c, retry_delay_secs, hold)? else {
         return Ok(report);
     };
     let t = crate::now();
@@ -99,6 +100,18 @@ pub(super) fn unscanned_inbound(c: &Connection) -> Result<u64> {
     .query_row([QUEUE_INBOUND], |r| r.get::<_, i64>(0))? as u64)
 }
 
+/// The SQL condition "message `m` is in a rescan's scope": queued (if parameter
+/// `queues` is true) or in a mailbox (if `mailboxes` is), and in cluster `cluster`
+/// unless that parameter is NULL.
+fn in_scope(queues: &str, mailboxes: &str, cluster: &str) -> String {
+    format!(
+        "(({queues} AND EXISTS (SELECT 1 FROM queue_items q WHERE q.message=m.id))
+           OR ({mailboxes} AND EXISTS (SELECT 1 FROM mailbox_entries e WHERE e.message=m.id)))
+         AND ({cluster} IS NULL OR {})",
+        super::clusters::member_of(cluster)
+    )
+}
+
 /// Messages held in the chosen places whose content was not scanned with
 /// `content_version`, after row id `after`, in row id order (so a rescan resumes).
 pub(super) fn rescan_candidates(
@@ -106,18 +119,23 @@ pub(super) fn rescan_candidates(
     after: i64,
     limit: usize,
     content_version: &str,
-    queues: bool,
-    mailboxes: bool,
+    scope: RescanScope,
 ) -> Result<Vec<PendingScan>> {
-    let mut stmt = c.prepare_cached(
+    let mut stmt = c.prepare_cached(&format!(
         "SELECT m.id, m.uid FROM messages m
-         WHERE m.id>?1 AND m.scan_content IS NOT ?2
-           AND ((?3 AND EXISTS (SELECT 1 FROM queue_items q WHERE q.message=m.id))
-             OR (?4 AND EXISTS (SELECT 1 FROM mailbox_entries e WHERE e.message=m.id)))
+         WHERE m.id>?1 AND m.scan_content IS NOT ?2 AND {}
          ORDER BY m.id LIMIT ?5",
-    )?;
+        in_scope("?3", "?4", "?6")
+    ))?;
     let rows = stmt.query_map(
-        params![after, content_version, queues, mailboxes, limit as i64],
+        params![
+            after,
+            content_version,
+            scope.queues,
+            scope.mailboxes,
+            limit as i64,
+            scope.cluster
+        ],
         |r| {
             Ok(PendingScan {
                 message: r.get(0)?,
@@ -136,12 +154,10 @@ pub(super) fn hash_matches(
     c: &Connection,
     md5: &[(String, Option<u64>)],
     sha256: &[(String, Option<u64>)],
-    queues: bool,
-    mailboxes: bool,
+    scope: RescanScope,
 ) -> Result<Vec<(i64, String)>> {
     let mut out = Vec::new();
-    let held = "((?3 AND EXISTS (SELECT 1 FROM queue_items q WHERE q.message=m.id))
-               OR (?4 AND EXISTS (SELECT 1 FROM mailbox_entries e WHERE e.message=m.id)))";
+    let held = in_scope("?3", "?4", "?5");
     let by_md5 = format!(
         "SELECT m.id FROM parts p JOIN messages m ON m.id=p.message
          WHERE p.md5=?1 AND (?2 IS NULL OR p.size=?2) AND {held}
@@ -156,7 +172,13 @@ pub(super) fn hash_matches(
         let mut stmt = c.prepare_cached(sql)?;
         for (digest, size) in list {
             let rows = stmt.query_map(
-                params![digest, size.map(|s| s as i64), queues, mailboxes],
+                params![
+                    digest,
+                    size.map(|s| s as i64),
+                    scope.queues,
+                    scope.mailboxes,
+                    scope.cluster
+                ],
                 |r| r.get::<_, i64>(0),
             )?;
             for id in rows {
@@ -175,8 +197,7 @@ pub(super) fn hash_matches(
 pub(super) fn messages_of_size(
     c: &Connection,
     sizes: &[u64],
-    queues: bool,
-    mailboxes: bool,
+    scope: RescanScope,
 ) -> Result<Vec<PendingScan>> {
     if sizes.is_empty() {
         return Ok(Vec::new());
@@ -189,11 +210,11 @@ pub(super) fn messages_of_size(
     let mut stmt = c.prepare(&format!(
         "SELECT m.id, m.uid FROM messages m
          WHERE (m.size IN ({list}) OR m.id IN (SELECT message FROM parts WHERE size IN ({list})))
-           AND ((?1 AND EXISTS (SELECT 1 FROM queue_items q WHERE q.message=m.id))
-             OR (?2 AND EXISTS (SELECT 1 FROM mailbox_entries e WHERE e.message=m.id)))
-         ORDER BY m.id"
+           AND {}
+         ORDER BY m.id",
+        in_scope("?1", "?2", "?3")
     ))?;
-    let rows = stmt.query_map(params![queues, mailboxes], |r| {
+    let rows = stmt.query_map(params![scope.queues, scope.mailboxes, scope.cluster], |r| {
         Ok(PendingScan {
             message: r.get(0)?,
             uid: r.get(1)?,

@@ -148,6 +148,14 @@ CREATE INDEX IF NOT EXISTS fingerprints_cluster ON fingerprints(cluster)
     WHERE cluster IS NOT NULL;
 CREATE INDEX IF NOT EXISTS fingerprints_pending ON fingerprints(message)
     WHERE pending IS NOT NULL;
+-- Members each cluster gained per minute (`minute` = unix time / 60), for its growth
+-- (`clusters` sorted by growth, `[outbreak] hold_growth`); a merged cluster's rows stay
+-- under its id. Rows older than two days are pruned.
+CREATE TABLE IF NOT EXISTS cluster_growth(
+    cluster INTEGER NOT NULL,
+    minute INTEGER NOT NULL,
+    messages INTEGER NOT NULL,
+    PRIMARY KEY(cluster, minute)) WITHOUT ROWID;
 -- Lookup keys (attachment hashes, text band keys) and the messages that have them.
 CREATE TABLE IF NOT EXISTS cluster_keys(
     key INTEGER NOT NULL,
@@ -157,7 +165,7 @@ CREATE TABLE IF NOT EXISTS cluster_keys(
 
 /// Columns added after a table was first created: (table, column, definition).
 /// Applied to older stores on open.
-pub const ADDED_COLUMNS: [(&str, &str, &str); 13] = [
+pub const ADDED_COLUMNS: [(&str, &str, &str); 15] = [
     // Whether a CONDSTORE client has used the folder (1) — until then new messages
     // take the current mod-sequence instead of a new one each, as Dovecot does, so
     // that a folder's mod-sequences stay small numbers (fewer bytes in every resync).
@@ -185,6 +193,10 @@ pub const ADDED_COLUMNS: [(&str, &str, &str); 13] = [
         "worker_failures",
         "INTEGER NOT NULL DEFAULT 0",
     ),
+    // `[outbreak] hold_growth`: since when the cluster's new copies are held (NULL:
+    // not held), and when its distinct senders were last counted.
+    ("clusters", "held_since", "INTEGER"),
+    ("clusters", "hold_checked", "INTEGER"),
 ];
 
 /// Indexes on columns of [`ADDED_COLUMNS`]: created once those exist.
@@ -193,6 +205,7 @@ CREATE INDEX IF NOT EXISTS parts_md5 ON parts(md5) WHERE md5 IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_md5 ON messages(md5) WHERE md5 IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_blob_pack ON messages(blob_pack, blob_offset)
     WHERE blob_pack IS NOT NULL;
+CREATE INDEX IF NOT EXISTS clusters_held ON clusters(held_since) WHERE held_since IS NOT NULL;
 ";
 
 /// Folders every new user gets, with their RFC 6154 special-use attribute.

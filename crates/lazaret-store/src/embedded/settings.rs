@@ -77,6 +77,7 @@ impl EmbeddedStore {
         self.read(move |c| {
             let text_index_behind = self.text.behind(c)?;
             let clusters_behind = super::clusters::behind(c)?;
+            let (held_copies, clusters_held) = super::clusters::held(c)?;
             let (messages, message_bytes): (i64, i64) = c.query_row(
                 "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages",
                 [],
@@ -101,6 +102,8 @@ impl EmbeddedStore {
                 database_bytes,
                 text_index_behind,
                 clusters_behind,
+                clusters_held,
+                held_copies,
             })
         })
     }

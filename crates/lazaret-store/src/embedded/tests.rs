@@ -735,20 +735,31 @@ fn scanner_gates_routing_quarantines_and_answers_hashes() {
         .unwrap();
     store.route_inbound(100, false, &to_local, 60).unwrap();
     let hits = store
-        .hash_matches(vec![], vec![(sha.clone(), Some(9))], false, true)
+        .hash_matches(vec![], vec![(sha.clone(), Some(9))], MAILBOXES)
         .unwrap();
     assert_eq!(hits.len(), 1, "the quarantined copy is not in a mailbox");
     assert_eq!(
         store
-            .hash_matches(vec![(md5, None)], vec![(sha, Some(10))], false, true)
+            .hash_matches(vec![(md5, None)], vec![(sha, Some(10))], MAILBOXES)
             .unwrap()
             .len(),
         1,
         "md5 without size matches; sha256 with the wrong size does not"
     );
-    let again = store.rescan_candidates(0, 100, "c1", true, true).unwrap();
+    let everywhere = RescanScope {
+        queues: true,
+        mailboxes: true,
+        cluster: None,
+    };
+    let again = store.rescan_candidates(0, 100, "c1", everywhere).unwrap();
     assert_eq!(again.len(), 1, "only the message never scanned with c1");
 }
+
+const MAILBOXES: RescanScope = RescanScope {
+    queues: false,
+    mailboxes: true,
+    cluster: None,
+};
 
 /// Waits until the text indexer has caught up (it works behind the commit).
 fn text_index_caught_up(store: &EmbeddedStore) {
@@ -1170,7 +1181,147 @@ fn clusters_group_by_attachment_merge_and_count_down_on_delete() {
     let one = members(ca)[0].clone();
     store.remove(&[one], Vec::new()).unwrap();
     assert_eq!(store.cluster(ca).unwrap().unwrap().messages, 5);
-    assert!(store.cluster_allow(ca, true).unwrap());
+    assert_eq!(store.cluster_allow(ca, true).unwrap(), Some(0));
     assert!(store.cluster(ca.max(cb)).unwrap().unwrap().allowed);
-    assert!(!store.cluster_allow(9999, true).unwrap());
+    assert_eq!(store.cluster_allow(9999, true).unwrap(), None);
+}
+
+#[test]
+fn hold_freezes_a_fast_growing_cluster_from_many_senders_until_allowed() {
+    let dir = temp_dir("hold");
+    let store = EmbeddedStore::open(&dir).unwrap();
+    store.user_add("bob@localhost", "pw").unwrap();
+    store.set_cluster_hold(Some(HoldRule {
+        messages: 4,
+        window_secs: 600,
+        senders: 3,
+    }));
+    // One sender's mailing of six copies: a mailing, never held.
+    let mailing = |id: String| {
+        let mut m = with_attachment(&id, "news", &[b'N'; 100]);
+        m.mail_from = "news@far.test".into();
+        store.ingest(m).unwrap();
+    };
+    for i in 0..6 {
+        mailing(format!("d{i}"));
+    }
+    let routed = store.route_inbound(100, false, &to_local, 60).unwrap();
+    assert_eq!((routed.routed, routed.held), (6, 0));
+    assert!(routed.holds.is_empty());
+    // A worm from a new sender each copy: routed until its cluster has grown by four
+    // (counted as messages are filed: the first two join at once), then held.
+    let worm = [b'W'; 100];
+    for i in 0..3 {
+        store
+            .ingest(with_attachment(&format!("e{i}"), "open it", &worm))
+            .unwrap();
+    }
+    let routed = store.route_inbound(100, false, &to_local, 60).unwrap();
+    assert_eq!((routed.routed, routed.held), (3, 0), "growth 3 of 4");
+    for i in 3..7 {
+        store
+            .ingest(with_attachment(&format!("e{i}"), "open it", &worm))
+            .unwrap();
+    }
+    let routed = store.route_inbound(100, false, &to_local, 60).unwrap();
+    assert_eq!((routed.routed, routed.held), (0, 4));
+    assert_eq!(routed.holds.len(), 1, "the hold starts once");
+    let hold = &routed.holds[0];
+    assert_eq!((hold.growth, hold.senders), (4, 4));
+    let cluster = hold.cluster;
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.clusters_held, stats.held_copies), (1, 4));
+    let summary = store.cluster(cluster).unwrap().unwrap();
+    assert!(summary.held_since.is_some());
+    assert_eq!(summary.held_copies, 4);
+    // Held copies are never routed (they are frozen), later copies are held too.
+    store
+        .ingest(with_attachment("e7", "open it", &worm))
+        .unwrap();
+    let routed = store.route_inbound(100, false, &to_local, 60).unwrap();
+    assert_eq!((routed.routed, routed.held, routed.holds.len()), (0, 1, 0));
+    // Thawed by the admin: that copy goes on; the hold stays for new copies.
+    let frozen = store
+        .find_ids(
+            &[Place::Queues],
+            &Filters {
+                cluster: Some(cluster),
+                state: Some("frozen".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(frozen.len(), 5);
+    assert_eq!(store.items_set_frozen(&frozen[..1], false).unwrap(), 1);
+    let routed = store.route_inbound(100, false, &to_local, 60).unwrap();
+    assert_eq!(
+        (routed.routed, routed.held),
+        (1, 0),
+        "a thawed copy is let go"
+    );
+    // Allowed: the hold ends and the held copies go on.
+    assert_eq!(store.cluster_allow(cluster, true).unwrap(), Some(4));
+    assert_eq!(store.stats().unwrap().held_copies, 0);
+    store
+        .ingest(with_attachment("e8", "open it", &worm))
+        .unwrap();
+    let routed = store.route_inbound(100, false, &to_local, 60).unwrap();
+    assert_eq!((routed.routed, routed.held), (5, 0));
+    // Growth sorts the list: the worm grew by 9 in the last hour, the mailing by 6.
+    let by_growth = store
+        .clusters(&ClusterQuery {
+            limit: 10,
+            by_growth: true,
+            ..ClusterQuery::default()
+        })
+        .unwrap();
+    assert_eq!(
+        by_growth.iter().map(|c| c.last_hour).collect::<Vec<_>>(),
+        [9, 6]
+    );
+}
+
+#[test]
+fn keys_of_deleted_messages_are_pruned_slice_by_slice() {
+    let dir = temp_dir("prune-keys");
+    let store = EmbeddedStore::open(&dir).unwrap();
+    store.user_add("bob@localhost", "pw").unwrap();
+    store
+        .ingest(with_attachment("b1", "first", &[b'P'; 100]))
+        .unwrap();
+    store
+        .ingest(with_attachment("c1", "other", &[b'Q'; 100]))
+        .unwrap();
+    store.file_clusters(100).unwrap();
+    let p1 = store
+        .find_ids(
+            &ALL,
+            &Filters {
+                subject: Some("s b1".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    store.remove(&p1, Vec::new()).unwrap();
+    let sweep = |store: &EmbeddedStore| -> usize {
+        (0..crate::CLUSTER_KEY_SLICES)
+            .map(|s| store.prune_cluster_keys(s).unwrap())
+            .sum()
+    };
+    // p1's attachment key and text key go; q1's stay.
+    assert_eq!(sweep(&store), 2);
+    assert_eq!(sweep(&store), 0, "a second pass finds nothing");
+    // A later copy of q1's payload still finds q1.
+    store
+        .ingest(with_attachment("c2", "again", &[b'Q'; 100]))
+        .unwrap();
+    store.file_clusters(100).unwrap();
+    let found = store
+        .clusters(&ClusterQuery {
+            min: 2,
+            limit: 10,
+            ..ClusterQuery::default()
+        })
+        .unwrap();
+    assert_eq!(found.iter().map(|c| c.messages).collect::<Vec<_>>(), [2]);
 }

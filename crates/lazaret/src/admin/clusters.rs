@@ -26,6 +26,8 @@ pub struct ListQuery {
     places: Option<String>,
     min: Option<u64>,
     limit: Option<usize>,
+    /// size (biggest first, the default) | growth (most new members in the last hour).
+    sort: Option<String>,
 }
 
 pub async fn list(
@@ -40,6 +42,15 @@ pub async fn list(
         },
         min: q.min.unwrap_or(DEFAULT_MIN),
         limit: q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, 1000),
+        by_growth: match q.sort.as_deref() {
+            None | Some("size") => false,
+            Some("growth") => true,
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "sort={other:?}: use size or growth"
+                )))
+            }
+        },
     };
     Ok(Json(server.store_call(move |s| s.clusters(&query)).await?))
 }
@@ -54,7 +65,8 @@ pub async fn show(
     }
 }
 
-/// `allow` marks a cluster as known mail (a newsletter); `unallow` takes that back.
+/// `allow` marks a cluster as known mail (a newsletter): it is never held, and copies
+/// a hold froze go on; `unallow` takes that back.
 pub async fn allow(
     State(server): State<Arc<Server>>,
     Extension(actor): Extension<Actor>,
@@ -69,22 +81,27 @@ pub async fn allow(
             )))
         }
     };
-    if !server
+    let Some(released) = server
         .store_call(move |s| s.cluster_allow(id, allowed))
         .await?
-    {
+    else {
         return Err(no_such(id));
+    };
+    if released > 0 {
+        server.queue_wake.notify_one();
     }
     server
         .audit(AuditEntry {
             actor: actor.0,
             action: format!("clusters {action}"),
             query: Some(format!("cluster {id}")),
-            count: None,
-            detail: None,
+            count: Some(released),
+            detail: (released > 0).then(|| format!("{released} held cop(ies) let go")),
         })
         .await?;
-    Ok(Json(serde_json::json!({ "id": id, "allowed": allowed })))
+    Ok(Json(
+        serde_json::json!({ "id": id, "allowed": allowed, "released": released }),
+    ))
 }
 
 fn no_such(id: i64) -> ApiError {

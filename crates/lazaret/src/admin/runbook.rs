@@ -298,6 +298,7 @@ async fn run_recover(
         let scope = rescan::Scope {
             queues: true,
             mailboxes: true,
+            cluster: None,
             full: false,
         };
         let query = "queues mailboxes".to_string();

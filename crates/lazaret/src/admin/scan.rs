@@ -229,6 +229,9 @@ pub struct RescanRequest {
     mailboxes: bool,
     #[serde(default)]
     full: bool,
+    /// Only this outbreak cluster's messages.
+    #[serde(default)]
+    cluster: Option<i64>,
 }
 
 pub async fn rescan(
@@ -241,11 +244,21 @@ pub async fn rescan(
     let scope = rescan::Scope {
         queues: request.queues || both,
         mailboxes: request.mailboxes || both,
+        cluster: request.cluster,
         full: request.full,
     };
+    if let Some(id) = scope.cluster {
+        if server.store_call(move |s| s.cluster(id)).await?.is_none() {
+            return Err(ApiError::BadRequest(format!(
+                "no cluster {id} (see `lazaret clusters`)"
+            )));
+        }
+    }
+    let cluster = scope.cluster.map(|id| format!("cluster {id}"));
     let query = [
         scope.queues.then_some("queues"),
         scope.mailboxes.then_some("mailboxes"),
+        cluster.as_deref(),
         scope.full.then_some("full"),
     ]
     .into_iter()

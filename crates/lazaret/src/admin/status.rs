@@ -79,6 +79,11 @@ pub async fn status(
         "smtp_sessions": server.config.smtp.max_sessions - server.sessions.available_permits(),
         "last_backup": last_backup,
         "lockdown": lockdown,
+        "outbreak_hold": server.config.outbreak.hold_growth.map(|r| serde_json::json!({
+            "growth": r.to_string(),
+            "senders": server.config.outbreak.hold_senders,
+            "notify": server.config.outbreak.notify,
+        })),
         "rate_limits": {
             "submission": {
                 "refused": server.rate_submission.refused(),

@@ -22,9 +22,13 @@ pub struct ClustersArgs {
     /// Only clusters of at least N messages (default 3)
     #[arg(long, value_name = "N")]
     min: Option<u64>,
-    /// At most N clusters, biggest first (default 20)
+    /// At most N clusters (default 20)
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
+    /// Biggest first (size, the default) or most new members in the last hour first
+    /// (growth)
+    #[arg(long, value_name = "ORDER", value_parser = ["size", "growth"])]
+    sort: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -66,6 +70,9 @@ fn list(api: &Api, args: &ClustersArgs) -> Result<()> {
     if let Some(n) = args.limit {
         query.push(format!("limit={n}"));
     }
+    if let Some(o) = &args.sort {
+        query.push(format!("sort={}", segment(o)));
+    }
     let path = if query.is_empty() {
         "/api/clusters".to_string()
     } else {
@@ -91,11 +98,7 @@ fn list(api: &Api, args: &ClustersArgs) -> Result<()> {
                 output::age(c["first_seen"].as_i64()),
                 attachment_names(c),
                 verdicts(c),
-                if c["allowed"].as_bool() == Some(true) {
-                    "allowed".into()
-                } else {
-                    String::new()
-                },
+                state(c),
                 first_subject(c),
             ]
         })
@@ -138,9 +141,14 @@ fn show(api: &Api, id: i64, json: bool) -> Result<()> {
         "Cluster {}{}",
         c["id"],
         if c["allowed"].as_bool() == Some(true) {
-            " (allowed: known mail)"
+            " (allowed: known mail)".to_string()
+        } else if c["held_since"].is_i64() {
+            format!(
+                " (HELD since {}: new copies stay frozen in inbound)",
+                output::time(c["held_since"].as_i64())
+            )
         } else {
-            ""
+            String::new()
         }
     );
     println!(
@@ -158,6 +166,12 @@ fn show(api: &Api, id: i64, json: bool) -> Result<()> {
         "  where        {} queued, {} in mailboxes, {} quarantined",
         c["in_queues"], c["in_mailboxes"], c["in_quarantine"]
     );
+    if c["held_copies"].as_u64().unwrap_or(0) > 0 {
+        println!(
+            "  held         {} cop(ies) frozen in inbound",
+            c["held_copies"]
+        );
+    }
     println!("  queues       {}", output::joined(&c["queues"]));
     println!("  mailboxes    {}", output::joined(&c["mailboxes"]));
     println!("  verdicts     {}", verdicts(&c));
@@ -177,20 +191,39 @@ fn show(api: &Api, id: i64, json: bool) -> Result<()> {
     println!(
         "\nIts messages: `lazaret find --cluster {id} --in all`; contain it: `lazaret quarantine --cluster {id}`"
     );
+    if c["held_since"].is_i64() {
+        println!(
+            "Held copies: let them go with `lazaret thaw --cluster {id}`; known mail: `lazaret clusters allow {id}` (ends the hold)"
+        );
+    }
     Ok(())
 }
 
 fn allow(api: &Api, id: i64, action: &str) -> Result<()> {
-    api.send(
+    let r = api.send(
         "POST",
         &format!("/api/clusters/{id}/{action}"),
         serde_json::json!({}),
     )?;
     match action {
-        "allow" => println!("cluster {id} marked as known mail"),
+        "allow" => println!(
+            "cluster {id} marked as known mail: never held; {} held cop(ies) let go",
+            r["released"].as_u64().unwrap_or(0)
+        ),
         _ => println!("cluster {id} no longer marked as known mail"),
     }
     Ok(())
+}
+
+/// `allowed`, `HELD`, or nothing.
+fn state(c: &Value) -> String {
+    if c["allowed"].as_bool() == Some(true) {
+        "allowed".into()
+    } else if c["held_since"].is_i64() {
+        format!("HELD({})", c["held_copies"])
+    } else {
+        String::new()
+    }
 }
 
 fn attachment_names(c: &Value) -> String {

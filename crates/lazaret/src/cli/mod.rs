@@ -163,6 +163,9 @@ enum Command {
         /// database changed, say)
         #[arg(long)]
         full: bool,
+        /// Only this outbreak cluster's messages (from `lazaret clusters`)
+        #[arg(long, value_name = "ID")]
+        cluster: Option<i64>,
         #[arg(long)]
         json: bool,
     },
@@ -297,8 +300,18 @@ pub fn run(args: Args) -> Result<()> {
             queues,
             mailboxes,
             full,
+            cluster,
             json,
-        } => scan::rescan(&api, queues, mailboxes, full, json),
+        } => scan::rescan(
+            &api,
+            scan::RescanArgs {
+                queues,
+                mailboxes,
+                full,
+                cluster,
+            },
+            json,
+        ),
         Command::Domain { command } => accounts::domain(&api, command),
         Command::User { command } => accounts::user(&api, command),
     }

@@ -68,6 +68,18 @@ pub fn status(api: &Api, json: bool) -> Result<()> {
         st["quarantined"],
         Size(st["quarantine_bytes"].as_u64().unwrap_or(0)),
     );
+    if st["clusters_held"].as_u64().unwrap_or(0) > 0 {
+        println!(
+            "OUTBREAK HOLD: {} cluster(s) held, {} cop(ies) frozen in inbound (`lazaret clusters --sort growth`)",
+            st["clusters_held"], st["held_copies"]
+        );
+    } else if let Some(h) = s["outbreak_hold"].as_object() {
+        println!(
+            "Outbreak hold: on at {} from {} senders; nothing held",
+            h["growth"].as_str().unwrap_or("?"),
+            h["senders"]
+        );
+    }
     match s["last_backup"].as_object() {
         None => println!("Last backup: none (`lazaret backup create`)"),
         Some(b) if b["ok"] == true => println!(

@@ -163,11 +163,24 @@ fn install(api: &Api, files: Vec<Value>, action: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn rescan(api: &Api, queues: bool, mailboxes: bool, full: bool, json_out: bool) -> Result<()> {
+/// What `lazaret rescan` looks at.
+pub struct RescanArgs {
+    pub queues: bool,
+    pub mailboxes: bool,
+    pub full: bool,
+    pub cluster: Option<i64>,
+}
+
+pub fn rescan(api: &Api, args: RescanArgs, json_out: bool) -> Result<()> {
     let started = api.send(
         "POST",
         "/api/rescan",
-        json!({ "queues": queues, "mailboxes": mailboxes, "full": full }),
+        json!({
+            "queues": args.queues,
+            "mailboxes": args.mailboxes,
+            "full": args.full,
+            "cluster": args.cluster,
+        }),
     )?;
     let report = follow(api, &started)?;
     if json_out {

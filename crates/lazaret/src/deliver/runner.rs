@@ -33,8 +33,15 @@ pub async fn run(server: Arc<Server>) {
                 Ok((routed, report.delivered + report.deferred))
             })
             .await;
+        let step = match step {
+            Ok((mut routed, n)) => {
+                crate::scan::hold::announce(&server, std::mem::take(&mut routed.holds)).await;
+                Ok((routed, n))
+            }
+            Err(e) => Err(e),
+        };
         match step {
-            Ok((routed, 0)) if routed.routed == 0 => {}
+            Ok((routed, 0)) if routed.routed == 0 && routed.held == 0 => {}
             Ok((routed, _)) => {
                 if routed.to_remote > 0 {
                     server.outbound_wake.notify_one();

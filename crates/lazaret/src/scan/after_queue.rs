@@ -223,7 +223,8 @@ async fn record(
         })
         .await;
     match outcome {
-        Ok((report, routed)) => {
+        Ok((report, mut routed)) => {
+            crate::scan::hold::announce(server, std::mem::take(&mut routed.holds)).await;
             for user in &routed.local.users {
                 let _ = server.mailbox_events.send(user.clone());
             }
@@ -249,7 +250,7 @@ async fn record(
                     })
                     .await;
             }
-            if routed.routed < passed {
+            if routed.routed + routed.held < passed {
                 // Left for the runner: a copy that was not due, or a queue frozen meanwhile.
                 server.queue_wake.notify_one();
             }

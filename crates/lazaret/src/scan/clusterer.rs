@@ -11,7 +11,8 @@
 //! end-of-DATA to `250` at 400 msgs/s, and flat out beside a flood it cost 18% of the
 //! accept rate (0.82x of clusters off on 32,000 messages; one batch a second:
 //! 0.95–0.99x). `lazaret clusters` therefore lags by up to a minute under sustained
-//! load, by a round otherwise.
+//! load, by a round otherwise. When idle it also drops, a slice of the key space per
+//! round and a pass an hour, the lookup keys of messages deleted since.
 
 use crate::server::Server;
 use std::sync::Arc;
@@ -30,10 +31,17 @@ const DEFER_MESSAGES: u64 = 20_000;
 /// ... or the oldest has waited this long.
 const DEFER_AGE: i64 = 60;
 
+/// Between passes over the key table dropping the keys of deleted messages.
+const PRUNE_PASS: Duration = Duration::from_secs(3_600);
+
 pub async fn run(server: Arc<Server>) {
     if !server.config.outbreak.clusters {
         return;
     }
+    let mut prune = Prune {
+        slice: 0,
+        next_pass: std::time::Instant::now() + PRUNE_PASS,
+    };
     loop {
         let sessions = server.config.smtp.max_sessions - server.sessions.available_permits();
         let pending = match server.store_call(|s| s.clusters_pending()).await {
@@ -53,6 +61,18 @@ pub async fn run(server: Arc<Server>) {
         // import took it from 4,349 to 2,927 msgs/s.
         let busy =
             sessions > 0 || server.outbound.active_workers() > 0 || server.jobs.running("import");
+        if pending.messages == 0 && !busy && prune.due() {
+            let slice = prune.slice;
+            match server
+                .store_call(move |s| s.prune_cluster_keys(slice))
+                .await
+            {
+                Ok(n) if n > 0 => tracing::debug!(slice, keys = n, "pruned cluster keys"),
+                Ok(_) => {}
+                Err(e) => tracing::error!("clusters: pruning keys: {e}"),
+            }
+            prune.advance();
+        }
         if pending.messages == 0
             || (busy && pending.messages < DEFER_MESSAGES && oldest_age < DEFER_AGE)
         {
@@ -70,6 +90,26 @@ pub async fn run(server: Arc<Server>) {
                 tracing::error!("clusters: {e}");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
+        }
+    }
+}
+
+/// Where the pass over the key table is: one slice per idle round, then a rest.
+struct Prune {
+    slice: u32,
+    next_pass: std::time::Instant,
+}
+
+impl Prune {
+    fn due(&self) -> bool {
+        std::time::Instant::now() >= self.next_pass
+    }
+
+    fn advance(&mut self) {
+        self.slice += 1;
+        if self.slice >= lazaret_store::CLUSTER_KEY_SLICES {
+            self.slice = 0;
+            self.next_pass = std::time::Instant::now() + PRUNE_PASS;
         }
     }
 }

@@ -1,10 +1,11 @@
 //! Scan: the step between accepting a message and routing it. Holds the loaded
 //! signature set (swapped whole on a change, never paused), merges the built-in engine's
-//! verdict with clamd's, and runs the after-queue scanner, `rescan` and the filing of
-//! mail into outbreak clusters.
+//! verdict with clamd's, and runs the after-queue scanner, `rescan`, the filing of
+//! mail into outbreak clusters and the reports of clusters held.
 
 pub mod after_queue;
 pub mod clusterer;
+pub mod hold;
 pub mod rescan;
 pub mod signature_set;
 

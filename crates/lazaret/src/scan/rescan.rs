@@ -12,7 +12,9 @@
 
 use super::Scanner;
 use lazaret_scan::signatures::{self, HashKind};
-use lazaret_store::{PendingScan, ScanAction, ScanRecord, ScanStamp, Store, StoreError};
+use lazaret_store::{
+    PendingScan, RescanScope, ScanAction, ScanRecord, ScanStamp, Store, StoreError,
+};
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
@@ -23,9 +25,21 @@ const BATCH: usize = 256;
 pub struct Scope {
     pub queues: bool,
     pub mailboxes: bool,
+    /// Only this outbreak cluster's messages.
+    pub cluster: Option<i64>,
     /// Look up every hash and read every message, whatever was checked before (after
     /// clamd's own database changed, say).
     pub full: bool,
+}
+
+impl Scope {
+    fn store(&self) -> RescanScope {
+        RescanScope {
+            queues: self.queues,
+            mailboxes: self.mailboxes,
+            cluster: self.cluster,
+        }
+    }
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -100,7 +114,7 @@ pub fn run(
     }
     outcome.hash_signatures_checked =
         (md5.len() + sha256.len() + sha1_sizes.len()) as u64 + u64::from(sha1_any_size);
-    let hits = store.hash_matches(md5, sha256, scope.queues, scope.mailboxes)?;
+    let hits = store.hash_matches(md5, sha256, scope.store())?;
     let mut by_message: BTreeMap<i64, Vec<String>> = BTreeMap::new();
     for (message, digest) in hits {
         let names = by_message.entry(message).or_default();
@@ -131,7 +145,7 @@ pub fn run(
     if !sha1_sizes.is_empty() && !sha1_any_size && !scope.full {
         sha1_sizes.sort_unstable();
         sha1_sizes.dedup();
-        let sized = store.messages_of_size(sha1_sizes, scope.queues, scope.mailboxes)?;
+        let sized = store.messages_of_size(sha1_sizes, scope.store())?;
         for batch in sized.chunks(BATCH) {
             scan_batch(store, scanner, batch, scope, &mut outcome, &mut found_names)?;
             progress(outcome.messages_scanned, total);
@@ -147,8 +161,7 @@ pub fn run(
     };
     let mut after = 0i64;
     loop {
-        let batch =
-            store.rescan_candidates(after, BATCH, &content, scope.queues, scope.mailboxes)?;
+        let batch = store.rescan_candidates(after, BATCH, &content, scope.store())?;
         let Some(last) = batch.last() else { break };
         after = last.message;
         scan_batch(
@@ -162,8 +175,13 @@ pub fn run(
         progress(outcome.messages_scanned, total);
     }
 
-    // Only when the set did not change under the rescan are its hashes all checked.
-    if scope.queues && scope.mailboxes && scanner.current().engine.version() == outcome.version {
+    // Only when the set did not change under the rescan, and the rescan looked at all
+    // mail, are its hashes all checked.
+    if scope.queues
+        && scope.mailboxes
+        && scope.cluster.is_none()
+        && scanner.current().engine.version() == outcome.version
+    {
         remember_hashes(&scanner.dir, &state_dir(data_dir));
     }
     outcome.signatures = found_names.into_keys().collect();

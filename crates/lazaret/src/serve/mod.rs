@@ -28,6 +28,16 @@ pub async fn run(config: Config) -> Result<()> {
         EmbeddedStore::open(&data_dir)
             .with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
     );
+    store.set_cluster_hold(
+        config
+            .outbreak
+            .hold_growth
+            .map(|r| lazaret_store::HoldRule {
+                messages: r.count,
+                window_secs: r.per.as_secs() as i64,
+                senders: config.outbreak.hold_senders,
+            }),
+    );
     crate::access::imap::names::convert_once(store.as_ref())
         .context("cannot convert folder names to UTF-8")?;
     let token = data_dir::load_or_create_token(&data_dir)?;
