@@ -110,6 +110,13 @@ t0=$(now)
 text_behind() { $L status --json | python3 -c "import json,sys;print(json.load(sys.stdin)['store']['text_index_behind'])"; }
 while [ "$(text_behind)" != 0 ]; do sleep 1; done
 lz_text_index=$(echo "$(now) - $t0" | bc)
+# Clusters are filed behind the import too (deferred while it runs): wait, then list.
+t0=$(now)
+clusters_behind() { $L status --json | python3 -c "import json,sys;print(json.load(sys.stdin)['store']['clusters_behind'])"; }
+while [ "$(clusters_behind)" != 0 ]; do sleep 1; done
+lz_clusters_filed=$(echo "$(now) - $t0" | bc)
+lz_clusters=$($T "$L clusters --limit 20 --json")
+lz_clusters_growth=$($T "$L clusters --sort growth --limit 20 --json")
 
 # ---------------------------------------------------------------- searches
 echo "searching ..." >&2
@@ -238,6 +245,7 @@ def j(s): return json.loads(s)
 n = facts["messages"]
 print(f"workload: {facts['users']} mailboxes, {n} messages ({facts['bytes']/1e9:.2f} GB) incl. $WORMS worm copies; queue: $QUEUE_WORMS worm copies")
 print(f"import: Lazaret {n/float('$lz_import'):.0f} msgs/s ({float('$lz_import'):.0f} s), text index caught up {float('$lz_text_index'):.0f} s later; Dovecot index build {float('$dc_index'):.0f} s; Lazaret database {int('$lz_db')/1e9:.2f} GB")
+print(f"clusters: all filed {float('$lz_clusters_filed'):.0f} s after the text index")
 print(f"{'':40}{'Lazaret':>10}{'peer':>10}{'ratio':>9}  matches (Lazaret/peer)")
 def row(name, a, b=None):
     a = j(a) if isinstance(a, str) else a
@@ -251,6 +259,8 @@ row("find subject substring (s) vs doveadm", '$lz_subject', '$dc_subject')
 row("find body text (s) vs doveadm", '$lz_body', '$dc_body')
 row("find attachment SHA-256 (s)", '$lz_sha')
 row("find sender (s) vs doveadm", '$lz_from', '$dc_from')
+row("clusters, biggest 20 (s)", '$lz_clusters')
+row("clusters --sort growth, 20 (s)", '$lz_clusters_growth')
 q, r, e = float('$lz_quarantine'), float('$lz_restore'), float('$dc_expunge')
 print(f"{'quarantine all worms (s) vs expunge':40}{q:10.3f}{e:10.3f}{e/q:8.1f}x  left: $lz_left/$dc_left")
 result("quarantine all worms (s) vs doveadm expunge", q, e, e / q)

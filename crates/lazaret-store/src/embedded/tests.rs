@@ -1325,3 +1325,33 @@ fn keys_of_deleted_messages_are_pruned_slice_by_slice() {
         .unwrap();
     assert_eq!(found.iter().map(|c| c.messages).collect::<Vec<_>>(), [2]);
 }
+
+#[test]
+fn a_failing_or_panicking_write_alone_in_its_transaction_is_undone() {
+    let dir = temp_dir("alone");
+    let store = EmbeddedStore::open(&dir).unwrap();
+    let failed = store.write(|c| -> Result<()> {
+        c.execute(
+            "INSERT INTO settings(key, value) VALUES('half', 'done')",
+            [],
+        )?;
+        Err(StoreError::Invalid("stop".into()))
+    });
+    assert!(matches!(failed, Err(StoreError::Invalid(m)) if m == "stop"));
+    let panicked = store.write(|c| -> Result<()> {
+        c.execute(
+            "INSERT INTO settings(key, value) VALUES('half', 'done')",
+            [],
+        )?;
+        panic!("a bug")
+    });
+    assert!(panicked.is_err());
+    assert_eq!(
+        store.setting("half").unwrap(),
+        None,
+        "nothing of either stays"
+    );
+    // The writer goes on.
+    store.set_setting("after", "yes").unwrap();
+    assert_eq!(store.setting("after").unwrap().as_deref(), Some("yes"));
+}

@@ -134,8 +134,11 @@ pub fn run(
         })
         .collect();
     outcome.detected += records.len() as u64;
-    if !records.is_empty() {
-        let report = store.record_scans(records)?;
+    // A batch per transaction, as for the messages read below: SQLite's cost of each
+    // statement grows with the transaction it is in (50,000 hits in one took 78 s on a
+    // 1M-message store, in batches 2.5 s), and the writer is every session's.
+    for batch in records.chunks(BATCH) {
+        let report = store.record_scans(batch.to_vec())?;
         outcome.quarantined += report.done;
         outcome.users.extend(report.users);
     }
