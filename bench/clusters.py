@@ -182,6 +182,32 @@ def score(args):
     )
 
 
+def held(args):
+    """What `[outbreak] hold_growth` froze in inbound, against the truth."""
+    with open(args.corpus, "rb") as f:
+        mail = pickle.load(f)["mail"]
+    with open(args.sent) as f:
+        sent = json.load(f)["queued_as"]
+    truth = {qid: mail[int(n)][1] for n, qid in sent.items()}
+    frozen = json.loads(
+        cli(args.lazaret, args.config, "find", "--in", "queues", "--state", "frozen", "--limit", "0", "--json")
+    )
+    fams = Counter(truth.get(m["message"]) for m in frozen)
+    worms = sum(1 for f in truth.values() if f is not None)
+    print(
+        json.dumps(
+            {
+                "held": len(frozen),
+                "worm_copies_held": sum(n for f, n in fams.items() if f is not None),
+                "worm_copies": worms,
+                "clean_held": fams.get(None, 0),
+                "families_held": sum(1 for f in fams if f is not None),
+                "families": len({f for f in truth.values() if f is not None}),
+            }
+        )
+    )
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="command", required=True)
@@ -202,11 +228,18 @@ def main():
     c.add_argument("config")
     c.add_argument("corpus")
     c.add_argument("sent")
+    h = sub.add_parser("held")
+    h.add_argument("lazaret")
+    h.add_argument("config")
+    h.add_argument("corpus")
+    h.add_argument("sent")
     args = ap.parse_args()
     if args.command == "generate":
         generate(args)
     elif args.command == "send":
         asyncio.run(send_all(args))
+    elif args.command == "held":
+        held(args)
     else:
         score(args)
 

@@ -8,12 +8,16 @@
 # both (the cost of fingerprints), then scores what `lazaret clusters` found against the
 # truth: pairwise precision and recall of the worm families, clean messages in worm
 # clusters, clusters among clean mail, and the time `clusters` takes to answer.
+# A third server runs with `[outbreak] hold_growth = HOLD_GROWTH`: its ingest rate (the
+# hold files each copy as it is routed) and what it froze — worm copies and families
+# held, clean messages held (the goal: none).
 # No peer has this feature (Postfix, Exim, Dovecot, Stalwart group nothing), so the
 # peer of the rate is Lazaret itself with clusters off.
 #
 # Needs: python3. Run as root.
-#   bench/clusters.sh                  # CLEAN=100000 FAMILIES=20 COPIES=500 SESSIONS=20
+#   bench/clusters.sh      # CLEAN=100000 FAMILIES=20 COPIES=500 SESSIONS=20 HOLD_GROWTH=100/10m
 set -euo pipefail
+HOLD_GROWTH=${HOLD_GROWTH:-100/10m}
 CLEAN=${CLEAN:-100000}
 FAMILIES=${FAMILIES:-20}
 COPIES=${COPIES:-500}
@@ -66,7 +70,7 @@ print("\n".join(pickle.load(open(sys.argv[1], "rb"))["users"]))
 PY
   sync
   $PY send "$smtp" "$work/corpus.pickle" "$work/$name.sent.json" --sessions "$SESSIONS" > "$work/$name.send"
-  wait_until bash -c "'$LZ' -c '$dir/lazaret.toml' status --json | python3 -c \"import json,sys;s=json.load(sys.stdin)['store'];sys.exit(0 if s['in_mailboxes']>=$total and s['clusters_behind']==0 else 1)\""
+  wait_until bash -c "'$LZ' -c '$dir/lazaret.toml' status --json | python3 -c \"import json,sys;s=json.load(sys.stdin)['store'];sys.exit(0 if s['in_mailboxes']+s['held_copies']>=$total and s['clusters_behind']==0 else 1)\""
 }
 
 run on ""
@@ -75,10 +79,14 @@ kill "$lz_pid"; wait "$lz_pid" 2>/dev/null || true; lz_pid=
 rm -rf "$work/on/data"
 run off $'[outbreak]\nclusters = false'
 kill "$lz_pid"; wait "$lz_pid" 2>/dev/null || true; lz_pid=
+rm -rf "$work/off/data"
+run hold "[outbreak]"$'\n'"hold_growth = \"$HOLD_GROWTH\""
+held=$($PY held "$LZ" "$work/hold/lazaret.toml" "$work/corpus.pickle" "$work/hold.sent.json")
+kill "$lz_pid"; wait "$lz_pid" 2>/dev/null || true; lz_pid=
 
-python3 - "$(cat "$work/on.send")" "$(cat "$work/off.send")" "$score" <<PY
+python3 - "$(cat "$work/on.send")" "$(cat "$work/off.send")" "$score" "$(cat "$work/hold.send")" "$held" <<PY
 import json, os, sys
-on, off, s = (json.loads(a) for a in sys.argv[1:4])
+on, off, s, hold, h = (json.loads(a) for a in sys.argv[1:6])
 def result(name, lazaret, peer, ratio):
     if os.environ.get("BENCH_RESULTS"):
         with open(os.environ["BENCH_RESULTS"], "a") as out:
@@ -91,7 +99,12 @@ print(f"pairwise precision {s['precision']:.4f}, recall {s['recall']:.4f}; famil
       f"(worst: {s['worst_family_share_in_one_cluster']:.1%} of its copies in one cluster)")
 print(f"clean messages in worm clusters: {s['clean_in_worm_clusters']}; clusters of clean mail only: {s['clean_clusters']}")
 print(f"lazaret clusters answered in {s['clusters_seconds']:.3f} s ({s['messages']} messages stored, {s['clusters_listed']} clusters listed)")
+print(f"{'ingest accepted msgs/s, hold on':40}{hold['msgs_per_sec']:10.1f}{off['msgs_per_sec']:10.1f}{hold['msgs_per_sec']/off['msgs_per_sec']:7.2f}x")
+print(f"hold_growth = $HOLD_GROWTH: {h['worm_copies_held']} of {h['worm_copies']} worm copies held, {h['families_held']}/{h['families']} families; clean messages held: {h['clean_held']}")
 result("clusters ingest msgs/s, on vs off", on["msgs_per_sec"], off["msgs_per_sec"], on["msgs_per_sec"] / off["msgs_per_sec"])
+result("clusters ingest msgs/s, hold on vs off", hold["msgs_per_sec"], off["msgs_per_sec"], hold["msgs_per_sec"] / off["msgs_per_sec"])
+result("clusters hold: clean messages held", h["clean_held"], 0, 0)
+result("clusters hold: worm families held", h["families_held"], h["families"], h["families_held"] / max(1, h["families"]))
 result("clusters pairwise precision", s["precision"], 1, s["precision"])
 result("clusters pairwise recall", s["recall"], 1, s["recall"])
 result("clusters clean messages in worm clusters", s["clean_in_worm_clusters"], 0, 0)
