@@ -17,7 +17,7 @@ pub async fn run(server: Arc<Server>) {
     let require_scan = server.scanner.on_ingest != lazaret_core::config::OnIngest::Off;
     loop {
         let s = server.clone();
-        let step = server
+        let mut step = server
             .store_call(move |store| {
                 let connectors = s.connectors.list();
                 let routed = store.route_inbound(
@@ -33,13 +33,9 @@ pub async fn run(server: Arc<Server>) {
                 Ok((routed, report.delivered + report.deferred))
             })
             .await;
-        let step = match step {
-            Ok((mut routed, n)) => {
-                crate::scan::hold::announce(&server, std::mem::take(&mut routed.holds)).await;
-                Ok((routed, n))
-            }
-            Err(e) => Err(e),
-        };
+        if let Ok((routed, _)) = &mut step {
+            crate::scan::hold::announce(&server, std::mem::take(&mut routed.holds)).await;
+        }
         match step {
             Ok((routed, 0)) if routed.routed == 0 && routed.held == 0 => {}
             Ok((routed, _)) => {
