@@ -215,7 +215,8 @@ pub trait Store: Send + Sync {
     /// Messages stored but not yet filed into clusters, and when the oldest arrived.
     fn clusters_pending(&self) -> Result<ClustersPending>;
     /// Drops the lookup keys of deleted messages in slice `slice` of
-    /// `CLUSTER_KEY_SLICES` (of the key space); returns how many.
+    /// `CLUSTER_KEY_SLICES` (of the key space), and with slice 0 growth rows older than
+    /// two days; returns how many keys.
     fn prune_cluster_keys(&self, slice: u32) -> Result<usize>;
     /// Moves queued and mailbox messages into quarantine.
     fn quarantine(&self, ids: &[String], actor: &str, reason: &str) -> Result<ActionReport>;

@@ -154,29 +154,39 @@ pub(super) fn file_pending(c: &Connection, limit: usize, now: i64) -> Result<usi
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?
         .collect::<rusqlite::Result<_>>()?;
-    for (message, signature, keys, received) in &pending {
-        let fp = Fingerprint::decode(signature.clone(), keys);
-        let found = lookup(c, &fp, *message)?;
-        file(c, *message, &fp, &found, (*received).min(now))?;
+    let filed = pending.len();
+    for row in pending {
+        file_row(c, row, now)?;
     }
-    Ok(pending.len())
+    Ok(filed)
+}
+
+/// Files one waiting message; returns its cluster's root (None: it matched nothing).
+fn file_row(
+    c: &Connection,
+    (message, signature, keys, received): PendingRow,
+    now: i64,
+) -> Result<Option<i64>> {
+    let fp = Fingerprint::decode(signature, &keys);
+    let found = lookup(c, &fp, message)?;
+    file(c, message, &fp, &found, received.min(now))
 }
 
 /// The root of message `message`'s cluster (None: alone, or no fingerprint), filing
 /// it first if it waits: the hold rule must know a copy's cluster before the copy
 /// leaves `inbound`, whether or not the clusterer got to it.
 fn cluster_of(c: &Connection, message: i64, now: i64) -> Result<Option<i64>> {
-    let waiting: Option<(Option<Vec<u8>>, Vec<u8>, i64)> = c
+    let waiting: Option<PendingRow> = c
         .prepare_cached(
-            "SELECT f.signature, f.pending, m.received FROM fingerprints f
+            "SELECT f.message, f.signature, f.pending, m.received FROM fingerprints f
              JOIN messages m ON m.id=f.message WHERE f.message=?1 AND f.pending IS NOT NULL",
         )?
-        .query_row([message], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row([message], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
         .optional()?;
-    if let Some((signature, keys, received)) = waiting {
-        let fp = Fingerprint::decode(signature, &keys);
-        let found = lookup(c, &fp, message)?;
-        return file(c, message, &fp, &found, received.min(now));
+    if let Some(row) = waiting {
+        return file_row(c, row, now);
     }
     Ok(c.prepare_cached(
         "SELECT COALESCE(k.parent, k.id) FROM fingerprints f JOIN clusters k ON k.id=f.cluster
@@ -457,8 +467,8 @@ fn growth(c: &Connection, root: i64, since: i64) -> Result<u64> {
     .max(0) as u64)
 }
 
-/// Growth rows older than this are pruned: `clusters` looks back an hour, a hold rule's
-/// window is minutes to hours.
+/// Growth rows older than this are pruned (with the keys' first slice, an hourly pass):
+/// `clusters` looks back an hour, a hold rule's window is minutes to hours.
 const GROWTH_KEPT: i64 = 2 * 86_400;
 
 /// Drops growth rows nothing looks at any more.
@@ -549,14 +559,16 @@ pub(super) fn forget(c: &Connection, messages: &[i64]) -> Result<()> {
 /// back after its copies were purged would otherwise start a new cluster. Keys are
 /// hashes, spread evenly: each slice is about the same work.
 pub(super) fn prune_keys(c: &Connection, slice: u32, slices: u32) -> Result<usize> {
-    let width = (1u128 << 64) / u128::from(slices.max(1));
-    let start = i128::from(i64::MIN) + (width * u128::from(slice)) as i128;
-    let end = start + width as i128;
-    let (start, end) = (start as i64, end.min(i128::from(i64::MAX) + 1));
-    let sql = "DELETE FROM cluster_keys WHERE key>=?1 AND (?2 IS NULL OR key<?2)
-         AND NOT EXISTS (SELECT 1 FROM fingerprints f WHERE f.message=cluster_keys.message)";
-    let end = (end <= i128::from(i64::MAX)).then_some(end as i64);
-    Ok(c.prepare_cached(sql)?.execute(params![start, end])?)
+    let slices = slices.max(1);
+    let width = (1i128 << 64) / i128::from(slices);
+    let start = i128::from(i64::MIN) + width * i128::from(slice.min(slices - 1));
+    // Past i64::MAX (the last slice): no upper bound.
+    let end = i64::try_from(start + width).ok();
+    Ok(c.prepare_cached(
+        "DELETE FROM cluster_keys WHERE key>=?1 AND (?2 IS NULL OR key<?2)
+         AND NOT EXISTS (SELECT 1 FROM fingerprints f WHERE f.message=cluster_keys.message)",
+    )?
+    .execute(params![start as i64, end])?)
 }
 
 /// The SQL condition "message `m` is in cluster X as it is now" (X's root, or any
@@ -593,8 +605,7 @@ pub(super) fn set_allowed(c: &Connection, id: i64, allowed: bool, now: i64) -> R
         return Ok(Some(0));
     }
     c.prepare_cached(
-        "UPDATE clusters SET allowed=1, held_since=NULL, hold_checked=NULL
-         WHERE id=?1 OR parent=?1",
+        "UPDATE clusters SET allowed=1, held_since=NULL, hold_checked=NULL WHERE id=?1",
     )?
     .execute([root])?;
     let released = c

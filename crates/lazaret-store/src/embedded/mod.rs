@@ -67,8 +67,6 @@ pub struct EmbeddedStore {
     _compactor: compaction::Compactor,
     /// `[outbreak] hold_growth`, applied when mail leaves `inbound`.
     hold: Mutex<Option<HoldRule>>,
-    /// When growth rows were last pruned (unix seconds).
-    growth_pruned: std::sync::atomic::AtomicI64,
 }
 
 fn open_connection(path: &Path) -> Result<Connection> {
@@ -189,7 +187,6 @@ impl EmbeddedStore {
             text,
             _compactor: compactor,
             hold: Mutex::new(None),
-            growth_pruned: std::sync::atomic::AtomicI64::new(0),
         })
     }
 
@@ -467,20 +464,10 @@ impl Store for EmbeddedStore {
     }
 
     fn file_clusters(&self, limit: usize) -> Result<usize> {
-        use std::sync::atomic::Ordering;
-        let t = now();
-        let prune = t - self.growth_pruned.load(Ordering::Relaxed) >= 3_600;
-        if prune {
-            self.growth_pruned.store(t, Ordering::Relaxed);
-        }
         // Quiet: clusters are nothing IMAP's cached folder views show, and a write that
         // moved the generation would make every session re-read its folder.
-        self.writer.write_quiet(move |c| {
-            if prune {
-                clusters::prune_growth(c, t)?;
-            }
-            clusters::file_pending(c, limit, t)
-        })
+        self.writer
+            .write_quiet(move |c| clusters::file_pending(c, limit, now()))
     }
 
     fn clusters_pending(&self) -> Result<ClustersPending> {
@@ -488,8 +475,12 @@ impl Store for EmbeddedStore {
     }
 
     fn prune_cluster_keys(&self, slice: u32) -> Result<usize> {
-        self.writer
-            .write_quiet(move |c| clusters::prune_keys(c, slice, crate::CLUSTER_KEY_SLICES))
+        self.writer.write_quiet(move |c| {
+            if slice == 0 {
+                clusters::prune_growth(c, now())?;
+            }
+            clusters::prune_keys(c, slice, crate::CLUSTER_KEY_SLICES)
+        })
     }
 
     fn scan_pending(&self, limit: usize) -> Result<Vec<PendingScan>> {

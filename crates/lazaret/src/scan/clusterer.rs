@@ -3,8 +3,8 @@
 //! inserts are one transaction per batch rather than one per message (the store's
 //! `clusters` module says why that matters).
 //!
-//! While mail is coming in (SMTP, `lazaret import`) or going out, filing waits until `DEFER_MESSAGES` messages
-//! or `DEFER_AGE` of mail wait (5,000 left the ingest benchmark's paced phase filing the
+//! While mail is coming in (SMTP, `lazaret import`) or going out, filing waits until
+//! `DEFER_MESSAGES` messages or `DEFER_AGE` of mail wait (5,000 left the ingest benchmark's paced phase filing the
 //! 7,000 messages of the flood before it), then goes one batch a second; otherwise it
 //! files at full speed. Filing is writer time: each batch holds the commits of the
 //! sessions arriving meanwhile, so filing beside the sessions lifted the p99
@@ -12,7 +12,8 @@
 //! accept rate (0.82x of clusters off on 32,000 messages; one batch a second:
 //! 0.95–0.99x). `lazaret clusters` therefore lags by up to a minute under sustained
 //! load, by a round otherwise. When idle it also drops, a slice of the key space per
-//! round and a pass an hour, the lookup keys of messages deleted since.
+//! round and a pass an hour, the lookup keys of messages deleted since (and old growth
+//! counts).
 
 use crate::server::Server;
 use std::sync::Arc;
