@@ -3,9 +3,10 @@
 (tests/worm_corpus.py, fixed seed) of clean mail and worm families over SMTP to a
 running Lazaret, then asks `clusters` what it saw and scores it against the truth.
 
-    clusters.py send HOST:PORT CORPUS.pickle OUT.json [--sessions N]
-    clusters.py generate CORPUS.pickle --clean N --families F --copies C [--seed S]
-    clusters.py score LAZARET CONFIG CORPUS.pickle SENT.json
+    clusters.py generate CORPUS --clean N --families F --copies C [--seed S] [--jobs J]
+    clusters.py send HOST:PORT CORPUS OUT.json [--sessions N]
+    clusters.py score LAZARET CONFIG CORPUS SENT.json
+    clusters.py held LAZARET CONFIG CORPUS SENT.json
 
 `send` prints the accepted rate and p50 end-of-DATA->250; `score` prints pairwise
 precision and recall of the worm families, clean messages in worm clusters, clusters
@@ -16,7 +17,7 @@ import argparse
 import asyncio
 import json
 import os
-import pickle
+import struct
 import subprocess
 import sys
 import time
@@ -25,28 +26,103 @@ from collections import Counter, defaultdict
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 
-def generate(args):
+# The corpus on disk: CORPUS holds one record per message, in sending order (4-byte
+# big-endian length, then sender NUL recipient NUL message, the message already in
+# CRLF lines and dot-stuffed, so that sending costs Python nothing per message);
+# CORPUS.meta.json holds the users and each message's kind and family (the truth).
+
+
+def _wire(raw):
+    from email.parser import BytesHeaderParser
+    from email.utils import parseaddr
+
+    h = BytesHeaderParser().parsebytes(raw)
+    body = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    body = b"\r\n".join(b"." + l if l.startswith(b".") else l for l in body.split(b"\r\n"))
+    return parseaddr(h["From"])[1].encode() + b"\0" + parseaddr(h["To"])[1].encode() + b"\0" + body
+
+
+def _clean_chunk(job):
+    """Clean mail of one chunk into its own file: (kind, family) of each message."""
     from worm_corpus import Corpus
 
-    corpus = Corpus(seed=args.seed, users=args.users)
-    clean = list(corpus.clean(args.clean))
-    worms = list(corpus.worms(args.families, args.copies))
+    seed, users, index, start, count, path = job
+    corpus = Corpus(seed=seed, users=users)
+    if index:
+        # Chunks after the first draw from their own stream; the first is the
+        # single-process corpus, so that one job reproduces earlier runs exactly.
+        corpus.rng.seed(seed * 7919 + index)
+    corpus.serial = start
+    truth = []
+    with open(path, "wb") as f:
+        for kind, family, raw in corpus.clean(count):
+            record = _wire(raw)
+            f.write(struct.pack(">I", len(record)) + record)
+            truth.append((kind, family))
+    return truth, corpus
+
+
+def _records(path):
+    with open(path, "rb") as f:
+        while head := f.read(4):
+            yield f.read(struct.unpack(">I", head)[0])
+
+
+def generate(args):
+    from multiprocessing import Pool
+
+    jobs = max(1, args.jobs)
+    bounds = [args.clean * i // jobs for i in range(jobs + 1)]
+    chunks = [
+        (args.seed, args.users, i, bounds[i], bounds[i + 1] - bounds[i], f"{args.corpus}.part{i}")
+        for i in range(jobs)
+    ]
+    if jobs == 1:
+        results = [_clean_chunk(chunks[0])]
+    else:
+        with Pool(jobs) as pool:
+            results = pool.map(_clean_chunk, chunks)
+    corpus = results[0][1]
+    if jobs > 1:
+        corpus.rng.seed(args.seed * 7919 + jobs)
+        corpus.serial = args.clean
+    worms = [(kind, family, _wire(raw)) for kind, family, raw in corpus.worms(args.families, args.copies)]
+    clean_truth = [t for truth, _ in results for t in truth]
+
+    def clean_records():
+        for i in range(jobs):
+            yield from _records(chunks[i][5])
+
     # The outbreak starts once a third of the clean mail is in, and mixes with the rest.
-    split = len(clean) // 3
-    rest = clean[split:]
-    mixed = []
-    step = max(1, len(rest) // max(1, len(worms)))
-    wi = 0
-    for i, m in enumerate(rest):
-        mixed.append(m)
-        if i % step == 0 and wi < len(worms):
-            mixed.append(worms[wi])
-            wi += 1
-    mixed.extend(worms[wi:])
-    mail = clean[:split] + mixed
-    with open(args.corpus, "wb") as f:
-        pickle.dump({"users": corpus.users, "mail": mail}, f)
-    print(f"{len(mail)} messages: {len(clean)} clean, {len(worms)} worm copies in {args.families} families")
+    split = len(clean_truth) // 3
+    step = max(1, (len(clean_truth) - split) // max(1, len(worms)))
+    kinds, families, wi = [], [], 0
+    with open(args.corpus, "wb") as out:
+
+        def put(kind, family, record):
+            out.write(struct.pack(">I", len(record)) + record)
+            kinds.append(kind)
+            families.append(family)
+
+        for i, record in enumerate(clean_records()):
+            put(*clean_truth[i], record)
+            if i >= split and (i - split) % step == 0 and wi < len(worms):
+                put(*worms[wi])
+                wi += 1
+        for worm in worms[wi:]:
+            put(*worm)
+    for c in chunks:
+        os.remove(c[5])
+    with open(f"{args.corpus}.meta.json", "w") as f:
+        json.dump({"users": corpus.users, "kinds": kinds, "families": families}, f)
+    print(f"{len(kinds)} messages: {len(clean_truth)} clean, {len(worms)} worm copies in {args.families} families")
+
+
+def load_truth(corpus):
+    with open(f"{corpus}.meta.json") as f:
+        return json.load(f)
 
 
 async def session(host, port, queue, results, latencies):
@@ -64,17 +140,14 @@ async def session(host, port, queue, results, latencies):
     writer.write(b"EHLO bench.test\r\n")
     await reply()
     while True:
-        try:
-            n, sender, rcpt, raw = queue.get_nowait()
-        except asyncio.QueueEmpty:
+        item = await queue.get()
+        if item is None:
             break
-        writer.write(f"MAIL FROM:<{sender}>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode())
+        n, record = item
+        sender, rcpt, body = record.split(b"\0", 2)
+        writer.write(b"MAIL FROM:<" + sender + b">\r\nRCPT TO:<" + rcpt + b">\r\nDATA\r\n")
         for _ in range(3):
             await reply()
-        body = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-        if not body.endswith(b"\r\n"):
-            body += b"\r\n"
-        body = b"\r\n".join(b"." + l if l.startswith(b".") else l for l in body.split(b"\r\n"))
         t = time.perf_counter()
         writer.write(body + b".\r\n")
         line = await reply()
@@ -87,20 +160,19 @@ async def session(host, port, queue, results, latencies):
 
 
 async def send_all(args):
-    from email.parser import BytesHeaderParser
-    from email.utils import parseaddr
+    # Read as the sessions send: a million messages do not fit in memory at once.
+    queue = asyncio.Queue(maxsize=10_000)
 
-    with open(args.corpus, "rb") as f:
-        corpus = pickle.load(f)
-    queue = asyncio.Queue()
-    parser = BytesHeaderParser()
-    for n, (_, _, raw) in enumerate(corpus["mail"]):
-        h = parser.parsebytes(raw)
-        queue.put_nowait((n, parseaddr(h["From"])[1], parseaddr(h["To"])[1], raw))
+    async def feed():
+        for n, record in enumerate(_records(args.corpus)):
+            await queue.put((n, record))
+        for _ in range(args.sessions):
+            await queue.put(None)
+
     host, port = args.target.rsplit(":", 1)
     results, latencies = {}, []
     t0 = time.perf_counter()
-    await asyncio.gather(*[session(host, int(port), queue, results, latencies) for _ in range(args.sessions)])
+    await asyncio.gather(feed(), *[session(host, int(port), queue, results, latencies) for _ in range(args.sessions)])
     elapsed = time.perf_counter() - t0
     latencies.sort()
     out = {
@@ -120,12 +192,11 @@ def cli(lazaret, config, *args):
 
 
 def score(args):
-    with open(args.corpus, "rb") as f:
-        mail = pickle.load(f)["mail"]
+    meta = load_truth(args.corpus)
     with open(args.sent) as f:
         sent = json.load(f)["queued_as"]
-    truth = {qid: mail[int(n)][1] for n, qid in sent.items()}  # queued-as -> family or None
-    kinds = {qid: mail[int(n)][0] for n, qid in sent.items()}
+    truth = {qid: meta["families"][int(n)] for n, qid in sent.items()}  # queued-as -> family or None
+    kinds = {qid: meta["kinds"][int(n)] for n, qid in sent.items()}
     timings = []
     for _ in range(3):
         t = time.perf_counter()
@@ -184,11 +255,10 @@ def score(args):
 
 def held(args):
     """What `[outbreak] hold_growth` froze in inbound, against the truth."""
-    with open(args.corpus, "rb") as f:
-        mail = pickle.load(f)["mail"]
+    meta = load_truth(args.corpus)
     with open(args.sent) as f:
         sent = json.load(f)["queued_as"]
-    truth = {qid: mail[int(n)][1] for n, qid in sent.items()}
+    truth = {qid: meta["families"][int(n)] for n, qid in sent.items()}
     frozen = json.loads(
         cli(args.lazaret, args.config, "find", "--in", "queues", "--state", "frozen", "--limit", "0", "--json")
     )
@@ -218,6 +288,7 @@ def main():
     g.add_argument("--copies", type=int, default=500)
     g.add_argument("--users", type=int, default=200)
     g.add_argument("--seed", type=int, default=7)
+    g.add_argument("--jobs", type=int, default=1, help="processes generating clean mail (>1: another corpus)")
     s = sub.add_parser("send")
     s.add_argument("target")
     s.add_argument("corpus")

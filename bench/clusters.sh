@@ -15,7 +15,8 @@
 # peer of the rate is Lazaret itself with clusters off.
 #
 # Needs: python3. Run as root.
-#   bench/clusters.sh      # CLEAN=100000 FAMILIES=20 COPIES=500 SESSIONS=20 HOLD_GROWTH=100/10m
+#   bench/clusters.sh      # CLEAN=100000 FAMILIES=20 COPIES=500 SESSIONS=20 HOLD_GROWTH=100/10m JOBS=1
+#   CLEAN=1000000 JOBS=2 bench/clusters.sh      # the 1M run
 set -euo pipefail
 HOLD_GROWTH=${HOLD_GROWTH:-100/10m}
 CLEAN=${CLEAN:-100000}
@@ -23,6 +24,8 @@ FAMILIES=${FAMILIES:-20}
 COPIES=${COPIES:-500}
 SESSIONS=${SESSIONS:-20}
 USERS=${USERS:-50}
+# Processes generating the clean mail; more than one draws another (still fixed) corpus.
+JOBS=${JOBS:-1}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/lazaret-clusters.XXXXXX)
@@ -36,7 +39,7 @@ trap cleanup EXIT
 (cd "$root" && cargo build --release -q -p lazaret)
 wait_until() { for _ in $(seq 1 36000); do "$@" && return 0; sleep 0.1; done; echo "timed out: $*" >&2; return 1; }
 
-$PY generate "$work/corpus.pickle" --clean "$CLEAN" --families "$FAMILIES" --copies "$COPIES" --users "$USERS"
+$PY generate "$work/corpus" --clean "$CLEAN" --families "$FAMILIES" --copies "$COPIES" --users "$USERS" --jobs "$JOBS"
 total=$((CLEAN + FAMILIES * COPIES))
 
 # run NAME EXTRA_CONFIG: a fresh server, the corpus over SMTP, all in mailboxes.
@@ -64,24 +67,24 @@ CFG
   local smtp
   smtp=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['smtp'][0])" "$dir/data/listeners.json")
   "$LZ" -c "$dir/lazaret.toml" domain add corp.test
-  python3 - "$work/corpus.pickle" <<'PY' | while read -r u; do echo pw | "$LZ" -c "$dir/lazaret.toml" user add "$u" --password-stdin >/dev/null; done
-import pickle, sys
-print("\n".join(pickle.load(open(sys.argv[1], "rb"))["users"]))
+  python3 - "$work/corpus.meta.json" <<'PY' | while read -r u; do echo pw | "$LZ" -c "$dir/lazaret.toml" user add "$u" --password-stdin >/dev/null; done
+import json, sys
+print("\n".join(json.load(open(sys.argv[1]))["users"]))
 PY
   sync
-  $PY send "$smtp" "$work/corpus.pickle" "$work/$name.sent.json" --sessions "$SESSIONS" > "$work/$name.send"
+  $PY send "$smtp" "$work/corpus" "$work/$name.sent.json" --sessions "$SESSIONS" > "$work/$name.send"
   wait_until bash -c "'$LZ' -c '$dir/lazaret.toml' status --json | python3 -c \"import json,sys;s=json.load(sys.stdin)['store'];sys.exit(0 if s['in_mailboxes']+s['held_copies']>=$total and s['clusters_behind']==0 else 1)\""
 }
 
 run on ""
-score=$($PY score "$LZ" "$work/on/lazaret.toml" "$work/corpus.pickle" "$work/on.sent.json")
+score=$($PY score "$LZ" "$work/on/lazaret.toml" "$work/corpus" "$work/on.sent.json")
 kill "$lz_pid"; wait "$lz_pid" 2>/dev/null || true; lz_pid=
 rm -rf "$work/on/data"
 run off $'[outbreak]\nclusters = false'
 kill "$lz_pid"; wait "$lz_pid" 2>/dev/null || true; lz_pid=
 rm -rf "$work/off/data"
 run hold "[outbreak]"$'\n'"hold_growth = \"$HOLD_GROWTH\""
-held=$($PY held "$LZ" "$work/hold/lazaret.toml" "$work/corpus.pickle" "$work/hold.sent.json")
+held=$($PY held "$LZ" "$work/hold/lazaret.toml" "$work/corpus" "$work/hold.sent.json")
 kill "$lz_pid"; wait "$lz_pid" 2>/dev/null || true; lz_pid=
 
 python3 - "$(cat "$work/on.send")" "$(cat "$work/off.send")" "$score" "$(cat "$work/hold.send")" "$held" <<PY
