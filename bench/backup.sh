@@ -3,8 +3,8 @@
 #  - the disk's sequential write speed (dd, direct I/O), `cp -a` + sync, and
 #    `tar -c | zstd -1` of the data directory — the peers;
 #  - `lazaret backup create --full` (MB/s of store read), then an incremental one
-#    after 1% new mail (its share of the full backup's time, and whether it copied
-#    any pack the full one holds unchanged);
+#    after 1% new mail (its share of the full backup's time, whether it copied any
+#    pack the full one holds unchanged, and how much of the database it copied);
 #  - SMTP p99 DATA->250 at a paced load, idle and during a full backup;
 #  - `lazaret backup restore` (MB/s), checked byte for byte (restore checks every
 #    file's SHA-256) and with SQLite's integrity_check;
@@ -98,6 +98,18 @@ print(sum(1 for f in incr if f["append_only"] and f["stored_in"] == b
           and f["name"] in full and full[f["name"]]["size"] == f["size"]))
 PY
 )
+# The incremental's database: its page copy's size against the whole file's.
+db_copy=$(python3 - "$work/backups" "$incr_id" <<'PY'
+import json, sys
+d, b = sys.argv[1:]
+[db] = [f for f in json.load(open(f"{d}/{b}/manifest.json"))["files"] if f["name"] == "lazaret.db"]
+layers = db.get("layers", [])
+if layers:
+    print(f"page copy {layers[-1]['size'] / 1e6:.1f} MB of a {db['size'] / 1e6:.1f} MB database")
+else:
+    print(f"whole database, {db['size'] / 1e6:.1f} MB")
+PY
+)
 
 # ---------------------------------------------------------------- SMTP during a backup
 echo pw | $L user add load@localhost --password-stdin >/dev/null
@@ -146,7 +158,7 @@ print(f"{'full backup MB/s vs cp -a + sync':34}{full_rate:10.1f}{cp_rate:10.1f}{
 print(f"{'  (disk sequential write, dd)':34}{'':10}{dd_rate:10.1f}")
 print(f"{'written MB: backup vs tar|zstd':34}{float('$full_out_mb'):10.1f}{float('$tar_out_mb'):10.1f}")
 share = 100 * float("$incr_s") / float("$full_s")
-print(f"{'incremental after 1% (s, % of full)':34}{float('$incr_s'):10.2f}{share:9.1f}%   unchanged packs copied again: $recopied")
+print(f"{'incremental after 1% (s, % of full)':34}{float('$incr_s'):10.2f}{share:9.1f}%   unchanged packs copied again: $recopied; $db_copy")
 print(f"{'SMTP p99 at $RATE/s (ms) during/idle':34}{during['p99_ms']:10.2f}{idle['p99_ms']:10.2f}{during['p99_ms'] / idle['p99_ms']:7.2f}x")
 print(f"{'restore MB/s vs full backup':34}{restore_rate:10.1f}{full_rate:10.1f}{restore_rate / full_rate:7.2f}x   integrity_check: $integrity")
 print(f"{'lockdown --no-backup (s)':34}{float('$lockdown_s'):10.2f}")

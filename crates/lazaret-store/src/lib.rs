@@ -7,6 +7,7 @@
 pub mod embedded;
 mod metadata;
 mod model;
+pub mod pages;
 mod password;
 
 pub use embedded::{
@@ -260,9 +261,14 @@ pub trait Store: Send + Sync {
     fn messages_of_size(&self, sizes: Vec<u64>, scope: RescanScope) -> Result<Vec<PendingScan>>;
     /// Records scan results in one transaction; `done` counts copies quarantined.
     /// For an online backup: writes a consistent copy of the database to `db_copy` (a
-    /// new file) while writers go on, and lists the message files that copy names,
-    /// pinned until the snapshot is dropped.
-    fn backup_snapshot(&self, db_copy: &std::path::Path) -> Result<BackupSnapshot>;
+    /// new file) while writers go on — the whole file, or with `base` the pages that
+    /// changed since that backup when the store can tell ([`DatabaseCopy`]) — and lists
+    /// the message files that copy names, pinned until the snapshot is dropped.
+    fn backup_snapshot(
+        &self,
+        db_copy: &std::path::Path,
+        base: Option<&BackupBase>,
+    ) -> Result<BackupSnapshot>;
 
     fn record_scans(&self, records: Vec<ScanRecord>) -> Result<ActionReport>;
     /// As `record_scans`, and in the same commit routes the inbound copies of the

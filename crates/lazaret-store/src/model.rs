@@ -479,12 +479,36 @@ pub struct BackupSource {
     pub append_only: bool,
 }
 
+/// The earlier backup a new one builds on.
+#[derive(Debug, Clone)]
+pub struct BackupBase {
+    /// Names it uniquely (directory and id).
+    pub id: String,
+    /// A page copy larger than this (bytes) is not worth it: the whole database is
+    /// copied.
+    pub max_bytes: u64,
+}
+
+/// What `Store::backup_snapshot` wrote to `db_copy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseCopy {
+    /// The whole database file.
+    Whole,
+    /// The pages that changed since the base backup (format: [`crate::pages`]), and
+    /// the size of the database they rebuild.
+    Pages { count: u64, database_bytes: u64 },
+}
+
 /// What `Store::backup_snapshot` hands a backup.
 pub struct BackupSnapshot {
+    pub database: DatabaseCopy,
     /// The message files the database copy names.
     pub files: Vec<BackupSource>,
     /// Keeps those files from being removed (compaction, deletions wait) until dropped.
     pub pin: Box<dyn std::any::Any + Send>,
+    /// Call once the backup is kept, with its [`BackupBase::id`]: the next page copy
+    /// counts from this snapshot. Dropped uncalled, nothing changes.
+    pub keep: Box<dyn FnOnce(&str) + Send>,
 }
 
 /// Which clusters `clusters` lists.

@@ -6,13 +6,15 @@
 //! never blocks the writer), woken by the writer's commits once the log has grown. Only
 //! if the log still reaches [`INLINE_PAGES`] (a reader holding an old snapshot, or a
 //! write rate the thread cannot follow) does the writer checkpoint itself, as SQLite
-//! would, so the log never grows without bound.
+//! would, so the log never grows without bound. Both record the pages they are about
+//! to copy first ([`ChangedPages`]), for incremental backups.
 
+use super::changed_pages::ChangedPages;
 use crate::Result;
 use rusqlite::wal::CheckpointMode;
 use rusqlite::Connection;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 /// Log size (pages) from which the checkpoint thread is woken. Each checkpoint ends in
 /// an fsync of the database that the writer's own log fsync then queues behind; most
@@ -30,14 +32,22 @@ const INLINE_PAGES: i32 = 20;
 
 /// Installs the hook on the writer's connection and starts the thread, which ends when
 /// the writer's connection (holding the hook) is gone.
-pub(super) fn install(writer: &mut Connection, db_path: &Path) -> Result<()> {
+pub(super) fn install(
+    writer: &mut Connection,
+    db_path: &Path,
+    changes: Arc<ChangedPages>,
+) -> Result<()> {
     let conn = super::open_connection(db_path)?;
+    let thread_changes = changes.clone();
     let (wake, woken) = mpsc::sync_channel::<()>(1);
     std::thread::Builder::new()
         .name("wal-checkpoint".into())
         .spawn(move || {
             while woken.recv().is_ok() {
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                let done = thread_changes.record_then(|| {
+                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                });
+                if let Err(e) = done {
                     tracing::warn!("WAL checkpoint: {e}");
                 }
             }
@@ -61,7 +71,10 @@ pub(super) fn install(writer: &mut Connection, db_path: &Path) -> Result<()> {
             woken_at = 0; // the log restarted
         }
         if pages >= INLINE_PAGES {
-            if let Err(e) = wal.checkpoint_v2(CheckpointMode::PASSIVE) {
+            // Not while the thread records or checkpoints: it is doing this already.
+            if let Some(Err(e)) =
+                changes.try_record_then(|| wal.checkpoint_v2(CheckpointMode::PASSIVE))
+            {
                 tracing::debug!("WAL checkpoint in the writer: {e}");
             }
         } else if pages >= woken_at + BEHIND_PAGES {

@@ -8,10 +8,11 @@
 //! `messages` (reading bodies, deletion, collecting unreferenced rows), `accounts`,
 //! `find`, `clusters` (outbreak clusters), `quarantine` (and import), `scanning`, `reindex`, `settings` (settings,
 //! audit, figures); storage mechanics in `blobs`, `compaction`, `text_index`,
-//! `checkpoint`, `writer`, `schema`.
+//! `checkpoint`, `changed_pages` (for incremental backups), `writer`, `schema`.
 
 mod accounts;
 mod blobs;
+mod changed_pages;
 mod checkpoint;
 mod clusters;
 mod compaction;
@@ -67,6 +68,18 @@ pub struct EmbeddedStore {
     _compactor: compaction::Compactor,
     /// `[outbreak] hold_growth`, applied when mail leaves `inbound`.
     hold: Mutex<Option<HoldRule>>,
+    changes: Arc<changed_pages::ChangedPages>,
+}
+
+/// Every checkpoint goes through `ChangedPages` (incremental backups rely on it):
+/// none when a connection closes, none automatic on a connection that writes.
+fn no_untracked_checkpoints(conn: &Connection) -> Result<()> {
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    Ok(())
 }
 
 fn open_connection(path: &Path) -> Result<Connection> {
@@ -80,6 +93,7 @@ fn open_connection(path: &Path) -> Result<Connection> {
     conn.execute_batch(
         "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;",
     )?;
+    no_untracked_checkpoints(&conn)?;
     find::register_functions(&conn)?;
     Ok(conn)
 }
@@ -91,6 +105,7 @@ fn open_read_only(path: &Path) -> Result<Connection> {
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    no_untracked_checkpoints(&conn)?;
     Ok(conn)
 }
 
@@ -122,6 +137,7 @@ impl EmbeddedStore {
         std::fs::create_dir_all(data_dir)
             .map_err(crate::io_err(format!("create {}", data_dir.display())))?;
         let db_path = data_dir.join("lazaret.db");
+        let changes = changed_pages::ChangedPages::open(&db_path);
         let mut conn = open_connection(&db_path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.execute_batch(schema::SCHEMA)?;
@@ -175,7 +191,7 @@ impl EmbeddedStore {
         )?;
         let blobs = Arc::new(Blobs::open(data_dir.join("blobs"), pack_limit)?);
         ingest::verify_newest_pack(&conn, &blobs)?;
-        checkpoint::install(&mut conn, &db_path)?;
+        checkpoint::install(&mut conn, &db_path, changes.clone())?;
         let writer = Writer::start(conn);
         let text = TextIndex::open(data_dir, &db_path, blobs.clone(), writer.clone())?;
         let compactor = compaction::Compactor::start(blobs.clone(), writer.clone(), &db_path);
@@ -187,6 +203,7 @@ impl EmbeddedStore {
             text,
             _compactor: compactor,
             hold: Mutex::new(None),
+            changes,
         })
     }
 
@@ -523,8 +540,8 @@ impl Store for EmbeddedStore {
         Ok(report)
     }
 
-    fn backup_snapshot(&self, db_copy: &Path) -> Result<BackupSnapshot> {
-        snapshot::take(self, db_copy)
+    fn backup_snapshot(&self, db_copy: &Path, base: Option<&BackupBase>) -> Result<BackupSnapshot> {
+        snapshot::take(self, db_copy, base)
     }
 
     fn record_scans_and_route(

@@ -206,6 +206,8 @@ CREATE INDEX IF NOT EXISTS messages_md5 ON messages(md5) WHERE md5 IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_blob_pack ON messages(blob_pack, blob_offset)
     WHERE blob_pack IS NOT NULL;
 CREATE INDEX IF NOT EXISTS clusters_held ON clusters(held_since) WHERE held_since IS NOT NULL;
+-- Message files from before packs (a backup lists them without reading every row).
+CREATE INDEX IF NOT EXISTS messages_unpacked ON messages(id) WHERE blob_pack IS NULL;
 ";
 
 /// Folders every new user gets, with their RFC 6154 special-use attribute.

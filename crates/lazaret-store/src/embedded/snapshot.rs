@@ -1,11 +1,16 @@
 //! The store's side of an online backup: a consistent copy of the database taken while
-//! sessions keep writing, the blob bytes that copy names, and a pin that keeps those
+//! sessions keep writing — whole, or only the pages changed since the backup it builds
+//! on (`changed_pages`) — the blob bytes that copy names, and a pin that keeps those
 //! bytes from being removed until the backup has read them.
 
+use super::changed_pages::PageSet;
 use super::EmbeddedStore;
-use crate::model::{BackupSnapshot, BackupSource};
+use crate::model::{BackupBase, BackupSnapshot, BackupSource, DatabaseCopy};
+use crate::pages::PageCopyWriter;
 use crate::Result;
 use rusqlite::Connection;
+use std::fs::File;
+use std::io::BufWriter;
 use std::path::Path;
 
 /// The setting naming the store (random, made when it is first opened).
@@ -24,35 +29,158 @@ pub fn renew_store_id(db: &Path) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn take(store: &EmbeddedStore, db_copy: &Path) -> Result<BackupSnapshot> {
+pub(super) fn take(
+    store: &EmbeddedStore,
+    db_copy: &Path,
+    base: Option<&BackupBase>,
+) -> Result<BackupSnapshot> {
     // Pinned before the copy: nothing the copy names can be removed after it was read.
     let pin = store.blobs.pin();
+    let changes = store.changes.begin_backup(base.map(|b| b.id.as_str()));
     let source = super::open_read_only(&store.db_path)?;
+    // One read transaction for all below: the copy and the files it names agree.
+    source.execute_batch("BEGIN")?;
+    source.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
+    let page_count: u32 = source.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    let page_size: u32 = source.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let pages = match (base, changes.pages()) {
+        (Some(base), Some(pages)) if pages.len() * (page_size as u64 + 4) <= base.max_bytes => {
+            copy_pages(
+                &store.db_path,
+                &source,
+                &pages,
+                page_size,
+                page_count,
+                db_copy,
+            )?
+        }
+        _ => None,
+    };
+    let database = match pages {
+        Some(count) => DatabaseCopy::Pages {
+            count,
+            database_bytes: page_count as u64 * page_size as u64,
+        },
+        None => {
+            copy_whole(&source, db_copy)?;
+            DatabaseCopy::Whole
+        }
+    };
+    let files = files_named(store, &source)?;
+    source.execute_batch("COMMIT")?;
+    Ok(BackupSnapshot {
+        database,
+        files,
+        pin: Box::new(pin),
+        keep: Box::new(move |id| changes.keep(id)),
+    })
+}
+
+fn copy_whole(source: &Connection, db_copy: &Path) -> Result<()> {
     let mut copy = Connection::open(db_copy)?;
     {
-        // One step, in one read transaction: a copy made in small steps starts over
-        // whenever the writer commits, and under steady mail never finishes.
-        let backup = rusqlite::backup::Backup::new(&source, &mut copy)?;
+        // One step, in the open read transaction: a copy made in small steps starts
+        // over whenever the writer commits, and under steady mail never finishes.
+        let backup = rusqlite::backup::Backup::new(source, &mut copy)?;
         backup.step(-1)?;
     }
     // A self-contained file: no log beside it.
     copy.pragma_update(None, "journal_mode", "DELETE")?;
+    Ok(())
+}
+
+/// Writes the snapshot's version of `pages` (and of page 1, whose header counts the
+/// pages) as a page copy; `None` when this SQLite cannot read pages by number (built
+/// without `sqlite_dbpage`: see `.cargo/config.toml`).
+fn copy_pages(
+    db_path: &Path,
+    source: &Connection,
+    pages: &PageSet,
+    page_size: u32,
+    page_count: u32,
+    db_copy: &Path,
+) -> Result<Option<u64>> {
+    let mut read = match source.prepare("SELECT data FROM sqlite_dbpage WHERE pgno=?1") {
+        Ok(stmt) => stmt,
+        Err(e) => {
+            tracing::info!("backup copies the whole database: no page access ({e})");
+            return Ok(None);
+        }
+    };
+    let mut wanted: Vec<u32> = pages.iter().filter(|&p| p > 1 && p <= page_count).collect();
+    wanted.insert(0, 1);
+    prefetch(db_path, &wanted, page_size);
+    let io = |e| crate::io_err(format!("write {}", db_copy.display()))(e);
+    let file = File::create(db_copy).map_err(io)?;
+    let mut copy = PageCopyWriter::new(
+        BufWriter::with_capacity(1 << 20, file),
+        page_size,
+        page_count,
+        wanted.len() as u32,
+    )
+    .map_err(io)?;
+    for &page in &wanted {
+        read.query_row([page], |r| {
+            let bytes = r.get_ref(0)?.as_blob()?;
+            Ok(copy.page(page, bytes))
+        })?
+        .map_err(io)?;
+    }
+    copy.finish()
+        .map_err(io)?
+        .into_inner()
+        .map_err(|e| io(e.into_error()))?;
+    Ok(Some(wanted.len() as u64))
+}
+
+/// Asks the kernel to read the pages ahead, all at once: one by one from a cold cache
+/// they would each wait for the disk.
+fn prefetch(db_path: &Path, pages: &[u32], page_size: u32) {
+    let Ok(file) = File::open(db_path) else {
+        return;
+    };
+    let fd = std::os::unix::io::AsRawFd::as_raw_fd(&file);
+    let size = page_size as i64;
+    let mut runs = pages.iter().peekable();
+    while let Some(&first) = runs.next() {
+        let mut last = first;
+        while runs.peek().is_some_and(|&&p| p == last + 1) {
+            last = *runs.next().expect("peeked");
+        }
+        // SAFETY: an advisory call on a descriptor we own; no memory is passed.
+        unsafe {
+            libc::posix_fadvise(
+                fd,
+                (first as i64 - 1) * size,
+                (last - first + 1) as i64 * size,
+                libc::POSIX_FADV_WILLNEED,
+            );
+        }
+    }
+}
+
+/// The message files the snapshot names: each pack up to its last message's end, and
+/// files from before packs. Found by index seeks, not a walk over every message.
+fn files_named(store: &EmbeddedStore, source: &Connection) -> Result<Vec<BackupSource>> {
     let mut files = Vec::new();
-    let mut stmt = copy.prepare(
-        "SELECT blob_pack, MAX(blob_offset + size) FROM messages
-         WHERE blob_pack IS NOT NULL GROUP BY blob_pack ORDER BY blob_pack",
+    let mut next_pack =
+        source.prepare("SELECT MIN(blob_pack) FROM messages WHERE blob_pack > ?1")?;
+    let mut pack_end = source.prepare(
+        "SELECT blob_offset + size FROM messages WHERE blob_pack = ?1
+         ORDER BY blob_offset DESC LIMIT 1",
     )?;
-    let packs = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?)))?;
-    for pack in packs {
-        let (pack, end) = pack?;
+    let mut after = -1i64;
+    while let Some(pack) = next_pack.query_row([after], |r| r.get::<_, Option<i64>>(0))? {
+        let end: i64 = pack_end.query_row([pack], |r| r.get(0))?;
         files.push(BackupSource {
-            name: format!("blobs/packs/{pack:08}.pack"),
-            path: store.blobs.pack_path(pack),
+            name: format!("blobs/packs/{:08}.pack", pack as u32),
+            path: store.blobs.pack_path(pack as u32),
             len: end.max(0) as u64,
             append_only: true,
         });
+        after = pack;
     }
-    let mut stmt = copy.prepare("SELECT uid, size FROM messages WHERE blob_pack IS NULL")?;
+    let mut stmt = source.prepare("SELECT uid, size FROM messages WHERE blob_pack IS NULL")?;
     let legacy = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
     for blob in legacy {
         let (uid, size) = blob?;
@@ -65,8 +193,5 @@ pub(super) fn take(store: &EmbeddedStore, db_copy: &Path) -> Result<BackupSnapsh
             append_only: true,
         });
     }
-    Ok(BackupSnapshot {
-        files,
-        pin: Box::new(pin),
-    })
+    Ok(files)
 }

@@ -1355,3 +1355,125 @@ fn a_failing_or_panicking_write_alone_in_its_transaction_is_undone() {
     store.set_setting("after", "yes").unwrap();
     assert_eq!(store.setting("after").unwrap().as_deref(), Some("yes"));
 }
+
+/// Rebuilds a database from a whole copy and page copies, as `backup restore` does.
+fn rebuild(whole: &Path, copies: &[&Path], into: &Path) -> Connection {
+    std::fs::copy(whole, into).unwrap();
+    let db = std::fs::OpenOptions::new().write(true).open(into).unwrap();
+    for copy in copies {
+        crate::pages::apply(std::fs::File::open(copy).unwrap(), &db).unwrap();
+    }
+    drop(db);
+    let c = Connection::open(into).unwrap();
+    let check: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    c
+}
+
+fn message_uids(c: &Connection) -> Vec<String> {
+    c.prepare("SELECT uid FROM messages ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+#[test]
+fn backups_copy_only_the_pages_changed_since_the_last_kept_one() {
+    let dir = temp_dir("page-copies");
+    let store = EmbeddedStore::open(&dir).unwrap();
+    store.user_add("bob@localhost", "pw").unwrap();
+    let ingest = |range: std::ops::Range<usize>| {
+        for n in range {
+            store
+                .ingest(incoming(&format!("cc{n:04}"), "bob@localhost"))
+                .unwrap();
+        }
+    };
+    let live = || message_uids(&open_read_only(&dir.join("lazaret.db")).unwrap());
+    let base = |id: &str| BackupBase {
+        id: id.into(),
+        max_bytes: u64::MAX,
+    };
+    ingest(0..400);
+    let whole = dir.join("whole.db");
+    let first = store.backup_snapshot(&whole, None).unwrap();
+    assert_eq!(first.database, DatabaseCopy::Whole);
+    (first.keep)("chain#1");
+    let whole_pages = std::fs::metadata(&whole).unwrap().len() / 4096;
+
+    // Mail arrives; the writer checkpoints on the way (every 20 pages in tests), so
+    // some changed pages are in the record and some still in the log.
+    ingest(400..410);
+    let copy1 = dir.join("copy1");
+    let second = store
+        .backup_snapshot(&copy1, Some(&base("chain#1")))
+        .unwrap();
+    let DatabaseCopy::Pages { count, .. } = second.database else {
+        panic!("expected a page copy, got {:?}", second.database)
+    };
+    assert!(
+        count < whole_pages / 2,
+        "{count} of {whole_pages} pages copied"
+    );
+    let expected = live();
+    assert_eq!(expected.len(), 410);
+    assert_eq!(
+        message_uids(&rebuild(&whole, &[&copy1], &dir.join("r1.db"))),
+        expected
+    );
+    (second.keep)("chain#2");
+
+    // A copy on top of a copy.
+    ingest(410..420);
+    let copy2 = dir.join("copy2");
+    let third = store
+        .backup_snapshot(&copy2, Some(&base("chain#2")))
+        .unwrap();
+    assert!(matches!(third.database, DatabaseCopy::Pages { .. }));
+    let rebuilt = rebuild(&whole, &[&copy1, &copy2], &dir.join("r2.db"));
+    assert_eq!(message_uids(&rebuilt), live());
+    // Not kept (the backup failed): the next one still counts from chain#2.
+    drop(third);
+    let again = store
+        .backup_snapshot(&dir.join("copy2b"), Some(&base("chain#2")))
+        .unwrap();
+    assert!(matches!(again.database, DatabaseCopy::Pages { .. }));
+    // Another base than the record's, or a copy bigger than allowed: the whole file.
+    drop(again);
+    let other = store
+        .backup_snapshot(&dir.join("w2"), Some(&base("chain#1")))
+        .unwrap();
+    assert_eq!(other.database, DatabaseCopy::Whole);
+    drop(other);
+    let small = BackupBase {
+        id: "chain#2".into(),
+        max_bytes: 4096,
+    };
+    let big = store
+        .backup_snapshot(&dir.join("w3"), Some(&small))
+        .unwrap();
+    assert_eq!(big.database, DatabaseCopy::Whole);
+    (big.keep)("chain#3");
+
+    // Another program writes and checkpoints the database: the record is void, the
+    // next backup copies the whole file.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let foreign = Connection::open(dir.join("lazaret.db")).unwrap();
+    foreign
+        .execute(
+            "INSERT INTO settings(key, value) VALUES('foreign', 'x')",
+            [],
+        )
+        .unwrap();
+    foreign
+        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        .unwrap();
+    let after = store
+        .backup_snapshot(&dir.join("w4"), Some(&base("chain#3")))
+        .unwrap();
+    assert_eq!(after.database, DatabaseCopy::Whole);
+}

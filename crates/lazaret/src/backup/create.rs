@@ -1,10 +1,10 @@
 //! `backup create`: a consistent copy of a running server's store, compressed, holding
 //! only what no earlier backup in its chain holds.
 
-use super::manifest::{self, FileEntry, Manifest};
+use super::manifest::{self, FileEntry, Layer, Manifest};
 use anyhow::{anyhow, Context, Result};
 use lazaret_core::Config;
-use lazaret_store::{BackupSource, Store};
+use lazaret_store::{BackupBase, BackupSnapshot, BackupSource, DatabaseCopy, Store};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -55,8 +55,29 @@ pub fn create(
     let _writing = manifest::lock_partial(&partial)?;
 
     let db_copy = partial.join("lazaret.db.snapshot");
-    let snapshot = store
-        .backup_snapshot(&db_copy)
+    let parent_db = parent
+        .iter()
+        .flat_map(|p| p.files.iter())
+        .find(|f| f.name == DATABASE);
+    let base = parent.as_ref().zip(parent_db).and_then(|(p, db)| {
+        // Page copies on top of a whole file stop paying once together they are as
+        // big: then the whole file is copied again, and restore has less to apply.
+        let (whole, copies) = match db.layers.split_first() {
+            None => (db.size, 0),
+            Some((whole, copies)) => (whole.size, copies.iter().map(|l| l.size).sum()),
+        };
+        Some(BackupBase {
+            id: chain_id(dest, &p.id),
+            max_bytes: whole.checked_sub(copies).filter(|&b| b > 0)?,
+        })
+    });
+    let BackupSnapshot {
+        database,
+        files,
+        pin,
+        keep,
+    } = store
+        .backup_snapshot(&db_copy, base.as_ref())
         .context("cannot copy the database")?;
     let mut sources = vec![BackupSource {
         name: DATABASE.into(),
@@ -64,7 +85,7 @@ pub fn create(
         len: fs::metadata(&db_copy)?.len(),
         append_only: false,
     }];
-    sources.extend(snapshot.files.iter().cloned());
+    sources.extend(files);
     sources.extend(server_files(config)?);
 
     let earlier: HashMap<&str, &FileEntry> = parent
@@ -100,6 +121,35 @@ pub fn create(
         let stored = partial.join(format!("{}.zst", source.name));
         let (sha256, compressed) = compress(source, &stored, progress)
             .with_context(|| format!("cannot back up {}", source.path.display()))?;
+        if source.path == db_copy {
+            if let DatabaseCopy::Pages { database_bytes, .. } = database {
+                let parent_db = parent_db.expect("a page copy has a base");
+                let mut layers = match parent_db.layers.is_empty() {
+                    true => vec![Layer {
+                        stored_in: parent_db.stored_in.clone(),
+                        size: parent_db.size,
+                        sha256: parent_db.sha256.clone(),
+                    }],
+                    false => parent_db.layers.clone(),
+                };
+                layers.push(Layer {
+                    stored_in: id.clone(),
+                    size: source.len,
+                    sha256: sha256.clone(),
+                });
+                manifest.stored_bytes += compressed;
+                manifest.files.push(FileEntry {
+                    name: source.name.clone(),
+                    size: database_bytes,
+                    sha256,
+                    stored_in: id.clone(),
+                    mode: 0o600,
+                    append_only: false,
+                    layers,
+                });
+                continue;
+            }
+        }
         let mode = if source.path == db_copy {
             0o600
         } else {
@@ -125,10 +175,11 @@ pub fn create(
             stored_in: id.clone(),
             mode,
             append_only: source.append_only,
+            layers: Vec::new(),
         });
     }
     fs::remove_file(&db_copy)?;
-    drop(snapshot); // deletions held back for the copy may go ahead
+    drop(pin); // deletions held back for the copy may go ahead
 
     manifest.files.sort_by(|a, b| a.name.cmp(&b.name));
     manifest.total_bytes = manifest.files.iter().map(|f| f.size).sum();
@@ -150,7 +201,15 @@ pub fn create(
     cleanup.0 = None;
     let _ = fs::remove_file(dest.join(&id).join(manifest::WRITER_LOCK));
     sync_dir(dest)?;
+    // The next backup here copies the pages changed from this one's snapshot on.
+    keep(&chain_id(dest, &id));
     Ok(manifest)
+}
+
+/// Names a backup for the store's page record: its directory and id (another
+/// directory's backups are another chain).
+fn chain_id(dest: &Path, id: &str) -> String {
+    format!("{}#{id}", absolute(dest).display())
 }
 
 /// The server's own files a restore needs besides the store: config, admin token, TLS

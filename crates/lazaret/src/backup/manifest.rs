@@ -8,7 +8,10 @@ pub const MANIFEST: &str = "manifest.json";
 /// A backup being written; renamed to its id once complete, so a crash leaves no
 /// backup that looks whole.
 pub const PARTIAL_SUFFIX: &str = ".partial";
-const FORMAT: u32 = 1;
+/// 2: a database may be rebuilt from page copies (`layers`); format 1 had none, and a
+/// version reading only 1 must not take a page copy for the whole file.
+const FORMAT: u32 = 2;
+const OLDEST_FORMAT: u32 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
@@ -50,6 +53,21 @@ pub struct FileEntry {
     pub mode: u32,
     /// Only ever appended to: a copy of the same name and size stands in for it.
     pub append_only: bool,
+    /// A database rebuilt from the copies of several backups, oldest first: the whole
+    /// file one of them holds, then page copies (`lazaret_store::pages`), the last one
+    /// this entry's own. Empty: the stored bytes are the file itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<Layer>,
+}
+
+/// One stored part of a rebuilt database.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Layer {
+    /// The backup whose directory holds it, as `NAME.zst`.
+    pub stored_in: String,
+    /// Its bytes, uncompressed, and their SHA-256.
+    pub size: u64,
+    pub sha256: String,
 }
 
 impl Manifest {
@@ -84,9 +102,9 @@ impl Manifest {
         })?;
         let manifest: Manifest = serde_json::from_slice(&text)
             .with_context(|| format!("{} is damaged", path.display()))?;
-        if manifest.format != FORMAT {
+        if !(OLDEST_FORMAT..=FORMAT).contains(&manifest.format) {
             return Err(anyhow!(
-                "backup {id} has format {} (this version reads {FORMAT})",
+                "backup {id} has format {} (this version reads {OLDEST_FORMAT} to {FORMAT}): restore it with a newer Lazaret",
                 manifest.format
             ));
         }
@@ -97,7 +115,10 @@ impl Manifest {
     pub fn needs(&self) -> impl Iterator<Item = &str> {
         self.files
             .iter()
-            .map(|f| f.stored_in.as_str())
+            .flat_map(|f| {
+                std::iter::once(f.stored_in.as_str())
+                    .chain(f.layers.iter().map(|l| l.stored_in.as_str()))
+            })
             .filter(move |b| *b != self.id)
     }
 }
@@ -105,6 +126,12 @@ impl Manifest {
 /// Where the bytes of `entry` are kept.
 pub fn stored_path(dir: &Path, entry: &FileEntry) -> PathBuf {
     dir.join(&entry.stored_in)
+        .join(format!("{}.zst", entry.name))
+}
+
+/// Where a layer of the rebuilt file `entry` is kept.
+pub fn layer_path(dir: &Path, entry: &FileEntry, layer: &Layer) -> PathBuf {
+    dir.join(&layer.stored_in)
         .join(format!("{}.zst", entry.name))
 }
 

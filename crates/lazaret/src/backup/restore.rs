@@ -2,11 +2,11 @@
 //! and `backup restore` (into a new data directory a server can be started on).
 
 use super::create::{Progress, CONFIG, EXTERNAL};
-use super::manifest::{stored_path, FileEntry, Manifest};
+use super::manifest::{layer_path, stored_path, FileEntry, Manifest};
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -23,9 +23,12 @@ pub struct Damaged {
 /// chain); Err names the first bad one.
 pub fn verify(dir: &Path, id: &str, progress: &dyn Progress) -> Result<Manifest> {
     let manifest = Manifest::load(dir, id)?;
-    progress.total(manifest.total_bytes);
+    progress.total(stored_total(&manifest));
     for entry in &manifest.files {
-        read_back(dir, entry, None, progress)?;
+        match entry.layers.is_empty() {
+            true => read_back(dir, entry, None, progress)?,
+            false => rebuild(dir, entry, None, progress)?,
+        }
     }
     Ok(manifest)
 }
@@ -54,7 +57,7 @@ pub fn restore(dir: &Path, id: &str, to: &Path, progress: &dyn Progress) -> Resu
     }
     fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
     let to = std::path::absolute(to)?;
-    progress.total(manifest.total_bytes);
+    progress.total(stored_total(&manifest));
     let mut external = Vec::new();
     for entry in &manifest.files {
         if entry.name.starts_with(EXTERNAL) {
@@ -76,7 +79,10 @@ pub fn restore(dir: &Path, id: &str, to: &Path, progress: &dyn Progress) -> Resu
             .mode(entry.mode)
             .open(&target)
             .with_context(|| format!("cannot write {}", target.display()))?;
-        read_back(dir, entry, Some(out), progress)?;
+        match entry.layers.is_empty() {
+            true => read_back(dir, entry, Some(out), progress)?,
+            false => rebuild(dir, entry, Some(out), progress)?,
+        }
     }
     // The copy is a store of its own from now on (see `renew_store_id`).
     let database = to.join(super::create::DATABASE);
@@ -95,47 +101,155 @@ pub fn restore(dir: &Path, id: &str, to: &Path, progress: &dyn Progress) -> Resu
     })
 }
 
+/// The bytes verify and restore read (a rebuilt database counts each of its layers).
+fn stored_total(manifest: &Manifest) -> u64 {
+    manifest
+        .files
+        .iter()
+        .map(|f| match f.layers.is_empty() {
+            true => f.size,
+            false => f.layers.iter().map(|l| l.size).sum(),
+        })
+        .sum()
+}
+
 /// Decompresses one file, checking size and SHA-256; writes it to `out` if given.
 fn read_back(
     dir: &Path,
     entry: &FileEntry,
-    mut out: Option<File>,
+    out: Option<File>,
     progress: &dyn Progress,
 ) -> Result<()> {
     let stored = stored_path(dir, entry);
-    let damaged = |problem: String| Damaged {
-        file: stored.clone(),
-        problem,
+    let mut reader = Checked::open(&stored, progress)?;
+    let written = match out {
+        Some(mut out) => std::io::copy(&mut reader, &mut out).and_then(|_| out.sync_all()),
+        None => std::io::copy(&mut reader, &mut std::io::sink()).map(|_| ()),
     };
-    let file = File::open(&stored).map_err(|e| damaged(format!("cannot open: {e}")))?;
-    let mut decoder = zstd::stream::read::Decoder::new(file).map_err(|e| damaged(e.to_string()))?;
-    let mut hash = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = decoder
-            .read(&mut buf)
-            .map_err(|e| damaged(format!("cannot decompress: {e}")))?;
-        if n == 0 {
-            break;
+    reader.finish(written, entry.size, &entry.sha256, &entry.name)
+}
+
+/// A database from its layers: the whole file, then each page copy applied on top.
+fn rebuild(
+    dir: &Path,
+    entry: &FileEntry,
+    out: Option<File>,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let (whole, copies) = entry
+        .layers
+        .split_first()
+        .expect("a rebuilt file has layers");
+    let stored = layer_path(dir, entry, whole);
+    let mut reader = Checked::open(&stored, progress)?;
+    let written = match &out {
+        Some(out) => {
+            let mut out: &File = out;
+            std::io::copy(&mut reader, &mut out).map(|_| ())
         }
-        hash.update(&buf[..n]);
-        if let Some(out) = out.as_mut() {
-            out.write_all(&buf[..n])?;
-        }
-        size += n as u64;
-        progress.advance(n as u64);
-    }
-    if size != entry.size {
-        return Err(damaged(format!("{size} bytes, the manifest says {}", entry.size)).into());
-    }
-    if hex::encode(hash.finalize()) != entry.sha256 {
-        return Err(damaged(format!("checksum does not match ({})", entry.name)).into());
+        None => std::io::copy(&mut reader, &mut std::io::sink()).map(|_| ()),
+    };
+    reader.finish(written, whole.size, &whole.sha256, &entry.name)?;
+    for layer in copies {
+        let stored = layer_path(dir, entry, layer);
+        let mut reader = Checked::open(&stored, progress)?;
+        let applied = match &out {
+            Some(out) => lazaret_store::pages::apply(&mut reader, out).map(|_| ()),
+            None => std::io::copy(&mut reader, &mut std::io::sink()).map(|_| ()),
+        };
+        reader.finish(applied, layer.size, &layer.sha256, &entry.name)?;
     }
     if let Some(out) = out {
+        let size = out.metadata()?.len();
+        if size != entry.size {
+            return Err(Damaged {
+                file: stored_path(dir, entry),
+                problem: format!(
+                    "rebuilt {} has {size} bytes, the manifest says {}",
+                    entry.name, entry.size
+                ),
+            }
+            .into());
+        }
         out.sync_all()?;
     }
     Ok(())
+}
+
+/// Reads a stored file decompressed, hashing and counting what passes.
+struct Checked<'a> {
+    stored: PathBuf,
+    decoder: zstd::stream::read::Decoder<'static, std::io::BufReader<File>>,
+    hash: Sha256,
+    size: u64,
+    progress: &'a dyn Progress,
+    /// Why decompressing failed (as opposed to writing what was read).
+    unreadable: Option<String>,
+}
+
+impl<'a> Checked<'a> {
+    fn open(stored: &Path, progress: &'a dyn Progress) -> Result<Checked<'a>> {
+        let damaged = |problem: String| Damaged {
+            file: stored.to_path_buf(),
+            problem,
+        };
+        let file = File::open(stored).map_err(|e| damaged(format!("cannot open: {e}")))?;
+        let decoder = zstd::stream::read::Decoder::new(file).map_err(|e| damaged(e.to_string()))?;
+        Ok(Checked {
+            stored: stored.to_path_buf(),
+            decoder,
+            hash: Sha256::new(),
+            size: 0,
+            progress,
+            unreadable: None,
+        })
+    }
+
+    /// Err names the stored file when reading failed or size or checksum differ.
+    fn finish(self, read: std::io::Result<()>, size: u64, sha256: &str, name: &str) -> Result<()> {
+        let damaged = |problem: String| -> anyhow::Error {
+            Damaged {
+                file: self.stored.clone(),
+                problem,
+            }
+            .into()
+        };
+        if let Some(problem) = &self.unreadable {
+            return Err(damaged(format!("cannot decompress: {problem}")));
+        }
+        if let Err(e) = read {
+            // A page copy that does not parse is the backup's fault; a write error
+            // (full disk) is the target's.
+            if e.kind() == std::io::ErrorKind::InvalidData
+                || e.kind() == std::io::ErrorKind::UnexpectedEof
+            {
+                return Err(damaged(format!("damaged page copy: {e}")));
+            }
+            return Err(e.into());
+        }
+        if self.size != size {
+            return Err(damaged(format!(
+                "{} bytes, the manifest says {size}",
+                self.size
+            )));
+        }
+        if hex::encode(self.hash.finalize()) != sha256 {
+            return Err(damaged(format!("checksum does not match ({name})")));
+        }
+        Ok(())
+    }
+}
+
+impl Read for Checked<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.decoder.read(buf).inspect_err(|e| {
+            self.unreadable = Some(e.to_string());
+        })?;
+        self.hash.update(&buf[..n]);
+        self.size += n as u64;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
 }
 
 /// `to/lazaret.toml`: the backed-up config with `data_dir` pointing at `to`. The rest
