@@ -55,6 +55,9 @@ use writer::Writer;
 use ingest::{insert_parts, Prepared};
 use messages::{blob_ref_of, count_pack_bytes, summary_row, unreferenced};
 
+/// How much of the database file a reader maps (SQLite caps it at 2 GB by default).
+const READER_MMAP_BYTES: i64 = 2 << 30;
+
 /// Read connections kept for reuse; more may exist during a burst, but each holds its
 /// own page cache, so the surplus is closed after use to keep memory flat.
 const POOLED_READERS: usize = 8;
@@ -215,6 +218,10 @@ impl EmbeddedStore {
 
     fn open_reader(&self) -> Result<Connection> {
         let conn = open_connection(&self.db_path)?;
+        // Readers map the database file: a page not in the connection's own small
+        // cache is then a memory access, not a pread copying it from the kernel's
+        // cache (45% of the time of `clusters` on 110,000 messages went there).
+        conn.pragma_update(None, "mmap_size", READER_MMAP_BYTES)?;
         self.text.attach(&conn)?;
         Ok(conn)
     }
@@ -464,8 +471,55 @@ impl Store for EmbeddedStore {
     }
 
     fn clusters(&self, query: &ClusterQuery) -> Result<Vec<ClusterSummary>> {
-        let query = query.clone();
-        self.read(move |c| clusters::list(c, &query, now()))
+        let now = now();
+        let candidates = self.read(|c| clusters::candidates(c, query, now))?;
+        // Each summary walks every member of its cluster: on 1M messages the 61
+        // clusters listed held 210,000 members. Summaries are made on several read
+        // connections at once, candidate `i` by worker `i % workers`.
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4)
+            .min(candidates.len().max(1));
+        let summaries: Vec<Result<Vec<Option<ClusterSummary>>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|w| {
+                    let mine: Vec<i64> = candidates
+                        .iter()
+                        .skip(w)
+                        .step_by(workers)
+                        .copied()
+                        .collect();
+                    scope.spawn(move || {
+                        self.read(|c| {
+                            mine.iter()
+                                .map(|&id| clusters::summary(c, id, now, 3))
+                                .collect()
+                        })
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        let mut per_worker = Vec::with_capacity(workers);
+        for s in summaries {
+            per_worker.push(s?.into_iter());
+        }
+        let mut out = Vec::new();
+        for i in 0..candidates.len() {
+            let Some(Some(s)) = per_worker[i % workers].next() else {
+                continue;
+            };
+            if clusters::wanted(query, &s) {
+                out.push(s);
+                if out.len() >= query.limit.max(1) {
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn cluster(&self, id: i64) -> Result<Option<ClusterSummary>> {
