@@ -92,10 +92,11 @@ struct Changes {
 impl Changes {
     fn add(&mut self, log: &LogFrames) {
         let old = match self.log_before {
-            Some(mark) if mark.salts == log.salts => mark.frames as usize,
+            Some(mark) if mark.salts == log.salts => mark.frames,
             _ => 0,
         };
-        for &page in log.pages.iter().skip(old) {
+        let skip = old.saturating_sub(log.first) as usize;
+        for &page in log.pages.iter().skip(skip) {
             self.pages.insert(page);
         }
     }
@@ -108,18 +109,24 @@ struct LogMark {
     frames: u32,
 }
 
-/// The page of each frame of the log's current generation, in order.
+/// The page of each frame of the log's current generation from frame `first` on, in
+/// order.
 #[derive(Default)]
 struct LogFrames {
     salts: [u8; 8],
+    first: u32,
     pages: Vec<u32>,
+    /// One past the last frame that ends a transaction. Frames after it may belong to
+    /// one that is rolled back, and their places be written again with other pages.
+    committed: u32,
 }
 
 impl LogFrames {
+    /// Up to the last committed frame: what is past it must be read again next time.
     fn mark(&self) -> LogMark {
         LogMark {
             salts: self.salts,
-            frames: self.pages.len() as u32,
+            frames: self.committed,
         }
     }
 }
@@ -133,6 +140,10 @@ struct State {
     pending: Option<Changes>,
     /// The database file as the last checkpoint left it.
     stamp: Option<Stamp>,
+    /// How far the log has been read and recorded: a checkpoint reads only the frames
+    /// written since (reading them all each time, up to 16,000, cost the sessions'
+    /// p99 at 400 msgs/s 5-11 ms instead of 2).
+    recorded: Option<LogMark>,
 }
 
 pub(super) struct ChangedPages {
@@ -164,6 +175,7 @@ impl ChangedPages {
                 since_backup,
                 pending: None,
                 stamp,
+                recorded: None,
             }),
         })
     }
@@ -199,12 +211,14 @@ impl ChangedPages {
             let mut record = || -> Result<()> {
                 pin.execute_batch("BEGIN")?;
                 pin.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
-                let log = log_frames(&self.wal_path)?;
+                let log = log_frames(&self.wal_path, state.recorded)?;
                 state.since_backup.add(&log);
                 if let Some(p) = state.pending.as_mut() {
                     p.add(&log);
                 }
-                self.persist(state, true)
+                self.persist(state, true)?;
+                state.recorded = Some(log.mark());
+                Ok(())
             };
             record().map_err(|e| e.to_string())
         });
@@ -261,7 +275,7 @@ impl ChangedPages {
         if follows {
             // Read before the backup's snapshot starts, so every frame counted here is
             // in it. Unreadable: no mark, the next backup counts every frame.
-            let log_before = match log_frames(&self.wal_path) {
+            let log_before = match log_frames(&self.wal_path, None) {
                 Ok(log) => Some(log.mark()),
                 Err(e) => {
                     tracing::warn!("{e}");
@@ -330,7 +344,7 @@ impl BackupChanges {
         drop(state);
         // Frames of the snapshot not yet checkpointed: the log cannot restart while
         // the backup's transaction reads from it, so they are all still there.
-        match log_frames(&self.owner.wal_path) {
+        match log_frames(&self.owner.wal_path, None) {
             Ok(log) => changes.add(&log),
             Err(e) => {
                 tracing::warn!("backup copies the whole database: {e}");
@@ -370,7 +384,7 @@ impl Drop for BackupChanges {
 /// The log's frames of its current generation (those a checkpoint may copy, and
 /// frames not yet committed: counting those costs a page more in a backup, nothing
 /// else).
-fn log_frames(wal: &Path) -> Result<LogFrames> {
+fn log_frames(wal: &Path, from: Option<LogMark>) -> Result<LogFrames> {
     let mut log = LogFrames::default();
     let file = match File::open(wal) {
         Ok(f) => f,
@@ -394,8 +408,13 @@ fn log_frames(wal: &Path) -> Result<LogFrames> {
         n => n as u64,
     };
     log.salts.copy_from_slice(&header[16..24]);
+    // Frames already read, if the log has not restarted since.
+    if let Some(mark) = from.filter(|m| m.salts == log.salts) {
+        log.first = mark.frames;
+    }
+    log.committed = log.first;
     let mut frame = [0u8; FRAME_HEADER as usize];
-    let mut at = WAL_HEADER;
+    let mut at = WAL_HEADER + log.first as u64 * (FRAME_HEADER + page_size);
     while at + FRAME_HEADER + page_size <= len {
         file.read_exact_at(&mut frame, at)
             .map_err(crate::io_err(format!("read {}", wal.display())))?;
@@ -405,6 +424,9 @@ fn log_frames(wal: &Path) -> Result<LogFrames> {
             break;
         }
         log.pages.push(be(&frame[0..4]));
+        if be(&frame[4..8]) != 0 {
+            log.committed = log.first + log.pages.len() as u32;
+        }
         at += FRAME_HEADER + page_size;
     }
     Ok(log)
@@ -479,6 +501,62 @@ fn decode(bytes: &[u8]) -> Option<(Stamp, Changes)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A log of 512-byte pages: (page, commit) per frame.
+    fn write_log(path: &Path, salts: [u8; 8], frames: &[(u32, bool)]) {
+        let mut out = Vec::new();
+        out.extend_from_slice(&0x377f_0682u32.to_be_bytes());
+        out.extend_from_slice(&3_007_000u32.to_be_bytes());
+        out.extend_from_slice(&512u32.to_be_bytes());
+        out.extend_from_slice(&0u32.to_be_bytes());
+        out.extend_from_slice(&salts);
+        out.extend_from_slice(&[0; 8]);
+        for &(page, commit) in frames {
+            out.extend_from_slice(&page.to_be_bytes());
+            out.extend_from_slice(&(commit as u32 * 9).to_be_bytes());
+            out.extend_from_slice(&salts);
+            out.extend_from_slice(&[0; 8]);
+            out.extend_from_slice(&[0; 512]);
+        }
+        std::fs::write(path, out).unwrap();
+    }
+
+    #[test]
+    fn the_log_is_read_from_where_its_committed_frames_ended() {
+        let path = std::env::temp_dir().join(format!("lazaret-wal-{}", std::process::id()));
+        let salts = *b"12345678";
+        write_log(&path, salts, &[(3, false), (4, true), (7, false)]);
+        let log = log_frames(&path, None).unwrap();
+        assert_eq!(
+            (log.first, log.pages.clone(), log.mark().frames),
+            (0, vec![3, 4, 7], 2)
+        );
+        // The uncommitted frame's place is written again, with another page: read again.
+        write_log(
+            &path,
+            salts,
+            &[(3, false), (4, true), (9, false), (5, true)],
+        );
+        let again = log_frames(&path, Some(log.mark())).unwrap();
+        assert_eq!(
+            (again.first, again.pages.clone(), again.mark().frames),
+            (2, vec![9, 5], 4)
+        );
+        // Only the frames after a backup's mark are changes since it.
+        let mut changes = Changes {
+            log_before: Some(log.mark()),
+            ..Changes::default()
+        };
+        changes.add(&log_frames(&path, None).unwrap());
+        assert_eq!(changes.pages.iter().collect::<Vec<_>>(), [5, 9]);
+        // The log restarted (new salts): every frame is new.
+        write_log(&path, *b"87654321", &[(11, true)]);
+        let restarted = log_frames(&path, Some(again.mark())).unwrap();
+        assert_eq!((restarted.first, restarted.pages.clone()), (0, vec![11]));
+        changes.add(&restarted);
+        assert_eq!(changes.pages.iter().collect::<Vec<_>>(), [5, 9, 11]);
+        let _ = std::fs::remove_file(&path);
+    }
 
     #[test]
     fn a_record_reads_back_and_a_torn_one_does_not() {
