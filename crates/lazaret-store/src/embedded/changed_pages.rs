@@ -274,8 +274,9 @@ impl ChangedPages {
         let follows = state.pending.is_none();
         if follows {
             // Read before the backup's snapshot starts, so every frame counted here is
-            // in it. Unreadable: no mark, the next backup counts every frame.
-            let log_before = match log_frames(&self.wal_path, None) {
+            // in it (from where the last checkpoint's record ended: the log can be 64
+            // MB). Unreadable: no mark, the next backup counts every frame.
+            let log_before = match log_frames(&self.wal_path, state.recorded) {
                 Ok(log) => Some(log.mark()),
                 Err(e) => {
                     tracing::warn!("{e}");
@@ -341,10 +342,12 @@ impl BackupChanges {
             return None;
         }
         let mut changes = state.since_backup.clone();
+        // Frames before the last recorded one are in `pages` already.
+        let from = state.recorded.or(changes.log_before);
         drop(state);
         // Frames of the snapshot not yet checkpointed: the log cannot restart while
         // the backup's transaction reads from it, so they are all still there.
-        match log_frames(&self.owner.wal_path, None) {
+        match log_frames(&self.owner.wal_path, from) {
             Ok(log) => changes.add(&log),
             Err(e) => {
                 tracing::warn!("backup copies the whole database: {e}");

@@ -123,8 +123,8 @@ fn read_back(
     let stored = stored_path(dir, entry);
     let mut reader = Checked::open(&stored, progress)?;
     let written = match out {
-        Some(mut out) => std::io::copy(&mut reader, &mut out).and_then(|_| out.sync_all()),
-        None => std::io::copy(&mut reader, &mut std::io::sink()).map(|_| ()),
+        Some(mut out) => copy(&mut reader, &mut out).and_then(|_| out.sync_all()),
+        None => copy(&mut reader, &mut std::io::sink()),
     };
     reader.finish(written, entry.size, &entry.sha256, &entry.name)
 }
@@ -145,17 +145,20 @@ fn rebuild(
     let written = match &out {
         Some(out) => {
             let mut out: &File = out;
-            std::io::copy(&mut reader, &mut out).map(|_| ())
+            copy(&mut reader, &mut out)
         }
-        None => std::io::copy(&mut reader, &mut std::io::sink()).map(|_| ()),
+        None => copy(&mut reader, &mut std::io::sink()),
     };
     reader.finish(written, whole.size, &whole.sha256, &entry.name)?;
     for layer in copies {
         let stored = layer_path(dir, entry, layer);
         let mut reader = Checked::open(&stored, progress)?;
         let applied = match &out {
-            Some(out) => lazaret_store::pages::apply(&mut reader, out).map(|_| ()),
-            None => std::io::copy(&mut reader, &mut std::io::sink()).map(|_| ()),
+            Some(out) => {
+                let buffered = std::io::BufReader::with_capacity(CHUNK, &mut reader);
+                lazaret_store::pages::apply(buffered, out).map(|_| ())
+            }
+            None => copy(&mut reader, &mut std::io::sink()),
         };
         reader.finish(applied, layer.size, &layer.sha256, &entry.name)?;
     }
@@ -174,6 +177,20 @@ fn rebuild(
         out.sync_all()?;
     }
     Ok(())
+}
+
+/// Read and write size: `std::io::copy`'s 8 KB made restore a quarter slower.
+const CHUNK: usize = 1 << 20;
+
+fn copy(from: &mut impl Read, to: &mut impl std::io::Write) -> std::io::Result<()> {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = from.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        to.write_all(&buf[..n])?;
+    }
 }
 
 /// Reads a stored file decompressed, hashing and counting what passes.
