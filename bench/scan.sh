@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Scan benchmark, side by side in one run: the same signature files (HASHES MD5 hash
 # signatures, BODIES wildcard body patterns; bench/scan_seed.py) over the same corpus
-# of MB megabytes (binaries, text, zips, mail with base64 attachments), by
+# of MB megabytes (binaries, text, zips, mail with base64 attachments, and the containers
+# and encodings of bench/scan_seed.py, each kind also timed alone), by
 #   clamscan -d SIGS -r CORPUS            (one process, one thread)
 #   clamdscan --multiscan CORPUS          (clamd loaded with SIGS)
 #   lazaret scan -d SIGS CORPUS           (one thread per core, and --threads 1)
@@ -45,6 +46,16 @@ lz_time=$(secs "$t0")
 t0=$(now)
 "$LZ" scan --threads 1 --no-summary --infected -d "$work/sigs" "$work/corpus" > "$work/lz1.out" || [ $? -eq 1 ]
 lz1_time=$(secs "$t0")
+
+# Per format: each kind's directory alone, both scanners, signature load taken off.
+: > "$work/kinds.tsv"
+for dir in "$work"/corpus/*/; do
+  kind=$(basename "$dir")
+  bytes=$(du -sb "$dir" | cut -f1)
+  t0=$(now); clamscan --no-summary --infected -r -d "$work/sigs" "$dir" > "$work/cs-$kind.out" || [ $? -eq 1 ]; k_cs=$(secs "$t0")
+  t0=$(now); "$LZ" scan --no-summary --infected -d "$work/sigs" "$dir" > "$work/lz-$kind.out" || [ $? -eq 1 ]; k_lz=$(secs "$t0")
+  printf '%s\t%s\t%s\t%s\n' "$kind" "$bytes" "$k_cs" "$k_lz" >> "$work/kinds.tsv"
+done
 
 cat > "$work/clamd.conf" <<CFG
 LocalSocket $work/clamd.ctl
@@ -92,4 +103,14 @@ result("scan signature load (s) vs clamscan", float("$lz_load"), float("$cs_load
 result("scan detections same as clamscan (1=yes)", float(lz == cs == lz1), 1, float(lz == cs == lz1))
 if lz != cs:
     print("only lazaret:", sorted(lz - cs)[:5], "only clamscan:", sorted(cs - lz)[:5])
+print("per format (MB/s, signature load taken off; infected files):")
+cs_load, lz_load = float("$cs_load"), float("$lz_load")
+for line in open(f"{work}/kinds.tsv"):
+    kind, size, k_cs, k_lz = line.split("\t")
+    kmb = int(size) / 1e6
+    k_cs, k_lz = max(float(k_cs) - cs_load, 1e-3), max(float(k_lz) - lz_load, 1e-3)
+    same = infected(f"cs-{kind}.out") == infected(f"lz-{kind}.out")
+    print(f"  {kind:5} {kmb:7.1f} MB  lazaret {kmb / k_lz:7.1f}  clamscan {kmb / k_cs:7.1f}  "
+          f"ratio {k_cs / k_lz:5.2f}x  found {len(infected(f'lz-{kind}.out'))}/{len(infected(f'cs-{kind}.out'))}"
+          f"{'' if same else '  DIFFERENT'}")
 PY

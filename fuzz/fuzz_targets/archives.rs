@@ -1,7 +1,8 @@
-//! Every archive and container expander (zip, gzip, tar, nested) with small limits:
+//! Every archive and container expander (zip, 7z, CAB, cpio, OLE2, PDF, RTF, TNEF,
+//! encoded text, …, nested) with small limits:
 //! never a panic, never more members or bytes handed out than the limits allow.
 #![no_main]
-use lazaret_scan::archive::{expand, Limits};
+use lazaret_scan::containers::{expand, Limits};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -10,6 +11,7 @@ fuzz_target!(|data: &[u8]| {
         max_files: 64,
         max_bytes: 1 << 20,
         max_ratio: 100,
+        files_only: false,
     };
     let (mut files, mut bytes) = (0usize, 0u64);
     let _ = expand("fuzz.bin", data, &limits, &mut |m| {

@@ -2,7 +2,7 @@
 //! (headers, parts, part and archive-member hashes, searchable text), the outbreak
 //! fingerprint, and a scan with body, hash and rule signatures, for arbitrary bytes.
 #![no_main]
-use lazaret_scan::archive::Limits;
+use lazaret_scan::containers::Limits;
 use lazaret_scan::fingerprint::TextFingerprint;
 use lazaret_scan::{signatures, Engine, ScanLimits};
 use libfuzzer_sys::fuzz_target;
@@ -29,6 +29,7 @@ fn engine() -> &'static Engine {
                     max_files: 64,
                     max_bytes: 1 << 20,
                     max_ratio: 100,
+                    files_only: false,
                 },
                 max_total: 1 << 20,
                 flag: true,

@@ -2,7 +2,7 @@
 //! or message — the bytes as they are, each MIME part decoded, each file inside an
 //! archive — matching all body patterns in one multi-pattern pass per object.
 
-use crate::archive::{self, Limits, Stopped};
+use crate::containers::{self, Limits, Stopped};
 use crate::mime;
 use crate::signatures::{self, FileKind, HashKind, Rule, RuleKind, SignatureFile};
 use aho_corasick::AhoCorasick;
@@ -302,7 +302,7 @@ impl<'e> Walk<'e> {
     fn object(&mut self, path: &str, name: &str, data: &[u8], level: usize, is_mail: bool) {
         self.match_bytes(path, name, data);
         if level >= MAX_LEVEL {
-            if archive::is_archive(data) || is_mail {
+            if containers::holds_files(data) || is_mail {
                 self.limit(
                     Stopped::LimitExceeded(format!("{path}: nested more than {MAX_LEVEL} deep")),
                     path,
@@ -310,10 +310,14 @@ impl<'e> Walk<'e> {
             }
             return;
         }
-        if archive::is_archive(data) {
+        // Text that looks like mail is walked as mail; its parts are then searched
+        // for encoded files, not the raw message a second time.
+        if containers::is_archive(data) {
             self.archive(path, name, data, level);
         } else if is_mail || mime::looks_like_mail(data) {
             self.message(path, data, level);
+        } else if containers::holds_files(data) {
+            self.archive(path, name, data, level);
         }
     }
 
@@ -388,7 +392,7 @@ impl<'e> Walk<'e> {
         let label = if name.is_empty() { "archive" } else { name };
         let mut members = Vec::new();
         // Members are matched after the walk: the closure cannot borrow `self` twice.
-        let result = archive::expand(label, data, &limits, &mut |m| members.push(m));
+        let result = containers::expand(label, data, &limits, &mut |m| members.push(m));
         for m in members {
             self.expanded += m.data.len() as u64;
             let inner = &m.path[label.len() + 1..];
@@ -399,7 +403,7 @@ impl<'e> Walk<'e> {
             };
             // expand() has already opened nested archives; mail inside is walked here.
             self.match_bytes(&member_path, inner, &m.data);
-            if !archive::is_archive(&m.data) && mime::looks_like_mail(&m.data) {
+            if !containers::is_archive(&m.data) && mime::looks_like_mail(&m.data) {
                 self.message(&member_path, &m.data, level + 1);
             }
         }
@@ -438,7 +442,9 @@ impl<'e> Walk<'e> {
             if level + 1 >= MAX_LEVEL {
                 continue;
             }
-            if archive::is_archive(&part.data) {
+            if containers::is_archive(&part.data)
+                || (!part.is_message && containers::holds_files(&part.data))
+            {
                 self.archive(&part_path, name, &part.data, level + 1);
             } else if !part.is_message && mime::looks_like_mail(&part.data) {
                 // A forwarded message sent as a plain attachment.

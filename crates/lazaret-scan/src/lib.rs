@@ -1,9 +1,9 @@
 //! What Lazaret looks at inside a message, and the scanner: the MIME walk, archive
-//! members (with limits), the text a person would read (for search and rules), signature
+//! and container members (with limits), the text a person would read (for search and rules), signature
 //! files (a ClamAV-compatible subset and Lazaret rules), the matcher, and a clamd client.
 
-pub mod archive;
 pub mod clamd;
+pub mod containers;
 pub mod engine;
 pub mod fingerprint;
 pub mod mime;
@@ -12,5 +12,5 @@ pub mod signatures;
 mod test_support;
 pub mod text;
 
-pub use archive::{expand, is_archive, Limits, Member, Stopped};
+pub use containers::{expand, holds_files, is_archive, Limits, Member, Stopped};
 pub use engine::{Detection, Engine, Report, ScanLimits};

@@ -93,11 +93,17 @@ fn collect_parts(message: &mail_parser::Message<'_>, out: &mut Vec<PartInfo>) {
             md5: hex::encode(Md5::digest(&part.data)),
             inside: None,
         });
-        if lazaret_scan::is_archive(&part.data) {
+        // An attached message's text is searched through its own parts.
+        if lazaret_scan::is_archive(&part.data)
+            || (!part.is_message && lazaret_scan::holds_files(&part.data))
+        {
             // What could be listed is indexed; a bomb or broken archive is the
             // scanner's business, not the index's.
             let name = filename.as_deref().unwrap_or("attachment");
             let _ = lazaret_scan::expand(name, &part.data, &ARCHIVE_LIMITS, &mut |m| {
+                if !m.is_file {
+                    return;
+                }
                 out.push(PartInfo {
                     content_type: "application/octet-stream".into(),
                     size: m.data.len() as u64,
@@ -111,13 +117,15 @@ fn collect_parts(message: &mail_parser::Message<'_>, out: &mut Vec<PartInfo>) {
     });
 }
 
-/// Archive expansion for the index: enough to list what worms ship, bounded so that
-/// ingest stays fast whatever arrives.
+/// Container expansion for the index: enough to list the files worms ship (in
+/// archives, documents, encoded text), bounded so that ingest stays fast whatever
+/// arrives.
 const ARCHIVE_LIMITS: lazaret_scan::Limits = lazaret_scan::Limits {
     max_depth: 3,
     max_files: 200,
     max_bytes: 32 << 20,
     max_ratio: 250,
+    files_only: true,
 };
 
 #[cfg(test)]

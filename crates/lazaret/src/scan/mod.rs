@@ -170,6 +170,7 @@ pub fn limits_of(config: &Config) -> ScanLimits {
             max_files: scan.max_archive_files,
             max_bytes: scan.max_expanded_size.0,
             max_ratio: scan.max_expansion_ratio,
+            files_only: false,
         },
         max_total: scan.max_expanded_size.0.saturating_mul(4),
         flag: scan.on_limits == OnLimits::Flag,

@@ -1,0 +1,16 @@
+//! Inputs the `archives` fuzz target found to crash an expander, kept as tests.
+
+use lazaret_scan::{expand, Limits};
+
+fn walks(data: &[u8]) -> Result<usize, lazaret_scan::Stopped> {
+    let mut members = 0;
+    expand("fuzzed", data, &Limits::default(), &mut |_| members += 1).map(|()| members)
+}
+
+/// A cabinet whose file starts past the end of its folder's data: the `cab` crate
+/// indexed past its block list (a panic); it is now a broken archive.
+#[test]
+fn cab_file_past_its_folder() {
+    let data = include_bytes!("fuzz_regressions/cab_file_past_its_folder.cab");
+    assert!(matches!(walks(data), Err(lazaret_scan::Stopped::Broken(_))));
+}
