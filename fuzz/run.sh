@@ -21,6 +21,12 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 targets=${*:-$(cargo fuzz list)}
 cargo fuzz build -O 2>&1 | tail -3
+# Debian's clamav-testfiles are real containers of every kind the scanner opens: seeds
+# for the expanders, when installed.
+if [ -d /usr/share/clamav-testfiles ]; then
+  mkdir -p corpus/archives corpus/message_index
+  find /usr/share/clamav-testfiles -type f -size -64k -exec cp -n {} corpus/archives/ \;
+fi
 failed=0
 summary=()
 for t in $targets; do

@@ -1,6 +1,6 @@
 //! Opens what an attachment carries inside it — archives (zip, tar, 7z, CAB, ARJ, cpio),
 //! compressed files (gzip, bzip2, xz, SZDD), documents and packages that embed files
-//! (OLE2, RTF, PDF, CHM, TNEF, Symbian SIS, InstallShield setup programs) and files encoded into text (uuencode, BinHex, HTML `data:` URIs) —
+//! (OLE2, RTF, PDF, CHM, TNEF, Symbian SIS, NSIS and InstallShield setup programs) and files encoded into text (uuencode, BinHex, HTML `data:` URIs) —
 //! nested too, and hands out every member, within limits: a bomb or a broken container
 //! ends the walk with a reason, never a crash, a hang or unbounded memory.
 
@@ -12,6 +12,7 @@ mod compressed;
 mod cpio;
 mod html;
 mod installshield;
+mod nsis;
 mod ole2;
 mod pdf;
 mod rtf;
@@ -96,6 +97,7 @@ enum Kind {
     Szdd,
     Sis,
     InstallShield,
+    Nsis,
     Rtf,
     Pdf,
     /// Text that carries files: uuencode, BinHex, `data:` URIs.
@@ -130,6 +132,8 @@ fn kind_of(data: &[u8]) -> Option<Kind> {
         Kind::Szdd
     } else if sis::is(data) {
         Kind::Sis
+    } else if nsis::is(data) {
+        Kind::Nsis
     } else if installshield::is(data) {
         Kind::InstallShield
     } else if rtf::is(data) {
@@ -210,6 +214,7 @@ impl Walk<'_> {
             Kind::Tnef => tnef::open(self, path, data, depth),
             Kind::Szdd => szdd::open(self, path, data, depth),
             Kind::Sis => sis::open(self, path, data, depth),
+            Kind::Nsis => nsis::open(self, path, data, depth),
             Kind::InstallShield => installshield::open(self, path, data, depth),
             Kind::Rtf => rtf::open(self, path, data, depth),
             Kind::Pdf => pdf::open(self, path, data, depth),

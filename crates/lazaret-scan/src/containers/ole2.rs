@@ -55,8 +55,12 @@ pub(super) fn open(walk: &mut Walk, path: &str, data: &[u8], depth: usize) -> Re
                 walk.stream(path, &format!("{name}/object{}", n + 1), object, depth)?;
             }
         }
-        if let Some(source) = vba_source(&content).filter(|_| !walk.limits.files_only) {
-            walk.stream(path, &format!("{name}.vba"), source, depth)?;
+        if !walk.limits.files_only {
+            let limit = walk.cap(content.len() as u64) as usize + 1;
+            if let Some(source) = vba_source(&content, limit) {
+                let source = walk.take(path, source, content.len() as u64)?;
+                walk.stream(path, &format!("{name}.vba"), source, depth)?;
+            }
         }
         walk.stream(path, &name, content, depth)?;
     }
@@ -139,19 +143,24 @@ fn powerpoint_objects(walk: &mut Walk, path: &str, stream: &[u8]) -> Result<Vec<
 /// signature byte and a chunk header, then `Attribute VB_Name`, whose first eight
 /// bytes are stored literally after a zero flag byte: the same search olevba falls
 /// back on, without reading the `dir` stream for each module's offset.
-fn vba_source(stream: &[u8]) -> Option<Vec<u8>> {
+fn vba_source(stream: &[u8], limit: usize) -> Option<Vec<u8>> {
     let at = memchr::memmem::find(stream, b"\x00Attribut")?;
     let start = at.checked_sub(3)?;
-    (stream[start] == 1).then(|| ovba_decompress(&stream[start + 1..]))
+    (stream[start] == 1).then(|| ovba_decompress(&stream[start + 1..], limit))
 }
 
 /// MS-OVBA decompression: chunks of up to 4,096 bytes, each a 2-byte header then
 /// either raw bytes or flag bytes over literals and copy tokens whose split of offset
 /// and length bits grows with the position in the chunk. Written here because no
-/// maintained crate does only this.
-fn ovba_decompress(mut input: &[u8]) -> Vec<u8> {
+/// maintained crate does only this. A chunk holds at most 4,096 bytes; the output
+/// stops at `limit`.
+fn ovba_decompress(mut input: &[u8], limit: usize) -> Vec<u8> {
+    const CHUNK: usize = 4096;
     let mut out = Vec::new();
     while let Some(header) = le16(input, 0) {
+        if out.len() >= limit {
+            break;
+        }
         let size = usize::from(header & 0x0fff) + 3;
         let chunk = &input[2..size.min(input.len())];
         input = &input[size.min(input.len())..];
@@ -165,6 +174,9 @@ fn ovba_decompress(mut input: &[u8]) -> Vec<u8> {
             for bit in 0..8 {
                 if flags & (1 << bit) == 0 {
                     let Some(b) = bytes.next() else { break 'chunk };
+                    if out.len() - start >= CHUNK {
+                        break 'chunk;
+                    }
                     out.push(b);
                     continue;
                 }
@@ -177,7 +189,7 @@ fn ovba_decompress(mut input: &[u8]) -> Vec<u8> {
                 let length_mask = 0xffffu16 >> offset_bits;
                 let length = usize::from(token & length_mask) + 3;
                 let offset = usize::from(token >> (16 - offset_bits)) + 1;
-                if offset > done {
+                if offset > done || done + length > CHUNK {
                     break 'chunk;
                 }
                 for _ in 0..length {
@@ -203,7 +215,7 @@ mod tests {
             0x76, 0x10, 0x77, 0x78, 0x79, 0x7a, 0x00, 0x3c,
         ];
         assert_eq!(
-            ovba_decompress(&compressed),
+            ovba_decompress(&compressed, usize::MAX),
             b"#aaabcdefaaaaghijaaaaaklaaamnopqaaaaaaaaaaaarstuvwxyzaaa"
         );
     }

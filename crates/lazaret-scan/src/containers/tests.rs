@@ -631,3 +631,26 @@ fn clamav_testfiles_hand_out_clam_exe() {
         survives_every_cut(&data);
     }
 }
+
+#[test]
+fn nsis_blocks_stored_and_deflated() {
+    let mut deflated =
+        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    deflated.write_all(PAYLOAD).unwrap();
+    let deflated = deflated.finish().unwrap();
+    let mut body = Vec::new();
+    body.extend_from_slice(&6u32.to_le_bytes());
+    body.extend_from_slice(b"script");
+    body.extend_from_slice(&(deflated.len() as u32 | 0x8000_0000).to_le_bytes());
+    body.extend_from_slice(&deflated);
+    let mut installer = b"MZ".to_vec();
+    installer.resize(512, 0);
+    installer.extend_from_slice(&0u32.to_le_bytes());
+    installer.extend_from_slice(b"\xef\xbe\xad\xdeNullsoftInst");
+    installer.extend_from_slice(&6u32.to_le_bytes());
+    installer.extend_from_slice(&(28 + body.len() as u32).to_le_bytes());
+    installer.extend_from_slice(&body);
+    assert!(is_archive(&installer));
+    has_file(&installer, "a/file1", PAYLOAD);
+    survives_every_cut(&installer);
+}
