@@ -14,3 +14,11 @@ fn cab_file_past_its_folder() {
     let data = include_bytes!("fuzz_regressions/cab_file_past_its_folder.cab");
     assert!(matches!(walks(data), Err(lazaret_scan::Stopped::Broken(_))));
 }
+
+/// An NSIS first header whose stated length ends before the header itself (inside a
+/// cpio member): a slice from 540 to 512 panicked; now nothing is taken out of it.
+#[test]
+fn nsis_first_header_past_its_length() {
+    let data = include_bytes!("fuzz_regressions/nsis_first_header_past_its_length.bin");
+    let _ = walks(data);
+}

@@ -1,4 +1,4 @@
-//! Files compressed whole: gzip, bzip2 and xz. Each holds one member, named after the
+//! Files compressed whole: gzip, bzip2, xz and LZMA (`.lzma`, LZMA-alone). Each holds one member, named after the
 //! compressed file without its suffix; a compressed tar is opened as the tar.
 
 use super::{tar, unsuffixed, Stopped, Walk};
@@ -23,8 +23,26 @@ pub(super) fn is_xz(data: &[u8]) -> bool {
     data.len() >= 32 && data.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
 }
 
-/// Dictionary memory an xz header may ask for; more is a bomb, not mail.
+/// Dictionary memory an xz or LZMA header may ask for; more is a bomb, not mail.
 const XZ_MEMORY_KB: u32 = 64 << 10;
+
+/// LZMA-alone has no magic: the usual properties byte (lc=3, lp=0, pb=2), a dictionary
+/// size of 2^n or 2^n + 2^(n-1) as encoders write it, and a size that is unknown or
+/// below a terabyte.
+pub(super) fn is_lzma(data: &[u8]) -> bool {
+    let (Some(&0x5d), Some(dictionary)) = (data.first(), super::le32(data, 1)) else {
+        return false;
+    };
+    let size = data
+        .get(5..13)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+    let shaped =
+        dictionary.is_power_of_two() || (dictionary % 3 == 0 && (dictionary / 3).is_power_of_two());
+    data.len() >= 18
+        && (4096..=1 << 30).contains(&dictionary)
+        && shaped
+        && size.is_some_and(|s| s == u64::MAX || s < 1 << 40)
+}
 
 pub(super) fn gzip(walk: &mut Walk, path: &str, data: &[u8], depth: usize) -> Result<(), Stopped> {
     let inner = walk.read_capped(path, flate2::read::GzDecoder::new(data), data.len() as u64)?;
@@ -47,6 +65,18 @@ pub(super) fn xz(walk: &mut Walk, path: &str, data: &[u8], depth: usize) -> Resu
     let reader = lzma_rust2::XzReader::new_mem_limit(data, true, XZ_MEMORY_KB);
     let inner = walk.read_capped(path, reader, data.len() as u64)?;
     one(walk, path, inner, depth, &[".xz", ".txz"])
+}
+
+pub(super) fn lzma(walk: &mut Walk, path: &str, data: &[u8], depth: usize) -> Result<(), Stopped> {
+    let reader = lzma_rust2::LzmaReader::new_mem_limit(data, XZ_MEMORY_KB, None).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::OutOfMemory {
+            Stopped::LimitExceeded(format!("{path}: needs more memory to decode than allowed"))
+        } else {
+            Stopped::Broken(format!("{path}: {e}"))
+        }
+    })?;
+    let inner = walk.read_capped(path, reader, data.len() as u64)?;
+    one(walk, path, inner, depth, &[".lzma", ".tlz"])
 }
 
 fn one(

@@ -22,6 +22,7 @@ mod szdd;
 mod tar;
 mod tnef;
 mod uuencode;
+mod yenc;
 mod zip;
 
 use std::io::Read;
@@ -86,6 +87,7 @@ enum Kind {
     Gzip,
     Bzip2,
     Xz,
+    Lzma,
     Tar,
     SevenZ,
     Cab,
@@ -100,7 +102,7 @@ enum Kind {
     Nsis,
     Rtf,
     Pdf,
-    /// Text that carries files: uuencode, BinHex, `data:` URIs.
+    /// Text that carries files: uuencode, yEnc, BinHex, `data:` URIs.
     EncodedText,
 }
 
@@ -116,6 +118,8 @@ fn kind_of(data: &[u8]) -> Option<Kind> {
         Kind::Bzip2
     } else if compressed::is_xz(data) {
         Kind::Xz
+    } else if compressed::is_lzma(data) {
+        Kind::Lzma
     } else if data.len() >= 512 && &data[257..262] == b"ustar" {
         Kind::Tar
     } else if sevenz::is(data) {
@@ -144,7 +148,8 @@ fn kind_of(data: &[u8]) -> Option<Kind> {
         Kind::Cpio
     } else if arj::is(data) {
         Kind::Arj
-    } else if uuencode::holds(data) || binhex::holds(data) || html::holds(data) {
+    } else if uuencode::holds(data) || yenc::holds(data) || binhex::holds(data) || html::holds(data)
+    {
         Kind::EncodedText
     } else {
         return None;
@@ -204,6 +209,7 @@ impl Walk<'_> {
             Kind::Gzip => compressed::gzip(self, path, data, depth),
             Kind::Bzip2 => compressed::bzip2(self, path, data, depth),
             Kind::Xz => compressed::xz(self, path, data, depth),
+            Kind::Lzma => compressed::lzma(self, path, data, depth),
             Kind::Tar => tar::open(self, path, data, depth),
             Kind::SevenZ => sevenz::open(self, path, data, depth),
             Kind::Cab => cab::open(self, path, data, depth),
@@ -220,6 +226,7 @@ impl Walk<'_> {
             Kind::Pdf => pdf::open(self, path, data, depth),
             Kind::EncodedText => {
                 uuencode::open(self, path, data, depth)?;
+                yenc::open(self, path, data, depth)?;
                 binhex::open(self, path, data, depth)?;
                 html::open(self, path, data, depth)
             }

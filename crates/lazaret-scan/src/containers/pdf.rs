@@ -1,6 +1,6 @@
 //! Streams in PDF files: embedded files (attachments inside a PDF) and, for the
-//! scanner, every other stream, decoded through the standard filters this reads
-//! (FlateDecode, ASCIIHexDecode, ASCII85Decode, RunLengthDecode). Written here
+//! scanner, every other stream, decoded through the standard filters that carry data
+//! (FlateDecode, LZWDecode, ASCIIHexDecode, ASCII85Decode, RunLengthDecode). Written here
 //! because the PDF crates parse whole documents and give up on the malformed ones
 //! malware sends; finding `stream … endstream` and the filters in the dictionary
 //! before it is enough to reach the bytes.
@@ -109,6 +109,13 @@ fn decoded(
                 }
                 walk.take(path, out, compressed)?
             }
+            "LZWDecode" | "LZW" => {
+                let out = lzw(&bytes, walk.cap(compressed) as usize + 1);
+                if out.is_empty() {
+                    return Ok(None);
+                }
+                walk.take(path, out, compressed)?
+            }
             "ASCIIHexDecode" | "AHx" => ascii_hex(&bytes),
             "ASCII85Decode" | "A85" => ascii85(&bytes),
             "RunLengthDecode" | "RL" => {
@@ -119,6 +126,31 @@ fn decoded(
         };
     }
     Ok(Some(bytes))
+}
+
+/// LZW with 8-bit literals, codes most significant bit first, and the code width growing
+/// one code early (PDF's default `/EarlyChange 1`, as TIFF). What is decoded before an
+/// error or the limit is kept.
+fn lzw(data: &[u8], limit: usize) -> Vec<u8> {
+    let mut decoder = weezl::decode::Decoder::with_tiff_size_switch(weezl::BitOrder::Msb, 8);
+    let mut out = Vec::new();
+    let mut input = data;
+    let mut buffer = [0u8; 8192];
+    while out.len() < limit {
+        let step = decoder.decode_bytes(input, &mut buffer);
+        out.extend_from_slice(&buffer[..step.consumed_out]);
+        input = &input[step.consumed_in..];
+        if step.status.is_err()
+            || matches!(
+                step.status,
+                Ok(weezl::LzwStatus::Done | weezl::LzwStatus::NoProgress)
+            )
+        {
+            break;
+        }
+    }
+    out.truncate(limit);
+    out
 }
 
 fn ascii_hex(text: &[u8]) -> Vec<u8> {

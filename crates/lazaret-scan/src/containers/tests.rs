@@ -654,3 +654,70 @@ fn nsis_blocks_stored_and_deflated() {
     has_file(&installer, "a/file1", PAYLOAD);
     survives_every_cut(&installer);
 }
+
+#[test]
+fn lzma_alone_and_its_look_alikes() {
+    // PAYLOAD three times, by Python's lzma.compress(format=FORMAT_ALONE).
+    let lzma = hex::decode(
+        "5d00008000ffffffffffffffff0026968e7001014e0a732e949dd52c4dff25fe2acc1cb59b01c5d066\
+         34a8de759cc4408afe2473291457338e92a93c8dc3c1a030ffffab9b2000",
+    )
+    .unwrap();
+    assert!(is_archive(&lzma));
+    let mut out = Vec::new();
+    expand("x.exe.lzma", &lzma, &Limits::default(), &mut |m| {
+        out.push((m.path, m.data))
+    })
+    .unwrap();
+    assert_eq!(out, [("x.exe.lzma/x.exe".to_string(), PAYLOAD.repeat(3))]);
+    survives_every_cut(&lzma);
+    // The properties byte alone is not enough: the dictionary must be a size encoders
+    // write.
+    let mut odd = lzma.clone();
+    odd[1..5].copy_from_slice(&12_345u32.to_le_bytes());
+    assert!(!is_archive(&odd));
+}
+
+#[test]
+fn yenc_in_text() {
+    let payload: Vec<u8> = (0..=255u8).chain(PAYLOAD.iter().copied()).collect();
+    let mut text = format!(
+        "hello\r\n=ybegin line=128 size={} name=my file.exe\r\n",
+        payload.len()
+    );
+    let mut line = String::new();
+    for &b in &payload {
+        let c = b.wrapping_add(42);
+        if matches!(c, 0 | b'\n' | b'\r' | b'=') {
+            line.push('=');
+            line.push(c.wrapping_add(64) as char);
+        } else {
+            line.push(c as char);
+        }
+        if line.len() >= 128 {
+            text.push_str(&line);
+            text.push_str("\r\n");
+            line.clear();
+        }
+    }
+    text.push_str(&line);
+    text.push_str(&format!("\r\n=yend size={}\r\nbye\r\n", payload.len()));
+    // Bytes over 127 became chars: write them as Latin-1 bytes, as yEnc does.
+    let bytes: Vec<u8> = text.chars().map(|c| c as u32 as u8).collect();
+    assert!(holds_files(&bytes));
+    has_file(&bytes, "a/my file.exe", &payload);
+    survives_every_cut(&bytes);
+}
+
+#[test]
+fn pdf_lzw_streams() {
+    let lzw = weezl::encode::Encoder::with_tiff_size_switch(weezl::BitOrder::Msb, 8)
+        .encode(&PAYLOAD.repeat(20))
+        .unwrap();
+    let mut pdf =
+        b"%PDF-1.2\n4 0 obj\n<< /Type /EmbeddedFile /Filter /LZWDecode >>\nstream\n".to_vec();
+    pdf.extend_from_slice(&lzw);
+    pdf.extend_from_slice(b"\nendstream\nendobj\n");
+    has_file(&pdf, "a/embedded1", &PAYLOAD.repeat(20));
+    survives_every_cut(&pdf);
+}
