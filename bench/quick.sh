@@ -62,7 +62,8 @@ GOALS = [
     (r"quarantine all worms", "ratio", 1.0),
     (r"queue delete", "ratio", 1.0),
     (r"quarantine purge", "ratio", 1.0),
-    (r"scan throughput", "ratio", 1.0),
+    # Issue #18: at least 3x clamscan with the containers in the corpus.
+    (r"scan throughput", "ratio", 3.0),
     (r"scan signature load", "ratio", 0.8),
     (r"scan detections same", "ratio", 1.0),
     (r"backup full .* vs tar", "ratio", 1.0),

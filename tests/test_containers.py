@@ -9,8 +9,11 @@ import hashlib
 import json
 import os
 import pathlib
+import random
 import shutil
+import struct
 import subprocess
+import zlib
 
 import pytest
 
@@ -116,6 +119,42 @@ def test_arj_methods_and_seven_zip_match_clamscan(tmp_path, clam):
     for path, names in expected.items():
         assert names == {"Clam.Exe.Sha256", "Readme.Sha256"}, path
         assert set(ours[path]["signatures"]) == names, path
+
+
+def mszip_cab(name: str, data: bytes) -> bytes:
+    """A one-folder MSZIP cabinet whose blocks refer back into the blocks before them,
+    as Microsoft's makecab writes them (gcab and the cab crate compress each block
+    alone)."""
+    blocks, history = [], b""
+    for at in range(0, len(data), 0x8000):
+        chunk = data[at:at + 0x8000]
+        c = zlib.compressobj(9, zlib.DEFLATED, -15, zdict=history) if history else zlib.compressobj(9, zlib.DEFLATED, -15)
+        blocks.append((b"CK" + c.compress(chunk) + c.flush(), len(chunk)))
+        history = (history + chunk)[-0x8000:]
+    entry = struct.pack("<IIHHHH", len(data), 0, 0, 0x5A21, 0, 0x20) + name.encode() + b"\0"
+    first_block = 36 + 8 + len(entry)
+    body = b"".join(struct.pack("<IHH", 0, len(b), size) + b for b, size in blocks)
+    total = first_block + len(body)
+    header = b"MSCF" + struct.pack("<IIIIIBBHHHHH", 0, total, 0, 36 + 8, 0, 3, 1, 1, 1, 0, 0, 0)
+    folder = struct.pack("<IHH", first_block, len(blocks), 1)
+    return header + folder + entry + body
+
+
+def test_mszip_history_across_blocks_like_clamscan(tmp_path, clam):
+    rng = random.Random(3)
+    words = [bytes(rng.choice(b"abcdefgh") for _ in range(6)) for _ in range(300)]
+    text = b" ".join(rng.choice(words) for _ in range(30000))
+    # The second half repeats the first: its blocks are mostly copies from history.
+    payload = text + clam + text
+    sigs = signatures(tmp_path / "sigs", clam)
+    (sigs / "payload.hsb").write_text(f"{hashlib.sha256(payload).hexdigest()}:{len(payload)}:Payload.Sha256\n")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "history.cab").write_bytes(mszip_cab("payload.bin", payload))
+    expected = clamscan_detections(sigs, corpus)
+    ours = lazaret_json("-d", sigs, corpus)
+    assert expected == {str(corpus / "history.cab"): {"Payload.Sha256"}}
+    assert set(ours[str(corpus / "history.cab")]["signatures"]) == {"Payload.Sha256"}
 
 
 def test_bombs_end_in_limits_and_cut_files_never_crash(tmp_path, clam):

@@ -22,3 +22,12 @@ fn nsis_first_header_past_its_length() {
     let data = include_bytes!("fuzz_regressions/nsis_first_header_past_its_length.bin");
     let _ = walks(data);
 }
+
+/// A cabinet whose data block decompresses to fewer bytes than its header says: the
+/// `cab` crate sliced past its block (a panic). Cabinets are now read by Lazaret's own
+/// reader, which calls it broken.
+#[test]
+fn cab_block_shorter_than_its_header_says() {
+    let data = include_bytes!("fuzz_regressions/cab_block_shorter_than_its_header_says.cab");
+    assert!(matches!(walks(data), Err(lazaret_scan::Stopped::Broken(_))));
+}

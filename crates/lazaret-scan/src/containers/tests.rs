@@ -546,12 +546,19 @@ fn ole2_streams_packages_and_macros() {
 #[test]
 fn cab_members() {
     use std::io::Cursor;
+    // Text over several 32 KB blocks, in an MSZIP folder and a stored one.
+    let long: Vec<u8> = (0..120_000u32)
+        .map(|n| b"cabinet text "[n as usize % 13] ^ (n / 5000) as u8)
+        .collect();
     let mut builder = ::cab::CabinetBuilder::new();
     let folder = builder.add_folder(::cab::CompressionType::MsZip);
     folder.add_file("dir\\setup.exe");
-    folder.add_file("readme.txt");
+    folder.add_file("long.txt");
+    builder
+        .add_folder(::cab::CompressionType::None)
+        .add_file("readme.txt");
     let mut writer = builder.build(Cursor::new(Vec::new())).unwrap();
-    let contents: [&[u8]; 2] = [PAYLOAD, b"read me"];
+    let contents: [&[u8]; 3] = [PAYLOAD, &long, b"read me"];
     let mut n = 0;
     while let Some(mut file) = writer.next_file().unwrap() {
         file.write_all(contents[n]).unwrap();
@@ -559,6 +566,7 @@ fn cab_members() {
     }
     let cabinet = writer.finish().unwrap().into_inner();
     has_file(&cabinet, "a/dir/setup.exe", PAYLOAD);
+    has_file(&cabinet, "a/long.txt", &long);
     has_file(&cabinet, "a/readme.txt", b"read me");
     survives_every_cut(&cabinet);
 }
