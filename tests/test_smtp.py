@@ -48,6 +48,57 @@ def test_never_an_open_relay(server):
     assert all(q["messages"] == 0 for q in server.queues().values())
 
 
+# Addresses that have made other servers relay: the percent hack, source routes, bang
+# paths, quoted local parts hiding an address, address literals, trailing dots and
+# look-alike domains. Each is refused, or (if it names a local user after all) delivered
+# to that local mailbox; none may ever reach a remote queue.
+ADDRESS_TRICKS = [
+    "alice%elsewhere.test@localhost",
+    '"alice%elsewhere.test"@localhost',
+    '"alice@elsewhere.test"@localhost',
+    '"victim@elsewhere.test"',
+    "elsewhere.test!alice@localhost",
+    "elsewhere.test!victim",
+    "@localhost:victim@elsewhere.test",
+    "@localhost,@elsewhere.test:victim@elsewhere.test",
+    "victim@elsewhere.test@localhost",
+    "alice@localhost@elsewhere.test",
+    "victim@elsewhere.test.",
+    "victim@ELSEWHERE.TEST",
+    "victim@localhost.elsewhere.test",
+    "victim@elsewhere.test (localhost)",
+    "victim@[127.0.0.1]",
+    "victim@[IPv6:::1]",
+    "victim@[192.0.2.1]",
+    "victim%elsewhere.test@[127.0.0.1]",
+    "alice@localhost.",
+    "ALICE@LOCALHOST",
+]
+
+
+def test_address_tricks_never_relay(server):
+    accepted = []
+    with server.smtp() as s:
+        s.ehlo("attacker.test")
+        for address in ADDRESS_TRICKS:
+            s.rset()
+            s.mail("spammer@elsewhere.test")
+            code, text = s.docmd(f"RCPT TO:<{address}>")
+            assert code in (250, 501, 550, 553, 555), (address, code, text)
+            if code == 250:
+                accepted.append(address)
+                assert s.docmd("DATA")[0] == 354
+                s.send(f"Subject: {address}\r\n\r\nhi\r\n.\r\n".encode())
+                assert s.getreply()[0] == 250
+    # Only spellings of a local user get through, and they land in that mailbox.
+    assert set(accepted) <= {"alice@localhost.", "ALICE@LOCALHOST"}, accepted
+    if accepted:
+        server.wait_delivered("alice@localhost", len(accepted))
+    queues = server.queues()
+    assert all(q["messages"] == 0 for name, q in queues.items() if name not in ("local", "inbound")), queues
+    assert len(server.inbox("alice@localhost")) == len(accepted)
+
+
 def test_unknown_local_user_is_550_511(server):
     with server.smtp() as s:
         s.ehlo()
