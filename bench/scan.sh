@@ -35,7 +35,7 @@ t0=$(now); clamscan --no-summary -d "$work/sigs" "$work/empty" >/dev/null; cs_lo
 t0=$(now); "$LZ" scan --no-summary -d "$work/sigs" "$work/empty" >/dev/null; lz_load=$(secs "$t0")
 
 # Warm the page cache once so all three read from memory.
-cat "$work"/corpus/*/* > /dev/null
+find "$work/corpus" -type f -exec cat {} + > /dev/null
 
 t0=$(now)
 clamscan --no-summary --infected -r -d "$work/sigs" "$work/corpus" > "$work/cs.out" || [ $? -eq 1 ]

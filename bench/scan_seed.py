@@ -60,7 +60,7 @@ def package(name, data):
     temp = f"C:\\tmp\\{name}".encode() + b"\0"
     native += struct.pack("<I", len(temp)) + temp + struct.pack("<I", len(data)) + data
     obj = struct.pack("<II", 0x0501, 2)
-    for s in [b"Package\0", b"\0", b"\0"]:
+    for s in [b"Package\0", b"", b""]:
         obj += struct.pack("<I", len(s)) + s
     return obj + struct.pack("<I", len(native)) + native
 
@@ -92,7 +92,7 @@ def container(kind, payload, text, rng):
         hexed = package("data.bin", inner).hex().encode()
         lines = b"\r\n".join(hexed[i:i + 128] for i in range(0, len(hexed), 128))
         return (b"{\\rtf1\\ansi " + text[:5000] + b"\\par {\\object\\objemb{\\*\\objclass Package}"
-                b"{\\*\\objdata\r\n" + lines + b"\r\n}}}\n")
+                b"{\\*\\objdata " + lines + b"\r\n}}}\n")
     raise ValueError(kind)
 
 
