@@ -97,10 +97,19 @@ print(f"workload: {facts['files']} files, {mb:.0f} MB, {facts['planted']} plante
 print(f"signature load (s): lazaret {float('$lz_load'):.2f}, clamscan {float('$cs_load'):.2f} ({float('$cs_load')/float('$lz_load'):.1f}x), clamd start {float('$clamd_load'):.2f}")
 print(f"scan throughput (MB/s): lazaret {mb/t['lz']:.1f}, lazaret --threads 1 {mb/t['lz1']:.1f}, clamscan {mb/t['cs']:.1f}, clamdscan --multiscan {mb/t['cd']:.1f}")
 print(f"ratio lazaret/clamscan {t['cs']/t['lz']:.2f}x, lazaret --threads 1/clamscan {t['cs']/t['lz1']:.2f}x, lazaret/clamdscan {t['cd']/t['lz']:.2f}x")
-print(f"infected files: lazaret {len(lz)} (--threads 1: {len(lz1)}), clamscan {len(cs)}, clamdscan {len(cd)}; same as clamscan: {lz == cs == lz1}")
+planted = {l.strip() for l in open(f"{work}/planted.txt") if l.strip()}
+false_positives = (lz | lz1) - planted
+covers = cs <= lz and lz == lz1
+print(f"infected files: lazaret {len(lz)} (--threads 1: {len(lz1)}), clamscan {len(cs)}, clamdscan {len(cd)}; "
+      f"of {len(planted)} planted; same as clamscan: {lz == cs == lz1}")
+print(f"lazaret finds every file clamscan finds: {covers}; lazaret false positives: {len(false_positives)}; "
+      f"clamscan false positives: {len(cs - planted)}")
 result("scan throughput (MB/s) vs clamscan", mb / t["lz"], mb / t["cs"], t["cs"] / t["lz"])
 result("scan signature load (s) vs clamscan", float("$lz_load"), float("$cs_load"), float("$cs_load") / float("$lz_load"))
-result("scan detections same as clamscan (1=yes)", float(lz == cs == lz1), 1, float(lz == cs == lz1))
+# ClamAV misses some planted files Lazaret reads (e.g. uuencode after other text, a
+# TNEF's last attachment): the guard is every clamscan find and no false positive.
+ok = covers and not false_positives
+result("scan finds all clamscan finds, no false positives (1=yes)", float(ok), 1, float(ok))
 if lz != cs:
     print("only lazaret:", sorted(lz - cs)[:5], "only clamscan:", sorted(cs - lz)[:5])
 print("per format (MB/s, signature load taken off; infected files):")
@@ -110,7 +119,8 @@ for line in open(f"{work}/kinds.tsv"):
     kmb = int(size) / 1e6
     k_cs, k_lz = max(float(k_cs) - cs_load, 1e-3), max(float(k_lz) - lz_load, 1e-3)
     same = infected(f"cs-{kind}.out") == infected(f"lz-{kind}.out")
+    extra = "" if same else "  only lazaret: " + " ".join(sorted(os.path.basename(p) for p in infected(f"lz-{kind}.out") - infected(f"cs-{kind}.out")))
     print(f"  {kind:5} {kmb:7.1f} MB  lazaret {kmb / k_lz:7.1f}  clamscan {kmb / k_cs:7.1f}  "
           f"ratio {k_cs / k_lz:5.2f}x  found {len(infected(f'lz-{kind}.out'))}/{len(infected(f'cs-{kind}.out'))}"
-          f"{'' if same else '  DIFFERENT'}")
+          f"{extra}")
 PY

@@ -7,8 +7,8 @@ hash signatures plus one per planted file; BODIES body patterns with wildcards (
 binaries, text, zip archives, .eml messages with base64 attachments, and one fifth in
 the containers and encodings mail carries (bzip2, xz, cpio, TNEF, uuencoded and HTML
 `data:` text, PDF with embedded files, RTF with package objects) — a few per hundred
-carrying a planted pattern or a hashed file. Each kind is a directory of its own
-(`corpus/KIND/`) so that throughput can be told per format. Prints one JSON line of
+carrying a planted pattern or a hashed file (listed in planted.txt). Each kind is a
+directory of its own (`corpus/KIND/`) so that throughput can be told per format. Prints one JSON line of
 facts."""
 
 import argparse
@@ -127,6 +127,7 @@ def main():
 
     words = [("".join(rng.choice("etaoinshrdlu") for _ in range(rng.randint(2, 9)))) for _ in range(3000)]
     total, n, planted = 0, 0, 0
+    planted_paths = []
     target = a.mb << 20
     while total < target:
         kind = rng.random()
@@ -172,8 +173,13 @@ def main():
         os.makedirs(d, exist_ok=True)
         with open(f"{d}/{name}", "wb") as f:
             f.write(data)
+        if infected:
+            planted_paths.append(f"{d}/{name}")
         total += len(data)
         n += 1
+    # What a scanner may find: a file that is not here is a false positive.
+    with open(f"{a.out}/planted.txt", "w") as f:
+        f.write("\n".join(planted_paths) + "\n")
     print(json.dumps({"files": n, "bytes": total, "planted": planted,
                       "hash_signatures": a.hashes + len(planted_hash), "body_signatures": a.bodies}))
 
