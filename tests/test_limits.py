@@ -78,3 +78,61 @@ def test_a_bad_limit_is_a_config_error(tmp_path):
     config.write_text(f'data_dir = "{tmp_path}/data"\n[limits.submission]\nmessages = ["3 per minute"]\n')
     r = subprocess.run([BIN, "serve", "-c", str(config)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "COUNT/DURATION" in r.stderr, r.stderr
+
+
+def greeting(host, port):
+    """The first line a listener sends to a new connection, and the open socket."""
+    import socket
+    sock = socket.create_connection((host, port), timeout=10)
+    line = sock.makefile("rb").readline()
+    return line, sock
+
+
+def test_connections_per_address_on_every_listener(make_server):
+    # Loopback is exempt by default; the test takes the exemption away.
+    s = make_server('[limits.connections]\nmax_open = 3\nrate = ["1000/1m"]\nexempt = []\n')
+    ports = {"smtp": s.smtp_port, "imap": s.imap_port, "pop3": s.pop3_port}
+    held = []
+    for name, port in ports.items():
+        line, sock = greeting("127.0.0.1", port)
+        assert line.startswith((b"220", b"* OK", b"+OK")), (name, line)
+        held.append(sock)
+    # Three open, on three listeners together: the fourth is turned away in each
+    # protocol's words.
+    assert greeting("127.0.0.1", s.smtp_port)[0].startswith(b"421 4.7.0 too many connections")
+    assert greeting("127.0.0.1", s.imap_port)[0].startswith(b"* BYE [UNAVAILABLE] too many connections")
+    assert greeting("127.0.0.1", s.pop3_port)[0].startswith(b"-ERR [SYS/TEMP] too many connections")
+    held.pop().close()
+    time.sleep(0.3)
+    line, sock = greeting("127.0.0.1", s.smtp_port)
+    assert line.startswith(b"220"), line
+    held.append(sock)
+    status = s.cli_json("status")["rate_limits"]["connections"]
+    assert status["refused"] == 3
+    assert status["busiest"] == [{"address": "127.0.0.1", "open": 3}]
+    for sock in held:
+        sock.close()
+
+
+def test_new_connections_per_window(make_server):
+    s = make_server('[limits.connections]\nrate = ["5/1m"]\nexempt = []\n')
+    for _ in range(5):
+        line, sock = greeting("127.0.0.1", s.smtp_port)
+        assert line.startswith(b"220"), line
+        sock.close()
+    line, _ = greeting("127.0.0.1", s.smtp_port)
+    assert line.startswith(b"421 4.7.0 too many new connections"), line
+    assert s.cli_json("status")["rate_limits"]["connections"]["limited_now"] == ["127.0.0.1"]
+    # Exempt networks are never limited: loopback by default.
+    t = make_server('[limits.connections]\nmax_open = 1\nrate = ["1/1m"]\n')
+    socks = [greeting("127.0.0.1", t.smtp_port) for _ in range(4)]
+    assert all(line.startswith(b"220") for line, _ in socks)
+    for _, sock in socks:
+        sock.close()
+
+
+def test_a_bad_exempt_network_is_a_config_error(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text('[limits.connections]\nexempt = ["10.0.0.0/33"]\n')
+    r = subprocess.run([BIN, "-c", str(config), "serve"], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "limits.connections.exempt" in r.stderr and "10.0.0.0/33" in r.stderr, r.stderr

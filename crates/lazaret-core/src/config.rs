@@ -139,6 +139,10 @@ pub struct LimitsConfig {
     /// rightly send a lot).
     #[serde(default)]
     pub inbound: SenderLimits,
+    /// Per client IP on every listener: connections open at once and new ones per
+    /// window, as Postfix's anvil does for SMTP.
+    #[serde(default)]
+    pub connections: ConnectionLimits,
 }
 
 impl Default for LimitsConfig {
@@ -146,8 +150,64 @@ impl Default for LimitsConfig {
         LimitsConfig {
             submission: default_submission_limits(),
             inbound: SenderLimits::default(),
+            connections: ConnectionLimits::default(),
         }
     }
+}
+
+/// Connections from one client address, on SMTP, submission, IMAP and POP3 together.
+/// Over a limit the connection gets the protocol's "try later" line and is closed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionLimits {
+    /// Open at once (0: no limit). An office behind one NAT address opens many: list
+    /// it in `exempt`.
+    #[serde(default = "default_max_open_per_ip")]
+    pub max_open: usize,
+    /// New connections, each `"COUNT/DURATION"` (all must hold).
+    #[serde(default = "default_connection_rate")]
+    pub rate: Vec<RateLimit>,
+    /// Addresses and networks never limited (`"192.0.2.0/24"`, `"2001:db8::/32"`,
+    /// `"198.51.100.7"`); loopback by default.
+    #[serde(default = "default_connection_exempt")]
+    pub exempt: Vec<String>,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_open: default_max_open_per_ip(),
+            rate: default_connection_rate(),
+            exempt: default_connection_exempt(),
+        }
+    }
+}
+
+impl ConnectionLimits {
+    /// The exempt networks, parsed; a bare address is a network of one.
+    pub fn exempt_networks(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.exempt
+            .iter()
+            .map(|text| {
+                let text = text.trim();
+                text.parse::<ipnet::IpNet>()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        format!("{text:?} is not an address or network (write \"192.0.2.0/24\" or \"::1\")")
+                    })
+            })
+            .collect()
+    }
+}
+
+fn default_max_open_per_ip() -> usize {
+    50
+}
+fn default_connection_rate() -> Vec<RateLimit> {
+    vec![RateLimit::new(300, 60)]
+}
+fn default_connection_exempt() -> Vec<String> {
+    vec!["127.0.0.0/8".into(), "::1/128".into()]
 }
 
 fn default_submission_limits() -> SenderLimits {
@@ -703,6 +763,9 @@ impl Config {
         }
         if self.smtp.max_recipients == 0 {
             return Err(invalid("smtp.max_recipients", "must be at least 1".into()));
+        }
+        if let Err(message) = self.limits.connections.exempt_networks() {
+            return Err(invalid("limits.connections.exempt", message));
         }
         if self.smtp.max_sessions == 0 {
             return Err(invalid("smtp.max_sessions", "must be at least 1".into()));

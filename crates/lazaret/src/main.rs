@@ -6,6 +6,7 @@ mod access;
 mod admin;
 mod backup;
 mod cli;
+mod connection_limits;
 mod deliver;
 mod mailfile;
 mod memory;

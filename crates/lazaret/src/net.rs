@@ -1,8 +1,11 @@
 //! What every listener shares: a connection that may be upgraded to TLS, and the
-//! accept loop that hands each connection to its protocol's driver.
+//! accept loop that hands each connection to its protocol's driver once the per-address
+//! connection limits let it in.
 
+use crate::connection_limits::{ConnectionGate, Refused};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
@@ -133,18 +136,61 @@ impl Deflated {
     }
 }
 
-/// Accepts connections until the task is aborted, spawning `handle` for each.
-pub async fn accept_loop<F, Fut>(listener: TcpListener, handle: F)
-where
+/// How a listener turns away a connection over `[limits.connections]`: the line its
+/// protocol uses for "not now" (none on implicit-TLS ports, where no plain text may be
+/// sent).
+#[derive(Clone, Copy)]
+pub enum Refusal {
+    Smtp,
+    Imap,
+    Pop3,
+    Silent,
+}
+
+impl Refusal {
+    fn line(self, why: &Refused) -> Option<String> {
+        match self {
+            Refusal::Smtp => Some(format!("421 4.7.0 {why}\r\n")),
+            Refusal::Imap => Some(format!("* BYE [UNAVAILABLE] {why}\r\n")),
+            Refusal::Pop3 => Some(format!("-ERR [SYS/TEMP] {why}\r\n")),
+            Refusal::Silent => None,
+        }
+    }
+}
+
+/// Accepts connections until the task is aborted, spawning `handle` for each that
+/// `gate` lets in; the others get `refusal`'s line and are closed.
+pub async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    gate: Arc<ConnectionGate>,
+    refusal: Refusal,
+    handle: F,
+) where
     F: Fn(TcpStream, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(handle(stream, peer));
-            }
+            Ok((mut stream, peer)) => match gate.admit(peer.ip()) {
+                Ok(admitted) => {
+                    let _ = stream.set_nodelay(true);
+                    let session = handle(stream, peer);
+                    tokio::spawn(async move {
+                        session.await;
+                        drop(admitted);
+                    });
+                }
+                Err(why) => {
+                    let line = refusal.line(&why);
+                    tokio::spawn(async move {
+                        if let Some(line) = line {
+                            let write = stream.write_all(line.as_bytes());
+                            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), write)
+                                .await;
+                        }
+                    });
+                }
+            },
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!("accept failed: {e}");

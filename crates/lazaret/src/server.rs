@@ -56,6 +56,8 @@ pub struct Server {
     /// `[limits]`: per authenticated user on submission, per client IP inbound.
     pub rate_submission: crate::accept::rate::RateLimiter,
     pub rate_inbound: crate::accept::rate::RateLimiter,
+    /// `[limits.connections]`: per client address, every listener.
+    pub connection_gate: Arc<crate::connection_limits::ConnectionGate>,
 }
 
 impl Server {

@@ -22,6 +22,8 @@ const FORGET_AFTER: Duration = Duration::from_secs(3 * 3600);
 pub enum Counted {
     Messages,
     Recipients,
+    /// New connections, on every listener (`[limits.connections]`).
+    Connections,
 }
 
 impl Counted {
@@ -29,6 +31,7 @@ impl Counted {
         match self {
             Counted::Messages => 0,
             Counted::Recipients => 1,
+            Counted::Connections => 2,
         }
     }
 
@@ -36,6 +39,7 @@ impl Counted {
         match self {
             Counted::Messages => "messages",
             Counted::Recipients => "recipients",
+            Counted::Connections => "connections",
         }
     }
 }
@@ -77,14 +81,15 @@ impl Window {
 #[derive(Default)]
 struct Sender {
     windows: HashMap<(Counted, usize), Window>,
-    /// Refused at the last attempt, per kind (messages, recipients): an episode lasts
-    /// until that kind is let through again, whatever the other kind does.
-    limited: [bool; 2],
+    /// Refused at the last attempt, per kind (messages, recipients, connections): an
+    /// episode lasts until that kind is let through again, whatever the others do.
+    limited: [bool; 3],
     last_seen: Option<Instant>,
 }
 
 /// The counters of one listener kind (submission users, or inbound client IPs).
 pub struct RateLimiter {
+    /// The limits on messages, or on connections for a limiter of connections.
     messages: Vec<RateLimit>,
     recipients: Vec<RateLimit>,
     senders: Mutex<HashMap<String, Sender>>,
@@ -109,7 +114,7 @@ impl RateLimiter {
     /// nothing and says which limit is reached.
     pub fn take(&self, sender: &str, counted: Counted, n: u64) -> Result<(), OverLimit> {
         let limits = match counted {
-            Counted::Messages => &self.messages,
+            Counted::Messages | Counted::Connections => &self.messages,
             Counted::Recipients => &self.recipients,
         };
         if limits.is_empty() {

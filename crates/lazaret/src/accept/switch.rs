@@ -69,6 +69,8 @@ impl SmtpSwitch {
             let server = server.clone();
             loops.push(tokio::spawn(crate::net::accept_loop(
                 listener,
+                server.connection_gate.clone(),
+                crate::net::Refusal::Smtp,
                 move |stream, peer| {
                     super::session::handle(
                         server.clone(),

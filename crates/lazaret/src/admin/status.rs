@@ -93,6 +93,13 @@ pub async fn status(
                 "refused": server.rate_inbound.refused(),
                 "limited_now": server.rate_inbound.limited_now(),
             },
+            "connections": {
+                "refused": server.connection_gate.refused(),
+                "limited_now": server.connection_gate.limited_now(),
+                "busiest": server.connection_gate.busiest(5).into_iter()
+                    .map(|(ip, open)| serde_json::json!({"address": ip.to_string(), "open": open}))
+                    .collect::<Vec<_>>(),
+            },
         },
     })))
 }

@@ -8,8 +8,10 @@ use crate::accept::switch::SmtpSwitch;
 use crate::access::gate::AccessGate;
 use crate::access::login::LoginGuard;
 use crate::access::pop3::MaildropLocks;
+use crate::connection_limits::ConnectionGate;
 use crate::deliver::connectors::Connectors;
 use crate::deliver::outbound::Outbound;
+use crate::net::Refusal;
 use crate::server::Server;
 use crate::{admin, deliver};
 use anyhow::{Context, Result};
@@ -80,6 +82,7 @@ pub async fn run(config: Config) -> Result<()> {
         limits.inbound.messages.clone(),
         limits.inbound.recipients.clone(),
     );
+    let connection_gate = Arc::new(ConnectionGate::new(&limits.connections));
     let server = Arc::new(Server {
         sessions: Arc::new(Semaphore::new(config.smtp.max_sessions)),
         config,
@@ -106,35 +109,54 @@ pub async fn run(config: Config) -> Result<()> {
         scan_wake: Notify::new(),
         rate_submission,
         rate_inbound,
+        connection_gate,
     });
     for listener in submission_listeners {
         let server = server.clone();
-        tokio::spawn(crate::net::accept_loop(listener, move |stream, peer| {
-            crate::accept::session::handle(
-                server.clone(),
-                stream,
-                peer,
-                crate::accept::session::Port::Submission,
-            )
-        }));
+        let gate = server.connection_gate.clone();
+        tokio::spawn(crate::net::accept_loop(
+            listener,
+            gate,
+            Refusal::Smtp,
+            move |stream, peer| {
+                crate::accept::session::handle(
+                    server.clone(),
+                    stream,
+                    peer,
+                    crate::accept::session::Port::Submission,
+                )
+            },
+        ));
     }
     for listener in imap_listeners {
         let server = server.clone();
-        tokio::spawn(crate::net::accept_loop(listener, move |stream, peer| {
-            crate::access::imap::handle(server.clone(), stream, peer)
-        }));
+        let gate = server.connection_gate.clone();
+        tokio::spawn(crate::net::accept_loop(
+            listener,
+            gate,
+            Refusal::Imap,
+            move |stream, peer| crate::access::imap::handle(server.clone(), stream, peer),
+        ));
     }
     for listener in imaps_listeners {
         let server = server.clone();
-        tokio::spawn(crate::net::accept_loop(listener, move |stream, peer| {
-            crate::access::imap::handle_tls(server.clone(), stream, peer)
-        }));
+        let gate = server.connection_gate.clone();
+        tokio::spawn(crate::net::accept_loop(
+            listener,
+            gate,
+            Refusal::Silent,
+            move |stream, peer| crate::access::imap::handle_tls(server.clone(), stream, peer),
+        ));
     }
     for listener in pop3_listeners {
         let server = server.clone();
-        tokio::spawn(crate::net::accept_loop(listener, move |stream, peer| {
-            crate::access::pop3::handle(server.clone(), stream, peer)
-        }));
+        let gate = server.connection_gate.clone();
+        tokio::spawn(crate::net::accept_loop(
+            listener,
+            gate,
+            Refusal::Pop3,
+            move |stream, peer| crate::access::pop3::handle(server.clone(), stream, peer),
+        ));
     }
 
     // An admin who stopped SMTP during an outbreak expects a restart to keep it stopped.
