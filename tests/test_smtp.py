@@ -303,3 +303,23 @@ def test_frozen_queue_holds_mail_and_thaw_releases_it(server):
     assert server.queues()["local"]["messages"] == 0
     r = server.cli("queue", "freeze", "no-such-queue", check=False)
     assert r.returncode == 2 and "no-such-queue" in r.stderr
+
+
+def test_bare_postmaster_is_accepted_for_the_postmaster_mailbox(make_server):
+    # RFC 5321 4.5.1: RCPT TO:<Postmaster> with no domain must work on every server.
+    s = make_server()
+    with s.smtp() as c:
+        c.ehlo()
+        c.mail("someone@elsewhere.test")
+        code, text = c.rcpt("postmaster")
+        assert (code, text[:5]) == (550, b"5.1.1") and b"postmaster@DOMAIN" in text, text
+    s.add_user("postmaster@localhost")
+    for spelling in ["postmaster", "PostMaster"]:
+        with s.smtp() as c:
+            c.ehlo()
+            c.mail("someone@elsewhere.test")
+            assert c.rcpt(spelling)[0] == 250
+            c.rcpt("postmaster@localhost")  # the same mailbox, once
+            assert c.data(f"Subject: to {spelling}\r\n\r\nhello\r\n")[0] == 250
+    s.wait_delivered("postmaster@localhost", 2)
+    assert sorted(m["subject"] for m in s.inbox("postmaster@localhost")) == ["to PostMaster", "to postmaster"]

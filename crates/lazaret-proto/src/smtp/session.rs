@@ -60,6 +60,9 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RcptVerdict {
     Accept,
+    /// Accepted under another address: the bare `postmaster` (RFC 5321 4.5.1) under
+    /// the postmaster mailbox of a local domain.
+    AcceptAs(String),
     Reject(Reply),
 }
 
@@ -267,20 +270,20 @@ impl Session {
         else {
             return;
         };
-        match verdict {
-            RcptVerdict::Accept => {
-                if !self
-                    .envelope
-                    .rcpt_to
-                    .iter()
-                    .any(|r| r.eq_ignore_ascii_case(&address))
-                {
-                    self.envelope.rcpt_to.push(address);
-                }
-                self.reply(Reply::new(250, [2, 1, 5], "OK"));
-            }
-            RcptVerdict::Reject(reply) => self.error(reply),
+        let address = match verdict {
+            RcptVerdict::Accept => address,
+            RcptVerdict::AcceptAs(full) => full,
+            RcptVerdict::Reject(reply) => return self.error(reply),
+        };
+        if !self
+            .envelope
+            .rcpt_to
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(&address))
+        {
+            self.envelope.rcpt_to.push(address);
         }
+        self.reply(Reply::new(250, [2, 1, 5], "OK"));
     }
 
     /// `Ok(queue id)` once the message is durable, or the refusal to send.
@@ -448,6 +451,12 @@ impl Session {
                     Some((local, domain)) if !local.is_empty() && !domain.is_empty() => {
                         self.stage = Stage::AwaitRcptVerdict(address);
                     }
+                    // RFC 5321 4.5.1: every server takes mail for "postmaster" alone.
+                    // smtp-proto hands it over as the empty path, like <>; the line
+                    // tells the two apart.
+                    None if address.is_empty() && names_bare_postmaster(line) => {
+                        self.stage = Stage::AwaitRcptVerdict("postmaster".into());
+                    }
                     _ => self.error(Reply::new(
                         501,
                         [5, 1, 3],
@@ -600,6 +609,12 @@ fn too_big(limit: u64) -> Reply {
         [5, 3, 4],
         format!("Message too big: the limit is {limit} bytes"),
     )
+}
+
+/// Whether a RCPT line's path is `<postmaster>` (any case), with no domain.
+fn names_bare_postmaster(line: &[u8]) -> bool {
+    let lower = line.to_ascii_lowercase();
+    lower.windows(12).any(|w| w == b"<postmaster>")
 }
 
 fn parse_error_reply(e: ParseError) -> Reply {

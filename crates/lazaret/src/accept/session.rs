@@ -60,7 +60,7 @@ pub async fn handle(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, po
             Event::CheckRecipient(address) => {
                 let may_relay = session.authenticated().is_some();
                 let mut verdict = check_recipient(&server, address, may_relay).await;
-                if verdict == RcptVerdict::Accept {
+                if matches!(verdict, RcptVerdict::Accept | RcptVerdict::AcceptAs(_)) {
                     let (limiter, sender) = match port {
                         Port::Submission => (
                             &server.rate_submission,
@@ -124,6 +124,9 @@ pub async fn handle(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, po
 }
 
 async fn check_recipient(server: &Arc<Server>, address: String, may_relay: bool) -> RcptVerdict {
+    if address == "postmaster" {
+        return postmaster(server).await;
+    }
     let lookup = address.clone();
     match server.store_call(move |s| s.recipient_status(&lookup)).await {
         Ok(RecipientStatus::LocalUser) => RcptVerdict::Accept,
@@ -138,6 +141,38 @@ async fn check_recipient(server: &Arc<Server>, address: String, may_relay: bool)
             550,
             [5, 7, 1],
             format!("<{address}>: relaying denied; send mail for other domains through the submission port with AUTH"),
+        )),
+        Err(e) => {
+            tracing::error!("recipient lookup failed: {e}");
+            RcptVerdict::Reject(Reply::new(451, [4, 3, 0], "Temporary failure, try again later"))
+        }
+    }
+}
+
+/// The bare `postmaster`: the postmaster mailbox of the local domain the server is
+/// named for, else of the first local domain that has one.
+async fn postmaster(server: &Arc<Server>) -> RcptVerdict {
+    let hostname = server.config.hostname.to_ascii_lowercase();
+    let found = server
+        .store_call(move |s| {
+            let mut domains: Vec<String> = s.domain_list()?.into_iter().map(|d| d.name).collect();
+            // The server's own domain first: mail.example.org is example.org's.
+            domains.sort_by_key(|d| !(hostname == *d || hostname.ends_with(&format!(".{d}"))));
+            for domain in domains {
+                let address = format!("postmaster@{domain}");
+                if s.recipient_status(&address)? == RecipientStatus::LocalUser {
+                    return Ok(Some(address));
+                }
+            }
+            Ok(None)
+        })
+        .await;
+    match found {
+        Ok(Some(address)) => RcptVerdict::AcceptAs(address),
+        Ok(None) => RcptVerdict::Reject(Reply::new(
+            550,
+            [5, 1, 1],
+            "<postmaster>: no postmaster mailbox here (the admin adds one with `lazaret user add postmaster@DOMAIN`)",
         )),
         Err(e) => {
             tracing::error!("recipient lookup failed: {e}");
