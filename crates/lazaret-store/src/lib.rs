@@ -11,8 +11,8 @@ pub mod pages;
 mod password;
 
 pub use embedded::{
-    new_message_id, renew_store_id, BlobLocation, EmbeddedStore, ReindexBatch, OUTBOUND_DISABLED,
-    STORE_ID,
+    new_message_id, renew_store_id, BlobLocation, CheckFault, CheckReport, EmbeddedStore,
+    ReindexBatch, RepairReport, OUTBOUND_DISABLED, STORE_ID,
 };
 pub use metadata::{Digests, MessageMetadata, PartInfo};
 pub use model::*;
@@ -233,6 +233,11 @@ pub trait Store: Send + Sync {
     fn reindex_batch(&self, after: i64, limit: usize) -> Result<ReindexBatch>;
     /// Deletes blob files no message names (older than an hour); returns how many.
     fn remove_orphan_blobs(&self) -> Result<u64>;
+    /// Verifies the store's invariants (`lazaret check`); with `deep` every message's
+    /// bytes are read and hashed. `progress` counts messages whose bytes were checked.
+    fn check(&self, deep: bool, progress: &(dyn Fn(u64) + Sync)) -> Result<CheckReport>;
+    /// Repairs what `check` finds and can be repaired; returns what changed.
+    fn repair(&self) -> Result<RepairReport>;
 
     // Scanning.
     /// Up to `limit` messages in `inbound`, due, never scanned.

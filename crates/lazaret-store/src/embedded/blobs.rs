@@ -421,6 +421,74 @@ impl Blobs {
         }
     }
 
+    /// What is wrong with a message's bytes, if anything: its pack or file missing, its
+    /// record header not as written (magic, length, store id), the pack too short, or
+    /// with `sha256` given, bytes that hash otherwise (for `lazaret check`).
+    pub fn fault(&self, blob: &BlobRef, sha256: Option<&str>) -> Option<String> {
+        use sha2::{Digest, Sha256};
+        let Some(at) = blob.at else {
+            let path = self.legacy_path(&blob.uid);
+            return match (fs::metadata(&path), sha256) {
+                (Err(e), _) => Some(format!("{}: {e}", path.display())),
+                (Ok(m), _) if m.len() != blob.len => Some(format!(
+                    "{} holds {} bytes, the row says {}",
+                    path.display(),
+                    m.len(),
+                    blob.len
+                )),
+                (Ok(_), Some(sha)) => match fs::read(&path) {
+                    Ok(data) if hex::encode(Sha256::digest(&data)) == sha => None,
+                    Ok(_) => Some(format!("{}: SHA-256 differs", path.display())),
+                    Err(e) => Some(format!("{}: {e}", path.display())),
+                },
+                (Ok(_), None) => None,
+            };
+        };
+        let path = pack_path(&self.packs, at.pack);
+        let file = match self.pack_file(at.pack) {
+            Ok(f) => f,
+            Err(e) => return Some(e.to_string()),
+        };
+        let mut header = [0u8; HEADER as usize];
+        if at.offset < HEADER || file.read_exact_at(&mut header, at.offset - HEADER).is_err() {
+            return Some(format!("{}: no record at {}", path.display(), at.offset));
+        }
+        let id = blob.uid.as_bytes();
+        let id = &id[..id.len().min(16)];
+        if &header[..8] != MAGIC
+            || header[8..16] != blob.len.to_le_bytes()
+            || &header[16..16 + id.len()] != id
+        {
+            return Some(format!(
+                "{}: the record at {} is not this message's",
+                path.display(),
+                at.offset
+            ));
+        }
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if len < at.offset + blob.len {
+            return Some(format!(
+                "{}: ends at {len}, the message would end at {}",
+                path.display(),
+                at.offset + blob.len
+            ));
+        }
+        if let Some(sha) = sha256 {
+            let mut data = vec![0u8; blob.len as usize];
+            if let Err(e) = file.read_exact_at(&mut data, at.offset) {
+                return Some(format!("{}: {e}", path.display()));
+            }
+            if hex::encode(Sha256::digest(&data)) != sha {
+                return Some(format!(
+                    "{}: the message at {} has another SHA-256",
+                    path.display(),
+                    at.offset
+                ));
+            }
+        }
+        None
+    }
+
     /// Whether a message's record in its pack is whole: header (magic, length, store
     /// id) as written, and bytes with this SHA-256.
     pub fn is_intact(&self, blob: &BlobRef, sha256: &str) -> bool {

@@ -6,13 +6,15 @@
 //! One file per concern: `ingest` (accept a message), `queues` (routing, local
 //! delivery), `outbound` (remote queues, attempts, DSNs), `folders` (IMAP's view),
 //! `messages` (reading bodies, deletion, collecting unreferenced rows), `accounts`,
-//! `find`, `clusters` (outbreak clusters), `quarantine` (and import), `scanning`, `reindex`, `settings` (settings,
+//! `find`, `clusters` (outbreak clusters), `quarantine` (and import), `scanning`, `reindex`,
+//! `check` (invariants, `lazaret check`), `settings` (settings,
 //! audit, figures); storage mechanics in `blobs`, `compaction`, `text_index`,
 //! `checkpoint`, `changed_pages` (for incremental backups), `writer`, `schema`.
 
 mod accounts;
 mod blobs;
 mod changed_pages;
+mod check;
 mod checkpoint;
 mod clusters;
 mod compaction;
@@ -32,6 +34,7 @@ mod text_index;
 mod writer;
 
 pub use accounts::normalize_address;
+pub use check::{CheckFault, CheckReport, RepairReport};
 pub use clusters::set_enabled as set_clustering;
 pub use ingest::new_message_id;
 pub use outbound::OUTBOUND_DISABLED;
@@ -656,6 +659,14 @@ impl Store for EmbeddedStore {
 
     fn remove_orphan_blobs(&self) -> Result<u64> {
         EmbeddedStore::remove_orphan_blobs(self)
+    }
+
+    fn check(&self, deep: bool, progress: &(dyn Fn(u64) + Sync)) -> Result<CheckReport> {
+        EmbeddedStore::check(self, deep, progress)
+    }
+
+    fn repair(&self) -> Result<RepairReport> {
+        EmbeddedStore::repair(self)
     }
 
     fn setting(&self, key: &str) -> Result<Option<String>> {

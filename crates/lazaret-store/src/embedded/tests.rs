@@ -1477,3 +1477,141 @@ fn backups_copy_only_the_pages_changed_since_the_last_kept_one() {
         .unwrap();
     assert_eq!(after.database, DatabaseCopy::Whole);
 }
+
+fn fault_kinds(report: &CheckReport) -> Vec<&'static str> {
+    let mut kinds: Vec<_> = report.faults.iter().map(|f| f.kind).collect();
+    kinds.sort();
+    kinds
+}
+
+#[test]
+fn check_finds_each_kind_of_damage_and_repair_fixes_what_it_can() {
+    let dir = temp_dir("check");
+    let store = EmbeddedStore::open(&dir).unwrap();
+    store.user_add("bob@localhost", "pw").unwrap();
+    for i in 0..6 {
+        store
+            .ingest(incoming(&format!("c{i:03}"), "bob@localhost"))
+            .unwrap();
+    }
+    store.route_inbound(100, false, &to_local, 60).unwrap();
+    store.deliver_local(100, 60).unwrap();
+    text_index_caught_up(&store);
+    let counted = std::sync::atomic::AtomicU64::new(0);
+    let clean = store
+        .check(true, &|n| {
+            counted.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        })
+        .unwrap();
+    assert!(clean.faults.is_empty(), "{:?}", clean.faults);
+    assert_eq!(clean.messages, 6);
+    assert_eq!(clean.mailbox_entries, 6);
+    assert_eq!(counted.into_inner(), 6, "progress counts every message");
+
+    // Damage: a folder's uidnext behind its UIDs, a message nothing holds, a pack's
+    // live count off, a queue item without recipients, a message whose bytes changed.
+    let (_, pack, offset): (i64, u32, i64) = store
+        .read(|c| {
+            Ok(c.query_row(
+                "SELECT m.id, m.blob_pack, m.blob_offset FROM mailbox_entries e
+                 JOIN messages m ON m.id=e.message ORDER BY e.uid DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?)
+        })
+        .unwrap();
+    store
+        .write(move |c| {
+            c.execute_batch(
+                "UPDATE mailboxes SET uidnext=2 WHERE name='INBOX';
+                 UPDATE packs SET live=live+7;
+                 DELETE FROM mailbox_entries WHERE uid=1;",
+            )?;
+            let message: i64 =
+                c.query_row("SELECT id FROM messages LIMIT 1 OFFSET 1", [], |r| r.get(0))?;
+            c.execute(
+                "INSERT INTO queue_items(message, queue, state, next_attempt, created)
+                 VALUES(?1, 'local', 'ready', 0, 0)",
+                [message],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    let pack_path = dir.join("blobs/packs").join(format!("{pack:08}.pack"));
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&pack_path)
+        .unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(b"X", offset as u64 + 2).unwrap();
+    drop(f);
+
+    let quick = store.check(false, &|_| {}).unwrap();
+    assert_eq!(
+        fault_kinds(&quick),
+        [
+            "pack_live_bytes",
+            "queue_item_without_recipients",
+            "uid_not_below_uidnext",
+            "unreferenced_message"
+        ],
+        "a quick check reads record headers only: {:?}",
+        quick.faults
+    );
+    let deep = store.check(true, &|_| {}).unwrap();
+    let missing = deep
+        .faults
+        .iter()
+        .find(|f| f.kind == "missing_blob")
+        .unwrap();
+    assert_eq!(missing.count, 1);
+    assert!(!missing.repairable);
+    assert!(
+        missing.examples[0].contains("another SHA-256"),
+        "{:?}",
+        missing.examples
+    );
+
+    let repaired = store.repair().unwrap();
+    let kinds: Vec<&str> = repaired.repaired.iter().map(|(k, _)| k.as_str()).collect();
+    for kind in [
+        "pack_live_bytes",
+        "queue_item_without_recipients",
+        "uid_not_below_uidnext",
+        "unreferenced_message",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} repaired: {kinds:?}");
+    }
+    let after = store.check(true, &|_| {}).unwrap();
+    assert_eq!(fault_kinds(&after), ["missing_blob"], "{:?}", after.faults);
+    assert_eq!(after.messages, 5, "the message nothing held is gone");
+    assert_eq!(after.faults[0].count, 1);
+
+    // The text index: an entry for a message the indexer was never told about, and a
+    // message at or below the watermark that is not in it.
+    store
+        .read(|c| {
+            c.execute(
+                "INSERT INTO t.text_index(rowid, subject, body) VALUES(999999, 'x', 'y')",
+                [],
+            )?;
+            let newest: i64 = c.query_row("SELECT MAX(id) FROM messages", [], |r| r.get(0))?;
+            c.execute("DELETE FROM t.text_index WHERE rowid=?1", [newest])?;
+            Ok(())
+        })
+        .unwrap();
+    let text = store.check(false, &|_| {}).unwrap();
+    assert_eq!(
+        fault_kinds(&text),
+        ["text_index_missing", "text_index_stale"]
+    );
+    store.repair().unwrap();
+    text_index_caught_up(&store);
+    for _ in 0..200 {
+        if store.check(false, &|_| {}).unwrap().faults.is_empty() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("{:?}", store.check(false, &|_| {}).unwrap().faults);
+}

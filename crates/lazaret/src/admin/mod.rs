@@ -5,6 +5,7 @@ mod accounts;
 mod actions;
 mod auth;
 pub mod backup;
+mod check;
 mod clusters;
 mod error;
 pub mod find;
@@ -68,6 +69,7 @@ pub fn router(server: Arc<Server>, token: String) -> Router {
         .route("/api/jobs/{id}", get(jobs::show))
         .route("/api/import", post(import::import))
         .route("/api/reindex", post(import::reindex))
+        .route("/api/check", post(check::check))
         .route(
             "/api/signatures",
             get(scan::list)

@@ -5,6 +5,7 @@
 
 use super::client::{segment, Api, Failure};
 use super::find::{FilterFlags, PLACES};
+use super::output::text;
 use super::{output, queues, EXIT_USAGE};
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -165,10 +166,6 @@ pub fn quarantine(api: &Api, args: QuarantineArgs) -> Result<()> {
             act(api, "purge", &args, json!({}))
         }
     }
-}
-
-fn text(v: &Value) -> String {
-    v.as_str().unwrap_or("").to_string()
 }
 
 /// Counts, confirms, starts the job and follows it. `extra` adds action fields

@@ -4,6 +4,7 @@
 mod accounts;
 mod actions;
 mod backup;
+mod check;
 mod client;
 mod clusters;
 mod find;
@@ -143,6 +144,17 @@ enum Command {
     Import(actions::ImportArgs),
     /// Rebuild the search index from the message files
     Reindex,
+    /// Verify the store's invariants while the server runs (exit 0 sound, 1 faults)
+    Check {
+        /// Read every message and compare its SHA-256 (default: record headers only)
+        #[arg(long)]
+        deep: bool,
+        /// Repair what can be repaired (audited), then check again
+        #[arg(long)]
+        repair: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// The signature set: list, add, update, remove (loaded without a restart)
     Signatures {
         #[command(subcommand)]
@@ -294,6 +306,7 @@ pub fn run(args: Args) -> Result<()> {
         Command::Export(args) => actions::export(&api, args),
         Command::Import(args) => actions::import(&api, args),
         Command::Reindex => actions::reindex(&api),
+        Command::Check { deep, repair, json } => check::run(&api, deep, repair, json),
         Command::Signatures { command } => scan::signatures_command(&api, command),
         Command::Scan(_) | Command::Backup { .. } => unreachable!("handled above"),
         Command::Rescan {

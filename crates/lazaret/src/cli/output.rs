@@ -3,6 +3,11 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
+/// A JSON string's text, or nothing for anything else.
+pub fn text(v: &serde_json::Value) -> String {
+    v.as_str().unwrap_or_default().to_string()
+}
+
 pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())

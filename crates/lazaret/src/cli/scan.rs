@@ -4,6 +4,7 @@
 
 use super::actions::follow;
 use super::client::{segment, Api, Failure};
+use super::output::text;
 use super::{output, EXIT_USAGE};
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -209,10 +210,6 @@ pub fn rescan(api: &Api, args: RescanArgs, json_out: bool) -> Result<()> {
         }
     );
     Ok(())
-}
-
-fn text(v: &Value) -> String {
-    v.as_str().unwrap_or_default().to_string()
 }
 
 #[derive(Args)]
