@@ -42,6 +42,7 @@ python3 "$root/bench/find_seed.py" --users "$USERS" --per-user "$((PER_USER / 10
 mkdir -p "$work/lz"
 cat > "$work/lz/lazaret.toml" <<CFG
 data_dir = "$work/lz/data"
+$([ "$(id -u)" = 0 ] && printf '[server]\nuser = "root"   # benchmarks run as root here\n')
 [smtp]
 listen = ["127.0.0.1:0"]
 [imap]

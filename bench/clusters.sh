@@ -48,6 +48,7 @@ run() {
   mkdir -p "$dir"
   cat > "$dir/lazaret.toml" <<CFG
 data_dir = "$dir/data"
+$([ "$(id -u)" = 0 ] && printf '[server]\nuser = "root"   # benchmarks run as root here\n')
 [smtp]
 listen = ["127.0.0.1:0"]
 max_sessions = 1000

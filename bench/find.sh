@@ -49,6 +49,7 @@ subject=$(field "$facts" subject); sender=$(field "$facts" sender)
 mkdir -p "$work/lz"
 cat > "$work/lz/lazaret.toml" <<CFG
 data_dir = "$work/lz/data"
+$([ "$(id -u)" = 0 ] && printf '[server]\nuser = "root"   # benchmarks run as root here\n')
 [smtp]
 listen = ["127.0.0.1:0"]
 [imap]

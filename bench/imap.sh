@@ -29,6 +29,7 @@ wait_until() { for _ in $(seq 1 6000); do "$@" && return 0; sleep 0.1; done; ech
 mkdir -p "$work/lz" "$work/dc/home"
 cat > "$work/lz/lazaret.toml" <<CFG
 data_dir = "$work/lz/data"
+$([ "$(id -u)" = 0 ] && printf '[server]\nuser = "root"   # benchmarks run as root here\n')
 [smtp]
 listen = ["127.0.0.1:0"]
 [imap]

@@ -45,6 +45,7 @@ wait_until bash -c "exec 3<>/dev/tcp/127.0.0.1/$SINK_PORT" 2>/dev/null
 mkdir -p "$work/lz"
 cat > "$work/lz/lazaret.toml" <<CFG
 data_dir = "$work/lz/data"
+$([ "$(id -u)" = 0 ] && printf '[server]\nuser = "root"   # benchmarks run as root here\n')
 [smtp]
 listen = ["127.0.0.1:0"]
 [submission]

@@ -37,6 +37,9 @@ class Server:
             + '\n[admin]\nlisten = "127.0.0.1:0"\n'
             + ("" if "[delivery]" in extra_config else '\n[delivery]\npoll_interval = "1s"\n')
             + '\n[auth]\nfailure_delay = "1s"\nmax_failures = 3\n'
+            # Started as root (CI), the server refuses to stay root unless told to;
+            # test_privileges.py tests the switch to an unprivileged account.
+            + ('\n[server]\nuser = "root"\n' if os.geteuid() == 0 and "[server]" not in extra_config else "")
         )
         self.proc = None
         self.start()

@@ -58,9 +58,22 @@ pub struct Config {
     pub outbreak: OutbreakConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub server: ServerConfig,
     /// The file this was read from (none for the built-in defaults); a backup keeps it.
     #[serde(skip)]
     pub source: Option<PathBuf>,
+}
+
+/// The process itself.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The account `serve` runs as when started as root: it switches to it before
+    /// opening anything, keeping only the right to bind ports below 1024
+    /// (CAP_NET_BIND_SERVICE). Unset, a root start with a config file is refused;
+    /// `"root"` says to stay root (not advised).
+    pub user: Option<String>,
 }
 
 /// Where `lazaret backup` writes. Not in the product page's example, optional.

@@ -11,6 +11,7 @@ mod deliver;
 mod mailfile;
 mod memory;
 mod net;
+mod privileges;
 mod queue;
 mod scan;
 mod serve;

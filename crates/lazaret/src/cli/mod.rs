@@ -229,6 +229,8 @@ pub fn run(args: Args) -> Result<()> {
     if let Command::Serve = args.command {
         crate::memory::tune();
         init_logging();
+        // Before the runtime's threads exist: they inherit what this sets.
+        crate::privileges::settle(&config)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
