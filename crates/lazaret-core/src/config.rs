@@ -76,6 +76,24 @@ pub struct ServerConfig {
     pub user: Option<String>,
 }
 
+/// "1GB".
+fn default_min_free() -> Size {
+    Size(1_000_000_000)
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            min_free: default_min_free(),
+            backend: StoreBackend::default(),
+            blobs: BlobBackend::default(),
+            url: None,
+            bucket: None,
+            endpoint: None,
+        }
+    }
+}
+
 /// Where `lazaret backup` writes. Not in the product page's example, optional.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -389,9 +407,14 @@ pub enum BlobBackend {
     S3,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
+    /// Free space kept on the data directory's filesystem: below it, new mail is
+    /// refused (`452 4.3.1`, IMAP `NO [OVERQUOTA]`) while admin actions (quarantine,
+    /// delete, restore) go on in the reserve.
+    #[serde(default = "default_min_free")]
+    pub min_free: Size,
     #[serde(default)]
     pub backend: StoreBackend,
     #[serde(default)]

@@ -37,6 +37,29 @@ pub enum StoreError {
     Invalid(String),
     #[error("the store is shutting down")]
     Closed,
+    /// No room left on the store's filesystem (a commit that SQLite could not write).
+    #[error("{0}")]
+    DiskFull(String),
+}
+
+impl StoreError {
+    /// Whether the filesystem under the store is full (a write failed with ENOSPC or
+    /// EDQUOT, or SQLite found no room): a temporary condition for the sender.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Io { source, .. } => {
+                matches!(
+                    source.raw_os_error(),
+                    Some(libc::ENOSPC) | Some(libc::EDQUOT)
+                )
+            }
+            StoreError::Db(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code == rusqlite::ErrorCode::DiskFull
+            }
+            StoreError::DiskFull(_) => true,
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;

@@ -8,6 +8,7 @@ mod backup;
 mod cli;
 mod connection_limits;
 mod deliver;
+mod disk_space;
 mod mailfile;
 mod memory;
 mod net;

@@ -58,6 +58,8 @@ pub struct Server {
     pub rate_inbound: crate::accept::rate::RateLimiter,
     /// `[limits.connections]`: per client address, every listener.
     pub connection_gate: Arc<crate::connection_limits::ConnectionGate>,
+    /// `[store] min_free`: whether new mail still fits.
+    pub disk: crate::disk_space::DiskSpace,
 }
 
 impl Server {

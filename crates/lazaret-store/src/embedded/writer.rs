@@ -192,11 +192,11 @@ fn run(conn: Connection, rx: mpsc::Receiver<Request>, generation: &std::sync::at
         }
         let commit = if alone && !all_ok {
             // Nothing to keep; the request's own error is its answer.
-            conn.execute_batch("ROLLBACK").map_err(|e| e.to_string())
+            conn.execute_batch("ROLLBACK").map_err(|e| failure(&e))
         } else {
             conn.execute_batch("COMMIT").map_err(|e| {
                 let _ = conn.execute_batch("ROLLBACK");
-                e.to_string()
+                failure(&e)
             })
         };
         if visible {
@@ -205,8 +205,16 @@ fn run(conn: Connection, rx: mpsc::Receiver<Request>, generation: &std::sync::at
         for complete in completions {
             complete(match &commit {
                 Ok(()) => Ok(()),
-                Err(e) => Err(StoreError::Invalid(format!("commit failed: {e}"))),
+                Err((e, true)) => Err(StoreError::DiskFull(format!("commit failed: {e}"))),
+                Err((e, false)) => Err(StoreError::Invalid(format!("commit failed: {e}"))),
             });
         }
     }
+}
+
+/// A failed commit's text, and whether it failed for want of disk space (every request
+/// of the batch gets its own copy of the error).
+fn failure(e: &rusqlite::Error) -> (String, bool) {
+    let full = matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull);
+    (e.to_string(), full)
 }

@@ -124,6 +124,10 @@ pub async fn handle(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, po
 }
 
 async fn check_recipient(server: &Arc<Server>, address: String, may_relay: bool) -> RcptVerdict {
+    // Refused at the first recipient, before the client sends the message.
+    if server.disk.refusing() {
+        return RcptVerdict::Reject(crate::disk_space::smtp_reply());
+    }
     if address == "postmaster" {
         return postmaster(server).await;
     }
@@ -251,6 +255,9 @@ async fn accept_message(
     } else {
         (data, None)
     };
+    if server.disk.refuses(data.len() as u64) {
+        return Err(crate::disk_space::smtp_reply());
+    }
     let id = hex::encode(rand::random::<[u8; 8]>());
     let trace = received::header(envelope, peer.ip(), &server.config.hostname, &id);
     let mut message = Vec::with_capacity(trace.len() + data.len());
@@ -279,6 +286,11 @@ async fn accept_message(
                 server.queue_wake.notify_one();
             }
             Ok(accepted.id)
+        }
+        Err(e) if e.is_disk_full() => {
+            server.disk.note_full();
+            tracing::error!("cannot store message from {}: {e}", envelope.mail_from);
+            Err(crate::disk_space::smtp_reply())
         }
         Err(e) => {
             tracing::error!("cannot store message from {}: {e}", envelope.mail_from);

@@ -74,6 +74,11 @@ pub async fn status(
         "outbound_connections": server.outbound.active_workers(),
         "connectors": connectors,
         "store": stats,
+        "disk": {
+            "free_bytes": server.disk.free(),
+            "min_free_bytes": server.disk.min_free(),
+            "refusing_mail": server.disk.refusing(),
+        },
         "scan": signatures,
         "unscanned": unscanned,
         "smtp_sessions": server.config.smtp.max_sessions - server.sessions.available_permits(),

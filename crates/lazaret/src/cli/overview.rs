@@ -63,6 +63,17 @@ pub fn status(api: &Api, json: bool) -> Result<()> {
         st["in_mailboxes"],
         Size(st["database_bytes"].as_u64().unwrap_or(0)),
     );
+    let disk = &s["disk"];
+    println!(
+        "Disk: {} free, {} kept in reserve ([store] min_free){}",
+        Size(disk["free_bytes"].as_u64().unwrap_or(0)),
+        Size(disk["min_free_bytes"].as_u64().unwrap_or(0)),
+        if disk["refusing_mail"].as_bool() == Some(true) {
+            " — REFUSING NEW MAIL (452 4.3.1) until space is freed"
+        } else {
+            ""
+        }
+    );
     println!(
         "Quarantine: {} messages ({})",
         st["quarantined"],

@@ -83,6 +83,7 @@ pub async fn run(config: Config) -> Result<()> {
         limits.inbound.recipients.clone(),
     );
     let connection_gate = Arc::new(ConnectionGate::new(&limits.connections));
+    let min_free = config.store.min_free.0;
     let server = Arc::new(Server {
         sessions: Arc::new(Semaphore::new(config.smtp.max_sessions)),
         config,
@@ -110,6 +111,7 @@ pub async fn run(config: Config) -> Result<()> {
         rate_submission,
         rate_inbound,
         connection_gate,
+        disk: crate::disk_space::DiskSpace::new(data_dir.clone(), min_free),
     });
     for listener in submission_listeners {
         let server = server.clone();

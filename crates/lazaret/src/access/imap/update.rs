@@ -282,6 +282,10 @@ pub async fn append(
         session.tagged(tag, "NO", "[TOOBIG] message is over the size limit");
         return;
     }
+    if session.server.disk.refuses(data.len() as u64) {
+        session.tagged(tag, "NO", crate::disk_space::IMAP_TEXT);
+        return;
+    }
     let internal = date.map(|d| d.as_ref().timestamp());
     let id = hex::encode(rand::random::<[u8; 8]>());
     let (user, name, names) = (
@@ -313,6 +317,10 @@ pub async fn append(
                 format!("[TRYCREATE] {m}")
             };
             session.tagged(tag, "NO", &text);
+        }
+        Err(e) if e.is_disk_full() => {
+            session.server.disk.note_full();
+            session.tagged(tag, "NO", crate::disk_space::IMAP_TEXT);
         }
         Err(e) => session.tagged(tag, "NO", &format!("[UNAVAILABLE] {e}")),
     }
