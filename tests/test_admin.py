@@ -21,6 +21,17 @@ def test_admin_api_needs_its_token(server):
     assert status == 200 and json.loads(body)["hostname"] == "mx.lazaret.test"
     mode = os.stat(server.data_dir / "admin.token").st_mode & 0o777
     assert mode == 0o600
+    # A web page elsewhere is refused even with the token; the console's own origin is not.
+    auth = f"Authorization: Bearer {server.token}"
+    status, body = server.curl("/api/status", "-H", auth, "-H", "Origin: http://evil.example")
+    assert status == 403 and "evil.example" in json.loads(body)["error"]
+    status, _ = server.curl("/api/status", "-H", auth, "-H", f"Origin: http://{server.admin}")
+    assert status == 200
+    # Every error answers in JSON, axum's own rejections too.
+    status, body = server.curl("/api/find", "-X", "POST", "-H", auth, "-d", "not json")
+    assert status in (400, 415) and "error" in json.loads(body)
+    status, body = server.curl("/api/nowhere", "-H", auth)
+    assert status == 404 and json.loads(body) == {"error": "Not Found"}
 
 
 def test_openapi_document_describes_the_api(server):

@@ -1,4 +1,5 @@
-//! Bearer-token check for every API call except the OpenAPI document.
+//! Bearer-token check for every API call except the OpenAPI document, and no calls
+//! from web pages of other origins.
 
 use super::{Actor, ApiError};
 use axum::extract::{Request, State};
@@ -11,11 +12,31 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+pub struct Gate {
+    pub token: String,
+    /// `http://ADDRESS` of the admin listener: the only origin whose pages may call.
+    pub origin: String,
+}
+
 pub async fn require_token(
-    State(token): State<Arc<String>>,
+    State(gate): State<Arc<Gate>>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    // A browser names the page's origin on every cross-origin call and on every POST:
+    // a page elsewhere (or a rebound DNS name) that got hold of the token, or that a
+    // later cookie-based console would otherwise authenticate, is refused. The CLI and
+    // curl send no Origin.
+    if let Some(origin) = request.headers().get("origin") {
+        if origin.as_bytes() != gate.origin.as_bytes() {
+            return Err(ApiError::Forbidden(format!(
+                "requests from pages of {} are refused; the admin API takes calls from {} and from programs",
+                String::from_utf8_lossy(origin.as_bytes()),
+                gate.origin
+            )));
+        }
+    }
+    let token = &gate.token;
     let given = request
         .headers()
         .get("authorization")

@@ -96,7 +96,10 @@ pub fn router(server: Arc<Server>, token: String) -> Router {
         .route("/api/lockdown", post(runbook::lockdown))
         .route("/api/recover", post(runbook::recover))
         .layer(axum::middleware::from_fn_with_state(
-            Arc::new(token),
+            Arc::new(auth::Gate {
+                token,
+                origin: format!("http://{}", server.admin_address),
+            }),
             auth::require_token,
         ))
         .with_state(server);
@@ -106,4 +109,5 @@ pub fn router(server: Arc<Server>, token: String) -> Router {
             get(|| async { ([("content-type", "application/json")], OPENAPI) }),
         )
         .merge(api)
+        .layer(axum::middleware::from_fn(error::json_errors))
 }
