@@ -241,22 +241,13 @@ impl EmbeddedStore {
                 ));
             }
         }
-        let unreferenced: Vec<i64> = c
-            .prepare(UNREFERENCED)?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        if !unreferenced.is_empty() {
-            report.faults.push(fault(
-                "unreferenced_message",
-                unreferenced.len() as u64,
-                unreferenced
-                    .iter()
-                    .map(|id| format!("message {id}"))
-                    .collect(),
-                "deletes the rows (no queue, folder or quarantine holds them)",
-                true,
-            ));
-        }
+        let unreferenced = ids(c, UNREFERENCED, [])?;
+        message_fault(
+            &mut report,
+            "unreferenced_message",
+            &unreferenced,
+            "deletes the rows (no queue, folder or quarantine holds them)",
+        );
         self.check_blobs(c, deep, progress, &mut report)?;
         self.check_text_index(c, &mut report)?;
         Ok(report)
@@ -300,37 +291,26 @@ impl EmbeddedStore {
             [],
             |r| r.get(0),
         )?;
-        let missing: Vec<i64> = c
-            .prepare(&format!(
+        let missing = ids(
+            c,
+            &format!(
                 "SELECT id FROM messages WHERE id <= ?1 EXCEPT SELECT rowid FROM {T}.text_index"
-            ))?
-            .query_map([through], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        if !missing.is_empty() {
-            report.faults.push(fault(
-                "text_index_missing",
-                missing.len() as u64,
-                missing.iter().map(|id| format!("message {id}")).collect(),
-                "rebuilds the text index from the messages, in the background",
-                true,
-            ));
-        }
-        let stale: Vec<i64> = c
-            .prepare(&format!(
-                "SELECT rowid FROM {T}.text_index EXCEPT SELECT id FROM messages
-                 EXCEPT SELECT message FROM text_deleted"
-            ))?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        if !stale.is_empty() {
-            report.faults.push(fault(
-                "text_index_stale",
-                stale.len() as u64,
-                stale.iter().map(|id| format!("message {id}")).collect(),
-                "has the indexer drop them",
-                true,
-            ));
-        }
+            ),
+            [through],
+        )?;
+        message_fault(
+            report,
+            "text_index_missing",
+            &missing,
+            "rebuilds the text index from the messages, in the background",
+        );
+        let stale = ids(c, &stale_sql(), [])?;
+        message_fault(
+            report,
+            "text_index_stale",
+            &stale,
+            "has the indexer drop them",
+        );
         Ok(())
     }
 
@@ -353,28 +333,24 @@ impl EmbeddedStore {
                     report.repaired.push((check.kind.to_string(), changed));
                 }
             }
-            let orphans: Vec<i64> = c
-                .prepare(
-                    "SELECT message FROM fingerprints f
-                          WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id=f.message)",
-                )?
-                .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
+            let orphans = ids(
+                c,
+                "SELECT message FROM fingerprints f
+                 WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id=f.message)",
+                [],
+            )?;
             if !orphans.is_empty() {
                 super::clusters::forget(c, &orphans)?;
                 report
                     .repaired
                     .push(("orphan_fingerprints".into(), orphans.len() as u64));
             }
-            let ids: Vec<i64> = c
-                .prepare(UNREFERENCED)?
-                .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            let legacy = unreferenced(c, &ids)?;
-            if !ids.is_empty() {
+            let gone = ids(c, UNREFERENCED, [])?;
+            let legacy = unreferenced(c, &gone)?;
+            if !gone.is_empty() {
                 report
                     .repaired
-                    .push(("unreferenced_message".into(), ids.len() as u64));
+                    .push(("unreferenced_message".into(), gone.len() as u64));
             }
             Ok((report, legacy))
         })?;
@@ -392,21 +368,14 @@ impl EmbeddedStore {
             .find(|f| f.kind == "text_index_stale")
             .map_or(0, |f| f.count);
         if stale > 0 {
-            let ids = self.read(|c| {
-                Ok(c.prepare(&format!(
-                    "SELECT rowid FROM {T}.text_index EXCEPT SELECT id FROM messages
-                     EXCEPT SELECT message FROM text_deleted"
-                ))?
-                .query_map([], |r| r.get::<_, i64>(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()?)
-            })?;
-            let n = ids.len() as u64;
+            let stale = self.read(|c| ids(c, &stale_sql(), []))?;
+            let n = stale.len() as u64;
             // Ids are never reused, so an id the messages table lacks now never
             // comes back: telling the indexer to drop it is safe at any time.
             self.write(move |c| {
                 let mut forget =
                     c.prepare_cached("INSERT OR IGNORE INTO text_deleted(message) VALUES(?1)")?;
-                for id in ids {
+                for id in stale {
                     forget.execute([id])?;
                 }
                 Ok(())
@@ -416,6 +385,31 @@ impl EmbeddedStore {
         }
         Ok(report)
     }
+}
+
+/// The message ids a query selects.
+fn ids(c: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<i64>> {
+    Ok(c.prepare(sql)?
+        .query_map(params, |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// A fault over messages, if any have it.
+fn message_fault(report: &mut CheckReport, kind: &'static str, ids: &[i64], repair: &'static str) {
+    if !ids.is_empty() {
+        let examples = ids.iter().map(|id| format!("message {id}")).collect();
+        report
+            .faults
+            .push(fault(kind, ids.len() as u64, examples, repair, true));
+    }
+}
+
+/// Index entries of messages that are gone, which the indexer was not told about.
+fn stale_sql() -> String {
+    format!(
+        "SELECT rowid FROM {T}.text_index EXCEPT SELECT id FROM messages
+         EXCEPT SELECT message FROM text_deleted"
+    )
 }
 
 fn fault(
