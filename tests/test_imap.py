@@ -212,6 +212,36 @@ def test_idle_reports_new_mail(server):
     m.logout()
 
 
+def test_a_flood_while_idling_closes_the_session(server):
+    # During IDLE only a DONE line may come; endless bytes without a line end must not
+    # grow the session's buffer (found by review for issue #20).
+    m = server.imap("bob@localhost")
+    m.select("INBOX")
+    tag = m._new_tag().decode()
+    m.send(f"{tag} IDLE\r\n".encode())
+    assert m.readline().startswith(b"+")
+    try:
+        for _ in range(64):
+            m.send(b"x" * 4096)
+    except OSError:
+        pass
+    m.sock.settimeout(15)
+    rest = b""
+    try:
+        while True:
+            chunk = m.sock.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+    except OSError:
+        pass
+    assert f"{tag} BAD".encode() in rest and b"* BYE" in rest, rest
+    # The server goes on.
+    m2 = server.imap("bob@localhost")
+    assert m2.select("INBOX")[0] == "OK"
+    m2.logout()
+
+
 def test_starttls_then_login(server):
     m = server.imap()
     ctx = ssl.create_default_context()

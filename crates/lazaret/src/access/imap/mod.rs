@@ -266,6 +266,12 @@ async fn run_next(
                     }
                     return true;
                 }
+                // Anything but a short DONE line is a client flooding the session.
+                if framer.buffered() > MAX_LINE {
+                    session.tagged(&tag, "BAD", "expected DONE");
+                    bye(session, "line too long").await;
+                    return false;
+                }
                 let woken = tokio::time::timeout(keepalive, wait(session, framer, gate, events));
                 match woken.await {
                     // Keeps NAT and firewall state alive, and finds a peer that went away
