@@ -11,6 +11,7 @@ mod deliver;
 mod disk_space;
 mod mailfile;
 mod memory;
+mod metrics;
 mod net;
 mod privileges;
 mod queue;

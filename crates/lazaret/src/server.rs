@@ -60,6 +60,8 @@ pub struct Server {
     pub connection_gate: Arc<crate::connection_limits::ConnectionGate>,
     /// `[store] min_free`: whether new mail still fits.
     pub disk: crate::disk_space::DiskSpace,
+    /// Counters for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Server {

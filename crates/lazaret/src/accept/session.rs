@@ -31,6 +31,11 @@ pub async fn handle(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, po
         let _ = conn.write_all(&out).await;
         return;
     };
+    let _open = server.metrics.session(match port {
+        Port::Inbound => crate::metrics::Listener::Smtp,
+        Port::Submission => crate::metrics::Listener::Submission,
+    });
+    let submission = port == Port::Submission;
     let cfg = &server.config.smtp;
     let mut session = Session::new(SessionConfig {
         hostname: hostname.clone(),
@@ -77,6 +82,13 @@ pub async fn handle(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, po
                         verdict = RcptVerdict::Reject(reply);
                     }
                 }
+                server.metrics.recipient(
+                    submission,
+                    match &verdict {
+                        RcptVerdict::Reject(reply) => reply.code,
+                        _ => 250,
+                    },
+                );
                 session.rcpt_verdict(verdict);
             }
             Event::Authenticate { user, password } => {
@@ -103,6 +115,9 @@ pub async fn handle(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, po
             }
             Event::Message { envelope, data } => {
                 let result = accept_message(&server, &envelope, peer, data).await;
+                server
+                    .metrics
+                    .message(submission, result.as_ref().map_or_else(|r| r.code, |_| 250));
                 session.message_result(result);
             }
             Event::StartTls => {

@@ -77,11 +77,14 @@ pub async fn login(
     user: &str,
     password: &str,
 ) -> Result<String, LoginError> {
+    use crate::metrics::LoginOutcome;
     if let Some(message) = server.access.refusal() {
+        server.metrics.login(LoginOutcome::Disabled);
         return Err(LoginError::Disabled(message));
     }
     let cfg = &server.config.auth;
     if server.logins.throttled(peer, cfg) {
+        server.metrics.login(LoginOutcome::Throttled);
         tokio::time::sleep(cfg.failure_delay.as_std()).await;
         return Err(LoginError::Throttled);
     }
@@ -96,10 +99,12 @@ pub async fn login(
     drop(_turn);
     match verdict {
         Ok(true) => {
+            server.metrics.login(LoginOutcome::Succeeded);
             server.logins.succeeded(peer);
             Ok(address)
         }
         Ok(false) => {
+            server.metrics.login(LoginOutcome::Failed);
             server.logins.failed(peer);
             tracing::info!(%peer, user = %address, "failed login");
             tokio::time::sleep(cfg.failure_delay.as_std()).await;

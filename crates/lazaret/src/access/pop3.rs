@@ -64,6 +64,8 @@ async fn maildrop(server: &Arc<Server>, user: &str) -> Result<Vec<MaildropEntry>
 }
 
 pub async fn handle(server: Arc<Server>, stream: TcpStream, peer: SocketAddr) {
+    let metrics = server.clone();
+    let _open = metrics.metrics.session(crate::metrics::Listener::Pop3);
     let mut conn = Conn::Plain(stream);
     let mut gate = server.access.subscribe();
     gate.borrow_and_update();

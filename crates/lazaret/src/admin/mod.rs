@@ -12,6 +12,7 @@ pub mod find;
 mod import;
 pub mod jobs;
 mod messages;
+mod metrics;
 mod outbound;
 mod queues;
 pub mod runbook;
@@ -70,6 +71,7 @@ pub fn router(server: Arc<Server>, token: String) -> Router {
         .route("/api/import", post(import::import))
         .route("/api/reindex", post(import::reindex))
         .route("/api/check", post(check::check))
+        .route("/metrics", get(metrics::metrics))
         .route(
             "/api/signatures",
             get(scan::list)
@@ -102,12 +104,17 @@ pub fn router(server: Arc<Server>, token: String) -> Router {
             }),
             auth::require_token,
         ))
-        .with_state(server);
+        .with_state(server.clone());
+    let probes = Router::new()
+        .route("/health", get(metrics::health))
+        .route("/ready", get(metrics::ready))
+        .with_state(server.clone());
     Router::new()
         .route(
             "/api/openapi.json",
             get(|| async { ([("content-type", "application/json")], OPENAPI) }),
         )
+        .merge(probes)
         .merge(api)
         .layer(axum::middleware::from_fn(error::json_errors))
 }

@@ -112,6 +112,7 @@ pub async fn run(config: Config) -> Result<()> {
         rate_inbound,
         connection_gate,
         disk: crate::disk_space::DiskSpace::new(data_dir.clone(), min_free),
+        metrics: crate::metrics::Metrics::default(),
     });
     for listener in submission_listeners {
         let server = server.clone();

@@ -105,6 +105,8 @@ pub async fn handle_tls(server: Arc<Server>, stream: TcpStream, peer: SocketAddr
 }
 
 async fn serve(server: Arc<Server>, conn: Conn, peer: SocketAddr, tls: bool) {
+    let metrics = server.clone();
+    let _open = metrics.metrics.session(crate::metrics::Listener::Imap);
     let max_literal = server.config.smtp.max_message_size.0.min(u32::MAX as u64) as u32;
     let mut framer = Framer::new(max_literal, MAX_LINE);
     let mut gate = server.access.subscribe();
