@@ -33,7 +33,7 @@ class Server:
             + ("" if "[smtp]" in extra_config else '\n[smtp]\nlisten = ["127.0.0.1:0"]\n')
             + ("" if "[pop3]" in extra_config else '\n[pop3]\nlisten = ["127.0.0.1:0"]\n')
             + ("" if "[imap]" in extra_config else '\n[imap]\nlisten = ["127.0.0.1:0"]\n')
-            + '\n[submission]\nlisten = ["127.0.0.1:0"]\n'
+            + ("" if "[submission]" in extra_config else '\n[submission]\nlisten = ["127.0.0.1:0"]\n')
             + '\n[admin]\nlisten = "127.0.0.1:0"\n'
             + ("" if "[delivery]" in extra_config else '\n[delivery]\npoll_interval = "1s"\n')
             + '\n[auth]\nfailure_delay = "1s"\nmax_failures = 3\n'
@@ -72,6 +72,7 @@ class Server:
         self.imap_port = int(port)
         self.submission_host, port = info["submission"][0].rsplit(":", 1)
         self.submission_port = int(port)
+        self.submissions_port = int(info["submissions"][0].rsplit(":", 1)[1]) if info.get("submissions") else None
         self.token = (self.data_dir / "admin.token").read_text().strip()
 
     def stop(self, sig=signal.SIGTERM):

@@ -85,3 +85,42 @@ def test_access_disable_refuses_submission_logins(server):
     server.cli("access", "enable")
     with server.submission() as s:
         s.login("alice@localhost", "secret")
+
+
+def test_submission_with_implicit_tls(make_server):
+    """Port 465 (RFC 8314): TLS from the first byte, no STARTTLS to offer, AUTH
+    required as on 587, and the Received: line says ESMTPSA."""
+    import ssl
+
+    s = make_server('[submission]\nlisten = ["127.0.0.1:0"]\ntls_listen = ["127.0.0.1:0"]\n')
+    s.add_user("alice@localhost")
+    s.add_user("bob@localhost")
+    assert s.submissions_port
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with smtplib.SMTP_SSL(s.submission_host, s.submissions_port, context=ctx, timeout=10) as c:
+        code, _ = c.ehlo()
+        assert code == 250
+        assert not c.has_extn("starttls") and c.has_extn("auth")
+        with pytest.raises(smtplib.SMTPSenderRefused) as e:
+            c.sendmail("alice@localhost", ["bob@localhost"], "Subject: no auth\r\n\r\nx\r\n")
+        assert e.value.smtp_code == 530
+        c.login("alice@localhost", "secret")
+        assert c.sendmail("alice@localhost", ["bob@localhost"], "Subject: over 465\r\n\r\nhi\r\n") == {}
+    [m] = s.wait_delivered("bob@localhost", 1)
+    status, raw = s.curl(f"/api/messages/{m['id']}/raw", "-H", f"Authorization: Bearer {s.token}")
+    assert "with ESMTPSA" in raw, raw[:400]
+    names = {l["name"] for l in s.cli_json("status")["listeners"]}
+    assert "submissions" in names
+    # A client that does not speak TLS gets nothing in the clear.
+    import socket
+
+    with socket.create_connection((s.submission_host, s.submissions_port), timeout=5) as raw_sock:
+        raw_sock.sendall(b"EHLO plain\r\n")
+        raw_sock.settimeout(5)
+        try:
+            data = raw_sock.recv(100)
+        except OSError:
+            data = b""
+        assert not data.startswith(b"220"), data

@@ -369,7 +369,8 @@ pub struct SmtpConfig {
 pub struct ListenerConfig {
     #[serde(default)]
     pub listen: Vec<SocketAddr>,
-    /// Implicit-TLS ports (e.g. IMAPS 993): TLS from the first byte. IMAP only.
+    /// Implicit-TLS ports: TLS from the first byte (IMAPS 993; submission 465, RFC
+    /// 8314). IMAP and submission.
     #[serde(default)]
     pub tls_listen: Vec<SocketAddr>,
     /// IMAP: how often an idling client gets `* OK still here` (default 2 minutes).
@@ -864,10 +865,10 @@ impl Config {
                 "give both cert and key, or neither (a self-signed pair is then made)".into(),
             ));
         }
-        if !self.pop3.tls_listen.is_empty() || !self.submission.tls_listen.is_empty() {
+        if !self.pop3.tls_listen.is_empty() {
             return Err(invalid(
-                "tls_listen",
-                "implicit TLS is available on [imap] only in this version; use STLS/STARTTLS on pop3 and submission".into(),
+                "pop3.tls_listen",
+                "implicit TLS is available on [imap] and [submission] in this version; use STLS on pop3".into(),
             ));
         }
         if self.delivery.retry_schedule.is_empty()

@@ -36,6 +36,7 @@ pub struct Server {
     pub imap_addresses: Vec<std::net::SocketAddr>,
     pub imaps_addresses: Vec<std::net::SocketAddr>,
     pub submission_addresses: Vec<std::net::SocketAddr>,
+    pub submissions_addresses: Vec<std::net::SocketAddr>,
     /// A user's mail changed (delivery, IMAP, POP3): open IMAP sessions of that user
     /// refresh their view.
     pub mailbox_events: tokio::sync::broadcast::Sender<String>,

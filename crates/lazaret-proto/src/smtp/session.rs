@@ -299,6 +299,13 @@ impl Session {
         }
     }
 
+    /// A connection that was TLS from its first byte (submissions, RFC 8314): no
+    /// STARTTLS to offer, passwords may be sent, `Received:` says so.
+    pub fn tls_from_the_start(&mut self) {
+        self.envelope.tls = true;
+        self.config.plaintext_auth_allowed = true;
+    }
+
     /// After the handshake the session starts over (RFC 3207 section 4.2).
     pub fn tls_established(&mut self) {
         if matches!(self.stage, Stage::AwaitTls) {

@@ -23,8 +23,33 @@ pub enum Port {
 }
 
 pub async fn handle(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, port: Port) {
+    serve(server, Conn::Plain(stream), peer, port, false).await
+}
+
+/// Submission with implicit TLS (port 465, RFC 8314): the handshake comes before the
+/// greeting.
+pub async fn handle_tls(server: Arc<Server>, stream: TcpStream, peer: SocketAddr) {
+    let Some(acceptor) = server.tls.clone() else {
+        return;
+    };
+    let timeout = server.config.smtp.idle_timeout.as_std();
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            serve(
+                server,
+                Conn::Tls(Box::new(tls)),
+                peer,
+                Port::Submission,
+                true,
+            )
+            .await
+        }
+        _ => tracing::debug!(%peer, "submission TLS handshake failed"),
+    }
+}
+
+async fn serve(server: Arc<Server>, mut conn: Conn, peer: SocketAddr, port: Port, tls: bool) {
     let hostname = server.config.hostname.clone();
-    let mut conn = Conn::Plain(stream);
     let Ok(_permit) = server.sessions.clone().try_acquire_owned() else {
         let mut out = Vec::new();
         Session::busy_reply(&hostname).write_to(&mut out);
@@ -46,6 +71,9 @@ pub async fn handle(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, po
         submission: port == Port::Submission,
         plaintext_auth_allowed: peer.ip().is_loopback(),
     });
+    if tls {
+        session.tls_from_the_start();
+    }
     let idle = cfg.idle_timeout.as_std();
     let mut buf = vec![0u8; 64 * 1024];
     // The transaction whose message was counted against the rate limits already.

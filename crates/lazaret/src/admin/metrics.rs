@@ -26,7 +26,10 @@ impl Exposition {
                 if i > 0 {
                     self.0.push(',');
                 }
-                let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                let v = v
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n");
                 let _ = write!(self.0, "{k}=\"{v}\"");
             }
             self.0.push('}');
@@ -43,7 +46,10 @@ impl Exposition {
 pub async fn metrics(State(server): State<Arc<Server>>) -> Response {
     match render(&server).await {
         Ok(text) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             text,
         )
             .into_response(),
@@ -80,7 +86,11 @@ async fn render(server: &Arc<Server>) -> Result<String, super::ApiError> {
         "Sessions accepted since start, by listener.",
     );
     for (l, name) in LISTENERS {
-        out.sample("lazaret_connections_total", &[("listener", name)], m.opened(l));
+        out.sample(
+            "lazaret_connections_total",
+            &[("listener", name)],
+            m.opened(l),
+        );
     }
     out.family(
         "lazaret_smtp_messages_total",
@@ -172,14 +182,43 @@ async fn render(server: &Arc<Server>) -> Result<String, super::ApiError> {
         .map_or(0, |d| d.as_secs() as i64);
     for q in &queues {
         let age = q.oldest.map_or(0, |t| (now - t).max(0));
-        out.sample("lazaret_queue_oldest_age_seconds", &[("queue", &q.name)], age);
+        out.sample(
+            "lazaret_queue_oldest_age_seconds",
+            &[("queue", &q.name)],
+            age,
+        );
     }
 
-    out.single("lazaret_store_messages", "gauge", "Messages stored (each content once).", stats.messages);
-    out.single("lazaret_store_message_bytes", "gauge", "Bytes of the stored messages.", stats.message_bytes);
-    out.single("lazaret_store_database_bytes", "gauge", "Size of the metadata database.", stats.database_bytes);
-    out.single("lazaret_quarantine_messages", "gauge", "Messages in quarantine.", stats.quarantined);
-    out.single("lazaret_quarantine_bytes", "gauge", "Bytes in quarantine.", stats.quarantine_bytes);
+    out.single(
+        "lazaret_store_messages",
+        "gauge",
+        "Messages stored (each content once).",
+        stats.messages,
+    );
+    out.single(
+        "lazaret_store_message_bytes",
+        "gauge",
+        "Bytes of the stored messages.",
+        stats.message_bytes,
+    );
+    out.single(
+        "lazaret_store_database_bytes",
+        "gauge",
+        "Size of the metadata database.",
+        stats.database_bytes,
+    );
+    out.single(
+        "lazaret_quarantine_messages",
+        "gauge",
+        "Messages in quarantine.",
+        stats.quarantined,
+    );
+    out.single(
+        "lazaret_quarantine_bytes",
+        "gauge",
+        "Bytes in quarantine.",
+        stats.quarantine_bytes,
+    );
     out.single(
         "lazaret_scan_backlog_messages",
         "gauge",
@@ -247,7 +286,12 @@ async fn render(server: &Arc<Server>) -> Result<String, super::ApiError> {
             "Resident memory size in bytes.",
             rss,
         );
-        out.single("process_open_fds", "gauge", "Number of open file descriptors.", fds);
+        out.single(
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            fds,
+        );
     }
     Ok(out.0)
 }

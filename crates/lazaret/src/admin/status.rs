@@ -47,6 +47,7 @@ pub async fn status(
         .collect();
     for (name, addresses) in [
         ("submission", &server.submission_addresses),
+        ("submissions", &server.submissions_addresses),
         ("imap", &server.imap_addresses),
         ("imaps", &server.imaps_addresses),
         ("pop3", &server.pop3_addresses),

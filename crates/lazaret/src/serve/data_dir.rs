@@ -25,6 +25,9 @@ pub struct Listeners {
     pub imaps: Vec<SocketAddr>,
     #[serde(default)]
     pub submission: Vec<SocketAddr>,
+    /// Submission with implicit TLS (`[submission] tls_listen`, port 465).
+    #[serde(default)]
+    pub submissions: Vec<SocketAddr>,
     pub admin: SocketAddr,
 }
 

@@ -61,6 +61,8 @@ pub async fn run(config: Config) -> Result<()> {
         bind_all("imap.tls_listen", &config.imap.tls_listen).await?;
     let (submission_listeners, submission_addresses) =
         bind_all("submission.listen", &config.submission.listen).await?;
+    let (submissions_listeners, submissions_addresses) =
+        bind_all("submission.tls_listen", &config.submission.tls_listen).await?;
     // An empty setting means access was enabled again.
     let disabled_message = store
         .setting(crate::access::gate::SETTING)?
@@ -100,6 +102,7 @@ pub async fn run(config: Config) -> Result<()> {
         imap_addresses,
         imaps_addresses,
         submission_addresses,
+        submissions_addresses,
         mailbox_events: tokio::sync::broadcast::channel(1024).0,
         jobs: admin::jobs::Jobs::default(),
         folder_index: Default::default(),
@@ -129,6 +132,16 @@ pub async fn run(config: Config) -> Result<()> {
                     crate::accept::session::Port::Submission,
                 )
             },
+        ));
+    }
+    for listener in submissions_listeners {
+        let server = server.clone();
+        let gate = server.connection_gate.clone();
+        tokio::spawn(crate::net::accept_loop(
+            listener,
+            gate,
+            Refusal::Silent,
+            move |stream, peer| crate::accept::session::handle_tls(server.clone(), stream, peer),
         ));
     }
     for listener in imap_listeners {
@@ -182,6 +195,7 @@ pub async fn run(config: Config) -> Result<()> {
             imap: server.imap_addresses.clone(),
             imaps: server.imaps_addresses.clone(),
             submission: server.submission_addresses.clone(),
+            submissions: server.submissions_addresses.clone(),
             admin: admin_addr,
         },
     )?;
@@ -266,6 +280,17 @@ fn print_banner(server: &Server, admin: std::net::SocketAddr, smtp_stopped: bool
             .map(|a| a.to_string())
             .collect();
         println!("  imap:   {} (STARTTLS)", imap.join(", "));
+    }
+    if !server.submissions_addresses.is_empty() {
+        let list: Vec<String> = server
+            .submissions_addresses
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        println!(
+            "  submissions: {} (implicit TLS, AUTH required)",
+            list.join(", ")
+        );
     }
     if !server.imaps_addresses.is_empty() {
         let imaps: Vec<String> = server
