@@ -32,7 +32,8 @@ pub const EXIT_UNREACHABLE: i32 = 3;
     about = "A mail server built to survive a virus outbreak"
 )]
 pub struct Args {
-    /// Config file (default: ./lazaret.toml if it exists, else built-in defaults)
+    /// Config file (default: ./lazaret.toml if it exists, else /etc/lazaret/lazaret.toml
+    /// if it exists, else built-in defaults)
     #[arg(short, long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -213,12 +214,20 @@ impl Args {
 }
 
 /// The config the user meant: `-c`, else `./lazaret.toml`, else built-in defaults.
+/// The installed server's config (Debian package), used when there is no -c and no
+/// ./lazaret.toml.
+const SYSTEM_CONFIG: &str = "/etc/lazaret/lazaret.toml";
+
 pub fn load_config(path: Option<&Path>) -> Result<Config> {
     let usage = |e: lazaret_core::ConfigError| Failure::new(EXIT_USAGE, e.to_string());
     match path {
         Some(p) => Ok(Config::load(p).map_err(usage)?),
         None if Path::new("lazaret.toml").exists() => {
             Ok(Config::load(Path::new("lazaret.toml")).map_err(usage)?)
+        }
+        // Where the Debian package puts it: the CLI finds the installed server.
+        None if Path::new(SYSTEM_CONFIG).exists() => {
+            Ok(Config::load(Path::new(SYSTEM_CONFIG)).map_err(usage)?)
         }
         None => Ok(Config::default()),
     }
