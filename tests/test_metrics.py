@@ -96,3 +96,23 @@ def test_health_and_ready_for_load_balancers(server):
     assert probe(server, "/health")[0] == 200, "stopped is not dead"
     server.cli("smtp", "start")
     assert probe(server, "/ready") == (200, "ready\n")
+
+
+def test_the_grafana_dashboard_asks_only_for_metrics_that_exist(server):
+    """docs/grafana-lazaret.json: every series its panels query is one /metrics has."""
+    import json
+    import pathlib
+    import re
+
+    dash = json.loads((pathlib.Path(__file__).resolve().parent.parent / "docs" / "grafana-lazaret.json").read_text())
+    wanted = {name for p in dash["panels"] for t in p["targets"]
+              for name in re.findall(r"\b((?:lazaret|process)_[a-z_]+)", t["expr"])}
+    req = urllib.request.Request(f"http://{server.admin}/metrics",
+                                 headers={"Authorization": f"Bearer {server.token}"})
+    text = urllib.request.urlopen(req, timeout=10).read().decode()
+    families = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
+    # Counters are exposed as NAME_total and typed as NAME by the parser's rules; the
+    # text format names them in full.
+    missing = sorted(w for w in wanted if w not in families)
+    assert not missing, missing
+    assert len(dash["panels"]) >= 10

@@ -62,6 +62,19 @@ async fn render(server: &Arc<Server>) -> Result<String, super::ApiError> {
         .store_call(|s| Ok((s.stats()?, s.unscanned_inbound()?)))
         .await?;
     let queues = super::outbound::queue_list(server).await?;
+    // The ten fastest-growing clusters (0.7 s for a thousand on a million messages,
+    // measured; ten cost a fraction of that).
+    let clusters = server
+        .store_call(|s| {
+            s.clusters(&lazaret_store::ClusterQuery {
+                since: None,
+                places: Vec::new(),
+                min: 2,
+                limit: 10,
+                by_growth: true,
+            })
+        })
+        .await?;
     let m = &server.metrics;
     let mut out = Exposition(String::with_capacity(8192));
 
@@ -249,6 +262,30 @@ async fn render(server: &Arc<Server>) -> Result<String, super::ApiError> {
         "Copies frozen in inbound by a cluster hold.",
         stats.held_copies,
     );
+    out.family(
+        "lazaret_cluster_messages",
+        "gauge",
+        "Members still stored of the ten fastest-growing outbreak clusters (lazaret clusters show ID).",
+    );
+    for c in &clusters {
+        out.sample(
+            "lazaret_cluster_messages",
+            &[("cluster", &c.id.to_string())],
+            c.messages,
+        );
+    }
+    out.family(
+        "lazaret_cluster_growth_last_hour",
+        "gauge",
+        "Members the same clusters gained in the last hour.",
+    );
+    for c in &clusters {
+        out.sample(
+            "lazaret_cluster_growth_last_hour",
+            &[("cluster", &c.id.to_string())],
+            c.last_hour,
+        );
+    }
     out.single(
         "lazaret_smtp_inbound_up",
         "gauge",
