@@ -212,6 +212,26 @@ def test_idle_reports_new_mail(server):
     m.logout()
 
 
+def test_an_empty_literal_gets_one_continuation(server):
+    # Found by fuzzing (imap_framer, issue #20): before any login, `{0}` made the
+    # session answer `+` for ever, its output and memory growing without bound.
+    import socket
+
+    with socket.create_connection((server.imap_host, server.imap_port), timeout=10) as s:
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"* OK")
+        s.sendall(b"a LOGIN ali {0}\r\n")
+        assert f.readline().startswith(b"+ ")
+        s.sendall(b"\r\n")
+        line = f.readline()
+        assert line.startswith(b"a NO") or line.startswith(b"a BAD"), line
+        s.sendall(b"b LOGOUT\r\n")
+        rest = f.read()
+        assert b"+ " not in rest and b"b OK" in rest, rest[:300]
+    rss_kb = int(next(l.split()[1] for l in open(f"/proc/{server.proc.pid}/status") if l.startswith("VmRSS:")))
+    assert rss_kb < 200_000, f"{rss_kb} KB resident"
+
+
 def test_a_flood_while_idling_closes_the_session(server):
     # During IDLE only a DONE line may come; endless bytes without a line end must not
     # grow the session's buffer (found by review for issue #20).

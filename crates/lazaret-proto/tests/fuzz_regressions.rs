@@ -1,5 +1,6 @@
 //! Inputs the fuzzers found (fuzz/), kept as tests of the normal suite.
 
+use lazaret_proto::imap::framing::{Framer, Input};
 use lazaret_proto::imap::structure;
 
 /// `imap_fetch` timeout: a 1 KB multipart whose parsed parts name the same children
@@ -14,5 +15,29 @@ fn bodystructure_of_parts_shared_between_multiparts_ends() {
         structure::body_structure(&mut out, &message, extended);
         assert!(out.starts_with(b"("), "a BODYSTRUCTURE");
         assert!(out.len() < 4 << 20, "bounded: {} bytes", out.len());
+    }
+}
+
+/// `imap_framer` timeout (2026-12-01): `a LOGIN ali {00}` — a synchronizing literal of
+/// zero bytes — got a continuation on every call, so the session answered `+` for
+/// ever without reading, its output growing without bound (330 MB within a second on
+/// a live server, before any login). Now one continuation per literal.
+#[test]
+fn an_empty_literal_gets_one_continuation() {
+    let data = include_bytes!("fuzz_regressions/imap_framer_empty_literal.bin");
+    let (_, stream) = data.split_first().unwrap();
+    let mut framer = Framer::new(4096, 1024);
+    let mut calls = 0;
+    for chunk in stream.chunks(1) {
+        framer.push(chunk);
+        loop {
+            calls += 1;
+            assert!(calls < 100_000, "the framer answers without end");
+            match framer.next_input() {
+                Input::Incomplete => break,
+                Input::Reject { close: true, .. } => return,
+                _ => {}
+            }
+        }
     }
 }

@@ -35,6 +35,10 @@ pub struct Framer {
     buf: Vec<u8>,
     /// End of the literal data we agreed to receive, if one is in progress.
     literal_end: usize,
+    /// Buffer length when the last continuation was sent: a literal announced there
+    /// has had its `+`. (A zero-length literal ends where it was announced, so its end
+    /// alone cannot tell; without this, `{0}` got a `+` on every call, for ever.)
+    continued_at: usize,
     max_literal: u32,
     max_line: usize,
 }
@@ -44,6 +48,7 @@ impl Framer {
         Framer {
             buf: Vec::new(),
             literal_end: 0,
+            continued_at: 0,
             max_literal,
             max_line,
         }
@@ -80,12 +85,15 @@ impl Framer {
             Ok((consumed, command)) => {
                 self.buf.drain(..consumed);
                 self.literal_end = 0;
+                self.continued_at = 0;
                 Input::Command(Box::new(command))
             }
             Err(CommandDecodeError::Incomplete) => {
                 let allowed = self.literal_end.max(self.buf.len().min(1)) + self.max_line;
                 if self.buf.len() > allowed {
                     self.buf.clear();
+                    self.literal_end = 0;
+                    self.continued_at = 0;
                     return Input::Reject {
                         tag: None,
                         text: format!("line too long (limit {} bytes)", self.max_line),
@@ -100,6 +108,7 @@ impl Framer {
                     let close = mode == LiteralMode::NonSync;
                     self.buf.clear();
                     self.literal_end = 0;
+                    self.continued_at = 0;
                     return Input::Reject {
                         tag: Some(tag),
                         text: format!(
@@ -110,8 +119,12 @@ impl Framer {
                     };
                 }
                 match mode {
-                    LiteralMode::Sync if self.buf.len() >= self.literal_end => {
+                    LiteralMode::Sync
+                        if self.buf.len() >= self.literal_end
+                            && self.buf.len() > self.continued_at =>
+                    {
                         self.literal_end = self.buf.len() + length as usize;
+                        self.continued_at = self.buf.len();
                         Input::Continue
                     }
                     _ => {
@@ -126,6 +139,7 @@ impl Framer {
                 let line_end = end.map_or(self.buf.len(), |e| e + 1);
                 let line: Vec<u8> = self.buf.drain(..line_end).collect();
                 self.literal_end = 0;
+                self.continued_at = 0;
                 let tag = line
                     .split(|b| *b == b' ')
                     .next()
@@ -191,6 +205,21 @@ mod tests {
         );
         f.push(b" World\r\n");
         assert!(matches!(command(&mut f).body, CommandBody::Append { .. }));
+    }
+
+    #[test]
+    fn an_empty_literal_gets_one_continuation_not_one_per_call() {
+        let mut f = Framer::new(1 << 20, 8192);
+        f.push(b"a LOGIN ali {0}\r\n");
+        assert!(matches!(f.next_input(), Input::Continue));
+        assert!(matches!(f.next_input(), Input::Incomplete));
+        assert!(matches!(f.next_input(), Input::Incomplete));
+        f.push(b"\r\n");
+        assert!(matches!(command(&mut f).body, CommandBody::Login { .. }));
+        // And the next command's literal gets its own.
+        f.push(b"b LOGIN bob {0}\r\n");
+        assert!(matches!(f.next_input(), Input::Continue));
+        assert!(matches!(f.next_input(), Input::Incomplete));
     }
 
     #[test]
