@@ -61,6 +61,8 @@ def test_metrics_count_what_happened(server):
     assert grew("lazaret_connections_total", listener="imap") == 2
     assert grew("lazaret_logins_total", outcome="failed") == 1
     assert grew("lazaret_logins_total", outcome="succeeded") == 1
+    assert grew("lazaret_deliveries_total", destination="local", outcome="delivered") == 5
+    assert grew("lazaret_scanned_total") == 5 and grew("lazaret_scan_detections_total") == 0
     assert value(after, "lazaret_up") == 1
     assert value(after, "lazaret_queue_messages", queue="inbound", state="ready") == 0
     assert value(after, "lazaret_store_messages") == 5

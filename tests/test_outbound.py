@@ -90,6 +90,12 @@ def test_permanent_failure_gives_a_dsn_to_the_sender(relay):
     assert len(peer.messages) == 1
     audit = server.cli("audit").stdout  # delivery is not an admin action: nothing logged
     assert "nobody@far.test" not in audit
+    # /metrics counts the copies by outcome and the bounce.
+    status, text = server.curl("/metrics", "-H", f"Authorization: Bearer {server.token}")
+    assert status == 200
+    assert 'lazaret_deliveries_total{destination="remote",outcome="delivered"} 1' in text
+    assert 'lazaret_deliveries_total{destination="remote",outcome="failed"} 1' in text
+    assert "lazaret_dsns_total 1" in text
 
 
 def test_peer_down_retries_and_delivers_when_it_is_back(make_server):

@@ -33,7 +33,16 @@ pub struct Metrics {
     messages: [[AtomicU64; 3]; 2],
     recipients: [[AtomicU64; 3]; 2],
     logins: [AtomicU64; 4],
+    /// Recipient copies, local and remote: delivered, deferred, failed.
+    deliveries: [[AtomicU64; 3]; 2],
+    dsns: AtomicU64,
+    scanned: AtomicU64,
+    detections: AtomicU64,
 }
+
+/// Where a copy went, for `lazaret_deliveries_total{destination}`.
+pub const DESTINATIONS: [&str; 2] = ["local", "remote"];
+pub const DELIVERY_OUTCOMES: [&str; 3] = ["delivered", "deferred", "failed"];
 
 /// Open while the session lasts.
 pub struct OpenSession<'a> {
@@ -92,6 +101,37 @@ impl Metrics {
 
     pub fn login(&self, outcome: LoginOutcome) {
         self.logins[outcome as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Copies delivered, deferred and failed, locally (`remote` false) or to another
+    /// server.
+    pub fn deliveries(&self, remote: bool, delivered: usize, deferred: usize, failed: usize) {
+        let row = &self.deliveries[remote as usize];
+        for (counter, n) in row.iter().zip([delivered, deferred, failed]) {
+            counter.fetch_add(n as u64, Relaxed);
+        }
+    }
+
+    pub fn dsn(&self) {
+        self.dsns.fetch_add(1, Relaxed);
+    }
+
+    /// Messages the after-queue scanner looked at, and how many it found something in.
+    pub fn scanned(&self, messages: usize, detections: u64) {
+        self.scanned.fetch_add(messages as u64, Relaxed);
+        self.detections.fetch_add(detections, Relaxed);
+    }
+
+    pub fn delivery_count(&self, destination: usize, outcome: usize) -> u64 {
+        self.deliveries[destination][outcome].load(Relaxed)
+    }
+
+    pub fn dsn_count(&self) -> u64 {
+        self.dsns.load(Relaxed)
+    }
+
+    pub fn scan_counts(&self) -> (u64, u64) {
+        (self.scanned.load(Relaxed), self.detections.load(Relaxed))
     }
 
     pub fn open(&self, listener: Listener) -> i64 {

@@ -142,6 +142,39 @@ async fn render(server: &Arc<Server>) -> Result<String, super::ApiError> {
         out.sample("lazaret_logins_total", &[("outcome", name)], m.logins(o));
     }
     out.family(
+        "lazaret_deliveries_total",
+        "counter",
+        "Recipient copies by destination (local, remote) and outcome (delivered, deferred, failed).",
+    );
+    for (d, destination) in crate::metrics::DESTINATIONS.iter().enumerate() {
+        for (o, outcome) in crate::metrics::DELIVERY_OUTCOMES.iter().enumerate() {
+            out.sample(
+                "lazaret_deliveries_total",
+                &[("destination", destination), ("outcome", outcome)],
+                m.delivery_count(d, o),
+            );
+        }
+    }
+    out.single(
+        "lazaret_dsns_total",
+        "counter",
+        "Delivery status notifications (bounces) queued for senders.",
+        m.dsn_count(),
+    );
+    let (scanned, detections) = m.scan_counts();
+    out.single(
+        "lazaret_scanned_total",
+        "counter",
+        "Messages the after-queue scanner scanned.",
+        scanned,
+    );
+    out.single(
+        "lazaret_scan_detections_total",
+        "counter",
+        "Messages in which the scanner found something (quarantined or tagged).",
+        detections,
+    );
+    out.family(
         "lazaret_refused_total",
         "counter",
         "Connections or recipients refused by the limits, by limit.",

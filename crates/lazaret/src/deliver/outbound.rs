@@ -478,6 +478,14 @@ async fn record(server: &Arc<Server>, batch: Vec<AttemptOutcome>) {
     if batch.is_empty() {
         return;
     }
+    for o in &batch {
+        server
+            .metrics
+            .deliveries(true, o.delivered.len(), o.deferred.len(), o.failed.len());
+        if o.dsn.is_some() {
+            server.metrics.dsn();
+        }
+    }
     if let Err(e) = server.store_call(move |s| s.record_attempts(batch)).await {
         // The items stay due and will be sent again: a duplicate, never a loss.
         tracing::error!("cannot record delivery outcomes: {e}");

@@ -27,6 +27,10 @@ pub async fn run(server: Arc<Server>) {
                     retry,
                 )?;
                 let report = store.deliver_local(BATCH, retry)?;
+                for r in [&routed.local, &report] {
+                    s.metrics
+                        .deliveries(false, r.delivered, r.deferred, r.failed);
+                }
                 for user in routed.local.users.iter().chain(&report.users) {
                     let _ = s.mailbox_events.send(user.clone());
                 }

@@ -209,6 +209,7 @@ async fn record(
     recipients.dedup();
     let retry = server.config.delivery.retry_delay.0 as i64;
     let s = server.clone();
+    let scanned = records.len();
     let outcome = server
         .store_call(move |store| {
             let connectors = s.connectors.list();
@@ -224,6 +225,11 @@ async fn record(
         .await;
     match outcome {
         Ok((report, mut routed)) => {
+            server.metrics.scanned(scanned, detected as u64);
+            let local = &routed.local;
+            server
+                .metrics
+                .deliveries(false, local.delivered, local.deferred, local.failed);
             crate::scan::hold::announce(server, std::mem::take(&mut routed.holds)).await;
             for user in &routed.local.users {
                 let _ = server.mailbox_events.send(user.clone());
