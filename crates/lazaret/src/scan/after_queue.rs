@@ -225,7 +225,7 @@ async fn record(
         .await;
     match outcome {
         Ok((report, mut routed)) => {
-            server.metrics.scanned(scanned, detected as u64);
+            server.metrics.scanned(scanned, detected);
             let local = &routed.local;
             server
                 .metrics
