@@ -63,6 +63,11 @@ def test_metrics_count_what_happened(server):
     assert grew("lazaret_logins_total", outcome="succeeded") == 1
     assert grew("lazaret_deliveries_total", destination="local", outcome="delivered") == 5
     assert grew("lazaret_scanned_total") == 5 and grew("lazaret_scan_detections_total") == 0
+    # The writer's histograms: every commit counted, each bucket at most the total.
+    commits = value(after, "lazaret_store_commit_seconds_count")
+    assert commits >= 5 and value(after, "lazaret_store_commit_seconds_bucket", le="+Inf") == commits
+    assert value(after, "lazaret_store_commit_seconds_sum") > 0
+    assert value(after, "lazaret_store_commit_requests_bucket", le="1") <= commits
     assert value(after, "lazaret_up") == 1
     assert value(after, "lazaret_queue_messages", queue="inbound", state="ready") == 0
     assert value(after, "lazaret_store_messages") == 5

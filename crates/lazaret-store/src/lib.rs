@@ -12,7 +12,8 @@ mod password;
 
 pub use embedded::{
     new_message_id, renew_store_id, BlobLocation, CheckFault, CheckReport, EmbeddedStore,
-    ReindexBatch, RepairReport, OUTBOUND_DISABLED, STORE_ID,
+    ReindexBatch, RepairReport, WriterHistograms, BATCH_BUCKETS, COMMIT_BUCKETS_US,
+    OUTBOUND_DISABLED, STORE_ID,
 };
 pub use metadata::{Digests, MessageMetadata, PartInfo};
 pub use model::*;
@@ -261,6 +262,10 @@ pub trait Store: Send + Sync {
     fn check(&self, deep: bool, progress: &(dyn Fn(u64) + Sync)) -> Result<CheckReport>;
     /// Repairs what `check` finds and can be repaired; returns what changed.
     fn repair(&self) -> Result<RepairReport>;
+    /// Histograms of the group commits so far (latency, requests per commit).
+    fn writer_figures(&self) -> WriterHistograms {
+        WriterHistograms::default()
+    }
 
     // Scanning.
     /// Up to `limit` messages in `inbound`, due, never scanned.

@@ -40,6 +40,7 @@ pub use ingest::new_message_id;
 pub use outbound::OUTBOUND_DISABLED;
 pub use reindex::ReindexBatch;
 pub use snapshot::{renew_store_id, STORE_ID};
+pub use writer::{WriterHistograms, BATCH_BUCKETS, COMMIT_BUCKETS_US};
 
 use crate::metadata::{Digests, MessageMetadata};
 use crate::model::*;
@@ -667,6 +668,10 @@ impl Store for EmbeddedStore {
 
     fn repair(&self) -> Result<RepairReport> {
         EmbeddedStore::repair(self)
+    }
+
+    fn writer_figures(&self) -> WriterHistograms {
+        self.writer.figures()
     }
 
     fn setting(&self, key: &str) -> Result<Option<String>> {

@@ -29,6 +29,66 @@ struct Request {
 pub struct Writer {
     tx: mpsc::Sender<Request>,
     generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    figures: std::sync::Arc<WriterFigures>,
+}
+
+/// Upper bounds of the commit-latency buckets, in microseconds (`/metrics`).
+pub const COMMIT_BUCKETS_US: [u64; 10] = [
+    250, 500, 1_000, 2_000, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+];
+/// Upper bounds of the batch-size buckets, in requests.
+pub const BATCH_BUCKETS: [u64; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
+
+/// Histograms of every group commit: how long it took (statements and fsync) and how
+/// many requests it carried. Cumulative counts per bucket, as Prometheus wants them;
+/// the last slot of each is everything (`+Inf`).
+#[derive(Default)]
+pub struct WriterFigures {
+    commit_us: [std::sync::atomic::AtomicU64; 11],
+    commit_sum_us: std::sync::atomic::AtomicU64,
+    batch: [std::sync::atomic::AtomicU64; 9],
+    batch_sum: std::sync::atomic::AtomicU64,
+}
+
+/// A copy of [`WriterFigures`] for `Store::writer_figures`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct WriterHistograms {
+    /// Cumulative counts for each bound of `COMMIT_BUCKETS_US`, then the total.
+    pub commit_us: Vec<u64>,
+    pub commit_sum_us: u64,
+    /// Cumulative counts for each bound of `BATCH_BUCKETS`, then the total.
+    pub batch: Vec<u64>,
+    pub batch_sum: u64,
+}
+
+impl WriterFigures {
+    fn record(&self, took_us: u64, requests: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (i, bound) in COMMIT_BUCKETS_US.iter().enumerate() {
+            if took_us <= *bound {
+                self.commit_us[i].fetch_add(1, Relaxed);
+            }
+        }
+        self.commit_us[COMMIT_BUCKETS_US.len()].fetch_add(1, Relaxed);
+        self.commit_sum_us.fetch_add(took_us, Relaxed);
+        for (i, bound) in BATCH_BUCKETS.iter().enumerate() {
+            if requests <= *bound {
+                self.batch[i].fetch_add(1, Relaxed);
+            }
+        }
+        self.batch[BATCH_BUCKETS.len()].fetch_add(1, Relaxed);
+        self.batch_sum.fetch_add(requests, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> WriterHistograms {
+        use std::sync::atomic::Ordering::Relaxed;
+        WriterHistograms {
+            commit_us: self.commit_us.iter().map(|c| c.load(Relaxed)).collect(),
+            commit_sum_us: self.commit_sum_us.load(Relaxed),
+            batch: self.batch.iter().map(|c| c.load(Relaxed)).collect(),
+            batch_sum: self.batch_sum.load(Relaxed),
+        }
+    }
 }
 
 impl Writer {
@@ -36,11 +96,22 @@ impl Writer {
         let (tx, rx) = mpsc::channel::<Request>();
         let generation = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = generation.clone();
+        let figures = std::sync::Arc::new(WriterFigures::default());
+        let recorded = figures.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(conn, rx, &counter))
+            .spawn(move || run(conn, rx, &counter, &recorded))
             .expect("spawn store writer thread");
-        Writer { tx, generation }
+        Writer {
+            tx,
+            generation,
+            figures,
+        }
+    }
+
+    /// Commit latency and batch size histograms so far.
+    pub fn figures(&self) -> WriterHistograms {
+        self.figures.snapshot()
     }
 
     /// Changes whenever a write transaction may have committed: what was read under
@@ -152,9 +223,15 @@ fn in_savepoint<R>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<R>) 
     }
 }
 
-fn run(conn: Connection, rx: mpsc::Receiver<Request>, generation: &std::sync::atomic::AtomicU64) {
+fn run(
+    conn: Connection,
+    rx: mpsc::Receiver<Request>,
+    generation: &std::sync::atomic::AtomicU64,
+    figures: &WriterFigures,
+) {
     use std::sync::atomic::Ordering::SeqCst;
     while let Ok(first) = rx.recv() {
+        let started = std::time::Instant::now();
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -169,6 +246,7 @@ fn run(conn: Connection, rx: mpsc::Receiver<Request>, generation: &std::sync::at
             continue;
         }
         let visible = batch.iter().any(|r| !r.quiet);
+        let requests = batch.len() as u64;
         // A request alone in its transaction runs outside a savepoint: a savepoint
         // keeps every page the request changes in SQLite's in-memory statement
         // journal, which is cut back after each statement by walking it from its start,
@@ -202,6 +280,7 @@ fn run(conn: Connection, rx: mpsc::Receiver<Request>, generation: &std::sync::at
         if visible {
             generation.fetch_add(1, SeqCst);
         }
+        figures.record(started.elapsed().as_micros() as u64, requests);
         for complete in completions {
             complete(match &commit {
                 Ok(()) => Ok(()),

@@ -349,6 +349,25 @@ async fn render(server: &Arc<Server>) -> Result<String, super::ApiError> {
         "1 while new mail is refused for want of space.",
         server.disk.refusing() as u8,
     );
+    let writer = server.store.writer_figures();
+    histogram(
+        &mut out,
+        "lazaret_store_commit_seconds",
+        "Group commits of the store's writer: time from taking the batch to its durable commit.",
+        lazaret_store::COMMIT_BUCKETS_US
+            .iter()
+            .map(|us| *us as f64 / 1e6),
+        &writer.commit_us,
+        writer.commit_sum_us as f64 / 1e6,
+    );
+    histogram(
+        &mut out,
+        "lazaret_store_commit_requests",
+        "Requests (messages, deliveries, admin changes) carried by each group commit.",
+        lazaret_store::BATCH_BUCKETS.iter().map(|n| *n as f64),
+        &writer.batch,
+        writer.batch_sum as f64,
+    );
     if let Some((rss, fds)) = process_figures() {
         out.single(
             "process_resident_memory_bytes",
@@ -364,6 +383,29 @@ async fn render(server: &Arc<Server>) -> Result<String, super::ApiError> {
         );
     }
     Ok(out.0)
+}
+
+/// A histogram from cumulative bucket counts (the last one `+Inf`, the total).
+fn histogram(
+    out: &mut Exposition,
+    name: &str,
+    help: &str,
+    bounds: impl Iterator<Item = f64>,
+    cumulative: &[u64],
+    sum: f64,
+) {
+    if cumulative.is_empty() {
+        return;
+    }
+    out.family(name, "histogram", help);
+    let bucket = format!("{name}_bucket");
+    for (bound, count) in bounds.zip(cumulative) {
+        out.sample(&bucket, &[("le", &bound.to_string())], count);
+    }
+    let total = cumulative[cumulative.len() - 1];
+    out.sample(&bucket, &[("le", "+Inf")], total);
+    out.sample(&format!("{name}_sum"), &[], sum);
+    out.sample(&format!("{name}_count"), &[], total);
 }
 
 /// Resident memory and open descriptors of this process, from /proc.
