@@ -117,63 +117,23 @@ pub async fn run(config: Config) -> Result<()> {
         disk: crate::disk_space::DiskSpace::new(data_dir.clone(), min_free),
         metrics: crate::metrics::Metrics::default(),
     });
-    for listener in submission_listeners {
-        let server = server.clone();
-        let gate = server.connection_gate.clone();
-        tokio::spawn(crate::net::accept_loop(
-            listener,
-            gate,
-            Refusal::Smtp,
-            move |stream, peer| {
-                crate::accept::session::handle(
-                    server.clone(),
-                    stream,
-                    peer,
-                    crate::accept::session::Port::Submission,
-                )
-            },
-        ));
-    }
-    for listener in submissions_listeners {
-        let server = server.clone();
-        let gate = server.connection_gate.clone();
-        tokio::spawn(crate::net::accept_loop(
-            listener,
-            gate,
-            Refusal::Silent,
-            move |stream, peer| crate::accept::session::handle_tls(server.clone(), stream, peer),
-        ));
-    }
-    for listener in imap_listeners {
-        let server = server.clone();
-        let gate = server.connection_gate.clone();
-        tokio::spawn(crate::net::accept_loop(
-            listener,
-            gate,
-            Refusal::Imap,
-            move |stream, peer| crate::access::imap::handle(server.clone(), stream, peer),
-        ));
-    }
-    for listener in imaps_listeners {
-        let server = server.clone();
-        let gate = server.connection_gate.clone();
-        tokio::spawn(crate::net::accept_loop(
-            listener,
-            gate,
-            Refusal::Silent,
-            move |stream, peer| crate::access::imap::handle_tls(server.clone(), stream, peer),
-        ));
-    }
-    for listener in pop3_listeners {
-        let server = server.clone();
-        let gate = server.connection_gate.clone();
-        tokio::spawn(crate::net::accept_loop(
-            listener,
-            gate,
-            Refusal::Pop3,
-            move |stream, peer| crate::access::pop3::handle(server.clone(), stream, peer),
-        ));
-    }
+    use crate::accept::session::{self as smtp, Port};
+    use crate::access::{imap, pop3};
+    spawn_all(
+        &server,
+        submission_listeners,
+        Refusal::Smtp,
+        |s, stream, peer| smtp::handle(s, stream, peer, Port::Submission),
+    );
+    spawn_all(
+        &server,
+        submissions_listeners,
+        Refusal::Silent,
+        smtp::handle_tls,
+    );
+    spawn_all(&server, imap_listeners, Refusal::Imap, imap::handle);
+    spawn_all(&server, imaps_listeners, Refusal::Silent, imap::handle_tls);
+    spawn_all(&server, pop3_listeners, Refusal::Pop3, pop3::handle);
 
     // An admin who stopped SMTP during an outbreak expects a restart to keep it stopped.
     let stopped = server
@@ -320,4 +280,26 @@ fn print_banner(server: &Server, admin: std::net::SocketAddr, smtp_stopped: bool
     println!(
         "Add a user:  lazaret user add alice@localhost   (then send mail to it on the smtp port)"
     );
+}
+
+/// Starts an accept loop on each listener, every connection handled by `handle`.
+fn spawn_all<F, Fut>(
+    server: &Arc<Server>,
+    listeners: Vec<tokio::net::TcpListener>,
+    refusal: Refusal,
+    handle: F,
+) where
+    F: Fn(Arc<Server>, tokio::net::TcpStream, std::net::SocketAddr) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    for listener in listeners {
+        let (server, handle) = (server.clone(), handle.clone());
+        let gate = server.connection_gate.clone();
+        tokio::spawn(crate::net::accept_loop(
+            listener,
+            gate,
+            refusal,
+            move |stream, peer| handle(server.clone(), stream, peer),
+        ));
+    }
 }
