@@ -489,33 +489,6 @@ impl Blobs {
         None
     }
 
-    /// Whether a message's record in its pack is whole: header (magic, length, store
-    /// id) as written, and bytes with this SHA-256.
-    pub fn is_intact(&self, blob: &BlobRef, sha256: &str) -> bool {
-        use sha2::{Digest, Sha256};
-        let Some(at) = blob.at else {
-            return true;
-        };
-        let Ok(file) = self.pack_file(at.pack) else {
-            return false;
-        };
-        let mut header = [0u8; HEADER as usize];
-        if at.offset < HEADER || file.read_exact_at(&mut header, at.offset - HEADER).is_err() {
-            return false;
-        }
-        let id = blob.uid.as_bytes();
-        let id = &id[..id.len().min(16)];
-        if &header[..8] != MAGIC
-            || header[8..16] != blob.len.to_le_bytes()
-            || &header[16..16 + id.len()] != id
-        {
-            return false;
-        }
-        let mut data = vec![0u8; blob.len as usize];
-        file.read_exact_at(&mut data, at.offset).is_ok()
-            && hex::encode(Sha256::digest(&data)) == sha256
-    }
-
     /// Deletes a message kept in a file of its own (stores from before packs); bytes
     /// in packs are reclaimed by compaction.
     pub fn remove_legacy(&self, uid: &str) {

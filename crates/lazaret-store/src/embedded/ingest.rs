@@ -185,7 +185,7 @@ pub(super) fn verify_newest_pack(c: &Connection, blobs: &Blobs) -> Result<u64> {
         .collect::<rusqlite::Result<_>>()?;
     let torn: Vec<i64> = rows
         .into_iter()
-        .filter(|(_, blob, sha256)| !blobs.is_intact(blob, sha256))
+        .filter(|(_, blob, sha256)| blobs.fault(blob, Some(sha256)).is_some())
         .map(|(id, ..)| id)
         .collect();
     if torn.is_empty() {
