@@ -60,6 +60,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub server: ServerConfig,
+    #[serde(default)]
+    pub log: LogConfig,
     /// The file this was read from (none for the built-in defaults); a backup keeps it.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -90,6 +92,42 @@ impl Default for StoreConfig {
             url: None,
             bucket: None,
             endpoint: None,
+        }
+    }
+}
+
+/// The server's log (standard error, the journal under systemd) and the message event
+/// log kept in the store (`lazaret trace`, `lazaret exposure`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (one line per event, `key=value` fields) or `json` (one JSON object per
+    /// line, for log shippers).
+    #[serde(default)]
+    pub format: LogFormat,
+    /// How long the store keeps each message event (accepted, delivered, read,
+    /// downloaded…): what `trace` and `exposure` can look back on.
+    #[serde(default = "default_event_retention")]
+    pub event_retention: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+fn default_event_retention() -> Duration {
+    Duration(90 * 86400)
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::default(),
+            event_retention: default_event_retention(),
         }
     }
 }

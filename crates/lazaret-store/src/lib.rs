@@ -325,4 +325,15 @@ pub trait Store: Send + Sync {
     fn audit(&self, entry: AuditEntry) -> Result<()>;
     fn audit_since(&self, since: i64) -> Result<Vec<AuditRecord>>;
     fn stats(&self) -> Result<StoreStats>;
+
+    /// Notes in the message event log that `user` accessed messages (downloads). Does
+    /// not wait for the commit: reading mail must not wait on the log.
+    fn record_access(&self, user: &str, events: Vec<AccessEvent>);
+    /// The paths of the messages with store id `id` or Message-ID `message_id`.
+    fn trace(&self, id: Option<&str>, message_id: Option<&str>) -> Result<Vec<MessageTrace>>;
+    /// Every copy of the messages in `scope` and what became of it.
+    fn exposure(&self, scope: &ExposureScope) -> Result<Vec<ExposureRow>>;
+    /// Removes message events older than `before` (unix seconds), at most `limit`;
+    /// returns how many went.
+    fn prune_events(&self, before: i64, limit: usize) -> Result<usize>;
 }

@@ -14,6 +14,20 @@ pub struct Incoming {
     pub data: Vec<u8>,
     /// Set when the message was scanned before it was accepted (reject mode).
     pub scan: Option<ScanStamp>,
+    /// How it arrived: its first event in the message event log.
+    pub via: Via,
+}
+
+/// How a message came into the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Via {
+    /// The inbound SMTP listener.
+    #[default]
+    Smtp,
+    /// Submission, by this authenticated user: a user sending (or forwarding) mail.
+    Submission(String),
+    /// Made by the server itself: a DSN, a hold notice, an IMAP APPEND, an import.
+    Server(&'static str),
 }
 
 /// What the scanner recorded about a message's contents.
@@ -253,6 +267,8 @@ pub struct AttemptOutcome {
     pub error: Option<String>,
     /// A delivery status notification to queue, in the same transaction.
     pub dsn: Option<Incoming>,
+    /// The host that answered (for the `delivered` event).
+    pub remote: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -573,4 +589,83 @@ pub struct ClustersPending {
     pub messages: u64,
     /// When the oldest of them was received (unix seconds).
     pub oldest: Option<i64>,
+}
+
+/// A user's access to a message, for the message event log (exposure reports).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessEvent {
+    /// The message's store id, or its mailbox entry (`m<entry>`).
+    pub message: String,
+    pub kind: AccessKind,
+    /// Where: `imap INBOX`, `pop3`.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessKind {
+    /// The user's client fetched the message's body or a part of it (IMAP
+    /// BODY[]/BODY.PEEK[]/RFC822/BINARY, POP3 RETR).
+    Downloaded,
+}
+
+/// One step of a message's path.
+#[derive(Debug, Clone, Serialize)]
+pub struct TraceEvent {
+    /// Unix seconds.
+    pub at: i64,
+    pub event: String,
+    /// The user, recipient, sender or actor the step concerns ('' if none).
+    pub who: String,
+    pub detail: String,
+}
+
+/// A message's whole path (`lazaret trace`) and where its copies are now.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageTrace {
+    /// The store id ("queued as").
+    pub id: String,
+    /// False once nothing holds the message any more (delivered on, deleted, purged).
+    pub exists: bool,
+    pub message_id: String,
+    pub subject: String,
+    pub from: String,
+    pub events: Vec<TraceEvent>,
+    /// Where its copies are: `queue:NAME (state) rcpts`, `mailbox:USER/FOLDER`,
+    /// `quarantine:xN`.
+    pub now: Vec<String>,
+}
+
+/// Which messages an exposure report covers.
+#[derive(Debug, Clone)]
+pub enum ExposureScope {
+    /// An outbreak cluster (and those merged into it), copies deleted since included.
+    Cluster(i64),
+    /// Queue items, mailbox entries and quarantined messages (ids from `find`).
+    Places(Vec<String>),
+}
+
+/// One copy of a message and what became of it, for `lazaret exposure`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExposureRow {
+    /// The message's store id.
+    pub message: String,
+    pub subject: String,
+    /// The local user or remote address that received the copy.
+    pub recipient: String,
+    /// A user of this server (false: delivered to a remote address).
+    pub local: bool,
+    /// When it was delivered (unix seconds; None: not delivered).
+    pub delivered: Option<i64>,
+    /// When the user first read it (IMAP \Seen set, POP3 RETR).
+    pub read: Option<i64>,
+    /// When the user's client first downloaded its body or an attachment.
+    pub downloaded: Option<i64>,
+    /// When the user sent a copy on through submission.
+    pub forwarded: Option<i64>,
+    /// The copy in the user's folder carries `\\Seen` now (read, perhaps before the
+    /// event log recorded reads).
+    pub seen: bool,
+    /// Where it is now: `mailbox:USER/FOLDER`, `quarantine:xN`, `queue:NAME`,
+    /// `deleted by the user`, `delivered to HOST`, `bounced`, `gone`.
+    pub now: String,
 }

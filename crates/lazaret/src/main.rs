@@ -9,6 +9,7 @@ mod cli;
 mod connection_limits;
 mod deliver;
 mod disk_space;
+mod event_retention;
 mod mailfile;
 mod memory;
 mod metrics;

@@ -531,8 +531,9 @@ fn join(c: &Connection, matched: &BTreeMap<i64, Option<i64>>, now: i64) -> Resul
 /// members fewer. One count update per cluster, not per message: deleting 50,000 worm
 /// copies of one cluster is the outbreak's usual shape, and on a 1M-message store a
 /// per-message update left queue delete at 0.98x `postsuper -d` (from 1.05-1.15x).
-pub(super) fn forget(c: &Connection, messages: &[i64]) -> Result<()> {
+pub(super) fn forget(c: &Connection, messages: &[i64]) -> Result<Vec<(i64, i64)>> {
     let mut fewer: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut members = Vec::new();
     {
         let mut delete =
             c.prepare_cached("DELETE FROM fingerprints WHERE message=?1 RETURNING cluster")?;
@@ -540,6 +541,7 @@ pub(super) fn forget(c: &Connection, messages: &[i64]) -> Result<()> {
             let cluster: Option<Option<i64>> = delete.query_row([m], |r| r.get(0)).optional()?;
             if let Some(Some(cluster)) = cluster {
                 *fewer.entry(cluster).or_default() += 1;
+                members.push((*m, cluster));
             }
         }
     }
@@ -550,7 +552,7 @@ pub(super) fn forget(c: &Connection, messages: &[i64]) -> Result<()> {
     for (cluster, n) in fewer {
         update.execute(params![cluster, n])?;
     }
-    Ok(())
+    Ok(members)
 }
 
 /// Drops lookup keys whose message is gone (purged or deleted: its fingerprint row went

@@ -2,8 +2,9 @@
 //! snapshot SELECT works from, flag changes, copy and move (new UIDs in the target, as
 //! UIDPLUS reports them), append and expunge.
 
+use super::events;
 use super::{unreferenced, EmbeddedStore, Prepared};
-use crate::model::{FlagChange, FlagsStored, Folder, FolderEntry, FolderSnapshot};
+use crate::model::{FlagChange, FlagsStored, Folder, FolderEntry, FolderSnapshot, Via};
 use crate::{now, Result, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -406,13 +407,16 @@ impl EmbeddedStore {
             // One mod-sequence for the whole command, taken at its first real change.
             let mut modseq = None;
             for entry in entries {
-                let current: Option<(String, i64)> = c
+                let current: Option<(String, i64, i64)> = c
                     .prepare_cached(
-                        "SELECT flags, modseq FROM mailbox_entries WHERE id=?1 AND mailbox=?2",
+                        "SELECT flags, modseq, message FROM mailbox_entries
+                         WHERE id=?1 AND mailbox=?2",
                     )?
-                    .query_row(params![entry, folder], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .query_row(params![entry, folder], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
                     .optional()?;
-                let Some((current, current_modseq)) = current else {
+                let Some((current, current_modseq, message)) = current else {
                     continue;
                 };
                 if unchanged_since.is_some_and(|u| current_modseq > u) {
@@ -437,6 +441,11 @@ impl EmbeddedStore {
                     c.prepare_cached("UPDATE mailbox_entries SET flags=?2, modseq=?3 WHERE id=?1")?
                         .execute(params![entry, joined, m])?;
                     entry_modseq = m;
+                    let seen =
+                        |flags: &[String]| flags.iter().any(|f| f.eq_ignore_ascii_case("\\Seen"));
+                    if seen(&set) && !seen(&parse_flags(&current)) {
+                        events::record(c, message, events::READ, &user, &format!("imap {name}"))?;
+                    }
                 }
                 out.entries
                     .push((entry, parse_flags(&joined), entry_modseq));
@@ -487,6 +496,7 @@ impl EmbeddedStore {
                 if remove {
                     c.prepare_cached("DELETE FROM mailbox_entries WHERE id=?1")?
                         .execute([entry])?;
+                    events::record(c, message, events::MOVED, &user, &format!("{from} to {to}"))?;
                 }
                 pairs.push((uid, new_uid));
             }
@@ -513,6 +523,7 @@ impl EmbeddedStore {
             peer: "imap".into(),
             data,
             scan: None,
+            via: Via::Server("imap append"),
         })?;
         self.write_blob(&mut prepared)?;
         self.write(move |c| {

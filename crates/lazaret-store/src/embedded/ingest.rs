@@ -99,6 +99,7 @@ impl Prepared {
             self.location.map(|l| l.offset as i64)
         ])?;
         let message = c.last_insert_rowid();
+        super::events::accepted(c, message, incoming, meta)?;
         count_pack_bytes(c, self.location, self.size as i64)?;
         insert_parts(c, message, meta)?;
         clusters::record(c, message, &self.fingerprint)?;
@@ -202,7 +203,13 @@ pub(super) fn verify_newest_pack(c: &Connection, blobs: &Blobs) -> Result<u64> {
                 c.execute(&format!("DELETE FROM {table} WHERE message=?1"), [id])?;
             }
         }
+        let mark = super::events::pending_mark();
         unreferenced(c, &torn)?;
+        // Never acknowledged, so never there for anyone: no path to trace.
+        super::events::pending_truncate(mark);
+        for id in &torn {
+            c.execute("DELETE FROM message_events WHERE message=?1", [id])?;
+        }
         Ok(())
     })();
     match removed {

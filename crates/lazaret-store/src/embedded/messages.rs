@@ -63,22 +63,28 @@ pub(super) fn count_pack_bytes(c: &Connection, at: Option<BlobLocation>, size: i
     Ok(())
 }
 
+/// A message row nothing points at: uid, pack, offset, size, subject.
+type Unreferenced = (String, Option<u32>, Option<i64>, i64, String);
+
 /// Deletes those of `candidates` (message row ids) that nothing points at any more and
 /// returns their blob ids, to be removed once the transaction has committed.
 pub(super) fn unreferenced(c: &Connection, candidates: &[i64]) -> Result<Vec<String>> {
     let mut blobs = Vec::new();
     let mut gone = Vec::new();
+    let mut last_words = Vec::new();
     for id in candidates {
-        let row: Option<(String, Option<u32>, Option<i64>, i64)> = c
+        let row: Option<Unreferenced> = c
             .prepare_cached(
-                "SELECT uid, blob_pack, blob_offset, size FROM messages m WHERE id=?1
+                "SELECT uid, blob_pack, blob_offset, size, subject FROM messages m WHERE id=?1
                    AND NOT EXISTS (SELECT 1 FROM queue_items q WHERE q.message=m.id)
                    AND NOT EXISTS (SELECT 1 FROM mailbox_entries e WHERE e.message=m.id)
                    AND NOT EXISTS (SELECT 1 FROM quarantine z WHERE z.message=m.id)",
             )?
-            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .query_row([id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
             .optional()?;
-        if let Some((uid, pack, offset, size)) = row {
+        if let Some((uid, pack, offset, size, subject)) = row {
             c.prepare_cached("DELETE FROM messages WHERE id=?1")?
                 .execute([id])?;
             c.prepare_cached("DELETE FROM imap_cache WHERE uid=?1")?
@@ -91,12 +97,21 @@ pub(super) fn unreferenced(c: &Connection, candidates: &[i64]) -> Result<Vec<Str
                     };
                     count_pack_bytes(c, Some(at), -size)?;
                 }
-                None => blobs.push(uid),
+                None => blobs.push(uid.clone()),
             }
             gone.push(*id);
+            last_words.push((*id, uid, subject));
         }
     }
-    super::clusters::forget(c, &gone)?;
+    let clusters: std::collections::HashMap<i64, i64> =
+        super::clusters::forget(c, &gone)?.into_iter().collect();
+    // The log keeps what `trace` and `exposure --cluster` need of a message no longer
+    // stored: its store id, subject and outbreak cluster.
+    for (id, uid, subject) in last_words {
+        let cluster = clusters.get(&id).map(|k| k.to_string()).unwrap_or_default();
+        let subject: String = subject.chars().take(200).collect();
+        super::events::insert(c, id, super::events::GONE, &cluster, &subject, Some(&uid))?;
+    }
     if let Some(&highest) = gone.iter().max() {
         // Ids are never given out twice, even the highest one just freed.
         c.prepare_cached(
@@ -307,6 +322,7 @@ impl EmbeddedStore {
                     .query_row(params![entry, user, mailbox], |r| r.get(0))
                     .optional()?;
                 if let Some(m) = message {
+                    super::events::record(c, m, super::events::EXPUNGED, &user, &mailbox)?;
                     deleted += 1;
                     messages.push(m);
                 }

@@ -7,7 +7,8 @@
 //! delivery), `outbound` (remote queues, attempts, DSNs), `folders` (IMAP's view),
 //! `messages` (reading bodies, deletion, collecting unreferenced rows), `accounts`,
 //! `find`, `clusters` (outbreak clusters), `quarantine` (and import), `scanning`, `reindex`,
-//! `check` (invariants, `lazaret check`), `settings` (settings,
+//! `check` (invariants, `lazaret check`), `events` (the message event log: trace,
+//! exposure), `settings` (settings,
 //! audit, figures); storage mechanics in `blobs`, `compaction`, `text_index`,
 //! `checkpoint`, `changed_pages` (for incremental backups), `writer`, `schema`.
 
@@ -18,6 +19,7 @@ mod check;
 mod checkpoint;
 mod clusters;
 mod compaction;
+mod events;
 mod find;
 mod folders;
 mod ingest;
@@ -692,6 +694,52 @@ impl Store for EmbeddedStore {
 
     fn stats(&self) -> Result<StoreStats> {
         self.stats_impl()
+    }
+
+    fn record_access(&self, user: &str, accessed: Vec<AccessEvent>) {
+        if accessed.is_empty() {
+            return;
+        }
+        let user = user.to_string();
+        // Quiet: no cached read shows the log, so IMAP's folder caches stay valid.
+        let _ = self.writer.submit_quiet(move |c| {
+            let mut by_uid = c.prepare_cached("SELECT id FROM messages WHERE uid=?1")?;
+            let mut by_entry =
+                c.prepare_cached("SELECT message FROM mailbox_entries WHERE id=?1")?;
+            for a in accessed {
+                // A store id, or a mailbox entry's `m<entry>` (POP3 lists those).
+                let entry = a
+                    .message
+                    .strip_prefix('m')
+                    .and_then(|n| n.parse::<i64>().ok());
+                let message = match entry {
+                    Some(n) => by_entry.query_row([n], |r| r.get::<_, i64>(0)).optional()?,
+                    None => by_uid
+                        .query_row([&a.message], |r| r.get::<_, i64>(0))
+                        .optional()?,
+                };
+                let Some(message) = message else {
+                    continue;
+                };
+                let kind = match a.kind {
+                    AccessKind::Downloaded => events::DOWNLOADED,
+                };
+                events::record(c, message, kind, &user, &a.detail)?;
+            }
+            Ok(())
+        });
+    }
+
+    fn trace(&self, id: Option<&str>, message_id: Option<&str>) -> Result<Vec<MessageTrace>> {
+        self.read(|c| events::trace(c, id, message_id))
+    }
+
+    fn exposure(&self, scope: &ExposureScope) -> Result<Vec<ExposureRow>> {
+        self.read(|c| events::exposure(c, scope))
+    }
+
+    fn prune_events(&self, before: i64, limit: usize) -> Result<usize> {
+        self.write(move |c| events::prune(c, before, limit))
     }
 }
 

@@ -154,6 +154,7 @@ impl EmbeddedStore {
                 let Some(message) = still_queued(c, o.item)? else {
                     continue;
                 };
+                attempt_events(c, message, &o, dsn.as_ref().map(|d| d.incoming.id.as_str()))?;
                 let mut remove = c.prepare_cached("DELETE FROM queue_rcpts WHERE item=?1 AND address=?2")?;
                 for r in o.delivered.iter().chain(&o.failed) {
                     remove.execute(params![o.item, r])?;
@@ -294,4 +295,34 @@ fn still_queued(c: &Connection, item: i64) -> Result<Option<i64>> {
     ))?
     .query_row([item], |r| r.get(0))
     .optional()?)
+}
+
+/// The message event log's record of one attempt: a row per recipient.
+fn attempt_events(
+    c: &Connection,
+    message: i64,
+    o: &AttemptOutcome,
+    dsn: Option<&str>,
+) -> Result<()> {
+    use super::events::{record, BOUNCED, DEFERRED, DELIVERED};
+    let to = o
+        .remote
+        .as_deref()
+        .map(|h| format!("to {h}"))
+        .unwrap_or_else(|| "to next hop".into());
+    for r in &o.delivered {
+        record(c, message, DELIVERED, r, &to)?;
+    }
+    let error = o.error.as_deref().unwrap_or("");
+    for r in &o.deferred {
+        record(c, message, DEFERRED, r, error)?;
+    }
+    for r in &o.failed {
+        let detail = match dsn {
+            Some(d) => format!("{error} (DSN {d} to the sender)"),
+            None => format!("{error} (no DSN)"),
+        };
+        record(c, message, BOUNCED, r, &detail)?;
+    }
+    Ok(())
 }

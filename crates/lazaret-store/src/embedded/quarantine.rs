@@ -150,6 +150,17 @@ pub(super) fn quarantine(
             origin.recipients(),
             serde_json::to_string(&origin).unwrap_or_default()
         ])?;
+        let quarantined = c.last_insert_rowid();
+        super::events::record(
+            c,
+            message,
+            super::events::QUARANTINED,
+            &origin.recipients(),
+            &format!(
+                "x{quarantined} from {} by {actor}: {reason}",
+                origin.location()
+            ),
+        )?;
         match &origin {
             Origin::Queue { .. } => {
                 c.prepare_cached("DELETE FROM queue_items WHERE id=?1")?
@@ -164,7 +175,7 @@ pub(super) fn quarantine(
             }
         }
         report.done += 1;
-        report.created.push(format!("x{}", c.last_insert_rowid()));
+        report.created.push(format!("x{quarantined}"));
     }
     for folder in folders_changed {
         next_modseq(c, folder)?;
@@ -197,6 +208,7 @@ pub(super) fn restore(c: &Connection, ids: &[String]) -> Result<ActionReport> {
                 continue;
             }
         };
+        let restored_to = origin.recipients();
         let created =
             match origin {
                 Origin::Queue {
@@ -269,6 +281,13 @@ pub(super) fn restore(c: &Connection, ids: &[String]) -> Result<ActionReport> {
             };
         c.prepare_cached("DELETE FROM quarantine WHERE id=?1")?
             .execute([n])?;
+        super::events::record(
+            c,
+            message,
+            super::events::RESTORED,
+            &restored_to,
+            &format!("x{n} back to {created}"),
+        )?;
         report.done += 1;
         report.created.push(created);
     }
@@ -315,6 +334,13 @@ pub(super) fn remove(
         };
         match message {
             Some(m) => {
+                super::events::record(
+                    c,
+                    m,
+                    super::events::REMOVED,
+                    "",
+                    &format!("{id} by an admin"),
+                )?;
                 report.done += 1;
                 messages.push(m);
             }
@@ -399,6 +425,7 @@ impl EmbeddedStore {
                 peer: "import".into(),
                 data: m.data,
                 scan: None,
+                via: Via::Server("import"),
             })?;
             p.received = m.internal_date;
             self.text

@@ -1,6 +1,7 @@
 //! Queues: their list and state, routing out of `inbound` to next-hop queues, and
 //! delivery of `local` into INBOX folders.
 
+use super::events;
 use super::*;
 
 /// Recipients grouped by the queue of their next hop.
@@ -67,14 +68,13 @@ pub(super) fn route_item(
         {
             // Never delivered, never bounced: frozen where it is until the admin thaws,
             // quarantines or allows the cluster.
+            let why = format!(
+                "{}{cluster} (growing fast): thaw or quarantine with --cluster {cluster}",
+                super::clusters::HELD
+            );
             c.prepare_cached("UPDATE queue_items SET state='frozen', last_error=?2 WHERE id=?1")?
-                .execute(params![
-                    moving.item,
-                    format!(
-                        "{}{cluster} (growing fast): thaw or quarantine with --cluster {cluster}",
-                        super::clusters::HELD
-                    )
-                ])?;
+                .execute(params![moving.item, why])?;
+            events::record(c, moving.message, events::HELD, "", &why)?;
             report.held += 1;
             return Ok(());
         }
@@ -89,6 +89,13 @@ pub(super) fn route_item(
                 }
                 report.local.deferred += 1;
                 let error = no_such_user(&missing);
+                events::record(
+                    c,
+                    moving.message,
+                    events::DEFERRED,
+                    &missing.join(", "),
+                    &error,
+                )?;
                 (
                     "retry",
                     t + router.retry_delay_secs,
@@ -100,6 +107,7 @@ pub(super) fn route_item(
                 if queue != QUEUE_LOCAL {
                     report.to_remote += 1;
                 }
+                events::record(c, moving.message, events::QUEUED, &rcpts.join(", "), &queue)?;
                 ("ready", t, 0, None, rcpts)
             };
         c.prepare_cached(
@@ -153,6 +161,7 @@ fn into_inboxes(
                      VALUES(?1, ?2, ?3, ?4, ?5)",
                 )?
                 .execute(params![mailbox, uid, message, t, modseq])?;
+                events::record(c, message, events::DELIVERED, rcpt, "INBOX")?;
                 if !users.contains(rcpt) {
                     users.push(rcpt.clone());
                 }
@@ -370,6 +379,13 @@ impl EmbeddedStore {
                 } else {
                     // The user vanished after RCPT was accepted. Hold the message for the
                     // admin rather than lose it; retry in case the account comes back.
+                    events::record(
+                        c,
+                        message,
+                        events::DEFERRED,
+                        &missing.join(", "),
+                        &no_such_user(&missing),
+                    )?;
                     c.prepare_cached(
                         "UPDATE queue_items SET state='retry', attempts=?2, next_attempt=?3,
                            last_error=?4 WHERE id=?1",

@@ -233,6 +233,7 @@ pub(super) fn record(
     let mut report = ActionReport::default();
     let mut old_blobs = Vec::new();
     for r in records {
+        scan_event(c, r)?;
         c.prepare_cached(
             "UPDATE messages SET scan_version=COALESCE(NULLIF(?2, ''), scan_version),
                scan_content=COALESCE(NULLIF(?3, ''), scan_content),
@@ -318,4 +319,28 @@ pub(super) fn record(
         }
     }
     Ok((report, old_blobs))
+}
+
+/// The event log notes a message's first scan and every detection; a rescan that finds
+/// nothing new is not a step of the message's path.
+fn scan_event(c: &Connection, r: &ScanRecord) -> Result<()> {
+    use rusqlite::OptionalExtension;
+    let first: Option<bool> = c
+        .prepare_cached("SELECT scan_version IS NULL FROM messages WHERE id=?1")?
+        .query_row([r.message], |row| row.get(0))
+        .optional()?;
+    if first != Some(true) && r.stamp.verdict.is_none() {
+        return Ok(());
+    }
+    let mut detail = match &r.stamp.verdict {
+        Some(found) => format!("found {found}"),
+        None => "clean".to_string(),
+    };
+    if !r.stamp.version.is_empty() {
+        detail.push_str(&format!(" (signatures {})", r.stamp.version));
+    }
+    if matches!(r.action, ScanAction::Replace { .. }) {
+        detail.push_str("; attachments replaced by a notice");
+    }
+    super::events::record(c, r.message, super::events::SCANNED, "", &detail)
 }

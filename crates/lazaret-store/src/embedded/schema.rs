@@ -156,6 +156,24 @@ CREATE TABLE IF NOT EXISTS cluster_growth(
     minute INTEGER NOT NULL,
     messages INTEGER NOT NULL,
     PRIMARY KEY(cluster, minute)) WITHOUT ROWID;
+-- The message event log: one row per step of a message's path (accepted, scanned,
+-- delivered, deferred, bounced, quarantined, read, downloaded, expunged, gone…), for
+-- `lazaret trace` and `lazaret exposure`; pruned after `[log] event_retention`.
+-- `message` is the messages row id, which is never given out twice, so rows outlive
+-- the message. `uid` (the store id) is set on the rows that start and end a message's
+-- life (accepted/submitted, gone): trace finds a message that is gone through them.
+-- On `gone` rows `who` is the outbreak cluster the message was in ('' if none).
+CREATE TABLE IF NOT EXISTS message_events(
+    id INTEGER PRIMARY KEY,
+    message INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    who TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    uid TEXT);
+CREATE INDEX IF NOT EXISTS message_events_message ON message_events(message);
+CREATE INDEX IF NOT EXISTS message_events_uid ON message_events(uid) WHERE uid IS NOT NULL;
+CREATE INDEX IF NOT EXISTS message_events_gone ON message_events(who) WHERE kind='gone';
 -- Lookup keys (attachment hashes, text band keys) and the messages that have them.
 CREATE TABLE IF NOT EXISTS cluster_keys(
     key INTEGER NOT NULL,

@@ -33,6 +33,7 @@ fn incoming(id: &str, rcpt: &str) -> Incoming {
         peer: "127.0.0.1".into(),
         data: format!("Subject: m {id}\r\n\r\nbody {id}\r\n").into_bytes(),
         scan: None,
+        via: Via::Smtp,
     }
 }
 
@@ -262,7 +263,9 @@ fn outbound_attempts_partial_delivery_dsn_and_cleanup() {
                 peer: "127.0.0.1".into(),
                 data: b"Subject: Undelivered\r\n\r\nreport\r\n".to_vec(),
                 scan: None,
+                via: Via::Server("dsn"),
             }),
+            remote: None,
         }])
         .unwrap();
     let [left] = &store.queue_messages("remote:far.test").unwrap()[..] else {

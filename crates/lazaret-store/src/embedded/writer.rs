@@ -141,6 +141,15 @@ impl Writer {
         self.submit_as(f, true).wait()
     }
 
+    /// As `write_quiet`, without waiting for (or hearing of) the commit: for records
+    /// the caller need not see committed (the message event log's downloads).
+    pub fn submit_quiet<F>(&self, f: F) -> Submitted<()>
+    where
+        F: FnOnce(&Connection) -> Result<()> + Send + 'static,
+    {
+        self.submit_as(f, true)
+    }
+
     /// As `write`, without waiting: the caller does other work (ingest makes the
     /// message's bytes durable meanwhile) and then waits for the commit.
     pub fn submit<R, F>(&self, f: F) -> Submitted<R>
@@ -258,7 +267,12 @@ fn run(
         let completions: Vec<Completion> = batch
             .into_iter()
             .map(|r| {
+                let mark = super::events::pending_mark();
                 let (complete, ok) = (r.job)(&conn, alone);
+                if !ok {
+                    // Undone by its savepoint: its events did not happen.
+                    super::events::pending_truncate(mark);
+                }
                 all_ok &= ok;
                 complete
             })
@@ -280,6 +294,7 @@ fn run(
         if visible {
             generation.fetch_add(1, SeqCst);
         }
+        super::events::pending_publish(commit.is_ok());
         figures.record(started.elapsed().as_micros() as u64, requests);
         for complete in completions {
             complete(match &commit {

@@ -319,6 +319,10 @@ async fn accept_message(
         peer: peer.ip().to_string(),
         data: message,
         scan,
+        via: match &envelope.authenticated {
+            Some(user) => lazaret_store::Via::Submission(user.clone()),
+            None => lazaret_store::Via::Smtp,
+        },
     };
     match server.store_call(move |s| s.ingest(incoming)).await {
         Ok(accepted) => {

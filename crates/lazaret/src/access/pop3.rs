@@ -129,6 +129,16 @@ pub async fn handle(server: Arc<Server>, stream: TcpStream, peer: SocketAddr) {
                 session.auth_result(result);
             }
             Event::Retrieve { id, top } => {
+                if top.is_none() {
+                    server.store.record_access(
+                        &user,
+                        vec![lazaret_store::AccessEvent {
+                            message: id.clone(),
+                            kind: lazaret_store::AccessKind::Downloaded,
+                            detail: "pop3 RETR".into(),
+                        }],
+                    );
+                }
                 let result = server
                     .store_call(move |s| s.message_raw(&id))
                     .await

@@ -362,6 +362,7 @@ async fn bounces(server: &Arc<Server>, ids: &[String]) -> Result<Vec<Incoming>, 
             peer: "127.0.0.1".into(),
             data: dsn::build(&report, &msg.from, &dsn_id),
             scan: None,
+            via: lazaret_store::Via::Server("dsn"),
         });
     }
     Ok(out)

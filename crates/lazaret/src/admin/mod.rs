@@ -18,6 +18,7 @@ mod queues;
 pub mod runbook;
 mod scan;
 mod status;
+mod tracking;
 
 use crate::server::Server;
 use axum::routing::{get, post, put};
@@ -91,6 +92,8 @@ pub fn router(server: Arc<Server>, token: String) -> Router {
         )
         .route("/api/outbound/{action}", post(outbound::switch))
         .route("/api/audit", get(status::audit))
+        .route("/api/trace", get(tracking::trace))
+        .route("/api/exposure", post(tracking::exposure))
         .route("/api/backups", get(backup::list).post(backup::create))
         .route("/api/clusters", get(clusters::list))
         .route("/api/clusters/{id}", get(clusters::show))

@@ -13,6 +13,7 @@ mod output;
 mod overview;
 mod queues;
 mod scan;
+mod tracking;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -106,6 +107,12 @@ enum Command {
     },
     /// Find messages in queues, mailboxes and quarantine by anything
     Find(find::FindArgs),
+    /// A message's whole path: accepted, scanned, queued, delivered, deferred, bounced,
+    /// quarantined, read, downloaded, deleted — and where its copies are now
+    Trace(tracking::TraceArgs),
+    /// After an outbreak: who received each copy, who read, downloaded or forwarded
+    /// it, and where it is now (--cluster ID or find's filters)
+    Exposure(tracking::ExposureArgs),
     /// Move messages to quarantine (restorable); or list|show|restore|purge it
     Quarantine(actions::QuarantineArgs),
     /// Outbreak clusters: groups of near-identical mail, biggest first (`show ID`,
@@ -237,7 +244,7 @@ pub fn run(args: Args) -> Result<()> {
     let config = load_config(args.config.as_deref())?;
     if let Command::Serve = args.command {
         crate::memory::tune();
-        init_logging();
+        init_logging(config.log.format);
         // Before the runtime's threads exist: they inherit what this sets.
         crate::privileges::settle(&config)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -291,6 +298,8 @@ pub fn run(args: Args) -> Result<()> {
         Command::Connector { command } => outbound::connector(&api, command),
         Command::Outbound { action } => outbound::outbound(&api, &action),
         Command::Find(args) => find::find(&api, args),
+        Command::Trace(args) => tracking::trace(&api, args),
+        Command::Exposure(args) => tracking::exposure(&api, args),
         Command::Quarantine(args) => actions::quarantine(&api, args),
         Command::Clusters(args) => clusters::clusters(&api, args),
         Command::Delete { ndr, act, .. } => {
@@ -341,13 +350,23 @@ pub fn run(args: Args) -> Result<()> {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: lazaret_core::config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LAZARET_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    match format {
+        // One object per line with the event's fields at the top level, so that a log
+        // shipper can index `id`, `who` and the event name (`message`) directly.
+        lazaret_core::config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
         // Colour codes only for a person at a terminal, not into a log file.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        lazaret_core::config::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
 }

@@ -268,8 +268,9 @@ async fn deliver_batch(server: &Arc<Server>, queue: &str, worker: u64, batch: Ve
         };
         match client.send(&msg.mail_from, &msg.rcpts, &data).await {
             Ok(report) => {
-                let outcome =
+                let mut outcome =
                     settle(server, &msg, Some(&data), |r| reply_fate(&report, r, &host)).await;
+                outcome.remote = Some(host.addr.to_string());
                 recorder.push(outcome).await;
             }
             Err(e) => {
@@ -425,6 +426,7 @@ async fn settle(
         peer: "127.0.0.1".into(),
         data: dsn::build(&report, &msg.mail_from, &dsn_id),
         scan: None,
+        via: lazaret_store::Via::Server("dsn"),
     });
     outcome
 }

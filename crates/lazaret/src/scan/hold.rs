@@ -95,6 +95,7 @@ fn notice(hostname: &str, to: &str, hold: &ClusterHold, rule: &str) -> Incoming 
         peer: "127.0.0.1".into(),
         data,
         scan: None,
+        via: lazaret_store::Via::Server("hold notice"),
     }
 }
 

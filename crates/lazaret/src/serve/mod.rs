@@ -165,6 +165,7 @@ pub async fn run(config: Config) -> Result<()> {
     tokio::spawn(crate::scan::clusterer::run(server.clone()));
     tokio::spawn(deliver::runner::run(server.clone()));
     tokio::spawn(deliver::outbound::run(server.clone()));
+    tokio::spawn(crate::event_retention::run(server.clone()));
     let api = admin::router(server.clone(), token);
     let admin_task = tokio::spawn(async move { axum::serve(admin_listener, api).await });
 

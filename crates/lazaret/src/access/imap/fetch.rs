@@ -120,6 +120,50 @@ fn marks_seen(item: &MessageDataItemName<'_>) -> bool {
     )
 }
 
+/// Whether the item hands the client the message's body or a part of it: what the
+/// exposure report calls a download (a header-only fetch is not one).
+fn downloads(item: &MessageDataItemName<'_>) -> bool {
+    use lazaret_proto::imap::types::fetch::{MessageDataItemName as I, Section};
+    match item {
+        I::Rfc822 | I::Rfc822Text | I::Binary { .. } => true,
+        I::BodyExt { section, .. } => !matches!(
+            section,
+            Some(
+                Section::Header(_)
+                    | Section::HeaderFields(..)
+                    | Section::HeaderFieldsNot(..)
+                    | Section::Mime(_)
+            )
+        ),
+        _ => false,
+    }
+}
+
+/// Records in the message event log, once per message and session, that the user's
+/// client downloaded these messages (without waiting for the commit).
+fn note_downloads(session: &mut Session, items: &[MessageDataItemName<'_>], indexes: &[usize]) {
+    if !items.iter().any(downloads) {
+        return;
+    }
+    let Some(sel) = session.selected.as_ref() else {
+        return;
+    };
+    let detail = format!("imap {}", sel.name);
+    let mut events = Vec::new();
+    for &i in indexes {
+        let message = &sel.entries[i].message;
+        if session.downloaded.insert(message.clone()) {
+            events.push(lazaret_store::AccessEvent {
+                message: message.clone(),
+                kind: lazaret_store::AccessKind::Downloaded,
+                detail: detail.clone(),
+            });
+        }
+    }
+    let user = session.user().to_string();
+    session.server.store.record_access(&user, events);
+}
+
 pub async fn fetch(
     session: &mut Session,
     tag: &str,
@@ -203,6 +247,8 @@ pub async fn fetch(
             MessageDataItemName::Envelope | MessageDataItemName::BodyStructure
         )
     });
+
+    note_downloads(session, &items, &indexes);
 
     // \Seen first, so the FETCH responses show it.
     let mut flags_changed = Vec::new();

@@ -137,6 +137,8 @@ pub struct Session {
     pub out: Vec<u8>,
     /// The connection; taken out briefly while STARTTLS upgrades it.
     pub conn: Option<Conn>,
+    /// Messages whose download this session has already noted in the event log.
+    pub downloaded: std::collections::HashSet<String>,
 }
 
 pub const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
@@ -156,6 +158,7 @@ impl Session {
             qresync: false,
             out: Vec::new(),
             conn: Some(conn),
+            downloaded: Default::default(),
         }
     }
 

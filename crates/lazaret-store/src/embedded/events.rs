@@ -1,0 +1,571 @@
+//! The message event log. Every step of a message's path is a `message_events` row
+//! written in the transaction that makes the step (so the log never tells of a step
+//! that was rolled back, and never misses one that committed), and, once that
+//! transaction has committed, one structured log line (`lazaret::message`, info).
+//! `lazaret trace` reads a message's rows; `lazaret exposure` reads those of a set of
+//! messages to tell who received, read, downloaded and forwarded which copy.
+//!
+//! Only the writer thread writes rows, so the lines waiting for their commit are kept
+//! in a thread-local list the writer publishes after `COMMIT` (or drops with a
+//! rollback); a separate thread formats and writes them, off the commit path.
+
+use super::*;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::sync::OnceLock;
+
+pub const ACCEPTED: &str = "accepted";
+pub const SUBMITTED: &str = "submitted";
+pub const SCANNED: &str = "scanned";
+pub const HELD: &str = "held";
+pub const QUEUED: &str = "queued";
+pub const DELIVERED: &str = "delivered";
+pub const DEFERRED: &str = "deferred";
+pub const BOUNCED: &str = "bounced";
+pub const QUARANTINED: &str = "quarantined";
+pub const RESTORED: &str = "restored";
+pub const REMOVED: &str = "removed";
+pub const READ: &str = "read";
+pub const DOWNLOADED: &str = "downloaded";
+pub const MOVED: &str = "moved";
+pub const EXPUNGED: &str = "expunged";
+pub const GONE: &str = "gone";
+
+/// A committed event as the log line shows it.
+struct Line {
+    id: String,
+    kind: &'static str,
+    who: String,
+    detail: String,
+}
+
+thread_local! {
+    /// Lines of the writer's open transaction, published at its commit.
+    static PENDING: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Appends one event for `message` (its row id) to the log. `uid` is given on the rows
+/// that start and end a message's life (see the schema).
+pub(super) fn record(
+    c: &Connection,
+    message: i64,
+    kind: &'static str,
+    who: &str,
+    detail: &str,
+) -> Result<()> {
+    insert(c, message, kind, who, detail, None)
+}
+
+pub(super) fn insert(
+    c: &Connection,
+    message: i64,
+    kind: &'static str,
+    who: &str,
+    detail: &str,
+    uid: Option<&str>,
+) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO message_events(message, at, kind, who, detail, uid)
+         VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![message, now(), kind, who, detail, uid])?;
+    if tracing::enabled!(target: "lazaret::message", tracing::Level::INFO) {
+        let id = match uid {
+            Some(u) => u.to_string(),
+            None => c
+                .prepare_cached("SELECT uid FROM messages WHERE id=?1")?
+                .query_row([message], |r| r.get(0))
+                .optional()?
+                .unwrap_or_else(|| format!("#{message}")),
+        };
+        PENDING.with(|p| {
+            p.borrow_mut().push(Line {
+                id,
+                kind,
+                who: who.to_string(),
+                detail: detail.to_string(),
+            })
+        });
+    }
+    Ok(())
+}
+
+/// How many lines wait: a failed request's own lines are cut back to this mark.
+pub(super) fn pending_mark() -> usize {
+    PENDING.with(|p| p.borrow().len())
+}
+
+pub(super) fn pending_truncate(mark: usize) {
+    PENDING.with(|p| p.borrow_mut().truncate(mark));
+}
+
+/// After the transaction: its lines go to the log if it committed, nowhere if not.
+pub(super) fn pending_publish(committed: bool) {
+    let lines = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    if !committed || lines.is_empty() {
+        return;
+    }
+    static LOG: OnceLock<Option<mpsc::Sender<Vec<Line>>>> = OnceLock::new();
+    let sender = LOG.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Vec<Line>>();
+        std::thread::Builder::new()
+            .name("message-log".into())
+            .spawn(move || {
+                for batch in rx {
+                    for l in batch {
+                        emit(&l);
+                    }
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    });
+    if let Some(tx) = sender {
+        let _ = tx.send(lines);
+    }
+}
+
+fn emit(l: &Line) {
+    // Display, not Debug: `who=bob@example.org`, not `who="bob@example.org"`.
+    let shown = |s: &str| (!s.is_empty()).then(|| tracing::field::display(s.to_string()));
+    let (who, detail) = (shown(&l.who), shown(&l.detail));
+    tracing::info!(target: "lazaret::message", id = %l.id, who, detail, "{}", l.kind);
+}
+
+/// The `accepted` (or `submitted`) event of a new message.
+pub(super) fn accepted(
+    c: &Connection,
+    message: i64,
+    incoming: &Incoming,
+    meta: &MessageMetadata,
+) -> Result<()> {
+    let (kind, who, via) = match &incoming.via {
+        Via::Smtp => (ACCEPTED, incoming.mail_from.as_str(), "smtp".to_string()),
+        Via::Submission(user) => (SUBMITTED, user.as_str(), "submission".to_string()),
+        Via::Server(what) => (ACCEPTED, incoming.mail_from.as_str(), (*what).to_string()),
+    };
+    let mut detail = format!("via {via}");
+    if !incoming.peer.is_empty() && incoming.via != Via::Server("import") {
+        detail.push_str(&format!(" from [{}]", incoming.peer));
+    }
+    if !incoming.rcpt_to.is_empty() {
+        detail.push_str(&format!(" to {}", incoming.rcpt_to.join(", ")));
+    }
+    if !meta.message_id.is_empty() {
+        detail.push_str(&format!(" message-id <{}>", meta.message_id));
+    }
+    insert(c, message, kind, who, &detail, Some(&incoming.id))
+}
+
+/// Events older than `before` (unix seconds) go, at most `limit` per call; returns how
+/// many went. Rows are appended in time order, so the old ones are a prefix of the
+/// table: no index on `at` is needed to find them.
+pub(super) fn prune(c: &Connection, before: i64, limit: usize) -> Result<usize> {
+    let n = c
+        .prepare_cached(
+            "DELETE FROM message_events WHERE id IN
+               (SELECT id FROM message_events WHERE at<?1 ORDER BY id LIMIT ?2)",
+        )?
+        .execute(params![before, limit as i64])?;
+    Ok(n)
+}
+
+/// The row ids of messages with store id `uid`, present or gone.
+fn messages_with_uid(c: &Connection, uid: &str) -> Result<Vec<i64>> {
+    let mut ids: Vec<i64> = c
+        .prepare_cached("SELECT id FROM messages WHERE uid=?1")?
+        .query_map([uid], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = c.prepare_cached("SELECT DISTINCT message FROM message_events WHERE uid=?1")?;
+    for m in stmt.query_map([uid], |r| r.get::<_, i64>(0))? {
+        let m = m?;
+        if !ids.contains(&m) {
+            ids.push(m);
+        }
+    }
+    Ok(ids)
+}
+
+/// The row ids of messages whose Message-ID header is `mid` (angle brackets optional).
+/// Present messages are found by their row; gone ones by their `accepted` event, which
+/// reads the whole log (slower; only for messages no longer stored).
+fn messages_with_message_id(c: &Connection, mid: &str) -> Result<Vec<i64>> {
+    let mid = mid.trim().trim_start_matches('<').trim_end_matches('>');
+    let mut ids: Vec<i64> = c
+        .prepare_cached("SELECT id FROM messages WHERE message_id=?1")?
+        .query_map([mid], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let pattern = format!("% message-id <{}>%", like_escape(mid));
+    let mut stmt = c.prepare_cached(
+        "SELECT DISTINCT message FROM message_events
+         WHERE kind IN ('accepted', 'submitted') AND detail LIKE ?1 ESCAPE '\\'",
+    )?;
+    for m in stmt.query_map([pattern], |r| r.get::<_, i64>(0))? {
+        let m = m?;
+        if !ids.contains(&m) {
+            ids.push(m);
+        }
+    }
+    Ok(ids)
+}
+
+fn like_escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+fn events_of(c: &Connection, message: i64) -> Result<Vec<(TraceEvent, Option<String>)>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT at, kind, who, detail, uid FROM message_events WHERE message=?1 ORDER BY id",
+    )?;
+    let rows = stmt
+        .query_map([message], |r| {
+            Ok((
+                TraceEvent {
+                    at: r.get(0)?,
+                    event: r.get(1)?,
+                    who: r.get(2)?,
+                    detail: r.get(3)?,
+                },
+                r.get(4)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
+/// Where the copies of `message` are now.
+fn locations(c: &Connection, message: i64) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut queued = c.prepare_cached(
+        "SELECT 'q' || q.id, q.queue, q.state,
+                COALESCE((SELECT group_concat(address, ', ') FROM queue_rcpts r WHERE r.item=q.id), '')
+         FROM queue_items q WHERE q.message=?1 ORDER BY q.id",
+    )?;
+    for row in queued.query_map([message], |r| {
+        Ok(format!(
+            "queue:{} ({}, {}) for {}",
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(3)?
+        ))
+    })? {
+        out.push(row?);
+    }
+    let mut filed = c.prepare_cached(
+        "SELECT b.user, b.name, e.flags FROM mailbox_entries e JOIN mailboxes b ON b.id=e.mailbox
+         WHERE e.message=?1 ORDER BY e.id",
+    )?;
+    for row in filed.query_map([message], |r| {
+        let flags: String = r.get(2)?;
+        Ok(format!(
+            "mailbox:{}/{}{}",
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            if flags.is_empty() {
+                String::new()
+            } else {
+                format!(" ({flags})")
+            }
+        ))
+    })? {
+        out.push(row?);
+    }
+    let mut held = c.prepare_cached(
+        "SELECT id, origin_location FROM quarantine WHERE message=?1 ORDER BY id",
+    )?;
+    for row in held.query_map([message], |r| {
+        Ok(format!(
+            "quarantine:x{} (from {})",
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?
+        ))
+    })? {
+        out.push(row?);
+    }
+    Ok(out)
+}
+
+/// The paths of the messages with store id `id`, or with Message-ID `message_id`.
+pub(super) fn trace(
+    c: &Connection,
+    id: Option<&str>,
+    message_id: Option<&str>,
+) -> Result<Vec<MessageTrace>> {
+    let mut ids = match id {
+        Some(uid) => messages_with_uid(c, uid.trim())?,
+        None => Vec::new(),
+    };
+    if let Some(mid) = message_id {
+        for m in messages_with_message_id(c, mid)? {
+            if !ids.contains(&m) {
+                ids.push(m);
+            }
+        }
+    }
+    ids.sort_unstable();
+    let mut out = Vec::new();
+    for m in ids {
+        let row: Option<(String, String, String, String)> = c
+            .prepare_cached("SELECT uid, message_id, subject, env_from FROM messages WHERE id=?1")?
+            .query_row([m], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .optional()?;
+        let events = events_of(c, m)?;
+        let exists = row.is_some();
+        let (uid, message_id, subject, from) = match row {
+            Some(r) => r,
+            None => {
+                // Gone: what the log kept of it.
+                let uid = events
+                    .iter()
+                    .find_map(|(_, u)| u.clone())
+                    .unwrap_or_else(|| format!("#{m}"));
+                let from = events
+                    .iter()
+                    .find(|(e, _)| e.event == ACCEPTED)
+                    .map(|(e, _)| e.who.clone())
+                    .unwrap_or_default();
+                let subject = events
+                    .iter()
+                    .find(|(e, _)| e.event == GONE)
+                    .map(|(e, _)| e.detail.clone())
+                    .unwrap_or_default();
+                let message_id = events
+                    .iter()
+                    .find_map(|(e, _)| {
+                        let (_, rest) = e.detail.split_once(" message-id <")?;
+                        rest.strip_suffix('>').map(str::to_string)
+                    })
+                    .unwrap_or_default();
+                (uid, message_id, subject, from)
+            }
+        };
+        out.push(MessageTrace {
+            id: uid,
+            exists,
+            message_id,
+            subject,
+            from,
+            events: events.into_iter().map(|(e, _)| e).collect(),
+            now: locations(c, m)?,
+        });
+    }
+    Ok(out)
+}
+
+/// The messages an exposure report covers: row ids.
+fn scope_messages(c: &Connection, scope: &ExposureScope) -> Result<Vec<i64>> {
+    let mut ids = Vec::new();
+    match scope {
+        ExposureScope::Cluster(cluster) => {
+            let members: Vec<i64> = c
+                .prepare_cached("SELECT id FROM clusters WHERE id=?1 OR parent=?1")?
+                .query_map([cluster], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut present =
+                c.prepare_cached("SELECT message FROM fingerprints WHERE cluster=?1")?;
+            let mut gone = c.prepare_cached(
+                "SELECT message FROM message_events WHERE kind='gone' AND who=?1",
+            )?;
+            for k in members {
+                for m in present.query_map([k], |r| r.get(0))? {
+                    ids.push(m?);
+                }
+                for m in gone.query_map([k.to_string()], |r| r.get(0))? {
+                    ids.push(m?);
+                }
+            }
+        }
+        ExposureScope::Places(places) => {
+            for place in places {
+                let (kind, n) = place.split_at(place.len().min(1));
+                let Ok(n) = n.parse::<i64>() else { continue };
+                let sql = match kind {
+                    "q" => "SELECT message FROM queue_items WHERE id=?1",
+                    "m" => "SELECT message FROM mailbox_entries WHERE id=?1",
+                    "x" => "SELECT message FROM quarantine WHERE id=?1",
+                    _ => continue,
+                };
+                if let Some(m) = c
+                    .prepare_cached(sql)?
+                    .query_row([n], |r| r.get(0))
+                    .optional()?
+                {
+                    ids.push(m);
+                }
+            }
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// Every copy of the messages in `scope`: who received it, when, whether and when it
+/// was read, downloaded or forwarded, and where it is now. Copies that were read or
+/// downloaded come first (those users' machines are the ones to check), earliest first.
+pub(super) fn exposure(c: &Connection, scope: &ExposureScope) -> Result<Vec<ExposureRow>> {
+    let messages = scope_messages(c, scope)?;
+    let mut rows: Vec<ExposureRow> = Vec::new();
+    // Submissions in the set, by user: that user forwarded (or sent) a copy on.
+    let mut forwarded: HashMap<String, i64> = HashMap::new();
+    for &m in &messages {
+        let row: Option<(String, String)> = c
+            .prepare_cached("SELECT uid, subject FROM messages WHERE id=?1")?
+            .query_row([m], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let events = events_of(c, m)?;
+        let (uid, subject) = row.unwrap_or_else(|| {
+            let uid = events
+                .iter()
+                .find_map(|(_, u)| u.clone())
+                .unwrap_or_else(|| format!("#{m}"));
+            let subject = events
+                .iter()
+                .find(|(e, _)| e.event == GONE)
+                .map(|(e, _)| e.detail.clone())
+                .unwrap_or_default();
+            (uid, subject)
+        });
+        let mut copies: Vec<ExposureRow> = Vec::new();
+        let copy = |copies: &mut Vec<ExposureRow>, who: &str, local: bool| -> usize {
+            match copies.iter().position(|r| r.recipient == who) {
+                Some(i) => i,
+                None => {
+                    copies.push(ExposureRow {
+                        message: uid.clone(),
+                        subject: subject.clone(),
+                        recipient: who.to_string(),
+                        local,
+                        delivered: None,
+                        read: None,
+                        downloaded: None,
+                        forwarded: None,
+                        seen: false,
+                        now: "gone".into(),
+                    });
+                    copies.len() - 1
+                }
+            }
+        };
+        let first = |slot: &mut Option<i64>, at: i64| {
+            if slot.is_none_or(|t| at < t) {
+                *slot = Some(at);
+            }
+        };
+        for (e, _) in &events {
+            match e.event.as_str() {
+                SUBMITTED => {
+                    let at = forwarded.entry(e.who.clone()).or_insert(e.at);
+                    *at = (*at).min(e.at);
+                }
+                DELIVERED => {
+                    let local = !e.detail.starts_with("to ");
+                    let i = copy(&mut copies, &e.who, local);
+                    first(&mut copies[i].delivered, e.at);
+                    copies[i].now = if local {
+                        format!("mailbox:{}/{}", e.who, e.detail)
+                    } else {
+                        format!("delivered {}", e.detail)
+                    };
+                }
+                BOUNCED => {
+                    let i = copy(&mut copies, &e.who, false);
+                    copies[i].now = "bounced".into();
+                }
+                READ => {
+                    let i = copy(&mut copies, &e.who, true);
+                    first(&mut copies[i].read, e.at);
+                }
+                DOWNLOADED => {
+                    let i = copy(&mut copies, &e.who, true);
+                    first(&mut copies[i].downloaded, e.at);
+                    // POP3 has no \Seen: retrieving the message is reading it.
+                    if e.detail.starts_with("pop3") {
+                        first(&mut copies[i].read, e.at);
+                    }
+                }
+                EXPUNGED => {
+                    let i = copy(&mut copies, &e.who, true);
+                    copies[i].now = "deleted by the user".into();
+                }
+                _ => {}
+            }
+        }
+        // Where the copies are now, from the live rows (they also cover mail filed
+        // before the log existed).
+        let mut filed = c.prepare_cached(
+            "SELECT b.user, b.name, e.flags, e.internal_date FROM mailbox_entries e
+             JOIN mailboxes b ON b.id=e.mailbox WHERE e.message=?1 ORDER BY e.id",
+        )?;
+        let live: Vec<(String, String, String, i64)> = filed
+            .query_map([m], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (user, folder, flags, date) in live {
+            let i = copy(&mut copies, &user, true);
+            copies[i].now = format!("mailbox:{user}/{folder}");
+            first(&mut copies[i].delivered, date);
+            copies[i].seen = parse_flags_has_seen(&flags);
+        }
+        let mut held = c.prepare_cached(
+            "SELECT id, recipients, origin_location FROM quarantine WHERE message=?1 ORDER BY id",
+        )?;
+        let quarantined: Vec<(i64, String, String)> = held
+            .query_map([m], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (x, recipients, origin) in quarantined {
+            let from_mailbox = origin.starts_with("mailbox:");
+            for who in recipients
+                .split(',')
+                .map(str::trim)
+                .filter(|w| !w.is_empty())
+            {
+                let i = copy(&mut copies, who, from_mailbox);
+                copies[i].local |= from_mailbox;
+                copies[i].now = format!("quarantine:x{x}");
+            }
+        }
+        let mut queued = c.prepare_cached(
+            "SELECT q.queue, q.state, r.address FROM queue_items q
+             JOIN queue_rcpts r ON r.item=q.id WHERE q.message=?1",
+        )?;
+        let waiting: Vec<(String, String, String)> = queued
+            .query_map([m], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (queue, state, who) in waiting {
+            let local = queue == QUEUE_LOCAL || queue == QUEUE_INBOUND;
+            let i = copy(&mut copies, &who, local);
+            copies[i].now = format!("queue:{queue} ({state})");
+        }
+        rows.extend(copies);
+    }
+    for r in rows.iter_mut().filter(|r| r.local) {
+        r.forwarded = forwarded.get(&r.recipient).copied();
+    }
+    rows.sort_by_key(|r| {
+        let opened = [r.read, r.downloaded, r.forwarded]
+            .into_iter()
+            .flatten()
+            .min();
+        // A copy flagged \Seen with no logged read (read before the log existed) counts
+        // as opened, at an unknown time: after those with one.
+        (
+            opened.is_none() && !r.seen,
+            opened.is_none(),
+            opened,
+            r.delivered.is_none(),
+            r.delivered,
+            r.recipient.clone(),
+        )
+    });
+    Ok(rows)
+}
+
+fn parse_flags_has_seen(flags: &str) -> bool {
+    flags
+        .split_whitespace()
+        .any(|f| f.eq_ignore_ascii_case("\\Seen"))
+}
