@@ -45,8 +45,7 @@ thread_local! {
     static PENDING: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Appends one event for `message` (its row id) to the log. `uid` is given on the rows
-/// that start and end a message's life (see the schema).
+/// Appends one event for `message` (its row id) to the log.
 pub(super) fn record(
     c: &Connection,
     message: i64,
@@ -54,7 +53,18 @@ pub(super) fn record(
     who: &str,
     detail: &str,
 ) -> Result<()> {
-    insert(c, message, kind, who, detail, None)
+    insert(c, message, kind, who, detail, StoreId::Look)
+}
+
+/// The message's store id, for the log line and (`Keep`) the row.
+pub(super) enum StoreId<'a> {
+    /// Read from its row when a log line is wanted.
+    Look,
+    /// Known; the row needs none (the messages row has it).
+    Known(&'a str),
+    /// Kept in the row too: the message row is going, or its id changing, and trace
+    /// must still find the message by this id (see the schema).
+    Keep(&'a str),
 }
 
 pub(super) fn insert(
@@ -63,17 +73,21 @@ pub(super) fn insert(
     kind: &'static str,
     who: &str,
     detail: &str,
-    uid: Option<&str>,
+    id: StoreId<'_>,
 ) -> Result<()> {
+    let kept = match id {
+        StoreId::Keep(u) => Some(u),
+        _ => None,
+    };
     c.prepare_cached(
         "INSERT INTO message_events(message, at, kind, who, detail, uid)
          VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
     )?
-    .execute(params![message, now(), kind, who, detail, uid])?;
+    .execute(params![message, now(), kind, who, detail, kept])?;
     if tracing::enabled!(target: "lazaret::message", tracing::Level::INFO) {
-        let id = match uid {
-            Some(u) => u.to_string(),
-            None => c
+        let id = match id {
+            StoreId::Known(u) | StoreId::Keep(u) => u.to_string(),
+            StoreId::Look => c
                 .prepare_cached("SELECT uid FROM messages WHERE id=?1")?
                 .query_row([message], |r| r.get(0))
                 .optional()?
@@ -155,7 +169,7 @@ pub(super) fn accepted(
     if !meta.message_id.is_empty() {
         detail.push_str(&format!(" message-id <{}>", meta.message_id));
     }
-    insert(c, message, kind, who, &detail, Some(&incoming.id))
+    insert(c, message, kind, who, &detail, StoreId::Known(&incoming.id))
 }
 
 /// Events older than `before` (unix seconds) go, at most `limit` per call; returns how

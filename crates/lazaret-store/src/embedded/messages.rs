@@ -110,7 +110,8 @@ pub(super) fn unreferenced(c: &Connection, candidates: &[i64]) -> Result<Vec<Str
     for (id, uid, subject) in last_words {
         let cluster = clusters.get(&id).map(|k| k.to_string()).unwrap_or_default();
         let subject: String = subject.chars().take(200).collect();
-        super::events::insert(c, id, super::events::GONE, &cluster, &subject, Some(&uid))?;
+        let uid = super::events::StoreId::Keep(&uid);
+        super::events::insert(c, id, super::events::GONE, &cluster, &subject, uid)?;
     }
     if let Some(&highest) = gone.iter().max() {
         // Ids are never given out twice, even the highest one just freed.

@@ -325,11 +325,14 @@ pub(super) fn record(
 /// nothing new is not a step of the message's path.
 fn scan_event(c: &Connection, r: &ScanRecord) -> Result<()> {
     use rusqlite::OptionalExtension;
-    let first: Option<bool> = c
-        .prepare_cached("SELECT scan_version IS NULL FROM messages WHERE id=?1")?
-        .query_row([r.message], |row| row.get(0))
+    let row: Option<(bool, String)> = c
+        .prepare_cached("SELECT scan_version IS NULL, uid FROM messages WHERE id=?1")?
+        .query_row([r.message], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
-    if first != Some(true) && r.stamp.verdict.is_none() {
+    let Some((first, uid)) = row else {
+        return Ok(());
+    };
+    if !first && r.stamp.verdict.is_none() {
         return Ok(());
     }
     let mut detail = match &r.stamp.verdict {
@@ -339,8 +342,11 @@ fn scan_event(c: &Connection, r: &ScanRecord) -> Result<()> {
     if !r.stamp.version.is_empty() {
         detail.push_str(&format!(" (signatures {})", r.stamp.version));
     }
-    if matches!(r.action, ScanAction::Replace { .. }) {
-        detail.push_str("; attachments replaced by a notice");
+    use super::events::{insert, StoreId, SCANNED};
+    if let ScanAction::Replace { uid: new, .. } = &r.action {
+        // The message takes the tagged copy's id: the old one stays findable here.
+        detail.push_str(&format!("; attachments replaced by a notice, now {new}"));
+        return insert(c, r.message, SCANNED, "", &detail, StoreId::Keep(&uid));
     }
-    super::events::record(c, r.message, super::events::SCANNED, "", &detail)
+    insert(c, r.message, SCANNED, "", &detail, StoreId::Known(&uid))
 }

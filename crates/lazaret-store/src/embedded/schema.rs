@@ -160,8 +160,10 @@ CREATE TABLE IF NOT EXISTS cluster_growth(
 -- delivered, deferred, bounced, quarantined, read, downloaded, expunged, gone…), for
 -- `lazaret trace` and `lazaret exposure`; pruned after `[log] event_retention`.
 -- `message` is the messages row id, which is never given out twice, so rows outlive
--- the message. `uid` (the store id) is set on the rows that start and end a message's
--- life (accepted/submitted, gone): trace finds a message that is gone through them.
+-- the message. `uid` (the store id) is set only where the messages row cannot give it
+-- any more: on `gone` rows, and on the `scanned` row of a message whose id changed (a
+-- tagged copy replaced it); trace finds such messages through them. Kept off the
+-- `accepted` row: a random key in an index on every ingest costs a page write.
 -- On `gone` rows `who` is the outbreak cluster the message was in ('' if none).
 CREATE TABLE IF NOT EXISTS message_events(
     id INTEGER PRIMARY KEY,

@@ -1618,3 +1618,58 @@ fn check_finds_each_kind_of_damage_and_repair_fixes_what_it_can() {
     }
     panic!("{:?}", store.check(false, &|_| {}).unwrap().faults);
 }
+
+#[test]
+fn the_event_log_keeps_a_message_path_after_it_is_gone() {
+    let dir = temp_dir("events");
+    let store = EmbeddedStore::open(&dir).unwrap();
+    store.user_add("bob@localhost", "pw").unwrap();
+    store.ingest(incoming("ee01", "bob@localhost")).unwrap();
+    store.route_inbound(100, false, &to_local, 60).unwrap();
+    let [entry] = &store.mailbox_messages("bob@localhost", "INBOX").unwrap()[..] else {
+        panic!("delivered to bob");
+    };
+    // Downloads are recorded behind the caller's back; the next write commits after.
+    store.record_access(
+        "bob@localhost",
+        vec![AccessEvent {
+            message: entry.id.clone(),
+            kind: AccessKind::Downloaded,
+            detail: "pop3 RETR".into(),
+        }],
+    );
+    store
+        .mailbox_delete("bob@localhost", "INBOX", std::slice::from_ref(&entry.id))
+        .unwrap();
+
+    let [t] = &store.trace(Some("ee01"), None).unwrap()[..] else {
+        panic!("one message with that id");
+    };
+    assert!(!t.exists, "nothing holds it any more");
+    let path: Vec<(&str, &str)> = t
+        .events
+        .iter()
+        .map(|e| (e.event.as_str(), e.who.as_str()))
+        .collect();
+    assert_eq!(
+        path,
+        [
+            ("accepted", "a@far.test"),
+            ("delivered", "bob@localhost"),
+            ("downloaded", "bob@localhost"),
+            ("expunged", "bob@localhost"),
+            ("gone", ""),
+        ]
+    );
+    assert_eq!(t.subject, "m ee01", "the gone row keeps the subject");
+    assert!(t.now.is_empty());
+
+    let rows = store.exposure(&ExposureScope::Places(vec![])).unwrap();
+    assert!(rows.is_empty(), "no places, no copies");
+
+    // Retention: everything older than a second from now goes, in slices.
+    let later = now() + 1;
+    assert_eq!(store.prune_events(later, 2).unwrap(), 2);
+    assert_eq!(store.prune_events(later, 100).unwrap(), 3);
+    assert!(store.trace(Some("ee01"), None).unwrap().is_empty());
+}
