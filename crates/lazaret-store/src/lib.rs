@@ -326,9 +326,10 @@ pub trait Store: Send + Sync {
     fn audit_since(&self, since: i64) -> Result<Vec<AuditRecord>>;
     fn stats(&self) -> Result<StoreStats>;
 
-    /// Notes in the message event log that `user` accessed messages (downloads). Does
-    /// not wait for the commit: reading mail must not wait on the log.
-    fn record_access(&self, user: &str, events: Vec<AccessEvent>);
+    /// Notes in the message event log that `user`'s client downloaded the body (or a
+    /// part) of these mailbox entries (IMAP `BODY[]`, POP3 RETR; `detail` says which).
+    /// Does not wait for the commit: reading mail must not wait on the log.
+    fn record_downloads(&self, user: &str, detail: &str, entries: Vec<i64>);
     /// The paths of the messages with store id `id` or Message-ID `message_id`.
     fn trace(&self, id: Option<&str>, message_id: Option<&str>) -> Result<Vec<MessageTrace>>;
     /// Every copy of the messages in `scope` and what became of it.

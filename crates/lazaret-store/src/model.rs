@@ -591,23 +591,6 @@ pub struct ClustersPending {
     pub oldest: Option<i64>,
 }
 
-/// A user's access to a message, for the message event log (exposure reports).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccessEvent {
-    /// The message's store id, or its mailbox entry (`m<entry>`).
-    pub message: String,
-    pub kind: AccessKind,
-    /// Where: `imap INBOX`, `pop3`.
-    pub detail: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccessKind {
-    /// The user's client fetched the message's body or a part of it (IMAP
-    /// BODY[]/BODY.PEEK[]/RFC822/BINARY, POP3 RETR).
-    Downloaded,
-}
-
 /// One step of a message's path.
 #[derive(Debug, Clone, Serialize)]
 pub struct TraceEvent {

@@ -58,6 +58,9 @@ pub(super) fn record(
 
 /// The message's store id, for the log line and (`Keep`) the row.
 pub(super) enum StoreId<'a> {
+    /// No log line: the row only. For downloads, which a client syncing a folder makes
+    /// by the thousand in one command; the exposure report reads them from the rows.
+    Unlogged,
     /// Read from its row when a log line is wanted.
     Look,
     /// Known; the row needs none (the messages row has it).
@@ -84,10 +87,12 @@ pub(super) fn insert(
          VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![message, now(), kind, who, detail, kept])?;
-    if tracing::enabled!(target: "lazaret::message", tracing::Level::INFO) {
+    if !matches!(id, StoreId::Unlogged)
+        && tracing::enabled!(target: "lazaret::message", tracing::Level::INFO)
+    {
         let id = match id {
             StoreId::Known(u) | StoreId::Keep(u) => u.to_string(),
-            StoreId::Look => c
+            StoreId::Unlogged | StoreId::Look => c
                 .prepare_cached("SELECT uid FROM messages WHERE id=?1")?
                 .query_row([message], |r| r.get(0))
                 .optional()?

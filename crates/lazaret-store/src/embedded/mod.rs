@@ -696,35 +696,21 @@ impl Store for EmbeddedStore {
         self.stats_impl()
     }
 
-    fn record_access(&self, user: &str, accessed: Vec<AccessEvent>) {
-        if accessed.is_empty() {
+    fn record_downloads(&self, user: &str, detail: &str, entries: Vec<i64>) {
+        if entries.is_empty() {
             return;
         }
-        let user = user.to_string();
+        let (user, detail) = (user.to_string(), detail.to_string());
         // Quiet: no cached read shows the log, so IMAP's folder caches stay valid.
         let _ = self.writer.submit_quiet(move |c| {
-            let mut by_uid = c.prepare_cached("SELECT id FROM messages WHERE uid=?1")?;
-            let mut by_entry =
+            let mut message_of =
                 c.prepare_cached("SELECT message FROM mailbox_entries WHERE id=?1")?;
-            for a in accessed {
-                // A store id, or a mailbox entry's `m<entry>` (POP3 lists those).
-                let entry = a
-                    .message
-                    .strip_prefix('m')
-                    .and_then(|n| n.parse::<i64>().ok());
-                let message = match entry {
-                    Some(n) => by_entry.query_row([n], |r| r.get::<_, i64>(0)).optional()?,
-                    None => by_uid
-                        .query_row([&a.message], |r| r.get::<_, i64>(0))
-                        .optional()?,
-                };
-                let Some(message) = message else {
-                    continue;
-                };
-                let kind = match a.kind {
-                    AccessKind::Downloaded => events::DOWNLOADED,
-                };
-                events::record(c, message, kind, &user, &a.detail)?;
+            for entry in entries {
+                let found: Option<i64> = message_of.query_row([entry], |r| r.get(0)).optional()?;
+                if let Some(message) = found {
+                    let id = events::StoreId::Unlogged;
+                    events::insert(c, message, events::DOWNLOADED, &user, &detail, id)?;
+                }
             }
             Ok(())
         });

@@ -1630,14 +1630,8 @@ fn the_event_log_keeps_a_message_path_after_it_is_gone() {
         panic!("delivered to bob");
     };
     // Downloads are recorded behind the caller's back; the next write commits after.
-    store.record_access(
-        "bob@localhost",
-        vec![AccessEvent {
-            message: entry.id.clone(),
-            kind: AccessKind::Downloaded,
-            detail: "pop3 RETR".into(),
-        }],
-    );
+    let entry_id: i64 = entry.id[1..].parse().unwrap();
+    store.record_downloads("bob@localhost", "pop3 RETR", vec![entry_id]);
     store
         .mailbox_delete("bob@localhost", "INBOX", std::slice::from_ref(&entry.id))
         .unwrap();

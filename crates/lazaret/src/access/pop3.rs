@@ -129,15 +129,13 @@ pub async fn handle(server: Arc<Server>, stream: TcpStream, peer: SocketAddr) {
                 session.auth_result(result);
             }
             Event::Retrieve { id, top } => {
-                if top.is_none() {
-                    server.store.record_access(
-                        &user,
-                        vec![lazaret_store::AccessEvent {
-                            message: id.clone(),
-                            kind: lazaret_store::AccessKind::Downloaded,
-                            detail: "pop3 RETR".into(),
-                        }],
-                    );
+                // POP3 lists mailbox entries (`m<entry>`).
+                if let (None, Some(entry)) =
+                    (top, id.strip_prefix('m').and_then(|n| n.parse().ok()))
+                {
+                    server
+                        .store
+                        .record_downloads(&user, "pop3 RETR", vec![entry]);
                 }
                 let result = server
                     .store_call(move |s| s.message_raw(&id))

@@ -148,20 +148,19 @@ fn note_downloads(session: &mut Session, items: &[MessageDataItemName<'_>], inde
     let Some(sel) = session.selected.as_ref() else {
         return;
     };
-    let detail = format!("imap {}", sel.name);
-    let mut events = Vec::new();
+    let mut entries = Vec::new();
     for &i in indexes {
-        let message = &sel.entries[i].message;
-        if session.downloaded.insert(message.clone()) {
-            events.push(lazaret_store::AccessEvent {
-                message: message.clone(),
-                kind: lazaret_store::AccessKind::Downloaded,
-                detail: detail.clone(),
-            });
+        let entry = sel.entries[i].entry;
+        if session.downloaded.insert(entry) {
+            entries.push(entry);
         }
     }
+    let detail = format!("imap {}", sel.name);
     let user = session.user().to_string();
-    session.server.store.record_access(&user, events);
+    session
+        .server
+        .store
+        .record_downloads(&user, &detail, entries);
 }
 
 pub async fn fetch(

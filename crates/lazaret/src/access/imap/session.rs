@@ -137,8 +137,8 @@ pub struct Session {
     pub out: Vec<u8>,
     /// The connection; taken out briefly while STARTTLS upgrades it.
     pub conn: Option<Conn>,
-    /// Messages whose download this session has already noted in the event log.
-    pub downloaded: std::collections::HashSet<String>,
+    /// Mailbox entries whose download this session has already noted in the event log.
+    pub downloaded: std::collections::HashSet<i64>,
 }
 
 pub const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
