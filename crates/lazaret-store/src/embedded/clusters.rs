@@ -174,8 +174,9 @@ fn file_row(
 
 /// The root of message `message`'s cluster (None: alone, or no fingerprint), filing
 /// it first if it waits: the hold rule must know a copy's cluster before the copy
-/// leaves `inbound`, whether or not the clusterer got to it.
-fn cluster_of(c: &Connection, message: i64, now: i64) -> Result<Option<i64>> {
+/// leaves `inbound`, whether or not the clusterer got to it, and the event log a gone
+/// copy's cluster (`exposure --cluster`), however soon its user deleted it.
+pub(super) fn cluster_of(c: &Connection, message: i64, now: i64) -> Result<Option<i64>> {
     let waiting: Option<PendingRow> = c
         .prepare_cached(
             "SELECT f.message, f.signature, f.pending, m.received FROM fingerprints f
@@ -531,9 +532,8 @@ fn join(c: &Connection, matched: &BTreeMap<i64, Option<i64>>, now: i64) -> Resul
 /// members fewer. One count update per cluster, not per message: deleting 50,000 worm
 /// copies of one cluster is the outbreak's usual shape, and on a 1M-message store a
 /// per-message update left queue delete at 0.98x `postsuper -d` (from 1.05-1.15x).
-pub(super) fn forget(c: &Connection, messages: &[i64]) -> Result<Vec<(i64, i64)>> {
+pub(super) fn forget(c: &Connection, messages: &[i64]) -> Result<()> {
     let mut fewer: BTreeMap<i64, i64> = BTreeMap::new();
-    let mut members = Vec::new();
     {
         let mut delete =
             c.prepare_cached("DELETE FROM fingerprints WHERE message=?1 RETURNING cluster")?;
@@ -541,7 +541,6 @@ pub(super) fn forget(c: &Connection, messages: &[i64]) -> Result<Vec<(i64, i64)>
             let cluster: Option<Option<i64>> = delete.query_row([m], |r| r.get(0)).optional()?;
             if let Some(Some(cluster)) = cluster {
                 *fewer.entry(cluster).or_default() += 1;
-                members.push((*m, cluster));
             }
         }
     }
@@ -552,7 +551,7 @@ pub(super) fn forget(c: &Connection, messages: &[i64]) -> Result<Vec<(i64, i64)>
     for (cluster, n) in fewer {
         update.execute(params![cluster, n])?;
     }
-    Ok(members)
+    Ok(())
 }
 
 /// Drops lookup keys whose message is gone (purged or deleted: its fingerprint row went
