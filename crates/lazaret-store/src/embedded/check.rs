@@ -166,8 +166,10 @@ const ROW_CHECKS: &[RowCheck] = &[
     },
     RowCheck {
         kind: "orphan_fingerprints",
+        // A message gone before the clusterer filed it keeps its fingerprint until it
+        // is filed (clusters::forget): not an orphan.
         sql: "SELECT 'fingerprint of message ' || f.message FROM fingerprints f
-              WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id=f.message)",
+              WHERE f.pending IS NULL AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id=f.message)",
         repair: "removes them (and their count from their cluster)",
         repair_sql: &[],
     },
@@ -336,7 +338,7 @@ impl EmbeddedStore {
             let orphans = ids(
                 c,
                 "SELECT message FROM fingerprints f
-                 WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id=f.message)",
+                 WHERE f.pending IS NULL AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id=f.message)",
                 [],
             )?;
             if !orphans.is_empty() {

@@ -85,7 +85,6 @@ pub(super) fn unreferenced(c: &Connection, candidates: &[i64]) -> Result<Vec<Str
             })
             .optional()?;
         if let Some((uid, pack, offset, size, subject)) = row {
-            let cluster = super::clusters::cluster_of(c, *id, crate::now())?;
             c.prepare_cached("DELETE FROM messages WHERE id=?1")?
                 .execute([id])?;
             c.prepare_cached("DELETE FROM imap_cache WHERE uid=?1")?
@@ -101,14 +100,16 @@ pub(super) fn unreferenced(c: &Connection, candidates: &[i64]) -> Result<Vec<Str
                 None => blobs.push(uid.clone()),
             }
             gone.push(*id);
-            last_words.push((*id, uid, subject, cluster));
+            last_words.push((*id, uid, subject));
         }
     }
-    super::clusters::forget(c, &gone)?;
+    let clusters: std::collections::HashMap<i64, i64> =
+        super::clusters::forget(c, &gone)?.into_iter().collect();
     // The log keeps what `trace` and `exposure --cluster` need of a message no longer
-    // stored: its store id, subject and outbreak cluster.
-    for (id, uid, subject, cluster) in last_words {
-        let cluster = cluster.map(|k| k.to_string()).unwrap_or_default();
+    // stored: its store id, subject and outbreak cluster (written in later by the
+    // clusterer for a message it had not filed yet).
+    for (id, uid, subject) in last_words {
+        let cluster = clusters.get(&id).map(|k| k.to_string()).unwrap_or_default();
         let subject: String = subject.chars().take(200).collect();
         let uid = super::events::StoreId::Keep(&uid);
         super::events::insert(c, id, super::events::GONE, &cluster, &subject, uid)?;
