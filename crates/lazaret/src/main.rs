@@ -9,6 +9,7 @@ mod cli;
 mod connection_limits;
 mod deliver;
 mod disk_space;
+mod dkim;
 mod event_retention;
 mod mailfile;
 mod memory;

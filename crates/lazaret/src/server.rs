@@ -63,9 +63,24 @@ pub struct Server {
     pub disk: crate::disk_space::DiskSpace,
     /// Counters for `/metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// DKIM signers of the domains that sign (`lazaret dkim`), swapped whole on change.
+    pub dkim: std::sync::RwLock<Arc<crate::dkim::Signers>>,
 }
 
 impl Server {
+    /// The current DKIM signer set.
+    pub fn dkim_signers(&self) -> Arc<crate::dkim::Signers> {
+        self.dkim.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Reads the DKIM keys again (after `lazaret dkim` changed them).
+    pub fn reload_dkim(&self) -> anyhow::Result<()> {
+        let store = crate::dkim::KeyStore::new(&self.config.data_dir);
+        let signers = Arc::new(crate::dkim::Signers::load(&store)?);
+        *self.dkim.write().unwrap_or_else(|e| e.into_inner()) = signers;
+        Ok(())
+    }
+
     /// Runs blocking store work off the async threads.
     pub async fn store_call<R, F>(self: &Arc<Self>, f: F) -> Result<R, lazaret_store::StoreError>
     where

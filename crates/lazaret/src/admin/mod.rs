@@ -7,6 +7,7 @@ mod auth;
 pub mod backup;
 mod check;
 mod clusters;
+mod dkim;
 mod error;
 pub mod find;
 mod import;
@@ -93,6 +94,12 @@ pub fn router(server: Arc<Server>, token: String) -> Router {
         .route("/api/outbound/{action}", post(outbound::switch))
         .route("/api/audit", get(status::audit))
         .route("/api/trace", get(tracking::trace))
+        .route("/api/dkim", get(dkim::list))
+        .route(
+            "/api/dkim/{domain}",
+            post(dkim::generate).delete(dkim::remove),
+        )
+        .route("/api/dkim/{domain}/rotate", post(dkim::rotate))
         .route("/api/exposure", post(tracking::exposure))
         .route("/api/backups", get(backup::list).post(backup::create))
         .route("/api/clusters", get(clusters::list))

@@ -81,6 +81,9 @@ pub async fn status(
             "refusing_mail": server.disk.refusing(),
         },
         "scan": signatures,
+        "dkim": server.dkim_signers().domains().into_iter()
+            .map(|(domain, selector)| serde_json::json!({"domain": domain, "selector": selector}))
+            .collect::<Vec<_>>(),
         "unscanned": unscanned,
         "smtp_sessions": server.config.smtp.max_sessions - server.sessions.available_permits(),
         "last_backup": last_backup,

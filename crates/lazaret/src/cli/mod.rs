@@ -7,6 +7,7 @@ mod backup;
 mod check;
 mod client;
 mod clusters;
+mod dkim;
 mod find;
 mod outbound;
 mod output;
@@ -107,6 +108,11 @@ enum Command {
     },
     /// Find messages in queues, mailboxes and quarantine by anything
     Find(find::FindArgs),
+    /// DKIM keys: mail from a domain with a key is signed as users submit it
+    Dkim {
+        #[command(subcommand)]
+        command: dkim::DkimCommand,
+    },
     /// A message's whole path: accepted, scanned, queued, delivered, deferred, bounced,
     /// quarantined, read, downloaded, deleted — and where its copies are now
     Trace(tracking::TraceArgs),
@@ -299,6 +305,7 @@ pub fn run(args: Args) -> Result<()> {
         Command::Outbound { action } => outbound::outbound(&api, &action),
         Command::Find(args) => find::find(&api, args),
         Command::Trace(args) => tracking::trace(&api, args),
+        Command::Dkim { command } => dkim::run(&api, command),
         Command::Exposure(args) => tracking::exposure(&api, args),
         Command::Quarantine(args) => actions::quarantine(&api, args),
         Command::Clusters(args) => clusters::clusters(&api, args),

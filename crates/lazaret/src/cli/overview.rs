@@ -50,6 +50,26 @@ pub fn status(api: &Api, json: bool) -> Result<()> {
         s["user_access"].as_str().unwrap_or("?")
     );
     println!("Outbound: {}", s["outbound"].as_str().unwrap_or("?"));
+    let signing: Vec<String> = s["dkim"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            format!(
+                "{} (selector {})",
+                output::text(&d["domain"]),
+                output::text(&d["selector"])
+            )
+        })
+        .collect();
+    println!(
+        "DKIM signing: {}",
+        if signing.is_empty() {
+            "none (`lazaret dkim generate DOMAIN`)".to_string()
+        } else {
+            signing.join(", ")
+        }
+    );
     println!("\nConnectors");
     super::outbound::print_connectors(s["connectors"].as_array().map(Vec::as_slice).unwrap_or(&[]));
     println!("\nQueues");

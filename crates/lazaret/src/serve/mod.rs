@@ -86,6 +86,13 @@ pub async fn run(config: Config) -> Result<()> {
     );
     let connection_gate = Arc::new(ConnectionGate::new(&limits.connections));
     let min_free = config.store.min_free.0;
+    let dkim_signers = match crate::dkim::Signers::load(&crate::dkim::KeyStore::new(&data_dir)) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("DKIM keys not loaded, mail goes out unsigned: {e:#}");
+            crate::dkim::Signers::default()
+        }
+    };
     let server = Arc::new(Server {
         sessions: Arc::new(Semaphore::new(config.smtp.max_sessions)),
         config,
@@ -116,6 +123,7 @@ pub async fn run(config: Config) -> Result<()> {
         connection_gate,
         disk: crate::disk_space::DiskSpace::new(data_dir.clone(), min_free),
         metrics: crate::metrics::Metrics::default(),
+        dkim: std::sync::RwLock::new(Arc::new(dkim_signers)),
     });
     use crate::accept::session::{self as smtp, Port};
     use crate::access::{imap, pop3};

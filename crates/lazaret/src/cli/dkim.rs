@@ -1,0 +1,158 @@
+//! `lazaret dkim generate|list|rotate|remove`: the keys mail from our domains is signed
+//! with, and the DNS TXT records to publish for them.
+
+use super::client::{segment, Api};
+use super::output;
+use anyhow::Result;
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+#[derive(Subcommand)]
+pub enum DkimCommand {
+    /// Make a key for DOMAIN (it signs from now on) and print the DNS record to publish
+    Generate {
+        domain: String,
+        /// The record's name part (default: lzYYYYMMDD)
+        #[arg(long)]
+        selector: Option<String>,
+        /// rsa2048 (the default: every receiver checks it) or ed25519 (RFC 8463)
+        #[arg(long, value_parser = ["rsa2048", "ed25519"])]
+        algorithm: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every key, which one each domain signs with, and its DNS record
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// A new key for DOMAIN signs from now on; the old one stays listed (keep its DNS
+    /// record for a few days, then `remove --selector OLD`)
+    Rotate {
+        domain: String,
+        #[arg(long)]
+        selector: Option<String>,
+        #[arg(long, value_parser = ["rsa2048", "ed25519"])]
+        algorithm: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove DOMAIN's key with SELECTOR, or all its keys (its mail then goes out
+    /// unsigned)
+    Remove {
+        domain: String,
+        #[arg(long)]
+        selector: Option<String>,
+    },
+}
+
+pub fn run(api: &Api, command: DkimCommand) -> Result<()> {
+    match command {
+        DkimCommand::Generate {
+            domain,
+            selector,
+            algorithm,
+            json,
+        } => {
+            let key = api.send(
+                "POST",
+                &format!("/api/dkim/{}", segment(&domain)),
+                json!({ "selector": selector, "algorithm": algorithm }),
+            )?;
+            print_new(&key, json)
+        }
+        DkimCommand::Rotate {
+            domain,
+            selector,
+            algorithm,
+            json,
+        } => {
+            let key = api.send(
+                "POST",
+                &format!("/api/dkim/{}/rotate", segment(&domain)),
+                json!({ "selector": selector, "algorithm": algorithm }),
+            )?;
+            print_new(&key, json)
+        }
+        DkimCommand::List { json } => {
+            let keys: Vec<Value> = api.get("/api/dkim")?;
+            if json {
+                return output::json(&keys);
+            }
+            let rows: Vec<Vec<String>> = keys
+                .iter()
+                .map(|k| {
+                    vec![
+                        output::text(&k["domain"]),
+                        output::text(&k["selector"]),
+                        output::text(&k["algorithm"]),
+                        if k["active"].as_bool() == Some(true) {
+                            "signing".into()
+                        } else {
+                            "kept".into()
+                        },
+                        output::time(k["created"].as_i64()),
+                        output::text(&k["dns_name"]),
+                    ]
+                })
+                .collect();
+            output::table(
+                &[
+                    "DOMAIN",
+                    "SELECTOR",
+                    "ALGORITHM",
+                    "STATE",
+                    "CREATED",
+                    "DNS NAME",
+                ],
+                &rows,
+            );
+            if keys.is_empty() {
+                eprintln!("no DKIM keys: `lazaret dkim generate DOMAIN` makes one");
+            }
+            Ok(())
+        }
+        DkimCommand::Remove { domain, selector } => {
+            let path = match &selector {
+                Some(s) => format!("/api/dkim/{}?selector={}", segment(&domain), segment(s)),
+                None => format!("/api/dkim/{}", segment(&domain)),
+            };
+            let gone = api.send("DELETE", &path, Value::Null)?;
+            for k in gone.as_array().into_iter().flatten() {
+                println!(
+                    "removed {} (selector {}); its DNS record {} can go once mail signed with it is delivered",
+                    output::text(&k["domain"]),
+                    output::text(&k["selector"]),
+                    output::text(&k["dns_name"])
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_new(key: &Value, json: bool) -> Result<()> {
+    if json {
+        return output::json(key);
+    }
+    println!(
+        "{} signs with selector {} ({}). Publish this DNS TXT record:\n",
+        output::text(&key["domain"]),
+        output::text(&key["selector"]),
+        output::text(&key["algorithm"])
+    );
+    // Zone-file syntax; TXT strings longer than 255 bytes are split (RFC 4408 3.1.3
+    // style): an RSA key does not fit in one.
+    let txt = output::text(&key["dns_txt"]);
+    let parts: Vec<String> = txt
+        .as_bytes()
+        .chunks(250)
+        .map(|c| format!("\"{}\"", String::from_utf8_lossy(c)))
+        .collect();
+    println!(
+        "{}. IN TXT ( {} )",
+        output::text(&key["dns_name"]),
+        parts.join(" ")
+    );
+    Ok(())
+}
