@@ -16,7 +16,7 @@ results=$(mktemp /tmp/lazaret-quick.XXXXXX)
 log=$(mktemp /tmp/lazaret-quick-log.XXXXXX)
 trap 'rm -f "$results"' EXIT
 export BENCH_RESULTS=$results
-which=${*:-ingest outbound imap find scan backup clusters}
+which=${*:-ingest outbound dkim imap find scan backup clusters}
 (cd "$root" && cargo build --release -q -p lazaret)
 
 start=$(date +%s)
@@ -34,12 +34,13 @@ for b in $which; do
   case $b in
     ingest)   step ingest SESSIONS=20 MESSAGES=3000 WARMUP=1000 RATE=400 ;;
     outbound) step outbound MESSAGES=3000 RCPTS=1 ;;
+    dkim)     step outbound MESSAGES=3000 RCPTS=1 DKIM=rsa2048 ;;
     imap)     step imap BIG=20000 SMALL=5000 ;;
     find)     step find USERS=50 PER_USER=1000 WORMS=5000 QUEUE_WORMS=5000 RUNS=1 ;;
     scan)     step scan MB=100 HASHES=20000 BODIES=1000 ;;
     backup)   step backup USERS=20 PER_USER=1000 WORMS=1000 RATE=200 ;;
     clusters) step clusters CLEAN=20000 FAMILIES=10 COPIES=200 ;;
-    *) echo "unknown benchmark $b (ingest outbound imap find scan backup clusters)" >&2; exit 2 ;;
+    *) echo "unknown benchmark $b (ingest outbound dkim imap find scan backup clusters)" >&2; exit 2 ;;
   esac
 done
 elapsed=$(( $(date +%s) - start ))

@@ -93,10 +93,22 @@ def test_ed25519_rotate_and_remove(relay):
     raw = received(peer, 2)
     assert b"s=ed2" in raw and verify(server, raw)
 
+    # The careful way: a standby key first (its record published), then rotate onto it.
+    standby = server.cli_json("dkim", "generate", "localhost", "--selector", "ed3", "--algorithm", "ed25519")
+    assert standby["active"] is False
+    out = server.cli("dkim", "generate", "localhost", "--selector", "ed4", "--algorithm", "ed25519").stdout
+    assert "standby" in out and "lazaret dkim rotate localhost" in out
+    submit(server, "ed still two")
+    assert b"s=ed2" in received(peer, 3), "a standby key does not sign"
+    assert server.cli_json("dkim", "rotate", "localhost")["selector"] == "ed4"
+    submit(server, "ed four")
+    raw = received(peer, 4)
+    assert b"s=ed4" in raw and verify(server, raw)
+
     server.cli("dkim", "remove", "localhost")
     assert server.cli_json("dkim", "list") == []
     submit(server, "unsigned now")
-    assert b"DKIM-Signature" not in received(peer, 3)
+    assert b"DKIM-Signature" not in received(peer, 5)
     audit = server.cli("audit").stdout
     assert "dkim generate" in audit and "dkim rotate" in audit and "dkim remove" in audit
 

@@ -73,13 +73,14 @@ async fn generate_key(
 ) -> Result<Json<KeyView>, ApiError> {
     let s = server.clone();
     // RSA key generation takes a while (a second or more): off the async threads.
+    let activate = action == "rotate";
     let key = tokio::task::spawn_blocking(move || {
-        store(&s).generate(
-            &domain,
-            selector.as_deref(),
-            algorithm,
-            crate::deliver::now(),
-        )
+        let (store, now) = (store(&s), crate::deliver::now());
+        if activate {
+            store.generate_active(&domain, selector.as_deref(), algorithm, now)
+        } else {
+            store.generate(&domain, selector.as_deref(), algorithm, now)
+        }
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?
@@ -144,6 +145,25 @@ pub async fn rotate(
         None => active.algorithm,
         a => algorithm(a)?,
     };
+    // A standby key (made, its record published) takes over; else a new key does.
+    if request.selector.is_none() && request.algorithm.is_none() {
+        let ks = store(&server);
+        if let Some(key) = ks.activate_standby(&domain).map_err(failed)? {
+            server
+                .reload_dkim()
+                .map_err(|e| ApiError::Internal(format!("{e:#}")))?;
+            server
+                .audit(AuditEntry {
+                    actor: actor.0,
+                    action: "dkim rotate".into(),
+                    query: Some(key.domain.clone()),
+                    count: Some(1),
+                    detail: Some(format!("selector {} now signs", key.selector)),
+                })
+                .await?;
+            return Ok(Json(key.into()));
+        }
+    }
     generate_key(server, actor, domain, request.selector, algorithm, "rotate").await
 }
 

@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 
 #[derive(Subcommand)]
 pub enum DkimCommand {
-    /// Make a key for DOMAIN (it signs from now on) and print the DNS record to publish
+    /// Make a key for DOMAIN and print the DNS record to publish. A domain's first key
+    /// signs at once; a later one waits for `rotate` (publish its record first)
     Generate {
         domain: String,
         /// The record's name part (default: lzYYYYMMDD)
@@ -26,8 +27,9 @@ pub enum DkimCommand {
         #[arg(long)]
         json: bool,
     },
-    /// A new key for DOMAIN signs from now on; the old one stays listed (keep its DNS
-    /// record for a few days, then `remove --selector OLD`)
+    /// Switch DOMAIN to its newest standby key (made with `generate`, record published),
+    /// or to a new key if it has none; the old one stays listed (keep its DNS record a
+    /// few days, then `remove --selector OLD`)
     Rotate {
         domain: String,
         #[arg(long)]
@@ -135,12 +137,21 @@ fn print_new(key: &Value, json: bool) -> Result<()> {
     if json {
         return output::json(key);
     }
-    println!(
-        "{} signs with selector {} ({}). Publish this DNS TXT record:\n",
-        output::text(&key["domain"]),
-        output::text(&key["selector"]),
-        output::text(&key["algorithm"])
-    );
+    let domain = output::text(&key["domain"]);
+    if key["active"].as_bool() == Some(true) {
+        println!(
+            "{domain} signs with selector {} ({}). Publish this DNS TXT record:\n",
+            output::text(&key["selector"]),
+            output::text(&key["algorithm"])
+        );
+    } else {
+        println!(
+            "{domain} has a new standby key, selector {} ({}). Publish this DNS TXT record, \
+             then `lazaret dkim rotate {domain}` to sign with it:\n",
+            output::text(&key["selector"]),
+            output::text(&key["algorithm"])
+        );
+    }
     // Zone-file syntax; TXT strings longer than 255 bytes are split (RFC 4408 3.1.3
     // style): an RSA key does not fit in one.
     let txt = output::text(&key["dns_txt"]);

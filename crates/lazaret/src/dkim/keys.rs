@@ -125,14 +125,62 @@ impl KeyStore {
         std::fs::read(&path).with_context(|| format!("reading DKIM key {}", path.display()))
     }
 
-    /// Makes a key for `domain` and makes it the domain's active one. The selector
-    /// defaults to `lzYYYYMMDD` (a new name per rotation: the old record can stay).
+    /// Makes a key for `domain`. A domain's first key signs at once; a later one waits
+    /// (standby) until `activate` — publish its record first, so that no receiver sees
+    /// a signature whose key it cannot find yet. The selector defaults to `lzYYYYMMDD`
+    /// (a new name per rotation: the old record can stay).
     pub fn generate(
         &self,
         domain: &str,
         selector: Option<&str>,
         algorithm: Algorithm,
         now: i64,
+    ) -> Result<KeyInfo> {
+        self.make(domain, selector, algorithm, now, false)
+    }
+
+    /// As `generate`, the new key signing at once whatever the domain had.
+    pub fn generate_active(
+        &self,
+        domain: &str,
+        selector: Option<&str>,
+        algorithm: Algorithm,
+        now: i64,
+    ) -> Result<KeyInfo> {
+        self.make(domain, selector, algorithm, now, true)
+    }
+
+    /// Makes `domain`'s newest standby key the one it signs with; None if it has none.
+    pub fn activate_standby(&self, domain: &str) -> Result<Option<KeyInfo>> {
+        let mut keys = self.list()?;
+        let active_created = keys
+            .iter()
+            .filter(|k| k.domain == domain && k.active)
+            .map(|k| k.created)
+            .max();
+        let Some(standby) = keys
+            .iter()
+            .filter(|k| k.domain == domain && !k.active)
+            .filter(|k| active_created.is_none_or(|t| k.created >= t))
+            .max_by_key(|k| k.created)
+            .map(|k| k.selector.clone())
+        else {
+            return Ok(None);
+        };
+        for k in keys.iter_mut().filter(|k| k.domain == domain) {
+            k.active = k.selector == standby;
+        }
+        self.save(&keys)?;
+        Ok(keys.into_iter().find(|k| k.domain == domain && k.active))
+    }
+
+    fn make(
+        &self,
+        domain: &str,
+        selector: Option<&str>,
+        algorithm: Algorithm,
+        now: i64,
+        activate: bool,
     ) -> Result<KeyInfo> {
         let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
         if !valid_domain(&domain) {
@@ -168,15 +216,18 @@ impl KeyStore {
         let path = self.key_path(&domain, &selector);
         std::fs::create_dir_all(path.parent().expect("key path has a parent"))?;
         write_secret(&path, &private)?;
-        for k in keys.iter_mut().filter(|k| k.domain == domain) {
-            k.active = false;
+        let active = activate || !keys.iter().any(|k| k.domain == domain);
+        if active {
+            for k in keys.iter_mut().filter(|k| k.domain == domain) {
+                k.active = false;
+            }
         }
         let info = KeyInfo {
             domain,
             selector,
             algorithm,
             created: now,
-            active: true,
+            active,
             public_key: base64(&public),
         };
         keys.push(info.clone());
