@@ -61,10 +61,11 @@ pub(super) fn add_entry(
     internal_date: i64,
 ) -> Result<i64> {
     // The mod-sequence `take_uids` just gave the folder.
-    c.prepare_cached(
-        "INSERT INTO mailbox_entries(mailbox, uid, message, flags, internal_date, modseq)
-         VALUES(?1, ?2, ?3, ?4, ?5, (SELECT highestmodseq FROM mailboxes WHERE id=?1))",
-    )?
+    c.prepare_cached(&format!(
+        "INSERT INTO mailbox_entries(id, mailbox, uid, message, flags, internal_date, modseq)
+         VALUES({}, ?1, ?2, ?3, ?4, ?5, (SELECT highestmodseq FROM mailboxes WHERE id=?1))",
+        super::schema::NEXT_ENTRY_ID
+    ))?
     .execute(params![mailbox, uid, message, flags, internal_date])?;
     Ok(c.last_insert_rowid())
 }

@@ -48,10 +48,11 @@ impl Prepared {
     pub(crate) fn insert(&self, c: &Connection) -> Result<()> {
         let message = self.insert_message(c)?;
         let received = now();
-        c.prepare_cached(
-            "INSERT INTO queue_items(message, queue, state, next_attempt, created)
-             VALUES(?1, ?2, 'ready', ?3, ?3)",
-        )?
+        c.prepare_cached(&format!(
+            "INSERT INTO queue_items(id, message, queue, state, next_attempt, created)
+             VALUES({}, ?1, ?2, 'ready', ?3, ?3)",
+            super::schema::NEXT_ITEM_ID
+        ))?
         .execute(params![message, QUEUE_INBOUND, received])?;
         let item = c.last_insert_rowid();
         let mut rcpt_stmt =

@@ -163,6 +163,7 @@ impl EmbeddedStore {
             }
         }
         conn.execute_batch(schema::LATE_INDEXES)?;
+        conn.execute_batch(schema::SEED_ID_HIGH)?;
         // Stores from before the text index moved to its own file: the indexer
         // rebuilds it there from the blobs.
         conn.execute_batch("DROP TABLE IF EXISTS text_index")?;

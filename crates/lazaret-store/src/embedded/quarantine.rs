@@ -137,10 +137,11 @@ pub(super) fn quarantine(
             report.skipped += 1;
             continue;
         };
-        c.prepare_cached(
-            "INSERT INTO quarantine(message, at, actor, reason, origin_location, recipients, origin)
-             VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
+        c.prepare_cached(&format!(
+            "INSERT INTO quarantine(id, message, at, actor, reason, origin_location,
+               recipients, origin) VALUES({}, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            super::schema::NEXT_QUARANTINE_ID
+        ))?
         .execute(params![
             message,
             at,
@@ -221,10 +222,12 @@ pub(super) fn restore(c: &Connection, ids: &[String]) -> Result<ActionReport> {
                     worker_failures,
                     rcpts,
                 } => {
-                    c.prepare_cached(
-                        "INSERT INTO queue_items(message, queue, state, next_attempt, attempts,
-                       last_error, created, worker_failures) VALUES(?1,?2,?3,?4,?5,?6,?7,?8)",
-                    )?
+                    c.prepare_cached(&format!(
+                        "INSERT INTO queue_items(id, message, queue, state, next_attempt,
+                           attempts, last_error, created, worker_failures)
+                         VALUES({}, ?1,?2,?3,?4,?5,?6,?7,?8)",
+                        super::schema::NEXT_ITEM_ID
+                    ))?
                     .execute(params![
                         message,
                         queue,

@@ -110,10 +110,11 @@ pub(super) fn route_item(
                 events::record(c, moving.message, events::QUEUED, &rcpts.join(", "), &queue)?;
                 ("ready", t, 0, None, rcpts)
             };
-        c.prepare_cached(
-            "INSERT INTO queue_items(message, queue, state, next_attempt, created, attempts,
-               last_error) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
+        c.prepare_cached(&format!(
+            "INSERT INTO queue_items(id, message, queue, state, next_attempt, created,
+                   attempts, last_error) VALUES({}, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            schema::NEXT_ITEM_ID
+        ))?
         .execute(params![
             moving.message,
             queue,
@@ -156,10 +157,11 @@ fn into_inboxes(
             .optional()?;
         match inbox {
             Some((mailbox, uid, modseq)) => {
-                c.prepare_cached(
-                    "INSERT INTO mailbox_entries(mailbox, uid, message, internal_date, modseq)
-                     VALUES(?1, ?2, ?3, ?4, ?5)",
-                )?
+                c.prepare_cached(&format!(
+                    "INSERT INTO mailbox_entries(id, mailbox, uid, message, internal_date, modseq)
+                     VALUES({}, ?1, ?2, ?3, ?4, ?5)",
+                    schema::NEXT_ENTRY_ID
+                ))?
                 .execute(params![mailbox, uid, message, t, modseq])?;
                 events::record(c, message, events::DELIVERED, rcpt, "INBOX")?;
                 if !users.contains(rcpt) {

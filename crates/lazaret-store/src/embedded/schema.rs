@@ -176,6 +176,19 @@ CREATE TABLE IF NOT EXISTS message_events(
 CREATE INDEX IF NOT EXISTS message_events_message ON message_events(message);
 CREATE INDEX IF NOT EXISTS message_events_uid ON message_events(uid) WHERE uid IS NOT NULL;
 CREATE INDEX IF NOT EXISTS message_events_gone ON message_events(who) WHERE kind='gone';
+-- The highest id each of these tables ever gave out: their ids are what the admin
+-- acts on (`q12`, `m7`, `x3`, from a `find` a moment or a day earlier), so one must
+-- never name another row later. SQLite's own choice (highest present + 1) gives the
+-- id of a just-deleted last row again: a copy delivered between `find` and
+-- `quarantine` let the next message's inbound item take its id, and be quarantined.
+-- Inserts take `id+1` from here; the triggers below keep it current.
+CREATE TABLE IF NOT EXISTS id_high(tbl TEXT PRIMARY KEY, id INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS queue_items_id_high AFTER INSERT ON queue_items BEGIN
+    UPDATE id_high SET id=new.id WHERE tbl='queue_items' AND id<new.id; END;
+CREATE TRIGGER IF NOT EXISTS mailbox_entries_id_high AFTER INSERT ON mailbox_entries BEGIN
+    UPDATE id_high SET id=new.id WHERE tbl='mailbox_entries' AND id<new.id; END;
+CREATE TRIGGER IF NOT EXISTS quarantine_id_high AFTER INSERT ON quarantine BEGIN
+    UPDATE id_high SET id=new.id WHERE tbl='quarantine' AND id<new.id; END;
 -- Lookup keys (attachment hashes, text band keys) and the messages that have them.
 CREATE TABLE IF NOT EXISTS cluster_keys(
     key INTEGER NOT NULL,
@@ -238,3 +251,18 @@ pub const DEFAULT_FOLDERS: [(&str, Option<&str>); 5] = [
     ("Trash", Some("\\Trash")),
     ("Junk", Some("\\Junk")),
 ];
+
+/// The next never-used id of `queue_items`, `mailbox_entries` or `quarantine` (see
+/// `id_high`), as an SQL expression for an INSERT's `id` value.
+pub const NEXT_ITEM_ID: &str = "(SELECT id+1 FROM id_high WHERE tbl='queue_items')";
+pub const NEXT_ENTRY_ID: &str = "(SELECT id+1 FROM id_high WHERE tbl='mailbox_entries')";
+pub const NEXT_QUARANTINE_ID: &str = "(SELECT id+1 FROM id_high WHERE tbl='quarantine')";
+
+/// Seeds `id_high` from the rows present (stores from before it; a no-op after).
+pub const SEED_ID_HIGH: &str = "
+INSERT INTO id_high(tbl, id) VALUES
+    ('queue_items', COALESCE((SELECT max(id) FROM queue_items), 0)),
+    ('mailbox_entries', COALESCE((SELECT max(id) FROM mailbox_entries), 0)),
+    ('quarantine', COALESCE((SELECT max(id) FROM quarantine), 0))
+ON CONFLICT(tbl) DO UPDATE SET id=max(id, excluded.id);
+";

@@ -1667,3 +1667,53 @@ fn the_event_log_keeps_a_message_path_after_it_is_gone() {
     assert_eq!(store.prune_events(later, 100).unwrap(), 3);
     assert!(store.trace(Some("ee01"), None).unwrap().is_empty());
 }
+
+#[test]
+fn queue_and_mailbox_ids_are_never_given_out_twice() {
+    let dir = temp_dir("ids");
+    let first_item;
+    {
+        let store = EmbeddedStore::open(&dir).unwrap();
+        store.user_add("bob@localhost", "pw").unwrap();
+        store.ingest(incoming("fa01", "bob@localhost")).unwrap();
+        let [item] = &store.queue_messages("inbound").unwrap()[..] else {
+            panic!("one inbound item");
+        };
+        first_item = item.id.clone();
+        // Delivered: the highest item row goes. The next message's item must not take
+        // its id, or an action on the first id (from a find a moment before) would hit
+        // the second message.
+        store.route_inbound(100, false, &to_local, 60).unwrap();
+        let [entry] = &store.mailbox_messages("bob@localhost", "INBOX").unwrap()[..] else {
+            panic!("delivered");
+        };
+        let entry = entry.id.clone();
+        store
+            .mailbox_delete("bob@localhost", "INBOX", std::slice::from_ref(&entry))
+            .unwrap();
+        store.ingest(incoming("fa02", "bob@localhost")).unwrap();
+        let [item] = &store.queue_messages("inbound").unwrap()[..] else {
+            panic!("one inbound item");
+        };
+        assert_ne!(item.id, first_item, "a deleted item's id came back");
+        store.route_inbound(100, false, &to_local, 60).unwrap();
+        let [again] = &store.mailbox_messages("bob@localhost", "INBOX").unwrap()[..] else {
+            panic!("delivered");
+        };
+        assert_ne!(again.id, entry, "an expunged entry's id came back");
+        store.close();
+    }
+    // And across a restart.
+    let store = EmbeddedStore::open(&dir).unwrap();
+    store.ingest(incoming("fa03", "bob@localhost")).unwrap();
+    let [item] = &store.queue_messages("inbound").unwrap()[..] else {
+        panic!("one inbound item");
+    };
+    let n = |id: &str| id[1..].parse::<i64>().unwrap();
+    assert!(
+        n(&item.id) > n(&first_item) + 1,
+        "{} after {}",
+        item.id,
+        first_item
+    );
+}
