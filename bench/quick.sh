@@ -55,6 +55,11 @@ GOALS = [
     (r"ingest p99 DATA->250 at", "ratio", 1.0),
     (r"ingest peak RSS", "max", 200),
     (r"outbound delivered", "ratio", 2.5),
+    # Issue #22: signing every submitted message keeps at least 2x Postfix, which signs
+    # none (with RSA-2048 a signature is ~0.6 ms of CPU: on 2 cores that caps a
+    # saturated submission port near 1,500 msgs/s, whatever the server).
+    (r"outbound submission accepted msgs/s, dkim", "ratio", 2.0),
+    (r"outbound submission accepted", "ratio", 2.0),
     # With 1% changed, ~2% is near the floor for any server: each changed message
     # comes back with UID and MODSEQ, about twice a plain FLAGS line (Dovecot: 2.00%).
     (r"imap QRESYNC resync bytes", "max", 2),
