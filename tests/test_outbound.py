@@ -268,3 +268,32 @@ def test_retry_now_sends_waiting_mail_at_once_and_leaves_frozen_mail(make_server
         assert server.inbox("alice@localhost") == [], "no DSN"
     finally:
         peer.stop()
+
+
+def test_a_failed_starttls_handshake_falls_back_to_plaintext(make_server):
+    """A peer that offers STARTTLS but cannot complete the handshake (here: it speaks
+    TLS 1.1 at most; Lazaret's client 1.2 and up) gets the mail without TLS at once —
+    opportunistic TLS, as Postfix at `may` — instead of a deferral at every retry."""
+    import ssl
+    peer = Peer()
+    server = make_server(relay_config(peer))
+    server.add_user("alice@localhost")
+    tls = server.data_dir / "tls"
+    broken = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    broken.load_cert_chain(str(tls / "cert.pem"), str(tls / "key.pem"))
+    broken.maximum_version = ssl.TLSVersion.TLSv1_1
+    peer.tls = broken
+    peer.start()
+    try:
+        submit(server, ["bob@far.test"], subject="no tls")
+        wait_for(lambda: peer.messages, what="delivery without TLS")
+        [m] = peer.messages
+        assert not m["tls"]
+        assert m["rcpt_tos"] == ["bob@far.test"]
+        # The path says how it went.
+        found = server.cli_json("find", "--subject", "no tls", "--in", "all")
+        assert found == []  # delivered on: nothing left here
+        log = (server.workdir / "server.log").read_text()
+        assert "STARTTLS failed" in log and "without TLS" in log
+    finally:
+        peer.stop()

@@ -64,6 +64,16 @@ pub enum ClientError {
     Tls(std::io::Error),
 }
 
+impl ClientError {
+    /// The STARTTLS handshake itself failed (the server offered TLS it cannot do).
+    pub fn is_tls_handshake(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Tls(_) | ClientError::Timeout("TLS handshake")
+        )
+    }
+}
+
 enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),

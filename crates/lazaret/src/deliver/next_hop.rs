@@ -28,6 +28,8 @@ pub enum Target {
 pub struct Host {
     pub addr: SocketAddr,
     pub name: String,
+    /// How the connection differs from the usual (`without TLS: …`), for the log.
+    pub note: Option<String>,
 }
 
 /// Why there is nowhere to send: permanent problems fail the recipients at once.
@@ -81,6 +83,7 @@ async fn lookup(host_port: &str, name: &str) -> Result<Vec<Host>, std::io::Error
         .map(|addr| Host {
             addr,
             name: name.to_string(),
+            note: None,
         })
         .collect())
 }

@@ -270,7 +270,10 @@ async fn deliver_batch(server: &Arc<Server>, queue: &str, worker: u64, batch: Ve
             Ok(report) => {
                 let mut outcome =
                     settle(server, &msg, Some(&data), |r| reply_fate(&report, r, &host)).await;
-                outcome.remote = Some(host.addr.to_string());
+                outcome.remote = Some(match &host.note {
+                    Some(note) => format!("{} ({note})", host.addr),
+                    None => host.addr.to_string(),
+                });
                 recorder.push(outcome).await;
             }
             Err(e) => {
@@ -317,11 +320,16 @@ fn reply_fate(report: &SendReport, rcpt: &str, host: &Host) -> Fate {
     }
 }
 
+/// Connects to the first host that answers. TLS is opportunistic (RFC 7435: no MTA-STS
+/// or DANE policy says otherwise yet), so a host whose STARTTLS handshake fails is
+/// tried again at once without TLS, as Postfix does at `smtp_tls_security_level = may`:
+/// failing the same handshake at every retry deferred such mail until it expired. The
+/// host then carries the reason (it goes into the `delivered` event).
 async fn connect_any(server: &Arc<Server>, hosts: &[Host]) -> Result<(Client, Host), String> {
     let d = &server.config.delivery;
     let mut errors = Vec::new();
     for host in hosts {
-        let opts = ConnectOptions {
+        let mut opts = ConnectOptions {
             helo: &server.config.hostname,
             tls: Some(&server.outbound.tls),
             server_name: &host.name,
@@ -332,6 +340,18 @@ async fn connect_any(server: &Arc<Server>, hosts: &[Host]) -> Result<(Client, Ho
             Ok(c) => {
                 tracing::debug!(host = %host.addr, tls = c.tls, "connected");
                 return Ok((c, host.clone()));
+            }
+            Err(e) if e.is_tls_handshake() => {
+                tracing::warn!(host = %host.addr, "STARTTLS failed ({e}); trying again without TLS");
+                opts.tls = None;
+                match Client::connect(host.addr, &opts).await {
+                    Ok(c) => {
+                        let mut plain = host.clone();
+                        plain.note = Some(format!("without TLS: STARTTLS failed ({e})"));
+                        return Ok((c, plain));
+                    }
+                    Err(e2) => errors.push(format!("{}: {e}; without TLS: {e2}", host.addr)),
+                }
             }
             Err(e) => errors.push(format!("{}: {e}", host.addr)),
         }
