@@ -255,6 +255,21 @@ fn events_of(c: &Connection, message: i64) -> Result<Vec<(TraceEvent, Option<Str
     Ok(rows)
 }
 
+/// What the log kept of a message no longer stored: its store id (from its `gone` row,
+/// `#ROWID` if it left none) and subject.
+fn kept_of_gone(message: i64, events: &[(TraceEvent, Option<String>)]) -> (String, String) {
+    let uid = events
+        .iter()
+        .find_map(|(_, u)| u.clone())
+        .unwrap_or_else(|| format!("#{message}"));
+    let subject = events
+        .iter()
+        .find(|(e, _)| e.event == GONE)
+        .map(|(e, _)| e.detail.clone())
+        .unwrap_or_default();
+    (uid, subject)
+}
+
 /// Where the copies of `message` are now.
 fn locations(c: &Connection, message: i64) -> Result<Vec<String>> {
     let mut out = Vec::new();
@@ -337,20 +352,11 @@ pub(super) fn trace(
         let (uid, message_id, subject, from) = match row {
             Some(r) => r,
             None => {
-                // Gone: what the log kept of it.
-                let uid = events
-                    .iter()
-                    .find_map(|(_, u)| u.clone())
-                    .unwrap_or_else(|| format!("#{m}"));
+                let (uid, subject) = kept_of_gone(m, &events);
                 let from = events
                     .iter()
                     .find(|(e, _)| e.event == ACCEPTED)
                     .map(|(e, _)| e.who.clone())
-                    .unwrap_or_default();
-                let subject = events
-                    .iter()
-                    .find(|(e, _)| e.event == GONE)
-                    .map(|(e, _)| e.detail.clone())
                     .unwrap_or_default();
                 let message_id = events
                     .iter()
@@ -437,18 +443,7 @@ pub(super) fn exposure(c: &Connection, scope: &ExposureScope) -> Result<Vec<Expo
             .query_row([m], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         let events = events_of(c, m)?;
-        let (uid, subject) = row.unwrap_or_else(|| {
-            let uid = events
-                .iter()
-                .find_map(|(_, u)| u.clone())
-                .unwrap_or_else(|| format!("#{m}"));
-            let subject = events
-                .iter()
-                .find(|(e, _)| e.event == GONE)
-                .map(|(e, _)| e.detail.clone())
-                .unwrap_or_default();
-            (uid, subject)
-        });
+        let (uid, subject) = row.unwrap_or_else(|| kept_of_gone(m, &events));
         let mut copies: Vec<ExposureRow> = Vec::new();
         let copy = |copies: &mut Vec<ExposureRow>, who: &str, local: bool| -> usize {
             match copies.iter().position(|r| r.recipient == who) {

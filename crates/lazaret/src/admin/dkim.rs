@@ -85,6 +85,21 @@ async fn generate_key(
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?
     .map_err(failed)?;
+    let detail = format!("selector {} ({:?})", key.selector, key.algorithm);
+    changed(&server, actor, action, &key.domain, 1, detail).await?;
+    Ok(Json(key.into()))
+}
+
+/// After a change: the signers read the keys again at once, and the audit log says
+/// who did what.
+async fn changed(
+    server: &Arc<Server>,
+    actor: Actor,
+    action: &str,
+    domain: &str,
+    count: u64,
+    detail: String,
+) -> Result<(), ApiError> {
     server
         .reload_dkim()
         .map_err(|e| ApiError::Internal(format!("{e:#}")))?;
@@ -92,12 +107,12 @@ async fn generate_key(
         .audit(AuditEntry {
             actor: actor.0,
             action: format!("dkim {action}"),
-            query: Some(key.domain.clone()),
-            count: Some(1),
-            detail: Some(format!("selector {} ({:?})", key.selector, key.algorithm)),
+            query: Some(domain.to_string()),
+            count: Some(count),
+            detail: Some(detail),
         })
         .await?;
-    Ok(Json(key.into()))
+    Ok(())
 }
 
 pub async fn generate(
@@ -149,18 +164,8 @@ pub async fn rotate(
     if request.selector.is_none() && request.algorithm.is_none() {
         let ks = store(&server);
         if let Some(key) = ks.activate_standby(&domain).map_err(failed)? {
-            server
-                .reload_dkim()
-                .map_err(|e| ApiError::Internal(format!("{e:#}")))?;
-            server
-                .audit(AuditEntry {
-                    actor: actor.0,
-                    action: "dkim rotate".into(),
-                    query: Some(key.domain.clone()),
-                    count: Some(1),
-                    detail: Some(format!("selector {} now signs", key.selector)),
-                })
-                .await?;
+            let detail = format!("selector {} now signs", key.selector);
+            changed(&server, actor, "rotate", &key.domain, 1, detail).await?;
             return Ok(Json(key.into()));
         }
     }
@@ -182,22 +187,8 @@ pub async fn remove(
     let gone = store(&server)
         .remove(&domain, q.selector.as_deref())
         .map_err(|e| ApiError::Store(StoreError::NotFound(format!("{e:#}"))))?;
-    server
-        .reload_dkim()
-        .map_err(|e| ApiError::Internal(format!("{e:#}")))?;
-    server
-        .audit(AuditEntry {
-            actor: actor.0,
-            action: "dkim remove".into(),
-            query: Some(domain),
-            count: Some(gone.len() as u64),
-            detail: Some(
-                gone.iter()
-                    .map(|k| k.selector.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ),
-        })
-        .await?;
+    let selectors: Vec<&str> = gone.iter().map(|k| k.selector.as_str()).collect();
+    let detail = selectors.join(", ");
+    changed(&server, actor, "remove", &domain, gone.len() as u64, detail).await?;
     Ok(Json(gone.into_iter().map(KeyView::from).collect()))
 }

@@ -55,27 +55,25 @@ pub fn run(api: &Api, command: DkimCommand) -> Result<()> {
             selector,
             algorithm,
             json,
-        } => {
-            let key = api.send(
-                "POST",
-                &format!("/api/dkim/{}", segment(&domain)),
-                json!({ "selector": selector, "algorithm": algorithm }),
-            )?;
-            print_new(&key, json)
-        }
+        } => make(
+            api,
+            &format!("/api/dkim/{}", segment(&domain)),
+            selector,
+            algorithm,
+            json,
+        ),
         DkimCommand::Rotate {
             domain,
             selector,
             algorithm,
             json,
-        } => {
-            let key = api.send(
-                "POST",
-                &format!("/api/dkim/{}/rotate", segment(&domain)),
-                json!({ "selector": selector, "algorithm": algorithm }),
-            )?;
-            print_new(&key, json)
-        }
+        } => make(
+            api,
+            &format!("/api/dkim/{}/rotate", segment(&domain)),
+            selector,
+            algorithm,
+            json,
+        ),
         DkimCommand::List { json } => {
             let keys: Vec<Value> = api.get("/api/dkim")?;
             if json {
@@ -131,6 +129,22 @@ pub fn run(api: &Api, command: DkimCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `generate` and `rotate`: the same request to their own path.
+fn make(
+    api: &Api,
+    path: &str,
+    selector: Option<String>,
+    algorithm: Option<String>,
+    json: bool,
+) -> Result<()> {
+    let key = api.send(
+        "POST",
+        path,
+        json!({ "selector": selector, "algorithm": algorithm }),
+    )?;
+    print_new(&key, json)
 }
 
 fn print_new(key: &Value, json: bool) -> Result<()> {

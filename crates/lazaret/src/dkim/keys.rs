@@ -126,7 +126,7 @@ impl KeyStore {
     }
 
     /// Makes a key for `domain`. A domain's first key signs at once; a later one waits
-    /// (standby) until `activate` — publish its record first, so that no receiver sees
+    /// (standby) until `activate_standby` — publish its record first, so that no receiver sees
     /// a signature whose key it cannot find yet. The selector defaults to `lzYYYYMMDD`
     /// (a new name per rotation: the old record can stay).
     pub fn generate(
@@ -139,7 +139,8 @@ impl KeyStore {
         self.make(domain, selector, algorithm, now, false)
     }
 
-    /// As `generate`, the new key signing at once whatever the domain had.
+    /// As `generate`, the new key signing at once whatever the domain had (a rotation
+    /// with no standby key: a leaked key must stop signing now).
     pub fn generate_active(
         &self,
         domain: &str,
