@@ -4,24 +4,29 @@
 use super::client::{segment, Api};
 use super::output;
 use anyhow::Result;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use serde_json::{json, Value};
+
+/// A new key: for `generate` and for `rotate` (where `--selector`/`--algorithm` make a
+/// new key rather than switch to the standby one).
+#[derive(Args)]
+pub struct NewKey {
+    domain: String,
+    /// The record's name part (default: lzYYYYMMDD)
+    #[arg(long)]
+    selector: Option<String>,
+    /// rsa2048 (the default: every receiver checks it) or ed25519 (RFC 8463)
+    #[arg(long, value_parser = ["rsa2048", "ed25519"])]
+    algorithm: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
 
 #[derive(Subcommand)]
 pub enum DkimCommand {
     /// Make a key for DOMAIN and print the DNS record to publish. A domain's first key
     /// signs at once; a later one waits for `rotate` (publish its record first)
-    Generate {
-        domain: String,
-        /// The record's name part (default: lzYYYYMMDD)
-        #[arg(long)]
-        selector: Option<String>,
-        /// rsa2048 (the default: every receiver checks it) or ed25519 (RFC 8463)
-        #[arg(long, value_parser = ["rsa2048", "ed25519"])]
-        algorithm: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
+    Generate(NewKey),
     /// Every key, which one each domain signs with, and its DNS record
     List {
         #[arg(long)]
@@ -30,15 +35,7 @@ pub enum DkimCommand {
     /// Switch DOMAIN to its newest standby key (made with `generate`, record published),
     /// or to a new key if it has none; the old one stays listed (keep its DNS record a
     /// few days, then `remove --selector OLD`)
-    Rotate {
-        domain: String,
-        #[arg(long)]
-        selector: Option<String>,
-        #[arg(long, value_parser = ["rsa2048", "ed25519"])]
-        algorithm: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
+    Rotate(NewKey),
     /// Remove DOMAIN's key with SELECTOR, or all its keys (its mail then goes out
     /// unsigned)
     Remove {
@@ -50,29 +47,13 @@ pub enum DkimCommand {
 
 pub fn run(api: &Api, command: DkimCommand) -> Result<()> {
     match command {
-        DkimCommand::Generate {
-            domain,
-            selector,
-            algorithm,
-            json,
-        } => make(
+        DkimCommand::Generate(key) => {
+            make(api, &format!("/api/dkim/{}", segment(&key.domain)), key)
+        }
+        DkimCommand::Rotate(key) => make(
             api,
-            &format!("/api/dkim/{}", segment(&domain)),
-            selector,
-            algorithm,
-            json,
-        ),
-        DkimCommand::Rotate {
-            domain,
-            selector,
-            algorithm,
-            json,
-        } => make(
-            api,
-            &format!("/api/dkim/{}/rotate", segment(&domain)),
-            selector,
-            algorithm,
-            json,
+            &format!("/api/dkim/{}/rotate", segment(&key.domain)),
+            key,
         ),
         DkimCommand::List { json } => {
             let keys: Vec<Value> = api.get("/api/dkim")?;
@@ -132,19 +113,10 @@ pub fn run(api: &Api, command: DkimCommand) -> Result<()> {
 }
 
 /// `generate` and `rotate`: the same request to their own path.
-fn make(
-    api: &Api,
-    path: &str,
-    selector: Option<String>,
-    algorithm: Option<String>,
-    json: bool,
-) -> Result<()> {
-    let key = api.send(
-        "POST",
-        path,
-        json!({ "selector": selector, "algorithm": algorithm }),
-    )?;
-    print_new(&key, json)
+fn make(api: &Api, path: &str, key: NewKey) -> Result<()> {
+    let body = json!({ "selector": key.selector, "algorithm": key.algorithm });
+    let made = api.send("POST", path, body)?;
+    print_new(&made, key.json)
 }
 
 fn print_new(key: &Value, json: bool) -> Result<()> {
