@@ -297,3 +297,51 @@ def test_a_failed_starttls_handshake_falls_back_to_plaintext(make_server):
         assert "STARTTLS failed" in log and "without TLS" in log
     finally:
         peer.stop()
+
+
+class MxServer:
+    """A small authoritative DNS server on loopback (dnslib): MX answers for the test's
+    domains, NXDOMAIN for anything else."""
+
+    def __init__(self, mx):
+        from dnslib.server import BaseResolver, DNSServer
+        from dnslib import MX, QTYPE, RR
+
+        class Answers(BaseResolver):
+            def resolve(self, request, handler):
+                reply = request.reply()
+                name = str(request.q.qname).rstrip(".").lower()
+                if request.q.qtype == QTYPE.MX and name in mx:
+                    reply.add_answer(RR(request.q.qname, QTYPE.MX, rdata=MX(mx[name], 10), ttl=60))
+                elif name not in mx:
+                    reply.header.rcode = 3  # NXDOMAIN
+                return reply
+
+        from peer import free_port
+        self.port = free_port()
+        self.server = DNSServer(Answers(), port=self.port, address="127.0.0.1")
+        self.server.start_thread()
+
+    def stop(self):
+        self.server.stop()
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="the MX host listens on port 25 (root)")
+def test_mx_route_asks_the_configured_dns_servers(make_server):
+    """`[delivery] dns_servers`: `route = "mx"` looks the MX up on the given server (here
+    a dnslib server on loopback), not /etc/resolv.conf's."""
+    dns = MxServer({"far.test": "localhost."})
+    peer = Peer(port=25)
+    peer.start()
+    try:
+        server = make_server(
+            '[[connector]]\nname = "internet"\ndomains = ["*"]\nroute = "mx"\n'
+            f'\n[delivery]\npoll_interval = "1s"\ndns_servers = ["127.0.0.1:{dns.port}"]\n'
+        )
+        server.add_user("alice@localhost")
+        submit(server, ["bob@far.test"], subject="by mx")
+        wait_for(lambda: peer.messages, what="delivery to the MX host")
+        assert peer.messages[0]["rcpt_tos"] == ["bob@far.test"]
+    finally:
+        peer.stop()
+        dns.stop()

@@ -650,6 +650,10 @@ pub struct DeliveryConfig {
     /// of DNS for those domains by `route = "mx"` connectors (closed networks, tests).
     #[serde(default)]
     pub static_mx: std::collections::BTreeMap<String, String>,
+    /// DNS servers to ask ("IP:PORT", UDP then TCP) instead of those of
+    /// /etc/resolv.conf: a local validating resolver, or a test's own server.
+    #[serde(default)]
+    pub dns_servers: Vec<SocketAddr>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -765,6 +769,7 @@ impl Default for DeliveryConfig {
             connect_timeout: default_connect_timeout(),
             command_timeout: default_command_timeout(),
             static_mx: Default::default(),
+            dns_servers: Vec::new(),
         }
     }
 }

@@ -40,8 +40,8 @@ struct Claim {
 }
 
 impl Outbound {
-    pub fn new(max_connections: usize) -> Outbound {
-        let resolver = match TokioResolver::builder_tokio().and_then(|b| b.build()) {
+    pub fn new(max_connections: usize, dns_servers: &[std::net::SocketAddr]) -> Outbound {
+        let resolver = match crate::deliver::next_hop::resolver(dns_servers) {
             Ok(r) => Some(r),
             Err(e) => {
                 tracing::warn!("no DNS resolver ({e}); route = \"mx\" works only for [delivery] static_mx domains");

@@ -73,7 +73,10 @@ pub async fn run(config: Config) -> Result<()> {
     for e in &scanner.current().rejected {
         tracing::error!("signature file refused: {e}");
     }
-    let outbound = Outbound::new(config.delivery.max_connections);
+    let outbound = Outbound::new(
+        config.delivery.max_connections,
+        &config.delivery.dns_servers,
+    );
 
     let limits = &config.limits;
     let rate_submission = crate::accept::rate::RateLimiter::new(
