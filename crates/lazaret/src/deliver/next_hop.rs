@@ -173,6 +173,31 @@ pub async fn resolve(
     }
 }
 
+/// The resolver for MX lookups: `[delivery] dns_servers` when set, else the system's
+/// (/etc/resolv.conf).
+pub fn resolver(servers: &[std::net::SocketAddr]) -> Result<TokioResolver, String> {
+    use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+    use hickory_resolver::net::runtime::TokioRuntimeProvider;
+    if servers.is_empty() {
+        return TokioResolver::builder_tokio()
+            .and_then(|b| b.build())
+            .map_err(|e| e.to_string());
+    }
+    let name_servers = servers
+        .iter()
+        .map(|addr| {
+            let (mut udp, mut tcp) = (ConnectionConfig::udp(), ConnectionConfig::tcp());
+            udp.port = addr.port();
+            tcp.port = addr.port();
+            NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
+        })
+        .collect();
+    let config = ResolverConfig::from_parts(None, Vec::new(), name_servers);
+    TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,29 +223,4 @@ mod tests {
         assert!(route_of("remote:x.test", &c[..1]).unwrap_err().permanent);
         assert_eq!(host_of("[::1]:25"), "::1");
     }
-}
-
-/// The resolver for MX lookups: `[delivery] dns_servers` when set, else the system's
-/// (/etc/resolv.conf).
-pub fn resolver(servers: &[std::net::SocketAddr]) -> Result<TokioResolver, String> {
-    use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
-    use hickory_resolver::net::runtime::TokioRuntimeProvider;
-    if servers.is_empty() {
-        return TokioResolver::builder_tokio()
-            .and_then(|b| b.build())
-            .map_err(|e| e.to_string());
-    }
-    let name_servers = servers
-        .iter()
-        .map(|addr| {
-            let (mut udp, mut tcp) = (ConnectionConfig::udp(), ConnectionConfig::tcp());
-            udp.port = addr.port();
-            tcp.port = addr.port();
-            NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
-        })
-        .collect();
-    let config = ResolverConfig::from_parts(None, Vec::new(), name_servers);
-    TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
-        .build()
-        .map_err(|e| e.to_string())
 }
