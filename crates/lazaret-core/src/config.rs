@@ -62,6 +62,8 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub auth_checks: AuthChecksConfig,
     /// The file this was read from (none for the built-in defaults); a backup keeps it.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -128,6 +130,28 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::default(),
             event_retention: default_event_retention(),
+        }
+    }
+}
+
+/// SPF, DKIM and DMARC of mail arriving on the inbound port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthChecksConfig {
+    /// Check, and add an `Authentication-Results:` header. Off by default in this
+    /// version: every inbound message then waits for DNS (SPF, the DKIM key, DMARC).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Refuse (550 5.7.1) a message that fails DMARC when its domain publishes p=reject.
+    #[serde(default = "yes")]
+    pub dmarc_reject: bool,
+}
+
+impl Default for AuthChecksConfig {
+    fn default() -> Self {
+        AuthChecksConfig {
+            enabled: false,
+            dmarc_reject: true,
         }
     }
 }

@@ -63,6 +63,8 @@ pub struct Server {
     pub disk: crate::disk_space::DiskSpace,
     /// Counters for `/metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// `[auth_checks]`: SPF, DKIM, DMARC of inbound mail (None: off).
+    pub auth_checks: Option<crate::accept::auth_checks::AuthChecks>,
     /// DKIM signers of the domains that sign (`lazaret dkim`), swapped whole on change.
     pub dkim: std::sync::RwLock<Arc<crate::dkim::Signers>>,
 }

@@ -1,6 +1,7 @@
 //! Accept: the inbound SMTP listener and its sessions. A message leaves this stage
 //! durable in queue `inbound`.
 
+pub mod auth_checks;
 pub mod rate;
 pub mod received;
 pub mod session;

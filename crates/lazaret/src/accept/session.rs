@@ -303,17 +303,24 @@ async fn accept_message(
     }
     // A user's mail is signed for its From domain as it is accepted: every copy, local
     // or sent on, carries the signature.
-    let (data, signature) = if envelope.authenticated.is_some() {
+    // A header field to put above the message: its DKIM signature (submission) or the
+    // results of the authentication checks (inbound).
+    let (data, added) = if envelope.authenticated.is_some() {
         sign(server, data).await
+    } else if let Some(checks) = &server.auth_checks {
+        let results = checks
+            .check(&data, peer.ip(), &envelope.helo, &envelope.mail_from)
+            .await?;
+        (data, Some(results))
     } else {
         (data, None)
     };
     let id = hex::encode(rand::random::<[u8; 8]>());
     let trace = received::header(envelope, peer.ip(), &server.config.hostname, &id);
-    let signature = signature.unwrap_or_default();
-    let mut message = Vec::with_capacity(trace.len() + signature.len() + data.len());
+    let added = added.unwrap_or_default();
+    let mut message = Vec::with_capacity(trace.len() + added.len() + data.len());
     message.extend_from_slice(trace.as_bytes());
-    message.extend_from_slice(signature.as_bytes());
+    message.extend_from_slice(added.as_bytes());
     message.extend_from_slice(&data);
     // Free the DATA buffer now rather than after the (slow, fsyncing) store call.
     drop(data);

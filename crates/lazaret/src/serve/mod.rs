@@ -96,6 +96,13 @@ pub async fn run(config: Config) -> Result<()> {
             crate::dkim::Signers::default()
         }
     };
+    let auth_checks = match crate::accept::auth_checks::AuthChecks::new(&config) {
+        Ok(checks) => checks,
+        Err(e) => {
+            tracing::warn!("[auth_checks] off: no DNS resolver ({e})");
+            None
+        }
+    };
     let server = Arc::new(Server {
         sessions: Arc::new(Semaphore::new(config.smtp.max_sessions)),
         config,
@@ -127,6 +134,7 @@ pub async fn run(config: Config) -> Result<()> {
         disk: crate::disk_space::DiskSpace::new(data_dir.clone(), min_free),
         metrics: crate::metrics::Metrics::default(),
         dkim: std::sync::RwLock::new(Arc::new(dkim_signers)),
+        auth_checks,
     });
     use crate::accept::session::{self as smtp, Port};
     use crate::access::{imap, pop3};
