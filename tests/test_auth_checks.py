@@ -12,34 +12,7 @@ import subprocess
 import dkim
 import pytest
 
-from peer import free_port
-
-
-class Zone:
-    """TXT records by name, served over UDP on loopback; NXDOMAIN for other names."""
-
-    def __init__(self, txt):
-        from dnslib import QTYPE, RR, TXT
-        from dnslib.server import BaseResolver, DNSServer
-
-        class Answers(BaseResolver):
-            def resolve(self, request, handler):
-                reply = request.reply()
-                name = str(request.q.qname).rstrip(".").lower()
-                if name not in txt:
-                    reply.header.rcode = 3
-                elif request.q.qtype == QTYPE.TXT:
-                    value = txt[name].encode()
-                    chunks = [value[i:i + 255] for i in range(0, len(value), 255)]
-                    reply.add_answer(RR(request.q.qname, QTYPE.TXT, rdata=TXT(chunks), ttl=60))
-                return reply
-
-        self.port = free_port()
-        self.server = DNSServer(Answers(), port=self.port, address="127.0.0.1")
-        self.server.start_thread()
-
-    def stop(self):
-        self.server.stop()
+from dns_zone import Zone
 
 
 @pytest.fixture
@@ -47,7 +20,7 @@ def world(make_server, tmp_path):
     key = subprocess.run(["openssl", "genrsa", "2048"], capture_output=True, check=True).stdout
     public = subprocess.run(["openssl", "rsa", "-pubout", "-outform", "DER"], input=key,
                             capture_output=True, check=True).stdout
-    zone = Zone({
+    zone = Zone(txt={
         "far.test": "v=spf1 ip4:127.0.0.1 -all",
         "sel._domainkey.far.test": "v=DKIM1; k=rsa; p=" + base64.b64encode(public).decode(),
         "_dmarc.far.test": "v=DMARC1; p=reject",

@@ -299,38 +299,12 @@ def test_a_failed_starttls_handshake_falls_back_to_plaintext(make_server):
         peer.stop()
 
 
-class MxServer:
-    """A small authoritative DNS server on loopback (dnslib): MX answers for the test's
-    domains, NXDOMAIN for anything else."""
-
-    def __init__(self, mx):
-        from dnslib.server import BaseResolver, DNSServer
-        from dnslib import MX, QTYPE, RR
-
-        class Answers(BaseResolver):
-            def resolve(self, request, handler):
-                reply = request.reply()
-                name = str(request.q.qname).rstrip(".").lower()
-                if request.q.qtype == QTYPE.MX and name in mx:
-                    reply.add_answer(RR(request.q.qname, QTYPE.MX, rdata=MX(mx[name], 10), ttl=60))
-                elif name not in mx:
-                    reply.header.rcode = 3  # NXDOMAIN
-                return reply
-
-        from peer import free_port
-        self.port = free_port()
-        self.server = DNSServer(Answers(), port=self.port, address="127.0.0.1")
-        self.server.start_thread()
-
-    def stop(self):
-        self.server.stop()
-
-
 @pytest.mark.skipif(__import__("os").geteuid() != 0, reason="the MX host listens on port 25 (root)")
 def test_mx_route_asks_the_configured_dns_servers(make_server):
     """`[delivery] dns_servers`: `route = "mx"` looks the MX up on the given server (here
     a dnslib server on loopback), not /etc/resolv.conf's."""
-    dns = MxServer({"far.test": "localhost."})
+    from dns_zone import Zone
+    dns = Zone(mx={"far.test": "localhost."})
     peer = Peer(port=25)
     peer.start()
     try:
