@@ -14,6 +14,7 @@ use crate::Result;
 use rusqlite::wal::CheckpointMode;
 use rusqlite::Connection;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 
 /// Log size (pages) from which the checkpoint thread is woken. Each checkpoint ends in
@@ -31,24 +32,41 @@ const INLINE_PAGES: i32 = 16_384;
 const INLINE_PAGES: i32 = 20;
 
 /// Installs the hook on the writer's connection and starts the thread, which ends when
-/// the writer's connection (holding the hook) is gone.
+/// the writer's connection (holding the hook) is gone. The thread also checkpoints
+/// `lookups.db` (attached as `lk`), whose log grows with the writer's commits too; its
+/// pages are not recorded (backups leave that file out).
 pub(super) fn install(
     writer: &mut Connection,
     db_path: &Path,
+    data_dir: &Path,
     changes: Arc<ChangedPages>,
 ) -> Result<()> {
     let conn = super::open_connection(db_path)?;
+    super::lookups::attach(&conn, data_dir)?;
     let thread_changes = changes.clone();
     let (wake, woken) = mpsc::sync_channel::<()>(1);
+    // Which of the two logs the thread is woken for.
+    let main_due = Arc::new(AtomicBool::new(false));
+    let lookups_due = Arc::new(AtomicBool::new(false));
+    let (thread_main_due, thread_lookups_due) = (main_due.clone(), lookups_due.clone());
     std::thread::Builder::new()
         .name("wal-checkpoint".into())
         .spawn(move || {
             while woken.recv().is_ok() {
-                let done = thread_changes.record_then(|| {
-                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                });
-                if let Err(e) = done {
-                    tracing::warn!("WAL checkpoint: {e}");
+                if thread_main_due.swap(false, Ordering::SeqCst) {
+                    let done = thread_changes.record_then(|| {
+                        conn.query_row("PRAGMA main.wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    });
+                    if let Err(e) = done {
+                        tracing::warn!("WAL checkpoint: {e}");
+                    }
+                }
+                if thread_lookups_due.swap(false, Ordering::SeqCst) {
+                    if let Err(e) =
+                        conn.query_row("PRAGMA lk.wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!("WAL checkpoint of {}: {e}", super::lookups::FILE);
+                    }
                 }
             }
         })
@@ -65,20 +83,31 @@ pub(super) fn install(
     // fsync the database at nearly every commit (1,195 times for 13,000 messages), each
     // fsync delaying the writer's own. So it is woken again only once another
     // `BEHIND_PAGES` were written since the last wake.
-    let mut woken_at = 0;
+    let (mut main_woken_at, mut lookups_woken_at) = (0, 0);
     writer.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: i32| {
-        if pages < woken_at {
-            woken_at = 0; // the log restarted
+        let is_main = wal.name().to_bytes() == b"main";
+        let (woken_at, due) = if is_main {
+            (&mut main_woken_at, &main_due)
+        } else {
+            (&mut lookups_woken_at, &lookups_due)
+        };
+        if pages < *woken_at {
+            *woken_at = 0; // the log restarted
         }
         if pages >= INLINE_PAGES {
-            // Not while the thread records or checkpoints: it is doing this already.
-            if let Some(Err(e)) =
-                changes.try_record_then(|| wal.checkpoint_v2(CheckpointMode::PASSIVE))
-            {
-                tracing::debug!("WAL checkpoint in the writer: {e}");
+            if is_main {
+                // Not while the thread records or checkpoints: it is doing this already.
+                if let Some(Err(e)) =
+                    changes.try_record_then(|| wal.checkpoint_v2(CheckpointMode::PASSIVE))
+                {
+                    tracing::debug!("WAL checkpoint in the writer: {e}");
+                }
+            } else if let Err(e) = wal.checkpoint_v2(CheckpointMode::PASSIVE) {
+                tracing::debug!("WAL checkpoint of lookups in the writer: {e}");
             }
-        } else if pages >= woken_at + BEHIND_PAGES {
-            woken_at = pages;
+        } else if pages >= *woken_at + BEHIND_PAGES {
+            *woken_at = pages;
+            due.store(true, Ordering::SeqCst);
             let _ = wake.try_send(());
         }
         Ok(())

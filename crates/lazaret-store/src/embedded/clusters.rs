@@ -10,9 +10,9 @@
 //! places, and one transaction per message would write most of its pages again for
 //! every message (measured: ingest 15–25% slower, the writer's time per message up by
 //! half); a batch writes each page once. A new message looks its keys up
-//! (`cluster_keys`: a few point lookups, never a comparison with every message);
-//! a holder found by an exact key is a match, one found by a band key is a match if
-//! their signatures agree on at least `AGREE` values. The message joins the matches'
+//! (`cluster_keys` in `lookups.db`: a few point lookups, never a comparison with every
+//! message); a holder found by an exact key is a match, one found by a band key is a
+//! match if their signatures agree on at least `AGREE` values. The message joins the matches'
 //! cluster; matches in different clusters merge them (the oldest survives, the others
 //! point at it); matches in none start a new cluster. A message that matches nothing
 //! stays alone: clusters have two members or more.
@@ -350,7 +350,7 @@ fn lookup(c: &Connection, fp: &Fingerprint, message: i64) -> Result<Lookup> {
         .collect();
     let mut holders: Vec<(i64, i64)> = c
         .prepare_cached(&format!(
-            "SELECT key, message FROM cluster_keys WHERE key IN ({}) ORDER BY message DESC",
+            "SELECT key, message FROM lk.cluster_keys WHERE key IN ({}) ORDER BY message DESC",
             vec!["?"; keys.len()].join(",")
         ))?
         .query_map(rusqlite::params_from_iter(keys.iter().map(|k| k.0)), |r| {
@@ -434,13 +434,19 @@ fn file(
         Some(join(c, &found.matched, now)?)
     };
     let new_keys = &found.new_keys;
-    c.prepare_cached("UPDATE fingerprints SET cluster=?2, pending=NULL WHERE message=?1")?
-        .execute(params![message, cluster])?;
+    c.prepare_cached(
+        "UPDATE fingerprints SET cluster=?2, pending=NULL, held_keys=?3 WHERE message=?1",
+    )?
+    .execute(params![
+        message,
+        cluster,
+        super::lookups::encode_keys(new_keys)
+    ])?;
     if !new_keys.is_empty() {
         // One statement for all of them (one per key costs the writer more than the
         // inserts themselves).
         c.prepare_cached(&format!(
-            "INSERT OR IGNORE INTO cluster_keys(key, message) VALUES {}",
+            "INSERT OR IGNORE INTO lk.cluster_keys(key, message) VALUES {}",
             vec!["(?, ?)"; new_keys.len()].join(",")
         ))?
         .execute(rusqlite::params_from_iter(
@@ -586,7 +592,7 @@ pub(super) fn prune_keys(c: &Connection, slice: u32, slices: u32) -> Result<usiz
     // Past i64::MAX (the last slice): no upper bound.
     let end = i64::try_from(start + width).ok();
     Ok(c.prepare_cached(
-        "DELETE FROM cluster_keys WHERE key>=?1 AND (?2 IS NULL OR key<?2)
+        "DELETE FROM lk.cluster_keys WHERE key>=?1 AND (?2 IS NULL OR key<?2)
          AND NOT EXISTS (SELECT 1 FROM fingerprints f WHERE f.message=cluster_keys.message)",
     )?
     .execute(params![start as i64, end])?)

@@ -87,21 +87,24 @@ fn message_conditions(f: &Filters, sql: &mut Sql) -> Result<()> {
     }
     if let Some(from) = f.from.as_deref() {
         let from = from.trim().to_lowercase();
+        // Both senders of every message, lower-cased, are in `lookup_senders`: a
+        // pattern with a fixed start is a range of it, any other a scan of it (narrower
+        // than the messages).
         if from.contains(['*', '?', '[']) {
             sql.cond(
-                "(lower(m.env_from) GLOB ? OR lower(m.hdr_from) GLOB ?)",
-                [text(&from), text(&from)],
+                "m.id IN (SELECT message FROM lk.lookup_senders WHERE address GLOB ?)",
+                [text(&from)],
             );
         } else if from.starts_with('@') {
             let pattern = format!("*{from}");
             sql.cond(
-                "(lower(m.env_from) GLOB ? OR lower(m.hdr_from) GLOB ?)",
-                [text(&pattern), text(&pattern)],
+                "m.id IN (SELECT message FROM lk.lookup_senders WHERE address GLOB ?)",
+                [text(&pattern)],
             );
         } else {
             sql.cond(
-                "(lower(m.env_from)=? OR lower(m.hdr_from)=?)",
-                [text(&from), text(&from)],
+                "m.id IN (SELECT message FROM lk.lookup_senders WHERE address=?)",
+                [text(&from)],
             );
         }
     }
@@ -118,9 +121,10 @@ fn message_conditions(f: &Filters, sql: &mut Sql) -> Result<()> {
                 "--sha256 {hash:?}: give the 64 hex digits of a SHA-256"
             )));
         }
+        // The message's own digest and its parts' are all in `lookup_hashes`.
         sql.cond(
-            "(m.sha256=? OR m.id IN (SELECT message FROM parts WHERE sha256=?))",
-            [text(&hash), text(&hash)],
+            "m.id IN (SELECT message FROM lk.lookup_hashes WHERE hash=?)",
+            [text(&hash)],
         );
     }
     if let Some(sig) = f.signature.as_deref() {

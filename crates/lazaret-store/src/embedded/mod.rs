@@ -23,6 +23,7 @@ mod events;
 mod find;
 mod folders;
 mod ingest;
+mod lookups;
 mod messages;
 mod outbound;
 mod quarantine;
@@ -70,6 +71,7 @@ const POOLED_READERS: usize = 8;
 
 pub struct EmbeddedStore {
     db_path: PathBuf,
+    data_dir: PathBuf,
     blobs: Arc<Blobs>,
     writer: Writer,
     readers: Mutex<Vec<Connection>>,
@@ -199,14 +201,17 @@ impl EmbeddedStore {
             "INSERT OR IGNORE INTO settings(key, value) VALUES(?1, ?2)",
             [STORE_ID, &new_message_id()],
         )?;
+        // Before anything below changes a message: the triggers keep the file exact.
+        lookups::open_for_writer(&conn, data_dir)?;
         let blobs = Arc::new(Blobs::open(data_dir.join("blobs"), pack_limit)?);
         ingest::verify_newest_pack(&conn, &blobs)?;
-        checkpoint::install(&mut conn, &db_path, changes.clone())?;
+        checkpoint::install(&mut conn, &db_path, data_dir, changes.clone())?;
         let writer = Writer::start(conn);
         let text = TextIndex::open(data_dir, &db_path, blobs.clone(), writer.clone())?;
         let compactor = compaction::Compactor::start(blobs.clone(), writer.clone(), &db_path);
         Ok(EmbeddedStore {
             db_path,
+            data_dir: data_dir.to_path_buf(),
             blobs,
             writer,
             readers: Mutex::new(Vec::new()),
@@ -230,6 +235,7 @@ impl EmbeddedStore {
         // cache (45% of the time of `clusters` on 110,000 messages went there).
         conn.pragma_update(None, "mmap_size", READER_MMAP_BYTES)?;
         self.text.attach(&conn)?;
+        lookups::attach(&conn, &self.data_dir)?;
         Ok(conn)
     }
 

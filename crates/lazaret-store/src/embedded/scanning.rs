@@ -158,16 +158,18 @@ pub(super) fn hash_matches(
 ) -> Result<Vec<(i64, String)>> {
     let mut out = Vec::new();
     let held = in_scope("?3", "?4", "?5");
-    let by_md5 = format!(
-        "SELECT m.id FROM parts p JOIN messages m ON m.id=p.message
-         WHERE p.md5=?1 AND (?2 IS NULL OR p.size=?2) AND {held}
-         UNION SELECT m.id FROM messages m WHERE m.md5=?1 AND (?2 IS NULL OR m.size=?2) AND {held}"
-    );
-    let by_sha = format!(
-        "SELECT m.id FROM parts p JOIN messages m ON m.id=p.message
-         WHERE p.sha256=?1 AND (?2 IS NULL OR p.size=?2) AND {held}
-         UNION SELECT m.id FROM messages m WHERE m.sha256=?1 AND (?2 IS NULL OR m.size=?2) AND {held}"
-    );
+    // The messages holding the digest anywhere come from `lookup_hashes`; which place
+    // (a part or the whole message) has it, with the size, is checked on their rows.
+    let by_digest = |column: &str| {
+        format!(
+            "SELECT m.id FROM lk.lookup_hashes l JOIN messages m ON m.id=l.message
+             WHERE l.hash=?1 AND {held}
+               AND (EXISTS (SELECT 1 FROM parts p WHERE p.message=m.id AND p.{column}=?1
+                            AND (?2 IS NULL OR p.size=?2))
+                    OR (m.{column}=?1 AND (?2 IS NULL OR m.size=?2)))"
+        )
+    };
+    let (by_md5, by_sha) = (by_digest("md5"), by_digest("sha256"));
     for (sql, list) in [(&by_md5, md5), (&by_sha, sha256)] {
         let mut stmt = c.prepare_cached(sql)?;
         for (digest, size) in list {

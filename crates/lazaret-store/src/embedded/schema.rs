@@ -41,16 +41,13 @@ CREATE TABLE IF NOT EXISTS parts(
     inside INTEGER,
     md5 TEXT,
     PRIMARY KEY(message, part)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS parts_sha256 ON parts(sha256);
 -- Messages deleted since the text index (its own file, text.db) last caught up: the
 -- indexer drops them from it.
 CREATE TABLE IF NOT EXISTS text_deleted(message INTEGER PRIMARY KEY);
 -- Bytes of messages (with their record headers) still referenced in each pack file;
 -- compaction rewrites packs that are mostly dead.
 CREATE TABLE IF NOT EXISTS packs(id INTEGER PRIMARY KEY, live INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS messages_env_from ON messages(lower(env_from));
-CREATE INDEX IF NOT EXISTS messages_hdr_from ON messages(lower(hdr_from));
-CREATE INDEX IF NOT EXISTS messages_sha256 ON messages(sha256);
+-- Digests and senders are looked up in lookups.db (lookups.rs), not by indexes here.
 -- Only queues whose state differs from the default (active) need a row.
 CREATE TABLE IF NOT EXISTS queues(name TEXT PRIMARY KEY, state TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS queue_items(
@@ -189,16 +186,11 @@ CREATE TRIGGER IF NOT EXISTS mailbox_entries_id_high AFTER INSERT ON mailbox_ent
     UPDATE id_high SET id=new.id WHERE tbl='mailbox_entries' AND id<new.id; END;
 CREATE TRIGGER IF NOT EXISTS quarantine_id_high AFTER INSERT ON quarantine BEGIN
     UPDATE id_high SET id=new.id WHERE tbl='quarantine' AND id<new.id; END;
--- Lookup keys (attachment hashes, text band keys) and the messages that have them.
-CREATE TABLE IF NOT EXISTS cluster_keys(
-    key INTEGER NOT NULL,
-    message INTEGER NOT NULL,
-    PRIMARY KEY(key, message)) WITHOUT ROWID;
 "#;
 
 /// Columns added after a table was first created: (table, column, definition).
 /// Applied to older stores on open.
-pub const ADDED_COLUMNS: [(&str, &str, &str); 15] = [
+pub const ADDED_COLUMNS: [(&str, &str, &str); 16] = [
     // Whether a CONDSTORE client has used the folder (1) — until then new messages
     // take the current mod-sequence instead of a new one each, as Dovecot does, so
     // that a folder's mod-sequences stay small numbers (fewer bytes in every resync).
@@ -230,12 +222,13 @@ pub const ADDED_COLUMNS: [(&str, &str, &str); 15] = [
     // not held), and when its distinct senders were last counted.
     ("clusters", "held_since", "INTEGER"),
     ("clusters", "hold_checked", "INTEGER"),
+    // The lookup keys this message was made a holder of when it was filed (8 bytes
+    // each): `lookups.db`'s `cluster_keys` is rebuilt from them.
+    ("fingerprints", "held_keys", "BLOB"),
 ];
 
 /// Indexes on columns of [`ADDED_COLUMNS`]: created once those exist.
 pub const LATE_INDEXES: &str = "
-CREATE INDEX IF NOT EXISTS parts_md5 ON parts(md5) WHERE md5 IS NOT NULL;
-CREATE INDEX IF NOT EXISTS messages_md5 ON messages(md5) WHERE md5 IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_blob_pack ON messages(blob_pack, blob_offset)
     WHERE blob_pack IS NOT NULL;
 CREATE INDEX IF NOT EXISTS clusters_held ON clusters(held_since) WHERE held_since IS NOT NULL;

@@ -286,10 +286,12 @@ fn run(
             // Nothing to keep; the request's own error is its answer.
             conn.execute_batch("ROLLBACK").map_err(|e| failure(&e))
         } else {
-            conn.execute_batch("COMMIT").map_err(|e| {
-                let _ = conn.execute_batch("ROLLBACK");
-                failure(&e)
-            })
+            super::lookups::bump(&conn)
+                .and_then(|()| conn.execute_batch("COMMIT"))
+                .map_err(|e| {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    failure(&e)
+                })
         };
         if visible {
             generation.fetch_add(1, SeqCst);

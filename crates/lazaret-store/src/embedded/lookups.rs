@@ -1,0 +1,299 @@
+//! Lookups by a random key — message and part digests (SHA-256, MD5), senders, outbreak
+//! cluster keys — in their own database file, `lookups.db`, attached as `lk`.
+//!
+//! Why a file of their own: a new message adds an entry at a random place of every such
+//! lookup, so 1% more mail changed ~27% of the main database's pages (a leaf of each
+//! lookup almost everywhere), and an incremental backup, which copies the pages changed
+//! since the last one, copied them all. Everything here is derived from rows of the
+//! main database (`messages`, `parts`, `fingerprints.held_keys`): a backup leaves the
+//! file out, and it is rebuilt on the first start after a restore. The main database
+//! keeps what grows at its end (rows in id order), so its changed pages after 1% more
+//! mail are about 1% of them.
+//!
+//! Kept exact in the writer's own transaction: TEMP triggers on the writer's connection
+//! (the only kind of trigger that may write to another attached database) mirror every
+//! insert, update and delete of `messages` and `parts`; the clusterer writes
+//! `cluster_keys` itself. SQLite commits the two files one after the other, so a crash
+//! between them, or the loss of the last commits of this file (it is written without
+//! an fsync per commit), could leave them apart: each commit of the writer bumps a
+//! counter in both files (`id_high.lookups` in the main one, `lookup_state.seq` here),
+//! and a start that finds them different rebuilds the file from the main database. The
+//! file can be deleted at any time.
+
+use crate::Result;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+
+pub(super) const FILE: &str = "lookups.db";
+
+/// Attached to every connection under this name.
+pub(super) const SCHEMA_NAME: &str = "lk";
+
+/// The layout below; a file of another version is rebuilt.
+const VERSION: i64 = 1;
+
+/// Unqualified table names everywhere but `cluster_keys` (which older main databases
+/// also had): the triggers' statements must name their tables unqualified, and SQLite
+/// then finds them in whichever attached file holds them.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS lk.lookup_hashes(
+    hash TEXT NOT NULL,
+    message INTEGER NOT NULL,
+    PRIMARY KEY(hash, message)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS lk.lookup_senders(
+    address TEXT NOT NULL,
+    message INTEGER NOT NULL,
+    PRIMARY KEY(address, message)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS lk.cluster_keys(
+    key INTEGER NOT NULL,
+    message INTEGER NOT NULL,
+    PRIMARY KEY(key, message)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS lk.lookup_state(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+";
+
+/// On the writer's connection only. A message's digests and both its senders
+/// (envelope and From: header, lower-cased), and its parts' digests; a row is removed
+/// only when no other place of the same message still has its value.
+const TRIGGERS: &str = "
+CREATE TEMP TRIGGER IF NOT EXISTS lookups_message_in AFTER INSERT ON main.messages BEGIN
+    INSERT OR IGNORE INTO lookup_hashes(hash, message)
+        SELECT new.sha256, new.id UNION ALL SELECT new.md5, new.id WHERE new.md5 IS NOT NULL;
+    INSERT OR IGNORE INTO lookup_senders(address, message)
+        SELECT lower(new.env_from), new.id UNION SELECT lower(new.hdr_from), new.id;
+END;
+CREATE TEMP TRIGGER IF NOT EXISTS lookups_message_out AFTER DELETE ON main.messages BEGIN
+    DELETE FROM lookup_hashes WHERE hash IN (old.sha256, old.md5) AND message=old.id
+        AND NOT EXISTS (SELECT 1 FROM parts p WHERE p.message=old.id
+                        AND (p.sha256=lookup_hashes.hash OR p.md5=lookup_hashes.hash));
+    DELETE FROM lookup_senders
+        WHERE address IN (lower(old.env_from), lower(old.hdr_from)) AND message=old.id;
+END;
+CREATE TEMP TRIGGER IF NOT EXISTS lookups_message_change
+AFTER UPDATE OF sha256, md5, env_from, hdr_from ON main.messages BEGIN
+    DELETE FROM lookup_hashes WHERE hash IN (old.sha256, old.md5) AND message=old.id
+        AND NOT EXISTS (SELECT 1 FROM parts p WHERE p.message=old.id
+                        AND (p.sha256=lookup_hashes.hash OR p.md5=lookup_hashes.hash));
+    DELETE FROM lookup_senders
+        WHERE address IN (lower(old.env_from), lower(old.hdr_from)) AND message=old.id;
+    INSERT OR IGNORE INTO lookup_hashes(hash, message)
+        SELECT new.sha256, new.id UNION ALL SELECT new.md5, new.id WHERE new.md5 IS NOT NULL;
+    INSERT OR IGNORE INTO lookup_senders(address, message)
+        SELECT lower(new.env_from), new.id UNION SELECT lower(new.hdr_from), new.id;
+END;
+CREATE TEMP TRIGGER IF NOT EXISTS lookups_part_in AFTER INSERT ON main.parts BEGIN
+    INSERT OR IGNORE INTO lookup_hashes(hash, message)
+        SELECT new.sha256, new.message UNION ALL SELECT new.md5, new.message
+        WHERE new.md5 IS NOT NULL;
+END;
+CREATE TEMP TRIGGER IF NOT EXISTS lookups_part_out AFTER DELETE ON main.parts BEGIN
+    DELETE FROM lookup_hashes WHERE hash IN (old.sha256, old.md5) AND message=old.message
+        AND NOT EXISTS (SELECT 1 FROM parts p WHERE p.message=old.message
+                        AND (p.sha256=lookup_hashes.hash OR p.md5=lookup_hashes.hash))
+        AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id=old.message
+                        AND (m.sha256=lookup_hashes.hash OR m.md5=lookup_hashes.hash));
+END;
+CREATE TEMP TRIGGER IF NOT EXISTS lookups_part_change
+AFTER UPDATE OF sha256, md5 ON main.parts BEGIN
+    DELETE FROM lookup_hashes WHERE hash IN (old.sha256, old.md5) AND message=old.message
+        AND NOT EXISTS (SELECT 1 FROM parts p WHERE p.message=old.message
+                        AND (p.sha256=lookup_hashes.hash OR p.md5=lookup_hashes.hash))
+        AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id=old.message
+                        AND (m.sha256=lookup_hashes.hash OR m.md5=lookup_hashes.hash));
+    INSERT OR IGNORE INTO lookup_hashes(hash, message)
+        SELECT new.sha256, new.message UNION ALL SELECT new.md5, new.message
+        WHERE new.md5 IS NOT NULL;
+END;
+";
+
+/// Run by the writer just before each COMMIT (see the module comment).
+pub(super) fn bump(c: &Connection) -> rusqlite::Result<()> {
+    c.prepare_cached("UPDATE id_high SET id=id+1 WHERE tbl='lookups'")?
+        .execute([])?;
+    c.prepare_cached("UPDATE lk.lookup_state SET value=value+1 WHERE key='seq'")?
+        .execute([])?;
+    Ok(())
+}
+
+/// Indexes of the main database that this file replaces (stores from before it).
+const FORMER_INDEXES: [&str; 6] = [
+    "messages_env_from",
+    "messages_hdr_from",
+    "messages_sha256",
+    "messages_md5",
+    "parts_sha256",
+    "parts_md5",
+];
+
+/// Attaches `data_dir/lookups.db` to the writer's connection `c` (creating it, or
+/// rebuilding it when it does not match the main database), installs the triggers and
+/// retires what older stores kept in the main database. Returns whether it rebuilt.
+pub(super) fn open_for_writer(c: &Connection, data_dir: &Path) -> Result<bool> {
+    attach(c, data_dir)?;
+    c.execute_batch(
+        "PRAGMA lk.journal_mode=WAL;
+         -- Rebuildable, and checked against the main database at every start: no fsync
+         -- per commit (a lost tail is found and rebuilt; see the module comment).
+         PRAGMA lk.synchronous=NORMAL;",
+    )?;
+    c.execute_batch(SCHEMA)?;
+    c.execute(
+        "INSERT OR IGNORE INTO id_high(tbl, id) VALUES('lookups', 0)",
+        [],
+    )?;
+    let moved = move_former_cluster_keys(c)?;
+    for index in FORMER_INDEXES {
+        c.execute_batch(&format!("DROP INDEX IF EXISTS main.{index}"))?;
+    }
+    let state = |key: &str| -> Result<Option<i64>> {
+        Ok(c.query_row(
+            "SELECT value FROM lk.lookup_state WHERE key=?1",
+            [key],
+            |r| r.get(0),
+        )
+        .optional()?)
+    };
+    let main_seq: i64 = c.query_row("SELECT id FROM id_high WHERE tbl='lookups'", [], |r| {
+        r.get(0)
+    })?;
+    let matches = state("version")? == Some(VERSION) && state("seq")? == Some(main_seq);
+    let rebuilt = moved || !matches;
+    if rebuilt {
+        rebuild(c, main_seq)?;
+    }
+    c.execute_batch(TRIGGERS)?;
+    Ok(rebuilt)
+}
+
+/// Attaches the file to a connection as `lk` (readers, the checkpoint thread).
+pub(super) fn attach(c: &Connection, data_dir: &Path) -> Result<()> {
+    c.execute(
+        &format!("ATTACH DATABASE ?1 AS {SCHEMA_NAME}"),
+        [data_dir.join(FILE).to_string_lossy()],
+    )?;
+    Ok(())
+}
+
+/// Refills the file from the main database, in key order (sorted inserts fill each
+/// page once), and records it as matching.
+fn rebuild(c: &Connection, main_seq: i64) -> Result<()> {
+    let started = std::time::Instant::now();
+    c.execute_batch(
+        "BEGIN IMMEDIATE;
+         DELETE FROM lk.lookup_hashes;
+         DELETE FROM lk.lookup_senders;
+         DELETE FROM lk.cluster_keys;
+         INSERT INTO lk.lookup_hashes(hash, message)
+             SELECT sha256, id FROM messages
+             UNION SELECT md5, id FROM messages WHERE md5 IS NOT NULL
+             UNION SELECT sha256, message FROM parts
+             UNION SELECT md5, message FROM parts WHERE md5 IS NOT NULL
+             ORDER BY 1, 2;
+         INSERT INTO lk.lookup_senders(address, message)
+             SELECT lower(env_from), id FROM messages
+             UNION SELECT lower(hdr_from), id FROM messages
+             ORDER BY 1, 2;",
+    )?;
+    let filled = (|| -> Result<usize> {
+        let mut keys: Vec<(i64, i64)> = Vec::new();
+        {
+            let mut stmt = c.prepare(
+                "SELECT message, held_keys FROM fingerprints WHERE held_keys IS NOT NULL",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let message: i64 = r.get(0)?;
+                let held = r.get_ref(1)?.as_blob().unwrap_or_default();
+                keys.extend(decode_keys(held).map(|k| (k, message)));
+            }
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        let mut insert =
+            c.prepare("INSERT OR IGNORE INTO lk.cluster_keys(key, message) VALUES(?1, ?2)")?;
+        for (key, message) in &keys {
+            insert.execute(params![key, message])?;
+        }
+        c.execute(
+            "INSERT OR REPLACE INTO lk.lookup_state(key, value) VALUES('version', ?1), ('seq', ?2)",
+            params![VERSION, main_seq],
+        )?;
+        Ok(keys.len())
+    })();
+    match filled {
+        Ok(keys) => {
+            c.execute_batch("COMMIT")?;
+            // The whole file went through the log: give the disk space back now.
+            let _ = c.execute_batch("PRAGMA lk.wal_checkpoint(TRUNCATE)");
+            tracing::info!(
+                "rebuilt {FILE} from the main database ({keys} cluster keys) in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Err(e) => {
+            let _ = c.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Keys a message holds, as `fingerprints.held_keys` keeps them: 8 bytes each,
+/// little-endian.
+pub(super) fn encode_keys(keys: &[i64]) -> Option<Vec<u8>> {
+    (!keys.is_empty()).then(|| keys.iter().flat_map(|k| k.to_le_bytes()).collect())
+}
+
+fn decode_keys(bytes: &[u8]) -> impl Iterator<Item = i64> + '_ {
+    bytes
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap_or_default()))
+}
+
+/// Stores from before this file kept `cluster_keys` in the main database: each
+/// message's keys go to its fingerprint row (from which the file is built), and the
+/// table goes. Returns whether there was one.
+fn move_former_cluster_keys(c: &Connection) -> Result<bool> {
+    let present = c
+        .prepare("SELECT 1 FROM main.sqlite_schema WHERE type='table' AND name='cluster_keys'")?
+        .exists([])?;
+    if !present {
+        return Ok(false);
+    }
+    c.execute_batch("BEGIN IMMEDIATE")?;
+    let moved = (|| -> Result<()> {
+        let mut update = c.prepare("UPDATE fingerprints SET held_keys=?2 WHERE message=?1")?;
+        let mut stmt =
+            c.prepare("SELECT message, key FROM main.cluster_keys ORDER BY message, key")?;
+        let mut rows = stmt.query([])?;
+        let mut current: Option<(i64, Vec<i64>)> = None;
+        while let Some(r) = rows.next()? {
+            let (message, key): (i64, i64) = (r.get(0)?, r.get(1)?);
+            match &mut current {
+                Some((m, keys)) if *m == message => keys.push(key),
+                _ => {
+                    if let Some((m, keys)) = current.take() {
+                        update.execute(params![m, encode_keys(&keys)])?;
+                    }
+                    current = Some((message, vec![key]));
+                }
+            }
+        }
+        if let Some((m, keys)) = current {
+            update.execute(params![m, encode_keys(&keys)])?;
+        }
+        drop(rows);
+        drop(stmt);
+        c.execute_batch("DROP TABLE main.cluster_keys")?;
+        Ok(())
+    })();
+    match moved {
+        Ok(()) => {
+            c.execute_batch("COMMIT")?;
+            Ok(true)
+        }
+        Err(e) => {
+            let _ = c.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
