@@ -29,7 +29,8 @@ pub struct CheckFault {
     /// A stable name: `database`, `dangling_rows`, `unreferenced_message`,
     /// `missing_blob`, `uid_not_below_uidnext`, `modseq_above_highest`,
     /// `queue_item_without_recipients`, `queue_item_state`, `pack_live_bytes`,
-    /// `text_index_missing`, `text_index_stale`, `orphan_fingerprints`.
+    /// `text_index_missing`, `text_index_stale`, `orphan_fingerprints`,
+    /// `lookups_missing`, `lookups_stale`.
     pub kind: &'static str,
     pub count: u64,
     /// Up to ten of the rows or files concerned.
@@ -201,9 +202,12 @@ impl EmbeddedStore {
     ) -> Result<CheckReport> {
         let count =
             |sql: &str| -> Result<u64> { Ok(c.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64) };
-        // Touching the main database first fixes its snapshot before the text index's.
+        // Touching the main database first fixes its snapshot before the text index's;
+        // `lookups.db`'s is fixed right after (its rows commit with the main ones).
+        let messages = count("SELECT COUNT(*) FROM messages")?;
+        count("SELECT COUNT(*) FROM lk.lookup_state")?;
         let mut report = CheckReport {
-            messages: count("SELECT COUNT(*) FROM messages")?,
+            messages,
             mailbox_entries: count("SELECT COUNT(*) FROM mailbox_entries")?,
             queue_items: count("SELECT COUNT(*) FROM queue_items")?,
             quarantined: count("SELECT COUNT(*) FROM quarantine")?,
@@ -252,6 +256,21 @@ impl EmbeddedStore {
         );
         self.check_blobs(c, deep, progress, &mut report)?;
         self.check_text_index(c, &mut report)?;
+        for (missing, kind, repair) in [
+            (
+                true,
+                "lookups_missing",
+                "rebuilds lookups.db from the database",
+            ),
+            (
+                false,
+                "lookups_stale",
+                "rebuilds lookups.db from the database",
+            ),
+        ] {
+            let differ = super::lookups::differences(c, missing)?;
+            message_fault(&mut report, kind, &differ, repair);
+        }
         Ok(report)
     }
 
@@ -324,6 +343,10 @@ impl EmbeddedStore {
             .faults
             .iter()
             .any(|f| f.kind == "text_index_missing");
+        let lookups_differ = checked
+            .faults
+            .iter()
+            .any(|f| f.kind.starts_with("lookups_"));
         let (report, legacy) = self.write(move |c| {
             let mut report = RepairReport::default();
             for check in ROW_CHECKS {
@@ -353,6 +376,10 @@ impl EmbeddedStore {
                 report
                     .repaired
                     .push(("unreferenced_message".into(), gone.len() as u64));
+            }
+            if lookups_differ {
+                super::lookups::refill(c)?;
+                report.repaired.push(("lookups".into(), 1));
             }
             Ok((report, legacy))
         })?;

@@ -173,53 +173,54 @@ pub(super) fn attach(c: &Connection, data_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Refills the file from the main database, in key order (sorted inserts fill each
-/// page once), and records it as matching.
+/// Every digest row the messages and parts call for, as (hash, message).
+const EXPECTED_HASHES: &str = "SELECT sha256 AS hash, id AS message FROM messages
+    UNION SELECT md5, id FROM messages WHERE md5 IS NOT NULL
+    UNION SELECT sha256, message FROM parts
+    UNION SELECT md5, message FROM parts WHERE md5 IS NOT NULL";
+/// Every sender row the messages call for, as (address, message).
+const EXPECTED_SENDERS: &str = "SELECT lower(env_from) AS address, id AS message FROM messages
+    UNION SELECT lower(hdr_from), id FROM messages";
+
+/// Messages some of whose digest or sender rows are missing here (`missing`), or that
+/// have rows here they should not (`stale`), for `lazaret check`. Cluster keys are left
+/// out: dead holders' keys are pruned by the clusterer as it goes.
+pub(super) fn differences(c: &Connection, missing: bool) -> Result<Vec<i64>> {
+    let sql = if missing {
+        format!(
+            "SELECT message FROM ({EXPECTED_HASHES} EXCEPT SELECT hash, message FROM lk.lookup_hashes)
+             UNION SELECT message FROM ({EXPECTED_SENDERS}
+                 EXCEPT SELECT address, message FROM lk.lookup_senders)"
+        )
+    } else {
+        format!(
+            // Compound selects associate to the left: the expected rows in a subquery.
+            "SELECT message FROM (SELECT hash, message FROM lk.lookup_hashes
+                 EXCEPT SELECT * FROM ({EXPECTED_HASHES}))
+             UNION SELECT message FROM (SELECT address, message FROM lk.lookup_senders
+                 EXCEPT SELECT * FROM ({EXPECTED_SENDERS}))"
+        )
+    };
+    Ok(c.prepare(&sql)?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// Refills the file from the main database in the caller's transaction (the writer's,
+/// for `lazaret check --repair`) and records it as matching.
+pub(super) fn refill(c: &Connection) -> Result<usize> {
+    let main_seq: i64 = c.query_row("SELECT id FROM id_high WHERE tbl='lookups'", [], |r| {
+        r.get(0)
+    })?;
+    fill(c, main_seq)
+}
+
+/// Refills the file from the main database in a transaction of its own, and records
+/// it as matching.
 fn rebuild(c: &Connection, main_seq: i64) -> Result<()> {
     let started = std::time::Instant::now();
-    c.execute_batch(
-        "BEGIN IMMEDIATE;
-         DELETE FROM lk.lookup_hashes;
-         DELETE FROM lk.lookup_senders;
-         DELETE FROM lk.cluster_keys;
-         INSERT INTO lk.lookup_hashes(hash, message)
-             SELECT sha256, id FROM messages
-             UNION SELECT md5, id FROM messages WHERE md5 IS NOT NULL
-             UNION SELECT sha256, message FROM parts
-             UNION SELECT md5, message FROM parts WHERE md5 IS NOT NULL
-             ORDER BY 1, 2;
-         INSERT INTO lk.lookup_senders(address, message)
-             SELECT lower(env_from), id FROM messages
-             UNION SELECT lower(hdr_from), id FROM messages
-             ORDER BY 1, 2;",
-    )?;
-    let filled = (|| -> Result<usize> {
-        let mut keys: Vec<(i64, i64)> = Vec::new();
-        {
-            let mut stmt = c.prepare(
-                "SELECT message, held_keys FROM fingerprints WHERE held_keys IS NOT NULL",
-            )?;
-            let mut rows = stmt.query([])?;
-            while let Some(r) = rows.next()? {
-                let message: i64 = r.get(0)?;
-                let held = r.get_ref(1)?.as_blob().unwrap_or_default();
-                keys.extend(decode_keys(held).map(|k| (k, message)));
-            }
-        }
-        keys.sort_unstable();
-        keys.dedup();
-        let mut insert =
-            c.prepare("INSERT OR IGNORE INTO lk.cluster_keys(key, message) VALUES(?1, ?2)")?;
-        for (key, message) in &keys {
-            insert.execute(params![key, message])?;
-        }
-        c.execute(
-            "INSERT OR REPLACE INTO lk.lookup_state(key, value) VALUES('version', ?1), ('seq', ?2)",
-            params![VERSION, main_seq],
-        )?;
-        Ok(keys.len())
-    })();
-    match filled {
+    c.execute_batch("BEGIN IMMEDIATE")?;
+    match fill(c, main_seq) {
         Ok(keys) => {
             c.execute_batch("COMMIT")?;
             // The whole file went through the log: give the disk space back now.
@@ -235,6 +236,41 @@ fn rebuild(c: &Connection, main_seq: i64) -> Result<()> {
             Err(e)
         }
     }
+}
+
+/// Empties the file and fills it again in key order (sorted inserts fill each page
+/// once); returns the number of cluster keys.
+fn fill(c: &Connection, main_seq: i64) -> Result<usize> {
+    c.execute_batch(&format!(
+        "DELETE FROM lk.lookup_hashes;
+         DELETE FROM lk.lookup_senders;
+         DELETE FROM lk.cluster_keys;
+         INSERT INTO lk.lookup_hashes(hash, message) {EXPECTED_HASHES} ORDER BY 1, 2;
+         INSERT INTO lk.lookup_senders(address, message) {EXPECTED_SENDERS} ORDER BY 1, 2;"
+    ))?;
+    let mut keys: Vec<(i64, i64)> = Vec::new();
+    {
+        let mut stmt =
+            c.prepare("SELECT message, held_keys FROM fingerprints WHERE held_keys IS NOT NULL")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let message: i64 = r.get(0)?;
+            let held = r.get_ref(1)?.as_blob().unwrap_or_default();
+            keys.extend(decode_keys(held).map(|k| (k, message)));
+        }
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    let mut insert =
+        c.prepare("INSERT OR IGNORE INTO lk.cluster_keys(key, message) VALUES(?1, ?2)")?;
+    for (key, message) in &keys {
+        insert.execute(params![key, message])?;
+    }
+    c.execute(
+        "INSERT OR REPLACE INTO lk.lookup_state(key, value) VALUES('version', ?1), ('seq', ?2)",
+        params![VERSION, main_seq],
+    )?;
+    Ok(keys.len())
 }
 
 /// Keys a message holds, as `fingerprints.held_keys` keeps them: 8 bytes each,

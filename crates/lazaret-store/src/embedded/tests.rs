@@ -1600,13 +1600,24 @@ fn check_finds_each_kind_of_damage_and_repair_fixes_what_it_can() {
             )?;
             let newest: i64 = c.query_row("SELECT MAX(id) FROM messages", [], |r| r.get(0))?;
             c.execute("DELETE FROM t.text_index WHERE rowid=?1", [newest])?;
+            // And the lookups: a sender row lost, a digest row of a message never stored.
+            c.execute("DELETE FROM lk.lookup_senders WHERE message=?1", [newest])?;
+            c.execute(
+                "INSERT INTO lk.lookup_hashes(hash, message) VALUES('00ff', 999999)",
+                [],
+            )?;
             Ok(())
         })
         .unwrap();
     let text = store.check(false, &|_| {}).unwrap();
     assert_eq!(
         fault_kinds(&text),
-        ["text_index_missing", "text_index_stale"]
+        [
+            "lookups_missing",
+            "lookups_stale",
+            "text_index_missing",
+            "text_index_stale"
+        ]
     );
     store.repair().unwrap();
     text_index_caught_up(&store);
