@@ -103,13 +103,23 @@ def test_backup_create_list_verify_restore_prune(make_server, tmp_path):
     full_id = r.stdout.split()[1]
     assert len(acked) == 150
     s.cli("queue", "thaw", "local")
-    s.wait_delivered("bob@localhost", 10 + 150)
+    for i in range(5):
+        s.send("bob@localhost", f"after the full backup {i}")
+    s.wait_delivered("bob@localhost", 10 + 150 + 5)
 
     s.cli("smtp", "stop")
     s.cli("access", "disable", "--message", "Maintenance")
     r = s.cli("backup", "create")
     assert "incremental, on top of " + full_id in r.stdout, r.stdout
     incr_id = r.stdout.split()[1]
+    # The pack the full backup held up to its snapshot grew since: the incremental
+    # holds only the bytes appended to it, and restore puts them after the earlier copy.
+    grown = [f for f in backup_files(s, incr_id) if f["name"].startswith("blobs/packs/") and f.get("layers")]
+    assert grown, backup_files(s, incr_id)
+    full_packs = {f["name"]: f["size"] for f in backup_files(s, full_id)}
+    for f in grown:
+        assert [l["stored_in"] for l in f["layers"]] == [full_id, incr_id], f
+        assert f["layers"][-1]["size"] == f["size"] - full_packs[f["name"]], f
     listing = s.cli_json("backup", "list")
     assert [b["id"] for b in listing] == [full_id, incr_id]
     assert listing[1]["stored_bytes"] < listing[0]["stored_bytes"] + listing[1]["total_bytes"]
@@ -136,6 +146,11 @@ def test_backup_create_list_verify_restore_prune(make_server, tmp_path):
     try:
         assert folder_snapshot(restored, ["alice@localhost", "bob@localhost"]) == expected
         assert restored.cli_json("quarantine", "list") == quarantined
+        # The lookups (left out of backups) were rebuilt at the first start.
+        by_sender = restored.cli_json("find", "--from", "load@far.test", "--in", "all", "--limit", "0")
+        assert len(by_sender) == 150, len(by_sender)
+        one = by_sender[0]
+        assert [m["id"] for m in restored.cli_json("find", "--sha256", one["sha256"], "--in", "all")] == [one["id"]]
         st = restored.cli_json("status")
         assert st["user_access"] == "disabled" and st["user_access_message"] == "Maintenance"
         assert [l["up"] for l in st["listeners"] if l["name"] == "smtp"] == [False]
@@ -167,6 +182,14 @@ def test_backup_create_list_verify_restore_prune(make_server, tmp_path):
     r = s.cli("backup", "verify", incr3_id, check=False)
     assert r.returncode == 1 and f"{layers[-3]}/lazaret.db.zst" in r.stderr, r.stderr
 
+    # A flipped byte in the appended bytes of a pack: verify names that copy.
+    tail = s.data_dir / "backups" / incr_id / (grown[0]["name"] + ".zst")
+    data = bytearray(tail.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    tail.write_bytes(bytes(data))
+    r = s.cli("backup", "verify", incr_id, check=False)
+    assert r.returncode == 1 and f"{incr_id}/{grown[0]['name']}.zst" in r.stderr, r.stderr
+
     # Prune keeps what a kept backup still needs.
     r = s.cli("backup", "create", "--full")
     assert "(full)" in r.stdout
@@ -178,10 +201,14 @@ def test_backup_create_list_verify_restore_prune(make_server, tmp_path):
     assert "backup started" in actions and "backup" in actions
 
 
+def backup_files(server, backup_id):
+    """The files a backup's manifest lists."""
+    return json.loads((server.data_dir / "backups" / backup_id / "manifest.json").read_text())["files"]
+
+
 def database_layers(server, backup_id):
     """The backups a backup's database is rebuilt from (empty: it holds the whole file)."""
-    manifest = json.loads((server.data_dir / "backups" / backup_id / "manifest.json").read_text())
-    [db] = [f for f in manifest["files"] if f["name"] == "lazaret.db"]
+    [db] = [f for f in backup_files(server, backup_id) if f["name"] == "lazaret.db"]
     return [layer["stored_in"] for layer in db.get("layers", [])]
 
 

@@ -219,16 +219,26 @@ pub(super) fn refill(c: &Connection) -> Result<usize> {
 /// it as matching.
 fn rebuild(c: &Connection, main_seq: i64) -> Result<()> {
     let started = std::time::Instant::now();
+    // A new store's first start builds an empty file: nothing to say.
+    let say = c.prepare("SELECT 1 FROM messages LIMIT 1")?.exists([])?;
+    if say {
+        tracing::info!(
+            "rebuilding {FILE} from the main database (missing, from another version, or \
+             behind it); the listeners open when it is done"
+        );
+    }
     c.execute_batch("BEGIN IMMEDIATE")?;
     match fill(c, main_seq) {
         Ok(keys) => {
             c.execute_batch("COMMIT")?;
             // The whole file went through the log: give the disk space back now.
             let _ = c.execute_batch("PRAGMA lk.wal_checkpoint(TRUNCATE)");
-            tracing::info!(
-                "rebuilt {FILE} from the main database ({keys} cluster keys) in {:.1} s",
-                started.elapsed().as_secs_f64()
-            );
+            if say {
+                tracing::info!(
+                    "rebuilt {FILE} from the main database ({keys} cluster keys) in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
             Ok(())
         }
         Err(e) => {

@@ -93,17 +93,21 @@ pub fn create(
         .flat_map(|p| p.files.iter())
         .map(|f| (f.name.as_str(), f))
         .collect();
-    let unchanged = |s: &BackupSource| {
-        s.append_only
-            && earlier
-                .get(s.name.as_str())
-                .is_some_and(|e| e.append_only && e.size == s.len)
-    };
+    // What each file needs: nothing (an append-only file the chain holds at this
+    // length), its appended bytes only, or a whole copy.
+    let plans: Vec<Plan> = sources
+        .iter()
+        .map(|s| plan(s, earlier.get(s.name.as_str()).copied()))
+        .collect();
     progress.total(
         sources
             .iter()
-            .filter(|s| !unchanged(s))
-            .map(|s| s.len)
+            .zip(&plans)
+            .map(|(s, p)| match p {
+                Plan::Unchanged => 0,
+                Plan::Appended(from) => s.len - from,
+                Plan::Whole => s.len,
+            })
             .sum(),
     );
 
@@ -113,14 +117,51 @@ pub fn create(
         store_id,
         parent.as_ref().map(|p| p.id.clone()),
     );
-    for source in &sources {
-        if unchanged(source) {
-            manifest.files.push(earlier[source.name.as_str()].clone());
+    for (source, plan) in sources.iter().zip(&plans) {
+        let stored = partial.join(format!("{}.zst", source.name));
+        let from = match *plan {
+            Plan::Unchanged => {
+                manifest.files.push(earlier[source.name.as_str()].clone());
+                continue;
+            }
+            Plan::Appended(from) => from,
+            Plan::Whole => 0,
+        };
+        let (sha256, compressed) = compress(source, &stored, from, progress)
+            .with_context(|| format!("cannot back up {}", source.path.display()))?;
+        let end_sha256 = match source.append_only {
+            true => Some(end_sha256(&source.path, source.len)?),
+            false => None,
+        };
+        if from > 0 {
+            // The earlier copy, then what was appended since, stored here.
+            let before = earlier[source.name.as_str()];
+            let mut layers = match before.layers.is_empty() {
+                true => vec![Layer {
+                    stored_in: before.stored_in.clone(),
+                    size: before.size,
+                    sha256: before.sha256.clone(),
+                }],
+                false => before.layers.clone(),
+            };
+            layers.push(Layer {
+                stored_in: id.clone(),
+                size: source.len - from,
+                sha256: sha256.clone(),
+            });
+            manifest.stored_bytes += compressed;
+            manifest.files.push(FileEntry {
+                name: source.name.clone(),
+                size: source.len,
+                sha256,
+                stored_in: id.clone(),
+                mode: before.mode,
+                append_only: true,
+                layers,
+                end_sha256,
+            });
             continue;
         }
-        let stored = partial.join(format!("{}.zst", source.name));
-        let (sha256, compressed) = compress(source, &stored, progress)
-            .with_context(|| format!("cannot back up {}", source.path.display()))?;
         if source.path == db_copy {
             if let DatabaseCopy::Pages { database_bytes, .. } = database {
                 let parent_db = parent_db.expect("a page copy has a base");
@@ -146,6 +187,7 @@ pub fn create(
                     mode: 0o600,
                     append_only: false,
                     layers,
+                    end_sha256: None,
                 });
                 continue;
             }
@@ -176,6 +218,7 @@ pub fn create(
             mode,
             append_only: source.append_only,
             layers: Vec::new(),
+            end_sha256,
         });
     }
     fs::remove_file(&db_copy)?;
@@ -265,22 +308,68 @@ fn server_files(config: &Config) -> Result<Vec<BackupSource>> {
     Ok(out)
 }
 
-/// Writes the first `len` bytes of the source to `stored`, zstd-compressed; returns
-/// their SHA-256 and the compressed size.
+/// What a backup copies of one file.
+enum Plan {
+    /// Nothing: the chain holds it at this length.
+    Unchanged,
+    /// The bytes from this offset on: the chain holds the ones before.
+    Appended(u64),
+    Whole,
+}
+
+fn plan(source: &BackupSource, earlier: Option<&FileEntry>) -> Plan {
+    let Some(e) = earlier.filter(|e| source.append_only && e.append_only) else {
+        return Plan::Whole;
+    };
+    if e.size == source.len {
+        return Plan::Unchanged;
+    }
+    // Grown, and still the same bytes where the earlier copy ended (an earlier entry
+    // without the check is from before it: copied whole once more).
+    let same_end = e.size < source.len
+        && e.end_sha256
+            .as_ref()
+            .is_some_and(|h| end_sha256(&source.path, e.size).is_ok_and(|now| &now == h));
+    match same_end {
+        true => Plan::Appended(e.size),
+        false => Plan::Whole,
+    }
+}
+
+/// SHA-256 of the `END_CHECK` bytes before offset `len` of a file (fewer if shorter).
+fn end_sha256(path: &Path, len: u64) -> Result<String> {
+    use std::io::{Seek, SeekFrom};
+    let start = len.saturating_sub(manifest::END_CHECK);
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::with_capacity((len - start) as usize);
+    file.take(len - start).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 != len - start {
+        return Err(anyhow!("{} is shorter than {len} bytes", path.display()));
+    }
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// Writes bytes `from..len` of the source to `stored`, zstd-compressed; returns their
+/// SHA-256 and the compressed size.
 fn compress(
     source: &BackupSource,
     stored: &Path,
+    from: u64,
     progress: &dyn Progress,
 ) -> Result<(String, u64)> {
+    use std::io::{Seek, SeekFrom};
     if let Some(dir) = stored.parent() {
         fs::create_dir_all(dir)?;
     }
-    let input = File::open(&source.path)?;
-    let mut input = input.take(source.len);
+    let mut input = File::open(&source.path)?;
+    input.seek(SeekFrom::Start(from))?;
+    let wanted = source.len - from;
+    let mut input = input.take(wanted);
     let out = File::create(stored)?;
     let mut encoder = zstd::stream::write::Encoder::new(out, LEVEL)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-    if source.len > 4 * CHUNK as u64 {
+    if wanted > 4 * CHUNK as u64 {
         encoder.multithread(threads)?;
     }
     let mut hash = Sha256::new();
@@ -296,10 +385,11 @@ fn compress(
         read += n as u64;
         progress.advance(n as u64);
     }
-    if read != source.len {
+    if read != wanted {
         return Err(anyhow!(
-            "{} is shorter than the store says ({read} of {} bytes)",
+            "{} is shorter than the store says ({} of {} bytes)",
             source.path.display(),
+            from + read,
             source.len
         ));
     }

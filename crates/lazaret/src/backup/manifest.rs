@@ -9,8 +9,9 @@ pub const MANIFEST: &str = "manifest.json";
 /// backup that looks whole.
 pub const PARTIAL_SUFFIX: &str = ".partial";
 /// 2: a database may be rebuilt from page copies (`layers`); format 1 had none, and a
-/// version reading only 1 must not take a page copy for the whole file.
-const FORMAT: u32 = 2;
+/// version reading only 1 must not take a page copy for the whole file. 3: a pack may
+/// be rebuilt from its earlier copy and the bytes appended since (`layers` again).
+const FORMAT: u32 = 3;
 const OLDEST_FORMAT: u32 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,12 +54,22 @@ pub struct FileEntry {
     pub mode: u32,
     /// Only ever appended to: a copy of the same name and size stands in for it.
     pub append_only: bool,
-    /// A database rebuilt from the copies of several backups, oldest first: the whole
-    /// file one of them holds, then page copies (`lazaret_store::pages`), the last one
-    /// this entry's own. Empty: the stored bytes are the file itself.
+    /// A file rebuilt from the copies of several backups, oldest first: the whole
+    /// file one of them holds, then — for the database — page copies
+    /// (`lazaret_store::pages`) applied on top, or — for an append-only file — the
+    /// bytes appended since, each after the one before; the last is this entry's own.
+    /// Empty: the stored bytes are the file itself.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<Layer>,
+    /// Append-only files: the SHA-256 of their last `END_CHECK` bytes as backed up. The
+    /// next backup copies only what was appended after them, once it has read the
+    /// same bytes there (a file that changed before its end is copied whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_sha256: Option<String>,
 }
+
+/// Bytes at the end of an append-only file that `end_sha256` covers.
+pub const END_CHECK: u64 = 64 << 10;
 
 /// One stored part of a rebuilt database.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

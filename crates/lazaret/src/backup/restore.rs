@@ -129,7 +129,8 @@ fn read_back(
     reader.finish(written, entry.size, &entry.sha256, &entry.name)
 }
 
-/// A database from its layers: the whole file, then each page copy applied on top.
+/// A file from its layers: the whole file, then each page copy applied on top (the
+/// database) or each run of appended bytes after it (an append-only file).
 fn rebuild(
     dir: &Path,
     entry: &FileEntry,
@@ -150,10 +151,16 @@ fn rebuild(
         None => copy(&mut reader, &mut std::io::sink()),
     };
     reader.finish(written, whole.size, &whole.sha256, &entry.name)?;
+    let page_copies = entry.name == super::create::DATABASE;
     for layer in copies {
         let stored = layer_path(dir, entry, layer);
         let mut reader = Checked::open(&stored, progress)?;
         let applied = match &out {
+            // The file's cursor is at its end: after the layers before.
+            Some(out) if !page_copies => {
+                let mut out: &File = out;
+                copy(&mut reader, &mut out)
+            }
             Some(out) => {
                 let buffered = std::io::BufReader::with_capacity(CHUNK, &mut reader);
                 lazaret_store::pages::apply(buffered, out).map(|_| ())
