@@ -452,6 +452,7 @@ fn file(
         .execute(rusqlite::params_from_iter(
             new_keys.iter().flat_map(|k| [*k, message]),
         ))?;
+        super::lookups::mark_changed(c)?;
     }
     if let Some(root) = cluster {
         c.prepare_cached(
@@ -591,11 +592,16 @@ pub(super) fn prune_keys(c: &Connection, slice: u32, slices: u32) -> Result<usiz
     let start = i128::from(i64::MIN) + width * i128::from(slice.min(slices - 1));
     // Past i64::MAX (the last slice): no upper bound.
     let end = i64::try_from(start + width).ok();
-    Ok(c.prepare_cached(
-        "DELETE FROM lk.cluster_keys WHERE key>=?1 AND (?2 IS NULL OR key<?2)
-         AND NOT EXISTS (SELECT 1 FROM fingerprints f WHERE f.message=cluster_keys.message)",
-    )?
-    .execute(params![start as i64, end])?)
+    let pruned = c
+        .prepare_cached(
+            "DELETE FROM lk.cluster_keys WHERE key>=?1 AND (?2 IS NULL OR key<?2)
+             AND NOT EXISTS (SELECT 1 FROM fingerprints f WHERE f.message=cluster_keys.message)",
+        )?
+        .execute(params![start as i64, end])?;
+    if pruned > 0 {
+        super::lookups::mark_changed(c)?;
+    }
+    Ok(pruned)
 }
 
 /// The SQL condition "message `m` is in cluster X as it is now" (X's root, or any

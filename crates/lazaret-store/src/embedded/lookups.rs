@@ -15,8 +15,8 @@
 //! insert, update and delete of `messages` and `parts`; the clusterer writes
 //! `cluster_keys` itself. SQLite commits the two files one after the other, so a crash
 //! between them, or the loss of the last commits of this file (it is written without
-//! an fsync per commit), could leave them apart: each commit of the writer bumps a
-//! counter in both files (`id_high.lookups` in the main one, `lookup_state.seq` here),
+//! an fsync per commit), could leave them apart: each commit of the writer that
+//! changed this file bumps a counter in both files (`id_high.lookups` in the main one, `lookup_state.seq` here),
 //! and a start that finds them different rebuilds the file from the main database. The
 //! file can be deleted at any time.
 
@@ -53,13 +53,16 @@ CREATE TABLE IF NOT EXISTS lk.lookup_state(key TEXT PRIMARY KEY, value INTEGER N
 
 /// On the writer's connection only. A message's digests and both its senders
 /// (envelope and From: header, lower-cased), and its parts' digests; a row is removed
-/// only when no other place of the same message still has its value.
+/// only when no other place of the same message still has its value. Each change also
+/// marks the transaction as one that changed this file (`lookups_dirty`, in memory).
 const TRIGGERS: &str = "
+CREATE TEMP TABLE IF NOT EXISTS lookups_dirty(x INTEGER PRIMARY KEY);
 CREATE TEMP TRIGGER IF NOT EXISTS lookups_message_in AFTER INSERT ON main.messages BEGIN
     INSERT OR IGNORE INTO lookup_hashes(hash, message)
         SELECT new.sha256, new.id UNION ALL SELECT new.md5, new.id WHERE new.md5 IS NOT NULL;
     INSERT OR IGNORE INTO lookup_senders(address, message)
         SELECT lower(new.env_from), new.id UNION SELECT lower(new.hdr_from), new.id;
+    INSERT OR IGNORE INTO lookups_dirty(x) VALUES(1);
 END;
 CREATE TEMP TRIGGER IF NOT EXISTS lookups_message_out AFTER DELETE ON main.messages BEGIN
     DELETE FROM lookup_hashes WHERE hash IN (old.sha256, old.md5) AND message=old.id
@@ -67,6 +70,7 @@ CREATE TEMP TRIGGER IF NOT EXISTS lookups_message_out AFTER DELETE ON main.messa
                         AND (p.sha256=lookup_hashes.hash OR p.md5=lookup_hashes.hash));
     DELETE FROM lookup_senders
         WHERE address IN (lower(old.env_from), lower(old.hdr_from)) AND message=old.id;
+    INSERT OR IGNORE INTO lookups_dirty(x) VALUES(1);
 END;
 CREATE TEMP TRIGGER IF NOT EXISTS lookups_message_change
 AFTER UPDATE OF sha256, md5, env_from, hdr_from ON main.messages BEGIN
@@ -79,11 +83,13 @@ AFTER UPDATE OF sha256, md5, env_from, hdr_from ON main.messages BEGIN
         SELECT new.sha256, new.id UNION ALL SELECT new.md5, new.id WHERE new.md5 IS NOT NULL;
     INSERT OR IGNORE INTO lookup_senders(address, message)
         SELECT lower(new.env_from), new.id UNION SELECT lower(new.hdr_from), new.id;
+    INSERT OR IGNORE INTO lookups_dirty(x) VALUES(1);
 END;
 CREATE TEMP TRIGGER IF NOT EXISTS lookups_part_in AFTER INSERT ON main.parts BEGIN
     INSERT OR IGNORE INTO lookup_hashes(hash, message)
         SELECT new.sha256, new.message UNION ALL SELECT new.md5, new.message
         WHERE new.md5 IS NOT NULL;
+    INSERT OR IGNORE INTO lookups_dirty(x) VALUES(1);
 END;
 CREATE TEMP TRIGGER IF NOT EXISTS lookups_part_out AFTER DELETE ON main.parts BEGIN
     DELETE FROM lookup_hashes WHERE hash IN (old.sha256, old.md5) AND message=old.message
@@ -91,6 +97,7 @@ CREATE TEMP TRIGGER IF NOT EXISTS lookups_part_out AFTER DELETE ON main.parts BE
                         AND (p.sha256=lookup_hashes.hash OR p.md5=lookup_hashes.hash))
         AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id=old.message
                         AND (m.sha256=lookup_hashes.hash OR m.md5=lookup_hashes.hash));
+    INSERT OR IGNORE INTO lookups_dirty(x) VALUES(1);
 END;
 CREATE TEMP TRIGGER IF NOT EXISTS lookups_part_change
 AFTER UPDATE OF sha256, md5 ON main.parts BEGIN
@@ -102,14 +109,32 @@ AFTER UPDATE OF sha256, md5 ON main.parts BEGIN
     INSERT OR IGNORE INTO lookup_hashes(hash, message)
         SELECT new.sha256, new.message UNION ALL SELECT new.md5, new.message
         WHERE new.md5 IS NOT NULL;
+    INSERT OR IGNORE INTO lookups_dirty(x) VALUES(1);
 END;
 ";
 
-/// Run by the writer just before each COMMIT (see the module comment).
-pub(super) fn bump(c: &Connection) -> rusqlite::Result<()> {
-    c.prepare_cached("UPDATE id_high SET id=id+1 WHERE tbl='lookups'")?
-        .execute([])?;
-    c.prepare_cached("UPDATE lk.lookup_state SET value=value+1 WHERE key='seq'")?
+/// Run by the writer just before each COMMIT: bumps the counters of both files if the
+/// transaction changed this one (see the module comment). Only then: a commit that
+/// leaves this file alone (most background work) then writes nothing to its log.
+pub(super) fn bump_if_changed(c: &Connection) -> rusqlite::Result<()> {
+    let changed: bool = c
+        .prepare_cached("SELECT EXISTS(SELECT 1 FROM temp.lookups_dirty)")?
+        .query_row([], |r| r.get(0))?;
+    if changed {
+        c.prepare_cached("UPDATE id_high SET id=id+1 WHERE tbl='lookups'")?
+            .execute([])?;
+        c.prepare_cached("UPDATE lk.lookup_state SET value=value+1 WHERE key='seq'")?
+            .execute([])?;
+        c.prepare_cached("DELETE FROM temp.lookups_dirty")?
+            .execute([])?;
+    }
+    Ok(())
+}
+
+/// Marks the writer's transaction as one that changed this file, for the writes the
+/// triggers do not see (the clusterer's `cluster_keys`).
+pub(super) fn mark_changed(c: &Connection) -> Result<()> {
+    c.prepare_cached("INSERT OR IGNORE INTO temp.lookups_dirty(x) VALUES(1)")?
         .execute([])?;
     Ok(())
 }

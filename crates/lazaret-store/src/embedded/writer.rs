@@ -286,7 +286,7 @@ fn run(
             // Nothing to keep; the request's own error is its answer.
             conn.execute_batch("ROLLBACK").map_err(|e| failure(&e))
         } else {
-            super::lookups::bump(&conn)
+            super::lookups::bump_if_changed(&conn)
                 .and_then(|()| conn.execute_batch("COMMIT"))
                 .map_err(|e| {
                     let _ = conn.execute_batch("ROLLBACK");
