@@ -51,67 +51,71 @@ CREATE TABLE IF NOT EXISTS lk.cluster_keys(
 CREATE TABLE IF NOT EXISTS lk.lookup_state(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 ";
 
-/// On the writer's connection only. A message's digests and both its senders
-/// (envelope and From: header, lower-cased), and its parts' digests; a row is removed
-/// only when no other place of the same message still has its value. Each change also
-/// marks the transaction as one that changed this file (`lookups_dirty`, in memory).
-const TRIGGERS: &str = "
-CREATE TEMP TABLE IF NOT EXISTS lookups_dirty(x INTEGER PRIMARY KEY);
-CREATE TEMP TRIGGER IF NOT EXISTS lookups_message_in AFTER INSERT ON main.messages BEGIN
+/// What the triggers do, in pieces (each trigger body is some of them, then `MARK`).
+/// A message's digests and both its senders (envelope and From: header, lower-cased):
+const MESSAGE_ADD: &str = "
     INSERT OR IGNORE INTO lookup_hashes(hash, message)
         SELECT new.sha256, new.id UNION ALL SELECT new.md5, new.id WHERE new.md5 IS NOT NULL;
     INSERT OR IGNORE INTO lookup_senders(address, message)
-        SELECT lower(new.env_from), new.id UNION SELECT lower(new.hdr_from), new.id;
-    INSERT OR IGNORE INTO lookups_dirty(x) VALUES(1);
-END;
-CREATE TEMP TRIGGER IF NOT EXISTS lookups_message_out AFTER DELETE ON main.messages BEGIN
+        SELECT lower(new.env_from), new.id UNION SELECT lower(new.hdr_from), new.id;";
+/// ... removed only when no part of the message still has the digest:
+const MESSAGE_DROP: &str = "
     DELETE FROM lookup_hashes WHERE hash IN (old.sha256, old.md5) AND message=old.id
         AND NOT EXISTS (SELECT 1 FROM parts p WHERE p.message=old.id
                         AND (p.sha256=lookup_hashes.hash OR p.md5=lookup_hashes.hash));
     DELETE FROM lookup_senders
-        WHERE address IN (lower(old.env_from), lower(old.hdr_from)) AND message=old.id;
-    INSERT OR IGNORE INTO lookups_dirty(x) VALUES(1);
-END;
-CREATE TEMP TRIGGER IF NOT EXISTS lookups_message_change
-AFTER UPDATE OF sha256, md5, env_from, hdr_from ON main.messages BEGIN
-    DELETE FROM lookup_hashes WHERE hash IN (old.sha256, old.md5) AND message=old.id
-        AND NOT EXISTS (SELECT 1 FROM parts p WHERE p.message=old.id
-                        AND (p.sha256=lookup_hashes.hash OR p.md5=lookup_hashes.hash));
-    DELETE FROM lookup_senders
-        WHERE address IN (lower(old.env_from), lower(old.hdr_from)) AND message=old.id;
-    INSERT OR IGNORE INTO lookup_hashes(hash, message)
-        SELECT new.sha256, new.id UNION ALL SELECT new.md5, new.id WHERE new.md5 IS NOT NULL;
-    INSERT OR IGNORE INTO lookup_senders(address, message)
-        SELECT lower(new.env_from), new.id UNION SELECT lower(new.hdr_from), new.id;
-    INSERT OR IGNORE INTO lookups_dirty(x) VALUES(1);
-END;
-CREATE TEMP TRIGGER IF NOT EXISTS lookups_part_in AFTER INSERT ON main.parts BEGIN
+        WHERE address IN (lower(old.env_from), lower(old.hdr_from)) AND message=old.id;";
+/// A part's digests, filed under its message:
+const PART_ADD: &str = "
     INSERT OR IGNORE INTO lookup_hashes(hash, message)
         SELECT new.sha256, new.message UNION ALL SELECT new.md5, new.message
-        WHERE new.md5 IS NOT NULL;
-    INSERT OR IGNORE INTO lookups_dirty(x) VALUES(1);
-END;
-CREATE TEMP TRIGGER IF NOT EXISTS lookups_part_out AFTER DELETE ON main.parts BEGIN
+        WHERE new.md5 IS NOT NULL;";
+/// ... removed only when no other place of the message still has the digest:
+const PART_DROP: &str = "
     DELETE FROM lookup_hashes WHERE hash IN (old.sha256, old.md5) AND message=old.message
         AND NOT EXISTS (SELECT 1 FROM parts p WHERE p.message=old.message
                         AND (p.sha256=lookup_hashes.hash OR p.md5=lookup_hashes.hash))
         AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id=old.message
-                        AND (m.sha256=lookup_hashes.hash OR m.md5=lookup_hashes.hash));
-    INSERT OR IGNORE INTO lookups_dirty(x) VALUES(1);
-END;
-CREATE TEMP TRIGGER IF NOT EXISTS lookups_part_change
-AFTER UPDATE OF sha256, md5 ON main.parts BEGIN
-    DELETE FROM lookup_hashes WHERE hash IN (old.sha256, old.md5) AND message=old.message
-        AND NOT EXISTS (SELECT 1 FROM parts p WHERE p.message=old.message
-                        AND (p.sha256=lookup_hashes.hash OR p.md5=lookup_hashes.hash))
-        AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id=old.message
-                        AND (m.sha256=lookup_hashes.hash OR m.md5=lookup_hashes.hash));
-    INSERT OR IGNORE INTO lookup_hashes(hash, message)
-        SELECT new.sha256, new.message UNION ALL SELECT new.md5, new.message
-        WHERE new.md5 IS NOT NULL;
-    INSERT OR IGNORE INTO lookups_dirty(x) VALUES(1);
-END;
-";
+                        AND (m.sha256=lookup_hashes.hash OR m.md5=lookup_hashes.hash));";
+/// Marks the transaction as one that changed this file (in memory; see `bump_if_changed`).
+const MARK: &str = "
+    INSERT OR IGNORE INTO lookups_dirty(x) VALUES(1);";
+
+/// The TEMP triggers, on the writer's connection only.
+fn triggers() -> String {
+    let trigger = |name: &str, event: &str, body: &[&str]| {
+        format!(
+            "CREATE TEMP TRIGGER IF NOT EXISTS {name} AFTER {event} BEGIN{}{MARK}\nEND;\n",
+            body.concat()
+        )
+    };
+    [
+        "CREATE TEMP TABLE IF NOT EXISTS lookups_dirty(x INTEGER PRIMARY KEY);\n".to_string(),
+        trigger(
+            "lookups_message_in",
+            "INSERT ON main.messages",
+            &[MESSAGE_ADD],
+        ),
+        trigger(
+            "lookups_message_out",
+            "DELETE ON main.messages",
+            &[MESSAGE_DROP],
+        ),
+        trigger(
+            "lookups_message_change",
+            "UPDATE OF sha256, md5, env_from, hdr_from ON main.messages",
+            &[MESSAGE_DROP, MESSAGE_ADD],
+        ),
+        trigger("lookups_part_in", "INSERT ON main.parts", &[PART_ADD]),
+        trigger("lookups_part_out", "DELETE ON main.parts", &[PART_DROP]),
+        trigger(
+            "lookups_part_change",
+            "UPDATE OF sha256, md5 ON main.parts",
+            &[PART_DROP, PART_ADD],
+        ),
+    ]
+    .concat()
+}
 
 /// Run by the writer just before each COMMIT: bumps the counters of both files if the
 /// transaction changed this one (see the module comment). Only then: a commit that
@@ -151,8 +155,8 @@ const FORMER_INDEXES: [&str; 6] = [
 
 /// Attaches `data_dir/lookups.db` to the writer's connection `c` (creating it, or
 /// rebuilding it when it does not match the main database), installs the triggers and
-/// retires what older stores kept in the main database. Returns whether it rebuilt.
-pub(super) fn open_for_writer(c: &Connection, data_dir: &Path) -> Result<bool> {
+/// retires what older stores kept in the main database.
+pub(super) fn open_for_writer(c: &Connection, data_dir: &Path) -> Result<()> {
     attach(c, data_dir)?;
     c.execute_batch(
         "PRAGMA lk.journal_mode=WAL;
@@ -181,12 +185,10 @@ pub(super) fn open_for_writer(c: &Connection, data_dir: &Path) -> Result<bool> {
         r.get(0)
     })?;
     let matches = state("version")? == Some(VERSION) && state("seq")? == Some(main_seq);
-    let rebuilt = moved || !matches;
-    if rebuilt {
+    if moved || !matches {
         rebuild(c, main_seq)?;
     }
-    c.execute_batch(TRIGGERS)?;
-    Ok(rebuilt)
+    c.execute_batch(&triggers()).map_err(Into::into)
 }
 
 /// Attaches the file to a connection as `lk` (readers, the checkpoint thread).

@@ -136,19 +136,7 @@ pub fn create(
         if from > 0 {
             // The earlier copy, then what was appended since, stored here.
             let before = earlier[source.name.as_str()];
-            let mut layers = match before.layers.is_empty() {
-                true => vec![Layer {
-                    stored_in: before.stored_in.clone(),
-                    size: before.size,
-                    sha256: before.sha256.clone(),
-                }],
-                false => before.layers.clone(),
-            };
-            layers.push(Layer {
-                stored_in: id.clone(),
-                size: source.len - from,
-                sha256: sha256.clone(),
-            });
+            let layers = on_top_of(before, &id, source.len - from, &sha256);
             manifest.stored_bytes += compressed;
             manifest.files.push(FileEntry {
                 name: source.name.clone(),
@@ -165,19 +153,7 @@ pub fn create(
         if source.path == db_copy {
             if let DatabaseCopy::Pages { database_bytes, .. } = database {
                 let parent_db = parent_db.expect("a page copy has a base");
-                let mut layers = match parent_db.layers.is_empty() {
-                    true => vec![Layer {
-                        stored_in: parent_db.stored_in.clone(),
-                        size: parent_db.size,
-                        sha256: parent_db.sha256.clone(),
-                    }],
-                    false => parent_db.layers.clone(),
-                };
-                layers.push(Layer {
-                    stored_in: id.clone(),
-                    size: source.len,
-                    sha256: sha256.clone(),
-                });
+                let layers = on_top_of(parent_db, &id, source.len, &sha256);
                 manifest.stored_bytes += compressed;
                 manifest.files.push(FileEntry {
                     name: source.name.clone(),
@@ -306,6 +282,25 @@ fn server_files(config: &Config) -> Result<Vec<BackupSource>> {
         }
     }
     Ok(out)
+}
+
+/// The layers of a file rebuilt from `before` (its earlier entry: a whole copy or
+/// layers already) and what backup `id` stores of it now (`size` bytes, `sha256`).
+fn on_top_of(before: &FileEntry, id: &str, size: u64, sha256: &str) -> Vec<Layer> {
+    let mut layers = match before.layers.is_empty() {
+        true => vec![Layer {
+            stored_in: before.stored_in.clone(),
+            size: before.size,
+            sha256: before.sha256.clone(),
+        }],
+        false => before.layers.clone(),
+    };
+    layers.push(Layer {
+        stored_in: id.to_string(),
+        size,
+        sha256: sha256.to_string(),
+    });
+    layers
 }
 
 /// What a backup copies of one file.
