@@ -145,6 +145,15 @@ pub struct AuthChecksConfig {
     /// Refuse (550 5.7.1) a message that fails DMARC when its domain publishes p=reject.
     #[serde(default = "yes")]
     pub dmarc_reject: bool,
+    /// Put a message that fails DMARC for a domain publishing p=quarantine into
+    /// Lazaret's quarantine (restorable) instead of the recipients' mailboxes.
+    #[serde(default = "yes")]
+    pub dmarc_quarantine: bool,
+    /// Quarantine a message whose `From:` is one of our own domains but that neither
+    /// SPF nor DKIM authenticates for it — the worm's favourite forgery — whether or
+    /// not the domain publishes a DMARC record.
+    #[serde(default = "yes")]
+    pub own_domain_quarantine: bool,
 }
 
 impl Default for AuthChecksConfig {
@@ -152,6 +161,8 @@ impl Default for AuthChecksConfig {
         AuthChecksConfig {
             enabled: false,
             dmarc_reject: true,
+            dmarc_quarantine: true,
+            own_domain_quarantine: true,
         }
     }
 }

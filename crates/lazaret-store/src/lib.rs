@@ -12,8 +12,8 @@ mod password;
 
 pub use embedded::{
     new_message_id, renew_store_id, BlobLocation, CheckFault, CheckReport, EmbeddedStore,
-    ReindexBatch, RepairReport, WriterHistograms, BATCH_BUCKETS, COMMIT_BUCKETS_US,
-    OUTBOUND_DISABLED, STORE_ID,
+    ReindexBatch, RepairReport, WriterHistograms, AUTH_CHECKS_ACTOR, BATCH_BUCKETS,
+    COMMIT_BUCKETS_US, OUTBOUND_DISABLED, STORE_ID,
 };
 pub use metadata::{Digests, MessageMetadata, PartInfo};
 pub use model::*;

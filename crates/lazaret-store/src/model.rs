@@ -16,6 +16,17 @@ pub struct Incoming {
     pub scan: Option<ScanStamp>,
     /// How it arrived: its first event in the message event log.
     pub via: Via,
+    /// What `[auth_checks]` found (mail on the inbound port, when they are on).
+    pub auth: Option<AuthVerdict>,
+}
+
+/// SPF, DKIM, DMARC and ARC of an arriving message.
+#[derive(Debug, Clone, Default)]
+pub struct AuthVerdict {
+    /// `spf=… dkim=… dmarc=… arc=…`, kept with the message for `find --auth`.
+    pub results: String,
+    /// Set: the message goes to quarantine as it is stored, for this reason.
+    pub quarantine: Option<String>,
 }
 
 /// How a message came into the store.
@@ -419,6 +430,8 @@ pub struct Filters {
     pub sha256: Option<String>,
     /// The scanner's verdict for the message.
     pub signature: Option<String>,
+    /// What `[auth_checks]` found: `METHOD=RESULT` terms, comma-separated, all holding.
+    pub auth: Option<String>,
     pub queue: Option<String>,
     /// `user@domain` or `user@domain/Folder`.
     pub mailbox: Option<String>,

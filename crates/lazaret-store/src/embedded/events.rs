@@ -174,6 +174,9 @@ pub(super) fn accepted(
     if !meta.message_id.is_empty() {
         detail.push_str(&format!(" message-id <{}>", meta.message_id));
     }
+    if let Some(auth) = &incoming.auth {
+        detail.push_str(&format!(" auth {}", auth.results));
+    }
     insert(c, message, kind, who, &detail, StoreId::Known(&incoming.id))
 }
 

@@ -130,6 +130,14 @@ fn message_conditions(f: &Filters, sql: &mut Sql) -> Result<()> {
     if let Some(sig) = f.signature.as_deref() {
         sql.cond("m.verdict=?", [text(sig)]);
     }
+    if let Some(auth) = f.auth.as_deref() {
+        for term in auth_terms(auth)? {
+            sql.cond(
+                "(' ' || m.auth || ' ') LIKE ?",
+                [text(&format!("% {term} %"))],
+            );
+        }
+    }
     if let Some(t) = f.received_before {
         sql.cond("m.received<=?", [Value::Integer(t)]);
     }
@@ -143,6 +151,49 @@ fn message_conditions(f: &Filters, sql: &mut Sql) -> Result<()> {
         sql.cond(&super::clusters::member_of("?"), [Value::Integer(cluster)]);
     }
     Ok(())
+}
+
+/// The methods and results `messages.auth` records (see the inbound checks).
+const AUTH_METHODS: [&str; 4] = ["spf", "dkim", "dmarc", "arc"];
+const AUTH_RESULTS: [&str; 7] = [
+    "pass",
+    "fail",
+    "softfail",
+    "neutral",
+    "none",
+    "temperror",
+    "permerror",
+];
+
+/// `--auth dmarc=fail,spf=softfail` as checked `method=result` terms, lower-case.
+fn auth_terms(text: &str) -> Result<Vec<String>> {
+    let invalid = |why: String| StoreError::Invalid(format!("--auth {text:?}: {why}"));
+    let mut terms = Vec::new();
+    for term in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let term = term.to_ascii_lowercase();
+        let Some((method, result)) = term.split_once('=') else {
+            return Err(invalid(format!(
+                "{term:?} is not METHOD=RESULT (e.g. dmarc=fail)"
+            )));
+        };
+        if !AUTH_METHODS.contains(&method) {
+            return Err(invalid(format!(
+                "no method {method:?}; one of {}",
+                AUTH_METHODS.join(", ")
+            )));
+        }
+        if !AUTH_RESULTS.contains(&result) {
+            return Err(invalid(format!(
+                "no result {result:?}; one of {}",
+                AUTH_RESULTS.join(", ")
+            )));
+        }
+        terms.push(term);
+    }
+    if terms.is_empty() {
+        return Err(invalid("give METHOD=RESULT, e.g. dmarc=fail".into()));
+    }
+    Ok(terms)
 }
 
 /// Ids of one kind (`q`, `m`, `x`) among `ids`, as a JSON array for json_each.

@@ -525,6 +525,7 @@ impl EmbeddedStore {
             data,
             scan: None,
             via: Via::Server("imap append"),
+            auth: None,
         })?;
         self.write_blob(&mut prepared)?;
         self.write(move |c| {

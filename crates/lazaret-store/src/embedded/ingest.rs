@@ -5,6 +5,9 @@
 use super::clusters::{self, Fingerprint};
 use super::*;
 
+/// Who quarantines the mail `[auth_checks]` caught, in the audit and the message log.
+pub const AUTH_CHECKS_ACTOR: &str = "auth-checks";
+
 /// A new message store id: 16 random hex digits (the blob's name, "queued as").
 pub fn new_message_id() -> String {
     hex::encode(rand::random::<[u8; 8]>())
@@ -60,6 +63,16 @@ impl Prepared {
         for r in &self.incoming.rcpt_to {
             rcpt_stmt.execute(params![item, r.to_ascii_lowercase()])?;
         }
+        // A forgery the authentication checks caught: quarantined in the commit that
+        // stores it, so no recipient ever sees it (restore puts it back in `inbound`).
+        if let Some(reason) = self
+            .incoming
+            .auth
+            .as_ref()
+            .and_then(|a| a.quarantine.as_deref())
+        {
+            super::quarantine::quarantine(c, &[format!("q{item}")], AUTH_CHECKS_ACTOR, reason)?;
+        }
         Ok(())
     }
 
@@ -72,11 +85,11 @@ impl Prepared {
         c.prepare_cached(
             "INSERT INTO messages(id, uid, sha256, size, received, env_from, helo, peer,
                hdr_from, hdr_to, hdr_cc, subject, date, message_id,
-               scan_version, scan_content, verdict, md5, blob_pack, blob_offset)
+               scan_version, scan_content, verdict, md5, blob_pack, blob_offset, auth)
              VALUES(max(COALESCE((SELECT max(id) FROM messages), 0),
                         COALESCE((SELECT CAST(value AS INTEGER) FROM settings
                                   WHERE key='message_id_floor'), 0)) + 1,
-                    ?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)",
+                    ?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20)",
         )?
         .execute(params![
             incoming.id,
@@ -97,7 +110,8 @@ impl Prepared {
             incoming.scan.as_ref().and_then(|x| x.verdict.as_ref()),
             self.digests.md5,
             self.location.map(|l| l.pack),
-            self.location.map(|l| l.offset as i64)
+            self.location.map(|l| l.offset as i64),
+            incoming.auth.as_ref().map(|a| &a.results)
         ])?;
         let message = c.last_insert_rowid();
         super::events::accepted(c, message, incoming, meta)?;

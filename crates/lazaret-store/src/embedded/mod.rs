@@ -39,7 +39,7 @@ mod writer;
 pub use accounts::normalize_address;
 pub use check::{CheckFault, CheckReport, RepairReport};
 pub use clusters::set_enabled as set_clustering;
-pub use ingest::new_message_id;
+pub use ingest::{new_message_id, AUTH_CHECKS_ACTOR};
 pub use outbound::OUTBOUND_DISABLED;
 pub use reindex::ReindexBatch;
 pub use snapshot::{renew_store_id, STORE_ID};

@@ -429,6 +429,7 @@ impl EmbeddedStore {
                 data: m.data,
                 scan: None,
                 via: Via::Server("import"),
+                auth: None,
             })?;
             p.received = m.internal_date;
             self.text

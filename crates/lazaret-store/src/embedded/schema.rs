@@ -190,7 +190,7 @@ CREATE TRIGGER IF NOT EXISTS quarantine_id_high AFTER INSERT ON quarantine BEGIN
 
 /// Columns added after a table was first created: (table, column, definition).
 /// Applied to older stores on open.
-pub const ADDED_COLUMNS: [(&str, &str, &str); 16] = [
+pub const ADDED_COLUMNS: [(&str, &str, &str); 17] = [
     // Whether a CONDSTORE client has used the folder (1) — until then new messages
     // take the current mod-sequence instead of a new one each, as Dovecot does, so
     // that a folder's mod-sequences stay small numbers (fewer bytes in every resync).
@@ -211,6 +211,9 @@ pub const ADDED_COLUMNS: [(&str, &str, &str); 16] = [
     ("messages", "verdict", "TEXT"),
     ("messages", "scan_version", "TEXT"),
     ("messages", "scan_content", "TEXT"),
+    // What `[auth_checks]` found (`spf=pass dkim=none dmarc=fail arc=none`; NULL: not
+    // checked), for `find --auth`.
+    ("messages", "auth", "TEXT"),
     ("parts", "inside", "INTEGER"),
     ("parts", "md5", "TEXT"),
     (

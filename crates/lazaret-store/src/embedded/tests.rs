@@ -34,6 +34,7 @@ fn incoming(id: &str, rcpt: &str) -> Incoming {
         data: format!("Subject: m {id}\r\n\r\nbody {id}\r\n").into_bytes(),
         scan: None,
         via: Via::Smtp,
+        auth: None,
     }
 }
 
@@ -264,6 +265,7 @@ fn outbound_attempts_partial_delivery_dsn_and_cleanup() {
                 data: b"Subject: Undelivered\r\n\r\nreport\r\n".to_vec(),
                 scan: None,
                 via: Via::Server("dsn"),
+                auth: None,
             }),
             remote: None,
         }])
@@ -1888,4 +1890,80 @@ fn lookups_answer_by_digest_and_sender_and_are_rebuilt_when_lost_or_behind() {
     check(&store);
     let c = lookups(&dir);
     assert_eq!(rows_of(&c, "SELECT count(*) FROM lookup_senders"), 2 * 20);
+}
+
+/// What `[auth_checks]` found goes with the message: `find --auth` matches whole
+/// `method=result` terms, and a verdict with a quarantine reason is quarantined in the
+/// commit that stores the message — never routed, restorable to `inbound`.
+#[test]
+fn auth_results_are_found_and_a_forgery_is_quarantined_as_it_is_stored() {
+    let dir = temp_dir("auth");
+    let store = EmbeddedStore::open(&dir).unwrap();
+    store.user_add("bob@localhost", "pw").unwrap();
+    let checked = |id: &str, results: &str, quarantine: Option<&str>| Incoming {
+        auth: Some(AuthVerdict {
+            results: results.into(),
+            quarantine: quarantine.map(Into::into),
+        }),
+        ..incoming(id, "bob@localhost")
+    };
+    store
+        .ingest(checked(
+            "a001",
+            "spf=pass dkim=pass dmarc=pass arc=none",
+            None,
+        ))
+        .unwrap();
+    store
+        .ingest(checked(
+            "a002",
+            "spf=fail dkim=none dmarc=none arc=none",
+            Some("claims to be from our own domain localhost"),
+        ))
+        .unwrap();
+    store.ingest(incoming("a003", "bob@localhost")).unwrap();
+    let by = |auth: &str| {
+        let f = Filters {
+            auth: Some(auth.into()),
+            ..Default::default()
+        };
+        store.find_ids(&ALL, &f).map(|ids| ids.len())
+    };
+    assert_eq!(by("spf=pass").unwrap(), 1);
+    assert_eq!(by("DMARC=none, spf=fail").unwrap(), 1);
+    // Terms are checked, never matched as fragments of another (`dkim=n`, `c=none`).
+    assert!(by("dkim=n").is_err());
+    assert!(by("c=none").is_err());
+    assert_eq!(by("arc=none").unwrap(), 2);
+    assert!(matches!(by("spam"), Err(StoreError::Invalid(m)) if m.contains("METHOD=RESULT")));
+
+    let held = store
+        .find(&[Place::Quarantine], &Filters::default(), None, None)
+        .unwrap()
+        .messages;
+    assert_eq!(held.len(), 1);
+    let detail = store.quarantine_detail(&held[0].id).unwrap();
+    assert_eq!(detail.actor, super::AUTH_CHECKS_ACTOR);
+    assert_eq!(detail.origin, "queue:inbound");
+    assert!(detail.reason.contains("our own domain"));
+    // The other two go on to bob; the forgery does not.
+    store.route_inbound(100, false, &to_local, 60).unwrap();
+    store.deliver_local(100, 60).unwrap();
+    assert_eq!(
+        store
+            .mailbox_messages("bob@localhost", "INBOX")
+            .unwrap()
+            .len(),
+        2
+    );
+    store.quarantine_restore(&[held[0].id.clone()]).unwrap();
+    store.route_inbound(100, false, &to_local, 60).unwrap();
+    store.deliver_local(100, 60).unwrap();
+    assert_eq!(
+        store
+            .mailbox_messages("bob@localhost", "INBOX")
+            .unwrap()
+            .len(),
+        3
+    );
 }

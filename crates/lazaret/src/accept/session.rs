@@ -305,13 +305,29 @@ async fn accept_message(
     // or sent on, carries the signature.
     // A header field to put above the message: its DKIM signature (submission) or the
     // results of the authentication checks (inbound).
+    let mut auth = None;
     let (data, added) = if envelope.authenticated.is_some() {
         sign(server, data).await
     } else if let Some(checks) = &server.auth_checks {
-        let results = checks
+        let outcome = checks
             .check(&data, peer.ip(), &envelope.helo, &envelope.mail_from)
             .await?;
-        (data, Some(results))
+        let quarantine = match outcome.policy_quarantine.clone() {
+            Some(reason) => Some(reason),
+            None if checks.needs_own_domain(&outcome) => {
+                let own = is_own_domain(server, &outcome.from_domain).await;
+                checks.own_domain_forgery(&outcome, own)
+            }
+            None => None,
+        };
+        if let Some(reason) = &quarantine {
+            tracing::info!(from = %envelope.mail_from, %reason, "quarantined on arrival");
+        }
+        auth = Some(lazaret_store::AuthVerdict {
+            results: outcome.summary,
+            quarantine,
+        });
+        (data, Some(outcome.header))
     } else {
         (data, None)
     };
@@ -339,6 +355,7 @@ async fn accept_message(
             Some(user) => lazaret_store::Via::Submission(user.clone()),
             None => lazaret_store::Via::Smtp,
         },
+        auth,
     };
     match server.store_call(move |s| s.ingest(incoming)).await {
         Ok(accepted) => {
@@ -364,6 +381,18 @@ async fn accept_message(
             ))
         }
     }
+}
+
+/// Whether `domain` is one of ours. A lookup that fails counts as not ours: the
+/// message is then delivered, marked by its Authentication-Results, rather than held.
+async fn is_own_domain(server: &Arc<Server>, domain: &str) -> bool {
+    let postmaster = format!("postmaster@{domain}");
+    matches!(
+        server
+            .store_call(move |s| s.recipient_status(&postmaster))
+            .await,
+        Ok(RecipientStatus::LocalUser | RecipientStatus::UnknownLocalUser)
+    )
 }
 
 /// The DKIM-Signature header field for a submitted message, signed on a blocking

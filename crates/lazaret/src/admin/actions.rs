@@ -363,6 +363,7 @@ async fn bounces(server: &Arc<Server>, ids: &[String]) -> Result<Vec<Incoming>, 
             data: dsn::build(&report, &msg.from, &dsn_id),
             scan: None,
             via: lazaret_store::Via::Server("dsn"),
+            auth: None,
         });
     }
     Ok(out)

@@ -22,6 +22,8 @@ pub struct FilterArgs {
     pub attachment: Option<String>,
     pub sha256: Option<String>,
     pub signature: Option<String>,
+    /// `dmarc=fail`, `spf=softfail,dkim=none`: what `[auth_checks]` found.
+    pub auth: Option<String>,
     pub queue: Option<String>,
     pub mailbox: Option<String>,
     pub state: Option<String>,
@@ -51,6 +53,7 @@ impl FilterArgs {
         add("attachment", &self.attachment);
         add("sha256", &self.sha256);
         add("signature", &self.signature);
+        add("auth", &self.auth);
         add("queue", &self.queue);
         add("mailbox", &self.mailbox);
         add("state", &self.state);
@@ -105,6 +108,7 @@ impl FilterArgs {
             attachment: self.attachment.clone(),
             sha256: self.sha256.clone(),
             signature: self.signature.clone(),
+            auth: self.auth.clone(),
             queue: self.queue.clone(),
             mailbox: self.mailbox.clone(),
             state: self.state.clone(),

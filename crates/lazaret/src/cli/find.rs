@@ -34,6 +34,10 @@ pub struct FilterFlags {
     /// The scanner's verdict for the message
     #[arg(long, value_name = "NAME")]
     signature: Option<String>,
+    /// What [auth_checks] found on arrival: METHOD=RESULT, e.g. dmarc=fail, spf=softfail
+    /// (methods spf, dkim, dmarc, arc; several comma-separated, all must hold)
+    #[arg(long, value_name = "METHOD=RESULT")]
+    auth: Option<String>,
     /// Only this queue (e.g. local, remote:example.org)
     #[arg(long, value_name = "NAME")]
     queue: Option<String>,
@@ -99,7 +103,7 @@ impl FilterFlags {
         Ok(json!({
             "subject": self.subject, "subject_re": self.subject_re, "from": self.from,
             "to": self.to, "body": self.body, "attachment": self.attachment,
-            "sha256": self.sha256, "signature": self.signature, "queue": self.queue,
+            "sha256": self.sha256, "signature": self.signature, "auth": self.auth, "queue": self.queue,
             "mailbox": self.mailbox, "state": self.state, "older_than": self.older_than,
             "newer_than": self.newer_than, "larger_than": self.larger_than, "cluster": self.cluster, "ids": ids,
         }))

@@ -447,6 +447,7 @@ async fn settle(
         data: dsn::build(&report, &msg.mail_from, &dsn_id),
         scan: None,
         via: lazaret_store::Via::Server("dsn"),
+        auth: None,
     });
     outcome
 }

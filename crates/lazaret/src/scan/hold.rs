@@ -96,6 +96,7 @@ fn notice(hostname: &str, to: &str, hold: &ClusterHold, rule: &str) -> Incoming 
         data,
         scan: None,
         via: lazaret_store::Via::Server("hold notice"),
+        auth: None,
     }
 }
 
