@@ -5,7 +5,7 @@ to the 250 reply (p50/p99). The same client drives every server under test, so t
 figures compare like with like.
 
 usage: smtp_load.py HOST:PORT --sessions 50 --messages 5000 --size 10240 --to a@x,b@x [--rate R]
-       [--rcpts-per-message K] [--from ADDR] [--auth USER:PASSWORD]
+       [--rcpts-per-message K] [--from ADDR] [--auth USER:PASSWORD] [--header-file F]
 
 Without --rate every session sends as fast as the server answers (closed loop: the
 figure is the server's top rate). With --rate the messages are paced at R per second
@@ -82,9 +82,13 @@ async def main():
     ap.add_argument("--rcpts-per-message", type=int, default=1)
     ap.add_argument("--from", dest="sender", default="load@far.test")
     ap.add_argument("--auth", help="USER:PASSWORD for AUTH PLAIN (submission ports)")
+    ap.add_argument("--header-file", help="header fields put above every message (a DKIM-Signature made for it)")
     args = ap.parse_args()
     host, port = args.target.rsplit(":", 1)
     head = b"From: load@far.test\r\nTo: user@bench\r\nSubject: load test @N@\r\n\r\n"
+    if args.header_file:
+        with open(args.header_file, "rb") as f:
+            head = f.read() + head
     line = b"x" * 76 + b"\r\n"
     body = head + line * max(1, (args.size - len(head)) // len(line))
     queue = asyncio.Queue()

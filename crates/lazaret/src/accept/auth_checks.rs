@@ -11,8 +11,10 @@
 //!   a worm forging the boss's address is the classic case.
 //!
 //! DNS gets a time budget per message: a slow resolver gives `temperror`, never a
-//! stalled session, and a temporary error never quarantines.
+//! stalled session, and a temporary error never quarantines. Parsed records are kept
+//! for their TTL (`record_cache.rs`).
 
+use super::record_cache::RecordCache;
 use lazaret_proto::smtp::Reply;
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dmarc::verify::DmarcParameters;
@@ -20,16 +22,49 @@ use mail_auth::dmarc::Policy;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
     AuthenticatedMessage, AuthenticationResults, DkimOutput, DkimResult, DmarcResult,
-    MessageAuthenticator, SpfResult,
+    MessageAuthenticator, Parameters, RecordSet, SpfResult, Txt, MX,
 };
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 /// DNS time one message may take for all its checks.
 const BUDGET: Duration = Duration::from_secs(5);
 
+/// Parsed records by kind, shared by every session.
+#[derive(Default)]
+struct Caches {
+    txt: RecordCache<Box<str>, Txt>,
+    mx: RecordCache<Box<str>, RecordSet<MX>>,
+    ipv4: RecordCache<Box<str>, RecordSet<Ipv4Addr>>,
+    ipv6: RecordCache<Box<str>, RecordSet<Ipv6Addr>>,
+    ptr: RecordCache<IpAddr, RecordSet<Box<str>>>,
+}
+
+type Cached<'x, P> = Parameters<
+    'x,
+    P,
+    RecordCache<Box<str>, Txt>,
+    RecordCache<Box<str>, RecordSet<MX>>,
+    RecordCache<Box<str>, RecordSet<Ipv4Addr>>,
+    RecordCache<Box<str>, RecordSet<Ipv6Addr>>,
+    RecordCache<IpAddr, RecordSet<Box<str>>>,
+>;
+
+impl Caches {
+    /// A check's parameters with every cache.
+    fn with<P>(&self, params: P) -> Cached<'_, P> {
+        Parameters::new(params)
+            .with_txt_cache(&self.txt)
+            .with_mx_cache(&self.mx)
+            .with_ipv4_cache(&self.ipv4)
+            .with_ipv6_cache(&self.ipv6)
+            .with_ptr_cache(&self.ptr)
+    }
+}
+
 pub struct AuthChecks {
     authenticator: MessageAuthenticator,
+    caches: Caches,
     hostname: String,
     dmarc_reject: bool,
     dmarc_quarantine: bool,
@@ -64,6 +99,7 @@ impl AuthChecks {
         let c = &config.auth_checks;
         Ok(Some(AuthChecks {
             authenticator: MessageAuthenticator(resolver),
+            caches: Caches::default(),
             hostname: config.hostname.clone(),
             dmarc_reject: c.dmarc_reject,
             dmarc_quarantine: c.dmarc_quarantine,
@@ -86,25 +122,24 @@ impl AuthChecks {
         let helo = if helo.is_empty() { "unknown" } else { helo };
         let mail_from_domain = mail_from.rsplit_once('@').map_or(helo, |(_, d)| d);
         let checked = tokio::time::timeout(BUDGET, async {
-            let dkim = self.authenticator.verify_dkim(&message).await;
-            let arc = self.authenticator.verify_arc(&message).await;
-            let spf = self
-                .authenticator
-                .verify_spf(SpfParameters::verify_mail_from(
+            let auth = &self.authenticator;
+            let dkim = auth.verify_dkim(self.caches.with(&message)).await;
+            let arc = auth.verify_arc(self.caches.with(&message)).await;
+            let spf = auth
+                .verify_spf(self.caches.with(SpfParameters::verify_mail_from(
                     ip,
                     helo,
                     &self.hostname,
                     mail_from,
-                ))
+                )))
                 .await;
-            let dmarc = self
-                .authenticator
-                .verify_dmarc(DmarcParameters::new(
+            let dmarc = auth
+                .verify_dmarc(self.caches.with(DmarcParameters::new(
                     &message,
                     &dkim,
                     mail_from_domain,
                     &spf,
-                ))
+                )))
                 .await;
             let header = AuthenticationResults::new(&self.hostname)
                 .with_dkim_results(&dkim, message.from())

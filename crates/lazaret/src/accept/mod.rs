@@ -4,5 +4,6 @@
 pub mod auth_checks;
 pub mod rate;
 pub mod received;
+mod record_cache;
 pub mod session;
 pub mod switch;
