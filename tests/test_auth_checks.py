@@ -87,6 +87,10 @@ def test_signed_mail_from_an_authorised_address_passes(world):
     assert "dmarc=pass" in results
     # Above the message's own headers, below our Received.
     assert text.index("Received: ") < text.index("Authentication-Results: ") < text.index("DKIM-Signature: ")
+    status = server.cli("status").stdout
+    assert ("Checking senders: SPF, DKIM, DMARC, ARC (DMARC p=reject refused, p=quarantine "
+            "quarantined, forged own-domain senders quarantined)") in status, status
+    assert server.cli_json("status")["auth_checks"]["own_domain_quarantine"] is True
 
 
 def test_a_forged_sender_of_a_reject_domain_is_refused(world):

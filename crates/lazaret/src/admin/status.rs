@@ -84,6 +84,15 @@ pub async fn status(
         "dkim": server.dkim_signers().domains().into_iter()
             .map(|(domain, selector)| serde_json::json!({"domain": domain, "selector": selector}))
             .collect::<Vec<_>>(),
+        // What the inbound checks do with a failure (null: the checks are off).
+        "auth_checks": server.config.auth_checks.enabled.then(|| {
+            let c = &server.config.auth_checks;
+            serde_json::json!({
+                "dmarc_reject": c.dmarc_reject,
+                "dmarc_quarantine": c.dmarc_quarantine,
+                "own_domain_quarantine": c.own_domain_quarantine,
+            })
+        }),
         "unscanned": unscanned,
         "smtp_sessions": server.config.smtp.max_sessions - server.sessions.available_permits(),
         "last_backup": last_backup,

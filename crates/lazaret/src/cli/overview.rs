@@ -70,6 +70,7 @@ pub fn status(api: &Api, json: bool) -> Result<()> {
             signing.join(", ")
         }
     );
+    println!("Checking senders: {}", auth_checks(&s["auth_checks"]));
     println!("\nConnectors");
     super::outbound::print_connectors(s["connectors"].as_array().map(Vec::as_slice).unwrap_or(&[]));
     println!("\nQueues");
@@ -304,4 +305,26 @@ pub fn audit(api: &Api, since: Option<&str>, json: bool) -> Result<()> {
         .collect();
     output::table(&["WHEN", "WHO", "ACTION", "COUNT", "WHAT"], &rows);
     Ok(())
+}
+
+/// One line for `[auth_checks]`: off, or what a failure leads to.
+fn auth_checks(c: &Value) -> String {
+    if c.is_null() {
+        return "off (`[auth_checks] enabled = true`: SPF, DKIM, DMARC, ARC)".into();
+    }
+    let on = |key: &str| c[key].as_bool().unwrap_or(false);
+    let mut rules = Vec::new();
+    if on("dmarc_reject") {
+        rules.push("DMARC p=reject refused");
+    }
+    if on("dmarc_quarantine") {
+        rules.push("p=quarantine quarantined");
+    }
+    if on("own_domain_quarantine") {
+        rules.push("forged own-domain senders quarantined");
+    }
+    if rules.is_empty() {
+        rules.push("results marked only");
+    }
+    format!("SPF, DKIM, DMARC, ARC ({})", rules.join(", "))
 }
