@@ -508,6 +508,25 @@ pub struct ConnectorConfig {
     pub route: Option<String>,
     #[serde(default = "default_schedule")]
     pub schedule: String,
+    /// TLS toward this connector's hosts: `may` (STARTTLS when offered, any
+    /// certificate, plain text if the handshake fails), `encrypt` (STARTTLS or no
+    /// delivery, any certificate), `verify` (STARTTLS with a certificate valid for the
+    /// host's name under the system's certificate authorities, or no delivery). A
+    /// domain's MTA-STS `enforce` policy asks for `verify` on its own.
+    #[serde(default)]
+    pub tls: OutboundTls,
+}
+
+/// How much TLS a connection to a next hop needs (see `ConnectorConfig::tls`).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboundTls {
+    #[default]
+    May,
+    Encrypt,
+    Verify,
 }
 
 /// Prefix of queues for mail relayed through a connector's smarthost.
@@ -525,6 +544,7 @@ impl ConnectorConfig {
             smarthost: None,
             route: Some("mx".into()),
             schedule: default_schedule(),
+            tls: OutboundTls::May,
         }
     }
 
@@ -689,6 +709,10 @@ pub struct DeliveryConfig {
     /// /etc/resolv.conf: a local validating resolver, or a test's own server.
     #[serde(default)]
     pub dns_servers: Vec<SocketAddr>,
+    /// Honour the MTA-STS policies (RFC 8461) of the domains mail goes to by MX: their
+    /// MX hosts only, with a verified certificate, when they say `mode: enforce`.
+    #[serde(default = "yes")]
+    pub mta_sts: bool,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -805,6 +829,7 @@ impl Default for DeliveryConfig {
             command_timeout: default_command_timeout(),
             static_mx: Default::default(),
             dns_servers: Vec::new(),
+            mta_sts: true,
         }
     }
 }

@@ -18,6 +18,8 @@ pub struct ConnectorView {
     /// `smarthost` or `mx`.
     route: &'static str,
     smarthost: Option<String>,
+    /// `may`, `encrypt` or `verify`: the TLS its connections need.
+    tls: lazaret_core::config::OutboundTls,
     schedule: String,
     /// Whether the schedule lets it make attempts right now.
     open: bool,
@@ -82,6 +84,7 @@ pub async fn connectors(server: &Arc<Server>) -> Result<Vec<ConnectorView>, ApiE
                     "mx"
                 },
                 smarthost: c.smarthost.clone(),
+                tls: c.tls,
                 schedule,
                 open,
                 messages: mine.iter().map(|q| q.messages).sum(),

@@ -93,6 +93,7 @@ pub async fn status(
                 "own_domain_quarantine": c.own_domain_quarantine,
             })
         }),
+        "outbound_tls": server.outbound.tls_status(),
         "unscanned": unscanned,
         "smtp_sessions": server.config.smtp.max_sessions - server.sessions.available_permits(),
         "last_backup": last_backup,

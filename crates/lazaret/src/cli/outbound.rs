@@ -70,6 +70,7 @@ pub fn print_connectors(list: &[Value]) {
                 c["name"].as_str().unwrap_or("").into(),
                 domains.join(","),
                 route,
+                c["tls"].as_str().unwrap_or("may").into(),
                 c["schedule"].as_str().unwrap_or("").into(),
                 if c["open"].as_bool() == Some(true) {
                     "open"
@@ -86,6 +87,7 @@ pub fn print_connectors(list: &[Value]) {
             "CONNECTOR",
             "DOMAINS",
             "ROUTE",
+            "TLS",
             "SCHEDULE",
             "NOW",
             "WAITING",

@@ -71,6 +71,7 @@ pub fn status(api: &Api, json: bool) -> Result<()> {
         }
     );
     println!("Checking senders: {}", auth_checks(&s["auth_checks"]));
+    println!("Outbound TLS: {}", outbound_tls(&s["outbound_tls"]));
     println!("\nConnectors");
     super::outbound::print_connectors(s["connectors"].as_array().map(Vec::as_slice).unwrap_or(&[]));
     println!("\nQueues");
@@ -327,4 +328,36 @@ fn auth_checks(c: &Value) -> String {
         rules.push("results marked only");
     }
     format!("SPF, DKIM, DMARC, ARC ({})", rules.join(", "))
+}
+
+/// One line for outbound TLS: MTA-STS on or off, the policies it holds, the roots.
+fn outbound_tls(t: &Value) -> String {
+    let roots = t["trusted_roots"].as_u64().unwrap_or(0);
+    let roots = if roots == 0 {
+        "no trusted certificate authorities (install ca-certificates or set SSL_CERT_FILE)"
+            .to_string()
+    } else {
+        format!("{roots} trusted certificate authorities")
+    };
+    if t["mta_sts"].as_bool() != Some(true) {
+        return format!("MTA-STS off ([delivery] mta_sts = false), {roots}");
+    }
+    let held: Vec<String> = t["policies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            format!(
+                "{} {}",
+                output::text(&p["domain"]),
+                output::text(&p["mode"])
+            )
+        })
+        .collect();
+    let policies = match held.len() {
+        0 => "no policies held yet".to_string(),
+        n if n <= 5 => format!("policies held: {}", held.join(", ")),
+        n => format!("{n} policies held: {}, …", held[..5].join(", ")),
+    };
+    format!("MTA-STS on ({policies}), {roots}")
 }

@@ -153,6 +153,14 @@ impl Client {
         Ok(client)
     }
 
+    /// The certificate chain the server sent in the TLS handshake (none in plain text).
+    pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
+        match &self.stream {
+            Stream::Tls(tls) => tls.get_ref().1.peer_certificates(),
+            Stream::Plain(_) => None,
+        }
+    }
+
     async fn upgrade(self, connector: &TlsConnector, name: &str) -> Result<Client, ClientError> {
         let Stream::Plain(tcp) = self.stream else {
             return Ok(self);

@@ -2,9 +2,12 @@
 //! mailboxes) and outbound delivery to other servers (connectors, SMTP client,
 //! retries, DSNs).
 
+pub mod certificates;
 pub mod client;
 pub mod connectors;
 pub mod dsn;
+pub mod https_get;
+pub mod mta_sts;
 pub mod next_hop;
 pub mod outbound;
 pub mod retry;

@@ -7,12 +7,15 @@
 //! A worker that panics, or a message it cannot even read, counts a worker failure
 //! against the message in hand; twice and the message moves to `poison`.
 
+use crate::deliver::certificates::Certificates;
 use crate::deliver::client::{Client, ConnectOptions, SendReport};
 use crate::deliver::dsn::{self, FailedRecipient};
+use crate::deliver::mta_sts::{self, MtaSts};
 use crate::deliver::next_hop::{self, Host, NoRoute};
 use crate::deliver::{now, retry};
 use crate::server::Server;
 use hickory_resolver::TokioResolver;
+use lazaret_core::config::{Config, OutboundTls};
 use lazaret_store::{AttemptOutcome, Incoming, QueuedMessage};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +30,8 @@ const SCHEDULE_RECHECK: Duration = Duration::from_secs(20);
 pub struct Outbound {
     tls: TlsConnector,
     resolver: Option<TokioResolver>,
+    certificates: Arc<Certificates>,
+    mta_sts: Option<MtaSts>,
     connections: Arc<Semaphore>,
     workers: Mutex<HashMap<u64, Claim>>,
     next_worker: AtomicU64,
@@ -40,18 +45,28 @@ struct Claim {
 }
 
 impl Outbound {
-    pub fn new(max_connections: usize, dns_servers: &[std::net::SocketAddr]) -> Outbound {
-        let resolver = match crate::deliver::next_hop::resolver(dns_servers) {
+    pub fn new(config: &Config) -> Outbound {
+        let delivery = &config.delivery;
+        let resolver = match crate::deliver::next_hop::resolver(&delivery.dns_servers) {
             Ok(r) => Some(r),
             Err(e) => {
                 tracing::warn!("no DNS resolver ({e}); route = \"mx\" works only for [delivery] static_mx domains");
                 None
             }
         };
+        let certificates = Arc::new(Certificates::from_system());
+        let mta_sts = delivery.mta_sts.then(|| {
+            MtaSts::new(
+                Some(config.data_dir.join("mta-sts.json")),
+                certificates.clone(),
+            )
+        });
         Outbound {
             tls: crate::deliver::client::opportunistic_tls(),
             resolver,
-            connections: Arc::new(Semaphore::new(max_connections)),
+            certificates,
+            mta_sts,
+            connections: Arc::new(Semaphore::new(delivery.max_connections)),
             workers: Mutex::new(HashMap::new()),
             next_worker: AtomicU64::new(1),
         }
@@ -63,6 +78,32 @@ impl Outbound {
 
     fn workers_on(&self, queue: &str) -> usize {
         self.lock().values().filter(|c| c.queue == queue).count()
+    }
+
+    /// What outbound TLS rests on, for `status`: MTA-STS on or off with the policies
+    /// it holds, and how many certificate authorities verification trusts.
+    pub fn tls_status(&self) -> serde_json::Value {
+        let policies: Vec<_> = self
+            .mta_sts
+            .as_ref()
+            .map(|m| m.policies())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(domain, policy, fetched_at)| {
+                serde_json::json!({
+                    "domain": domain,
+                    "mode": policy.mode,
+                    "mx": policy.mx,
+                    "max_age": policy.max_age,
+                    "fetched_at": fetched_at,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "mta_sts": self.mta_sts.is_some(),
+            "trusted_roots": self.certificates.roots,
+            "policies": policies,
+        })
     }
 
     /// Connections open or being opened right now, for `status`.
@@ -207,14 +248,17 @@ enum Fate {
 async fn deliver_batch(server: &Arc<Server>, queue: &str, worker: u64, batch: Vec<QueuedMessage>) {
     let delivery = &server.config.delivery;
     let mut recorder = Recorder::new(server.clone());
+    let mut need = TlsNeed::default();
     let hosts = match next_hop::route_of(queue, server.connectors.list()) {
         Ok(route) => {
-            next_hop::resolve(
+            let hosts = next_hop::resolve(
                 &route.target,
                 &delivery.static_mx,
                 server.outbound.resolver.as_ref(),
             )
-            .await
+            .await;
+            need = tls_need(server, &route).await;
+            hosts.and_then(|h| need.admit(h))
         }
         Err(no_route) => Err(no_route),
     };
@@ -236,7 +280,7 @@ async fn deliver_batch(server: &Arc<Server>, queue: &str, worker: u64, batch: Ve
         }
     };
 
-    let (mut client, host) = match connect_any(server, &hosts).await {
+    let (mut client, host) = match connect_any(server, &hosts, &need).await {
         Ok(found) => found,
         Err(error) => {
             tracing::info!(queue, "deferred {} message(s): {error}", batch.len());
@@ -320,12 +364,104 @@ fn reply_fate(report: &SendReport, rcpt: &str, host: &Host) -> Fate {
     }
 }
 
-/// Connects to the first host that answers. TLS is opportunistic (RFC 7435: no MTA-STS
-/// or DANE policy says otherwise yet), so a host whose STARTTLS handshake fails is
-/// tried again at once without TLS, as Postfix does at `smtp_tls_security_level = may`:
-/// failing the same handshake at every retry deferred such mail until it expired. The
-/// host then carries the reason (it goes into the `delivered` event).
-async fn connect_any(server: &Arc<Server>, hosts: &[Host]) -> Result<(Client, Host), String> {
+/// What TLS the connections of one batch need, and why (for the log and the
+/// deferral reason).
+#[derive(Default)]
+struct TlsNeed {
+    level: OutboundTls,
+    /// The destination's MTA-STS policy, when it has one in force.
+    policy: Option<(String, mta_sts::Policy)>,
+    why: String,
+}
+
+impl TlsNeed {
+    fn enforced(&self) -> bool {
+        self.policy
+            .as_ref()
+            .is_some_and(|(_, p)| p.mode == mta_sts::Mode::Enforce)
+    }
+
+    fn testing(&self) -> Option<&str> {
+        match &self.policy {
+            Some((domain, p)) if p.mode == mta_sts::Mode::Testing => Some(domain),
+            _ => None,
+        }
+    }
+
+    /// Only the MX hosts an enforced policy lists (a testing policy only logs the
+    /// others).
+    fn admit(&self, hosts: Vec<Host>) -> Result<Vec<Host>, NoRoute> {
+        let Some((domain, policy)) = &self.policy else {
+            return Ok(hosts);
+        };
+        let (listed, other): (Vec<Host>, Vec<Host>) =
+            hosts.into_iter().partition(|h| policy.allows(&h.name));
+        if policy.mode == mta_sts::Mode::Testing {
+            for h in &other {
+                tracing::warn!(domain, host = %h.name, "MTA-STS testing: the policy does not list this MX host (mail goes on)");
+            }
+            return Ok(listed.into_iter().chain(other).collect());
+        }
+        if listed.is_empty() {
+            let names: Vec<&str> = other.iter().map(|h| h.name.as_str()).collect();
+            return Err(NoRoute {
+                permanent: false,
+                status: "4.7.5",
+                reason: format!(
+                    "MTA-STS policy of {domain} (mode enforce) lists none of its MX hosts ({}): policy mx {}",
+                    names.join(", "),
+                    policy.mx.join(", ")
+                ),
+            });
+        }
+        Ok(listed)
+    }
+}
+
+/// The connector's `tls`, raised to `verify` by an enforced MTA-STS policy of the
+/// destination domain (mail by MX only: a smarthost or a `static_mx` host is the
+/// admin's own choice).
+async fn tls_need(server: &Arc<Server>, route: &next_hop::Route) -> TlsNeed {
+    let mut need = TlsNeed {
+        level: route.connector.tls,
+        policy: None,
+        why: format!(
+            "connector {} (tls = {:?})",
+            route.connector.name, route.connector.tls
+        )
+        .to_lowercase(),
+    };
+    let next_hop::Target::Mx(domain) = &route.target else {
+        return need;
+    };
+    if server.config.delivery.static_mx.contains_key(domain) {
+        return need;
+    }
+    let (Some(sts), Some(resolver)) = (&server.outbound.mta_sts, &server.outbound.resolver) else {
+        return need;
+    };
+    if let Some(policy) = sts.policy_for(domain, resolver).await {
+        if policy.mode == mta_sts::Mode::Enforce && need.level < OutboundTls::Verify {
+            need.level = OutboundTls::Verify;
+            need.why = format!("the MTA-STS policy of {domain} (mode enforce)");
+        }
+        need.policy = Some((domain.clone(), policy));
+    }
+    need
+}
+
+/// Connects to the first host that answers with the TLS `need` asks for. At `may`
+/// (RFC 7435 opportunistic TLS) a host whose STARTTLS handshake fails is tried again
+/// at once without TLS, as Postfix does at `smtp_tls_security_level = may`: failing the
+/// same handshake at every retry deferred such mail until it expired. At `encrypt` and
+/// `verify` there is no plain-text retry, and at `verify` the certificate must be
+/// valid for the host's name (checked before any command goes over the connection).
+/// The host carries how the connection went (it goes into the `delivered` event).
+async fn connect_any(
+    server: &Arc<Server>,
+    hosts: &[Host],
+    need: &TlsNeed,
+) -> Result<(Client, Host), String> {
     let d = &server.config.delivery;
     let mut errors = Vec::new();
     for host in hosts {
@@ -336,12 +472,9 @@ async fn connect_any(server: &Arc<Server>, hosts: &[Host]) -> Result<(Client, Ho
             connect_timeout: d.connect_timeout.as_std(),
             command_timeout: d.command_timeout.as_std(),
         };
-        match Client::connect(host.addr, &opts).await {
-            Ok(c) => {
-                tracing::debug!(host = %host.addr, tls = c.tls, "connected");
-                return Ok((c, host.clone()));
-            }
-            Err(e) if e.is_tls_handshake() => {
+        let client = match Client::connect(host.addr, &opts).await {
+            Ok(c) => c,
+            Err(e) if e.is_tls_handshake() && need.level == OutboundTls::May => {
                 tracing::warn!(host = %host.addr, "STARTTLS failed ({e}); trying again without TLS");
                 opts.tls = None;
                 match Client::connect(host.addr, &opts).await {
@@ -350,13 +483,66 @@ async fn connect_any(server: &Arc<Server>, hosts: &[Host]) -> Result<(Client, Ho
                         plain.note = Some(format!("without TLS: STARTTLS failed ({e})"));
                         return Ok((c, plain));
                     }
-                    Err(e2) => errors.push(format!("{}: {e}; without TLS: {e2}", host.addr)),
+                    Err(e2) => {
+                        errors.push(format!("{}: {e}; without TLS: {e2}", host.addr));
+                        continue;
+                    }
                 }
             }
-            Err(e) => errors.push(format!("{}: {e}", host.addr)),
+            Err(e) => {
+                errors.push(format!("{}: {e}", host.addr));
+                continue;
+            }
+        };
+        match check_tls(server, &client, host, need) {
+            Ok(note) => {
+                tracing::debug!(host = %host.addr, tls = client.tls, "connected");
+                let mut host = host.clone();
+                host.note = note;
+                return Ok((client, host));
+            }
+            Err(e) => {
+                client.quit().await;
+                errors.push(format!(
+                    "{} ({}): {e}, required by {}",
+                    host.addr, host.name, need.why
+                ));
+            }
         }
     }
     Err(errors.join("; "))
+}
+
+/// Whether a connection meets the need; `Ok` carries a note for the event log.
+fn check_tls(
+    server: &Server,
+    client: &Client,
+    host: &Host,
+    need: &TlsNeed,
+) -> Result<Option<String>, String> {
+    let verified = || match client.peer_certificates() {
+        Some(chain) => server.outbound.certificates.verify(chain, &host.name),
+        None => Err("no TLS".to_string()),
+    };
+    if need.level >= OutboundTls::Encrypt && !client.tls {
+        return Err("the server offers no STARTTLS".into());
+    }
+    if need.level == OutboundTls::Verify {
+        verified()?;
+        let by = if need.enforced() {
+            "MTA-STS"
+        } else {
+            "tls = verify"
+        };
+        return Ok(Some(format!("TLS verified for {} ({by})", host.name)));
+    }
+    if let Some(domain) = need.testing() {
+        if let Err(e) = verified() {
+            tracing::warn!(domain, host = %host.name, "MTA-STS testing: {e} (mail goes on)");
+            return Ok(Some(format!("MTA-STS testing: {e}")));
+        }
+    }
+    Ok(None)
 }
 
 /// Turns each recipient's fate into the store's outcome: a retry time for the

@@ -73,10 +73,7 @@ pub async fn run(config: Config) -> Result<()> {
     for e in &scanner.current().rejected {
         tracing::error!("signature file refused: {e}");
     }
-    let outbound = Outbound::new(
-        config.delivery.max_connections,
-        &config.delivery.dns_servers,
-    );
+    let outbound = Outbound::new(&config);
 
     let limits = &config.limits;
     let rate_submission = crate::accept::rate::RateLimiter::new(
