@@ -320,7 +320,7 @@ pub struct MailboxInfo {
 }
 
 /// One message in one place (queue or mailbox), as PRODUCT.md describes message objects.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct MessageSummary {
     pub id: String,
     pub location: String,

@@ -7,6 +7,7 @@ mod admin;
 mod backup;
 mod cli;
 mod connection_limits;
+mod console;
 mod deliver;
 mod disk_space;
 mod dkim;

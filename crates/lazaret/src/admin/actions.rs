@@ -75,18 +75,18 @@ impl Action {
 #[serde(deny_unknown_fields)]
 pub struct ActionRequest {
     #[serde(default)]
-    filters: FilterArgs,
+    pub filters: FilterArgs,
     #[serde(default, rename = "in")]
-    places: Option<String>,
+    pub places: Option<String>,
     /// delete: send DSNs to the senders of queued mail (true) or not (false). Required.
     #[serde(default)]
-    ndr: Option<bool>,
+    pub ndr: Option<bool>,
     /// Count and list, change nothing.
     #[serde(default)]
-    dry_run: bool,
+    pub dry_run: bool,
     /// Why, kept with quarantined mail.
     #[serde(default)]
-    reason: Option<String>,
+    pub reason: Option<String>,
 }
 
 /// Resolves the selection; refuses an action with no filter at all (it would touch

@@ -1,8 +1,8 @@
 //! The admin HTTP API. Every CLI admin command is a call here, with the bearer token
-//! from `data_dir/admin.token`; the web console will use the same calls.
+//! from `data_dir/admin.token`; the web console (`crate::console`) calls the same handlers.
 
 mod accounts;
-mod actions;
+pub(crate) mod actions;
 mod auth;
 pub mod backup;
 mod check;
@@ -12,13 +12,13 @@ mod error;
 pub mod find;
 mod import;
 pub mod jobs;
-mod messages;
+pub(crate) mod messages;
 mod metrics;
-mod outbound;
-mod queues;
+pub(crate) mod outbound;
+pub(crate) mod queues;
 pub mod runbook;
 mod scan;
-mod status;
+pub(crate) mod status;
 mod tracking;
 
 use crate::server::Server;
@@ -35,6 +35,7 @@ pub struct Actor(pub String);
 const OPENAPI: &str = include_str!("openapi.json");
 
 pub fn router(server: Arc<Server>, token: String) -> Router {
+    let token_copy = token.clone();
     let api = Router::new()
         .route("/api/status", get(status::status))
         .route("/api/smtp/{action}", post(status::smtp_switch))
@@ -126,5 +127,6 @@ pub fn router(server: Arc<Server>, token: String) -> Router {
         )
         .merge(probes)
         .merge(api)
+        .merge(crate::console::router(server.clone(), token_copy))
         .layer(axum::middleware::from_fn(error::json_errors))
 }

@@ -167,9 +167,9 @@ pub async fn smtp_switch(
     Ok(Json(serde_json::json!({ "smtp": value, "was_up": was_up })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 pub struct AuditQuery {
-    since: Option<String>,
+    pub since: Option<String>,
 }
 
 pub async fn audit(

@@ -1,0 +1,251 @@
+//! Sign-in with the admin token, sessions held in memory (a restart signs everyone
+//! out), and the checks every POST passes: the session's CSRF token in the form and an
+//! `Origin` naming this very host.
+
+use super::{layout, Console, PageError, PageResult};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect};
+use axum::Form;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const COOKIE: &str = "lazaret_console";
+/// A session unused this long is gone; one is never kept longer than `MAX_AGE`.
+const IDLE: Duration = Duration::from_secs(30 * 60);
+const MAX_AGE: Duration = Duration::from_secs(12 * 3600);
+/// At most this many sessions at once: the oldest goes first.
+const MAX_SESSIONS: usize = 64;
+
+struct Session {
+    csrf: String,
+    created: Instant,
+    used: Instant,
+    /// One line for the next page shown ("SMTP stopped").
+    notice: Option<String>,
+}
+
+#[derive(Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<String, Session>>,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn open(&self) -> (String, String) {
+        let id = hex::encode(rand::random::<[u8; 32]>());
+        let csrf = hex::encode(rand::random::<[u8; 32]>());
+        let now = Instant::now();
+        let mut map = self.lock();
+        map.retain(|_, s| live(s, now));
+        if map.len() >= MAX_SESSIONS {
+            if let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, s)| s.used)
+                .map(|(k, _)| k.clone())
+            {
+                map.remove(&oldest);
+            }
+        }
+        map.insert(
+            id.clone(),
+            Session {
+                csrf: csrf.clone(),
+                created: now,
+                used: now,
+                notice: None,
+            },
+        );
+        (id, csrf)
+    }
+
+    /// Says `text` on the next page this session sees.
+    pub fn notice(&self, admin: &Admin, text: impl Into<String>) {
+        if let Some(s) = self.lock().get_mut(&admin.id) {
+            s.notice = Some(text.into());
+        }
+    }
+}
+
+fn live(s: &Session, now: Instant) -> bool {
+    now.duration_since(s.used) < IDLE && now.duration_since(s.created) < MAX_AGE
+}
+
+/// A signed-in admin; a handler that takes one sends everyone else to `/signin`.
+pub struct Admin {
+    id: String,
+    pub csrf: String,
+    /// The notice left for this page, taken (shown once).
+    pub notice: Option<String>,
+}
+
+impl Admin {
+    /// Who the audit log names.
+    pub fn actor(&self) -> crate::admin::Actor {
+        crate::admin::Actor("console".into())
+    }
+
+    /// A state-changing request must carry this session's CSRF token and come from a
+    /// page of this host: a page elsewhere can make the browser POST with the cookie
+    /// (SameSite aside), but it cannot read the token, and the browser names its origin.
+    pub fn check_post(&self, headers: &HeaderMap, csrf: &str) -> Result<(), PageError> {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let origin = headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if host.is_empty() || origin != format!("http://{host}") {
+            return Err(PageError::Status(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "refused: this form was not sent from the console's own page (Origin {:?}, expected \"http://{host}\")",
+                    origin
+                ),
+            ));
+        }
+        if !same(csrf.as_bytes(), self.csrf.as_bytes()) {
+            return Err(PageError::Status(
+                StatusCode::FORBIDDEN,
+                "refused: the form's CSRF token is missing or from another session; reload the page and try again".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+impl FromRequestParts<Arc<Console>> for Admin {
+    type Rejection = PageError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        console: &Arc<Console>,
+    ) -> Result<Admin, PageError> {
+        let id = cookie_value(&parts.headers, COOKIE).ok_or(PageError::SignIn)?;
+        let now = Instant::now();
+        let mut map = console.sessions.lock();
+        let session = map
+            .get_mut(id)
+            .filter(|s| live(s, now))
+            .ok_or(PageError::SignIn)?;
+        session.used = now;
+        Ok(Admin {
+            id: id.to_string(),
+            csrf: session.csrf.clone(),
+            notice: session.notice.take(),
+        })
+    }
+}
+
+pub async fn signin_form() -> impl IntoResponse {
+    page(None)
+}
+
+fn page(error: Option<&str>) -> axum::response::Response {
+    let body = maud::html! {
+        main.signin {
+            h1 { "Lazaret" }
+            @if let Some(e) = error { p.error role="alert" { (e) } }
+            form method="post" action="/signin" {
+                label for="token" { "Admin token" }
+                p.hint { "In " code { "DATA_DIR/admin.token" } " on the server (" code { "cat" } " it as root)." }
+                input #token type="password" name="token" autocomplete="current-password" required autofocus;
+                button type="submit" { "Sign in" }
+            }
+        }
+    };
+    let status = if error.is_some() {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::OK
+    };
+    (status, layout::bare("Sign in", body)).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct SignIn {
+    token: String,
+}
+
+pub async fn signin(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<SignIn>,
+) -> PageResult {
+    // Signing in from a page elsewhere would plant a session of the attacker's choosing.
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if origin.is_some_and(|o| o != format!("http://{host}")) {
+        return Err(PageError::Status(
+            StatusCode::FORBIDDEN,
+            "refused: sign in from the console's own page".into(),
+        ));
+    }
+    if !same(form.token.trim().as_bytes(), console.token.as_bytes()) {
+        // The token is 256 random bits; the pause only keeps a typo loop from flooding
+        // the log.
+        tracing::warn!("console: sign-in with a wrong admin token");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        return Ok(page(Some("That is not the admin token.")));
+    }
+    let (id, _) = console.sessions.open();
+    let cookie = format!(
+        "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        MAX_AGE.as_secs()
+    );
+    let _ = console
+        .server
+        .audit(lazaret_store::AuditEntry {
+            actor: "console".into(),
+            action: "console sign-in".into(),
+            query: None,
+            count: None,
+            detail: None,
+        })
+        .await;
+    Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct CsrfOnly {
+    #[serde(default)]
+    pub csrf: String,
+}
+
+pub async fn signout(
+    State(console): State<Arc<Console>>,
+    admin: Admin,
+    headers: HeaderMap,
+    Form(form): Form<CsrfOnly>,
+) -> PageResult {
+    admin.check_post(&headers, &form.csrf)?;
+    console.sessions.lock().remove(&admin.id);
+    let cookie = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/signin")).into_response())
+}

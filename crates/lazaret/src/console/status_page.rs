@@ -1,0 +1,198 @@
+//! `/`: the server at a glance, with the switches of the runbook's first steps (SMTP
+//! inbound, outbound, user access).
+
+use super::layout::{self, age, bytes, text, time};
+use super::{see_other, Admin, Console, PageResult};
+use crate::admin;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use axum::{Extension, Form, Json};
+use maud::html;
+use serde::Deserialize;
+use serde_json::Value;
+use std::sync::Arc;
+
+pub async fn show(State(console): State<Arc<Console>>, admin: Admin) -> PageResult {
+    let Json(s) = admin::status::status(State(console.server.clone())).await?;
+    let smtp_up = s["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|l| l["name"] == "smtp" && l["up"] == true);
+    let outbound_on = s["outbound"] == "enabled";
+    let access_on = s["user_access"] == "enabled";
+    let store = &s["store"];
+    let scan = &s["scan"];
+    let body = html! {
+        p.lede {
+            (text(&s["hostname"])) " · Lazaret " (text(&s["version"]))
+            " · up " (age(s["uptime_secs"].as_i64().map(|u| crate::deliver::now() - u)))
+            " · " (s["smtp_sessions"]) " SMTP sessions"
+        }
+        @if let Some(l) = s["lockdown"].as_object() {
+            p.alert role="alert" {
+                "Lockdown since " (time(l.get("since").and_then(Value::as_i64)))
+                " by " (text(l.get("by").unwrap_or(&Value::Null))) ": "
+                "mail in and out stopped, users kept out. " code { "lazaret recover" } " ends it."
+            }
+        }
+        section aria-labelledby="switches" {
+            h2 #switches { "Switches" }
+            table.switches {
+                tbody {
+                    tr {
+                        th scope="row" { "SMTP inbound" }
+                        td { (state(smtp_up, "accepting", "stopped")) }
+                        td { @if smtp_up {
+                            (layout::button(&admin, "/smtp/stop", "Stop SMTP inbound", &[]))
+                        } @else {
+                            (layout::button(&admin, "/smtp/start", "Start SMTP inbound", &[]))
+                        } }
+                    }
+                    tr {
+                        th scope="row" { "Outbound delivery" }
+                        td { (state(outbound_on, "enabled", "disabled")) }
+                        td { @if outbound_on {
+                            (layout::button(&admin, "/outbound/disable", "Disable outbound", &[]))
+                        } @else {
+                            (layout::button(&admin, "/outbound/enable", "Enable outbound", &[]))
+                        } }
+                    }
+                    tr {
+                        th scope="row" { "User access (IMAP, POP3, submission)" }
+                        td {
+                            (state(access_on, "enabled", "disabled"))
+                            @if !access_on { br; small { (text(&s["user_access_message"])) } }
+                        }
+                        td { @if access_on {
+                            form.inline method="post" action="/access/disable" {
+                                (layout::csrf(&admin))
+                                label for="access-message" { "Message to users" }
+                                input #access-message type="text" name="message" size="40"
+                                    placeholder="Maintenance: mail is being cleaned, back soon";
+                                button type="submit" { "Disable user access" }
+                            }
+                        } @else {
+                            (layout::button(&admin, "/access/enable", "Enable user access", &[]))
+                        } }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="queues" {
+            h2 #queues { "Queues" }
+            (super::queues_page::table(&admin, s["queues"].as_array().map(Vec::as_slice).unwrap_or(&[]), false))
+        }
+        section aria-labelledby="store" {
+            h2 #store { "Store" }
+            dl.facts {
+                dt { "Messages" } dd { (store["messages"]) " (" (bytes(store["message_bytes"].as_u64().unwrap_or(0))) ")" }
+                dt { "Queued" } dd { (store["queued"]) }
+                dt { "In mailboxes" } dd { (store["in_mailboxes"]) }
+                dt { "Quarantined" } dd { a href="/quarantine" { (store["quarantined"]) } }
+                dt { "Waiting for the scanner" } dd { (s["unscanned"]) }
+                dt { "Free disk" } dd { (bytes(s["disk"]["free_bytes"].as_u64().unwrap_or(0))) }
+                dt { "Last backup" } dd {
+                    @match s["last_backup"].as_object() {
+                        Some(b) if b["ok"] == true => { (text(&b["id"])) " at " (time(b["at"].as_i64())) },
+                        Some(b) => { span.off { "FAILED" } " at " (time(b["at"].as_i64())) ": " (text(&b["error"])) },
+                        None => { "none yet (" code { "lazaret backup create" } ")" },
+                    }
+                }
+            }
+        }
+        section aria-labelledby="scanner" {
+            h2 #scanner { "Scanner" }
+            dl.facts {
+                dt { "Signature set" } dd { (text(&scan["version"])) " · " (scan["signatures"]) " signatures" }
+                dt { "Loaded" } dd { (time(scan["loaded_at"].as_i64())) }
+                dt { "clamd" } dd {
+                    @match scan["clamd"].as_object() {
+                        Some(c) => { (text(&c["state"])) " at " (text(&c["address"])) " " (text(&c["detail"])) },
+                        None => { "not configured" },
+                    }
+                }
+            }
+        }
+    };
+    Ok(layout::page("Status", "/", &admin, body).into_response())
+}
+
+fn state(on: bool, yes: &str, no: &str) -> maud::Markup {
+    html! {
+        @if on { span.on { (yes) } } @else { span.off { (no) } }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Switch {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+pub async fn smtp(
+    State(console): State<Arc<Console>>,
+    admin: Admin,
+    headers: HeaderMap,
+    Path(action): Path<String>,
+    Form(form): Form<Switch>,
+) -> PageResult {
+    admin.check_post(&headers, &form.csrf)?;
+    let Json(r) = admin::status::smtp_switch(
+        State(console.server.clone()),
+        Extension(admin.actor()),
+        Path(action),
+    )
+    .await?;
+    console
+        .sessions
+        .notice(&admin, format!("SMTP inbound {}", text(&r["smtp"])));
+    see_other("/")
+}
+
+pub async fn outbound(
+    State(console): State<Arc<Console>>,
+    admin: Admin,
+    headers: HeaderMap,
+    Path(action): Path<String>,
+    Form(form): Form<Switch>,
+) -> PageResult {
+    admin.check_post(&headers, &form.csrf)?;
+    let Json(_) = admin::outbound::switch(
+        State(console.server.clone()),
+        Extension(admin.actor()),
+        Path(action.clone()),
+    )
+    .await?;
+    console
+        .sessions
+        .notice(&admin, format!("Outbound delivery {action}d"));
+    see_other("/")
+}
+
+pub async fn access(
+    State(console): State<Arc<Console>>,
+    admin: Admin,
+    headers: HeaderMap,
+    Path(action): Path<String>,
+    Form(form): Form<Switch>,
+) -> PageResult {
+    admin.check_post(&headers, &form.csrf)?;
+    let change = admin::status::AccessChange {
+        message: form.message,
+    };
+    let Json(_) = admin::status::access_switch(
+        State(console.server.clone()),
+        Extension(admin.actor()),
+        Path(action.clone()),
+        Some(Json(change)),
+    )
+    .await?;
+    console
+        .sessions
+        .notice(&admin, format!("User access {action}d"));
+    see_other("/")
+}

@@ -1,0 +1,262 @@
+"""The web console in a real browser: Debian's Chromium, headless, driven by Playwright
+for Python against the real server on loopback.
+
+Set LAZARET_CONSOLE_SHOTS=DIR to save a screenshot of each page there (docs/console/
+holds the ones the README shows)."""
+
+import email.message
+import os
+import pathlib
+import shutil
+import smtplib
+import socket
+
+import pytest
+
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # pragma: no cover - CI installs it
+    sync_playwright = None
+
+from test_outbound import wait_for
+
+REQUIRED = "console" in os.environ.get("LAZARET_TESTS_REQUIRE", "")
+CHROMIUM = shutil.which("chromium")
+SHOTS = os.environ.get("LAZARET_CONSOLE_SHOTS")
+
+if sync_playwright is None or CHROMIUM is None:
+    if REQUIRED:
+        pytest.fail("playwright (PyPI) and chromium (apt) are required for the console tests", pytrace=False)
+    pytest.skip("playwright or chromium not installed", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        yield p, b
+        b.close()
+
+
+def shot(page, name):
+    if SHOTS:
+        pathlib.Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(pathlib.Path(SHOTS) / f"{name}.png"), full_page=True)
+
+
+def nav(page, name):
+    page.get_by_role("navigation").get_by_role("link", name=name, exact=True).click()
+
+
+def sign_in(page, server, token=None):
+    base = f"http://{server.admin}"
+    page.goto(base + "/")
+    assert page.url == base + "/signin"
+    page.fill("#token", token or server.token)
+    page.get_by_role("button", name="Sign in").click()
+    return base
+
+
+WORM_HTML = ('<p>Open the invoice</p><script>document.title = "pwned"</script>'
+             '<img src="http://203.0.113.9/track.png">')
+
+
+def worm(to, subject):
+    m = email.message.EmailMessage()
+    m["From"] = "billing@far.test"
+    m["To"] = to
+    m["Subject"] = subject
+    m.set_content(WORM_HTML, subtype="html")
+    m.add_attachment(b"MZ\x90\x00 not really a program", maintype="application",
+                     subtype="octet-stream", filename="invoice.scr")
+    return m
+
+
+def smtp_accepts(server):
+    try:
+        with socket.create_connection((server.smtp_host, server.smtp_port), timeout=2) as s:
+            return s.recv(64).startswith(b"220")
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def outbreak(make_server):
+    """A server with alice's mailbox holding three worm copies and one clean message,
+    and one message for the outside world waiting in a queue (its smarthost is down)."""
+    server = make_server('[[connector]]\nname = "internet"\ndomains = ["*"]\nsmarthost = "127.0.0.1:9"\n'
+                         '\n[delivery]\npoll_interval = "1s"\nretry_schedule = ["1h"]\n')
+    server.add_user("alice@localhost")
+    with server.smtp() as s:
+        for subject in ["Invoice C", "Invoice A", "Invoice B"]:
+            s.send_message(worm("alice@localhost", subject))
+        s.sendmail("bob@far.test", ["alice@localhost"], "Subject: lunch\r\n\r\nat noon?\r\n")
+    server.wait_delivered("alice@localhost", 4)
+    with server.submission() as s:
+        s.login("alice@localhost", "secret")
+        s.sendmail("alice@localhost", ["carol@far.test"], "Subject: out\r\n\r\nhello\r\n")
+    wait_for(lambda: server.queues().get("smarthost:internet", {}).get("messages") == 1, what="the outbound queue")
+    return server
+
+
+def inbox_count(server):
+    imap = server.imap("alice@localhost")
+    try:
+        return int(imap.select("INBOX")[1][0])
+    finally:
+        imap.logout()
+
+
+def test_the_outbreak_runbook_in_the_browser(browser, outbreak):
+    p, b = browser
+    server = outbreak
+    context = b.new_context(viewport={"width": 1366, "height": 900})
+    page = context.new_page()
+    requests, problems = [], []
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+
+    # Sign-in: a wrong token is refused, the right one gives a strict, script-proof cookie.
+    base = f"http://{server.admin}"
+    page.goto(base + "/")
+    shot(page, "signin")
+    page.fill("#token", "not-the-token")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("not the admin token")
+    page.fill("#token", server.token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Status", exact=True)).to_be_visible()
+    [cookie] = context.cookies()
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict", cookie
+    response = page.reload()
+    csp = response.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp, csp
+    shot(page, "status")
+
+    # SMTP inbound off and on again: the port closes and opens.
+    assert smtp_accepts(server)
+    page.get_by_role("button", name="Stop SMTP inbound").click()
+    expect(page.get_by_role("status")).to_contain_text("SMTP inbound stopped")
+    wait_for(lambda: not smtp_accepts(server), what="the SMTP port to close")
+    page.get_by_role("button", name="Start SMTP inbound").click()
+    expect(page.get_by_role("status")).to_contain_text("SMTP inbound running")
+    wait_for(lambda: smtp_accepts(server), what="the SMTP port to open")
+
+    # Freeze the outbound queue and thaw it.
+    nav(page, "Queues")
+    row = page.locator("tr", has_text="smarthost:internet")
+    row.get_by_role("button", name="Freeze").click()
+    expect(page.get_by_role("status")).to_contain_text("Frozen: smarthost:internet")
+    assert server.queues()["smarthost:internet"]["state"] == "frozen"
+    shot(page, "queues")
+    page.locator("tr", has_text="smarthost:internet").get_by_role("button", name="Thaw").click()
+    expect(page.get_by_role("status")).to_contain_text("Thawed: smarthost:internet")
+    assert server.queues()["smarthost:internet"]["state"] == "active"
+
+    # Find the worm by its attachment's name, sort by subject, quarantine all that match.
+    nav(page, "Find")
+    page.fill("#attachment", "*.scr")
+    page.get_by_role("button", name="Find", exact=True).click()
+    rows = page.locator("table.results tbody tr")
+    expect(rows).to_have_count(3)
+    page.get_by_role("link", name="Subject").click()
+    expect(rows).to_have_count(3)
+    subjects = page.locator("table.results tbody tr td:nth-child(2)").all_inner_texts()
+    assert subjects == ["Invoice A", "Invoice B", "Invoice C"], subjects
+    shot(page, "find")
+    page.get_by_label("all that match this search").check()
+    page.get_by_label("Action", exact=True).select_option("quarantine")
+    page.fill("#reason", "worm: invoice.scr")
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_role("alert")).to_contain_text("Quarantine: 3 message(s).")
+    assert inbox_count(server) == 4, "nothing changes before the confirmation"
+    shot(page, "confirm")
+    page.get_by_role("button", name="Quarantine 3 message(s)").click()
+    expect(page.get_by_role("status")).to_contain_text("done: 3 of 3", timeout=15000)
+    shot(page, "job")
+    assert inbox_count(server) == 1
+
+    # A quarantined message, viewed: its HTML is text, nothing runs, nothing is fetched.
+    nav(page, "Quarantine")
+    expect(page.locator("table.results tbody tr")).to_have_count(3)
+    shot(page, "quarantine")
+    page.get_by_role("link", name="Invoice A").click()
+    expect(page.get_by_role("heading", name="Quarantined")).to_be_visible()
+    expect(page.locator("dl.facts")).to_contain_text("worm: invoice.scr")
+    expect(page.locator("pre.body")).to_contain_text('<script>document.title = "pwned"</script>')
+    expect(page.locator("table")).to_contain_text("invoice.scr")
+    assert "pwned" not in page.title()
+    shot(page, "message")
+    assert all(u.startswith(base + "/") for u in requests), [u for u in requests if not u.startswith(base)]
+    assert not [m for m in problems if "Content Security Policy" in m or "Refused" in m], problems
+
+    # Restore that one: back in the mailbox.
+    page.get_by_role("button", name="Restore this message").click()
+    expect(page.get_by_role("status")).to_contain_text("done: 1 of 1", timeout=15000)
+    wait_for(lambda: inbox_count(server) == 2, what="the restored message in INBOX")
+
+    # Every change is in the audit log with the console as actor.
+    nav(page, "Audit log")
+    log = page.locator("table").inner_text()
+    for action in ["smtp stop", "smtp start", "quarantine started", "restore started", "console sign-in"]:
+        assert action in log, (action, log)
+    shot(page, "audit")
+    context.close()
+
+
+def test_a_post_without_the_csrf_token_or_from_elsewhere_is_refused(browser, server):
+    p, b = browser
+    context = b.new_context()
+    page = context.new_page()
+    base = sign_in(page, server)
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value")
+    assert len(csrf) == 64
+
+    r = page.request.post(base + "/smtp/stop", form={"csrf": ""}, headers={"Origin": base}, max_redirects=0)
+    assert r.status == 403 and "CSRF" in r.text(), (r.status, r.text())
+    r = page.request.post(base + "/smtp/stop", form={"csrf": csrf}, headers={"Origin": "http://evil.test"},
+                          max_redirects=0)
+    assert r.status == 403 and "not sent from the console" in r.text(), (r.status, r.text())
+    assert smtp_accepts(server)
+    # The same request from the console's page goes through.
+    r = page.request.post(base + "/smtp/stop", form={"csrf": csrf}, headers={"Origin": base}, max_redirects=0)
+    assert r.status == 303
+    wait_for(lambda: not smtp_accepts(server), what="the SMTP port to close")
+
+    # No session: to the sign-in page, nothing done.
+    stranger = p.request.new_context()
+    r = stranger.post(base + "/smtp/start", form={"csrf": csrf}, headers={"Origin": base}, max_redirects=0)
+    assert r.status == 303 and r.headers["location"] == "/signin"
+    assert not smtp_accepts(server)
+    # The API still wants its bearer token: a console cookie is not one.
+    r = page.request.get(base + "/api/status")
+    assert r.status == 401
+    stranger.dispose()
+
+    # Signed out: the cookie no longer opens anything.
+    page.get_by_role("button", name="Sign out").click()
+    assert page.url == base + "/signin"
+    page.goto(base + "/queues")
+    assert page.url == base + "/signin"
+    context.close()
+
+
+def test_pages_work_with_javascript_off(browser, outbreak):
+    p, b = browser
+    server = outbreak
+    context = b.new_context(java_script_enabled=False)
+    page = context.new_page()
+    base = sign_in(page, server)
+    expect(page.get_by_role("heading", name="Switches")).to_be_visible()
+    expect(page.locator("main")).to_contain_text("smarthost:internet")
+    page.goto(base + "/find?attachment=*.scr&sort=subject")
+    expect(page.locator("table.results tbody tr")).to_have_count(3)
+    # The confirmation is a plain form too.
+    page.get_by_label("all that match this search").check()
+    page.get_by_label("Action", exact=True).select_option("delete-no-ndr")
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_role("alert")).to_contain_text("Delete, no bounces: 3 message(s).")
+    page.get_by_role("button", name="Delete, no bounces 3 message(s)").click()
+    wait_for(lambda: inbox_count(server) == 1, what="the deletion")
+    context.close()
