@@ -7,6 +7,7 @@
 pub mod embedded;
 mod metadata;
 mod model;
+pub mod paced_file;
 pub mod pages;
 mod password;
 

@@ -247,11 +247,22 @@ pub async fn last(server: &Arc<Server>) -> Option<serde_json::Value> {
 }
 
 /// Nice 10: below sessions and delivery, yet never starved as `SCHED_IDLE` could be
-/// under a flood (a backup must finish).
+/// under a flood (a backup must finish). Its reads go in the idle I/O class: the disk
+/// serves the store's commits and message reads first; mq-deadline and BFQ still serve
+/// a waiting idle request within seconds, so the backup slows under load but finishes.
 fn lower_priority() {
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_CLASS_IDLE: libc::c_long = 3;
+    const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
     // SAFETY: plain syscalls on the calling thread; no memory is passed.
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
         libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            tid as libc::c_long,
+            IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
+        );
     }
 }

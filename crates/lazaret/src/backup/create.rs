@@ -4,6 +4,7 @@
 use super::manifest::{self, FileEntry, Layer, Manifest};
 use anyhow::{anyhow, Context, Result};
 use lazaret_core::Config;
+use lazaret_store::paced_file::PacedFile;
 use lazaret_store::{BackupBase, BackupSnapshot, BackupSource, DatabaseCopy, Store};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -361,7 +362,7 @@ fn compress(
     input.seek(SeekFrom::Start(from))?;
     let wanted = source.len - from;
     let mut input = input.take(wanted);
-    let out = File::create(stored)?;
+    let out = PacedFile::new(File::create(stored)?);
     let mut encoder = zstd::stream::write::Encoder::new(out, LEVEL)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
     if wanted > 4 * CHUNK as u64 {
@@ -388,7 +389,7 @@ fn compress(
             source.len
         ));
     }
-    let out = encoder.finish()?;
+    let out = encoder.finish()?.into_inner();
     out.sync_all()?;
     let compressed = out.metadata()?.len();
     Ok((hex::encode(hash.finalize()), compressed))
