@@ -250,6 +250,15 @@ def test_pages_work_with_javascript_off(browser, outbreak):
     base = sign_in(page, server)
     expect(page.get_by_role("heading", name="Switches")).to_be_visible()
     expect(page.locator("main")).to_contain_text("smarthost:internet")
+    # Pages: two rows per page, the third on the next.
+    page.goto(base + "/find?attachment=*.scr&sort=subject&limit=2")
+    expect(page.locator("table.results tbody tr")).to_have_count(2)
+    expect(page.get_by_role("status")).to_contain_text("Matches 1–2, and more.")
+    page.get_by_role("link", name="Next →").click()
+    assert page.locator("table.results tbody tr td:nth-child(2)").all_inner_texts() == ["Invoice C"]
+    expect(page.get_by_role("status")).to_contain_text("Matches 3–3.")
+    page.get_by_role("link", name="← Previous").click()
+    expect(page.locator("table.results tbody tr")).to_have_count(2)
     page.goto(base + "/find?attachment=*.scr&sort=subject")
     expect(page.locator("table.results tbody tr")).to_have_count(3)
     # The confirmation is a plain form too.

@@ -121,6 +121,18 @@ def test_find_the_worm_by_anything(outbreak):
     for r in rows:
         assert {"id", "location", "from", "to", "subject", "date", "size", "state"} <= r.keys()
         assert r["location"].startswith(("queue:local", "mailbox:"))
+    # Pages through the API (the web console's Next): offset leaves out what came before.
+    def page(offset):
+        code, body = server.curl("/api/find", "-H", f"Authorization: Bearer {server.token}",
+                                 "-H", "Content-Type: application/json", "-d",
+                                 json.dumps({"filters": {"sha256": PAYLOAD_SHA}, "sort": "subject",
+                                             "limit": 2, "offset": offset}))
+        assert code == 200, body
+        found = json.loads(body)
+        return [r["id"] for r in found["messages"]], found["more"]
+    pages = [page(0), page(2), page(4)]
+    assert [more for _, more in pages] == [True, True, False]
+    assert sum((p for p, _ in pages), []) == [r["id"] for r in rows]
     table = server.cli("find", "--attachment", "*.exe").stdout
     assert "LOCATION" in table and "queue:local" in table and "mailbox:alice@localhost/INBOX" in table
 

@@ -217,11 +217,13 @@ pub trait Store: Send + Sync {
 
     // Find and act. Ids: `q<n>` queue items, `m<n>` mailbox entries, `x<n>` quarantine.
     // Actions take a batch of ids and do it in one transaction: all or nothing.
+    /// Matches in `sort` order, the first `offset` left out (a page further on).
     fn find(
         &self,
         places: &[Place],
         filters: &Filters,
         sort: Option<SortKey>,
+        offset: usize,
         limit: Option<usize>,
     ) -> Result<FindResult>;
     fn find_ids(&self, places: &[Place], filters: &Filters) -> Result<Vec<String>>;

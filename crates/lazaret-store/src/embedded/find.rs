@@ -371,6 +371,7 @@ pub(crate) fn find(
     places: &[Place],
     f: &Filters,
     sort: Option<SortKey>,
+    offset: usize,
     limit: Option<usize>,
 ) -> Result<FindResult> {
     let Some((sql, args)) = union(places, f, false)? else {
@@ -386,9 +387,18 @@ pub(crate) fn find(
         SortKey::Size => "7 DESC, 6",
         SortKey::From => "3 COLLATE NOCASE, 6",
     };
+    // The union is sorted whole either way, so an offset costs what a key to start
+    // after would, and it works for every sort order and place.
     let mut query = format!("{sql} ORDER BY {order}");
-    if let Some(n) = limit {
-        query.push_str(&format!(" LIMIT {}", n + 1));
+    // SQLite takes 64-bit signed counts.
+    let offset = offset.min(i64::MAX as usize);
+    match limit {
+        Some(n) => query.push_str(&format!(
+            " LIMIT {} OFFSET {offset}",
+            n.saturating_add(1).min(i64::MAX as usize)
+        )),
+        None if offset > 0 => query.push_str(&format!(" LIMIT -1 OFFSET {offset}")),
+        None => {}
     }
     let mut stmt = c.prepare(&query)?;
     let mut messages = stmt

@@ -472,10 +472,11 @@ impl Store for EmbeddedStore {
         places: &[Place],
         filters: &Filters,
         sort: Option<SortKey>,
+        offset: usize,
         limit: Option<usize>,
     ) -> Result<FindResult> {
         let (places, filters) = (places.to_vec(), filters.clone());
-        self.read(move |c| find::find(c, &places, &filters, sort, limit))
+        self.read(move |c| find::find(c, &places, &filters, sort, offset, limit))
     }
 
     fn find_ids(&self, places: &[Place], filters: &Filters) -> Result<Vec<String>> {

@@ -370,7 +370,7 @@ pub(super) fn detail(c: &Connection, id: &str) -> Result<Option<(QuarantineDetai
         ids: Some(vec![id.to_string()]),
         ..Filters::default()
     };
-    let found = super::find::find(c, &[Place::Quarantine], &filters, None, Some(1))?;
+    let found = super::find::find(c, &[Place::Quarantine], &filters, None, 0, Some(1))?;
     let Some(message) = found.messages.into_iter().next() else {
         return Ok(None);
     };

@@ -538,7 +538,7 @@ fn find_quarantine_restore_remove() {
         .is_empty());
     assert_eq!(store.queue_messages("local").unwrap().len(), 1);
     let held = store
-        .find(&[Place::Quarantine], &Filters::default(), None, None)
+        .find(&[Place::Quarantine], &Filters::default(), None, 0, None)
         .unwrap()
         .messages;
     assert_eq!(held.len(), 2);
@@ -727,7 +727,7 @@ fn scanner_gates_routing_quarantines_and_answers_hashes() {
         2
     );
     let quarantined = store
-        .find(&[Place::Quarantine], &Filters::default(), None, None)
+        .find(&[Place::Quarantine], &Filters::default(), None, 0, None)
         .unwrap();
     assert_eq!(quarantined.messages.len(), 1);
     assert_eq!(quarantined.messages[0].verdict.as_deref(), Some("Worm.A"));
@@ -1810,7 +1810,7 @@ fn lookups_answer_by_digest_and_sender_and_are_rebuilt_when_lost_or_behind() {
     };
     let subjects = |store: &EmbeddedStore, f: Filters| -> Vec<String> {
         let mut s: Vec<String> = store
-            .find(&ALL, &f, None, None)
+            .find(&ALL, &f, None, 0, None)
             .unwrap()
             .messages
             .into_iter()
@@ -1938,7 +1938,7 @@ fn auth_results_are_found_and_a_forgery_is_quarantined_as_it_is_stored() {
     assert!(matches!(by("spam"), Err(StoreError::Invalid(m)) if m.contains("METHOD=RESULT")));
 
     let held = store
-        .find(&[Place::Quarantine], &Filters::default(), None, None)
+        .find(&[Place::Quarantine], &Filters::default(), None, 0, None)
         .unwrap()
         .messages;
     assert_eq!(held.len(), 1);

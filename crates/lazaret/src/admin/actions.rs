@@ -155,7 +155,7 @@ pub async fn act(
     let query = request.filters.describe();
     if request.dry_run {
         let found = server
-            .store_call(move |s| s.find(&places, &filters, None, Some(1000)))
+            .store_call(move |s| s.find(&places, &filters, None, 0, Some(1000)))
             .await?;
         return Ok(Json(serde_json::json!({
             "action": name,
@@ -323,7 +323,7 @@ async fn bounces(server: &Arc<Server>, ids: &[String]) -> Result<Vec<Incoming>, 
         ..Filters::default()
     };
     let queued = server
-        .store_call(move |s| s.find(&[Place::Queues], &filters, None, None))
+        .store_call(move |s| s.find(&[Place::Queues], &filters, None, 0, None))
         .await?
         .messages;
     let mut out = Vec::new();

@@ -176,6 +176,9 @@ pub struct FindRequest {
     pub sort: Option<SortKey>,
     #[serde(default)]
     pub limit: Option<usize>,
+    /// Leave out the first `offset` matches (the next page).
+    #[serde(default)]
+    pub offset: usize,
     /// Only the ids, all of them (for piping into an action).
     #[serde(default)]
     pub ids_only: bool,
@@ -193,9 +196,9 @@ pub async fn find(
             .await?;
         return Ok(Json(serde_json::json!({ "ids": ids })));
     }
-    let (sort, limit) = (request.sort, request.limit);
+    let (sort, offset, limit) = (request.sort, request.offset, request.limit);
     let found = server
-        .store_call(move |s| s.find(&places, &filters, sort, limit))
+        .store_call(move |s| s.find(&places, &filters, sort, offset, limit))
         .await?;
     Ok(Json(
         serde_json::to_value(found).map_err(|e| ApiError::Internal(e.to_string()))?,

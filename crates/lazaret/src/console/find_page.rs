@@ -98,6 +98,10 @@ pub fn filter_args(f: &Fields) -> Result<FilterArgs, PageError> {
     })
 }
 
+fn without(f: &Fields, name: &str) -> Fields {
+    Fields(f.0.iter().filter(|(k, _)| k != name).cloned().collect())
+}
+
 /// The query string of the current search with one field replaced (sort links).
 fn with(f: &Fields, name: &str, value: &str) -> String {
     let mut out = form_urlencoded::Serializer::new(String::new());
@@ -124,6 +128,12 @@ pub async fn show(
         .and_then(|l| l.parse::<usize>().ok())
         .unwrap_or(PAGE)
         .clamp(1, MAX_ROWS);
+    let page = f
+        .get("page")
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let offset = (page - 1).saturating_mul(limit);
     let results = if args.is_empty() {
         None
     } else {
@@ -131,6 +141,7 @@ pub async fn show(
             filters: args.clone(),
             places: places.clone(),
             sort: sort.as_deref().and_then(sort_key),
+            offset,
             limit: Some(limit),
             ids_only: false,
         };
@@ -147,7 +158,7 @@ pub async fn show(
             Some(Ok(found)) => {
                 @let rows: Vec<MessageSummary> = serde_json::from_value(found["messages"].clone()).unwrap_or_default();
                 @let more = found["more"] == true;
-                (results_form(&admin, &f, &rows, more, limit))
+                (results_form(&admin, &f, &rows, more, Paging { page, offset, limit }))
             }
         }
     };
@@ -205,7 +216,7 @@ fn sort_header(f: &Fields, key: &str, label: &str) -> Markup {
     let current = f.get("sort").as_deref() == Some(key);
     html! {
         th scope="col" aria-sort=(match (current, key) { (false, _) => "none", (true, "size") => "descending", _ => "ascending" }) {
-            a href={ "/find?" (with(f, "sort", key)) } { (label) @if current { @if key == "size" { " ▼" } @else { " ▲" } } }
+            a href={ "/find?" (with(&without(f, "page"), "sort", key)) } { (label) @if current { @if key == "size" { " ▼" } @else { " ▲" } } }
         }
     }
 }
@@ -249,8 +260,27 @@ pub fn rows_table(f: Option<&Fields>, rows: &[MessageSummary], selectable: bool)
 fn hidden_search(f: &Fields) -> Markup {
     html! {
         @for (k, v) in &f.0 {
-            @if k != "ids" && k != "sort" && k != "limit" && !v.trim().is_empty() {
+            @if !["ids", "sort", "limit", "page"].contains(&k.as_str()) && !v.trim().is_empty() {
                 input type="hidden" name={ "q_" (k) } value=(v);
+            }
+        }
+    }
+}
+
+/// Where a page of results stands: its number (from 1), first row, rows per page.
+struct Paging {
+    page: usize,
+    offset: usize,
+    limit: usize,
+}
+
+fn pager(f: &Fields, at: &Paging, more: bool) -> Markup {
+    html! {
+        @if at.page > 1 || more {
+            nav.pager aria-label="Pages" {
+                @if at.page > 1 { a href={ "/find?" (with(f, "page", &(at.page - 1).to_string())) } rel="prev" { "← Previous" } " " }
+                span { "Page " (at.page) }
+                @if more { " " a href={ "/find?" (with(f, "page", &(at.page + 1).to_string())) } rel="next" { "Next →" } }
             }
         }
     }
@@ -261,17 +291,18 @@ fn results_form(
     f: &Fields,
     rows: &[MessageSummary],
     more: bool,
-    limit: usize,
+    at: Paging,
 ) -> Markup {
     html! {
         p.count role="status" {
-            @if rows.is_empty() { "Nothing matches." }
-            @else if more {
-                "The first " (rows.len()) " matches. "
-                @if limit < MAX_ROWS { a href={ "/find?" (with(f, "limit", &MAX_ROWS.to_string())) } { "Show up to " (MAX_ROWS) } }
+            @if rows.is_empty() { @if at.page > 1 { "No more matches." } @else { "Nothing matches." } }
+            @else if more || at.page > 1 {
+                "Matches " (at.offset + 1) "–" (at.offset + rows.len()) (if more { ", and more." } else { "." }) " "
+                @if at.limit < MAX_ROWS && at.page == 1 { a href={ "/find?" (with(f, "limit", &MAX_ROWS.to_string())) } { "Show " (MAX_ROWS) " per page" } }
             }
             @else { (rows.len()) " match(es)." }
         }
+        (pager(f, &at, more))
         @if !rows.is_empty() {
             form method="post" action="/find/act" {
                 (layout::csrf(admin))
@@ -407,7 +438,7 @@ async fn export(console: &Console, args: FilterArgs, places: Option<String>) -> 
     let places = admin::find::places(places.as_deref())?;
     let server = console.server.clone();
     let found = server
-        .store_call(move |s| s.find(&places, &filters, None, Some(MAX_EXPORT)))
+        .store_call(move |s| s.find(&places, &filters, None, 0, Some(MAX_EXPORT)))
         .await
         .map_err(admin::ApiError::from)?;
     let mut out = Vec::new();

@@ -27,7 +27,15 @@ pub async fn list(
         .and_then(|s| serde_json::from_value(serde_json::Value::String(s)).ok());
     let found = console
         .server
-        .store_call(move |s| s.find(&[Place::Quarantine], &Filters::default(), sort, Some(SHOWN)))
+        .store_call(move |s| {
+            s.find(
+                &[Place::Quarantine],
+                &Filters::default(),
+                sort,
+                0,
+                Some(SHOWN),
+            )
+        })
         .await
         .map_err(admin::ApiError::from)?;
     let body = html! {
