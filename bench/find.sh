@@ -4,7 +4,9 @@
 #     and sender on every copy, same zip attachment), written by bench/find_seed.py as
 #     mbox files (imported into Lazaret) and Maildirs (for Dovecot), the same bytes.
 #     Timed: find by subject substring, body text, attachment SHA-256, sender
-#     (`lazaret find --ids-only` vs `doveadm search -A`); quarantine of every worm copy
+#     (`lazaret find --ids-only` vs `doveadm search -A`); the web console's Find page
+#     for the same searches (50 rows, and page 100: time to first byte and to the last,
+#     bytes); quarantine of every worm copy
 #     (`lazaret quarantine --sha256`) vs `doveadm expunge -A ... body`; restore.
 #  2. A queue of QUEUE_WORMS worm copies in Postfix (held by defer_transports) and in
 #     Lazaret (queue `local` frozen): find them by attachment name (`postqueue -j` +
@@ -128,6 +130,15 @@ dc_body=$($T "$DA search -A mailbox INBOX body '$lure'")
 lz_sha=$($T "$L find --sha256 $sha --ids-only")
 lz_from=$($T "$L find --from $sender --ids-only")
 dc_from=$($T "$DA search -A mailbox INBOX from $sender")
+
+# ---------------------------------------------------------------- web console
+# The Find page a browser gets (signed in): 50 rows of the same searches, and page 100.
+admin=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['admin'])" "$work/lz/data/listeners.json")
+enc() { python3 -c 'import sys,urllib.parse;print(urllib.parse.quote(sys.argv[1]))' "$1"; }
+console=$(python3 "$root/bench/console_time.py" "$admin" "$(cat "$work/lz/data/admin.token")" "$RUNS" \
+  "/find?subject=$(enc "$subject")" "/find?body=$(enc "$lure")" "/find?sha256=$sha" \
+  "/find?subject=$(enc "$subject")&page=100" "/")
+console_json=$(echo "$console" | python3 -c 'import json,sys;print(json.dumps([json.loads(l) for l in sys.stdin]))')
 
 # ---------------------------------------------------------------- quarantine / expunge
 echo "quarantining ..." >&2
@@ -260,6 +271,18 @@ row("find subject substring (s) vs doveadm", '$lz_subject', '$dc_subject')
 row("find body text (s) vs doveadm", '$lz_body', '$dc_body')
 row("find attachment SHA-256 (s)", '$lz_sha')
 row("find sender (s) vs doveadm", '$lz_from', '$dc_from')
+names = ["subject", "body text", "attachment SHA-256", "subject, page 100", "status page"]
+peers = {"subject": j('$dc_subject'), "body text": j('$dc_body')}
+for name, page in zip(names, json.loads('$console_json')):
+    peer = peers.get(name)
+    label = f"console: find {name}" if name != "status page" else "console: status page"
+    extra = f"  first byte {page['first_byte']*1000:.0f} ms, {page['bytes']/1024:.0f} KB, {page['rows']} rows"
+    if peer:
+        print(f"{label + ' (s) vs doveadm':40}{page['seconds']:10.3f}{peer['seconds']:10.3f}{peer['seconds']/page['seconds']:8.1f}x{extra}")
+        result(f"{label} (s) vs doveadm search", page["seconds"], peer["seconds"], peer["seconds"] / page["seconds"])
+    else:
+        print(f"{label + ' (s)':40}{page['seconds']:10.3f}{'-':>10}{'':>9}{extra}")
+        result(f"{label} (s)", page["seconds"], 0, 0)
 row("clusters, biggest 20 (s)", '$lz_clusters')
 row("clusters --sort growth, 20 (s)", '$lz_clusters_growth')
 q, r, e = float('$lz_quarantine'), float('$lz_restore'), float('$dc_expunge')

@@ -71,6 +71,9 @@ GOALS = [
     # comes back with UID and MODSEQ, about twice a plain FLAGS line (Dovecot: 2.00%).
     (r"imap QRESYNC resync bytes", "max", 2),
     (r"imap ", "ratio", 1.0),
+    # Issue #19: the console's Find page with its first 50 rows (or page 100) in under
+    # half a second on 1M messages, whatever doveadm takes.
+    (r"console: ", "max", 0.5),
     (r"find |queue: find", "ratio", 1.0),
     (r"quarantine all worms", "ratio", 1.0),
     (r"queue delete", "ratio", 1.0),

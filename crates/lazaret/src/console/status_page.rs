@@ -41,24 +41,10 @@ pub async fn show(State(console): State<Arc<Console>>, admin: Admin) -> PageResu
             h2 #switches { "Switches" }
             table.switches {
                 tbody {
-                    tr {
-                        th scope="row" { "SMTP inbound" }
-                        td { (state(smtp_up, "accepting", "stopped")) }
-                        td { @if smtp_up {
-                            (layout::button(&admin, "/smtp/stop", "Stop SMTP inbound", &[]))
-                        } @else {
-                            (layout::button(&admin, "/smtp/start", "Start SMTP inbound", &[]))
-                        } }
-                    }
-                    tr {
-                        th scope="row" { "Outbound delivery" }
-                        td { (state(outbound_on, "enabled", "disabled")) }
-                        td { @if outbound_on {
-                            (layout::button(&admin, "/outbound/disable", "Disable outbound", &[]))
-                        } @else {
-                            (layout::button(&admin, "/outbound/enable", "Enable outbound", &[]))
-                        } }
-                    }
+                    (switch(&admin, "SMTP inbound", smtp_up, ("accepting", "/smtp/stop", "Stop SMTP inbound"),
+                        ("stopped", "/smtp/start", "Start SMTP inbound")))
+                    (switch(&admin, "Outbound delivery", outbound_on, ("enabled", "/outbound/disable", "Disable outbound"),
+                        ("disabled", "/outbound/enable", "Enable outbound")))
                     tr {
                         th scope="row" { "User access (IMAP, POP3, submission)" }
                         td {
@@ -117,6 +103,25 @@ pub async fn show(State(console): State<Arc<Console>>, admin: Admin) -> PageResu
         }
     };
     Ok(layout::page("Status", "/", &admin, body).into_response())
+}
+
+/// A row of the switches: what it is, its state, the button that turns it over.
+/// `on` and `off` are (state, action, button label) for each side.
+fn switch(
+    admin: &Admin,
+    what: &str,
+    is_on: bool,
+    on: (&str, &str, &str),
+    off: (&str, &str, &str),
+) -> maud::Markup {
+    let (_, action, label) = if is_on { on } else { off };
+    html! {
+        tr {
+            th scope="row" { (what) }
+            td { (state(is_on, on.0, off.0)) }
+            td { (layout::button(admin, action, label, &[])) }
+        }
+    }
 }
 
 fn state(on: bool, yes: &str, no: &str) -> maud::Markup {
