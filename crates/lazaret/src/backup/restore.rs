@@ -59,6 +59,7 @@ pub fn restore(dir: &Path, id: &str, to: &Path, progress: &dyn Progress) -> Resu
     let to = std::path::absolute(to)?;
     progress.total(stored_total(&manifest));
     let mut external = Vec::new();
+    let mut targets = Vec::new();
     for entry in &manifest.files {
         if entry.name.starts_with(EXTERNAL) {
             external.push(entry.name.clone());
@@ -73,16 +74,35 @@ pub fn restore(dir: &Path, id: &str, to: &Path, progress: &dyn Progress) -> Resu
         if let Some(parent) = target.parent() {
             fs::create_dir_all(parent)?;
         }
-        let out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(entry.mode)
-            .open(&target)
-            .with_context(|| format!("cannot write {}", target.display()))?;
-        match entry.layers.is_empty() {
-            true => read_back(dir, entry, Some(out), progress)?,
-            false => rebuild(dir, entry, Some(out), progress)?,
+        targets.push((entry, target));
+    }
+    // Files are restored side by side, one per core: each is decompressed, hashed and
+    // written on one thread, and that thread is the limit (the disk is not).
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::Mutex::new(None::<anyhow::Error>);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|scope| {
+        for _ in 0..workers.min(targets.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((entry, target)) = targets.get(i) else {
+                    break;
+                };
+                if failed.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                    break;
+                }
+                if let Err(e) = restore_one(dir, entry, target, progress) {
+                    failed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_or_insert(e);
+                    break;
+                }
+            });
         }
+    });
+    if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
     }
     // The copy is a store of its own from now on (see `renew_store_id`).
     let database = to.join(super::create::DATABASE);
@@ -99,6 +119,24 @@ pub fn restore(dir: &Path, id: &str, to: &Path, progress: &dyn Progress) -> Resu
         config,
         external,
     })
+}
+
+fn restore_one(
+    dir: &Path,
+    entry: &FileEntry,
+    target: &Path,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(entry.mode)
+        .open(target)
+        .with_context(|| format!("cannot write {}", target.display()))?;
+    match entry.layers.is_empty() {
+        true => read_back(dir, entry, Some(out), progress),
+        false => rebuild(dir, entry, Some(out), progress),
+    }
 }
 
 /// The bytes verify and restore read (a rebuilt database counts each of its layers).
