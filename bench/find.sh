@@ -132,12 +132,13 @@ lz_from=$($T "$L find --from $sender --ids-only")
 dc_from=$($T "$DA search -A mailbox INBOX from $sender")
 
 # ---------------------------------------------------------------- web console
-# The Find page a browser gets (signed in): 50 rows of the same searches, and page 100.
+# The Find page a browser gets (signed in): 50 rows of the same searches, and page 100
+# of the attachment search (every worm copy matches it).
 admin=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['admin'])" "$work/lz/data/listeners.json")
 enc() { python3 -c 'import sys,urllib.parse;print(urllib.parse.quote(sys.argv[1]))' "$1"; }
 console=$(python3 "$root/bench/console_time.py" "$admin" "$(cat "$work/lz/data/admin.token")" "$RUNS" \
   "/find?subject=$(enc "$subject")" "/find?body=$(enc "$lure")" "/find?sha256=$sha" \
-  "/find?subject=$(enc "$subject")&page=100" "/")
+  "/find?sha256=$sha&page=100" "/")
 console_json=$(echo "$console" | python3 -c 'import json,sys;print(json.dumps([json.loads(l) for l in sys.stdin]))')
 
 # ---------------------------------------------------------------- quarantine / expunge
@@ -271,7 +272,7 @@ row("find subject substring (s) vs doveadm", '$lz_subject', '$dc_subject')
 row("find body text (s) vs doveadm", '$lz_body', '$dc_body')
 row("find attachment SHA-256 (s)", '$lz_sha')
 row("find sender (s) vs doveadm", '$lz_from', '$dc_from')
-names = ["subject", "body text", "attachment SHA-256", "subject, page 100", "status page"]
+names = ["subject", "body text", "attachment SHA-256", "attachment SHA-256, page 100", "status page"]
 peers = {"subject": j('$dc_subject'), "body text": j('$dc_body')}
 for name, page in zip(names, json.loads('$console_json')):
     peer = peers.get(name)
