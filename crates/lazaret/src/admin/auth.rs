@@ -8,7 +8,7 @@ use axum::response::Response;
 use std::sync::Arc;
 
 /// Compares without an early exit, so response time does not reveal the prefix.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -3,7 +3,7 @@
 
 mod accounts;
 pub(crate) mod actions;
-mod auth;
+pub(crate) mod auth;
 pub mod backup;
 mod check;
 mod clusters;
