@@ -79,3 +79,25 @@ def test_sigkill_under_load_loses_nothing(server):
         want = headers[b"X-Test-Sum"].decode()
         assert hashlib.sha256(body).hexdigest() == want, f"{m['subject']} is damaged"
     print(f"{len(acked)} acknowledged, {len(inbox)} stored, over {CYCLES} kill -9 cycles")
+
+
+def test_check_is_clean_while_mail_streams_in(server):
+    """`lazaret check` reads the main database and lookups.db, two files committed one
+    after the other: its view of them must be one moment of both, or a message
+    committed between its two reads shows as a fault that is not there."""
+    acked = []
+    stop = threading.Event()
+    threads = [threading.Thread(target=sender, args=(server, f"chk.{i}", acked, stop)) for i in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    try:
+        reports = []
+        for _ in range(100):
+            r = server.cli("check", check=False)
+            reports.append(r)
+            assert r.returncode == 0, f"check under load:\n{r.stdout}\n{r.stderr}"
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert len(acked) > 50, f"too little load to prove anything: {len(acked)}"

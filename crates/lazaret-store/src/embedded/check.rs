@@ -187,7 +187,7 @@ impl EmbeddedStore {
     pub fn check(&self, deep: bool, progress: &(dyn Fn(u64) + Sync)) -> Result<CheckReport> {
         let _pin = self.blobs.pin();
         self.read(|c| {
-            c.execute_batch("BEGIN")?;
+            super::lookups::begin_matching_read(c, &self.db_path, &self.data_dir)?;
             let report = self.check_in(c, deep, progress);
             let _ = c.execute_batch("COMMIT");
             report
@@ -202,10 +202,9 @@ impl EmbeddedStore {
     ) -> Result<CheckReport> {
         let count =
             |sql: &str| -> Result<u64> { Ok(c.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64) };
-        // Touching the main database first fixes its snapshot before the text index's;
-        // `lookups.db`'s is fixed right after (its rows commit with the main ones).
+        // The main database's snapshot (and lookups.db's) is fixed before the text
+        // index's (see `begin_matching_read`).
         let messages = count("SELECT COUNT(*) FROM messages")?;
-        count("SELECT COUNT(*) FROM lk.lookup_state")?;
         let mut report = CheckReport {
             messages,
             mailbox_entries: count("SELECT COUNT(*) FROM mailbox_entries")?,

@@ -143,6 +143,26 @@ pub(super) fn mark_changed(c: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Starts a read transaction on `c` that sees the main database and this file at one
+/// moment: SQLite commits attached files one after the other, so a reader that begins
+/// on one file and then the other can fall between a commit's two halves and see a
+/// message in one and not the other (`lazaret check` did, under load). A second
+/// connection holds the write lock of both while `c` takes its two snapshots, so no
+/// commit can be half done then; the writer waits for that moment only.
+pub(super) fn begin_matching_read(c: &Connection, db_path: &Path, data_dir: &Path) -> Result<()> {
+    let lock = super::open_connection(db_path)?;
+    attach(&lock, data_dir)?;
+    // IMMEDIATE takes the write lock of every attached file, in the order the writer
+    // takes them (main first), once the writer's current commit is done with both.
+    lock.execute_batch("BEGIN IMMEDIATE")?;
+    let begun = c.execute_batch(
+        "BEGIN;
+         SELECT (SELECT COUNT(*) FROM main.id_high) + (SELECT COUNT(*) FROM lk.lookup_state);",
+    );
+    lock.execute_batch("ROLLBACK")?;
+    Ok(begun?)
+}
+
 /// Indexes of the main database that this file replaces (stores from before it).
 const FORMER_INDEXES: [&str; 6] = [
     "messages_env_from",
