@@ -85,6 +85,8 @@ GOALS = [
     (r"backup full .* vs tar", "ratio", 1.0),
     (r"backup full .* vs cp", "ratio", 0.5),
     (r"backup incremental", "max", 5),
+    # The peer under the same load: Lazaret's backup must not hurt mail more.
+    (r"backup SMTP p99 .* tar", "ratio", 1.0),
     (r"backup SMTP p99", "max", 2),
     (r"backup restore", "ratio", 1.0),
     (r"backup lockdown", "max", 1),
