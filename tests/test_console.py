@@ -269,3 +269,54 @@ def test_pages_work_with_javascript_off(browser, outbreak):
     page.get_by_role("button", name="Delete, no bounces 3 message(s)").click()
     wait_for(lambda: inbox_count(server) == 1, what="the deletion")
     context.close()
+
+
+def test_lockdown_backup_and_recover_from_the_status_page(browser, server):
+    p, b = browser
+    context = b.new_context(viewport={"width": 1366, "height": 900})
+    page = context.new_page()
+    base = sign_in(page, server)
+
+    # A backup on demand: a job whose page follows it to the end.
+    page.get_by_role("button", name="Back up now").click()
+    expect(page.get_by_role("status")).to_contain_text("done", timeout=30000)
+    backups = server.cli_json("backup", "list")
+    assert len(backups) == 1, backups
+
+    # Lockdown without a backup: mail in and out stops, users are kept out, queues freeze.
+    page.goto(base + "/")
+    page.fill("#lockdown-message", "Cleaning up a worm, back at noon")
+    page.get_by_label("Skip the backup").check()
+    page.get_by_label("Stop all mail now").check()
+    shot(page, "runbook")
+    page.get_by_role("button", name="Lock down").click()
+    expect(page.get_by_role("status")).to_contain_text("done", timeout=30000)
+    wait_for(lambda: not smtp_accepts(server), what="the SMTP port to close")
+    assert all(q["state"] == "frozen" for q in server.queues().values()), server.queues()
+    try:
+        server.imap("alice@localhost").logout()
+        raise AssertionError("IMAP login went through during the lockdown")
+    except Exception as e:  # noqa: BLE001 - imaplib raises its own error class
+        assert "back at noon" in str(e), e
+    page.goto(base + "/")
+    expect(page.get_by_role("alert")).to_contain_text("Lockdown since")
+
+    # Recover refuses while the signatures are the ones of the lockdown, and says why.
+    page.get_by_role("button", name="Recover").click()
+    expect(page.locator("p.error")).to_contain_text("signatures")
+    page.goto(base + "/")
+    page.fill("#recover-reason", "false alarm, drill")
+    page.get_by_label("Recover even though the signatures have not changed").check()
+    page.get_by_role("button", name="Recover").click()
+    expect(page.get_by_role("status")).to_contain_text("done", timeout=30000)
+    wait_for(lambda: smtp_accepts(server), what="the SMTP port to open")
+    assert all(q["state"] == "active" for q in server.queues().values()), server.queues()
+    server.imap("alice@localhost").logout()
+    page.goto(base + "/")
+    expect(page.get_by_role("alert")).to_have_count(0)
+
+    page.goto(base + "/audit")
+    log = page.locator("table").inner_text()
+    for action in ["backup", "lockdown", "recover"]:
+        assert action in log, (action, log)
+    context.close()

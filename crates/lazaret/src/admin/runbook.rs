@@ -46,21 +46,21 @@ struct Step {
 pub struct LockdownRequest {
     /// Shown to users whose logins are refused.
     #[serde(default)]
-    message: Option<String>,
+    pub message: Option<String>,
     #[serde(default)]
-    no_backup: bool,
+    pub no_backup: bool,
     /// Backups directory for the backup step (default `[backup] dir`).
     #[serde(default)]
-    backup_to: Option<String>,
+    pub backup_to: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecoverRequest {
     #[serde(default)]
-    force: bool,
+    pub force: bool,
     #[serde(default)]
-    reason: Option<String>,
+    pub reason: Option<String>,
 }
 
 pub async fn current(server: &Arc<Server>) -> Option<Lockdown> {

@@ -1,5 +1,5 @@
 //! `/`: the server at a glance, with the switches of the runbook's first steps (SMTP
-//! inbound, outbound, user access).
+//! inbound, outbound, user access), lockdown and recover, and a backup on demand.
 
 use super::layout::{self, age, bytes, text, time};
 use super::{see_other, Admin, Console, PageResult};
@@ -64,6 +64,37 @@ pub async fn show(State(console): State<Arc<Console>>, admin: Admin) -> PageResu
                         } }
                     }
                 }
+            }
+        }
+        section aria-labelledby="runbook" {
+            h2 #runbook { "Outbreak runbook" }
+            @if s["lockdown"].is_object() {
+                form.stack method="post" action="/runbook/recover" {
+                    (layout::csrf(&admin))
+                    p { "Recover thaws the queues, opens SMTP and user access again and rescans every message, "
+                        "once the signatures are newer than at the lockdown." }
+                    label for="recover-reason" { "Reason (for the audit log; needed to recover without new signatures)" }
+                    input #recover-reason type="text" name="reason" size="60";
+                    label { input type="checkbox" name="force"; " Recover even though the signatures have not changed" }
+                    button type="submit" { "Recover" }
+                }
+            } @else {
+                form.stack method="post" action="/runbook/lockdown" {
+                    (layout::csrf(&admin))
+                    p { "Lockdown backs up the store, stops SMTP inbound and outbound delivery, "
+                        "keeps users out and freezes every queue, in that order, as one logged job." }
+                    label for="lockdown-message" { "Message to users" }
+                    input #lockdown-message type="text" name="message" size="60"
+                        placeholder="Maintenance: mail is being cleaned, back soon";
+                    label { input type="checkbox" name="no_backup"; " Skip the backup" }
+                    label { input #lockdown-confirm type="checkbox" name="confirm" required; " Stop all mail now" }
+                    button type="submit" { "Lock down" }
+                }
+            }
+            form.stack method="post" action="/backups/create" {
+                (layout::csrf(&admin))
+                label { input type="checkbox" name="full"; " Full (copy everything, not only what the last backup lacks)" }
+                button type="submit" { "Back up now" }
             }
         }
         section aria-labelledby="queues" {
@@ -200,4 +231,94 @@ pub async fn access(
         .sessions
         .notice(&admin, format!("User access {action}d"));
     see_other("/")
+}
+
+/// The runbook's forms; a checkbox is present (`on`) only when ticked.
+#[derive(Deserialize)]
+pub struct RunbookForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    no_backup: Option<String>,
+    #[serde(default)]
+    confirm: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    force: Option<String>,
+    #[serde(default)]
+    full: Option<String>,
+}
+
+fn job_page(job: &Value) -> PageResult {
+    see_other(&format!("/jobs/{}", job["job"].as_u64().unwrap_or(0)))
+}
+
+pub async fn lockdown(
+    State(console): State<Arc<Console>>,
+    admin: Admin,
+    headers: HeaderMap,
+    Form(form): Form<RunbookForm>,
+) -> PageResult {
+    admin.check_post(&headers, &form.csrf)?;
+    if form.confirm.is_none() {
+        return Err(super::PageError::Status(
+            axum::http::StatusCode::BAD_REQUEST,
+            "Lockdown stops all mail: tick \"Stop all mail now\" to confirm it.".into(),
+        ));
+    }
+    let request = admin::runbook::LockdownRequest {
+        message: form.message.filter(|m| !m.trim().is_empty()),
+        no_backup: form.no_backup.is_some(),
+        backup_to: None,
+    };
+    let Json(job) = admin::runbook::lockdown(
+        State(console.server.clone()),
+        Extension(admin.actor()),
+        Json(request),
+    )
+    .await?;
+    job_page(&job)
+}
+
+pub async fn recover(
+    State(console): State<Arc<Console>>,
+    admin: Admin,
+    headers: HeaderMap,
+    Form(form): Form<RunbookForm>,
+) -> PageResult {
+    admin.check_post(&headers, &form.csrf)?;
+    let request = admin::runbook::RecoverRequest {
+        force: form.force.is_some(),
+        reason: form.reason,
+    };
+    let Json(job) = admin::runbook::recover(
+        State(console.server.clone()),
+        Extension(admin.actor()),
+        Json(request),
+    )
+    .await?;
+    job_page(&job)
+}
+
+pub async fn backup(
+    State(console): State<Arc<Console>>,
+    admin: Admin,
+    headers: HeaderMap,
+    Form(form): Form<RunbookForm>,
+) -> PageResult {
+    admin.check_post(&headers, &form.csrf)?;
+    let request = admin::backup::BackupRequest {
+        to: None,
+        full: form.full.is_some(),
+    };
+    let Json(job) = admin::backup::create(
+        State(console.server.clone()),
+        Extension(admin.actor()),
+        Json(request),
+    )
+    .await?;
+    job_page(&job)
 }
