@@ -320,3 +320,53 @@ def test_lockdown_backup_and_recover_from_the_status_page(browser, server):
     for action in ["backup", "lockdown", "recover"]:
         assert action in log, (action, log)
     context.close()
+
+
+def test_outbreak_clusters_page(browser, outbreak):
+    p, b = browser
+    server = outbreak
+    wait_for(lambda: server.cli_json("clusters"), what="the worm's cluster")
+    context = b.new_context(viewport={"width": 1366, "height": 900})
+    page = context.new_page()
+    base = sign_in(page, server)
+
+    # The three worm copies are one cluster, by their shared attachment.
+    nav(page, "Clusters")
+    rows = page.locator("table.results tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("invoice.scr (3)")
+    expect(rows.first).to_contain_text("watching")
+    shot(page, "clusters")
+    # Growth order, and a minimum no cluster reaches.
+    page.get_by_label("Order").select_option("growth")
+    page.get_by_role("button", name="Show").click()
+    expect(rows).to_have_count(1)
+    page.fill("#min", "4")
+    page.get_by_role("button", name="Show").click()
+    expect(page.get_by_role("status")).to_contain_text("No cluster matches")
+    r = page.goto(base + "/clusters?min=many")
+    assert r.status == 400 and "give a number" in page.content()
+
+    # One cluster: its subjects and attachment, and the way to its messages.
+    page.goto(base + "/clusters")
+    rows.first.get_by_role("link").click()
+    expect(page.get_by_role("heading", name="Cluster", exact=False)).to_be_visible()
+    expect(page.locator("main")).to_contain_text("Invoice A")
+    expect(page.locator("table.results")).to_contain_text("invoice.scr")
+    shot(page, "cluster")
+    page.get_by_role("link", name="Its messages in Find").click()
+    expect(page.locator("table.results tbody tr")).to_have_count(3)
+    page.go_back()
+
+    # Known mail and back again, both in the audit log.
+    page.get_by_role("button", name="Allow as known mail").click()
+    expect(page.get_by_role("status")).to_contain_text("allowed as known mail")
+    expect(page.locator("p.lede")).to_contain_text("allowed")
+    assert server.cli_json("clusters")[0]["allowed"] is True
+    page.get_by_role("button", name="Unallow (treat as a possible outbreak again)").click()
+    expect(page.get_by_role("status")).to_contain_text("no longer allowed")
+    assert server.cli_json("clusters")[0]["allowed"] is False
+    nav(page, "Audit log")
+    log = page.locator("table").inner_text()
+    assert "clusters allow" in log and "clusters unallow" in log, log
+    context.close()

@@ -20,14 +20,14 @@ const DEFAULT_MIN: u64 = 3;
 #[serde(default, deny_unknown_fields)]
 pub struct ListQuery {
     /// Seen within this long (`2h`, `7d`).
-    since: Option<String>,
+    pub since: Option<String>,
     /// queues | mailboxes | quarantine | all (comma-separated also).
     #[serde(rename = "in")]
-    places: Option<String>,
-    min: Option<u64>,
-    limit: Option<usize>,
+    pub places: Option<String>,
+    pub min: Option<u64>,
+    pub limit: Option<usize>,
     /// size (biggest first, the default) | growth (most new members in the last hour).
-    sort: Option<String>,
+    pub sort: Option<String>,
 }
 
 pub async fn list(

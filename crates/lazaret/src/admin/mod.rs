@@ -6,7 +6,7 @@ pub(crate) mod actions;
 pub(crate) mod auth;
 pub mod backup;
 mod check;
-mod clusters;
+pub mod clusters;
 mod dkim;
 mod error;
 pub mod find;

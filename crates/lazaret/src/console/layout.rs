@@ -24,9 +24,10 @@ pub fn bare(title: &str, body: Markup) -> Html<String> {
     )
 }
 
-const NAV: [(&str, &str); 5] = [
+const NAV: [(&str, &str); 6] = [
     ("/", "Status"),
     ("/queues", "Queues"),
+    ("/clusters", "Clusters"),
     ("/find", "Find"),
     ("/quarantine", "Quarantine"),
     ("/audit", "Audit log"),

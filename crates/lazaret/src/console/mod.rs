@@ -10,6 +10,7 @@
 //! `console` as the actor.
 
 mod audit_page;
+mod clusters_page;
 mod find_page;
 mod jobs_page;
 mod layout;
@@ -63,6 +64,9 @@ pub fn router(server: Arc<Server>, token: String) -> Router {
         .route("/queues/{name}/messages", get(queues_page::messages))
         .route("/find", get(find_page::show))
         .route("/find/act", post(find_page::act))
+        .route("/clusters", get(clusters_page::list))
+        .route("/clusters/{id}", get(clusters_page::show))
+        .route("/clusters/{id}/{action}", post(clusters_page::allow))
         .route("/quarantine", get(quarantine_page::list))
         .route("/quarantine/restore", post(quarantine_page::restore))
         .route("/messages/{id}", get(message_page::show))
