@@ -370,3 +370,44 @@ def test_outbreak_clusters_page(browser, outbreak):
     log = page.locator("table").inner_text()
     assert "clusters allow" in log and "clusters unallow" in log, log
     context.close()
+
+
+def test_signatures_installed_and_mail_rescanned_from_the_console(browser, outbreak):
+    p, b = browser
+    server = outbreak
+    context = b.new_context(viewport={"width": 1366, "height": 900})
+    page = context.new_page()
+    sign_in(page, server)
+    nav(page, "Signatures")
+    expect(page.locator("main")).to_contain_text("No signature files yet")
+
+    # A bad line refuses the file, and says which.
+    page.fill("#sig-name", "worm.ndb")
+    page.fill("#sig-content", "Worm.Invoice:0:*:not-hex\n")
+    page.get_by_role("button", name="Install signatures").click()
+    expect(page.locator("p.error")).to_contain_text("signatures refused, nothing was changed")
+    page.go_back()
+
+    # A body signature for the worm's text, then a rescan of what is stored.
+    page.goto(page.url.split("/signatures")[0] + "/signatures")
+    page.fill("#sig-name", "worm.ndb")
+    page.fill("#sig-content", "Worm.Invoice:0:*:" + b"Open the invoice".hex() + "\n")
+    page.get_by_role("button", name="Install signatures").click()
+    expect(page.get_by_role("status")).to_contain_text("worm.ndb added")
+    expect(page.locator("table.results")).to_contain_text("worm.ndb")
+    shot(page, "signatures")
+    page.get_by_role("button", name="Rescan all mail").click()
+    expect(page.get_by_role("status")).to_contain_text("done", timeout=30000)
+    wait_for(lambda: inbox_count(server) == 1, what="the three worms quarantined")
+    assert len(server.cli_json("quarantine", "list")) == 3
+
+    # Removed again: the set goes back to the built-in signatures.
+    nav(page, "Signatures")
+    page.locator("tr", has_text="worm.ndb").get_by_role("button", name="Remove").click()
+    expect(page.get_by_role("status")).to_contain_text("worm.ndb removed")
+    expect(page.locator("main")).to_contain_text("No signature files yet")
+    nav(page, "Audit log")
+    log = page.locator("table").inner_text()
+    for action in ["signatures add", "rescan", "signatures remove"]:
+        assert action in log, (action, log)
+    context.close()

@@ -17,7 +17,7 @@ mod metrics;
 pub(crate) mod outbound;
 pub(crate) mod queues;
 pub mod runbook;
-mod scan;
+pub mod scan;
 pub(crate) mod status;
 mod tracking;
 

@@ -106,17 +106,17 @@ pub async fn list(State(server): State<Arc<Server>>) -> Result<Json<SignaturesVi
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upload {
-    name: String,
-    content: String,
+    pub name: String,
+    pub content: String,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstallRequest {
-    files: Vec<Upload>,
+    pub files: Vec<Upload>,
     /// `add` or `update`, for the audit log.
     #[serde(default)]
-    action: Option<String>,
+    pub action: Option<String>,
 }
 
 pub async fn install(
@@ -224,14 +224,14 @@ pub async fn remove(
 #[serde(deny_unknown_fields)]
 pub struct RescanRequest {
     #[serde(default)]
-    queues: bool,
+    pub queues: bool,
     #[serde(default)]
-    mailboxes: bool,
+    pub mailboxes: bool,
     #[serde(default)]
-    full: bool,
+    pub full: bool,
     /// Only this outbreak cluster's messages.
     #[serde(default)]
-    cluster: Option<i64>,
+    pub cluster: Option<i64>,
 }
 
 pub async fn rescan(

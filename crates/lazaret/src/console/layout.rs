@@ -24,12 +24,13 @@ pub fn bare(title: &str, body: Markup) -> Html<String> {
     )
 }
 
-const NAV: [(&str, &str); 6] = [
+const NAV: [(&str, &str); 7] = [
     ("/", "Status"),
     ("/queues", "Queues"),
     ("/clusters", "Clusters"),
     ("/find", "Find"),
     ("/quarantine", "Quarantine"),
+    ("/signatures", "Signatures"),
     ("/audit", "Audit log"),
 ];
 

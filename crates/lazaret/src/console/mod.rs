@@ -18,6 +18,7 @@ mod message_page;
 mod quarantine_page;
 mod queues_page;
 mod session;
+mod signatures_page;
 mod status_page;
 
 use crate::admin::ApiError;
@@ -69,6 +70,10 @@ pub fn router(server: Arc<Server>, token: String) -> Router {
         .route("/clusters/{id}/{action}", post(clusters_page::allow))
         .route("/quarantine", get(quarantine_page::list))
         .route("/quarantine/restore", post(quarantine_page::restore))
+        .route("/signatures", get(signatures_page::show))
+        .route("/signatures/install", post(signatures_page::install))
+        .route("/signatures/rescan", post(signatures_page::rescan))
+        .route("/signatures/{name}/remove", post(signatures_page::remove))
         .route("/messages/{id}", get(message_page::show))
         .route("/messages/{id}/raw", get(message_page::raw))
         .route("/jobs/{id}", get(jobs_page::show))

@@ -1,0 +1,185 @@
+//! `/signatures`: the signature set the scanner uses, adding or replacing a file of it
+//! (pasted: the formats are text), removing one, and a rescan of all stored mail.
+
+use super::layout::{self, text, time};
+use super::{see_other, Admin, Console, PageResult};
+use crate::admin;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use axum::{Extension, Form, Json};
+use maud::html;
+use serde::Deserialize;
+use serde_json::Value;
+use std::sync::Arc;
+
+pub async fn show(State(console): State<Arc<Console>>, admin: Admin) -> PageResult {
+    let Json(view) = admin::scan::list(State(console.server.clone())).await?;
+    let v = serde_json::to_value(&view).unwrap_or_default();
+    let files = v["files"].as_array().cloned().unwrap_or_default();
+    let rejected = v["rejected"].as_array().cloned().unwrap_or_default();
+    let body = html! {
+        dl.facts {
+            dt { "Signature set" } dd { code { (text(&v["version"])) } " · " (v["signatures"]) " signatures (built-in ones included)" }
+            dt { "Loaded" } dd { (time(v["loaded_at"].as_i64())) }
+            dt { "Directory" } dd { code { (text(&v["directory"])) } }
+            dt { "On ingest" } dd { (text(&v["on_ingest"])) }
+            dt { "clamd" } dd {
+                @match v["clamd"].as_object() {
+                    Some(c) => { (text(&c["state"])) " at " (text(&c["address"])) ": " (text(&c["detail"])) },
+                    None => { "not configured" },
+                }
+            }
+        }
+        @if !rejected.is_empty() {
+            div.alert role="alert" {
+                p { "Files in the directory that were refused (the rest is in use):" }
+                ul { @for r in &rejected { li { code { (text(r)) } } } }
+            }
+        }
+        h2 { "Files" }
+        @if files.is_empty() {
+            p { "No signature files yet: only the built-in ones are in use." }
+        } @else {
+            table.results {
+                thead { tr { th { "File" } th { "Kind" } th.num { "Signatures" } th { "" } } }
+                tbody { @for f in &files { tr {
+                    td { code { (text(&f["name"])) } }
+                    td { (text(&f["kind"])) }
+                    td.num { (f["signatures"]) }
+                    td { (layout::button(&admin, &format!("/signatures/{}/remove", text(&f["name"])), "Remove", &[])) }
+                } } }
+            }
+        }
+        h2 { "Add or replace a file" }
+        form.stack method="post" action="/signatures/install" {
+            (layout::csrf(&admin))
+            p { "Hash (" code { ".hdb" } ", " code { ".hsb" } "), body (" code { ".ndb" } ") or rule (" code { ".rules" } ") signatures. "
+                "Every line is checked first: one bad line refuses the file and nothing changes. "
+                "A file of the same name is replaced; the new set is in use for the next message." }
+            label for="sig-name" { "File name" }
+            input #sig-name type="text" name="name" size="40" placeholder="outbreak-2026-12.ndb" required;
+            label for="sig-content" { "Contents" }
+            textarea #sig-content name="content" rows="8" cols="90" required spellcheck="false" {}
+            button type="submit" { "Install signatures" }
+        }
+        h2 { "Rescan stored mail" }
+        form.stack method="post" action="/signatures/rescan" {
+            (layout::csrf(&admin))
+            p { "Quarantines what the set above catches in mail already queued or delivered. "
+                "Only what is new to the set is looked at (new hashes from the index, no message read); "
+                "full reads every message again." }
+            label { input type="checkbox" name="full"; " Full (e.g. after clamd's own database changed)" }
+            button type="submit" { "Rescan all mail" }
+        }
+    };
+    Ok(layout::page("Signatures", "/signatures", &admin, body).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct InstallForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    content: String,
+}
+
+pub async fn install(
+    State(console): State<Arc<Console>>,
+    admin: Admin,
+    headers: HeaderMap,
+    Form(form): Form<InstallForm>,
+) -> PageResult {
+    admin.check_post(&headers, &form.csrf)?;
+    let name = form.name.trim().to_string();
+    // Browsers send a textarea's lines with CRLF; signature files are read by line.
+    let content = form.content.replace("\r\n", "\n");
+    let request = admin::scan::InstallRequest {
+        files: vec![admin::scan::Upload {
+            name: name.clone(),
+            content,
+        }],
+        action: None,
+    };
+    let Json(r) = admin::scan::install(
+        State(console.server.clone()),
+        Extension(admin.actor()),
+        Json(request),
+    )
+    .await?;
+    let how = if list(&r["replaced"]).is_empty() {
+        if list(&r["added"]).is_empty() {
+            "unchanged"
+        } else {
+            "added"
+        }
+    } else {
+        "replaced"
+    };
+    console.sessions.notice(
+        &admin,
+        format!(
+            "{name} {how}: signature set {} with {} signatures",
+            text(&r["version"]),
+            r["signatures"]
+        ),
+    );
+    see_other("/signatures")
+}
+
+fn list(v: &Value) -> Vec<Value> {
+    v.as_array().cloned().unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+pub struct ButtonForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    full: Option<String>,
+}
+
+pub async fn remove(
+    State(console): State<Arc<Console>>,
+    admin: Admin,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(form): Form<ButtonForm>,
+) -> PageResult {
+    admin.check_post(&headers, &form.csrf)?;
+    let Json(r) = admin::scan::remove(
+        State(console.server.clone()),
+        Extension(admin.actor()),
+        Path(name.clone()),
+    )
+    .await?;
+    console.sessions.notice(
+        &admin,
+        format!("{name} removed: signature set {}", text(&r["version"])),
+    );
+    see_other("/signatures")
+}
+
+pub async fn rescan(
+    State(console): State<Arc<Console>>,
+    admin: Admin,
+    headers: HeaderMap,
+    Form(form): Form<ButtonForm>,
+) -> PageResult {
+    admin.check_post(&headers, &form.csrf)?;
+    let request = admin::scan::RescanRequest {
+        queues: false,
+        mailboxes: false,
+        full: form.full.is_some(),
+        cluster: None,
+    };
+    let Json(job) = admin::scan::rescan(
+        State(console.server.clone()),
+        Extension(admin.actor()),
+        Json(request),
+    )
+    .await?;
+    see_other(&format!("/jobs/{}", job["job"].as_u64().unwrap_or(0)))
+}
