@@ -411,3 +411,50 @@ def test_signatures_installed_and_mail_rescanned_from_the_console(browser, outbr
     for action in ["signatures add", "rescan", "signatures remove"]:
         assert action in log, (action, log)
     context.close()
+
+
+def test_users_and_domains(browser, server):
+    p, b = browser
+    context = b.new_context(viewport={"width": 1366, "height": 900})
+    page = context.new_page()
+    sign_in(page, server)
+    nav(page, "Users")
+    users = page.locator("section[aria-labelledby=users] table.results tbody tr")
+    expect(users).to_have_count(2)
+
+    page.fill("#domain-name", "Example.ORG")
+    page.get_by_role("button", name="Add domain").click()
+    expect(page.get_by_role("status")).to_contain_text("Domain example.org added")
+    page.fill("#user-address", "carol@example.org")
+    page.fill("#user-password", "first-secret")
+    page.get_by_role("button", name="Add user").click()
+    expect(page.get_by_role("status")).to_contain_text("User carol@example.org added")
+    expect(users).to_have_count(3)
+    server.imap("carol@example.org", password="first-secret").logout()
+    shot(page, "accounts")
+
+    # A new password: the old one no longer opens the mailbox.
+    page.get_by_label("New password for carol@example.org").fill("second-secret")
+    page.locator("tr", has_text="carol@example.org").get_by_role("button", name="Set").click()
+    expect(page.get_by_role("status")).to_contain_text("Password of carol@example.org set")
+    server.imap("carol@example.org", password="second-secret").logout()
+    with pytest.raises(Exception):
+        server.imap("carol@example.org", password="first-secret")
+
+    # A domain with a user stays; the user goes after the tick, then the domain.
+    page.locator("tr", has_text="example.org").filter(has_not_text="@").get_by_role("button", name="Remove").click()
+    expect(page.locator("p.error")).to_contain_text("domain example.org still has 1 user(s); remove them first")
+    page.go_back()
+    page.reload()
+    row = page.locator("tr", has_text="carol@example.org")
+    row.get_by_label("sure").check()
+    row.get_by_role("button", name="Remove").click()
+    expect(page.get_by_role("status")).to_contain_text("User carol@example.org removed")
+    expect(users).to_have_count(2)
+    page.locator("tr", has_text="example.org").filter(has_not_text="@").get_by_role("button", name="Remove").click()
+    expect(page.get_by_role("status")).to_contain_text("Domain example.org removed")
+    nav(page, "Audit log")
+    log = page.locator("table").inner_text()
+    for action in ["domain add", "user add", "user passwd", "user remove", "domain remove"]:
+        assert action in log, (action, log)
+    context.close()

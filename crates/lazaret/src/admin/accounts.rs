@@ -29,7 +29,7 @@ async fn audited(
 
 #[derive(Deserialize)]
 pub struct NewDomain {
-    name: String,
+    pub name: String,
 }
 
 pub async fn domain_list(
@@ -63,8 +63,8 @@ pub async fn domain_remove(
 
 #[derive(Deserialize)]
 pub struct NewUser {
-    address: String,
-    password: String,
+    pub address: String,
+    pub password: String,
 }
 
 pub async fn user_list(State(server): State<Arc<Server>>) -> Result<Json<Vec<UserInfo>>, ApiError> {
@@ -88,7 +88,7 @@ pub async fn user_add(
 #[derive(Deserialize)]
 pub struct RemoveOptions {
     #[serde(default)]
-    delete_mail: bool,
+    pub delete_mail: bool,
 }
 
 pub async fn user_remove(
@@ -109,7 +109,7 @@ pub async fn user_remove(
 
 #[derive(Deserialize)]
 pub struct NewPassword {
-    password: String,
+    pub password: String,
 }
 
 pub async fn user_passwd(

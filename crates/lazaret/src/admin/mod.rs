@@ -1,7 +1,7 @@
 //! The admin HTTP API. Every CLI admin command is a call here, with the bearer token
 //! from `data_dir/admin.token`; the web console (`crate::console`) calls the same handlers.
 
-mod accounts;
+pub mod accounts;
 pub(crate) mod actions;
 pub(crate) mod auth;
 pub mod backup;

@@ -5,7 +5,7 @@
 //! progress page.
 
 use super::layout::{self, bytes, time};
-use super::{see_other, Admin, Console, PageError, PageResult};
+use super::{Admin, Console, PageError, PageResult};
 use crate::admin::{self, find::FilterArgs};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -428,8 +428,7 @@ pub async fn act(
         Json(request(false)),
     )
     .await?;
-    let job = started["job"].as_u64().unwrap_or(0);
-    see_other(&format!("/jobs/{job}"))
+    super::jobs_page::follow(&started)
 }
 
 /// The selection as one mbox file, downloaded.

@@ -10,6 +10,11 @@ use axum::Json;
 use maud::html;
 use std::sync::Arc;
 
+/// After a POST that started a job (the API answers `{"job": id}`): to its page.
+pub fn follow(started: &serde_json::Value) -> PageResult {
+    super::see_other(&format!("/jobs/{}", started["job"].as_u64().unwrap_or(0)))
+}
+
 pub async fn show(
     State(console): State<Arc<Console>>,
     admin: Admin,

@@ -24,13 +24,14 @@ pub fn bare(title: &str, body: Markup) -> Html<String> {
     )
 }
 
-const NAV: [(&str, &str); 7] = [
+const NAV: [(&str, &str); 8] = [
     ("/", "Status"),
     ("/queues", "Queues"),
     ("/clusters", "Clusters"),
     ("/find", "Find"),
     ("/quarantine", "Quarantine"),
     ("/signatures", "Signatures"),
+    ("/accounts", "Users"),
     ("/audit", "Audit log"),
 ];
 

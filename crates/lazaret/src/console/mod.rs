@@ -9,6 +9,7 @@
 //! does, so the console can do nothing the API cannot, and the audit log names
 //! `console` as the actor.
 
+mod accounts_page;
 mod audit_page;
 mod clusters_page;
 mod find_page;
@@ -70,6 +71,18 @@ pub fn router(server: Arc<Server>, token: String) -> Router {
         .route("/clusters/{id}/{action}", post(clusters_page::allow))
         .route("/quarantine", get(quarantine_page::list))
         .route("/quarantine/restore", post(quarantine_page::restore))
+        .route("/accounts", get(accounts_page::show))
+        .route("/accounts/domains/add", post(accounts_page::domain_add))
+        .route(
+            "/accounts/domains/remove",
+            post(accounts_page::domain_remove),
+        )
+        .route("/accounts/users/add", post(accounts_page::user_add))
+        .route(
+            "/accounts/users/password",
+            post(accounts_page::user_password),
+        )
+        .route("/accounts/users/remove", post(accounts_page::user_remove))
         .route("/signatures", get(signatures_page::show))
         .route("/signatures/install", post(signatures_page::install))
         .route("/signatures/rescan", post(signatures_page::rescan))

@@ -3,7 +3,7 @@
 
 use super::find_page::{rows_table, Fields};
 use super::layout;
-use super::{see_other, Admin, Console, PageError, PageResult};
+use super::{Admin, Console, PageError, PageResult};
 use crate::admin;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -88,5 +88,5 @@ pub async fn restore(
         Json(request),
     )
     .await?;
-    see_other(&format!("/jobs/{}", started["job"].as_u64().unwrap_or(0)))
+    super::jobs_page::follow(&started)
 }

@@ -181,5 +181,5 @@ pub async fn rescan(
         Json(request),
     )
     .await?;
-    see_other(&format!("/jobs/{}", job["job"].as_u64().unwrap_or(0)))
+    super::jobs_page::follow(&job)
 }

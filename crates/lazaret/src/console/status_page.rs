@@ -252,10 +252,6 @@ pub struct RunbookForm {
     full: Option<String>,
 }
 
-fn job_page(job: &Value) -> PageResult {
-    see_other(&format!("/jobs/{}", job["job"].as_u64().unwrap_or(0)))
-}
-
 pub async fn lockdown(
     State(console): State<Arc<Console>>,
     admin: Admin,
@@ -280,7 +276,7 @@ pub async fn lockdown(
         Json(request),
     )
     .await?;
-    job_page(&job)
+    super::jobs_page::follow(&job)
 }
 
 pub async fn recover(
@@ -300,7 +296,7 @@ pub async fn recover(
         Json(request),
     )
     .await?;
-    job_page(&job)
+    super::jobs_page::follow(&job)
 }
 
 pub async fn backup(
@@ -320,5 +316,5 @@ pub async fn backup(
         Json(request),
     )
     .await?;
-    job_page(&job)
+    super::jobs_page::follow(&job)
 }
