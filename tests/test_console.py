@@ -283,6 +283,14 @@ def test_lockdown_backup_and_recover_from_the_status_page(browser, server):
     backups = server.cli_json("backup", "list")
     assert len(backups) == 1, backups
 
+    # Without the confirming tick (a form that skips the browser's check) nothing stops.
+    page.goto(base + "/")
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value")
+    r = page.request.post(base + "/runbook/lockdown", form={"csrf": csrf, "no_backup": "on"},
+                          headers={"Origin": base}, max_redirects=0)
+    assert r.status == 400 and "Stop all mail now" in r.text(), (r.status, r.text())
+    assert smtp_accepts(server)
+
     # Lockdown without a backup: mail in and out stops, users are kept out, queues freeze.
     page.goto(base + "/")
     page.fill("#lockdown-message", "Cleaning up a worm, back at noon")
@@ -390,11 +398,12 @@ def test_signatures_installed_and_mail_rescanned_from_the_console(browser, outbr
 
     # A body signature for the worm's text, then a rescan of what is stored.
     page.goto(page.url.split("/signatures")[0] + "/signatures")
-    page.fill("#sig-name", "worm.ndb")
+    # A name that would need escaping in a path (the buttons carry it in a field).
+    page.fill("#sig-name", "worm #1.ndb")
     page.fill("#sig-content", "Worm.Invoice:0:*:" + b"Open the invoice".hex() + "\n")
     page.get_by_role("button", name="Install signatures").click()
-    expect(page.get_by_role("status")).to_contain_text("worm.ndb added")
-    expect(page.locator("table.results")).to_contain_text("worm.ndb")
+    expect(page.get_by_role("status")).to_contain_text("worm #1.ndb added")
+    expect(page.locator("table.results")).to_contain_text("worm #1.ndb")
     shot(page, "signatures")
     page.get_by_role("button", name="Rescan all mail").click()
     expect(page.get_by_role("status")).to_contain_text("done", timeout=30000)
@@ -403,8 +412,8 @@ def test_signatures_installed_and_mail_rescanned_from_the_console(browser, outbr
 
     # Removed again: the set goes back to the built-in signatures.
     nav(page, "Signatures")
-    page.locator("tr", has_text="worm.ndb").get_by_role("button", name="Remove").click()
-    expect(page.get_by_role("status")).to_contain_text("worm.ndb removed")
+    page.locator("tr", has_text="worm #1.ndb").get_by_role("button", name="Remove").click()
+    expect(page.get_by_role("status")).to_contain_text("worm #1.ndb removed")
     expect(page.locator("main")).to_contain_text("No signature files yet")
     nav(page, "Audit log")
     log = page.locator("table").inner_text()
@@ -446,6 +455,12 @@ def test_users_and_domains(browser, server):
     expect(page.locator("p.error")).to_contain_text("domain example.org still has 1 user(s); remove them first")
     page.go_back()
     page.reload()
+    base = page.url.split("/accounts")[0]
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value")
+    r = page.request.post(base + "/accounts/users/remove", form={"csrf": csrf, "address": "carol@example.org"},
+                          headers={"Origin": base}, max_redirects=0)
+    assert r.status == 400 and "sure" in r.text(), (r.status, r.text())
+    server.imap("carol@example.org", password="second-secret").logout()
     row = page.locator("tr", has_text="carol@example.org")
     row.get_by_label("sure").check()
     row.get_by_role("button", name="Remove").click()

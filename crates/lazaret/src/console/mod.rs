@@ -86,7 +86,7 @@ pub fn router(server: Arc<Server>, token: String) -> Router {
         .route("/signatures", get(signatures_page::show))
         .route("/signatures/install", post(signatures_page::install))
         .route("/signatures/rescan", post(signatures_page::rescan))
-        .route("/signatures/{name}/remove", post(signatures_page::remove))
+        .route("/signatures/remove", post(signatures_page::remove))
         .route("/messages/{id}", get(message_page::show))
         .route("/messages/{id}/raw", get(message_page::raw))
         .route("/jobs/{id}", get(jobs_page::show))

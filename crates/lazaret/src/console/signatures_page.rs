@@ -47,7 +47,7 @@ pub async fn show(State(console): State<Arc<Console>>, admin: Admin) -> PageResu
                     td { code { (text(&f["name"])) } }
                     td { (text(&f["kind"])) }
                     td.num { (f["signatures"]) }
-                    td { (layout::button(&admin, &format!("/signatures/{}/remove", text(&f["name"])), "Remove", &[])) }
+                    td { (layout::button(&admin, "/signatures/remove", "Remove", &[("name", &text(&f["name"]))])) }
                 } } }
             }
         }
@@ -133,10 +133,14 @@ fn list(v: &Value) -> Vec<Value> {
     v.as_array().cloned().unwrap_or_default()
 }
 
+/// The remove and rescan buttons. The file's name travels in a field, not the path:
+/// a name may hold `#`, `?` or spaces.
 #[derive(Deserialize)]
 pub struct ButtonForm {
     #[serde(default)]
     csrf: String,
+    #[serde(default)]
+    name: String,
     #[serde(default)]
     full: Option<String>,
 }
@@ -145,10 +149,10 @@ pub async fn remove(
     State(console): State<Arc<Console>>,
     admin: Admin,
     headers: HeaderMap,
-    Path(name): Path<String>,
     Form(form): Form<ButtonForm>,
 ) -> PageResult {
     admin.check_post(&headers, &form.csrf)?;
+    let name = form.name;
     let Json(r) = admin::scan::remove(
         State(console.server.clone()),
         Extension(admin.actor()),
