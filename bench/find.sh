@@ -27,7 +27,8 @@ PF_PORT=${PF_PORT:-2725}
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/lazaret-find.XXXXXX)
 chmod 755 "$work"
-LZ=$root/target/release/lazaret
+# LAZARET_BIN: a binary built beforehand (kept apart from a tree that is being edited).
+LZ=${LAZARET_BIN:-$root/target/release/lazaret}
 cleanup() {
   [ -n "${lz_pid:-}" ] && kill "$lz_pid" 2>/dev/null || true
   postfix -c "$work/pf/etc" stop >/dev/null 2>&1 || true
@@ -35,7 +36,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-(cd "$root" && cargo build --release -q -p lazaret)
+[ -n "${LAZARET_BIN:-}" ] || (cd "$root" && cargo build --release -q -p lazaret)
 wait_until() { for _ in $(seq 1 36000); do "$@" && return 0; sleep 0.1; done; echo "timed out: $*" >&2; return 1; }
 now() { date +%s.%N; }
 T="python3 $root/bench/timecmd.py $RUNS"

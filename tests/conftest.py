@@ -34,7 +34,7 @@ class Server:
             + ("" if "[pop3]" in extra_config else '\n[pop3]\nlisten = ["127.0.0.1:0"]\n')
             + ("" if "[imap]" in extra_config else '\n[imap]\nlisten = ["127.0.0.1:0"]\n')
             + ("" if "[submission]" in extra_config else '\n[submission]\nlisten = ["127.0.0.1:0"]\n')
-            + '\n[admin]\nlisten = "127.0.0.1:0"\n'
+            + ("" if "[admin]" in extra_config else '\n[admin]\nlisten = "127.0.0.1:0"\n')
             + ("" if "[delivery]" in extra_config else '\n[delivery]\npoll_interval = "1s"\n')
             + '\n[auth]\nfailure_delay = "1s"\nmax_failures = 3\n'
             # Started as root (CI), the server refuses to stay root unless told to;
@@ -66,6 +66,7 @@ class Server:
         self.smtp_host, port = info["smtp"][0].rsplit(":", 1)
         self.smtp_port = int(port)
         self.admin = info["admin"]
+        self.admin_tls = info.get("admin_tls", [])
         self.pop3_host, port = info["pop3"][0].rsplit(":", 1)
         self.pop3_port = int(port)
         self.imap_host, port = info["imap"][0].rsplit(":", 1)

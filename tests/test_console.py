@@ -10,6 +10,7 @@ import pathlib
 import shutil
 import smtplib
 import socket
+import subprocess
 
 import pytest
 
@@ -410,6 +411,32 @@ def test_signatures_installed_and_mail_rescanned_from_the_console(browser, outbr
     wait_for(lambda: inbox_count(server) == 1, what="the three worms quarantined")
     assert len(server.cli_json("quarantine", "list")) == 3
 
+    # The file picker: two files in one upload, or none of them when one has a bad line.
+    nav(page, "Signatures")
+    page.set_input_files("#sig-files", files=[
+        {"name": "extra.hdb", "mimeType": "application/octet-stream",
+         "buffer": b"44d88612fea8a8f36de82e1278abb02f:68:Eicar.Test.Extra\n"},
+        {"name": "broken.ndb", "mimeType": "application/octet-stream", "buffer": b"Broken:0:*:zz\n"},
+    ])
+    page.get_by_role("button", name="Upload signatures").click()
+    expect(page.locator("p.error")).to_contain_text("broken.ndb")
+    page.go_back()
+    nav(page, "Signatures")
+    expect(page.locator("table.results")).not_to_contain_text("extra.hdb")
+    page.set_input_files("#sig-files", files=[
+        {"name": "extra.hdb", "mimeType": "application/octet-stream",
+         "buffer": b"44d88612fea8a8f36de82e1278abb02f:68:Eicar.Test.Extra\r\n"},
+        {"name": "more.ndb", "mimeType": "application/octet-stream",
+         "buffer": ("More.Invoice:0:*:" + b"not in any mail here".hex() + "\n").encode()},
+    ])
+    page.get_by_role("button", name="Upload signatures").click()
+    expect(page.get_by_role("status")).to_contain_text("extra.hdb, more.ndb added")
+    expect(page.locator("table.results")).to_contain_text("extra.hdb")
+    expect(page.locator("table.results")).to_contain_text("more.ndb")
+    for name in ["extra.hdb", "more.ndb"]:
+        page.locator("tr", has_text=name).get_by_role("button", name="Remove").click()
+        expect(page.get_by_role("status")).to_contain_text(f"{name} removed")
+
     # Removed again: the set goes back to the built-in signatures.
     nav(page, "Signatures")
     page.locator("tr", has_text="worm #1.ndb").get_by_role("button", name="Remove").click()
@@ -472,4 +499,77 @@ def test_users_and_domains(browser, server):
     log = page.locator("table").inner_text()
     for action in ["domain add", "user add", "user passwd", "user remove", "domain remove"]:
         assert action in log, (action, log)
+    context.close()
+
+
+def test_connector_schedule_from_the_status_page(browser, outbreak):
+    """`never` holds the connector's queue (nothing bounces), `always` lets it go; a
+    schedule the server cannot read is refused and changes nothing."""
+    p, b = browser
+    server = outbreak
+    context = b.new_context(viewport={"width": 1366, "height": 900})
+    page = context.new_page()
+    sign_in(page, server)
+    row = page.locator("section[aria-labelledby=connectors] tr", has_text="internet")
+    expect(row).to_contain_text("open")
+    expect(row).to_contain_text("smarthost 127.0.0.1:9")
+    page.get_by_label("Schedule of internet").fill("never")
+    row.get_by_role("button", name="Set").click()
+    expect(page.get_by_role("status")).to_contain_text('Connector internet scheduled "never": held now')
+    expect(row).to_contain_text("held")
+    [c] = server.cli_json("connector", "list")
+    assert c["schedule"] == "never" and c["open"] is False
+    queue = next(q for q in server.cli_json("queue", "list") if q["name"] == "smarthost:internet")
+    assert "schedule" in (queue.get("held") or ""), queue
+
+    page.get_by_label("Schedule of internet").fill("sometimes")
+    row.get_by_role("button", name="Set").click()
+    expect(page.locator("p.error")).to_be_visible()
+    assert server.cli_json("connector", "list")[0]["schedule"] == "never"
+    page.go_back()
+    page.reload()
+    page.get_by_label("Schedule of internet").fill("always")
+    row.get_by_role("button", name="Set").click()
+    expect(page.get_by_role("status")).to_contain_text('Connector internet scheduled "always": open now')
+    assert server.cli_json("connector", "list")[0]["open"] is True
+    nav(page, "Audit log")
+    assert "connector schedule" in page.locator("table").inner_text()
+    context.close()
+
+
+def test_console_over_https(browser, make_server):
+    """`[admin] tls_listen`: the console over HTTPS with a `Secure` cookie; forms must come
+    from the https origin; the plain listener keeps serving the CLI."""
+    p, b = browser
+    server = make_server('[admin]\nlisten = "127.0.0.1:0"\ntls_listen = ["127.0.0.1:0"]\n')
+    [address] = server.admin_tls
+    base = f"https://{address}"
+    context = b.new_context(ignore_https_errors=True)
+    page = context.new_page()
+    page.goto(base + "/")
+    assert page.url == base + "/signin"
+    page.fill("#token", server.token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Switches")).to_be_visible()
+    [cookie] = context.cookies()
+    assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Strict", cookie
+
+    page.get_by_role("button", name="Stop SMTP inbound").click()
+    expect(page.get_by_role("status")).to_contain_text("SMTP inbound stopped")
+    wait_for(lambda: not smtp_accepts(server), what="the SMTP port to close")
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value")
+    r = page.request.post(base + "/smtp/start", form={"csrf": csrf},
+                          headers={"Origin": f"http://{address}"}, max_redirects=0)
+    assert r.status == 403 and "expected" in r.text(), (r.status, r.text())
+    assert not smtp_accepts(server)
+    page.get_by_role("button", name="Start SMTP inbound").click()
+    expect(page.get_by_role("status")).to_contain_text("SMTP inbound running")
+    wait_for(lambda: smtp_accepts(server), what="the SMTP port to open")
+
+    # The API over TLS too (curl checks nothing here: the pair is self-signed), and the
+    # CLI on the plain loopback listener.
+    out = subprocess.run(["curl", "-sk", "-H", f"Authorization: Bearer {server.token}", base + "/api/status"],
+                         capture_output=True, text=True, check=True).stdout
+    assert '"hostname"' in out, out
+    assert server.cli_json("status")["listeners"]
     context.close()

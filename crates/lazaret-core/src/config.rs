@@ -454,8 +454,13 @@ pub struct ListenerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
+    /// Plain HTTP, for the CLI on this machine: keep it on loopback.
     #[serde(default = "default_admin_listen")]
     pub listen: SocketAddr,
+    /// HTTPS with the `[tls]` pair: the same API and web console for a browser on
+    /// another machine (the session cookie is then `Secure`).
+    #[serde(default)]
+    pub tls_listen: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -811,6 +816,7 @@ impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: default_admin_listen(),
+            tls_listen: Vec::new(),
         }
     }
 }

@@ -34,7 +34,15 @@ pub struct Actor(pub String);
 
 const OPENAPI: &str = include_str!("openapi.json");
 
-pub fn router(server: Arc<Server>, token: String) -> Router {
+/// How a listener serves the API and console: the console's cookie and origin checks
+/// depend on it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+pub fn router(server: Arc<Server>, token: String, scheme: Scheme) -> Router {
     let token_copy = token.clone();
     let api = Router::new()
         .route("/api/status", get(status::status))
@@ -111,7 +119,10 @@ pub fn router(server: Arc<Server>, token: String) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(auth::Gate {
                 token,
-                origin: format!("http://{}", server.admin_address),
+                // Over HTTPS the browser's name for the host is not known here, and no
+                // console page calls the API from a script: pages may not call at all.
+                origin: (scheme == Scheme::Http)
+                    .then(|| format!("http://{}", server.admin_address)),
             }),
             auth::require_token,
         ))
@@ -127,6 +138,6 @@ pub fn router(server: Arc<Server>, token: String) -> Router {
         )
         .merge(probes)
         .merge(api)
-        .merge(crate::console::router(server.clone(), token_copy))
+        .merge(crate::console::router(server.clone(), token_copy, scheme))
         .layer(axum::middleware::from_fn(error::json_errors))
 }

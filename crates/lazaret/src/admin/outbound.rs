@@ -100,7 +100,7 @@ pub async fn list(State(server): State<Arc<Server>>) -> Result<Json<Vec<Connecto
 
 #[derive(Deserialize)]
 pub struct ScheduleBody {
-    schedule: String,
+    pub schedule: String,
 }
 
 /// `PUT /api/connectors/{name}/schedule` with `{"schedule": "never"}`.

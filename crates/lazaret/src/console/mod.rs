@@ -37,6 +37,8 @@ pub struct Console {
     pub server: Arc<Server>,
     pub sessions: session::Sessions,
     token: String,
+    /// Served over HTTPS: the cookie is `Secure` and forms come from `https://`.
+    secure: bool,
 }
 
 const STYLESHEET: &str = include_str!("console.css");
@@ -45,11 +47,12 @@ const STYLESHEET: &str = include_str!("console.css");
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
 
-pub fn router(server: Arc<Server>, token: String) -> Router {
+pub fn router(server: Arc<Server>, token: String, scheme: crate::admin::Scheme) -> Router {
     let console = Arc::new(Console {
         server,
         sessions: session::Sessions::default(),
         token,
+        secure: scheme == crate::admin::Scheme::Https,
     });
     Router::new()
         .route("/", get(status_page::show))
@@ -58,6 +61,7 @@ pub fn router(server: Arc<Server>, token: String) -> Router {
         .route("/smtp/{action}", post(status_page::smtp))
         .route("/outbound/{action}", post(status_page::outbound))
         .route("/access/{action}", post(status_page::access))
+        .route("/connectors/schedule", post(status_page::schedule))
         .route("/runbook/lockdown", post(status_page::lockdown))
         .route("/runbook/recover", post(status_page::recover))
         .route("/backups/create", post(status_page::backup))
@@ -85,6 +89,11 @@ pub fn router(server: Arc<Server>, token: String) -> Router {
         .route("/accounts/users/remove", post(accounts_page::user_remove))
         .route("/signatures", get(signatures_page::show))
         .route("/signatures/install", post(signatures_page::install))
+        .route(
+            "/signatures/upload",
+            // Signature databases run to megabytes, as on the API's route.
+            post(signatures_page::upload).layer(axum::extract::DefaultBodyLimit::max(512 << 20)),
+        )
         .route("/signatures/rescan", post(signatures_page::rescan))
         .route("/signatures/remove", post(signatures_page::remove))
         .route("/messages/{id}", get(message_page::show))

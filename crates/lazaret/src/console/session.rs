@@ -84,6 +84,8 @@ pub struct Admin {
     pub csrf: String,
     /// The notice left for this page, taken (shown once).
     pub notice: Option<String>,
+    /// Signed in over HTTPS.
+    secure: bool,
 }
 
 impl Admin {
@@ -96,7 +98,7 @@ impl Admin {
     /// page of this host: a page elsewhere can make the browser POST with the cookie
     /// (SameSite aside), but it cannot read the token, and the browser names its origin.
     pub fn check_post(&self, headers: &HeaderMap, csrf: &str) -> Result<(), PageError> {
-        foreign_origin(headers, true)?;
+        foreign_origin(headers, true, self.secure)?;
         if !same(csrf.as_bytes(), self.csrf.as_bytes()) {
             return Err(PageError::Status(
                 StatusCode::FORBIDDEN,
@@ -109,14 +111,15 @@ impl Admin {
 
 /// Refuses a request whose `Origin` is not this host's own (or, when `required`, that
 /// names none: browsers send it on every POST).
-fn foreign_origin(headers: &HeaderMap, required: bool) -> Result<(), PageError> {
+fn foreign_origin(headers: &HeaderMap, required: bool, secure: bool) -> Result<(), PageError> {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    let ours = format!("{}://{host}", if secure { "https" } else { "http" });
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let ok = match origin {
-        Some(o) => !host.is_empty() && o == format!("http://{host}"),
+        Some(o) => !host.is_empty() && o == ours,
         None => !required,
     };
     if ok {
@@ -125,7 +128,7 @@ fn foreign_origin(headers: &HeaderMap, required: bool) -> Result<(), PageError> 
     Err(PageError::Status(
         StatusCode::FORBIDDEN,
         format!(
-            "refused: this form was not sent from the console's own page (Origin {:?}, expected \"http://{host}\")",
+            "refused: this form was not sent from the console's own page (Origin {:?}, expected {ours:?})",
             origin.unwrap_or("")
         ),
     ))
@@ -161,6 +164,7 @@ impl FromRequestParts<Arc<Console>> for Admin {
             id: id.to_string(),
             csrf: session.csrf.clone(),
             notice: session.notice.take(),
+            secure: console.secure,
         })
     }
 }
@@ -202,7 +206,7 @@ pub async fn signin(
 ) -> PageResult {
     // Signing in from a page elsewhere would plant a session of the attacker's choosing.
     // (Programs such as bench/console_time.py send no Origin.)
-    foreign_origin(&headers, false)?;
+    foreign_origin(&headers, false, console.secure)?;
     if !same(form.token.trim().as_bytes(), console.token.as_bytes()) {
         // The token is 256 random bits; the pause only keeps a typo loop from flooding
         // the log.
@@ -212,8 +216,9 @@ pub async fn signin(
     }
     let (id, _) = console.sessions.open();
     let cookie = format!(
-        "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-        MAX_AGE.as_secs()
+        "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
+        MAX_AGE.as_secs(),
+        if console.secure { "; Secure" } else { "" }
     );
     let _ = console
         .server
@@ -242,6 +247,9 @@ pub async fn signout(
 ) -> PageResult {
     admin.check_post(&headers, &form.csrf)?;
     console.sessions.lock().remove(&admin.id);
-    let cookie = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    let cookie = format!(
+        "{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{}",
+        if console.secure { "; Secure" } else { "" }
+    );
     Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/signin")).into_response())
 }

@@ -51,12 +51,19 @@ pub async fn show(State(console): State<Arc<Console>>, admin: Admin) -> PageResu
                 } } }
             }
         }
-        h2 { "Add or replace a file" }
+        h2 { "Add or replace files" }
+        form.stack method="post" action="/signatures/upload" enctype="multipart/form-data" {
+            (layout::csrf(&admin))
+            p { "Hash (" code { ".hdb" } ", " code { ".hsb" } "), body (" code { ".ndb" } ") or rule (" code { ".rules" } ") signature files. "
+                "Every line of every file is checked first: one bad line refuses them all and nothing changes. "
+                "A file of the same name is replaced; the new set is in use for the next message." }
+            label for="sig-files" { "Signature files" }
+            input #sig-files type="file" name="files" multiple required accept=".hdb,.hsb,.ndb,.rules";
+            button type="submit" { "Upload signatures" }
+        }
+        h3 { "Or paste one" }
         form.stack method="post" action="/signatures/install" {
             (layout::csrf(&admin))
-            p { "Hash (" code { ".hdb" } ", " code { ".hsb" } "), body (" code { ".ndb" } ") or rule (" code { ".rules" } ") signatures. "
-                "Every line is checked first: one bad line refuses the file and nothing changes. "
-                "A file of the same name is replaced; the new set is in use for the next message." }
             label for="sig-name" { "File name" }
             input #sig-name type="text" name="name" size="40" placeholder="outbreak-2026-12.ndb" required;
             label for="sig-content" { "Contents" }
@@ -93,14 +100,67 @@ pub async fn install(
     Form(form): Form<InstallForm>,
 ) -> PageResult {
     admin.check_post(&headers, &form.csrf)?;
-    let name = form.name.trim().to_string();
     // Browsers send a textarea's lines with CRLF; signature files are read by line.
-    let content = form.content.replace("\r\n", "\n");
+    let file = admin::scan::Upload {
+        name: form.name.trim().to_string(),
+        content: form.content.replace("\r\n", "\n"),
+    };
+    put_files(&console, &admin, vec![file]).await
+}
+
+/// The file picker's form: the CSRF token and any number of files, in one
+/// `multipart/form-data` body.
+pub async fn upload(
+    State(console): State<Arc<Console>>,
+    admin: Admin,
+    headers: HeaderMap,
+    mut form: axum::extract::Multipart,
+) -> PageResult {
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        super::PageError::Status(e.status(), format!("the upload did not arrive whole: {e}"))
+    };
+    let (mut csrf, mut files) = (String::new(), Vec::new());
+    while let Some(field) = form.next_field().await.map_err(bad)? {
+        match field.name() {
+            Some("csrf") => csrf = field.text().await.map_err(bad)?,
+            Some("files") => {
+                let name = field.file_name().unwrap_or_default().to_string();
+                let bytes = field.bytes().await.map_err(bad)?;
+                if name.is_empty() && bytes.is_empty() {
+                    continue; // the picker was left empty
+                }
+                let content = String::from_utf8(bytes.to_vec()).map_err(|_| {
+                    super::PageError::Status(
+                        axum::http::StatusCode::BAD_REQUEST,
+                        format!("{name} is not a text file: signature files are text (UTF-8)"),
+                    )
+                })?;
+                // Edited on Windows, a file has CRLF lines; signature files are read by line.
+                let content = content.replace("\r\n", "\n");
+                files.push(admin::scan::Upload { name, content });
+            }
+            _ => {}
+        }
+    }
+    admin.check_post(&headers, &csrf)?;
+    if files.is_empty() {
+        return Err(super::PageError::Status(
+            axum::http::StatusCode::BAD_REQUEST,
+            "no file chosen: pick one or more signature files".into(),
+        ));
+    }
+    put_files(&console, &admin, files).await
+}
+
+async fn put_files(
+    console: &Arc<Console>,
+    admin: &Admin,
+    files: Vec<admin::scan::Upload>,
+) -> PageResult {
+    let names: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
+    let name = names.join(", ");
     let request = admin::scan::InstallRequest {
-        files: vec![admin::scan::Upload {
-            name: name.clone(),
-            content,
-        }],
+        files,
         action: None,
     };
     let Json(r) = admin::scan::install(
@@ -119,7 +179,7 @@ pub async fn install(
         "replaced"
     };
     console.sessions.notice(
-        &admin,
+        admin,
         format!(
             "{name} {how}: signature set {} with {} signatures",
             text(&r["version"]),

@@ -66,6 +66,10 @@ pub async fn show(State(console): State<Arc<Console>>, admin: Admin) -> PageResu
                 }
             }
         }
+        section aria-labelledby="connectors" {
+            h2 #connectors { "Connectors" }
+            (connectors(&admin, s["connectors"].as_array().map(Vec::as_slice).unwrap_or(&[])))
+        }
         section aria-labelledby="runbook" {
             h2 #runbook { "Outbreak runbook" }
             @if s["lockdown"].is_object() {
@@ -134,6 +138,53 @@ pub async fn show(State(console): State<Arc<Console>>, admin: Admin) -> PageResu
         }
     };
     Ok(layout::page("Status", "/", &admin, body).into_response())
+}
+
+/// Outbound routes with their schedules: `never` holds a route's mail (queued, not
+/// frozen), `always` opens it, a window such as `mon-fri 18:00-06:00` opens it then.
+fn connectors(admin: &Admin, list: &[Value]) -> maud::Markup {
+    html! {
+        @if list.is_empty() {
+            p { "No connectors: mail for other domains is not sent anywhere." }
+        } @else {
+            table.results {
+                thead { tr {
+                    th scope="col" { "Connector" } th scope="col" { "Domains" } th scope="col" { "Route" }
+                    th scope="col" { "Now" } th.num scope="col" { "Waiting" } th scope="col" { "Schedule" }
+                } }
+                tbody { @for (i, c) in list.iter().enumerate() {
+                    @let id = format!("schedule-{i}");
+                    tr {
+                        th scope="row" { (text(&c["name"])) }
+                        td { @for (j, d) in c["domains"].as_array().into_iter().flatten().enumerate() {
+                            @if j > 0 { ", " } code { (text(d)) }
+                        } }
+                        td { @match c["smarthost"].as_str() {
+                            Some(h) => { "smarthost " code { (h) } },
+                            None => { "MX" },
+                        } }
+                        td { (state(c["open"] == true, "open", "held")) }
+                        td.num { (c["messages"]) }
+                        td {
+                            form.inline method="post" action="/connectors/schedule" {
+                                (layout::csrf(admin))
+                                input type="hidden" name="name" value=(text(&c["name"]));
+                                label.visually-hidden for=(id) { "Schedule of " (text(&c["name"])) }
+                                input id=(id) type="text" name="schedule" size="22" value=(text(&c["schedule"]))
+                                    list="schedule-examples" required;
+                                button type="submit" { "Set" }
+                            }
+                        }
+                    }
+                } }
+            }
+            datalist #schedule-examples {
+                option value="always" {} option value="never" {} option value="mon-fri 18:00-06:00" {}
+            }
+            p.hint { code { "never" } " holds a connector's mail in its queues (not frozen, nothing bounces); "
+                code { "always" } " lets it go; a window such as " code { "mon-fri 18:00-06:00" } " sends only then." }
+        }
+    }
 }
 
 /// A row of the switches: what it is, its state, the button that turns it over.
@@ -230,6 +281,44 @@ pub async fn access(
     console
         .sessions
         .notice(&admin, format!("User access {action}d"));
+    see_other("/")
+}
+
+#[derive(Deserialize)]
+pub struct ScheduleForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    schedule: String,
+}
+
+pub async fn schedule(
+    State(console): State<Arc<Console>>,
+    admin: Admin,
+    headers: HeaderMap,
+    Form(form): Form<ScheduleForm>,
+) -> PageResult {
+    admin.check_post(&headers, &form.csrf)?;
+    let Json(r) = admin::outbound::set_schedule(
+        State(console.server.clone()),
+        Extension(admin.actor()),
+        Path(form.name.clone()),
+        Json(admin::outbound::ScheduleBody {
+            schedule: form.schedule,
+        }),
+    )
+    .await?;
+    let now = if r["open"] == true { "open" } else { "held" };
+    console.sessions.notice(
+        &admin,
+        format!(
+            "Connector {} scheduled {:?}: {now} now",
+            form.name,
+            text(&r["schedule"])
+        ),
+    );
     see_other("/")
 }
 

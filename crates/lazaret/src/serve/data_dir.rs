@@ -29,6 +29,9 @@ pub struct Listeners {
     #[serde(default)]
     pub submissions: Vec<SocketAddr>,
     pub admin: SocketAddr,
+    /// `[admin] tls_listen`: the API and console over HTTPS.
+    #[serde(default)]
+    pub admin_tls: Vec<SocketAddr>,
 }
 
 pub fn token_path(data_dir: &Path) -> PathBuf {

@@ -1,6 +1,7 @@
 //! `lazaret serve`: opens the store, binds the listeners, starts the queue runner and
 //! the admin API, and runs until SIGINT/SIGTERM.
 
+mod admin_tls;
 pub mod data_dir;
 pub mod tls;
 
@@ -55,6 +56,8 @@ pub async fn run(config: Config) -> Result<()> {
             "admin API on {admin_addr} is plain HTTP: its token and user passwords cross the network unencrypted; keep [admin] listen on loopback or put a TLS proxy in front"
         );
     }
+    let (admin_tls_listeners, admin_tls_addresses) =
+        bind_all("admin.tls_listen", &config.admin.tls_listen).await?;
     let (pop3_listeners, pop3_addresses) = bind_all("pop3.listen", &config.pop3.listen).await?;
     let (imap_listeners, imap_addresses) = bind_all("imap.listen", &config.imap.listen).await?;
     let (imaps_listeners, imaps_addresses) =
@@ -173,16 +176,30 @@ pub async fn run(config: Config) -> Result<()> {
             submission: server.submission_addresses.clone(),
             submissions: server.submissions_addresses.clone(),
             admin: admin_addr,
+            admin_tls: admin_tls_addresses.clone(),
         },
     )?;
-    print_banner(&server, admin_addr, stopped);
+    print_banner(&server, admin_addr, &admin_tls_addresses, stopped);
 
     tokio::spawn(crate::scan::after_queue::run(server.clone()));
     tokio::spawn(crate::scan::clusterer::run(server.clone()));
     tokio::spawn(deliver::runner::run(server.clone()));
     tokio::spawn(deliver::outbound::run(server.clone()));
     tokio::spawn(crate::event_retention::run(server.clone()));
-    let api = admin::router(server.clone(), token);
+    for listener in admin_tls_listeners {
+        let acceptor = server
+            .tls
+            .clone()
+            .context("no TLS certificate for admin.tls_listen")?;
+        let listener = admin_tls::TlsListener::new(listener, acceptor)?;
+        let api = admin::router(server.clone(), token.clone(), admin::Scheme::Https);
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, api).await {
+                tracing::error!("admin tls_listen stopped: {e}");
+            }
+        });
+    }
+    let api = admin::router(server.clone(), token, admin::Scheme::Http);
     let admin_task = tokio::spawn(async move { axum::serve(admin_listener, api).await });
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -222,7 +239,12 @@ async fn bind_all(
     Ok((listeners, bound))
 }
 
-fn print_banner(server: &Server, admin: std::net::SocketAddr, smtp_stopped: bool) {
+fn print_banner(
+    server: &Server,
+    admin: std::net::SocketAddr,
+    admin_tls: &[std::net::SocketAddr],
+    smtp_stopped: bool,
+) {
     let c = &server.config;
     let smtp: Vec<String> = server
         .smtp
@@ -294,6 +316,9 @@ fn print_banner(server: &Server, admin: std::net::SocketAddr, smtp_stopped: bool
         "  admin:  http://{admin}  (token in {})",
         data_dir::token_path(&c.data_dir).display()
     );
+    for a in admin_tls {
+        println!("  admin:  https://{a}  (web console and API over TLS)");
+    }
     println!(
         "Add a user:  lazaret user add alice@localhost   (then send mail to it on the smtp port)"
     );
