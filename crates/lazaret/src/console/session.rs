@@ -97,8 +97,14 @@ impl Admin {
     /// A state-changing request must carry this session's CSRF token and come from a
     /// page of this host: a page elsewhere can make the browser POST with the cookie
     /// (SameSite aside), but it cannot read the token, and the browser names its origin.
+    /// The header half of `check_post`, for a body worth refusing before it is read
+    /// (an upload).
+    pub fn check_origin(&self, headers: &HeaderMap) -> Result<(), PageError> {
+        foreign_origin(headers, true, self.secure)
+    }
+
     pub fn check_post(&self, headers: &HeaderMap, csrf: &str) -> Result<(), PageError> {
-        foreign_origin(headers, true, self.secure)?;
+        self.check_origin(headers)?;
         if !same(csrf.as_bytes(), self.csrf.as_bytes()) {
             return Err(PageError::Status(
                 StatusCode::FORBIDDEN,

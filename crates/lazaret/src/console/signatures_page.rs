@@ -119,6 +119,8 @@ pub async fn upload(
     let bad = |e: axum::extract::multipart::MultipartError| {
         super::PageError::Status(e.status(), format!("the upload did not arrive whole: {e}"))
     };
+    // A page elsewhere gets refused before its upload is read (up to 512 MB).
+    admin.check_origin(&headers)?;
     let (mut csrf, mut files) = (String::new(), Vec::new());
     while let Some(field) = form.next_field().await.map_err(bad)? {
         match field.name() {
