@@ -78,9 +78,17 @@ impl EmbeddedStore {
             let text_index_behind = self.text.behind(c)?;
             let clusters_behind = super::clusters::behind(c)?;
             let (held_copies, clusters_held) = super::clusters::held(c)?;
+            // From the packs' live-byte counts, not a SUM over every message row (that
+            // read the whole table: 170 ms of each status page at 1M messages). A
+            // packed message counts its size plus its record header there; `check`
+            // keeps those counts honest.
             let (messages, message_bytes): (i64, i64) = c.query_row(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages",
-                [],
+                "SELECT (SELECT COUNT(*) FROM messages),
+                        (SELECT COALESCE(SUM(live), 0) FROM packs)
+                        - ?1 * ((SELECT COUNT(*) FROM messages)
+                                - (SELECT COUNT(*) FROM messages WHERE blob_pack IS NULL))
+                        + (SELECT COALESCE(SUM(size), 0) FROM messages WHERE blob_pack IS NULL)",
+                [super::blobs::HEADER as i64],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
             let queued: i64 = c.query_row("SELECT COUNT(*) FROM queue_items", [], |r| r.get(0))?;
