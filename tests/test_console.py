@@ -260,8 +260,17 @@ def test_pages_work_with_javascript_off(browser, outbreak):
     expect(page.get_by_role("status")).to_contain_text("Matches 3–3.")
     page.get_by_role("link", name="← Previous").click()
     expect(page.locator("table.results tbody tr")).to_have_count(2)
+    # Without a chosen column: newest first (the order they came in: C, A, B), paged
+    # the same way; a link goes back to it from a column's order.
+    page.goto(base + "/find?attachment=*.scr&limit=2")
+    expect(page.get_by_role("status")).to_contain_text("Newest first.")
+    assert page.locator("table.results tbody tr td:nth-child(2)").all_inner_texts() == ["Invoice B", "Invoice A"]
+    page.get_by_role("link", name="Next →").click()
+    assert page.locator("table.results tbody tr td:nth-child(2)").all_inner_texts() == ["Invoice C"]
     page.goto(base + "/find?attachment=*.scr&sort=subject")
     expect(page.locator("table.results tbody tr")).to_have_count(3)
+    page.get_by_role("link", name="Newest first").click()
+    assert page.locator("table.results tbody tr td:nth-child(2)").all_inner_texts() == ["Invoice B", "Invoice A", "Invoice C"]
     # The confirmation is a plain form too.
     page.get_by_label("all that match this search").check()
     page.get_by_label("Action", exact=True).select_option("delete-no-ndr")

@@ -405,6 +405,10 @@ pub enum Place {
 #[serde(rename_all = "lowercase")]
 pub enum SortKey {
     Date,
+    /// The order the store took the messages in, newest first (the web console's
+    /// default: the first page of a million-message search comes from the index
+    /// without sorting every match).
+    Arrival,
     Subject,
     Size,
     From,

@@ -428,6 +428,83 @@ fn worm(id: &str, rcpt: &str, subject: &str) -> Incoming {
 const ALL: [Place; 3] = [Place::Queues, Place::Mailboxes, Place::Quarantine];
 
 #[test]
+fn find_newest_first_pages_through_windows() {
+    let dir = temp_dir("find-newest");
+    let store = EmbeddedStore::open(&dir).unwrap();
+    store.user_add("bob@localhost", "pw").unwrap();
+    // Twelve messages in INBOX; every third one carries the lure.
+    let messages = (0..12)
+        .map(|i| ImportMessage {
+            data: format!(
+                "Subject: m{i}\r\n\r\n{}\r\n",
+                if i % 3 == 0 {
+                    "open the invoice"
+                } else {
+                    "hello"
+                }
+            )
+            .into_bytes(),
+            flags: vec![],
+            internal_date: Some(1_700_000_000 - i),
+        })
+        .collect();
+    store.import("bob@localhost", "INBOX", messages).unwrap();
+    // And a queued worm copy, the newest message of all.
+    store
+        .queue_set_state("inbound", QueueState::Frozen)
+        .unwrap();
+    store.ingest(worm("cc01", "bob@localhost", "m12")).unwrap();
+    let lure = Filters {
+        body: Some("OPEN THE INVOICE".into()),
+        ..Default::default()
+    };
+    let subjects = |found: FindResult| -> Vec<String> {
+        found.messages.into_iter().map(|m| m.subject).collect()
+    };
+    // Windows of 2 ids: most hold no match, some one; the order is the store's, newest
+    // first, whatever the dates say.
+    let newest = |offset, limit, window| {
+        store
+            .read(|c| find::find_newest_first(c, &ALL, &lure, offset, limit, window))
+            .unwrap()
+    };
+    let all = subjects(newest(0, None, 2));
+    assert_eq!(all, ["m12", "m9", "m6", "m3", "m0"]);
+    assert_eq!(subjects(newest(0, None, 1 << 20)), all);
+    let first = newest(0, Some(2), 2);
+    assert!(first.more);
+    let second = newest(2, Some(2), 2);
+    assert!(second.more);
+    let last = newest(4, Some(2), 2);
+    assert!(!last.more);
+    let paged: Vec<String> = [first, second, last]
+        .into_iter()
+        .flat_map(subjects)
+        .collect();
+    assert_eq!(paged, all);
+    // The API's sort key takes the same path, and finds what the date sort finds.
+    let by_arrival = store
+        .find(&ALL, &lure, Some(SortKey::Arrival), 0, None)
+        .unwrap();
+    assert_eq!(subjects(by_arrival), all);
+    let mut by_date = subjects(store.find(&ALL, &lure, None, 0, None).unwrap());
+    by_date.sort();
+    let mut expected = all.clone();
+    expected.sort();
+    assert_eq!(by_date, expected);
+    // Other indexed filters are windowed too.
+    let sha = hex::encode(Sha256::digest(b"MZpayload"));
+    let by_hash = Filters {
+        sha256: Some(sha),
+        ..Default::default()
+    };
+    let found = store
+        .read(|c| find::find_newest_first(c, &ALL, &by_hash, 0, Some(5), 2))
+        .unwrap();
+    assert_eq!(subjects(found), ["m12"]);
+}
+
+#[test]
 fn find_quarantine_restore_remove() {
     let dir = temp_dir("find");
     let store = EmbeddedStore::open(&dir).unwrap();

@@ -303,14 +303,21 @@ impl TextIndex {
 }
 
 /// The SQL condition "message `m` has `needle` in `column`" (subject or body), answered
-/// from the index up to its watermark and directly above it; takes two parameters:
-/// the FTS5 phrase and the needle.
-pub(super) fn condition(column: &str) -> String {
+/// from the index up to its watermark and directly above it. Its parameters: the FTS5
+/// phrase, then (`windowed`) the message ids `(after, through]` it is limited to, twice,
+/// then the needle. In a window FTS5 reads only that stretch of each trigram's list:
+/// the first 51 of 50,000 body matches at 1M messages in 5 ms, all of them in 540 ms.
+pub(super) fn condition(column: &str, windowed: bool) -> String {
+    let (in_index, in_tail) = if windowed {
+        (" WHERE rowid > ? AND rowid <= ?", " AND id > ? AND id <= ?")
+    } else {
+        ("", "")
+    };
     format!(
-        "m.id IN (SELECT rowid FROM {s}.text_index(?)
+        "m.id IN (SELECT rowid FROM {s}.text_index(?){in_index}
                   UNION ALL
                   SELECT id FROM messages
-                  WHERE id > COALESCE((SELECT value FROM {s}.text_state WHERE key='through'), 0)
+                  WHERE id > COALESCE((SELECT value FROM {s}.text_state WHERE key='through'), 0){in_tail}
                     AND text_tail_match('{column}', ?, subject, uid, blob_pack, blob_offset, size))",
         s = SCHEMA_NAME
     )

@@ -132,7 +132,9 @@ pub struct FindArgs {
     /// Where to look (default: queues and mailboxes)
     #[arg(long = "in", value_name = "WHERE", value_parser = PLACES)]
     places: Option<String>,
-    #[arg(long, value_parser = ["date", "subject", "size", "from"])]
+    /// Order of the rows (default date); arrival = newest first, the order the store
+    /// took them in, whose first rows come fastest
+    #[arg(long, value_parser = ["date", "subject", "size", "from", "arrival"])]
     sort: Option<String>,
     /// At most N messages (default 200 in the table; 0 for all)
     #[arg(long, value_name = "N")]

@@ -140,7 +140,13 @@ pub async fn show(
         let request = admin::find::FindRequest {
             filters: args.clone(),
             places: places.clone(),
-            sort: sort.as_deref().and_then(sort_key),
+            // Newest first unless a column was chosen: that order's first page comes
+            // from the indexes without sorting every match.
+            sort: Some(
+                sort.as_deref()
+                    .and_then(sort_key)
+                    .unwrap_or(lazaret_store::SortKey::Arrival),
+            ),
             offset,
             limit: Some(limit),
             ids_only: false,
@@ -301,6 +307,13 @@ fn results_form(
                 @if at.limit < MAX_ROWS && at.page == 1 { a href={ "/find?" (with(f, "limit", &MAX_ROWS.to_string())) } { "Show " (MAX_ROWS) " per page" } }
             }
             @else { (rows.len()) " match(es)." }
+            @if rows.len() > 1 {
+                " "
+                @match f.get("sort").filter(|s| s != "arrival") {
+                    None => "Newest first.",
+                    Some(_) => a href={ "/find?" (with(&without(f, "page"), "sort", "arrival")) } { "Newest first" },
+                }
+            }
         }
         (pager(f, &at, more))
         @if !rows.is_empty() {
