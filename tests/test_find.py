@@ -276,7 +276,9 @@ def test_import_mbox_and_maildir_then_sweep_and_reindex(server, tmp_path):
     sent = md.add_folder("Sent")
     sent.add(mailbox.MaildirMessage(clean(20, "someone@far.test")))
 
-    r = server.cli("import", "--user", "alice@localhost", "--folder", "Archive", str(mbox_path))
+    r = server.cli("import", "--user", "nobody@localhost", str(mbox_path), check=False)
+    assert r.returncode != 0 and "no user nobody@localhost" in r.stderr
+    r = server.cli("import", "--user", "Alice@LocalHost", "--folder", "Archive", str(mbox_path))
     assert "imported 6 message(s)" in r.stdout
     server.cli("import", "--user", "alice@localhost", str(tmp_path / "Maildir"))
     folders = {f["name"]: f["messages"] for f in server.cli_json("mailbox", "list", "alice@localhost")}

@@ -94,7 +94,10 @@ pub trait Store: Send + Sync {
     fn domain_list(&self) -> Result<Vec<DomainInfo>>;
     fn domain_remove(&self, name: &str) -> Result<()>;
     fn user_add(&self, address: &str, password: &str) -> Result<()>;
+    /// Every user with their message count and bytes (reads every mailbox entry).
     fn user_list(&self) -> Result<Vec<UserInfo>>;
+    /// Whether `address` (any case) is a user: one lookup.
+    fn user_exists(&self, address: &str) -> Result<bool>;
     /// Removes a user. With mail still in their mailboxes it refuses unless
     /// `delete_mail`; returns how many mailbox messages were deleted.
     fn user_remove(&self, address: &str, delete_mail: bool) -> Result<u64>;

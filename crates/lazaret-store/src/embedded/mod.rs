@@ -307,6 +307,14 @@ impl Store for EmbeddedStore {
         self.user_list_impl()
     }
 
+    fn user_exists(&self, address: &str) -> Result<bool> {
+        let address = address.trim().to_ascii_lowercase();
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT 1 FROM users WHERE address=?1")?
+                .exists([&address])?)
+        })
+    }
+
     fn user_remove(&self, address: &str, delete_mail: bool) -> Result<u64> {
         self.user_remove_impl(address, delete_mail)
     }
