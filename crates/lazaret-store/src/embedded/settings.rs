@@ -83,11 +83,14 @@ impl EmbeddedStore {
             // packed message counts its size plus its record header there; `check`
             // keeps those counts honest.
             let (messages, message_bytes): (i64, i64) = c.query_row(
-                "SELECT (SELECT COUNT(*) FROM messages),
-                        (SELECT COALESCE(SUM(live), 0) FROM packs)
-                        - ?1 * ((SELECT COUNT(*) FROM messages)
-                                - (SELECT COUNT(*) FROM messages WHERE blob_pack IS NULL))
-                        + (SELECT COALESCE(SUM(size), 0) FROM messages WHERE blob_pack IS NULL)",
+                "WITH n AS (SELECT COUNT(*) AS rows,
+                             (SELECT COUNT(*) FROM messages WHERE blob_pack IS NULL) AS loose,
+                             (SELECT COALESCE(SUM(size), 0) FROM messages
+                              WHERE blob_pack IS NULL) AS loose_bytes
+                           FROM messages)
+                 SELECT rows, (SELECT COALESCE(SUM(live), 0) FROM packs)
+                              - ?1 * (rows - loose) + loose_bytes
+                 FROM n",
                 [super::blobs::HEADER as i64],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
