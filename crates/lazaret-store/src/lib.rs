@@ -249,6 +249,13 @@ pub trait Store: Send + Sync {
     /// `CLUSTER_KEY_SLICES` (of the key space), and with slice 0 growth rows older than
     /// two days; returns how many keys.
     fn prune_cluster_keys(&self, slice: u32) -> Result<usize>;
+    /// Removes up to `limit` messages that no queue, folder or quarantine holds any
+    /// more (their rows, parts, lookups, fingerprints, and files of older stores):
+    /// deletions leave that to this, called in the background. Returns how many left
+    /// the backlog (fewer than `limit`: it is empty).
+    fn reclaim(&self, limit: usize) -> Result<usize>;
+    /// Messages waiting for `reclaim`.
+    fn reclaim_backlog(&self) -> Result<u64>;
     /// Moves queued and mailbox messages into quarantine.
     fn quarantine(&self, ids: &[String], actor: &str, reason: &str) -> Result<ActionReport>;
     /// Puts quarantined messages back where they were taken from.

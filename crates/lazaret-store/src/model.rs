@@ -385,6 +385,10 @@ pub struct StoreStats {
     pub text_index_behind: u64,
     /// Messages stored but not yet filed into outbreak clusters.
     pub clusters_behind: u64,
+    /// Messages deleted but not yet reclaimed (their rows and lookups go in the
+    /// background; they are in no place and not in the totals above).
+    #[serde(default)]
+    pub reclaim_behind: u64,
     /// Clusters held by `[outbreak] hold_growth` (not allowed since).
     pub clusters_held: u64,
     /// Copies frozen in `inbound` by a cluster hold, waiting for the admin.

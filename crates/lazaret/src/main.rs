@@ -18,6 +18,7 @@ mod metrics;
 mod net;
 mod privileges;
 mod queue;
+mod reclaim;
 mod scan;
 mod serve;
 mod server;

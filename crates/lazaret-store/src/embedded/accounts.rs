@@ -190,12 +190,10 @@ impl EmbeddedStore {
             )?;
             c.execute("DELETE FROM mailboxes WHERE user=?1", [&address])?;
             c.execute("DELETE FROM users WHERE address=?1", [&address])?;
-            Ok((count as u64, unreferenced(c, &messages)?))
+            release(c, &messages)?;
+            Ok(count as u64)
         })?;
-        for blob in removed.1 {
-            self.discard_blob(&blob);
-        }
-        Ok(removed.0)
+        Ok(removed)
     }
 
     pub(super) fn user_set_password_impl(&self, address: &str, password: &str) -> Result<()> {

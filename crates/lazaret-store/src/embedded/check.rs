@@ -176,11 +176,12 @@ const ROW_CHECKS: &[RowCheck] = &[
     },
 ];
 
-/// Messages nothing holds.
+/// Messages nothing holds and the background reclaim was not told of.
 const UNREFERENCED: &str = "SELECT id FROM messages m
     WHERE NOT EXISTS (SELECT 1 FROM queue_items q WHERE q.message=m.id)
       AND NOT EXISTS (SELECT 1 FROM mailbox_entries e WHERE e.message=m.id)
-      AND NOT EXISTS (SELECT 1 FROM quarantine z WHERE z.message=m.id)";
+      AND NOT EXISTS (SELECT 1 FROM quarantine z WHERE z.message=m.id)
+      AND NOT EXISTS (SELECT 1 FROM reclaim r WHERE r.message=m.id)";
 
 impl EmbeddedStore {
     /// Verifies the store; `progress` is told of each message whose blob was checked.

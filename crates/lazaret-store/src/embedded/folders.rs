@@ -3,7 +3,7 @@
 //! UIDPLUS reports them), append and expunge.
 
 use super::events;
-use super::{unreferenced, EmbeddedStore, Prepared};
+use super::{release, EmbeddedStore, Prepared};
 use crate::model::{FlagChange, FlagsStored, Folder, FolderEntry, FolderSnapshot, Via};
 use crate::{now, Result, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -204,19 +204,15 @@ impl EmbeddedStore {
         if name == "INBOX" {
             return Err(StoreError::Invalid("INBOX cannot be deleted".into()));
         }
-        let blobs = self.write(move |c| {
+        self.write(move |c| {
             let folder = folder_id(c, &user, &name)?;
             let messages: Vec<i64> = c
                 .prepare_cached("DELETE FROM mailbox_entries WHERE mailbox=?1 RETURNING message")?
                 .query_map([folder], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
             c.execute("DELETE FROM mailboxes WHERE id=?1", [folder])?;
-            unreferenced(c, &messages)
-        })?;
-        for b in blobs {
-            self.discard_blob(&b);
-        }
-        Ok(())
+            release(c, &messages)
+        })
     }
 
     pub(super) fn folder_rename_impl(&self, user: &str, from: &str, to: &str) -> Result<()> {

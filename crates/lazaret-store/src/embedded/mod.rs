@@ -5,7 +5,7 @@
 //!
 //! One file per concern: `ingest` (accept a message), `queues` (routing, local
 //! delivery), `outbound` (remote queues, attempts, DSNs), `folders` (IMAP's view),
-//! `messages` (reading bodies, deletion, collecting unreferenced rows), `accounts`,
+//! `messages` (reading bodies, deletion, reclaiming rows nothing holds), `accounts`,
 //! `find`, `clusters` (outbreak clusters), `quarantine` (and import), `scanning`, `reindex`,
 //! `check` (invariants, `lazaret check`), `events` (the message event log: trace,
 //! exposure), `settings` (settings,
@@ -60,7 +60,7 @@ use text_index::TextIndex;
 use writer::Writer;
 
 use ingest::{insert_parts, Prepared};
-use messages::{blob_ref_of, count_pack_bytes, summary_row, unreferenced};
+use messages::{blob_ref_of, count_pack_bytes, release, summary_row, unreferenced};
 
 /// How much of the database file a bulk reader maps (SQLite caps it at 2 GB by default).
 const BULK_READ_MMAP_BYTES: i64 = 2 << 30;
@@ -574,6 +574,21 @@ impl Store for EmbeddedStore {
         // moved the generation would make every session re-read its folder.
         self.writer
             .write_quiet(move |c| clusters::file_pending(c, limit, now()))
+    }
+
+    fn reclaim(&self, limit: usize) -> Result<usize> {
+        // Quiet: the messages are in no folder, so no IMAP session's view changes.
+        let (reclaimed, legacy) = self
+            .writer
+            .write_quiet(move |c| messages::reclaim_batch(c, limit))?;
+        for uid in legacy {
+            self.discard_blob(&uid);
+        }
+        Ok(reclaimed)
+    }
+
+    fn reclaim_backlog(&self) -> Result<u64> {
+        self.read(messages::reclaim_backlog)
     }
 
     fn clusters_pending(&self) -> Result<ClustersPending> {

@@ -2,7 +2,7 @@
 //! batch to a worker, recording what each attempt came to (with its DSN, atomically),
 //! moving mail that crashes workers to `poison`, and per-message freeze/thaw.
 
-use super::{unreferenced, EmbeddedStore, Prepared};
+use super::{release, EmbeddedStore, Prepared};
 use crate::model::{AttemptOutcome, QueuedMessage, RetryReport};
 use crate::{now, Result};
 use lazaret_core::state::QUEUE_POISON;
@@ -148,7 +148,7 @@ impl EmbeddedStore {
             };
             planned.push((outcome, dsn));
         }
-        let gone = self.write(move |c| {
+        self.write(move |c| {
             let mut finished = Vec::new();
             for (o, dsn) in planned {
                 let Some(message) = still_queued(c, o.item)? else {
@@ -177,12 +177,8 @@ impl EmbeddedStore {
                     d.insert(c)?;
                 }
             }
-            unreferenced(c, &finished)
-        })?;
-        for blob in gone {
-            self.discard_blob(&blob);
-        }
-        Ok(())
+            release(c, &finished)
+        })
     }
 
     /// Counts a worker failure against each item; an item that failed a worker

@@ -6,7 +6,7 @@
 use super::folders::{
     add_entry, folder_id, join_flags, next_modseq, parse_flags, take_uids, valid_folder,
 };
-use super::{unreferenced, EmbeddedStore, Prepared};
+use super::{release, EmbeddedStore, Prepared};
 use crate::model::*;
 use crate::{now, Result, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -298,13 +298,9 @@ pub(super) fn restore(c: &Connection, ids: &[String]) -> Result<ActionReport> {
 }
 
 /// Deletes queue items, mailbox entries or quarantined messages for good, with DSNs
-/// (already built, blobs durable) queued in the same transaction. Returns the report
-/// and the blobs no longer referenced, to remove once committed.
-pub(super) fn remove(
-    c: &Connection,
-    ids: &[String],
-    dsns: &[Prepared],
-) -> Result<(ActionReport, Vec<String>)> {
+/// (already built, blobs durable) queued in the same transaction; the messages no
+/// place holds any more go to the background reclaim.
+pub(super) fn remove(c: &Connection, ids: &[String], dsns: &[Prepared]) -> Result<ActionReport> {
     let mut report = ActionReport::default();
     let mut messages = Vec::new();
     let mut folders_changed = std::collections::BTreeSet::new();
@@ -358,8 +354,8 @@ pub(super) fn remove(
     }
     messages.sort_unstable();
     messages.dedup();
-    let blobs = unreferenced(c, &messages)?;
-    Ok((report, blobs))
+    release(c, &messages)?;
+    Ok(report)
 }
 
 pub(super) fn detail(c: &Connection, id: &str) -> Result<Option<(QuarantineDetail, String)>> {

@@ -44,6 +44,10 @@ CREATE TABLE IF NOT EXISTS parts(
 -- Messages deleted since the text index (its own file, text.db) last caught up: the
 -- indexer drops them from it.
 CREATE TABLE IF NOT EXISTS text_deleted(message INTEGER PRIMARY KEY);
+-- Messages whose last queue item, folder entry or quarantine row went: their rows,
+-- parts, lookups and fingerprints are removed behind the action, in id order, by the
+-- background reclaim (messages.rs says why).
+CREATE TABLE IF NOT EXISTS reclaim(message INTEGER PRIMARY KEY);
 -- Bytes of messages (with their record headers) still referenced in each pack file;
 -- compaction rewrites packs that are mostly dead.
 CREATE TABLE IF NOT EXISTS packs(id INTEGER PRIMARY KEY, live INTEGER NOT NULL);

@@ -18,6 +18,18 @@ impl Drop for TempDir {
     }
 }
 
+/// Runs the background reclaim to the end, as the server's loop would.
+fn reclaim_all(store: &EmbeddedStore) -> usize {
+    let mut total = 0;
+    loop {
+        let n = store.reclaim(7).unwrap();
+        total += n;
+        if n < 7 {
+            return total;
+        }
+    }
+}
+
 fn temp_dir(name: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!("lazaret-store-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -301,6 +313,8 @@ fn outbound_attempts_partial_delivery_dsn_and_cleanup() {
         }])
         .unwrap();
     assert!(store.queue_messages("remote:far.test").unwrap().is_empty());
+    assert!(store.message_raw("0b01").is_err(), "gone for readers");
+    assert_eq!(reclaim_all(&store), 1);
     assert!(store.message_raw("0b01").is_err(), "blob removed");
     assert!(store.message_raw("d5a01").is_ok());
 }
@@ -652,8 +666,23 @@ fn find_quarantine_restore_remove() {
             .unwrap()
     };
     let (size, before) = (store.blob_read(&blob).unwrap().len() as i64, live(&store));
+    let stored = store.stats().unwrap();
     assert_eq!(store.remove(&rest, Vec::new()).unwrap().done, 1);
-    assert!(store.blob_read(&blob).is_err());
+    assert!(store.blob_read(&blob).is_err(), "gone at once for readers");
+    let waiting = store.stats().unwrap();
+    assert_eq!(waiting.reclaim_behind, 1);
+    assert_eq!(
+        waiting.messages,
+        stored.messages - 1,
+        "out of the totals at once"
+    );
+    assert_eq!(waiting.message_bytes, stored.message_bytes - size as u64);
+    assert_eq!(live(&store), before, "the row waits for the reclaim");
+    assert!(store.check(false, &|_| ()).unwrap().faults.is_empty());
+    assert_eq!(reclaim_all(&store), 1);
+    assert_eq!(store.stats().unwrap().reclaim_behind, 0);
+    assert_eq!(store.stats().unwrap().messages, waiting.messages);
+    assert_eq!(store.stats().unwrap().message_bytes, waiting.message_bytes);
     assert_eq!(
         live(&store),
         before - size - 32,
@@ -900,6 +929,7 @@ fn text_search_before_and_after_indexing_and_after_deletes() {
         1
     );
     assert_eq!(count(body("at noon")), 0);
+    assert_eq!(reclaim_all(&store), 1);
     let mut m = incoming("cc03", "bob@localhost");
     m.data = b"Subject: again\r\n\r\nlunch at noon again\r\n".to_vec();
     store.ingest(m).unwrap();
@@ -981,6 +1011,7 @@ fn compaction_reclaims_deleted_mail_and_keeps_the_rest_readable() {
             .unwrap(),
         45
     );
+    assert_eq!(reclaim_all(&store), 45);
     let removed = store.compact_packs().unwrap();
     assert!(removed >= 4, "only {removed} packs removed");
     let packs_after = store.blobs.packs().unwrap().len();
@@ -1262,6 +1293,7 @@ fn clusters_group_by_attachment_merge_and_count_down_on_delete() {
     // Deleting a member counts it out.
     let one = members(ca)[0].clone();
     store.remove(&[one], Vec::new()).unwrap();
+    reclaim_all(&store);
     assert_eq!(store.cluster(ca).unwrap().unwrap().messages, 5);
     assert_eq!(store.cluster_allow(ca, true).unwrap(), Some(0));
     assert!(store.cluster(ca.max(cb)).unwrap().unwrap().allowed);
@@ -1385,6 +1417,7 @@ fn keys_of_deleted_messages_are_pruned_slice_by_slice() {
         )
         .unwrap();
     store.remove(&p1, Vec::new()).unwrap();
+    reclaim_all(&store);
     let sweep = |store: &EmbeddedStore| -> usize {
         (0..crate::CLUSTER_KEY_SLICES)
             .map(|s| store.prune_cluster_keys(s).unwrap())
@@ -1725,6 +1758,7 @@ fn the_event_log_keeps_a_message_path_after_it_is_gone() {
     store
         .mailbox_delete("bob@localhost", "INBOX", std::slice::from_ref(&entry.id))
         .unwrap();
+    reclaim_all(&store);
 
     let [t] = &store.trace(Some("ee01"), None).unwrap()[..] else {
         panic!("one message with that id");
@@ -1925,6 +1959,7 @@ fn lookups_answer_by_digest_and_sender_and_are_rebuilt_when_lost_or_behind() {
         )
         .unwrap();
     store.remove(&gone, Vec::new()).unwrap();
+    reclaim_all(&store);
     let lookups = |dir: &Path| Connection::open(dir.join(lookups::FILE)).unwrap();
     let rows_of =
         |c: &Connection, sql: &str| -> i64 { c.query_row(sql, [], |r| r.get(0)).unwrap() };

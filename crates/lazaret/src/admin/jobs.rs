@@ -154,6 +154,20 @@ impl Jobs {
             })
     }
 
+    /// Whether any job is still running.
+    pub fn any_running(&self) -> bool {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|j| {
+                j.outcome
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_none()
+            })
+    }
+
     pub fn list(&self) -> Vec<Arc<Job>> {
         self.jobs
             .lock()

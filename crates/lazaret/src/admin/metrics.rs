@@ -284,6 +284,12 @@ async fn render(server: &Arc<Server>) -> Result<String, super::ApiError> {
         stats.clusters_behind,
     );
     out.single(
+        "lazaret_reclaim_behind_messages",
+        "gauge",
+        "Messages deleted whose rows the background reclaim has not removed yet.",
+        stats.reclaim_behind,
+    );
+    out.single(
         "lazaret_clusters_held",
         "gauge",
         "Outbreak clusters held by [outbreak] hold_growth.",

@@ -186,6 +186,7 @@ pub async fn run(config: Config) -> Result<()> {
     tokio::spawn(deliver::runner::run(server.clone()));
     tokio::spawn(deliver::outbound::run(server.clone()));
     tokio::spawn(crate::event_retention::run(server.clone()));
+    tokio::spawn(crate::reclaim::run(server.clone()));
     for listener in admin_tls_listeners {
         let acceptor = server
             .tls
