@@ -168,7 +168,7 @@ def test_an_enforced_policy_delivers_over_a_verified_certificate_and_is_kept(wor
     tls = server.cli_json("status")["outbound_tls"]
     assert tls["mta_sts"] is True and tls["trusted_roots"] == 1, tls
     assert [(p["domain"], p["mode"], p["mx"]) for p in tls["policies"]] == [("far.test", "enforce", ["localhost"])]
-    assert "Outbound TLS: MTA-STS on (policies held: far.test enforce), 1 trusted certificate authorities" in server.cli("status").stdout
+    assert "Outbound TLS: MTA-STS on (policies held: far.test enforce), DANE off, 1 trusted certificate authorities" in server.cli("status").stdout
 
     # The next message within the re-check interval needs neither TXT nor HTTPS again;
     # after a restart the kept policy holds even with the policy host gone.

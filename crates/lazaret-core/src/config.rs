@@ -718,6 +718,12 @@ pub struct DeliveryConfig {
     /// MX hosts only, with a verified certificate, when they say `mode: enforce`.
     #[serde(default = "yes")]
     pub mta_sts: bool,
+    /// DANE (RFC 7672): for domains whose DNSSEC-validated TLSA records name their MX
+    /// hosts' certificates, deliver only over TLS with such a certificate. Trusts the
+    /// AD bit of the resolver (`dns_servers`, else /etc/resolv.conf): turn it on with a
+    /// validating resolver on this machine. Takes precedence over MTA-STS.
+    #[serde(default)]
+    pub dane: bool,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -836,6 +842,7 @@ impl Default for DeliveryConfig {
             static_mx: Default::default(),
             dns_servers: Vec::new(),
             mta_sts: true,
+            dane: false,
         }
     }
 }

@@ -339,8 +339,20 @@ fn outbound_tls(t: &Value) -> String {
     } else {
         format!("{roots} trusted certificate authorities")
     };
+    let dane = match t["dane"].as_bool() {
+        Some(true) => {
+            let resolvers: Vec<String> = t["dane_resolvers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(output::text)
+                .collect();
+            format!("DANE on (trusting {})", resolvers.join(", "))
+        }
+        _ => "DANE off".to_string(),
+    };
     if t["mta_sts"].as_bool() != Some(true) {
-        return format!("MTA-STS off ([delivery] mta_sts = false), {roots}");
+        return format!("MTA-STS off ([delivery] mta_sts = false), {dane}, {roots}");
     }
     let held: Vec<String> = t["policies"]
         .as_array()
@@ -359,5 +371,5 @@ fn outbound_tls(t: &Value) -> String {
         n if n <= 5 => format!("policies held: {}", held.join(", ")),
         n => format!("{n} policies held: {}, …", held[..5].join(", ")),
     };
-    format!("MTA-STS on ({policies}), {roots}")
+    format!("MTA-STS on ({policies}), {dane}, {roots}")
 }

@@ -5,6 +5,7 @@
 pub mod certificates;
 pub mod client;
 pub mod connectors;
+pub mod dane;
 pub mod dsn;
 pub mod https_get;
 pub mod mta_sts;

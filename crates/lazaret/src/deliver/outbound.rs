@@ -9,6 +9,7 @@
 
 use crate::deliver::certificates::Certificates;
 use crate::deliver::client::{Client, ConnectOptions, SendReport};
+use crate::deliver::dane::{self, Dane, HostDane};
 use crate::deliver::dsn::{self, FailedRecipient};
 use crate::deliver::mta_sts::{self, MtaSts};
 use crate::deliver::next_hop::{self, Host, NoRoute};
@@ -32,6 +33,7 @@ pub struct Outbound {
     resolver: Option<TokioResolver>,
     certificates: Arc<Certificates>,
     mta_sts: Option<MtaSts>,
+    dane: Option<Dane>,
     connections: Arc<Semaphore>,
     workers: Mutex<HashMap<u64, Claim>>,
     next_worker: AtomicU64,
@@ -61,11 +63,23 @@ impl Outbound {
                 certificates.clone(),
             )
         });
+        let dane = delivery
+            .dane
+            .then(|| Dane::new(&delivery.dns_servers))
+            .and_then(|d| {
+                d.map_err(|e| {
+                    tracing::error!(
+                        "DANE is on but cannot ask a resolver ({e}): mail by MX goes without it"
+                    )
+                })
+                .ok()
+            });
         Outbound {
             tls: crate::deliver::client::opportunistic_tls(),
             resolver,
             certificates,
             mta_sts,
+            dane,
             connections: Arc::new(Semaphore::new(delivery.max_connections)),
             workers: Mutex::new(HashMap::new()),
             next_worker: AtomicU64::new(1),
@@ -101,6 +115,12 @@ impl Outbound {
             .collect();
         serde_json::json!({
             "mta_sts": self.mta_sts.is_some(),
+            "dane": self.dane.is_some(),
+            "dane_resolvers": self
+                .dane
+                .as_ref()
+                .map(|d| d.servers().iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap_or_default(),
             "trusted_roots": self.certificates.roots,
             "policies": policies,
         })
@@ -258,7 +278,13 @@ async fn deliver_batch(server: &Arc<Server>, queue: &str, worker: u64, batch: Ve
             )
             .await;
             need = tls_need(server, &route).await;
-            hosts.and_then(|h| need.admit(h))
+            match hosts {
+                Ok(hosts) => {
+                    dane_need(server, &route, &hosts, &mut need).await;
+                    need.admit(hosts)
+                }
+                Err(e) => Err(e),
+            }
         }
         Err(no_route) => Err(no_route),
     };
@@ -372,9 +398,25 @@ struct TlsNeed {
     /// The destination's MTA-STS policy, when it has one in force.
     policy: Option<(String, mta_sts::Policy)>,
     why: String,
+    /// What DANE asks of each MX host (by name, and IPv6 or not: the address answer
+    /// that must be validated) of a domain whose MX answer DNSSEC validated; empty
+    /// when DANE is off or does not apply.
+    dane: HashMap<(String, bool), HostDane>,
 }
 
 impl TlsNeed {
+    fn dane_of(&self, host: &Host) -> &HostDane {
+        self.dane
+            .get(&(host.name.clone(), host.addr.is_ipv6()))
+            .unwrap_or(&HostDane::None)
+    }
+
+    /// Whether a connection to `host` may fall back to plain text after a failed
+    /// STARTTLS handshake.
+    fn plain_text_allowed(&self, host: &Host) -> bool {
+        self.level == OutboundTls::May && *self.dane_of(host) == HostDane::None
+    }
+
     fn enforced(&self) -> bool {
         self.policy
             .as_ref()
@@ -392,7 +434,7 @@ impl TlsNeed {
     /// others).
     fn admit(&self, hosts: Vec<Host>) -> Result<Vec<Host>, NoRoute> {
         let Some((domain, policy)) = &self.policy else {
-            return Ok(hosts);
+            return self.admit_dane(hosts);
         };
         let (listed, other): (Vec<Host>, Vec<Host>) =
             hosts.into_iter().partition(|h| policy.allows(&h.name));
@@ -418,6 +460,72 @@ impl TlsNeed {
     }
 }
 
+impl TlsNeed {
+    /// Leaves out the MX hosts DANE says not to use now; when that is all of them, the
+    /// mail waits with the reason.
+    fn admit_dane(&self, hosts: Vec<Host>) -> Result<Vec<Host>, NoRoute> {
+        let mut reasons = Vec::new();
+        let usable: Vec<Host> = hosts
+            .into_iter()
+            .filter(|h| match self.dane_of(h) {
+                HostDane::Unusable(why) => {
+                    tracing::warn!(host = %h.name, "DANE: {why}; not using this MX host now");
+                    reasons.push(why.clone());
+                    false
+                }
+                _ => true,
+            })
+            .collect();
+        if usable.is_empty() && !reasons.is_empty() {
+            return Err(NoRoute {
+                permanent: false,
+                status: "4.7.5",
+                reason: format!("DANE: {}", reasons.join("; ")),
+            });
+        }
+        Ok(usable)
+    }
+}
+
+/// DANE for a domain delivered by MX (not a smarthost, not `static_mx`) whose MX answer
+/// DNSSEC validated: what each host asks. Where any host has TLSA records, DANE takes
+/// the place of the domain's MTA-STS policy (RFC 8461 §2).
+async fn dane_need(
+    server: &Arc<Server>,
+    route: &next_hop::Route,
+    hosts: &[Host],
+    need: &mut TlsNeed,
+) {
+    let Some(dane) = &server.outbound.dane else {
+        return;
+    };
+    let next_hop::Target::Mx(domain) = &route.target else {
+        return;
+    };
+    if server.config.delivery.static_mx.contains_key(domain) || !dane.domain_secure(domain).await {
+        return;
+    }
+    for host in hosts {
+        let key = (host.name.clone(), host.addr.is_ipv6());
+        if need.dane.contains_key(&key) {
+            continue;
+        }
+        let wants = dane
+            .host(&host.name, host.addr.is_ipv6(), host.addr.port())
+            .await;
+        need.dane.insert(key, wants);
+    }
+    if need.dane.values().any(|d| *d != HostDane::None) {
+        if need.policy.is_some() {
+            tracing::debug!(domain, "DANE applies: the MTA-STS policy is not used");
+            // Only an enforced policy raised the level above the connector's.
+            need.level = route.connector.tls;
+            need.policy = None;
+        }
+        need.why = format!("DANE (TLSA records of {domain}'s MX hosts)");
+    }
+}
+
 /// The connector's `tls`, raised to `verify` by an enforced MTA-STS policy of the
 /// destination domain (mail by MX only: a smarthost or a `static_mx` host is the
 /// admin's own choice).
@@ -430,6 +538,7 @@ async fn tls_need(server: &Arc<Server>, route: &next_hop::Route) -> TlsNeed {
             route.connector.name, route.connector.tls
         )
         .to_lowercase(),
+        dane: HashMap::new(),
     };
     let next_hop::Target::Mx(domain) = &route.target else {
         return need;
@@ -474,7 +583,7 @@ async fn connect_any(
         };
         let client = match Client::connect(host.addr, &opts).await {
             Ok(c) => c,
-            Err(e) if e.is_tls_handshake() && need.level == OutboundTls::May => {
+            Err(e) if e.is_tls_handshake() && need.plain_text_allowed(host) => {
                 tracing::warn!(host = %host.addr, "STARTTLS failed ({e}); trying again without TLS");
                 opts.tls = None;
                 match Client::connect(host.addr, &opts).await {
@@ -524,6 +633,32 @@ fn check_tls(
         Some(chain) => server.outbound.certificates.verify(chain, &host.name),
         None => Err("no TLS".to_string()),
     };
+    match need.dane_of(host) {
+        HostDane::Match(tlsa) => {
+            let chain = client
+                .peer_certificates()
+                .filter(|_| client.tls)
+                .ok_or("the server offers no STARTTLS")?;
+            let how = dane::verify(chain, tlsa, &host.name)?;
+            return Ok(Some(format!(
+                "TLS authenticated by DANE ({how}) for {}",
+                host.name
+            )));
+        }
+        HostDane::Encrypt => {
+            if !client.tls {
+                return Err("the server offers no STARTTLS".into());
+            }
+            if need.level == OutboundTls::Verify {
+                verified()?;
+            }
+            return Ok(Some(format!(
+                "TLS required by DANE (no usable TLSA record) for {}",
+                host.name
+            )));
+        }
+        HostDane::None | HostDane::Unusable(_) => {}
+    }
     if need.level >= OutboundTls::Encrypt && !client.tls {
         return Err("the server offers no STARTTLS".into());
     }
