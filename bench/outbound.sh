@@ -48,7 +48,14 @@ wait_until() { # wait_until CMD... : poll up to 600 s
 }
 rcpts=$(for i in $(seq 1 10); do printf 'rcpt%s@sink.test,' "$i"; done); rcpts=${rcpts%,}
 
-smtp-sink -u nobody -m 1000 "127.0.0.1:$SINK_PORT" 1000 &
+# SINK_DUMP=DIR: the sink keeps every message it receives there (to check what arrives,
+# e.g. that both servers' copies carry a DKIM-Signature; costs disk writes).
+if [ -n "${SINK_DUMP:-}" ]; then
+  mkdir -p "$SINK_DUMP"; chmod 777 "$SINK_DUMP"
+  smtp-sink -u nobody -d "$SINK_DUMP/%M." -m 1000 "127.0.0.1:$SINK_PORT" 1000 &
+else
+  smtp-sink -u nobody -m 1000 "127.0.0.1:$SINK_PORT" 1000 &
+fi
 sink_pid=$!
 wait_until bash -c "exec 3<>/dev/tcp/127.0.0.1/$SINK_PORT" 2>/dev/null
 
