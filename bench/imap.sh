@@ -15,14 +15,15 @@ DC_PORT=${DC_PORT:-3143}
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/lazaret-imap.XXXXXX)
 chmod 755 "$work"
-LZ=$root/target/release/lazaret
+# LAZARET_BIN: a binary built beforehand (to compare two builds in turn).
+LZ=${LAZARET_BIN:-$root/target/release/lazaret}
 cleanup() {
   [ -n "${lz_pid:-}" ] && kill "$lz_pid" 2>/dev/null || true
   pkill -f "dovecot -c $work/dc/dovecot.conf" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
-(cd "$root" && cargo build --release -q -p lazaret)
+[ -n "${LAZARET_BIN:-}" ] || (cd "$root" && cargo build --release -q -p lazaret)
 wait_until() { for _ in $(seq 1 6000); do "$@" && return 0; sleep 0.1; done; echo "timed out: $*" >&2; return 1; }
 
 # ---------------------------------------------------------------- Lazaret, seeded
