@@ -145,12 +145,14 @@ async fn run(
         .name("backup".into())
         .spawn(move || {
             lower_priority();
+            let mail_moving = || s.config.smtp.max_sessions > s.sessions.available_permits();
             let _ = done.send(create::create(
                 s.store.as_ref(),
                 &s.config,
                 &d,
                 full,
                 &JobProgress(job),
+                &mail_moving,
             ));
         });
     let outcome = match spawned {
