@@ -458,9 +458,7 @@ impl TlsNeed {
         }
         Ok(listed)
     }
-}
 
-impl TlsNeed {
     /// Leaves out the MX hosts DANE says not to use now; when that is all of them, the
     /// mail waits with the reason.
     fn admit_dane(&self, hosts: Vec<Host>) -> Result<Vec<Host>, NoRoute> {
