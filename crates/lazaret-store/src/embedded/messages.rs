@@ -94,11 +94,11 @@ pub(super) fn release(c: &Connection, candidates: &[i64]) -> Result<()> {
 /// legacy blob files to delete once committed. A message placed again since its
 /// release (an IMAP COPY from a stale view) only leaves the list.
 pub(super) fn reclaim_batch(c: &Connection, limit: usize) -> Result<(usize, Vec<String>)> {
-    let ids: Vec<i64> = c
+    let mut ids: Vec<i64> = c
         .prepare_cached("DELETE FROM reclaim WHERE message IN (SELECT message FROM reclaim ORDER BY message LIMIT ?1) RETURNING message")?
         .query_map([limit as i64], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
-    let mut ids = ids;
+    // RETURNING gives no order.
     ids.sort_unstable();
     let blobs = unreferenced(c, &ids)?;
     Ok((ids.len(), blobs))

@@ -46,9 +46,7 @@ impl Certificates {
         }
         let roots = Arc::new(roots);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
-            .build()
-            .ok();
+        let verifier = verifier_for(roots.clone()).ok();
         let https = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .ok()
@@ -71,21 +69,7 @@ impl Certificates {
             .verifier
             .as_ref()
             .ok_or("no trusted certificate authorities on this server")?;
-        let (end_entity, intermediates) = chain
-            .split_first()
-            .ok_or("the server sent no certificate")?;
-        let server_name = ServerName::try_from(name.to_string())
-            .map_err(|e| format!("{name:?} is not a name a certificate can be for: {e}"))?;
-        verifier
-            .verify_server_cert(
-                end_entity,
-                intermediates,
-                &server_name,
-                &[],
-                UnixTime::now(),
-            )
-            .map(|_| ())
-            .map_err(|e| format!("certificate not valid for {name}: {e}"))
+        verify_chain(verifier, chain, name)
     }
 
     /// TLS for HTTPS requests (MTA-STS policies): verified against the same roots.
@@ -94,4 +78,37 @@ impl Certificates {
             .as_ref()
             .ok_or_else(|| "no trusted certificate authorities on this server".to_string())
     }
+}
+
+/// A verifier trusting `roots` only (the system's, or the anchor a DANE-TA record
+/// names).
+pub fn verifier_for(roots: Arc<RootCertStore>) -> Result<Arc<WebPkiServerVerifier>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    WebPkiServerVerifier::builder_with_provider(roots, provider)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Checks the chain a server presented: issued under the verifier's roots, valid now,
+/// and for `name`.
+pub fn verify_chain(
+    verifier: &WebPkiServerVerifier,
+    chain: &[CertificateDer<'_>],
+    name: &str,
+) -> Result<(), String> {
+    let (end_entity, intermediates) = chain
+        .split_first()
+        .ok_or("the server sent no certificate")?;
+    let server_name = ServerName::try_from(name.to_string())
+        .map_err(|e| format!("{name:?} is not a name a certificate can be for: {e}"))?;
+    verifier
+        .verify_server_cert(
+            end_entity,
+            intermediates,
+            &server_name,
+            &[],
+            UnixTime::now(),
+        )
+        .map(|_| ())
+        .map_err(|e| format!("certificate not valid for {name}: {e}"))
 }

@@ -21,7 +21,7 @@
 use hickory_resolver::proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_resolver::proto::rr::rdata::tlsa::{CertUsage, Matching, Selector};
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::CertificateDer;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -218,7 +218,7 @@ pub fn verify(
         {
             continue;
         }
-        match chains_to(leaf, intermediates, anchor, host) {
+        match chains_to(chain, anchor, host) {
             Ok(()) => return Ok("DANE-TA"),
             Err(e) => last_error = e,
         }
@@ -263,29 +263,20 @@ fn matches(t: &Tlsa, cert: &CertificateDer<'_>) -> Result<bool, String> {
     })
 }
 
-/// Whether `leaf` is valid now for `host` under `anchor` as the only trust anchor.
+/// Whether the server's certificate is valid now for `host` under `anchor` as the only
+/// trust anchor.
 fn chains_to(
-    leaf: &CertificateDer<'_>,
-    intermediates: &[CertificateDer<'_>],
+    chain: &[CertificateDer<'_>],
     anchor: &CertificateDer<'_>,
     host: &str,
 ) -> Result<(), String> {
-    use rustls::client::danger::ServerCertVerifier;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(anchor.clone().into_owned()).map_err(|e| {
         format!("the certificate the TLSA record names is not a usable anchor: {e}")
     })?;
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let verifier =
-        rustls::client::WebPkiServerVerifier::builder_with_provider(roots.into(), provider)
-            .build()
-            .map_err(|e| e.to_string())?;
-    let name = ServerName::try_from(host.to_string())
-        .map_err(|e| format!("{host:?} is not a name a certificate can be for: {e}"))?;
-    verifier
-        .verify_server_cert(leaf, intermediates, &name, &[], UnixTime::now())
-        .map(|_| ())
-        .map_err(|e| format!("certificate not valid for {host} under the DANE-TA anchor: {e}"))
+    let verifier = super::certificates::verifier_for(roots.into())?;
+    super::certificates::verify_chain(&verifier, chain, host)
+        .map_err(|e| format!("{e} (under the DANE-TA anchor)"))
 }
 
 fn query_for(name: &str, rtype: RecordType) -> Result<Message, String> {
