@@ -17,6 +17,8 @@
 #
 # Needs: python3, zstd, bc, sqlite3. Run as root (drops caches between steps).
 #   bench/backup.sh          # USERS=100 PER_USER=1000 WORMS=5000 RATE=200
+# BACKUP_DIR: where the backups go (default: beside the store, on the same disk, the
+# worst case); the docs advise another disk, which this machine does not have.
 set -euo pipefail
 USERS=${USERS:-100}
 PER_USER=${PER_USER:-1000}
@@ -28,9 +30,13 @@ work=$(mktemp -d /tmp/lazaret-backup.XXXXXX)
 # LAZARET_BIN: a binary built beforehand (an A/B build, or one kept apart from a tree
 # that is being edited); else the release build of this tree.
 LZ=${LAZARET_BIN:-$root/target/release/lazaret}
+if [ -n "${BACKUP_DIR:-}" ]; then
+  backup_dir=$(mktemp -d "$BACKUP_DIR/lazaret-backups.XXXXXX")
+  ln -s "$backup_dir" "$work/backups"
+fi
 cleanup() {
   [ -n "${lz_pid:-}" ] && kill "$lz_pid" 2>/dev/null || true
-  rm -rf "$work"
+  rm -rf "$work" "${backup_dir:-}"
 }
 trap cleanup EXIT
 [ -n "${LAZARET_BIN:-}" ] || (cd "$root" && cargo build --release -q -p lazaret)

@@ -16,6 +16,23 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BIN = os.environ.get("LAZARET_BIN", str(ROOT / "target" / "release" / "lazaret"))
+# LAZARET_TEST_BLOBS=s3: every server keeps its message bodies in a bucket of its own
+# on a local S3 peer (tests/s3_peer.py) rather than in packs; `.ci/run` runs the
+# protocol and admin suites once more that way.
+TEST_BLOBS = os.environ.get("LAZARET_TEST_BLOBS", "fs")
+
+
+def with_test_blobs(workdir, extra_config: str) -> str:
+    """Adds the `[store]` keys of LAZARET_TEST_BLOBS to a server's config."""
+    if TEST_BLOBS != "s3" or "blobs =" in extra_config:
+        return extra_config
+    import s3_peer
+
+    peer = s3_peer.peer()
+    keys = peer.store_config(workdir, peer.new_bucket())
+    if "[store]\n" in extra_config:
+        return extra_config.replace("[store]\n", "[store]\n" + keys, 1)
+    return extra_config + "\n[store]\n" + keys
 
 
 class Server:
@@ -23,6 +40,7 @@ class Server:
 
     def __init__(self, workdir: pathlib.Path, extra_config: str = ""):
         self.workdir = workdir
+        extra_config = with_test_blobs(workdir, extra_config)
         self.extra_config = extra_config
         self.data_dir = workdir / "data"
         self.config = workdir / "lazaret.toml"

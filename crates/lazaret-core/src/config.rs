@@ -94,6 +94,9 @@ impl Default for StoreConfig {
             url: None,
             bucket: None,
             endpoint: None,
+            region: default_s3_region(),
+            prefix: String::new(),
+            credentials_file: None,
         }
     }
 }
@@ -499,8 +502,25 @@ pub struct StoreConfig {
     #[serde(default)]
     pub blobs: BlobBackend,
     pub url: Option<String>,
+    /// `blobs = "s3"`: the bucket message bodies go to (it must exist).
     pub bucket: Option<String>,
+    /// The S3 service's address (`http://127.0.0.1:9000` for MinIO or Garage on the
+    /// same host); none: Amazon S3 itself, in `region`.
     pub endpoint: Option<String>,
+    /// The bucket's region; services that ignore it accept the default.
+    #[serde(default = "default_s3_region")]
+    pub region: String,
+    /// Key prefix inside the bucket, so that several stores can share one.
+    #[serde(default)]
+    pub prefix: String,
+    /// A file (mode 0600) holding `access_key_id = "…"` and `secret_access_key =
+    /// "…"`; without it the keys come from `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY`. Never written to a log.
+    pub credentials_file: Option<PathBuf>,
+}
+
+fn default_s3_region() -> String {
+    "us-east-1".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -932,11 +952,30 @@ impl Config {
                 "only \"embedded\" is available in this version".into(),
             ));
         }
-        if self.store.blobs != BlobBackend::Fs {
-            return Err(invalid(
-                "store.blobs",
-                "only \"fs\" is available in this version".into(),
-            ));
+        if self.store.blobs == BlobBackend::S3 {
+            match &self.store.bucket {
+                None => {
+                    return Err(invalid(
+                        "store.bucket",
+                        "blobs = \"s3\" needs the bucket's name".into(),
+                    ))
+                }
+                Some(b) if b.is_empty() || b.contains('/') => {
+                    return Err(invalid(
+                        "store.bucket",
+                        format!("{b:?} is not a bucket name"),
+                    ))
+                }
+                Some(_) => {}
+            }
+            if let Some(e) = &self.store.endpoint {
+                if !(e.starts_with("http://") || e.starts_with("https://")) {
+                    return Err(invalid(
+                        "store.endpoint",
+                        format!("{e:?}: give the S3 service's URL, http:// or https://"),
+                    ));
+                }
+            }
         }
         if let Some(clamd) = &self.scan.clamd {
             if !(clamd.starts_with("unix:/")
@@ -1176,5 +1215,18 @@ signatures = "signatures/"
             .unwrap_err()
             .to_string();
         assert!(e.contains("store.backend"), "{e}");
+
+        let e = parse("[store]\nblobs = \"s3\"\n").unwrap_err().to_string();
+        assert!(e.contains("store.bucket"), "{e}");
+        let e =
+            parse("[store]\nblobs = \"s3\"\nbucket = \"mail\"\nendpoint = \"localhost:9000\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("store.endpoint"), "{e}");
+        let c = parse(
+            "[store]\nblobs = \"s3\"\nbucket = \"mail\"\nendpoint = \"http://127.0.0.1:9000\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.store.region, "us-east-1");
     }
 }

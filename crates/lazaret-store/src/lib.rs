@@ -7,6 +7,12 @@
 pub mod embedded;
 mod metadata;
 mod model;
+#[cfg(feature = "s3")]
+pub mod objects;
+#[cfg(not(feature = "s3"))]
+#[path = "objects_absent.rs"]
+pub mod objects;
+mod objects_settings;
 pub mod paced_file;
 pub mod pages;
 mod password;
@@ -327,8 +333,8 @@ pub trait Store: Send + Sync {
         retry_delay_secs: i64,
     ) -> Result<(ActionReport, RouteReport)>;
     /// Writes a message body under a new store id, durably (for rewritten messages);
-    /// returns where, for [`ScanAction::Replace`].
-    fn blob_write(&self, uid: &str, data: &[u8]) -> Result<BlobLocation>;
+    /// returns where, for [`ScanAction::Replace`] (None: an object of its own).
+    fn blob_write(&self, uid: &str, data: &[u8]) -> Result<Option<BlobLocation>>;
     /// Reads a message body by its store id.
     fn blob_read(&self, uid: &str) -> Result<Vec<u8>>;
 

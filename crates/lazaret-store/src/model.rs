@@ -76,12 +76,12 @@ pub enum ScanAction {
         mailboxes: bool,
     },
     /// The contents were rewritten (a header added) into blob `uid`, already durable
-    /// at `location` (what `Store::blob_write` returned).
+    /// at `location` (what `Store::blob_write` returned: None for an object).
     Replace {
         uid: String,
         size: u64,
         digests: crate::Digests,
-        location: crate::BlobLocation,
+        location: Option<crate::BlobLocation>,
     },
 }
 

@@ -383,9 +383,7 @@ impl EmbeddedStore {
             }
             Ok((report, legacy))
         })?;
-        for uid in legacy {
-            self.discard_blob(&uid);
-        }
+        self.discard_blobs(legacy);
         let mut report = report;
         if text_missing {
             self.text.reset();

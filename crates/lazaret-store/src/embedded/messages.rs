@@ -229,10 +229,13 @@ impl EmbeddedStore {
         }
     }
 
-    /// Removes the file of a message whose row is gone, in stores from before packs
-    /// (`unreferenced` names only those; bytes in packs go with compaction).
-    pub(super) fn discard_blob(&self, uid: &str) {
-        self.blobs.remove_legacy(uid);
+    /// Removes the objects, or the files in stores from before packs, of messages whose
+    /// rows are gone (`unreferenced` names only those; bytes in packs go with
+    /// compaction).
+    pub(super) fn discard_blobs(&self, uids: Vec<String>) {
+        if !uids.is_empty() {
+            self.blobs.discard(uids);
+        }
     }
 
     pub(super) fn mailbox_list_impl(&self, user: &str) -> Result<Vec<MailboxInfo>> {
@@ -390,8 +393,8 @@ impl EmbeddedStore {
         Ok(deleted)
     }
 
-    pub(super) fn blob_write_impl(&self, uid: &str, data: &[u8]) -> Result<BlobLocation> {
-        self.blobs.write(uid, data)
+    pub(super) fn blob_write_impl(&self, uid: &str, data: &[u8]) -> Result<Option<BlobLocation>> {
+        self.blobs.put(uid, data)
     }
 
     pub(super) fn blob_read_impl(&self, uid: &str) -> Result<Vec<u8>> {

@@ -82,6 +82,45 @@ pub struct EmbeddedStore {
     changes: Arc<changed_pages::ChangedPages>,
 }
 
+/// Setting naming the bucket a store's messages went to, once any did.
+const OBJECTS_SETTING: &str = "blobs.objects";
+
+/// Connects to the bucket new messages go to, if any. A store whose messages went to
+/// a bucket cannot be opened without it: its rows without a pack name objects, and
+/// would read as missing files.
+fn object_bucket(
+    conn: &Connection,
+    settings: Option<&crate::objects::ObjectSettings>,
+) -> Result<Option<crate::objects::Objects>> {
+    let recorded: Option<String> = conn
+        .query_row(
+            "SELECT value FROM settings WHERE key=?1",
+            [OBJECTS_SETTING],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(settings) = settings else {
+        return match recorded {
+            Some(bucket) => Err(StoreError::Invalid(format!(
+                "this store keeps messages in {bucket}: set [store] blobs = \"s3\" with that bucket"
+            ))),
+            None => Ok(None),
+        };
+    };
+    let bucket = format!("s3://{}/{}", settings.bucket, settings.prefix);
+    if let Some(recorded) = recorded.filter(|r| *r != bucket) {
+        return Err(StoreError::Invalid(format!(
+            "this store keeps messages in {recorded}, not {bucket}: [store] bucket and prefix must name the same place"
+        )));
+    }
+    let objects = crate::objects::Objects::open(settings)?;
+    conn.execute(
+        "INSERT OR IGNORE INTO settings(key, value) VALUES(?1, ?2)",
+        [OBJECTS_SETTING, &bucket],
+    )?;
+    Ok(Some(objects))
+}
+
 /// Every checkpoint goes through `ChangedPages` (incremental backups rely on it):
 /// none when a connection closes, none automatic on a connection that writes.
 fn no_untracked_checkpoints(conn: &Connection) -> Result<()> {
@@ -140,11 +179,29 @@ impl EmbeddedStore {
     /// Opens (creating if needed) the store under `data_dir`. A new store gets the
     /// local domain `localhost`, so built-in defaults can take mail at once.
     pub fn open(data_dir: &Path) -> Result<EmbeddedStore> {
-        Self::open_with_pack_limit(data_dir, blobs::PACK_LIMIT)
+        Self::open_with(data_dir, blobs::PACK_LIMIT, None)
+    }
+
+    /// As `open`, with new message bodies going to a bucket (`[store] blobs = "s3"`)
+    /// when `objects` names one.
+    pub fn open_with_objects(
+        data_dir: &Path,
+        objects: Option<&crate::objects::ObjectSettings>,
+    ) -> Result<EmbeddedStore> {
+        Self::open_with(data_dir, blobs::PACK_LIMIT, objects)
     }
 
     /// As `open`, closing pack files at `pack_limit` bytes (tests use small packs).
+    #[cfg(test)]
     pub(crate) fn open_with_pack_limit(data_dir: &Path, pack_limit: u64) -> Result<EmbeddedStore> {
+        Self::open_with(data_dir, pack_limit, None)
+    }
+
+    fn open_with(
+        data_dir: &Path,
+        pack_limit: u64,
+        objects: Option<&crate::objects::ObjectSettings>,
+    ) -> Result<EmbeddedStore> {
         std::fs::create_dir_all(data_dir)
             .map_err(crate::io_err(format!("create {}", data_dir.display())))?;
         let db_path = data_dir.join("lazaret.db");
@@ -203,7 +260,11 @@ impl EmbeddedStore {
         )?;
         // Before anything below changes a message: the triggers keep the file exact.
         lookups::open_for_writer(&conn, data_dir)?;
-        let blobs = Arc::new(Blobs::open(data_dir.join("blobs"), pack_limit)?);
+        let mut blobs = Blobs::open(data_dir.join("blobs"), pack_limit)?;
+        if let Some(bucket) = object_bucket(&conn, objects)? {
+            blobs = blobs.with_objects(bucket);
+        }
+        let blobs = Arc::new(blobs);
         ingest::verify_newest_pack(&conn, &blobs)?;
         checkpoint::install(&mut conn, &db_path, data_dir, changes.clone())?;
         let writer = Writer::start(conn);
@@ -581,9 +642,7 @@ impl Store for EmbeddedStore {
         let (reclaimed, legacy) = self
             .writer
             .write_quiet(move |c| messages::reclaim_batch(c, limit))?;
-        for uid in legacy {
-            self.discard_blob(&uid);
-        }
+        self.discard_blobs(legacy);
         Ok(reclaimed)
     }
 
@@ -638,9 +697,7 @@ impl Store for EmbeddedStore {
 
     fn record_scans(&self, records: Vec<ScanRecord>) -> Result<ActionReport> {
         let (report, old_blobs) = self.write(move |c| scanning::record(c, &records))?;
-        for uid in old_blobs {
-            self.discard_blob(&uid);
-        }
+        self.discard_blobs(old_blobs);
         Ok(report)
     }
 
@@ -660,13 +717,11 @@ impl Store for EmbeddedStore {
             let routed = scanning::route_passed(c, &records, &next_hops, retry_delay_secs, hold)?;
             Ok((report, routed, old_blobs))
         })?;
-        for uid in old_blobs {
-            self.discard_blob(&uid);
-        }
+        self.discard_blobs(old_blobs);
         Ok((report, routed))
     }
 
-    fn blob_write(&self, uid: &str, data: &[u8]) -> Result<BlobLocation> {
+    fn blob_write(&self, uid: &str, data: &[u8]) -> Result<Option<BlobLocation>> {
         self.blob_write_impl(uid, data)
     }
 

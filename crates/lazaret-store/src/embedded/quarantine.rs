@@ -436,11 +436,11 @@ impl EmbeddedStore {
             .iter()
             .map(|(p, ..)| p.incoming.id.clone())
             .collect();
-        let locations = self.blobs.write_batch(
-            prepared
-                .iter()
-                .map(|(p, ..)| (p.incoming.id.as_str(), p.incoming.data.as_slice())),
-        );
+        let batch: Vec<(&str, &[u8])> = prepared
+            .iter()
+            .map(|(p, ..)| (p.incoming.id.as_str(), p.incoming.data.as_slice()))
+            .collect();
+        let locations = self.blobs.put_batch(&batch);
         let locations = match locations {
             Ok(l) => l,
             Err(e) => {
@@ -451,7 +451,7 @@ impl EmbeddedStore {
             }
         };
         for ((p, ..), at) in prepared.iter_mut().zip(locations) {
-            p.location = Some(at);
+            p.location = at;
         }
         let result = self.write(move |c| {
             if !c

@@ -90,11 +90,37 @@ impl EmbeddedStore {
         Ok(batch)
     }
 
+    /// Those of these store ids that no message row names.
+    fn unknown_blobs(&self, candidates: Vec<String>) -> Result<Vec<String>> {
+        self.read(move |c| {
+            let mut known = c.prepare_cached("SELECT 1 FROM messages WHERE uid=?1")?;
+            let mut out = Vec::new();
+            for id in candidates {
+                if !known.exists([&id])? {
+                    out.push(id);
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// Removes message files of stores from before packs that no message row names and
     /// that are older than an hour (left by a crash between a file's fsync and its
-    /// commit); returns how many. Unreferenced bytes in packs are compaction's.
+    /// commit), or with `blobs = "s3"` such objects;
+    /// returns how many. Unreferenced bytes in packs are compaction's.
     pub fn remove_orphan_blobs(&self) -> Result<u64> {
         let mut removed = 0;
+        if let Some(objects) = self.blobs.objects() {
+            // An object is written before the rows that name it commit: one younger
+            // than an hour may belong to a message still being accepted.
+            for chunk in objects.older_than(ORPHAN_MIN_AGE)?.chunks(1000) {
+                let candidates = chunk.to_vec();
+                let orphans = self.unknown_blobs(candidates)?;
+                removed += orphans.len() as u64;
+                self.discard_blobs(orphans);
+            }
+            return Ok(removed);
+        }
         for dir in self.blobs.legacy_shards() {
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
@@ -115,20 +141,9 @@ impl EmbeddedStore {
                     candidates.push(id.to_string());
                 }
             }
-            let orphans: Vec<String> = self.read(move |c| {
-                let mut known = c.prepare_cached("SELECT 1 FROM messages WHERE uid=?1")?;
-                let mut out = Vec::new();
-                for id in candidates {
-                    if !known.exists([&id])? {
-                        out.push(id);
-                    }
-                }
-                Ok(out)
-            })?;
-            for id in orphans {
-                self.discard_blob(&id);
-                removed += 1;
-            }
+            let orphans = self.unknown_blobs(candidates)?;
+            removed += orphans.len() as u64;
+            self.discard_blobs(orphans);
         }
         Ok(removed)
     }

@@ -300,12 +300,12 @@ pub(super) fn record(
                     *size as i64,
                     digests.sha256,
                     digests.md5,
-                    location.pack,
-                    location.offset as i64
+                    location.map(|l| l.pack),
+                    location.map(|l| l.offset as i64)
                 ])?;
                 c.prepare_cached("DELETE FROM imap_cache WHERE uid=?1")?
                     .execute([&old])?;
-                super::count_pack_bytes(c, Some(*location), *size as i64)?;
+                super::count_pack_bytes(c, *location, *size as i64)?;
                 match old_pack.zip(old_offset) {
                     Some((pack, offset)) => super::count_pack_bytes(
                         c,

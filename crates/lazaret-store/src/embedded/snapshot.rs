@@ -221,6 +221,11 @@ fn files_named(store: &EmbeddedStore, source: &Connection) -> Result<Vec<BackupS
         });
         after = pack;
     }
+    if store.blobs.in_objects() {
+        // Rows without a pack name objects in the bucket, which a backup leaves to the
+        // bucket's own versioning (docs/SCALE-OUT.md).
+        return Ok(files);
+    }
     let mut stmt = source.prepare("SELECT uid, size FROM messages WHERE blob_pack IS NULL")?;
     let legacy = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
     for blob in legacy {

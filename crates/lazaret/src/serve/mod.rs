@@ -3,6 +3,7 @@
 
 mod admin_tls;
 pub mod data_dir;
+mod store_open;
 pub mod tls;
 
 use crate::accept::switch::SmtpSwitch;
@@ -17,7 +18,7 @@ use crate::server::Server;
 use crate::{admin, deliver};
 use anyhow::{Context, Result};
 use lazaret_core::Config;
-use lazaret_store::{EmbeddedStore, Store};
+use lazaret_store::Store;
 use std::sync::Arc;
 use tokio::sync::{Notify, Semaphore};
 
@@ -27,10 +28,7 @@ pub async fn run(config: Config) -> Result<()> {
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
     let _lock = data_dir::lock(&data_dir)?;
     lazaret_store::embedded::set_clustering(config.outbreak.clusters);
-    let store: Arc<dyn Store> = Arc::new(
-        EmbeddedStore::open(&data_dir)
-            .with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
-    );
+    let store: Arc<dyn Store> = store_open::open(&config)?;
     store.set_cluster_hold(
         config
             .outbreak

@@ -1,0 +1,270 @@
+//! Message bodies as objects in an S3-compatible bucket (`[store] blobs = "s3"`): one
+//! immutable object per message, `<prefix>messages/<store id>`, written with a
+//! create-only PUT (`If-None-Match: *`) before the rows that name it commit.
+//!
+//! The S3 client (`object_store`) is async while the store's calls block, so the
+//! client runs on a small runtime of its own and each call waits for its answer; a
+//! blocking caller never needs to be inside a runtime, and the server's runtime never
+//! waits on the bucket.
+
+use crate::{Result, StoreError};
+use futures::StreamExt;
+use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
+    PutPayload, RetryConfig,
+};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub use crate::objects_settings::ObjectSettings;
+
+pub struct Objects {
+    client: Arc<dyn ObjectStore>,
+    runtime: tokio::runtime::Runtime,
+    prefix: String,
+    /// `s3://bucket/prefix`, for messages.
+    name: String,
+}
+
+/// How long one request may take, and how often a failed one is tried again: an SMTP
+/// client waits for the answer, so a bucket that is away must turn into a `451` within
+/// seconds, not after the client library's default of minutes of retries.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const RETRIES: usize = 2;
+const RETRY_WINDOW: Duration = Duration::from_secs(10);
+/// Requests in flight at once for a batch (an import).
+const PARALLEL_PUTS: usize = 16;
+
+impl Objects {
+    /// Connects and checks that the bucket answers (a listing of one key).
+    pub fn open(settings: &ObjectSettings) -> Result<Objects> {
+        // The HTTPS client takes the process's rustls provider: ring, as everywhere
+        // in Lazaret (an error only says one is installed already).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(&settings.bucket)
+            .with_region(&settings.region)
+            .with_access_key_id(&settings.access_key_id)
+            .with_secret_access_key(&settings.secret_access_key)
+            .with_conditional_put(S3ConditionalPut::ETagMatch)
+            .with_retry(RetryConfig {
+                max_retries: RETRIES,
+                retry_timeout: RETRY_WINDOW,
+                ..RetryConfig::default()
+            })
+            .with_client_options(
+                ClientOptions::new()
+                    .with_timeout(REQUEST_TIMEOUT)
+                    .with_connect_timeout(CONNECT_TIMEOUT),
+            );
+        if let Some(endpoint) = &settings.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"))
+                .with_virtual_hosted_style_request(false);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| StoreError::Invalid(format!("S3 bucket {}: {e}", settings.bucket)))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("lazaret-s3")
+            .enable_all()
+            .build()
+            .map_err(crate::io_err("start the S3 client's threads"))?;
+        let prefix = settings.prefix.clone();
+        let objects = Objects {
+            client: Arc::new(client),
+            runtime,
+            name: format!("s3://{}/{}", settings.bucket, prefix),
+            prefix,
+        };
+        objects.reachable()?;
+        Ok(objects)
+    }
+
+    fn reachable(&self) -> Result<()> {
+        let client = self.client.clone();
+        let at = ObjectPath::from(format!("{}messages/", self.prefix));
+        let name = self.name.clone();
+        self.run(async move {
+            match client.list(Some(&at)).next().await {
+                None | Some(Ok(_)) => Ok(()),
+                Some(Err(e)) => Err(unavailable(&format!("list {name}"), e)),
+            }
+        })
+    }
+
+    /// Runs a request on the client's runtime and waits for its answer.
+    fn run<T: Send + 'static>(
+        &self,
+        request: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.runtime.spawn(async move {
+            let _ = tx.send(request.await);
+        });
+        rx.recv().unwrap_or_else(|_| {
+            Err(StoreError::Invalid(
+                "the S3 request ended without an answer".into(),
+            ))
+        })
+    }
+
+    fn key(&self, uid: &str) -> ObjectPath {
+        ObjectPath::from(format!("{}messages/{uid}", self.prefix))
+    }
+
+    /// Where a message's object is, for messages.
+    pub fn describe(&self, uid: &str) -> String {
+        format!("{}messages/{uid}", self.name)
+    }
+
+    /// Stores a message's bytes; returns once the service has them. A key that exists
+    /// already with the same length is the same message written before (a retried
+    /// request whose first answer was lost): store ids are random and never reused.
+    pub fn put(&self, uid: &str, data: Vec<u8>) -> Result<()> {
+        let (client, key, what) = (self.client.clone(), self.key(uid), self.describe(uid));
+        self.run(put_create(client, key, what, data))
+    }
+
+    /// Stores many messages, several requests at a time (an import); returns once the
+    /// service has them all, or with the first failure.
+    pub fn put_many(&self, messages: Vec<(String, Vec<u8>)>) -> Result<()> {
+        let jobs: Vec<_> = messages
+            .into_iter()
+            .map(|(uid, data)| {
+                let client = self.client.clone();
+                let key = self.key(&uid);
+                let what = self.describe(&uid);
+                async move { put_create(client, key, what, data).await }
+            })
+            .collect();
+        self.run(async move {
+            let mut results = futures::stream::iter(jobs).buffer_unordered(PARALLEL_PUTS);
+            while let Some(r) = results.next().await {
+                r?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Appends the whole object to `buf`; returns how many bytes.
+    pub fn read_into(&self, uid: &str, buf: &mut Vec<u8>) -> Result<usize> {
+        let data = self.get(uid, None)?;
+        buf.extend_from_slice(&data);
+        Ok(data.len())
+    }
+
+    /// The object's bytes, or only those in `range`.
+    pub fn get(&self, uid: &str, range: Option<std::ops::Range<u64>>) -> Result<Vec<u8>> {
+        let client = self.client.clone();
+        let key = self.key(uid);
+        let what = self.describe(uid);
+        self.run(async move {
+            let options = GetOptions {
+                range: range.map(GetRange::Bounded),
+                ..GetOptions::default()
+            };
+            let got = client
+                .get_opts(&key, options)
+                .await
+                .map_err(|e| unavailable(&format!("read {what}"), e))?;
+            let bytes = got
+                .bytes()
+                .await
+                .map_err(|e| unavailable(&format!("read {what}"), e))?;
+            Ok(bytes.to_vec())
+        })
+    }
+
+    /// Deletes these messages' objects (missing ones are no error); returns how many
+    /// requests failed.
+    pub fn delete(&self, uids: Vec<String>) -> usize {
+        if uids.is_empty() {
+            return 0;
+        }
+        let client = self.client.clone();
+        let keys: Vec<ObjectPath> = uids.iter().map(|u| self.key(u)).collect();
+        let name = self.name.clone();
+        self.run(async move {
+            let stream = futures::stream::iter(keys.into_iter().map(Ok)).boxed();
+            let mut results = client.delete_stream(stream);
+            let mut failed = 0;
+            while let Some(r) = results.next().await {
+                match r {
+                    Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => {
+                        failed += 1;
+                        if failed == 1 {
+                            tracing::warn!("delete in {name}: {e}");
+                        }
+                    }
+                }
+            }
+            Ok(failed)
+        })
+        .unwrap_or(1)
+    }
+
+    /// Store ids of the messages whose objects are older than `age` (for the sweep of
+    /// objects no row names).
+    pub fn older_than(&self, age: Duration) -> Result<Vec<String>> {
+        let client = self.client.clone();
+        let at = ObjectPath::from(format!("{}messages/", self.prefix));
+        let name = self.name.clone();
+        let before = SystemTime::now() - age;
+        self.run(async move {
+            let mut listing = client.list(Some(&at));
+            let mut out = Vec::new();
+            while let Some(meta) = listing.next().await {
+                let meta = meta.map_err(|e| unavailable(&format!("list {name}"), e))?;
+                if SystemTime::from(meta.last_modified) > before {
+                    continue;
+                }
+                if let Some(uid) = meta.location.filename() {
+                    out.push(uid.to_string());
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
+async fn put_create(
+    client: Arc<dyn ObjectStore>,
+    key: ObjectPath,
+    what: String,
+    data: Vec<u8>,
+) -> Result<()> {
+    let len = data.len() as u64;
+    let opts = PutOptions {
+        mode: PutMode::Create,
+        ..PutOptions::default()
+    };
+    match client.put_opts(&key, PutPayload::from(data), opts).await {
+        Ok(_) => Ok(()),
+        Err(object_store::Error::AlreadyExists { .. }) => match client.head(&key).await {
+            Ok(meta) if meta.size == len => Ok(()),
+            Ok(meta) => Err(StoreError::Exists(format!(
+                "{what} exists already with {} bytes, not {len}",
+                meta.size
+            ))),
+            Err(e) => Err(unavailable(&format!("write {what}"), e)),
+        },
+        Err(e) => Err(unavailable(&format!("write {what}"), e)),
+    }
+}
+
+/// A failed request as the store reports it: an I/O error, so that SMTP answers with a
+/// temporary failure and callers retry.
+fn unavailable(what: &str, e: object_store::Error) -> StoreError {
+    StoreError::Io {
+        context: what.to_string(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
