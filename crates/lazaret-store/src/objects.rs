@@ -23,7 +23,8 @@ pub use crate::objects_settings::ObjectSettings;
 
 pub struct Objects {
     client: Arc<dyn ObjectStore>,
-    runtime: tokio::runtime::Runtime,
+    /// Taken only when dropped.
+    runtime: Option<tokio::runtime::Runtime>,
     prefix: String,
     /// `s3://bucket/prefix`, for messages.
     name: String,
@@ -79,7 +80,7 @@ impl Objects {
         let prefix = settings.prefix.clone();
         let objects = Objects {
             client: Arc::new(client),
-            runtime,
+            runtime: Some(runtime),
             name: format!("s3://{}/{}", settings.bucket, prefix),
             prefix,
         };
@@ -105,7 +106,10 @@ impl Objects {
         request: impl Future<Output = Result<T>> + Send + 'static,
     ) -> Result<T> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.runtime.spawn(async move {
+        let Some(runtime) = &self.runtime else {
+            return Err(StoreError::Closed);
+        };
+        runtime.spawn(async move {
             let _ = tx.send(request.await);
         });
         rx.recv().unwrap_or_else(|_| {
@@ -257,6 +261,16 @@ async fn put_create(
             Err(e) => Err(unavailable(&format!("write {what}"), e)),
         },
         Err(e) => Err(unavailable(&format!("write {what}"), e)),
+    }
+}
+
+impl Drop for Objects {
+    fn drop(&mut self) {
+        // The store is often dropped by the server's own async code, where a runtime
+        // may not be dropped the blocking way; nothing is in flight by then.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
