@@ -97,7 +97,12 @@ rm -f "$work/tar.zst"
 
 # ---------------------------------------------------------------- Lazaret backup
 drop_caches
+# What the server process made the disk write during the backup (its compressed files,
+# and before 2026-12-03 also a raw copy of the database), from /proc/PID/io.
+io_written() { awk '/^write_bytes/{print $2}' "/proc/$lz_pid/io"; }
+w0=$(io_written)
 t0=$(now); full=$($L backup create --full --json); full_s=$(since "$t0")
+sync; full_io_mb=$(echo "($(io_written) - $w0) / 1000000" | bc -l)
 full_id=$(echo "$full" | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')
 full_mb=$(echo "$full" | python3 -c 'import json,sys;print(json.load(sys.stdin)["total_bytes"]/1e6)')
 full_out_mb=$(echo "$full" | python3 -c 'import json,sys;print(json.load(sys.stdin)["stored_bytes"]/1e6)')
@@ -217,6 +222,7 @@ print(f"{'  same files only (db + packs)':34}{full_rate:10.1f}{tar_same_rate:10.
 print(f"{'full backup MB/s vs cp -a + sync':34}{full_rate:10.1f}{cp_rate:10.1f}{full_rate / cp_rate:7.2f}x")
 print(f"{'  (disk sequential write, dd)':34}{'':10}{dd_rate:10.1f}")
 print(f"{'written MB: backup vs tar|zstd':34}{float('$full_out_mb'):10.1f}{float('$tar_out_mb'):10.1f}")
+print(f"{'  disk writes by the server (MB)':34}{float('$full_io_mb'):10.1f}")
 share = 100 * float("$incr_s") / float("$full_s")
 print(f"{'incremental after 1% (s, % of full)':34}{float('$incr_s'):10.2f}{share:9.1f}%   unchanged packs copied again: $recopied; $pack_copy; $db_copy")
 print(f"{'SMTP p99 at $RATE/s (ms) during/idle':34}{during['p99_ms']:10.2f}{idle['p99_ms']:10.2f}{during['p99_ms'] / idle['p99_ms']:7.2f}x   ($during_backups full backup(s) through the load)")

@@ -20,21 +20,27 @@ RATE=${RATE:-400}        # offered msgs/s for the paced latency comparison
 # has no such checks without milters, takes the same messages. Figures are named
 # "ingest+auth …".
 AUTH_CHECKS=${AUTH_CHECKS:-0}
+# BLOBS=s3: Lazaret keeps message bodies in a bucket of an S3 service on loopback
+# (moto's server, PyPI moto[server]: a Python test peer, so the figures show the cost
+# of a request per message through a slow service, not what MinIO or Garage would
+# give). Figures are named "ingest+s3 …".
+BLOBS=${BLOBS:-fs}
 PF_PORT=${PF_PORT:-2625}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/lazaret-bench.XXXXXX)
 chmod 755 "$work" # Postfix daemons run as postfix and nobody
-LZ=$root/target/release/lazaret
+LZ=${LAZARET_BIN:-$root/target/release/lazaret}
 LOAD="python3 $root/bench/smtp_load.py"
 cleanup() {
   [ -n "${lz_pid:-}" ] && kill "$lz_pid" 2>/dev/null || true
+  [ -n "${s3_pid:-}" ] && kill "$s3_pid" 2>/dev/null || true
   [ -n "${zone_pid:-}" ] && kill "$zone_pid" 2>/dev/null || true
   postfix -c "$work/pf/etc" stop >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
-(cd "$root" && cargo build --release -q -p lazaret)
+[ -n "${LAZARET_BIN:-}" ] || (cd "$root" && cargo build --release -q -p lazaret)
 
 users() { # users DOMAIN -> comma-separated list
   local out=()
@@ -79,6 +85,17 @@ if [ "$AUTH_CHECKS" = 1 ]; then
   LOAD="$LOAD --header-file $work/signature.hdr"
   auth_config=$(printf '[delivery]\ndns_servers = ["127.0.0.1:%s"]\n[auth_checks]\nenabled = true\n' "$(cat "$work/port")")
   tag=ingest+auth
+fi
+if [ "$BLOBS" = s3 ]; then
+  s3_port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+  moto_server -H 127.0.0.1 -p "$s3_port" >"$work/moto.log" 2>&1 &
+  s3_pid=$!
+  wait_until curl -s -o /dev/null "http://127.0.0.1:$s3_port/"
+  curl -s -X PUT "http://127.0.0.1:$s3_port/bench" >/dev/null
+  printf 'access_key_id = "bench"\nsecret_access_key = "bench"\n' > "$work/s3.toml"
+  chmod 600 "$work/s3.toml"
+  auth_config=$(printf '%s\n[store]\nblobs = "s3"\nbucket = "bench"\nendpoint = "http://127.0.0.1:%s"\ncredentials_file = "%s"\n' "$auth_config" "$s3_port" "$work/s3.toml")
+  tag=$tag+s3
 fi
 
 # ---------------------------------------------------------------- Lazaret

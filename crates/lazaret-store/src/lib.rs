@@ -312,13 +312,13 @@ pub trait Store: Send + Sync {
     /// hash signature the index has no digest for (SHA-1) could match.
     fn messages_of_size(&self, sizes: Vec<u64>, scope: RescanScope) -> Result<Vec<PendingScan>>;
     /// Records scan results in one transaction; `done` counts copies quarantined.
-    /// For an online backup: writes a consistent copy of the database to `db_copy` (a
-    /// new file) while writers go on — the whole file, or with `base` the pages that
+    /// For an online backup: writes a consistent copy of the database to `db_copy`
+    /// while writers go on — the whole file, or with `base` the pages that
     /// changed since that backup when the store can tell ([`DatabaseCopy`]) — and lists
     /// the message files that copy names, pinned until the snapshot is dropped.
     fn backup_snapshot(
         &self,
-        db_copy: &std::path::Path,
+        db_copy: &mut dyn std::io::Write,
         base: Option<&BackupBase>,
     ) -> Result<BackupSnapshot>;
 

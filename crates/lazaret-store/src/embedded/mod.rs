@@ -701,7 +701,11 @@ impl Store for EmbeddedStore {
         Ok(report)
     }
 
-    fn backup_snapshot(&self, db_copy: &Path, base: Option<&BackupBase>) -> Result<BackupSnapshot> {
+    fn backup_snapshot(
+        &self,
+        db_copy: &mut dyn std::io::Write,
+        base: Option<&BackupBase>,
+    ) -> Result<BackupSnapshot> {
         snapshot::take(self, db_copy, base)
     }
 

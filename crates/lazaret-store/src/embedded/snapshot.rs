@@ -6,7 +6,6 @@
 use super::changed_pages::PageSet;
 use super::EmbeddedStore;
 use crate::model::{BackupBase, BackupSnapshot, BackupSource, DatabaseCopy};
-use crate::paced_file::PacedFile;
 use crate::pages::PageCopyWriter;
 use crate::Result;
 use rusqlite::Connection;
@@ -32,7 +31,7 @@ pub fn renew_store_id(db: &Path) -> Result<()> {
 
 pub(super) fn take(
     store: &EmbeddedStore,
-    db_copy: &Path,
+    db_copy: &mut dyn Write,
     base: Option<&BackupBase>,
 ) -> Result<BackupSnapshot> {
     // Pinned before the copy: nothing the copy names can be removed after it was read.
@@ -63,7 +62,7 @@ pub(super) fn take(
             database_bytes: page_count as u64 * page_size as u64,
         },
         None => {
-            copy_whole(&source, db_copy)?;
+            copy_whole(&source, db_copy, &store.data_dir)?;
             DatabaseCopy::Whole
         }
     };
@@ -77,20 +76,20 @@ pub(super) fn take(
     })
 }
 
-fn copy_whole(source: &Connection, db_copy: &Path) -> Result<()> {
-    // The snapshot's pages in order are the database file as of the snapshot; written
-    // paced, they never pile up as dirty data the mail store's fsyncs would wait for
-    // (SQLite's backup API writes them all and leaves writeback to the kernel).
+fn copy_whole(source: &Connection, db_copy: &mut dyn Write, data_dir: &Path) -> Result<()> {
+    // The snapshot's pages in order are the database file as of the snapshot: they go
+    // straight to the backup's compressor, never to a file of their own (a copy
+    // written, synced, read back and deleted cost the disk the database's size again
+    // at every backup, beside the mail store's fsyncs).
     let mut read = match source.prepare("SELECT data FROM sqlite_dbpage") {
         Ok(stmt) => stmt,
         Err(e) => {
             tracing::info!("backup copies the database through SQLite's backup API ({e})");
-            return copy_whole_by_backup_api(source, db_copy);
+            return copy_whole_by_backup_api(source, db_copy, data_dir);
         }
     };
-    let io = |e| crate::io_err(format!("write {}", db_copy.display()))(e);
-    let mut copy =
-        BufWriter::with_capacity(1 << 20, PacedFile::new(File::create(db_copy).map_err(io)?));
+    let io = |e| crate::io_err("write the database copy")(e);
+    let mut copy = BufWriter::with_capacity(1 << 20, db_copy);
     let mut rows = read.query([])?;
     let mut first = true;
     while let Some(row) = rows.next()? {
@@ -109,15 +108,31 @@ fn copy_whole(source: &Connection, db_copy: &Path) -> Result<()> {
             copy.write_all(bytes).map_err(io)?;
         }
     }
-    let file = copy
-        .into_inner()
-        .map_err(|e| io(e.into_error()))?
-        .into_inner();
-    file.sync_all().map_err(io)?;
+    copy.flush().map_err(io)?;
     Ok(())
 }
 
-fn copy_whole_by_backup_api(source: &Connection, db_copy: &Path) -> Result<()> {
+/// Without page access SQLite's backup API needs a database file to write: a scratch
+/// file in data_dir, streamed out and removed.
+fn copy_whole_by_backup_api(
+    source: &Connection,
+    db_copy: &mut dyn Write,
+    data_dir: &Path,
+) -> Result<()> {
+    let scratch = data_dir.join(".backup-snapshot.db");
+    let _ = std::fs::remove_file(&scratch);
+    let written = backup_api_into(source, &scratch).and_then(|()| {
+        let io = crate::io_err(format!("read {}", scratch.display()));
+        let mut file = File::open(&scratch).map_err(io)?;
+        std::io::copy(&mut file, db_copy)
+            .map(|_| ())
+            .map_err(crate::io_err("write the database copy"))
+    });
+    let _ = std::fs::remove_file(&scratch);
+    written
+}
+
+fn backup_api_into(source: &Connection, db_copy: &Path) -> Result<()> {
     let mut copy = Connection::open(db_copy)?;
     {
         // One step, in the open read transaction: a copy made in small steps starts
@@ -139,7 +154,7 @@ fn copy_pages(
     pages: &PageSet,
     page_size: u32,
     page_count: u32,
-    db_copy: &Path,
+    db_copy: &mut dyn Write,
 ) -> Result<Option<u64>> {
     let mut read = match source.prepare("SELECT data FROM sqlite_dbpage WHERE pgno=?1") {
         Ok(stmt) => stmt,
@@ -151,10 +166,9 @@ fn copy_pages(
     let mut wanted: Vec<u32> = pages.iter().filter(|&p| p > 1 && p <= page_count).collect();
     wanted.insert(0, 1);
     prefetch(db_path, &wanted, page_size);
-    let io = |e| crate::io_err(format!("write {}", db_copy.display()))(e);
-    let file = File::create(db_copy).map_err(io)?;
+    let io = |e| crate::io_err("write the database's page copy")(e);
     let mut copy = PageCopyWriter::new(
-        BufWriter::with_capacity(1 << 20, file),
+        BufWriter::with_capacity(1 << 20, db_copy),
         page_size,
         page_count,
         wanted.len() as u32,
@@ -167,10 +181,7 @@ fn copy_pages(
         })?
         .map_err(io)?;
     }
-    copy.finish()
-        .map_err(io)?
-        .into_inner()
-        .map_err(|e| io(e.into_error()))?;
+    copy.finish().map_err(io)?.flush().map_err(io)?;
     Ok(Some(wanted.len() as u64))
 }
 

@@ -1515,7 +1515,7 @@ fn backups_copy_only_the_pages_changed_since_the_last_kept_one() {
     };
     ingest(0..400);
     let whole = dir.join("whole.db");
-    let first = store.backup_snapshot(&whole, None).unwrap();
+    let first = snapshot_to(&store, &whole, None);
     assert_eq!(first.database, DatabaseCopy::Whole);
     (first.keep)("chain#1");
     let whole_pages = std::fs::metadata(&whole).unwrap().len() / 4096;
@@ -1524,9 +1524,7 @@ fn backups_copy_only_the_pages_changed_since_the_last_kept_one() {
     // some changed pages are in the record and some still in the log.
     ingest(400..410);
     let copy1 = dir.join("copy1");
-    let second = store
-        .backup_snapshot(&copy1, Some(&base("chain#1")))
-        .unwrap();
+    let second = snapshot_to(&store, &copy1, Some(&base("chain#1")));
     let DatabaseCopy::Pages { count, .. } = second.database else {
         panic!("expected a page copy, got {:?}", second.database)
     };
@@ -1545,32 +1543,24 @@ fn backups_copy_only_the_pages_changed_since_the_last_kept_one() {
     // A copy on top of a copy.
     ingest(410..420);
     let copy2 = dir.join("copy2");
-    let third = store
-        .backup_snapshot(&copy2, Some(&base("chain#2")))
-        .unwrap();
+    let third = snapshot_to(&store, &copy2, Some(&base("chain#2")));
     assert!(matches!(third.database, DatabaseCopy::Pages { .. }));
     let rebuilt = rebuild(&whole, &[&copy1, &copy2], &dir.join("r2.db"));
     assert_eq!(message_uids(&rebuilt), live());
     // Not kept (the backup failed): the next one still counts from chain#2.
     drop(third);
-    let again = store
-        .backup_snapshot(&dir.join("copy2b"), Some(&base("chain#2")))
-        .unwrap();
+    let again = snapshot_to(&store, &dir.join("copy2b"), Some(&base("chain#2")));
     assert!(matches!(again.database, DatabaseCopy::Pages { .. }));
     // Another base than the record's, or a copy bigger than allowed: the whole file.
     drop(again);
-    let other = store
-        .backup_snapshot(&dir.join("w2"), Some(&base("chain#1")))
-        .unwrap();
+    let other = snapshot_to(&store, &dir.join("w2"), Some(&base("chain#1")));
     assert_eq!(other.database, DatabaseCopy::Whole);
     drop(other);
     let small = BackupBase {
         id: "chain#2".into(),
         max_bytes: 4096,
     };
-    let big = store
-        .backup_snapshot(&dir.join("w3"), Some(&small))
-        .unwrap();
+    let big = snapshot_to(&store, &dir.join("w3"), Some(&small));
     assert_eq!(big.database, DatabaseCopy::Whole);
     (big.keep)("chain#3");
 
@@ -1587,10 +1577,18 @@ fn backups_copy_only_the_pages_changed_since_the_last_kept_one() {
     foreign
         .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
         .unwrap();
-    let after = store
-        .backup_snapshot(&dir.join("w4"), Some(&base("chain#3")))
-        .unwrap();
+    let after = snapshot_to(&store, &dir.join("w4"), Some(&base("chain#3")));
     assert_eq!(after.database, DatabaseCopy::Whole);
+}
+
+/// `backup_snapshot` into a file.
+fn snapshot_to(
+    store: &EmbeddedStore,
+    path: &std::path::Path,
+    base: Option<&BackupBase>,
+) -> crate::BackupSnapshot {
+    let mut file = std::fs::File::create(path).unwrap();
+    store.backup_snapshot(&mut file, base).unwrap()
 }
 
 fn fault_kinds(report: &CheckReport) -> Vec<&'static str> {
@@ -1877,19 +1875,18 @@ fn one_percent_more_mail_changes_about_one_percent_of_the_main_database() {
     };
     ingest(0..10_000);
     let whole = dir.join("whole.db");
-    let first = store.backup_snapshot(&whole, None).unwrap();
+    let first = snapshot_to(&store, &whole, None);
     (first.keep)("chain#1");
     let whole_pages = std::fs::metadata(&whole).unwrap().len() / 4096;
     ingest(10_000..10_100);
-    let copy = store
-        .backup_snapshot(
-            &dir.join("copy"),
-            Some(&BackupBase {
-                id: "chain#1".into(),
-                max_bytes: u64::MAX,
-            }),
-        )
-        .unwrap();
+    let copy = snapshot_to(
+        &store,
+        &dir.join("copy"),
+        Some(&BackupBase {
+            id: "chain#1".into(),
+            max_bytes: u64::MAX,
+        }),
+    );
     let DatabaseCopy::Pages { count, .. } = copy.database else {
         panic!("expected a page copy, got {:?}", copy.database)
     };

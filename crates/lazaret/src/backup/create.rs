@@ -68,7 +68,6 @@ pub fn create(
     // Held while writing: `prune` leaves a partial backup alone while its writer lives.
     let _writing = manifest::lock_partial(&partial)?;
 
-    let db_copy = partial.join("lazaret.db.snapshot");
     let parent_db = parent
         .iter()
         .flat_map(|p| p.files.iter())
@@ -85,21 +84,26 @@ pub fn create(
             max_bytes: whole.checked_sub(copies).filter(|&b| b > 0)?,
         })
     });
+    // The database's copy streams into its compressed file as the store reads it.
+    let db_size = fs::metadata(config.data_dir.join(DATABASE)).map_or(0, |m| m.len());
+    progress.total(db_size);
+    let mut db_out = Compressor::create(
+        &partial.join(format!("{DATABASE}.zst")),
+        db_size,
+        progress,
+        mail_moving,
+    )?;
     let BackupSnapshot {
         database,
         files,
         pin,
         keep,
     } = store
-        .backup_snapshot(&db_copy, base.as_ref())
+        .backup_snapshot(&mut db_out, base.as_ref())
         .context("cannot copy the database")?;
-    let mut sources = vec![BackupSource {
-        name: DATABASE.into(),
-        path: db_copy.clone(),
-        len: fs::metadata(&db_copy)?.len(),
-        append_only: false,
-    }];
-    sources.extend(files);
+    let (db_sha256, db_compressed, db_len) =
+        db_out.finish().context("cannot back up the database")?;
+    let mut sources = files;
     sources.extend(server_files(config)?);
 
     let earlier: HashMap<&str, &FileEntry> = parent
@@ -114,15 +118,16 @@ pub fn create(
         .map(|s| plan(s, earlier.get(s.name.as_str()).copied()))
         .collect();
     progress.total(
-        sources
-            .iter()
-            .zip(&plans)
-            .map(|(s, p)| match p {
-                Plan::Unchanged => 0,
-                Plan::Appended(from) => s.len - from,
-                Plan::Whole => s.len,
-            })
-            .sum(),
+        db_len
+            + sources
+                .iter()
+                .zip(&plans)
+                .map(|(s, p)| match p {
+                    Plan::Unchanged => 0,
+                    Plan::Appended(from) => s.len - from,
+                    Plan::Whole => s.len,
+                })
+                .sum::<u64>(),
     );
 
     let mut manifest = Manifest::new(
@@ -131,6 +136,35 @@ pub fn create(
         store_id,
         parent.as_ref().map(|p| p.id.clone()),
     );
+    manifest.stored_bytes += db_compressed;
+    manifest.files.push(match database {
+        // The pages changed since the backup below, on top of its database.
+        DatabaseCopy::Pages { database_bytes, .. } => FileEntry {
+            name: DATABASE.into(),
+            size: database_bytes,
+            layers: on_top_of(
+                parent_db.expect("a page copy has a base"),
+                &id,
+                db_len,
+                &db_sha256,
+            ),
+            sha256: db_sha256,
+            stored_in: id.clone(),
+            mode: 0o600,
+            append_only: false,
+            end_sha256: None,
+        },
+        DatabaseCopy::Whole => FileEntry {
+            name: DATABASE.into(),
+            size: db_len,
+            sha256: db_sha256,
+            stored_in: id.clone(),
+            mode: 0o600,
+            append_only: false,
+            layers: Vec::new(),
+            end_sha256: None,
+        },
+    });
     for (source, plan) in sources.iter().zip(&plans) {
         let stored = partial.join(format!("{}.zst", source.name));
         let from = match *plan {
@@ -164,31 +198,9 @@ pub fn create(
             });
             continue;
         }
-        if source.path == db_copy {
-            if let DatabaseCopy::Pages { database_bytes, .. } = database {
-                let parent_db = parent_db.expect("a page copy has a base");
-                let layers = on_top_of(parent_db, &id, source.len, &sha256);
-                manifest.stored_bytes += compressed;
-                manifest.files.push(FileEntry {
-                    name: source.name.clone(),
-                    size: database_bytes,
-                    sha256,
-                    stored_in: id.clone(),
-                    mode: 0o600,
-                    append_only: false,
-                    layers,
-                    end_sha256: None,
-                });
-                continue;
-            }
-        }
-        let mode = if source.path == db_copy {
-            0o600
-        } else {
-            fs::metadata(&source.path)
-                .map(|m| m.permissions().mode() & 0o777)
-                .unwrap_or(0o600)
-        };
+        let mode = fs::metadata(&source.path)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0o600);
         // A small file that did not change (config, signatures): the earlier copy
         // stands in, and this backup does not hold it twice.
         if let Some(e) = earlier
@@ -211,7 +223,6 @@ pub fn create(
             end_sha256,
         });
     }
-    fs::remove_file(&db_copy)?;
     drop(pin); // deletions held back for the copy may go ahead
 
     manifest.files.sort_by(|a, b| a.name.cmp(&b.name));
@@ -369,36 +380,20 @@ fn compress(
     mail_moving: MailMoving<'_>,
 ) -> Result<(String, u64)> {
     use std::io::{Seek, SeekFrom};
-    if let Some(dir) = stored.parent() {
-        fs::create_dir_all(dir)?;
-    }
     let mut input = File::open(&source.path)?;
     input.seek(SeekFrom::Start(from))?;
     let wanted = source.len - from;
     let mut input = input.take(wanted);
-    let out = PacedFile::new(File::create(stored)?);
-    let mut encoder = zstd::stream::write::Encoder::new(out, LEVEL)?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-    if wanted > 4 * CHUNK as u64 && !mail_moving() {
-        encoder.multithread(threads)?;
-    }
-    let mut hash = Sha256::new();
+    let mut out = Compressor::create(stored, wanted, progress, mail_moving)?;
     let mut buf = vec![0u8; CHUNK];
-    let mut read = 0u64;
     loop {
-        let started = std::time::Instant::now();
         let n = input.read(&mut buf)?;
         if n == 0 {
             break;
         }
-        hash.update(&buf[..n]);
-        encoder.write_all(&buf[..n])?;
-        read += n as u64;
-        progress.advance(n as u64);
-        if mail_moving() {
-            std::thread::sleep(started.elapsed());
-        }
+        out.write_all(&buf[..n])?;
     }
+    let (sha256, compressed, read) = out.finish()?;
     if read != wanted {
         return Err(anyhow!(
             "{} is shorter than the store says ({} of {} bytes)",
@@ -407,10 +402,73 @@ fn compress(
             source.len
         ));
     }
-    let out = encoder.finish()?.into_inner();
-    out.sync_all()?;
-    let compressed = out.metadata()?.len();
-    Ok((hex::encode(hash.finalize()), compressed))
+    Ok((sha256, compressed))
+}
+
+/// A file's bytes on their way into the backup: hashed, counted on the progress bar,
+/// zstd-compressed into `stored` (written back paced, fsynced at the end), giving way
+/// while mail moves.
+struct Compressor<'a> {
+    encoder: zstd::stream::write::Encoder<'static, PacedFile>,
+    hash: Sha256,
+    read: u64,
+    progress: &'a dyn Progress,
+    mail_moving: MailMoving<'a>,
+}
+
+impl<'a> Compressor<'a> {
+    /// `expected`: about how many bytes will come (compression on every core pays only
+    /// for a big file).
+    fn create(
+        stored: &Path,
+        expected: u64,
+        progress: &'a dyn Progress,
+        mail_moving: MailMoving<'a>,
+    ) -> Result<Compressor<'a>> {
+        if let Some(dir) = stored.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let out = PacedFile::new(File::create(stored)?);
+        let mut encoder = zstd::stream::write::Encoder::new(out, LEVEL)?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        if expected > 4 * CHUNK as u64 && !mail_moving() {
+            encoder.multithread(threads)?;
+        }
+        Ok(Compressor {
+            encoder,
+            hash: Sha256::new(),
+            read: 0,
+            progress,
+            mail_moving,
+        })
+    }
+
+    /// Ends the file durably; returns the SHA-256 of the bytes that came, the
+    /// compressed size, and how many bytes came.
+    fn finish(self) -> Result<(String, u64, u64)> {
+        let out = self.encoder.finish()?.into_inner();
+        out.sync_all()?;
+        let compressed = out.metadata()?.len();
+        Ok((hex::encode(self.hash.finalize()), compressed, self.read))
+    }
+}
+
+impl Write for Compressor<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let started = std::time::Instant::now();
+        self.hash.update(buf);
+        self.encoder.write_all(buf)?;
+        self.read += buf.len() as u64;
+        self.progress.advance(buf.len() as u64);
+        if (self.mail_moving)() {
+            std::thread::sleep(started.elapsed());
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A new id from the time (UTC), one second later if that one is taken.
