@@ -43,9 +43,16 @@ class Gate:
         threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
 
     def shut(self):
+        # shutdown, not only close: a close leaves a socket another thread waits on
+        # (accept, recv) open, and new or pooled connections would pass the cut.
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.listener.close()
         for c in self.conns:
             try:
+                c.shutdown(socket.SHUT_RDWR)
                 c.close()
             except OSError:
                 pass
@@ -142,6 +149,13 @@ def test_bodies_live_in_the_bucket_and_read_back(bucketed):
     assert s.cli("check", "--deep").returncode == 0
     status = s.cli_json("status")
     assert status["store"]["messages"] == 3
+    assert status["blobs"] == {
+        "backend": "s3",
+        "bucket": s.bucket,
+        "prefix": PREFIX,
+        "endpoint": status["blobs"]["endpoint"],
+    }
+    assert f"Message bodies: s3://{s.bucket}/{PREFIX} at http://127.0.0.1:" in s.cli("status").stdout
 
 
 def test_deleted_mail_leaves_the_bucket(bucketed):

@@ -6,8 +6,13 @@
 //! client runs on a small runtime of its own and each call waits for its answer; a
 //! blocking caller never needs to be inside a runtime, and the server's runtime never
 //! waits on the bucket.
+//!
+//! A message is read again within seconds of being written (the scanner, then the
+//! first IMAP or POP3 client), so the newest bodies are kept in memory too
+//! (`RECENT_BYTES`): those reads cost no request.
 
 use crate::{Result, StoreError};
+use bytes::Bytes;
 use futures::StreamExt;
 use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
 use object_store::path::Path as ObjectPath;
@@ -15,8 +20,10 @@ use object_store::{
     ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
     PutPayload, RetryConfig,
 };
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 pub use crate::objects_settings::ObjectSettings;
@@ -28,6 +35,50 @@ pub struct Objects {
     prefix: String,
     /// `s3://bucket/prefix`, for messages.
     name: String,
+    recent: Mutex<Recent>,
+}
+
+/// How many bytes of the newest bodies are kept in memory.
+const RECENT_BYTES: usize = 64 << 20;
+
+/// The newest bodies written, oldest first out.
+#[derive(Default)]
+struct Recent {
+    bodies: HashMap<String, Bytes>,
+    order: VecDeque<String>,
+    bytes: usize,
+}
+
+impl Recent {
+    fn insert(&mut self, uid: &str, data: Bytes) {
+        if data.len() > RECENT_BYTES / 8 || self.bodies.contains_key(uid) {
+            return;
+        }
+        self.bytes += data.len();
+        self.bodies.insert(uid.to_string(), data);
+        self.order.push_back(uid.to_string());
+        // Deleted bodies leave their names behind in `order`; drop them before they
+        // outnumber the bodies kept.
+        if self.order.len() > 2 * self.bodies.len() + 1024 {
+            let bodies = &self.bodies;
+            self.order.retain(|u| bodies.contains_key(u));
+        }
+        while self.bytes > RECENT_BYTES {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(gone) = self.bodies.remove(&old) {
+                self.bytes -= gone.len();
+            }
+        }
+    }
+
+    fn remove(&mut self, uid: &str) {
+        // Its place in `order` goes when it comes round; it frees nothing then.
+        if let Some(gone) = self.bodies.remove(uid) {
+            self.bytes -= gone.len();
+        }
+    }
 }
 
 /// How long one request may take, and how often a failed one is tried again: an SMTP
@@ -81,6 +132,7 @@ impl Objects {
         let objects = Objects {
             client: Arc::new(client),
             runtime: Some(runtime),
+            recent: Mutex::new(Recent::default()),
             name: format!("s3://{}/{}", settings.bucket, prefix),
             prefix,
         };
@@ -133,7 +185,14 @@ impl Objects {
     /// request whose first answer was lost): store ids are random and never reused.
     pub fn put(&self, uid: &str, data: Vec<u8>) -> Result<()> {
         let (client, key, what) = (self.client.clone(), self.key(uid), self.describe(uid));
-        self.run(put_create(client, key, what, data))
+        let data = Bytes::from(data);
+        self.run(put_create(client, key, what, data.clone()))?;
+        self.recent().insert(uid, data);
+        Ok(())
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Stores many messages, several requests at a time (an import); returns once the
@@ -142,6 +201,7 @@ impl Objects {
         let jobs: Vec<_> = messages
             .into_iter()
             .map(|(uid, data)| {
+                let data = Bytes::from(data);
                 let client = self.client.clone();
                 let key = self.key(&uid);
                 let what = self.describe(&uid);
@@ -166,6 +226,18 @@ impl Objects {
 
     /// The object's bytes, or only those in `range`.
     pub fn get(&self, uid: &str, range: Option<std::ops::Range<u64>>) -> Result<Vec<u8>> {
+        if let Some(data) = self.recent().bodies.get(uid) {
+            let len = data.len() as u64;
+            let range = range.unwrap_or(0..len);
+            let (start, end) = (range.start.min(len), range.end.min(len));
+            return Ok(data[start as usize..end as usize].to_vec());
+        }
+        self.fetch(uid, range)
+    }
+
+    /// The object's bytes as the service has them now (`lazaret check --deep`), never
+    /// from memory.
+    pub fn fetch(&self, uid: &str, range: Option<std::ops::Range<u64>>) -> Result<Vec<u8>> {
         let client = self.client.clone();
         let key = self.key(uid);
         let what = self.describe(uid);
@@ -191,6 +263,12 @@ impl Objects {
     pub fn delete(&self, uids: Vec<String>) -> usize {
         if uids.is_empty() {
             return 0;
+        }
+        {
+            let mut recent = self.recent();
+            for uid in &uids {
+                recent.remove(uid);
+            }
         }
         let client = self.client.clone();
         let keys: Vec<ObjectPath> = uids.iter().map(|u| self.key(u)).collect();
@@ -243,7 +321,7 @@ async fn put_create(
     client: Arc<dyn ObjectStore>,
     key: ObjectPath,
     what: String,
-    data: Vec<u8>,
+    data: Bytes,
 ) -> Result<()> {
     let len = data.len() as u64;
     let opts = PutOptions {

@@ -24,6 +24,9 @@ impl Objects {
     pub fn put_many(&self, _messages: Vec<(String, Vec<u8>)>) -> Result<()> {
         match *self {}
     }
+    pub fn fetch(&self, _uid: &str, _range: Option<std::ops::Range<u64>>) -> Result<Vec<u8>> {
+        match *self {}
+    }
     pub fn read_into(&self, _uid: &str, _buf: &mut Vec<u8>) -> Result<usize> {
         match *self {}
     }

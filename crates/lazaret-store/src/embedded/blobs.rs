@@ -601,7 +601,7 @@ fn object_fault(objects: &Objects, blob: &BlobRef, sha256: Option<&str>) -> Opti
     use sha2::{Digest, Sha256};
     let sha = sha256?;
     let what = objects.describe(&blob.uid);
-    match objects.get(&blob.uid, None) {
+    match objects.fetch(&blob.uid, None) {
         Ok(data) if data.len() as u64 != blob.len => Some(format!(
             "{what} holds {} bytes, the row says {}",
             data.len(),

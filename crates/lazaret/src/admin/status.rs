@@ -75,6 +75,8 @@ pub async fn status(
         "outbound_connections": server.outbound.active_workers(),
         "connectors": connectors,
         "store": stats,
+        // Where message bodies go: "fs" (packs in data_dir) or the bucket.
+        "blobs": blobs_status(&server.config.store),
         "disk": {
             "free_bytes": server.disk.free(),
             "min_free_bytes": server.disk.min_free(),
@@ -246,4 +248,16 @@ pub async fn access_switch(
     Ok(Json(
         serde_json::json!({ "user_access": state, "was_enabled": was.enabled }),
     ))
+}
+
+fn blobs_status(store: &lazaret_core::config::StoreConfig) -> serde_json::Value {
+    match store.blobs {
+        lazaret_core::config::BlobBackend::Fs => serde_json::json!({"backend": "fs"}),
+        lazaret_core::config::BlobBackend::S3 => serde_json::json!({
+            "backend": "s3",
+            "bucket": store.bucket,
+            "prefix": store.prefix,
+            "endpoint": store.endpoint,
+        }),
+    }
 }

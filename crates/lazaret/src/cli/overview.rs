@@ -85,6 +85,15 @@ pub fn status(api: &Api, json: bool) -> Result<()> {
         st["in_mailboxes"],
         Size(st["database_bytes"].as_u64().unwrap_or(0)),
     );
+    let blobs = &s["blobs"];
+    if blobs["backend"] == "s3" {
+        println!(
+            "Message bodies: s3://{}/{} at {}",
+            blobs["bucket"].as_str().unwrap_or(""),
+            blobs["prefix"].as_str().unwrap_or(""),
+            blobs["endpoint"].as_str().unwrap_or("Amazon S3"),
+        );
+    }
     let disk = &s["disk"];
     println!(
         "Disk: {} free, {} kept in reserve ([store] min_free){}",
