@@ -163,36 +163,38 @@ impl EmbeddedStore {
         // reached the disk, for a message nobody was told was accepted; opening the
         // store removes such rows (`verify_newest_pack`). A failed commit leaves the
         // appended bytes unreferenced: compaction takes them.
-        if self.blobs.in_objects() {
-            // An object is written whole before its rows commit: no pipelining, and
-            // nothing to verify at the next start.
+        //
+        // An object, by contrast, is written whole before its rows commit: no
+        // pipelining, nothing to verify at the next start, and a failed commit
+        // discards it.
+        let pending_sync = if self.blobs.in_objects() {
             self.write_blob(&mut prepared)?;
-            let id = accepted.id.clone();
-            self.text
-                .remember(&id, std::mem::take(&mut prepared.meta.text));
-            let result = self.writer.submit(move |c| prepared.insert(c)).wait();
-            if result.is_err() {
-                self.text.forget(&id);
-                self.blobs.discard(vec![id]);
-            } else {
-                self.text.wake();
-            }
-            return result.map(|()| accepted);
-        }
-        let (at, end) = self
-            .blobs
-            .append(&prepared.incoming.id, &prepared.incoming.data)?;
-        prepared.location = Some(at);
+            None
+        } else {
+            let (at, end) = self
+                .blobs
+                .append(&prepared.incoming.id, &prepared.incoming.data)?;
+            prepared.location = Some(at);
+            Some((at.pack, end))
+        };
         let id = accepted.id.clone();
         self.text
             .remember(&id, std::mem::take(&mut prepared.meta.text));
         let committed = self.writer.submit(move |c| prepared.insert(c));
-        let synced = self.blobs.sync_through(at.pack, end);
-        let result = committed.wait().and(synced);
-        if result.is_err() {
-            self.text.forget(&id);
-        } else {
+        let result = match pending_sync {
+            Some((pack, end)) => {
+                let synced = self.blobs.sync_through(pack, end);
+                committed.wait().and(synced)
+            }
+            None => committed.wait(),
+        };
+        if result.is_ok() {
             self.text.wake();
+        } else {
+            self.text.forget(&id);
+            if pending_sync.is_none() {
+                self.blobs.discard(vec![id]);
+            }
         }
         result.map(|()| accepted)
     }

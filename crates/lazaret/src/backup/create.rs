@@ -137,33 +137,29 @@ pub fn create(
         parent.as_ref().map(|p| p.id.clone()),
     );
     manifest.stored_bytes += db_compressed;
-    manifest.files.push(match database {
-        // The pages changed since the backup below, on top of its database.
-        DatabaseCopy::Pages { database_bytes, .. } => FileEntry {
-            name: DATABASE.into(),
-            size: database_bytes,
-            layers: on_top_of(
+    // A page copy holds the pages changed since the backup below, on top of its
+    // database; a whole copy stands alone.
+    let (db_size, db_layers) = match database {
+        DatabaseCopy::Pages { database_bytes, .. } => (
+            database_bytes,
+            on_top_of(
                 parent_db.expect("a page copy has a base"),
                 &id,
                 db_len,
                 &db_sha256,
             ),
-            sha256: db_sha256,
-            stored_in: id.clone(),
-            mode: 0o600,
-            append_only: false,
-            end_sha256: None,
-        },
-        DatabaseCopy::Whole => FileEntry {
-            name: DATABASE.into(),
-            size: db_len,
-            sha256: db_sha256,
-            stored_in: id.clone(),
-            mode: 0o600,
-            append_only: false,
-            layers: Vec::new(),
-            end_sha256: None,
-        },
+        ),
+        DatabaseCopy::Whole => (db_len, Vec::new()),
+    };
+    manifest.files.push(FileEntry {
+        name: DATABASE.into(),
+        size: db_size,
+        sha256: db_sha256,
+        stored_in: id.clone(),
+        mode: 0o600,
+        append_only: false,
+        layers: db_layers,
+        end_sha256: None,
     });
     for (source, plan) in sources.iter().zip(&plans) {
         let stored = partial.join(format!("{}.zst", source.name));
