@@ -4,6 +4,9 @@
 //! storage backend can be added beside [`embedded::EmbeddedStore`] without touching them.
 //! Every call blocks; async callers run them on a blocking thread.
 
+mod addresses;
+#[cfg(any(feature = "s3", feature = "postgres"))]
+mod bridge;
 pub mod embedded;
 mod metadata;
 mod model;
@@ -16,7 +19,10 @@ mod objects_settings;
 pub mod paced_file;
 pub mod pages;
 mod password;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 
+pub use addresses::normalize_address;
 pub use embedded::{
     new_message_id, renew_store_id, BlobLocation, CheckFault, CheckReport, EmbeddedStore,
     ReindexBatch, RepairReport, WriterHistograms, AUTH_CHECKS_ACTOR, BATCH_BUCKETS,
@@ -45,6 +51,13 @@ pub enum StoreError {
     Invalid(String),
     #[error("the store is shutting down")]
     Closed,
+    /// An error PostgreSQL reported (its message and SQLSTATE).
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
+    /// A service the store needs (the database server) cannot be reached now: a
+    /// temporary condition.
+    #[error("{0}")]
+    Unavailable(String),
     /// No room left on the store's filesystem (a commit that SQLite could not write).
     #[error("{0}")]
     DiskFull(String),

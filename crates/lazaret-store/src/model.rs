@@ -673,3 +673,12 @@ pub struct ExposureRow {
     /// `deleted by the user`, `delivered to HOST`, `bounced`, `gone`.
     pub now: String,
 }
+
+/// Folders every new user gets, with their RFC 6154 special-use attribute.
+pub const DEFAULT_FOLDERS: [(&str, Option<&str>); 5] = [
+    ("INBOX", None),
+    ("Sent", Some("\\Sent")),
+    ("Drafts", Some("\\Drafts")),
+    ("Trash", Some("\\Trash")),
+    ("Junk", Some("\\Junk")),
+];

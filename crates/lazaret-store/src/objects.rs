@@ -3,14 +3,13 @@
 //! create-only PUT (`If-None-Match: *`) before the rows that name it commit.
 //!
 //! The S3 client (`object_store`) is async while the store's calls block, so the
-//! client runs on a small runtime of its own and each call waits for its answer; a
-//! blocking caller never needs to be inside a runtime, and the server's runtime never
-//! waits on the bucket.
+//! client runs on a runtime of its own (`bridge`) and each call waits for its answer.
 //!
 //! A message is read again within seconds of being written (the scanner, then the
 //! first IMAP or POP3 client), so the newest bodies are kept in memory too
 //! (`RECENT_BYTES`): those reads cost no request.
 
+use crate::bridge::Bridge;
 use crate::{Result, StoreError};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -30,8 +29,7 @@ pub use crate::objects_settings::ObjectSettings;
 
 pub struct Objects {
     client: Arc<dyn ObjectStore>,
-    /// Taken only when dropped.
-    runtime: Option<tokio::runtime::Runtime>,
+    bridge: Bridge,
     prefix: String,
     /// `s3://bucket/prefix`, for messages.
     name: String,
@@ -122,16 +120,11 @@ impl Objects {
         let client = builder
             .build()
             .map_err(|e| StoreError::Invalid(format!("S3 bucket {}: {e}", settings.bucket)))?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("lazaret-s3")
-            .enable_all()
-            .build()
-            .map_err(crate::io_err("start the S3 client's threads"))?;
+        let bridge = Bridge::new("S3", "lazaret-s3")?;
         let prefix = settings.prefix.clone();
         let objects = Objects {
             client: Arc::new(client),
-            runtime: Some(runtime),
+            bridge,
             recent: Mutex::new(Recent::default()),
             name: format!("s3://{}/{}", settings.bucket, prefix),
             prefix,
@@ -152,23 +145,11 @@ impl Objects {
         })
     }
 
-    /// Runs a request on the client's runtime and waits for its answer.
     fn run<T: Send + 'static>(
         &self,
         request: impl Future<Output = Result<T>> + Send + 'static,
     ) -> Result<T> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let Some(runtime) = &self.runtime else {
-            return Err(StoreError::Closed);
-        };
-        runtime.spawn(async move {
-            let _ = tx.send(request.await);
-        });
-        rx.recv().unwrap_or_else(|_| {
-            Err(StoreError::Invalid(
-                "the S3 request ended without an answer".into(),
-            ))
-        })
+        self.bridge.run(request)
     }
 
     fn key(&self, uid: &str) -> ObjectPath {
@@ -219,25 +200,35 @@ impl Objects {
 
     /// Appends the whole object to `buf`; returns how many bytes.
     pub fn read_into(&self, uid: &str, buf: &mut Vec<u8>) -> Result<usize> {
-        let data = self.get(uid, None)?;
+        let data = self.bytes(uid, None)?;
         buf.extend_from_slice(&data);
         Ok(data.len())
     }
 
     /// The object's bytes, or only those in `range`.
     pub fn get(&self, uid: &str, range: Option<std::ops::Range<u64>>) -> Result<Vec<u8>> {
-        if let Some(data) = self.recent().bodies.get(uid) {
-            let len = data.len() as u64;
-            let range = range.unwrap_or(0..len);
-            let (start, end) = (range.start.min(len), range.end.min(len));
-            return Ok(data[start as usize..end as usize].to_vec());
-        }
-        self.fetch(uid, range)
+        self.bytes(uid, range).map(Vec::from)
     }
 
     /// The object's bytes as the service has them now (`lazaret check --deep`), never
     /// from memory.
     pub fn fetch(&self, uid: &str, range: Option<std::ops::Range<u64>>) -> Result<Vec<u8>> {
+        self.request(uid, range).map(Vec::from)
+    }
+
+    /// The bytes from memory when this node wrote them lately (a cheap clone of the
+    /// shared buffer), else from the service; callers copy them once, where they go.
+    fn bytes(&self, uid: &str, range: Option<std::ops::Range<u64>>) -> Result<Bytes> {
+        if let Some(data) = self.recent().bodies.get(uid) {
+            let len = data.len() as u64;
+            let range = range.unwrap_or(0..len);
+            let (start, end) = (range.start.min(len), range.end.min(len));
+            return Ok(data.slice(start as usize..end as usize));
+        }
+        self.request(uid, range)
+    }
+
+    fn request(&self, uid: &str, range: Option<std::ops::Range<u64>>) -> Result<Bytes> {
         let client = self.client.clone();
         let key = self.key(uid);
         let what = self.describe(uid);
@@ -250,11 +241,9 @@ impl Objects {
                 .get_opts(&key, options)
                 .await
                 .map_err(|e| unavailable(&format!("read {what}"), e))?;
-            let bytes = got
-                .bytes()
+            got.bytes()
                 .await
-                .map_err(|e| unavailable(&format!("read {what}"), e))?;
-            Ok(bytes.to_vec())
+                .map_err(|e| unavailable(&format!("read {what}"), e))
         })
     }
 
@@ -339,16 +328,6 @@ async fn put_create(
             Err(e) => Err(unavailable(&format!("write {what}"), e)),
         },
         Err(e) => Err(unavailable(&format!("write {what}"), e)),
-    }
-}
-
-impl Drop for Objects {
-    fn drop(&mut self) {
-        // The store is often dropped by the server's own async code, where a runtime
-        // may not be dropped the blocking way; nothing is in flight by then.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
     }
 }
 

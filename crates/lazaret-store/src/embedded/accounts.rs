@@ -2,29 +2,7 @@
 //! one of ours, and does the user exist.
 
 use super::*;
-
-/// Splits `local@domain` and lower-cases it; None if it is not an address.
-pub fn normalize_address(address: &str) -> Option<(String, String)> {
-    let address = address.trim().to_ascii_lowercase();
-    let (local, domain) = address.rsplit_once('@')?;
-    let ok_local =
-        !local.is_empty() && !local.contains(|c: char| c.is_whitespace() || c == '<' || c == '>');
-    let ok_domain = !domain.is_empty()
-        && domain
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
-    (ok_local && ok_domain).then(|| (format!("{local}@{domain}"), domain.to_string()))
-}
-
-pub(super) fn valid_domain(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
-}
+use crate::addresses::{normalize_address, valid_domain};
 
 impl EmbeddedStore {
     pub(super) fn recipient_status_impl(&self, address: &str) -> Result<RecipientStatus> {
@@ -126,7 +104,7 @@ impl EmbeddedStore {
             if n == 0 {
                 return Err(StoreError::Exists(format!("user {address} already exists")));
             }
-            for (name, special) in schema::DEFAULT_FOLDERS {
+            for (name, special) in DEFAULT_FOLDERS {
                 c.execute(
                     "INSERT INTO mailboxes(user, name, uidvalidity, special) VALUES(?1,?2,?3,?4)",
                     params![address, name, super::folders::new_uidvalidity(c)?, special],

@@ -159,6 +159,22 @@ pub(super) fn accepted(
     incoming: &Incoming,
     meta: &MessageMetadata,
 ) -> Result<()> {
+    let (kind, who, detail) = accepted_row(incoming, meta);
+    insert(
+        c,
+        message,
+        kind,
+        &who,
+        &detail,
+        StoreId::Known(&incoming.id),
+    )
+}
+
+/// The kind, who and detail of a message's first event (any store's).
+pub(crate) fn accepted_row(
+    incoming: &Incoming,
+    meta: &MessageMetadata,
+) -> (&'static str, String, String) {
     let (kind, who, via) = match &incoming.via {
         Via::Smtp => (ACCEPTED, incoming.mail_from.as_str(), "smtp".to_string()),
         Via::Submission(user) => (SUBMITTED, user.as_str(), "submission".to_string()),
@@ -177,7 +193,7 @@ pub(super) fn accepted(
     if let Some(auth) = &incoming.auth {
         detail.push_str(&format!(" auth {}", auth.results));
     }
-    insert(c, message, kind, who, &detail, StoreId::Known(&incoming.id))
+    (kind, who.to_string(), detail)
 }
 
 /// Events older than `before` (unix seconds) go, at most `limit` per call; returns how

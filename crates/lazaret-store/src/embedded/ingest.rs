@@ -15,10 +15,10 @@ pub fn new_message_id() -> String {
 
 /// A message ready to be inserted: metadata extracted outside the writer thread.
 pub(crate) struct Prepared {
-    pub(super) incoming: Incoming,
-    pub(super) meta: MessageMetadata,
-    pub(super) digests: Digests,
-    pub(super) size: u64,
+    pub(crate) incoming: Incoming,
+    pub(crate) meta: MessageMetadata,
+    pub(crate) digests: Digests,
+    pub(crate) size: u64,
     /// When it arrived, if not now (imported mail keeps its date).
     pub(super) received: Option<i64>,
     /// Where its bytes were written (`EmbeddedStore::write_blob`).

@@ -300,25 +300,38 @@ fn attempt_events(
     o: &AttemptOutcome,
     dsn: Option<&str>,
 ) -> Result<()> {
-    use super::events::{record, BOUNCED, DEFERRED, DELIVERED};
+    for (kind, rcpt, detail) in attempt_event_rows(o, dsn) {
+        super::events::record(c, message, kind, rcpt, &detail)?;
+    }
+    Ok(())
+}
+
+/// One attempt's events (any store's): kind, recipient and detail for each recipient.
+pub(crate) fn attempt_event_rows<'a>(
+    o: &'a AttemptOutcome,
+    dsn: Option<&str>,
+) -> Vec<(&'static str, &'a str, String)> {
+    use super::events::{BOUNCED, DEFERRED, DELIVERED};
     let to = o
         .remote
         .as_deref()
         .map(|h| format!("to {h}"))
         .unwrap_or_else(|| "to next hop".into());
-    for r in &o.delivered {
-        record(c, message, DELIVERED, r, &to)?;
-    }
     let error = o.error.as_deref().unwrap_or("");
-    for r in &o.deferred {
-        record(c, message, DEFERRED, r, error)?;
-    }
-    for r in &o.failed {
+    let delivered = o
+        .delivered
+        .iter()
+        .map(|r| (DELIVERED, r.as_str(), to.clone()));
+    let deferred = o
+        .deferred
+        .iter()
+        .map(|r| (DEFERRED, r.as_str(), error.to_string()));
+    let failed = o.failed.iter().map(|r| {
         let detail = match dsn {
             Some(d) => format!("{error} (DSN {d} to the sender)"),
             None => format!("{error} (no DSN)"),
         };
-        record(c, message, BOUNCED, r, &detail)?;
-    }
-    Ok(())
+        (BOUNCED, r.as_str(), detail)
+    });
+    delivered.chain(deferred).chain(failed).collect()
 }

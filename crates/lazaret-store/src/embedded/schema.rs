@@ -243,15 +243,6 @@ CREATE INDEX IF NOT EXISTS clusters_held ON clusters(held_since) WHERE held_sinc
 CREATE INDEX IF NOT EXISTS messages_unpacked ON messages(id) WHERE blob_pack IS NULL;
 ";
 
-/// Folders every new user gets, with their RFC 6154 special-use attribute.
-pub const DEFAULT_FOLDERS: [(&str, Option<&str>); 5] = [
-    ("INBOX", None),
-    ("Sent", Some("\\Sent")),
-    ("Drafts", Some("\\Drafts")),
-    ("Trash", Some("\\Trash")),
-    ("Junk", Some("\\Junk")),
-];
-
 /// The next never-used id of `queue_items`, `mailbox_entries` or `quarantine` (see
 /// `id_high`), as an SQL expression for an INSERT's `id` value.
 pub const NEXT_ITEM_ID: &str = "(SELECT id+1 FROM id_high WHERE tbl='queue_items')";

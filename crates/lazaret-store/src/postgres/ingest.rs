@@ -1,0 +1,141 @@
+//! Ingest: the body goes to the bucket with a create-only PUT, and only once the
+//! service has it do the rows commit (message, parts, the first event, an `inbound`
+//! queue item with its recipients). A failed commit deletes the object again; a
+//! crash between the two leaves an object no row names, which the orphan sweep
+//! removes after an hour. The commit notifies every node that `inbound` has work.
+
+use super::{pg, PostgresStore, QUEUE_CHANNEL};
+use crate::embedded::events::accepted_row;
+use crate::embedded::ingest::Prepared;
+use crate::{now, Accepted, Incoming, Result, StoreError};
+use lazaret_core::state::QUEUE_INBOUND;
+
+impl PostgresStore {
+    pub fn ingest(&self, incoming: Incoming) -> Result<Accepted> {
+        if incoming
+            .auth
+            .as_ref()
+            .is_some_and(|a| a.quarantine.is_some())
+        {
+            // Quarantine is not on this store yet; accepting the message unquarantined
+            // would deliver a forgery the checks caught.
+            return Err(StoreError::Invalid(
+                "quarantine on arrival ([auth_checks]) is not available on the PostgreSQL store yet"
+                    .into(),
+            ));
+        }
+        let objects = self.objects()?;
+        let mut prepared = Prepared::new(incoming)?;
+        let accepted = Accepted {
+            id: prepared.incoming.id.clone(),
+            size: prepared.size,
+        };
+        let data = std::mem::take(&mut prepared.incoming.data);
+        objects.put(&accepted.id, data)?;
+        let committed = self.with_client(move |mut c| async move {
+            let tx = c.transaction().await.map_err(pg)?;
+            insert(&tx, &prepared).await?;
+            tx.execute(
+                "SELECT pg_notify($1, $2)",
+                &[&QUEUE_CHANNEL, &QUEUE_INBOUND],
+            )
+            .await
+            .map_err(pg)?;
+            tx.commit().await.map_err(pg)
+        });
+        if let Err(e) = committed {
+            objects.delete(vec![accepted.id.clone()]);
+            return Err(e);
+        }
+        Ok(accepted)
+    }
+}
+
+/// Inserts the message, its parts, its first event and a queue item in `inbound` for
+/// its recipients; returns the queue item's id.
+pub(super) async fn insert(tx: &deadpool_postgres::Transaction<'_>, p: &Prepared) -> Result<i64> {
+    let (incoming, meta) = (&p.incoming, &p.meta);
+    let received = now();
+    let scan = incoming.scan.as_ref();
+    let message: i64 = tx
+        .query_one(
+            "INSERT INTO messages(uid, sha256, md5, size, received, env_from, helo, peer,
+                 hdr_from, hdr_to, hdr_cc, subject, date, message_id,
+                 scan_version, scan_content, verdict, auth)
+             VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)
+             RETURNING id",
+            &[
+                &incoming.id,
+                &p.digests.sha256,
+                &p.digests.md5,
+                &(p.size as i64),
+                &received,
+                &incoming.mail_from,
+                &incoming.helo,
+                &incoming.peer,
+                &meta.from,
+                &meta.to,
+                &meta.cc,
+                &meta.subject,
+                &meta.date,
+                &meta.message_id,
+                &scan.map(|s| &s.version),
+                &scan.map(|s| &s.content_version),
+                &scan.and_then(|s| s.verdict.as_ref()),
+                &incoming.auth.as_ref().map(|a| &a.results),
+            ],
+        )
+        .await
+        .map_err(pg)?
+        .get(0);
+    if !meta.parts.is_empty() {
+        let parts = &meta.parts;
+        let numbers: Vec<i32> = (0..parts.len() as i32).collect();
+        let types: Vec<&str> = parts.iter().map(|x| x.content_type.as_str()).collect();
+        let names: Vec<Option<&str>> = parts.iter().map(|x| x.filename.as_deref()).collect();
+        let sizes: Vec<i64> = parts.iter().map(|x| x.size as i64).collect();
+        let sha256: Vec<&str> = parts.iter().map(|x| x.sha256.as_str()).collect();
+        let inside: Vec<Option<i32>> = parts.iter().map(|x| x.inside.map(|i| i as i32)).collect();
+        let md5: Vec<&str> = parts.iter().map(|x| x.md5.as_str()).collect();
+        // One statement for all parts: an archive can list hundreds of members.
+        tx.execute(
+            "INSERT INTO parts(message, part, content_type, filename, size, sha256, inside, md5)
+             SELECT $1, * FROM unnest($2::int[], $3::text[], $4::text[], $5::bigint[],
+                                      $6::text[], $7::int[], $8::text[])",
+            &[
+                &message, &numbers, &types, &names, &sizes, &sha256, &inside, &md5,
+            ],
+        )
+        .await
+        .map_err(pg)?;
+    }
+    let (kind, who, detail) = accepted_row(incoming, meta);
+    tx.execute(
+        "INSERT INTO message_events(message, at, kind, who, detail) VALUES($1, $2, $3, $4, $5)",
+        &[&message, &received, &kind, &who, &detail],
+    )
+    .await
+    .map_err(pg)?;
+    let item: i64 = tx
+        .query_one(
+            "INSERT INTO queue_items(message, queue, state, next_attempt, created)
+             VALUES($1, $2, 'ready', $3, $3) RETURNING id",
+            &[&message, &QUEUE_INBOUND, &received],
+        )
+        .await
+        .map_err(pg)?
+        .get(0);
+    let rcpts: Vec<String> = incoming
+        .rcpt_to
+        .iter()
+        .map(|r| r.to_ascii_lowercase())
+        .collect();
+    tx.execute(
+        "INSERT INTO queue_rcpts(item, address) SELECT $1, unnest($2::text[])
+         ON CONFLICT DO NOTHING",
+        &[&item, &rcpts],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(item)
+}

@@ -1,0 +1,211 @@
+//! The PostgreSQL store (`[store] backend = "postgres"`, docs/SCALE-OUT.md): several
+//! Lazaret nodes share one database for every row and one bucket for every message
+//! body (`objects.rs`).
+//!
+//! Built in slices. Here so far: the connection pool, versioned migrations run at
+//! start-up (one node at a time), the nodes' heartbeats, accounts, settings, the
+//! audit log, ingest, and outbound claims with leases. The rest of the `Store` trait
+//! (routing, mailboxes, find, quarantine) comes next; until it does, the server's
+//! configuration refuses `backend = "postgres"`.
+//!
+//! `tokio-postgres` is async while store calls block: requests run on the store's own
+//! runtime (`bridge`) and each call waits for its answer.
+
+mod accounts;
+mod ingest;
+mod migrations;
+mod nodes;
+mod outbound;
+mod settings;
+
+pub use migrations::SCHEMA_VERSION;
+pub use nodes::{NodeInfo, HEARTBEAT_SECONDS};
+
+use crate::bridge::Bridge;
+use crate::objects::Objects;
+use crate::{Result, StoreError};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::future::Future;
+use std::time::Duration;
+
+/// How to reach the database, and who this node is.
+#[derive(Clone)]
+pub struct PostgresSettings {
+    /// `postgres://user:password@host:port/database` (or key=value pairs).
+    pub url: String,
+    /// This node's name in `nodes` and in queue leases (the host name by default).
+    pub node: String,
+    /// Connections this node keeps open at most.
+    pub connections: usize,
+}
+
+impl std::fmt::Debug for PostgresSettings {
+    /// Without the password: settings end up in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSettings")
+            .field("url", &redacted(&self.url))
+            .field("node", &self.node)
+            .field("connections", &self.connections)
+            .finish()
+    }
+}
+
+/// The URL with any password replaced by `***`.
+pub fn redacted(url: &str) -> String {
+    match url.parse::<tokio_postgres::Config>() {
+        Ok(config) if config.get_password().is_some() => {
+            let user = config.get_user().unwrap_or("");
+            let rest = url.rsplit_once('@').map_or("", |(_, r)| r);
+            match url.split_once("://") {
+                Some((scheme, _)) => format!("{scheme}://{user}:***@{rest}"),
+                None => "(key=value settings, password hidden)".into(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Waiting longer than this for a connection is an error (SMTP answers 451), not a
+/// hang.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The channel `NOTIFY` wakes nodes on when a queue has new work (the payload names
+/// the queue). A hint only: nodes also look on a timer.
+pub const QUEUE_CHANNEL: &str = "lazaret_queue";
+
+pub struct PostgresStore {
+    pool: Pool,
+    bridge: Bridge,
+    node: String,
+    /// Where message bodies go: a bucket every node reaches (None: the store keeps
+    /// no mail, only accounts and settings).
+    objects: Option<Objects>,
+}
+
+impl PostgresStore {
+    /// Connects, brings the schema up to date and registers this node.
+    pub fn open(settings: &PostgresSettings, objects: Option<Objects>) -> Result<PostgresStore> {
+        let mut config: tokio_postgres::Config = settings.url.parse().map_err(|e| {
+            StoreError::Invalid(format!(
+                "[store] url {:?} is not a PostgreSQL address: {e}",
+                redacted(&settings.url)
+            ))
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        config.application_name(format!("lazaret {}", settings.node));
+        let manager = Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(settings.connections.max(2))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::Invalid(format!("PostgreSQL connection pool: {e}")))?;
+        let store = PostgresStore {
+            pool,
+            bridge: Bridge::new("PostgreSQL", "lazaret-pg")?,
+            node: settings.node.clone(),
+            objects,
+        };
+        let applied = store.with_client(|mut c| async move { migrations::apply(&mut c).await })?;
+        if !applied.is_empty() {
+            tracing::info!(
+                "PostgreSQL schema migrated to version {SCHEMA_VERSION} (applied {applied:?})"
+            );
+        }
+        store.register_node()?;
+        Ok(store)
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn objects(&self) -> Result<&Objects> {
+        self.objects.as_ref().ok_or_else(|| {
+            StoreError::Invalid(
+                "the PostgreSQL store keeps message bodies in a bucket: set [store] blobs = \"s3\""
+                    .into(),
+            )
+        })
+    }
+
+    /// Runs `f` with a pooled connection on the store's runtime and waits for it.
+    fn with_client<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(deadpool_postgres::Object) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        self.bridge.run(async move {
+            let client = pool
+                .get()
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("cannot reach PostgreSQL: {e}")))?;
+            f(client).await
+        })
+    }
+}
+
+/// Notes the messages no queue item, folder entry or quarantine row holds any more,
+/// for the reclaim.
+pub(super) async fn release(
+    tx: &deadpool_postgres::Transaction<'_>,
+    candidates: &[i64],
+) -> Result<()> {
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO reclaim(message)
+         SELECT DISTINCT m FROM unnest($1::bigint[]) AS m
+         WHERE NOT EXISTS (SELECT 1 FROM queue_items q WHERE q.message=m)
+           AND NOT EXISTS (SELECT 1 FROM mailbox_entries e WHERE e.message=m)
+           AND NOT EXISTS (SELECT 1 FROM quarantine z WHERE z.message=m)
+         ON CONFLICT DO NOTHING",
+        &[&candidates],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
+
+/// A database error as the store reports it, with PostgreSQL's own message (the
+/// driver's `Display` says only "db error") and SQLSTATE.
+pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(db) => StoreError::Postgres(format!("{} ({})", db.message(), db.code().code())),
+        None if e.is_closed() => {
+            StoreError::Unavailable(format!("the connection to PostgreSQL closed: {e}"))
+        }
+        None => StoreError::Unavailable(format!("PostgreSQL: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn urls_are_logged_without_their_password() {
+        assert_eq!(
+            redacted("postgres://lazaret:s3cret@db.example:5432/mail"),
+            "postgres://lazaret:***@db.example:5432/mail"
+        );
+        assert_eq!(
+            redacted("postgres://lazaret@db.example/mail"),
+            "postgres://lazaret@db.example/mail"
+        );
+        assert!(!redacted("host=db password=s3cret").contains("s3cret"));
+    }
+}

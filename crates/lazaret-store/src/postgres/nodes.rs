@@ -1,0 +1,84 @@
+//! The nodes sharing the database: each registers when it starts and writes a
+//! heartbeat every few seconds, so `status` can say which are up.
+
+use super::{pg, PostgresStore};
+use crate::{now, Result};
+use serde::Serialize;
+use std::time::Duration;
+
+/// How often a node writes its heartbeat; one silent for three of these is down.
+pub const HEARTBEAT_SECONDS: i64 = 5;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeInfo {
+    pub name: String,
+    /// When the node last started (unix seconds).
+    pub started: i64,
+    /// Its last heartbeat (unix seconds).
+    pub heartbeat: i64,
+    pub version: String,
+    /// Whether a heartbeat came within the last three periods.
+    pub up: bool,
+}
+
+impl PostgresStore {
+    pub(super) fn register_node(&self) -> Result<()> {
+        let node = self.node.clone();
+        self.with_client(move |c| async move {
+            let t = now();
+            c.execute(
+                "INSERT INTO nodes(name, started, heartbeat, version) VALUES($1, $2, $2, $3)
+                 ON CONFLICT(name) DO UPDATE SET started=$2, heartbeat=$2, version=$3",
+                &[&node, &t, &env!("CARGO_PKG_VERSION")],
+            )
+            .await
+            .map_err(pg)?;
+            Ok(())
+        })?;
+        let (pool, node) = (self.pool.clone(), self.node.clone());
+        // A missed beat (the database away for a moment) is no error: the next one
+        // tells the others this node is still here.
+        self.bridge.spawn(async move {
+            let mut beat = tokio::time::interval(Duration::from_secs(HEARTBEAT_SECONDS as u64));
+            beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                beat.tick().await;
+                if let Ok(c) = pool.get().await {
+                    let _ = c
+                        .execute(
+                            "UPDATE nodes SET heartbeat=$1 WHERE name=$2",
+                            &[&now(), &node],
+                        )
+                        .await;
+                }
+            }
+        })
+    }
+
+    /// Every node that ever joined, by name.
+    pub fn nodes(&self) -> Result<Vec<NodeInfo>> {
+        self.with_client(|c| async move {
+            let t = now();
+            let rows = c
+                .query(
+                    "SELECT name, started, heartbeat, version FROM nodes ORDER BY name",
+                    &[],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    let heartbeat: i64 = r.get(2);
+                    NodeInfo {
+                        name: r.get(0),
+                        started: r.get(1),
+                        heartbeat,
+                        version: r.get(3),
+                        up: t - heartbeat <= 3 * HEARTBEAT_SECONDS,
+                    }
+                })
+                .collect())
+        })
+    }
+}

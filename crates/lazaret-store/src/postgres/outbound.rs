@@ -1,0 +1,221 @@
+//! Outbound queue items claimed with a lease, so that several nodes deliver from one
+//! queue and never the same item at once.
+//!
+//! A node takes due items with `FOR UPDATE SKIP LOCKED` (another node's claim in
+//! flight is skipped, not waited for) and writes itself and an expiry into them in
+//! the same statement, before any delivery starts. An item whose lease is current is
+//! skipped by every node; a node that dies simply stops renewing, and its items are
+//! due again for the others once their leases lapse. Recording an attempt clears the
+//! lease. Delivery is thus at-least-once: an item whose node died after the next hop
+//! accepted it, but before the outcome was recorded, is delivered again.
+
+use super::ingest::insert;
+use super::{pg, PostgresStore, QUEUE_CHANNEL};
+use crate::embedded::ingest::Prepared;
+use crate::embedded::outbound::attempt_event_rows;
+use crate::{now, AttemptOutcome, QueuedMessage, Result, OUTBOUND_DISABLED};
+use lazaret_core::state::QUEUE_INBOUND;
+use std::time::Duration;
+
+impl PostgresStore {
+    /// Claims up to `limit` due items of `queue` for this node for `lease`; none while
+    /// outbound delivery is disabled or the queue is frozen.
+    pub fn claim_due(
+        &self,
+        queue: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<QueuedMessage>> {
+        let (queue, node) = (queue.to_string(), self.node.clone());
+        self.with_client(move |c| async move {
+            let t = now();
+            let until = t + lease.as_secs() as i64;
+            let rows = c
+                .query(
+                    "WITH due AS (
+                         SELECT q.id FROM queue_items q
+                         WHERE q.queue=$1 AND q.state IN ('ready', 'retry') AND q.next_attempt<=$2
+                           AND (q.lease_until IS NULL OR q.lease_until<$2)
+                           AND NOT EXISTS (SELECT 1 FROM queues WHERE name=$1 AND state='frozen')
+                           AND NOT EXISTS (SELECT 1 FROM settings WHERE key=$6 AND value='1')
+                         ORDER BY q.next_attempt, q.id
+                         LIMIT $3
+                         FOR UPDATE SKIP LOCKED)
+                     UPDATE queue_items q SET lease_owner=$4, lease_until=$5
+                     FROM due, messages m
+                     WHERE q.id=due.id AND m.id=q.message
+                     RETURNING q.id, m.uid, m.env_from, q.attempts, q.created, m.size,
+                               m.verdict IS NOT NULL,
+                               ARRAY(SELECT address FROM queue_rcpts r WHERE r.item=q.id
+                                     ORDER BY address)",
+                    &[
+                        &queue,
+                        &t,
+                        &(limit as i64),
+                        &node,
+                        &until,
+                        &OUTBOUND_DISABLED,
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            let mut claimed: Vec<QueuedMessage> = rows
+                .iter()
+                .map(|r| QueuedMessage {
+                    item: r.get(0),
+                    queue: queue.clone(),
+                    message: r.get(1),
+                    mail_from: r.get(2),
+                    attempts: r.get::<_, i32>(3) as i64,
+                    created: r.get(4),
+                    size: r.get::<_, i64>(5) as u64,
+                    flagged: r.get(6),
+                    rcpts: r.get(7),
+                })
+                .collect();
+            // RETURNING gives no order.
+            claimed.sort_by_key(|m| m.item);
+            Ok(claimed)
+        })
+    }
+
+    /// Lengthens this node's leases on items it is still delivering (a slow next hop);
+    /// returns how many it still held.
+    pub fn renew_leases(&self, items: &[i64], lease: Duration) -> Result<u64> {
+        let (items, node) = (items.to_vec(), self.node.clone());
+        self.with_client(move |c| async move {
+            c.execute(
+                "UPDATE queue_items SET lease_until=$1 WHERE id=ANY($2) AND lease_owner=$3",
+                &[&(now() + lease.as_secs() as i64), &items, &node],
+            )
+            .await
+            .map_err(pg)
+        })
+    }
+
+    /// Gives up this node's claims on these items without an attempt (shutting down):
+    /// they are due again for every node at once.
+    pub fn release_leases(&self, items: &[i64]) -> Result<u64> {
+        let (items, node) = (items.to_vec(), self.node.clone());
+        self.with_client(move |c| async move {
+            c.execute(
+                "UPDATE queue_items SET lease_owner=NULL, lease_until=NULL
+                 WHERE id=ANY($1) AND lease_owner=$2",
+                &[&items, &node],
+            )
+            .await
+            .map_err(pg)
+        })
+    }
+
+    /// Applies attempt outcomes in one transaction, as the embedded store does:
+    /// delivered and failed recipients leave the queue, deferred ones wait for
+    /// `next_attempt`, each DSN is queued in `inbound` with the change that caused it,
+    /// and the lease is cleared. An item an admin removed meanwhile is left alone, and
+    /// so is its DSN (its object is deleted again).
+    pub fn record_attempts(&self, outcomes: Vec<AttemptOutcome>) -> Result<()> {
+        let objects = self.objects()?;
+        let mut planned = Vec::with_capacity(outcomes.len());
+        for mut outcome in outcomes {
+            let dsn = match outcome.dsn.take() {
+                Some(incoming) => {
+                    let mut prepared = Prepared::new(incoming)?;
+                    let data = std::mem::take(&mut prepared.incoming.data);
+                    objects.put(&prepared.incoming.id, data)?;
+                    Some(prepared)
+                }
+                None => None,
+            };
+            planned.push((outcome, dsn));
+        }
+        let dsn_ids: Vec<String> = planned
+            .iter()
+            .filter_map(|(_, d)| d.as_ref().map(|d| d.incoming.id.clone()))
+            .collect();
+        let unused = self.with_client(move |mut c| async move {
+            let tx = c.transaction().await.map_err(pg)?;
+            let mut unused = Vec::new();
+            let mut dsns = false;
+            for (o, dsn) in planned {
+                // Locked for the rest of the transaction: an admin's remove waits.
+                let message: Option<i64> = tx
+                    .query_opt(
+                        "SELECT message FROM queue_items
+                         WHERE id=$1 AND queue NOT IN ('inbound', 'local', 'poison') FOR UPDATE",
+                        &[&o.item],
+                    )
+                    .await
+                    .map_err(pg)?
+                    .map(|r| r.get(0));
+                let Some(message) = message else {
+                    unused.extend(dsn.map(|d| d.incoming.id.clone()));
+                    continue;
+                };
+                let t = now();
+                let dsn_id = dsn.as_ref().map(|d| d.incoming.id.as_str());
+                for (kind, rcpt, detail) in attempt_event_rows(&o, dsn_id) {
+                    tx.execute(
+                        "INSERT INTO message_events(message, at, kind, who, detail)
+                         VALUES($1, $2, $3, $4, $5)",
+                        &[&message, &t, &kind, &rcpt, &detail],
+                    )
+                    .await
+                    .map_err(pg)?;
+                }
+                let done: Vec<&String> = o.delivered.iter().chain(&o.failed).collect();
+                tx.execute(
+                    "DELETE FROM queue_rcpts WHERE item=$1 AND address=ANY($2)",
+                    &[&o.item, &done],
+                )
+                .await
+                .map_err(pg)?;
+                let left: i64 = tx
+                    .query_one("SELECT COUNT(*) FROM queue_rcpts WHERE item=$1", &[&o.item])
+                    .await
+                    .map_err(pg)?
+                    .get(0);
+                if left == 0 {
+                    tx.execute("DELETE FROM queue_items WHERE id=$1", &[&o.item])
+                        .await
+                        .map_err(pg)?;
+                    super::release(&tx, &[message]).await?;
+                } else {
+                    tx.execute(
+                        "UPDATE queue_items SET
+                             state=CASE WHEN state='frozen' THEN 'frozen' ELSE 'retry' END,
+                             attempts=attempts+1, next_attempt=$2, last_error=$3,
+                             lease_owner=NULL, lease_until=NULL
+                         WHERE id=$1",
+                        &[&o.item, &o.next_attempt, &o.error],
+                    )
+                    .await
+                    .map_err(pg)?;
+                }
+                if let Some(d) = dsn {
+                    insert(&tx, &d).await?;
+                    dsns = true;
+                }
+            }
+            if dsns {
+                tx.execute(
+                    "SELECT pg_notify($1, $2)",
+                    &[&QUEUE_CHANNEL, &QUEUE_INBOUND],
+                )
+                .await
+                .map_err(pg)?;
+            }
+            tx.commit().await.map_err(pg)?;
+            Ok(unused)
+        });
+        match unused {
+            Ok(unused) => {
+                objects.delete(unused);
+                Ok(())
+            }
+            Err(e) => {
+                objects.delete(dsn_ids);
+                Err(e)
+            }
+        }
+    }
+}
