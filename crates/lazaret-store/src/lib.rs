@@ -31,6 +31,10 @@ pub use embedded::{
 pub use metadata::{Digests, MessageMetadata, PartInfo};
 pub use model::*;
 
+/// Bodies with no row younger than this may belong to an ingest still committing: the
+/// orphan sweeps leave them.
+pub const ORPHAN_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Slices of the cluster key space `Store::prune_cluster_keys` works through, one per call.
 pub const CLUSTER_KEY_SLICES: u32 = 256;
 

@@ -585,3 +585,49 @@ fn ingest_then_nodes_claim_disjoint_leases_and_record_attempts() {
     assert_eq!(one.release_leases(&[again[0].item]).unwrap(), 1);
     assert_eq!(two.claim_due(queue, 10, lease).unwrap().len(), 1);
 }
+
+#[test]
+fn a_node_hears_when_another_gives_a_queue_work_and_orphans_are_swept() {
+    let Some(server) = server() else { return };
+    let Some(moto) = Moto::start("wake") else {
+        return;
+    };
+    let url = fresh_database(&server, "wakeups");
+    let one = PostgresStore::open(&settings(&url, "one"), Some(moto.objects("wake"))).unwrap();
+    let two = PostgresStore::open(&settings(&url, "two"), Some(moto.objects("wake"))).unwrap();
+    let mut heard = two.queue_wakeups();
+    // The listener connects in the background: retry until it is listening.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut n = 0;
+    let queue = loop {
+        one.ingest(message(n)).unwrap();
+        n += 1;
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        match heard.try_recv() {
+            Ok(queue) => break queue,
+            Err(_) if std::time::Instant::now() < deadline => continue,
+            Err(e) => panic!("node two heard nothing of node one's ingest: {e:?}"),
+        }
+    };
+    assert_eq!(queue, "inbound");
+
+    // An object no row names (a node died between its PUT and its commit) goes with
+    // the sweep; the bodies of stored messages stay.
+    let bucket = moto.objects("wake");
+    bucket.put("00000000000dead1", b"orphan".to_vec()).unwrap();
+    assert_eq!(
+        two.remove_orphan_objects(lazaret_store::ORPHAN_MIN_AGE)
+            .unwrap(),
+        0,
+        "nothing is old enough"
+    );
+    assert_eq!(
+        two.remove_orphan_objects(std::time::Duration::ZERO)
+            .unwrap(),
+        1
+    );
+    assert!(bucket.fetch("00000000000dead1", None).is_err());
+    for i in 0..n {
+        assert_eq!(bucket.fetch(&message(i).id, None).unwrap(), message(i).data);
+    }
+}

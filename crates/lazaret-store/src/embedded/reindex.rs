@@ -7,7 +7,7 @@ use super::{BlobRef, EmbeddedStore, MessageMetadata};
 use crate::Digests;
 use crate::Result;
 use rusqlite::params;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 /// What one batch of reindexing did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -19,8 +19,7 @@ pub struct ReindexBatch {
     pub missing: Vec<String>,
 }
 
-/// Orphan files younger than this may belong to an ingest still committing.
-const ORPHAN_MIN_AGE: Duration = Duration::from_secs(3600);
+use crate::ORPHAN_MIN_AGE;
 
 impl EmbeddedStore {
     /// How many messages there are to reindex.

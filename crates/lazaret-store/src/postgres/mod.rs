@@ -4,7 +4,8 @@
 //!
 //! Built in slices. Here so far: the connection pool, versioned migrations run at
 //! start-up (one node at a time), the nodes' heartbeats, accounts, settings, the
-//! audit log, ingest, and outbound claims with leases. The rest of the `Store` trait
+//! audit log, ingest, outbound claims with leases, `LISTEN/NOTIFY` wake-ups and the
+//! orphan object sweep. The rest of the `Store` trait
 //! (routing, mailboxes, find, quarantine) comes next; until it does, the server's
 //! configuration refuses `backend = "postgres"`.
 //!
@@ -15,8 +16,10 @@ mod accounts;
 mod ingest;
 mod migrations;
 mod nodes;
+mod orphans;
 mod outbound;
 mod settings;
+mod wakeups;
 
 pub use migrations::SCHEMA_VERSION;
 pub use nodes::{NodeInfo, HEARTBEAT_SECONDS};
@@ -75,6 +78,10 @@ pub const QUEUE_CHANNEL: &str = "lazaret_queue";
 
 pub struct PostgresStore {
     pool: Pool,
+    /// For connections of its own (the listener), outside the pool.
+    config: tokio_postgres::Config,
+    /// Queue names other nodes announced work in (`wakeups.rs`).
+    wakeups: tokio::sync::broadcast::Sender<String>,
     bridge: Bridge,
     node: String,
     /// Where message bodies go: a bucket every node reaches (None: the store keeps
@@ -96,7 +103,7 @@ impl PostgresStore {
         }
         config.application_name(format!("lazaret {}", settings.node));
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             tokio_postgres::NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -111,6 +118,8 @@ impl PostgresStore {
             .map_err(|e| StoreError::Invalid(format!("PostgreSQL connection pool: {e}")))?;
         let store = PostgresStore {
             pool,
+            config,
+            wakeups: tokio::sync::broadcast::channel(256).0,
             bridge: Bridge::new("PostgreSQL", "lazaret-pg")?,
             node: settings.node.clone(),
             objects,
@@ -122,6 +131,7 @@ impl PostgresStore {
             );
         }
         store.register_node()?;
+        store.listen()?;
         Ok(store)
     }
 
