@@ -5,7 +5,9 @@
 
 use lazaret_store::objects::{ObjectSettings, Objects};
 use lazaret_store::postgres::{PostgresSettings, PostgresStore, SCHEMA_VERSION};
-use lazaret_store::{AttemptOutcome, AuditEntry, Incoming, RecipientStatus, StoreError, Via};
+use lazaret_store::{
+    AttemptOutcome, AuditEntry, DeliveryReport, Incoming, RecipientStatus, StoreError, Via,
+};
 
 /// The server's URL, or None (and the test passes as skipped) when none is given,
 /// unless `LAZARET_TESTS_REQUIRE` names `postgres`.
@@ -629,5 +631,120 @@ fn a_node_hears_when_another_gives_a_queue_work_and_orphans_are_swept() {
     assert!(bucket.fetch("00000000000dead1", None).is_err());
     for i in 0..n {
         assert_eq!(bucket.fetch(&message(i).id, None).unwrap(), message(i).data);
+    }
+}
+
+#[test]
+fn nodes_delivering_local_mail_at_once_give_dense_uids_and_tell_each_other() {
+    let Some(server) = server() else { return };
+    let Some(moto) = Moto::start("local") else {
+        return;
+    };
+    let url = fresh_database(&server, "local");
+    let one = PostgresStore::open(&settings(&url, "one"), Some(moto.objects("local"))).unwrap();
+    let two = PostgresStore::open(&settings(&url, "two"), Some(moto.objects("local"))).unwrap();
+    one.domain_add("example.org").unwrap();
+    one.user_add("ann@example.org", "pw").unwrap();
+    one.user_add("bob@example.org", "pw").unwrap();
+    let mut heard = one.mailbox_wakeups();
+
+    for n in 0..40 {
+        let mut m = message(n);
+        // Both users in both orders: nodes lock the same INBOXes from either side.
+        m.rcpt_to = match n % 3 {
+            0 => vec!["ann@example.org".into()],
+            1 => vec!["ann@example.org".into(), "bob@example.org".into()],
+            _ => vec!["bob@example.org".into(), "ann@example.org".into()],
+        };
+        if n == 39 {
+            m.rcpt_to.push("gone@example.org".into());
+        }
+        (if n % 2 == 0 { &one } else { &two }).ingest(m).unwrap();
+    }
+    // Routing is not on this store yet: move the items to `local` by hand.
+    admin_sql(&url, "UPDATE queue_items SET queue='local'");
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| {
+            let mut total = DeliveryReport::default();
+            loop {
+                let r = one.deliver_local(3, 60).unwrap();
+                if r.delivered + r.deferred == 0 {
+                    break;
+                }
+                total.delivered += r.delivered;
+                total.deferred += r.deferred;
+            }
+            total
+        });
+        let b = s.spawn(|| {
+            let mut total = DeliveryReport::default();
+            loop {
+                let r = two.deliver_local(3, 60).unwrap();
+                if r.delivered + r.deferred == 0 {
+                    break;
+                }
+                total.delivered += r.delivered;
+                total.deferred += r.deferred;
+            }
+            total
+        });
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert_eq!(a.delivered + b.delivered, 39);
+    assert_eq!(
+        a.deferred + b.deferred,
+        1,
+        "the message also for a user who is gone"
+    );
+    // Every message in ann's INBOX once, UIDs 1..=40 with no gap, uidnext after them;
+    // bob's 26 likewise.
+    assert_eq!(
+        sql_i64(
+            &url,
+            "SELECT COUNT(DISTINCT e.message) FROM mailbox_entries e
+             JOIN mailboxes b ON b.id=e.mailbox WHERE b.\"user\"='ann@example.org' AND b.name='INBOX'"
+        ),
+        40
+    );
+    for (user, count) in [("ann", 40), ("bob", 26)] {
+        assert_eq!(
+            sql_i64(
+                &url,
+                &format!(
+                    "SELECT MAX(e.uid) * 1000 + COUNT(DISTINCT e.uid) FROM mailbox_entries e
+                     JOIN mailboxes b ON b.id=e.mailbox WHERE b.\"user\"='{user}@example.org'"
+                )
+            ),
+            count * 1000 + count,
+            "{user}'s UIDs"
+        );
+    }
+    assert_eq!(
+        sql_i64(
+            &url,
+            "SELECT uidnext FROM mailboxes WHERE \"user\"='ann@example.org' AND name='INBOX'"
+        ),
+        41
+    );
+    assert_eq!(
+        sql_i64(
+            &url,
+            "SELECT COUNT(*) FROM queue_items WHERE state='retry'
+             AND last_error='no such local user: gone@example.org'"
+        ),
+        1
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match heard.try_recv() {
+            Ok(user) => {
+                assert!(user.ends_with("@example.org"), "{user}");
+                break;
+            }
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            Err(e) => panic!("node one heard of no new mail: {e:?}"),
+        }
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! Built in slices. Here so far: the connection pool, versioned migrations run at
 //! start-up (one node at a time), the nodes' heartbeats, accounts, settings, the
-//! audit log, ingest, outbound claims with leases, `LISTEN/NOTIFY` wake-ups and the
+//! audit log, ingest, local delivery, outbound claims with leases, `LISTEN/NOTIFY` wake-ups and the
 //! orphan object sweep. The rest of the `Store` trait
 //! (routing, mailboxes, find, quarantine) comes next; until it does, the server's
 //! configuration refuses `backend = "postgres"`.
@@ -14,6 +14,7 @@
 
 mod accounts;
 mod ingest;
+mod local;
 mod migrations;
 mod nodes;
 mod orphans;
@@ -76,12 +77,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// the queue). A hint only: nodes also look on a timer.
 pub const QUEUE_CHANNEL: &str = "lazaret_queue";
 
+/// The channel a commit that gave users new mail notifies, once per user (the
+/// payload), so that their IMAP sessions on every node look.
+pub const MAILBOX_CHANNEL: &str = "lazaret_mailbox";
+
 pub struct PostgresStore {
     pool: Pool,
     /// For connections of its own (the listener), outside the pool.
     config: tokio_postgres::Config,
-    /// Queue names other nodes announced work in (`wakeups.rs`).
-    wakeups: tokio::sync::broadcast::Sender<String>,
+    /// What other nodes announce (`wakeups.rs`).
+    wakeups: wakeups::Wakeups,
     bridge: Bridge,
     node: String,
     /// Where message bodies go: a bucket every node reaches (None: the store keeps
@@ -119,7 +124,7 @@ impl PostgresStore {
         let store = PostgresStore {
             pool,
             config,
-            wakeups: tokio::sync::broadcast::channel(256).0,
+            wakeups: wakeups::Wakeups::new(),
             bridge: Bridge::new("PostgreSQL", "lazaret-pg")?,
             node: settings.node.clone(),
             objects,
