@@ -3,6 +3,7 @@
 //! Each test works in a database of its own.
 #![cfg(all(feature = "postgres", feature = "s3"))]
 
+use lazaret_core::QueueState;
 use lazaret_store::objects::{ObjectSettings, Objects};
 use lazaret_store::postgres::{PostgresSettings, PostgresStore, SCHEMA_VERSION};
 use lazaret_store::{
@@ -747,4 +748,85 @@ fn nodes_delivering_local_mail_at_once_give_dense_uids_and_tell_each_other() {
             Err(e) => panic!("node one heard of no new mail: {e:?}"),
         }
     }
+}
+
+#[test]
+fn queue_switches_thrown_on_one_node_hold_on_every_node() {
+    let Some(server) = server() else { return };
+    let Some(moto) = Moto::start("switches") else {
+        return;
+    };
+    let url = fresh_database(&server, "switches");
+    let one = PostgresStore::open(&settings(&url, "one"), Some(moto.objects("switches"))).unwrap();
+    let two = PostgresStore::open(&settings(&url, "two"), Some(moto.objects("switches"))).unwrap();
+    for n in 0..3 {
+        one.ingest(message(n)).unwrap();
+    }
+    admin_sql(
+        &url,
+        "UPDATE queue_items SET queue='remote:remote.example', state='retry',
+             next_attempt=4000000000",
+    );
+    let queue = "remote:remote.example";
+    let lease = std::time::Duration::from_secs(600);
+    let ids: Vec<String> = (1..=3).map(|i| format!("q{i}")).collect();
+
+    // Waiting for their next attempt: nothing to claim, until retry-now on node one.
+    assert!(two.claim_due(queue, 10, lease).unwrap().is_empty());
+    assert_eq!(
+        two.outbound_queues().unwrap(),
+        vec![(queue.to_string(), 4_000_000_000)]
+    );
+    // Freeze the queue on node one: node two claims nothing, even after retry-now.
+    one.queue_set_state(queue, QueueState::Frozen).unwrap();
+    let retried = one.queue_retry_now(&[queue.to_string()]).unwrap();
+    assert_eq!((retried.due, retried.frozen), (3, 0));
+    assert!(two.claim_due(queue, 10, lease).unwrap().is_empty());
+    assert!(two.outbound_queues().unwrap().is_empty());
+    let listed = two.queue_list().unwrap();
+    let q = listed.iter().find(|q| q.name == queue).unwrap();
+    assert_eq!((q.state.as_str(), q.messages, q.retry), ("frozen", 3, 3));
+    assert!(listed.iter().any(|q| q.name == "inbound"));
+
+    // Thaw on node two; freeze one item on node one; outbound off, then on.
+    two.queue_set_state(queue, QueueState::Active).unwrap();
+    assert_eq!(one.items_set_frozen(&ids[..1], true).unwrap(), 1);
+    one.set_outbound_disabled(true).unwrap();
+    assert!(two.outbound_disabled().unwrap());
+    assert!(two.claim_due(queue, 10, lease).unwrap().is_empty());
+    assert_eq!(
+        two.queue_list()
+            .unwrap()
+            .iter()
+            .find(|q| q.name == queue)
+            .unwrap()
+            .held
+            .as_deref(),
+        Some("outbound disabled")
+    );
+    two.set_outbound_disabled(false).unwrap();
+    let claimed = two.claim_due(queue, 10, lease).unwrap();
+    assert_eq!(
+        claimed.iter().map(|m| m.item).collect::<Vec<_>>(),
+        [2, 3],
+        "the frozen item stays"
+    );
+    let retried = one.items_retry_now(&ids).unwrap();
+    assert_eq!((retried.due, retried.frozen), (2, 1));
+    assert_eq!(one.items_set_frozen(&ids[..1], false).unwrap(), 1);
+    assert_eq!(
+        one.claim_due(queue, 10, lease)
+            .unwrap()
+            .iter()
+            .map(|m| m.item)
+            .collect::<Vec<_>>(),
+        [1],
+        "thawed and due at once; the others are still leased to node two"
+    );
+    assert!(one.next_due(&[queue]).unwrap().is_some());
+    let err = one
+        .queue_set_state("nonsense", QueueState::Frozen)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lazaret queue list"), "{err}");
 }

@@ -4,7 +4,8 @@
 //!
 //! Built in slices. Here so far: the connection pool, versioned migrations run at
 //! start-up (one node at a time), the nodes' heartbeats, accounts, settings, the
-//! audit log, ingest, local delivery, outbound claims with leases, `LISTEN/NOTIFY` wake-ups and the
+//! audit log, ingest, local delivery, outbound claims with leases, queue
+//! administration, `LISTEN/NOTIFY` wake-ups and the
 //! orphan object sweep. The rest of the `Store` trait
 //! (routing, mailboxes, find, quarantine) comes next; until it does, the server's
 //! configuration refuses `backend = "postgres"`.
@@ -19,6 +20,7 @@ mod migrations;
 mod nodes;
 mod orphans;
 mod outbound;
+mod queues;
 mod settings;
 mod wakeups;
 
