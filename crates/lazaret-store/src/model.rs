@@ -311,6 +311,23 @@ pub struct QueueSummary {
     pub held: Option<String>,
 }
 
+impl QueueSummary {
+    /// An active queue with nothing in it.
+    pub fn empty(name: &str) -> QueueSummary {
+        QueueSummary {
+            name: name.to_string(),
+            state: "active".into(),
+            messages: 0,
+            ready: 0,
+            retry: 0,
+            frozen: 0,
+            oldest: None,
+            next_attempt: None,
+            held: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct MailboxInfo {
     pub name: String,

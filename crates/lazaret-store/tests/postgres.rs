@@ -27,8 +27,8 @@ fn server() -> Option<String> {
     }
 }
 
-/// Runs SQL on the server's maintenance database.
-fn admin_sql(url: &str, sql: &str) {
+/// Runs `work` with a connection to `url`, on a runtime of its own.
+fn with_connection<T>(url: &str, work: impl AsyncFnOnce(&tokio_postgres::Client) -> T) -> T {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -38,8 +38,13 @@ fn admin_sql(url: &str, sql: &str) {
             .await
             .unwrap();
         tokio::spawn(connection);
-        client.batch_execute(sql).await.unwrap();
-    });
+        work(&client).await
+    })
+}
+
+/// Runs SQL statements.
+fn admin_sql(url: &str, sql: &str) {
+    with_connection(url, async |c| c.batch_execute(sql).await.unwrap());
 }
 
 /// A new empty database; returns its URL.
@@ -185,24 +190,8 @@ fn accounts_work_as_in_the_embedded_store() {
     assert_eq!(store.domain_list().unwrap()[0].users, 2);
 
     // Every new user gets the five default folders, each with its own UIDVALIDITY.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (folders, distinct): (i64, i64) = runtime.block_on(async {
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        let row = client
-            .query_one(
-                "SELECT COUNT(*), COUNT(DISTINCT uidvalidity) FROM mailboxes",
-                &[],
-            )
-            .await
-            .unwrap();
-        (row.get(0), row.get(1))
-    });
+    let folders = sql_i64(&url, "SELECT COUNT(*) FROM mailboxes");
+    let distinct = sql_i64(&url, "SELECT COUNT(DISTINCT uidvalidity) FROM mailboxes");
     assert_eq!((folders, distinct), (10, 10));
 
     let err = store.domain_remove("example.org").unwrap_err().to_string();
@@ -358,17 +347,7 @@ impl Drop for Moto {
 
 /// One number from the database.
 fn sql_i64(url: &str, sql: &str) -> i64 {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        client.query_one(sql, &[]).await.unwrap().get(0)
-    })
+    with_connection(url, async |c| c.query_one(sql, &[]).await.unwrap().get(0))
 }
 
 fn message(n: usize) -> Incoming {
@@ -635,6 +614,19 @@ fn a_node_hears_when_another_gives_a_queue_work_and_orphans_are_swept() {
     }
 }
 
+/// Delivers local mail in small batches until none is due; the totals.
+fn deliver_everything(store: &PostgresStore) -> DeliveryReport {
+    let mut total = DeliveryReport::default();
+    loop {
+        let r = store.deliver_local(3, 60).unwrap();
+        if r.delivered + r.deferred == 0 {
+            return total;
+        }
+        total.delivered += r.delivered;
+        total.deferred += r.deferred;
+    }
+}
+
 #[test]
 fn nodes_delivering_local_mail_at_once_give_dense_uids_and_tell_each_other() {
     let Some(server) = server() else { return };
@@ -665,30 +657,8 @@ fn nodes_delivering_local_mail_at_once_give_dense_uids_and_tell_each_other() {
     // Routing is not on this store yet: move the items to `local` by hand.
     admin_sql(&url, "UPDATE queue_items SET queue='local'");
     let (a, b) = std::thread::scope(|s| {
-        let a = s.spawn(|| {
-            let mut total = DeliveryReport::default();
-            loop {
-                let r = one.deliver_local(3, 60).unwrap();
-                if r.delivered + r.deferred == 0 {
-                    break;
-                }
-                total.delivered += r.delivered;
-                total.deferred += r.deferred;
-            }
-            total
-        });
-        let b = s.spawn(|| {
-            let mut total = DeliveryReport::default();
-            loop {
-                let r = two.deliver_local(3, 60).unwrap();
-                if r.delivered + r.deferred == 0 {
-                    break;
-                }
-                total.delivered += r.delivered;
-                total.deferred += r.deferred;
-            }
-            total
-        });
+        let a = s.spawn(|| deliver_everything(&one));
+        let b = s.spawn(|| deliver_everything(&two));
         (a.join().unwrap(), b.join().unwrap())
     });
     assert_eq!(a.delivered + b.delivered, 39);

@@ -2,7 +2,7 @@
 //! one of ours, and does the user exist.
 
 use super::*;
-use crate::addresses::{normalize_address, valid_domain};
+use crate::addresses::{new_account, normalize_address, valid_domain};
 
 impl EmbeddedStore {
     pub(super) fn recipient_status_impl(&self, address: &str) -> Result<RecipientStatus> {
@@ -82,15 +82,7 @@ impl EmbeddedStore {
     }
 
     pub(super) fn user_add_impl(&self, address: &str, password: &str) -> Result<()> {
-        let Some((address, domain)) = normalize_address(address) else {
-            return Err(StoreError::Invalid(format!(
-                "{address:?} is not an address of the form user@domain"
-            )));
-        };
-        if password.is_empty() {
-            return Err(StoreError::Invalid("the password is empty".into()));
-        }
-        let hash = password::hash(password);
+        let (address, domain, hash) = new_account(address, password)?;
         self.write(move |c| {
             if !c.prepare_cached("SELECT 1 FROM domains WHERE name=?1")?.exists([&domain])? {
                 return Err(StoreError::NotFound(format!(

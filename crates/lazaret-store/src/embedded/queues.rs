@@ -239,17 +239,7 @@ impl EmbeddedStore {
     pub(super) fn queue_list_impl(&self) -> Result<Vec<QueueSummary>> {
         self.read(|c| {
             let mut queues: BTreeMap<String, QueueSummary> = BTreeMap::new();
-            let empty = |name: &str| QueueSummary {
-                name: name.to_string(),
-                state: "active".into(),
-                messages: 0,
-                ready: 0,
-                retry: 0,
-                frozen: 0,
-                oldest: None,
-                next_attempt: None,
-                held: None,
-            };
+            let empty = QueueSummary::empty;
             for name in SYSTEM_QUEUES {
                 queues.insert(name.into(), empty(name));
             }

@@ -1,7 +1,7 @@
 //! Local domains and users (argon2id passwords), and the RCPT check.
 
 use super::{pg, PostgresStore};
-use crate::addresses::{normalize_address, valid_domain};
+use crate::addresses::{new_account, normalize_address, valid_domain};
 use crate::{
     now, password, DomainInfo, RecipientStatus, Result, StoreError, UserInfo, DEFAULT_FOLDERS,
 };
@@ -102,15 +102,7 @@ impl PostgresStore {
     }
 
     pub fn user_add(&self, address: &str, password: &str) -> Result<()> {
-        let Some((address, domain)) = normalize_address(address) else {
-            return Err(StoreError::Invalid(format!(
-                "{address:?} is not an address of the form user@domain"
-            )));
-        };
-        if password.is_empty() {
-            return Err(StoreError::Invalid("the password is empty".into()));
-        }
-        let hash = password::hash(password);
+        let (address, domain, hash) = new_account(address, password)?;
         self.with_client(move |mut c| async move {
             let tx = c.transaction().await.map_err(pg)?;
             if tx

@@ -18,17 +18,7 @@ fn item_ids(ids: &[String]) -> Vec<i64> {
 impl PostgresStore {
     pub fn queue_list(&self) -> Result<Vec<QueueSummary>> {
         self.with_client(|c| async move {
-            let empty = |name: &str| QueueSummary {
-                name: name.to_string(),
-                state: "active".into(),
-                messages: 0,
-                ready: 0,
-                retry: 0,
-                frozen: 0,
-                oldest: None,
-                next_attempt: None,
-                held: None,
-            };
+            let empty = QueueSummary::empty;
             let mut queues: BTreeMap<String, QueueSummary> = SYSTEM_QUEUES
                 .iter()
                 .map(|name| (name.to_string(), empty(name)))
