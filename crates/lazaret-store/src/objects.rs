@@ -20,7 +20,6 @@ use object_store::{
     PutPayload, RetryConfig,
 };
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -137,19 +136,12 @@ impl Objects {
         let client = self.client.clone();
         let at = ObjectPath::from(format!("{}messages/", self.prefix));
         let name = self.name.clone();
-        self.run(async move {
+        self.bridge.run(async move {
             match client.list(Some(&at)).next().await {
                 None | Some(Ok(_)) => Ok(()),
                 Some(Err(e)) => Err(unavailable(&format!("list {name}"), e)),
             }
         })
-    }
-
-    fn run<T: Send + 'static>(
-        &self,
-        request: impl Future<Output = Result<T>> + Send + 'static,
-    ) -> Result<T> {
-        self.bridge.run(request)
     }
 
     fn key(&self, uid: &str) -> ObjectPath {
@@ -167,7 +159,8 @@ impl Objects {
     pub fn put(&self, uid: &str, data: Vec<u8>) -> Result<()> {
         let (client, key, what) = (self.client.clone(), self.key(uid), self.describe(uid));
         let data = Bytes::from(data);
-        self.run(put_create(client, key, what, data.clone()))?;
+        self.bridge
+            .run(put_create(client, key, what, data.clone()))?;
         self.recent().insert(uid, data);
         Ok(())
     }
@@ -189,7 +182,7 @@ impl Objects {
                 async move { put_create(client, key, what, data).await }
             })
             .collect();
-        self.run(async move {
+        self.bridge.run(async move {
             let mut results = futures::stream::iter(jobs).buffer_unordered(PARALLEL_PUTS);
             while let Some(r) = results.next().await {
                 r?;
@@ -232,7 +225,7 @@ impl Objects {
         let client = self.client.clone();
         let key = self.key(uid);
         let what = self.describe(uid);
-        self.run(async move {
+        self.bridge.run(async move {
             let options = GetOptions {
                 range: range.map(GetRange::Bounded),
                 ..GetOptions::default()
@@ -262,24 +255,25 @@ impl Objects {
         let client = self.client.clone();
         let keys: Vec<ObjectPath> = uids.iter().map(|u| self.key(u)).collect();
         let name = self.name.clone();
-        self.run(async move {
-            let stream = futures::stream::iter(keys.into_iter().map(Ok)).boxed();
-            let mut results = client.delete_stream(stream);
-            let mut failed = 0;
-            while let Some(r) = results.next().await {
-                match r {
-                    Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => {
-                        failed += 1;
-                        if failed == 1 {
-                            tracing::warn!("delete in {name}: {e}");
+        self.bridge
+            .run(async move {
+                let stream = futures::stream::iter(keys.into_iter().map(Ok)).boxed();
+                let mut results = client.delete_stream(stream);
+                let mut failed = 0;
+                while let Some(r) = results.next().await {
+                    match r {
+                        Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => {
+                            failed += 1;
+                            if failed == 1 {
+                                tracing::warn!("delete in {name}: {e}");
+                            }
                         }
                     }
                 }
-            }
-            Ok(failed)
-        })
-        .unwrap_or(1)
+                Ok(failed)
+            })
+            .unwrap_or(1)
     }
 
     /// Store ids of the messages whose objects are older than `age` (for the sweep of
@@ -289,7 +283,7 @@ impl Objects {
         let at = ObjectPath::from(format!("{}messages/", self.prefix));
         let name = self.name.clone();
         let before = SystemTime::now() - age;
-        self.run(async move {
+        self.bridge.run(async move {
             let mut listing = client.list(Some(&at));
             let mut out = Vec::new();
             while let Some(meta) = listing.next().await {
