@@ -800,3 +800,120 @@ fn queue_switches_thrown_on_one_node_hold_on_every_node() {
         .to_string();
     assert!(err.contains("lazaret queue list"), "{err}");
 }
+
+/// Local domain example.org; anything else goes to `remote:DOMAIN`.
+fn next_hop(rcpt: &str) -> String {
+    match rcpt.rsplit_once('@') {
+        Some((_, "example.org")) => "local".into(),
+        Some((_, domain)) => format!("remote:{domain}"),
+        None => "local".into(),
+    }
+}
+
+/// Routes in batches of one until nothing is due; how many items were routed.
+fn route_everything(store: &PostgresStore) -> usize {
+    let mut routed = 0;
+    loop {
+        let r = store.route_inbound(1, false, &next_hop, 60).unwrap();
+        if r.routed == 0 {
+            return routed;
+        }
+        routed += r.routed;
+    }
+}
+
+#[test]
+fn nodes_route_inbound_mail_at_once_each_item_once() {
+    let Some(server) = server() else { return };
+    let Some(moto) = Moto::start("routing") else {
+        return;
+    };
+    let url = fresh_database(&server, "routing");
+    let one = PostgresStore::open(&settings(&url, "one"), Some(moto.objects("routing"))).unwrap();
+    let two = PostgresStore::open(&settings(&url, "two"), Some(moto.objects("routing"))).unwrap();
+    one.domain_add("example.org").unwrap();
+    one.user_add("ann@example.org", "pw").unwrap();
+    let mut work = two.queue_wakeups();
+    for n in 0..30 {
+        let mut m = message(n);
+        m.rcpt_to = match n % 3 {
+            0 => vec!["ann@example.org".into()],
+            1 => vec!["ann@example.org".into(), format!("x{n}@remote.example")],
+            _ => vec![format!("y{n}@other.example")],
+        };
+        if n == 29 {
+            m.rcpt_to.push("gone@example.org".into());
+        }
+        one.ingest(m).unwrap();
+    }
+    // Unscanned mail stays in `inbound` while the scanner is on.
+    assert_eq!(
+        one.route_inbound(100, true, &next_hop, 60).unwrap().routed,
+        0
+    );
+
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| route_everything(&one));
+        let b = s.spawn(|| route_everything(&two));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert_eq!(a + b, 30, "every inbound item routed once");
+    let count = |sql: &str| sql_i64(&url, sql);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM queue_items WHERE queue='inbound'"),
+        0
+    );
+    // ann: 20 copies, straight into INBOX with UIDs 1..20.
+    assert_eq!(
+        count("SELECT MAX(uid) * 1000 + COUNT(DISTINCT uid) FROM mailbox_entries"),
+        20 * 1000 + 20
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM queue_items WHERE queue='remote:remote.example'"),
+        10
+    );
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM queue_items q JOIN queue_rcpts r ON r.item=q.id
+             WHERE q.queue='remote:other.example' AND q.state='ready'"
+        ),
+        10
+    );
+    // The copy for a user who is gone waits in `local`, said why.
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM queue_items WHERE queue='local' AND state='retry'
+             AND last_error='no such local user: gone@example.org'"
+        ),
+        1
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM message_events WHERE kind='queued'"),
+        20
+    );
+    // Outbound work was announced to the other nodes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut heard = Vec::new();
+    while std::time::Instant::now() < deadline
+        && !heard.iter().any(|q: &String| q.starts_with("remote:"))
+    {
+        match work.try_recv() {
+            Ok(queue) => heard.push(queue),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+    assert!(heard.iter().any(|q| q.starts_with("remote:")), "{heard:?}");
+
+    // A frozen `inbound` routes nothing.
+    one.ingest(message(40)).unwrap();
+    two.queue_set_state("inbound", QueueState::Frozen).unwrap();
+    assert_eq!(
+        one.route_inbound(10, false, &next_hop, 60).unwrap().routed,
+        0
+    );
+    two.queue_set_state("inbound", QueueState::Active).unwrap();
+    assert_eq!(
+        one.route_inbound(10, false, &next_hop, 60).unwrap().routed,
+        1
+    );
+}

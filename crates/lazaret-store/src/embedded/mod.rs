@@ -27,7 +27,7 @@ mod lookups;
 mod messages;
 pub(crate) mod outbound;
 mod quarantine;
-mod queues;
+pub(crate) mod queues;
 mod reindex;
 mod scanning;
 mod schema;

@@ -174,7 +174,7 @@ fn into_inboxes(
     Ok(missing)
 }
 
-fn no_such_user(missing: &[String]) -> String {
+pub(crate) fn no_such_user(missing: &[String]) -> String {
     format!("no such local user: {}", missing.join(", "))
 }
 

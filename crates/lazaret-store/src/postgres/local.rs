@@ -9,7 +9,9 @@
 
 use super::{pg, PostgresStore, MAILBOX_CHANNEL};
 use crate::embedded::events::{DEFERRED, DELIVERED};
+use crate::embedded::queues::no_such_user;
 use crate::{now, DeliveryReport, Result};
+use deadpool_postgres::Transaction;
 use lazaret_core::state::QUEUE_LOCAL;
 
 impl PostgresStore {
@@ -35,60 +37,14 @@ impl PostgresStore {
             // Every INBOX this batch writes to, locked up front in one order: two
             // nodes delivering to the same users then wait for each other instead of
             // deadlocking.
-            let mut users: Vec<String> = due
-                .iter()
-                .flat_map(|row| row.get::<_, Vec<String>>(3))
-                .collect();
-            users.sort();
-            users.dedup();
-            tx.execute(
-                "SELECT 1 FROM mailboxes WHERE \"user\"=ANY($1) AND name='INBOX'
-                 ORDER BY \"user\" FOR UPDATE",
-                &[&users],
-            )
-            .await
-            .map_err(pg)?;
+            let users = due.iter().flat_map(|row| row.get::<_, Vec<String>>(3));
+            lock_inboxes(&tx, users.collect()).await?;
             let mut report = DeliveryReport::default();
             for row in due {
                 let (item, message, attempts): (i64, i64, i32) =
                     (row.get(0), row.get(1), row.get(2));
                 let rcpts: Vec<String> = row.get(3);
-                let mut missing = Vec::new();
-                for rcpt in &rcpts {
-                    let inbox = tx
-                        .query_opt(
-                            "UPDATE mailboxes SET uidnext=uidnext+1,
-                                 highestmodseq=highestmodseq+(CASE WHEN modseq_on THEN 1 ELSE 0 END)
-                             WHERE \"user\"=$1 AND name='INBOX'
-                             RETURNING id, uidnext-1, highestmodseq",
-                            &[rcpt],
-                        )
-                        .await
-                        .map_err(pg)?;
-                    let Some(inbox) = inbox else {
-                        missing.push(rcpt.clone());
-                        continue;
-                    };
-                    let (mailbox, uid, modseq): (i64, i64, i64) =
-                        (inbox.get(0), inbox.get(1), inbox.get(2));
-                    tx.execute(
-                        "INSERT INTO mailbox_entries(mailbox, uid, message, internal_date, modseq)
-                         VALUES($1, $2, $3, $4, $5)",
-                        &[&mailbox, &uid, &message, &t, &modseq],
-                    )
-                    .await
-                    .map_err(pg)?;
-                    tx.execute(
-                        "INSERT INTO message_events(message, at, kind, who, detail)
-                         VALUES($1, $2, $3, $4, 'INBOX')",
-                        &[&message, &t, &DELIVERED, rcpt],
-                    )
-                    .await
-                    .map_err(pg)?;
-                    if !report.users.contains(rcpt) {
-                        report.users.push(rcpt.clone());
-                    }
-                }
+                let missing = into_inboxes(&tx, message, &rcpts, t, &mut report.users).await?;
                 let done: Vec<&String> = rcpts.iter().filter(|r| !missing.contains(r)).collect();
                 tx.execute(
                     "DELETE FROM queue_rcpts WHERE item=$1 AND address=ANY($2)",
@@ -104,7 +60,7 @@ impl PostgresStore {
                 } else {
                     // The user vanished after RCPT was accepted: held for the admin
                     // rather than lost, and tried again in case the account comes back.
-                    let error = format!("no such local user: {}", missing.join(", "));
+                    let error = no_such_user(&missing);
                     tx.execute(
                         "INSERT INTO message_events(message, at, kind, who, detail)
                          VALUES($1, $2, $3, $4, $5)",
@@ -122,13 +78,83 @@ impl PostgresStore {
                     report.deferred += 1;
                 }
             }
-            for user in &report.users {
-                tx.execute("SELECT pg_notify($1, $2)", &[&MAILBOX_CHANNEL, user])
-                    .await
-                    .map_err(pg)?;
-            }
+            notify_users(&tx, &report.users).await?;
             tx.commit().await.map_err(pg)?;
             Ok(report)
         })
     }
+}
+
+/// Locks the INBOX rows of these users for the transaction, in one order: two nodes
+/// delivering to the same users then wait for each other instead of deadlocking.
+pub(super) async fn lock_inboxes(tx: &Transaction<'_>, mut users: Vec<String>) -> Result<()> {
+    users.sort();
+    users.dedup();
+    tx.execute(
+        "SELECT 1 FROM mailboxes WHERE \"user\"=ANY($1) AND name='INBOX'
+         ORDER BY \"user\" FOR UPDATE",
+        &[&users],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
+
+/// Files `message` in the INBOX of each recipient (UIDs from the folder's row);
+/// returns the recipients who have no INBOX (the account went away after RCPT was
+/// accepted). `users` gains those served.
+pub(super) async fn into_inboxes(
+    tx: &Transaction<'_>,
+    message: i64,
+    rcpts: &[String],
+    t: i64,
+    users: &mut Vec<String>,
+) -> Result<Vec<String>> {
+    let mut missing = Vec::new();
+    for rcpt in rcpts {
+        let inbox = tx
+            .query_opt(
+                "UPDATE mailboxes SET uidnext=uidnext+1,
+                     highestmodseq=highestmodseq+(CASE WHEN modseq_on THEN 1 ELSE 0 END)
+                 WHERE \"user\"=$1 AND name='INBOX'
+                 RETURNING id, uidnext-1, highestmodseq",
+                &[rcpt],
+            )
+            .await
+            .map_err(pg)?;
+        let Some(inbox) = inbox else {
+            missing.push(rcpt.clone());
+            continue;
+        };
+        let (mailbox, uid, modseq): (i64, i64, i64) = (inbox.get(0), inbox.get(1), inbox.get(2));
+        tx.execute(
+            "INSERT INTO mailbox_entries(mailbox, uid, message, internal_date, modseq)
+             VALUES($1, $2, $3, $4, $5)",
+            &[&mailbox, &uid, &message, &t, &modseq],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "INSERT INTO message_events(message, at, kind, who, detail)
+             VALUES($1, $2, $3, $4, 'INBOX')",
+            &[&message, &t, &DELIVERED, rcpt],
+        )
+        .await
+        .map_err(pg)?;
+        if !users.contains(rcpt) {
+            users.push(rcpt.clone());
+        }
+    }
+    Ok(missing)
+}
+
+/// Tells every node's IMAP sessions of these users that they have new mail (sent with
+/// the commit).
+pub(super) async fn notify_users(tx: &Transaction<'_>, users: &[String]) -> Result<()> {
+    for user in users {
+        tx.execute("SELECT pg_notify($1, $2)", &[&MAILBOX_CHANNEL, user])
+            .await
+            .map_err(pg)?;
+    }
+    Ok(())
 }

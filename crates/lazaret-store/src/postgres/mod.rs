@@ -4,10 +4,10 @@
 //!
 //! Built in slices. Here so far: the connection pool, versioned migrations run at
 //! start-up (one node at a time), the nodes' heartbeats, accounts, settings, the
-//! audit log, ingest, local delivery, outbound claims with leases, queue
+//! audit log, ingest, routing, local delivery, outbound claims with leases, queue
 //! administration, `LISTEN/NOTIFY` wake-ups and the
 //! orphan object sweep. The rest of the `Store` trait
-//! (routing, mailboxes, find, quarantine) comes next; until it does, the server's
+//! (mailboxes, find, quarantine, clusters) comes next; until it does, the server's
 //! configuration refuses `backend = "postgres"`.
 //!
 //! `tokio-postgres` is async while store calls block: requests run on the store's own
@@ -21,6 +21,7 @@ mod nodes;
 mod orphans;
 mod outbound;
 mod queues;
+mod routing;
 mod settings;
 mod wakeups;
 
