@@ -4,7 +4,7 @@
 //! crash between the two leaves an object no row names, which the orphan sweep
 //! removes after an hour. The commit notifies every node that `inbound` has work.
 
-use super::{pg, PostgresStore, QUEUE_CHANNEL};
+use super::{pg, record_event, PostgresStore, QUEUE_CHANNEL};
 use crate::embedded::events::accepted_row;
 use crate::embedded::ingest::Prepared;
 use crate::{now, Accepted, Incoming, Result, StoreError};
@@ -110,12 +110,7 @@ pub(super) async fn insert(tx: &deadpool_postgres::Transaction<'_>, p: &Prepared
         .map_err(pg)?;
     }
     let (kind, who, detail) = accepted_row(incoming, meta);
-    tx.execute(
-        "INSERT INTO message_events(message, at, kind, who, detail) VALUES($1, $2, $3, $4, $5)",
-        &[&message, &received, &kind, &who, &detail],
-    )
-    .await
-    .map_err(pg)?;
+    record_event(tx, message, received, kind, &who, &detail).await?;
     let item: i64 = tx
         .query_one(
             "INSERT INTO queue_items(message, queue, state, next_attempt, created)

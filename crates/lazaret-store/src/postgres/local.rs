@@ -7,7 +7,7 @@
 //! serialises nodes that deliver to the same INBOX: UIDs stay dense and ascending. The commit notifies `lazaret_mailbox` with
 //! each user who got mail, for IMAP sessions on every node.
 
-use super::{pg, PostgresStore, MAILBOX_CHANNEL};
+use super::{pg, record_event, PostgresStore, MAILBOX_CHANNEL};
 use crate::embedded::events::{DEFERRED, DELIVERED};
 use crate::embedded::queues::no_such_user;
 use crate::{now, DeliveryReport, Result};
@@ -61,13 +61,7 @@ impl PostgresStore {
                     // The user vanished after RCPT was accepted: held for the admin
                     // rather than lost, and tried again in case the account comes back.
                     let error = no_such_user(&missing);
-                    tx.execute(
-                        "INSERT INTO message_events(message, at, kind, who, detail)
-                         VALUES($1, $2, $3, $4, $5)",
-                        &[&message, &t, &DEFERRED, &missing.join(", "), &error],
-                    )
-                    .await
-                    .map_err(pg)?;
+                    record_event(&tx, message, t, DEFERRED, &missing.join(", "), &error).await?;
                     tx.execute(
                         "UPDATE queue_items SET state='retry', attempts=$2, next_attempt=$3,
                              last_error=$4 WHERE id=$1",
@@ -134,13 +128,7 @@ pub(super) async fn into_inboxes(
         )
         .await
         .map_err(pg)?;
-        tx.execute(
-            "INSERT INTO message_events(message, at, kind, who, detail)
-             VALUES($1, $2, $3, $4, 'INBOX')",
-            &[&message, &t, &DELIVERED, rcpt],
-        )
-        .await
-        .map_err(pg)?;
+        record_event(tx, message, t, DELIVERED, rcpt, "INBOX").await?;
         if !users.contains(rcpt) {
             users.push(rcpt.clone());
         }

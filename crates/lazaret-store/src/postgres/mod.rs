@@ -198,6 +198,25 @@ pub(super) async fn release(
     Ok(())
 }
 
+/// One row of the message event log (`trace`, `exposure`), in the caller's
+/// transaction.
+pub(super) async fn record_event(
+    tx: &deadpool_postgres::Transaction<'_>,
+    message: i64,
+    at: i64,
+    kind: &str,
+    who: &str,
+    detail: &str,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO message_events(message, at, kind, who, detail) VALUES($1, $2, $3, $4, $5)",
+        &[&message, &at, &kind, &who, &detail],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
+
 /// A database error as the store reports it, with PostgreSQL's own message (the
 /// driver's `Display` says only "db error") and SQLSTATE.
 pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {

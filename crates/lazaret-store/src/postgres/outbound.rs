@@ -10,7 +10,7 @@
 //! accepted it, but before the outcome was recorded, is delivered again.
 
 use super::ingest::insert;
-use super::{pg, PostgresStore, QUEUE_CHANNEL};
+use super::{pg, record_event, PostgresStore, QUEUE_CHANNEL};
 use crate::embedded::ingest::Prepared;
 use crate::embedded::outbound::attempt_event_rows;
 use crate::{now, AttemptOutcome, QueuedMessage, Result, OUTBOUND_DISABLED};
@@ -154,13 +154,7 @@ impl PostgresStore {
                 let t = now();
                 let dsn_id = dsn.as_ref().map(|d| d.incoming.id.as_str());
                 for (kind, rcpt, detail) in attempt_event_rows(&o, dsn_id) {
-                    tx.execute(
-                        "INSERT INTO message_events(message, at, kind, who, detail)
-                         VALUES($1, $2, $3, $4, $5)",
-                        &[&message, &t, &kind, &rcpt, &detail],
-                    )
-                    .await
-                    .map_err(pg)?;
+                    record_event(&tx, message, t, kind, rcpt, &detail).await?;
                 }
                 let done: Vec<&String> = o.delivered.iter().chain(&o.failed).collect();
                 tx.execute(

@@ -7,7 +7,7 @@
 //! (`[outbreak] hold_growth`) comes with the outbreak clusters on this store.
 
 use super::local::{into_inboxes, lock_inboxes, notify_users};
-use super::{pg, PostgresStore, QUEUE_CHANNEL};
+use super::{pg, record_event, PostgresStore, QUEUE_CHANNEL};
 use crate::embedded::events::{DEFERRED, QUEUED};
 use crate::embedded::queues::no_such_user;
 use crate::{now, Result, RouteReport};
@@ -115,25 +115,14 @@ impl PostgresStore {
                         }
                         report.local.deferred += 1;
                         let error = no_such_user(&missing);
-                        tx.execute(
-                            "INSERT INTO message_events(message, at, kind, who, detail)
-                                 VALUES($1, $2, $3, $4, $5)",
-                            &[&message, &t, &DEFERRED, &missing.join(", "), &error],
-                        )
-                        .await
-                        .map_err(pg)?;
+                        record_event(&tx, message, t, DEFERRED, &missing.join(", "), &error)
+                            .await?;
                         ("retry", t + retry_delay_secs, 1, Some(error), missing)
                     } else {
                         if queue != QUEUE_LOCAL {
                             report.to_remote += 1;
                         }
-                        tx.execute(
-                            "INSERT INTO message_events(message, at, kind, who, detail)
-                                 VALUES($1, $2, $3, $4, $5)",
-                            &[&message, &t, &QUEUED, &rcpts.join(", "), &queue],
-                        )
-                        .await
-                        .map_err(pg)?;
+                        record_event(&tx, message, t, QUEUED, &rcpts.join(", "), &queue).await?;
                         if !queues_with_work.contains(&queue) {
                             queues_with_work.push(queue.clone());
                         }
