@@ -6,10 +6,13 @@ figures compare like with like.
 
 usage: smtp_load.py HOST:PORT --sessions 50 --messages 5000 --size 10240 --to a@x,b@x [--rate R]
        [--rcpts-per-message K] [--from ADDR] [--auth USER:PASSWORD] [--header-file F]
+       [--trace FILE]
 
 Without --rate every session sends as fast as the server answers (closed loop: the
 figure is the server's top rate). With --rate the messages are paced at R per second
 over all sessions (open loop), so two servers' latencies compare at the same load.
+With --trace every accepted message's 250 is written to FILE as a line "UNIX_TIME
+LATENCY_MS", to line slow replies up with what the server was doing at the time.
 """
 
 import argparse
@@ -64,6 +67,8 @@ async def session(host, port, queue, recipients, body, latencies, failures, pace
         code = await reply(reader)
         if code == 250:
             latencies.append(time.perf_counter() - start)
+            if opts.trace_to is not None:
+                opts.trace_to.append((time.time(), latencies[-1]))
         else:
             failures.append([code])
     writer.write(b"QUIT\r\n")
@@ -83,7 +88,9 @@ async def main():
     ap.add_argument("--from", dest="sender", default="load@far.test")
     ap.add_argument("--auth", help="USER:PASSWORD for AUTH PLAIN (submission ports)")
     ap.add_argument("--header-file", help="header fields put above every message (a DKIM-Signature made for it)")
+    ap.add_argument("--trace", help="write each 250's time and latency to this file")
     args = ap.parse_args()
+    args.trace_to = [] if args.trace else None
     host, port = args.target.rsplit(":", 1)
     head = b"From: load@far.test\r\nTo: user@bench\r\nSubject: load test @N@\r\n\r\n"
     if args.header_file:
@@ -104,6 +111,9 @@ async def main():
         ]
     )
     elapsed = time.perf_counter() - t0
+    if args.trace:
+        with open(args.trace, "w") as out:
+            out.writelines(f"{at:.6f} {took * 1000:.3f}\n" for at, took in args.trace_to)
     latencies.sort()
     pct = lambda p: latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else 0
     print(

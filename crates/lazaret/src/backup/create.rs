@@ -93,6 +93,7 @@ pub fn create(
         progress,
         mail_moving,
     )?;
+    let copy_started = std::time::Instant::now();
     let BackupSnapshot {
         database,
         files,
@@ -103,6 +104,10 @@ pub fn create(
         .context("cannot copy the database")?;
     let (db_sha256, db_compressed, db_len) =
         db_out.finish().context("cannot back up the database")?;
+    tracing::debug!(
+        "backup {id}: database copied ({db_len} bytes) in {:.2} s",
+        copy_started.elapsed().as_secs_f64()
+    );
     let mut sources = files;
     sources.extend(server_files(config)?);
 
@@ -220,6 +225,10 @@ pub fn create(
         });
     }
     drop(pin); // deletions held back for the copy may go ahead
+    tracing::debug!(
+        "backup {id}: files copied, {:.2} s since the database's copy began",
+        copy_started.elapsed().as_secs_f64()
+    );
 
     manifest.files.sort_by(|a, b| a.name.cmp(&b.name));
     manifest.total_bytes = manifest.files.iter().map(|f| f.size).sum();
