@@ -8,6 +8,7 @@ mod addresses;
 #[cfg(any(feature = "s3", feature = "postgres"))]
 mod bridge;
 pub mod embedded;
+mod folder_rules;
 mod metadata;
 mod model;
 #[cfg(feature = "s3")]

@@ -917,3 +917,339 @@ fn nodes_route_inbound_mail_at_once_each_item_once() {
         1
     );
 }
+
+/// What a store answers, as text: `Ok(..)` with the value, or the error's kind and
+/// text (entry ids and UIDVALIDITY values differ between stores and are left out by
+/// the callers).
+fn outcome<T: std::fmt::Debug>(r: Result<T, StoreError>) -> String {
+    match r {
+        Ok(v) => format!("Ok({v:?})"),
+        Err(StoreError::NotFound(t)) => format!("NotFound({t})"),
+        Err(StoreError::Exists(t)) => format!("Exists({t})"),
+        Err(StoreError::Invalid(t)) => format!("Invalid({t})"),
+        Err(e) => format!("Err({e})"),
+    }
+}
+
+/// One user's IMAP session, the same calls on either store: appends, folders made,
+/// renamed and deleted, flags, copy and move, `\Recent` claims, expunge, listings,
+/// message bytes and the IMAP cache. Returns what each call answered.
+macro_rules! imap_session {
+    ($store:expr) => {{
+        let store = $store;
+        let mut said: Vec<String> = Vec::new();
+        let user = "ann@example.org";
+        store.domain_add("example.org").unwrap();
+        store.user_add(user, "pw").unwrap();
+        for n in 0..4 {
+            let data =
+                format!("From: f{n}@origin.example\r\nSubject: note {n}\r\n\r\nbody {n}\r\n");
+            let flags = if n == 0 {
+                vec!["\\Seen".to_string()]
+            } else {
+                vec![]
+            };
+            let (_, uid) = store
+                .append(
+                    user,
+                    "inbox",
+                    format!("{:016x}", 0xfeed00 + n),
+                    data.into_bytes(),
+                    flags,
+                    Some(1_700_000_000 + n as i64),
+                )
+                .unwrap();
+            said.push(format!("append -> uid {uid}"));
+        }
+        said.push(outcome(
+            store
+                .append(
+                    user,
+                    "Nowhere",
+                    "00000000000000ff".into(),
+                    b"x\r\n\r\ny".to_vec(),
+                    vec![],
+                    None,
+                )
+                .map(|_| ()),
+        ));
+        said.push(outcome(store.folder_create(user, "Work/2026/", None)));
+        said.push(outcome(store.folder_create(
+            user,
+            "Keep",
+            Some("\\archive"),
+        )));
+        said.push(outcome(store.folder_create(user, "Work", None)));
+        said.push(outcome(store.folder_create(user, "bad*name", None)));
+        said.push(outcome(store.folder_create(user, "Odd", Some("\\Nothing"))));
+        said.push(outcome(store.folder_subscribe(user, "Elsewhere", true)));
+        said.push(outcome(store.folder_subscribe(user, "Trash", false)));
+        let snap = store.folder_snapshot(user, "INBOX").unwrap();
+        let entry = |uid: i64| snap.entries.iter().find(|e| e.uid == uid).unwrap().entry;
+        let uid_of = |entry: i64| {
+            snap.entries
+                .iter()
+                .find(|e| e.entry == entry)
+                .map_or(0, |e| e.uid)
+        };
+        said.push(format!(
+            "snapshot: uidnext {} keywords {:?} entries {:?}",
+            snap.uidnext,
+            snap.keywords,
+            snap.entries
+                .iter()
+                .map(|e| (e.uid, e.flags.clone(), e.size, e.internal_date))
+                .collect::<Vec<_>>()
+        ));
+        let m0 = store.folder_track_modseq(user, "INBOX").unwrap();
+        said.push(format!(
+            "track modseq: {}",
+            store.folder_track_modseq(user, "INBOX").unwrap() - m0
+        ));
+        let flagged = store
+            .set_flags(
+                user,
+                "INBOX",
+                vec![entry(1), entry(2)],
+                lazaret_store::FlagChange::Add,
+                vec!["\\seen".into(), "$Label".into()],
+                None,
+            )
+            .unwrap();
+        said.push(format!(
+            "add flags: {:?} modified {:?}",
+            flagged
+                .entries
+                .iter()
+                .map(|(e, f, m)| (uid_of(*e), f.clone(), m - m0))
+                .collect::<Vec<_>>(),
+            flagged.modified
+        ));
+        let guarded = store
+            .set_flags(
+                user,
+                "INBOX",
+                vec![entry(2), entry(3)],
+                lazaret_store::FlagChange::Replace,
+                vec!["\\Flagged".into()],
+                Some(m0),
+            )
+            .unwrap();
+        said.push(format!(
+            "replace unchanged since: {:?} modified {:?}",
+            guarded
+                .entries
+                .iter()
+                .map(|(e, f, m)| (uid_of(*e), f.clone(), m - m0))
+                .collect::<Vec<_>>(),
+            guarded
+                .modified
+                .iter()
+                .map(|e| uid_of(*e))
+                .collect::<Vec<_>>()
+        ));
+        let removed = store
+            .set_flags(
+                user,
+                "INBOX",
+                vec![entry(1)],
+                lazaret_store::FlagChange::Remove,
+                vec!["\\SEEN".into()],
+                None,
+            )
+            .unwrap();
+        said.push(format!(
+            "remove: {:?}",
+            removed
+                .entries
+                .iter()
+                .map(|(e, f, _)| (uid_of(*e), f.clone()))
+                .collect::<Vec<_>>()
+        ));
+        said.push(format!(
+            "copy: {:?}",
+            store
+                .copy_entries(user, "INBOX", "Work/2026", vec![entry(3), entry(2)], false)
+                .map(|(_, p)| p)
+        ));
+        said.push(format!(
+            "move: {:?}",
+            store
+                .copy_entries(user, "INBOX", "Keep", vec![entry(4)], true)
+                .map(|(_, p)| p)
+        ));
+        said.push(outcome(
+            store
+                .copy_entries(user, "INBOX", "Nope", vec![entry(1)], false)
+                .map(|(_, p)| p),
+        ));
+        said.push(format!(
+            "recent: {:?}",
+            (
+                store.folder_claim_recent(user, "INBOX", 3),
+                store.folder_claim_recent(user, "INBOX", 2),
+                store.folder_claim_recent(user, "INBOX", 0)
+            )
+        ));
+        said.push(outcome(store.folder_claim_recent(user, "Nope", 1)));
+        said.push(outcome(store.folder_rename(user, "Work", "Jobs")));
+        said.push(outcome(store.folder_rename(user, "INBOX", "Old")));
+        said.push(outcome(store.folder_rename(user, "Jobs", "Keep")));
+        said.push(outcome(store.mailbox_delete(
+            user,
+            "inbox",
+            &[format!("m{}", entry(1)), "m999999".into(), "q1".into()],
+        )));
+        said.push(outcome(store.folder_delete(user, "INBOX")));
+        said.push(outcome(store.folder_delete(user, "Jobs/2026")));
+        said.push(outcome(store.folder_delete(user, "Jobs/2026")));
+        said.push(format!(
+            "folders: {:?}",
+            store
+                .folders(user)
+                .unwrap()
+                .iter()
+                .map(|f| (
+                    f.name.clone(),
+                    f.special.clone(),
+                    f.subscribed,
+                    f.uidnext,
+                    f.messages,
+                    f.unseen,
+                    f.recent
+                ))
+                .collect::<Vec<_>>()
+        ));
+        said.push(format!(
+            "subscriptions: {:?}",
+            store.subscriptions(user).unwrap()
+        ));
+        said.push(format!(
+            "mailbox list: {:?}",
+            store
+                .mailbox_list(user)
+                .unwrap()
+                .iter()
+                .map(|m| (m.name.clone(), m.uidnext, m.messages))
+                .collect::<Vec<_>>()
+        ));
+        said.push(outcome(
+            store.mailbox_list("nobody@example.org").map(|l| l.len()),
+        ));
+        let listed = store.mailbox_messages(user, "INBOX").unwrap();
+        said.push(format!(
+            "inbox messages: {:?}",
+            listed
+                .iter()
+                .map(|m| (
+                    m.location.clone(),
+                    m.from.clone(),
+                    m.subject.clone(),
+                    m.size,
+                    m.state.clone(),
+                    m.uid
+                ))
+                .collect::<Vec<_>>()
+        ));
+        let first = &listed[0];
+        said.push(format!(
+            "raw by entry: {:?}",
+            String::from_utf8(store.message_raw(&first.id).unwrap())
+        ));
+        said.push(format!(
+            "raw by uid: {}",
+            store.message_raw(&first.message).unwrap().len()
+        ));
+        said.push(format!(
+            "head: {:?}",
+            String::from_utf8(store.message_head(&first.message).unwrap())
+        ));
+        let mut buf = b"prefix ".to_vec();
+        said.push(format!(
+            "append to: {:?} {}",
+            store.message_append_to(&first.message, &mut buf),
+            buf.len()
+        ));
+        said.push(outcome(store.message_raw("m999999").map(|b| b.len())));
+        said.push(outcome(store.message_raw("zz").map(|b| b.len())));
+        let cached = lazaret_store::ImapCached {
+            envelope: Some(b"env".to_vec()),
+            bodystructure: None,
+        };
+        store
+            .imap_cache_put(vec![
+                (first.message.clone(), cached),
+                (
+                    "00000000000000aa".into(),
+                    lazaret_store::ImapCached {
+                        envelope: Some(b"gone".to_vec()),
+                        bodystructure: None,
+                    },
+                ),
+            ])
+            .unwrap();
+        store
+            .imap_cache_put(vec![(
+                first.message.clone(),
+                lazaret_store::ImapCached {
+                    envelope: None,
+                    bodystructure: Some(b"bs".to_vec()),
+                },
+            )])
+            .unwrap();
+        said.push(format!(
+            "cache: {:?}",
+            store
+                .imap_cache_get(&[first.message.clone(), "00000000000000aa".into()])
+                .unwrap()
+        ));
+        said
+    }};
+}
+
+#[test]
+fn imap_work_on_folders_answers_as_the_embedded_store_and_other_nodes_see_it() {
+    use lazaret_store::Store;
+    let Some(server) = server() else { return };
+    let Some(moto) = Moto::start("folders") else {
+        return;
+    };
+    let url = fresh_database(&server, "folders");
+    let one = PostgresStore::open(&settings(&url, "one"), Some(moto.objects("folders"))).unwrap();
+    let two = PostgresStore::open(&settings(&url, "two"), Some(moto.objects("folders"))).unwrap();
+    let dir = std::env::temp_dir().join(format!("lazaret-pg-folders-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let embedded = lazaret_store::EmbeddedStore::open(&dir).unwrap();
+
+    let generation = two.write_generation();
+    let on_postgres = imap_session!(&one);
+    let on_embedded = imap_session!(&embedded);
+    drop(embedded);
+    let _ = std::fs::remove_dir_all(&dir);
+    for (p, e) in on_postgres.iter().zip(&on_embedded) {
+        assert_eq!(
+            p, e,
+            "PostgreSQL (left) and embedded (right) answer differently"
+        );
+    }
+    assert_eq!(on_postgres.len(), on_embedded.len());
+
+    // Node two heard of node one's changes: its folder cache key moved, and it reads
+    // the same folder.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while two.write_generation() == generation {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node two heard nothing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let seen_from_two = two.folder_snapshot("ann@example.org", "INBOX").unwrap();
+    let seen_from_one = one.folder_snapshot("ann@example.org", "INBOX").unwrap();
+    assert_eq!(seen_from_two.entries, seen_from_one.entries);
+    assert_eq!(seen_from_two.highestmodseq, seen_from_one.highestmodseq);
+    // Its own change moves a node's generation at once, before any notification.
+    let before = one.write_generation();
+    one.folder_create("ann@example.org", "Fresh", None).unwrap();
+    assert!(one.write_generation() > before);
+}

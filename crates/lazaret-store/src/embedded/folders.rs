@@ -8,33 +8,8 @@ use crate::model::{FlagChange, FlagsStored, Folder, FolderEntry, FolderSnapshot,
 use crate::{now, Result, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 
-/// RFC 6154's special uses.
-const SPECIAL_USES: [&str; 7] = [
-    "\\All",
-    "\\Archive",
-    "\\Drafts",
-    "\\Flagged",
-    "\\Junk",
-    "\\Sent",
-    "\\Trash",
-];
-
-/// Folder names IMAP may use: no control characters, no empty hierarchy levels.
-pub(super) fn valid_folder(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 255
-        && !name.chars().any(|c| c.is_control() || c == '*' || c == '%')
-        && !name.split('/').any(str::is_empty)
-}
-
-/// IMAP names INBOX case-insensitively; every other name is exact.
-pub(super) fn canonical(name: &str) -> String {
-    if name.eq_ignore_ascii_case("INBOX") {
-        "INBOX".into()
-    } else {
-        name.to_string()
-    }
-}
+pub(super) use crate::folder_rules::{canonical, join_flags, parse_flags, valid_folder};
+use crate::folder_rules::{keywords, new_folder_name, seen, special_use};
 
 pub(super) fn folder_id(c: &Connection, user: &str, name: &str) -> Result<i64> {
     c.prepare_cached("SELECT id FROM mailboxes WHERE user=?1 AND name=?2")?
@@ -43,14 +18,6 @@ pub(super) fn folder_id(c: &Connection, user: &str, name: &str) -> Result<i64> {
         .ok_or_else(|| StoreError::NotFound(format!("no folder {name}")))
 }
 
-pub(super) fn parse_flags(text: &str) -> Vec<String> {
-    text.split(' ')
-        .filter(|f| !f.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-/// Flags as stored: unique (case-insensitive, as IMAP compares them), space-separated.
 /// Puts a message into a folder under `uid` (from `take_uids`); returns the entry's id.
 pub(super) fn add_entry(
     c: &Connection,
@@ -68,16 +35,6 @@ pub(super) fn add_entry(
     ))?
     .execute(params![mailbox, uid, message, flags, internal_date])?;
     Ok(c.last_insert_rowid())
-}
-
-pub(super) fn join_flags(flags: &[String]) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    for f in flags {
-        if !out.iter().any(|o| o.eq_ignore_ascii_case(f)) {
-            out.push(f);
-        }
-    }
-    out.join(" ")
 }
 
 /// A UIDVALIDITY no folder of this store had before: the clock's seconds, or one more
@@ -157,24 +114,8 @@ impl EmbeddedStore {
         name: &str,
         special: Option<&str>,
     ) -> Result<()> {
-        let (user, name) = (user.to_string(), canonical(name.trim_end_matches('/')));
-        if !valid_folder(&name) {
-            return Err(StoreError::Invalid(format!(
-                "{name:?} is not a valid folder name"
-            )));
-        }
-        let special = match special {
-            None => None,
-            Some(s) => Some(
-                SPECIAL_USES
-                    .iter()
-                    .find(|u| u.eq_ignore_ascii_case(s))
-                    .map(|u| u.to_string())
-                    .ok_or_else(|| {
-                        StoreError::Invalid(format!("[USEATTR] {s} is not a special use"))
-                    })?,
-            ),
-        };
+        let (user, name) = (user.to_string(), new_folder_name(name)?);
+        let special = special_use(special)?;
         self.write(move |c| {
             if folder_id(c, &user, &name).is_ok() {
                 return Err(StoreError::Exists(format!("folder {name} already exists")));
@@ -253,12 +194,11 @@ impl EmbeddedStore {
     }
 
     pub(super) fn folder_subscribe_impl(&self, user: &str, name: &str, on: bool) -> Result<()> {
-        let (user, name) = (user.to_string(), canonical(name.trim_end_matches('/')));
-        if on && !valid_folder(&name) {
-            return Err(StoreError::Invalid(format!(
-                "{name:?} is not a valid folder name"
-            )));
-        }
+        let user = user.to_string();
+        let name = match on {
+            true => new_folder_name(name)?,
+            false => canonical(name.trim_end_matches('/')),
+        };
         self.write(move |c| {
             if on {
                 c.execute(
@@ -368,14 +308,7 @@ impl EmbeddedStore {
                     })
                 })?
                 .collect::<rusqlite::Result<_>>()?;
-            let mut keywords: Vec<String> = Vec::new();
-            for e in &entries {
-                for f in &e.flags {
-                    if !f.starts_with('\\') && !keywords.iter().any(|k| k.eq_ignore_ascii_case(f)) {
-                        keywords.push(f.clone());
-                    }
-                }
-            }
+            let keywords = keywords(entries.iter().flat_map(|e| e.flags.iter()));
             Ok(FolderSnapshot {
                 uidvalidity,
                 uidnext,
@@ -438,8 +371,6 @@ impl EmbeddedStore {
                     c.prepare_cached("UPDATE mailbox_entries SET flags=?2, modseq=?3 WHERE id=?1")?
                         .execute(params![entry, joined, m])?;
                     entry_modseq = m;
-                    let seen =
-                        |flags: &[String]| flags.iter().any(|f| f.eq_ignore_ascii_case("\\Seen"));
                     if seen(&set) && !seen(&parse_flags(&current)) {
                         events::record(c, message, events::READ, &user, &format!("imap {name}"))?;
                     }

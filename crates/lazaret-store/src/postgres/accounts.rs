@@ -276,7 +276,7 @@ impl PostgresStore {
 /// last one given, whichever is greater (a folder deleted and created again in the
 /// same second still gets a new one). One statement, so nodes never hand out the same
 /// value at once.
-async fn new_uidvalidity(tx: &deadpool_postgres::Transaction<'_>) -> Result<i64> {
+pub(super) async fn new_uidvalidity(tx: &deadpool_postgres::Transaction<'_>) -> Result<i64> {
     let now = (now() as u32).max(1) as i64;
     let value: String = tx
         .query_one(

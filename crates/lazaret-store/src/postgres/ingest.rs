@@ -54,8 +54,40 @@ impl PostgresStore {
 /// Inserts the message, its parts, its first event and a queue item in `inbound` for
 /// its recipients; returns the queue item's id.
 pub(super) async fn insert(tx: &deadpool_postgres::Transaction<'_>, p: &Prepared) -> Result<i64> {
-    let (incoming, meta) = (&p.incoming, &p.meta);
     let received = now();
+    let message = insert_message(tx, p, received).await?;
+    let item: i64 = tx
+        .query_one(
+            "INSERT INTO queue_items(message, queue, state, next_attempt, created)
+             VALUES($1, $2, 'ready', $3, $3) RETURNING id",
+            &[&message, &QUEUE_INBOUND, &received],
+        )
+        .await
+        .map_err(pg)?
+        .get(0);
+    let rcpts: Vec<String> = p
+        .incoming
+        .rcpt_to
+        .iter()
+        .map(|r| r.to_ascii_lowercase())
+        .collect();
+    tx.execute(
+        "INSERT INTO queue_rcpts(item, address) SELECT $1, unnest($2::text[])
+         ON CONFLICT DO NOTHING",
+        &[&item, &rcpts],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(item)
+}
+
+/// Inserts the message row, its parts and its first event; returns the row's id.
+pub(super) async fn insert_message(
+    tx: &deadpool_postgres::Transaction<'_>,
+    p: &Prepared,
+    received: i64,
+) -> Result<i64> {
+    let (incoming, meta) = (&p.incoming, &p.meta);
     let scan = incoming.scan.as_ref();
     let message: i64 = tx
         .query_one(
@@ -111,26 +143,5 @@ pub(super) async fn insert(tx: &deadpool_postgres::Transaction<'_>, p: &Prepared
     }
     let (kind, who, detail) = accepted_row(incoming, meta);
     record_event(tx, message, received, kind, &who, &detail).await?;
-    let item: i64 = tx
-        .query_one(
-            "INSERT INTO queue_items(message, queue, state, next_attempt, created)
-             VALUES($1, $2, 'ready', $3, $3) RETURNING id",
-            &[&message, &QUEUE_INBOUND, &received],
-        )
-        .await
-        .map_err(pg)?
-        .get(0);
-    let rcpts: Vec<String> = incoming
-        .rcpt_to
-        .iter()
-        .map(|r| r.to_ascii_lowercase())
-        .collect();
-    tx.execute(
-        "INSERT INTO queue_rcpts(item, address) SELECT $1, unnest($2::text[])
-         ON CONFLICT DO NOTHING",
-        &[&item, &rcpts],
-    )
-    .await
-    .map_err(pg)?;
-    Ok(item)
+    Ok(message)
 }

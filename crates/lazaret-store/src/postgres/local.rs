@@ -16,7 +16,7 @@ use lazaret_core::state::QUEUE_LOCAL;
 
 impl PostgresStore {
     pub fn deliver_local(&self, limit: usize, retry_delay_secs: i64) -> Result<DeliveryReport> {
-        self.with_client(move |mut c| async move {
+        let report = self.with_client(move |mut c| async move {
             let tx = c.transaction().await.map_err(pg)?;
             let t = now();
             let due = tx
@@ -75,7 +75,11 @@ impl PostgresStore {
             notify_users(&tx, &report.users).await?;
             tx.commit().await.map_err(pg)?;
             Ok(report)
-        })
+        })?;
+        if !report.users.is_empty() {
+            self.folders_changed();
+        }
+        Ok(report)
     }
 }
 

@@ -5,17 +5,19 @@
 //! Built in slices. Here so far: the connection pool, versioned migrations run at
 //! start-up (one node at a time), the nodes' heartbeats, accounts, settings, the
 //! audit log, ingest, routing, local delivery, outbound claims with leases, queue
-//! administration, `LISTEN/NOTIFY` wake-ups and the
-//! orphan object sweep. The rest of the `Store` trait
-//! (mailboxes, find, quarantine, clusters) comes next; until it does, the server's
+//! administration, `LISTEN/NOTIFY` wake-ups, the orphan object sweep, and what IMAP
+//! and POP3 do to folders and messages. The rest of the `Store` trait (find,
+//! quarantine, clusters, scanning) comes next; until it does, the server's
 //! configuration refuses `backend = "postgres"`.
 //!
 //! `tokio-postgres` is async while store calls block: requests run on the store's own
 //! runtime (`bridge`) and each call waits for its answer.
 
 mod accounts;
+mod folders;
 mod ingest;
 mod local;
+mod messages;
 mod migrations;
 mod nodes;
 mod orphans;

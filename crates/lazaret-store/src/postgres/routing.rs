@@ -56,7 +56,7 @@ impl PostgresStore {
                 (item, groups)
             })
             .collect();
-        self.with_client(move |mut c| async move {
+        let report = self.with_client(move |mut c| async move {
             let tx = c.transaction().await.map_err(pg)?;
             let mut report = RouteReport::default();
             let frozen: Vec<String> = tx
@@ -166,6 +166,10 @@ impl PostgresStore {
             }
             tx.commit().await.map_err(pg)?;
             Ok(report)
-        })
+        })?;
+        if !report.local.users.is_empty() {
+            self.folders_changed();
+        }
+        Ok(report)
     }
 }

@@ -3,10 +3,17 @@
 //! instead of at its next look. A hint only: a notification lost while the
 //! connection was down costs a delay, never mail, because every node also looks on
 //! a timer.
+//!
+//! Mailbox notifications also move this node's write generation (`Store::
+//! write_generation`), which IMAP's folder cache is keyed on: a flag set or a message
+//! expunged on another node makes the next SELECT here read the folder again. Every
+//! commit that changes a folder notifies its user for that reason.
 
 use super::{PostgresStore, MAILBOX_CHANNEL, QUEUE_CHANNEL};
 use crate::Result;
 use futures::StreamExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio_postgres::AsyncMessage;
@@ -25,6 +32,17 @@ impl PostgresStore {
     /// Users, as nodes announce new mail for them (the same caveat).
     pub fn mailbox_wakeups(&self) -> broadcast::Receiver<String> {
         self.wakeups.mailboxes.subscribe()
+    }
+
+    /// Changes whenever a folder may have changed, on this node or another.
+    pub fn write_generation(&self) -> u64 {
+        self.wakeups.generation.load(Ordering::SeqCst)
+    }
+
+    /// This node changed a folder: its own sessions must see it at once, not only once
+    /// the notification comes back.
+    pub(super) fn folders_changed(&self) {
+        self.wakeups.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Starts the listening connection; it reconnects on its own.
@@ -46,6 +64,7 @@ impl PostgresStore {
 pub(super) struct Wakeups {
     queues: broadcast::Sender<String>,
     mailboxes: broadcast::Sender<String>,
+    generation: Arc<AtomicU64>,
 }
 
 impl Wakeups {
@@ -53,6 +72,7 @@ impl Wakeups {
         Wakeups {
             queues: broadcast::channel(256).0,
             mailboxes: broadcast::channel(256).0,
+            generation: Arc::new(AtomicU64::new(0)),
         }
     }
 }
@@ -75,11 +95,16 @@ async fn listen_once(
             done = &mut listen, if !listening => {
                 done?;
                 listening = true;
+                // What changed while no one listened is unknown: caches start over.
+                wakeups.generation.fetch_add(1, Ordering::SeqCst);
             }
             message = messages.next() => match message {
                 Some(Ok(AsyncMessage::Notification(n))) => {
                     let to = match n.channel() {
-                        MAILBOX_CHANNEL => &wakeups.mailboxes,
+                        MAILBOX_CHANNEL => {
+                            wakeups.generation.fetch_add(1, Ordering::SeqCst);
+                            &wakeups.mailboxes
+                        }
                         _ => &wakeups.queues,
                     };
                     // No receiver yet is no error.
