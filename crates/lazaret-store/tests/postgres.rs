@@ -1253,3 +1253,193 @@ fn imap_work_on_folders_answers_as_the_embedded_store_and_other_nodes_see_it() {
     one.folder_create("ann@example.org", "Fresh", None).unwrap();
     assert!(one.write_generation() > before);
 }
+
+/// An admin cleaning up, the same calls on either store: import, quarantine from a
+/// folder and a queue, the detail view, restore into a folder deleted meanwhile,
+/// removal with a DSN, and a forgery quarantined on arrival.
+macro_rules! quarantine_work {
+    ($store:expr) => {{
+        let store = $store;
+        let mut said: Vec<String> = Vec::new();
+        store.domain_add("example.org").unwrap();
+        store.user_add("ann@example.org", "pw").unwrap();
+        let import = |n: usize| lazaret_store::ImportMessage {
+            data: format!("From: old{n}@origin.example\r\nSubject: kept {n}\r\n\r\nold {n}\r\n")
+                .into_bytes(),
+            flags: if n == 0 {
+                vec!["\\Seen".into(), "$Work".into()]
+            } else {
+                vec![]
+            },
+            internal_date: Some(1_600_000_000 + n as i64),
+        };
+        said.push(outcome(store.import(
+            "ANN@example.org",
+            "Archive/Old",
+            (0..3).map(import).collect(),
+        )));
+        said.push(outcome(store.import(
+            "nobody@example.org",
+            "INBOX",
+            vec![import(9)],
+        )));
+        said.push(outcome(store.import(
+            "ann@example.org",
+            "bad*",
+            vec![import(9)],
+        )));
+        let mut queued = message(1);
+        queued.rcpt_to = vec!["ann@example.org".into(), "far@remote.example".into()];
+        store.ingest(queued).unwrap();
+        let item = store.queue_messages("inbound").unwrap()[0].id.clone();
+        let archived = store
+            .mailbox_messages("ann@example.org", "Archive/Old")
+            .unwrap();
+        said.push(format!(
+            "archived: {:?}",
+            archived
+                .iter()
+                .map(|m| (m.subject.clone(), m.uid, m.date))
+                .collect::<Vec<_>>()
+        ));
+        let first = archived[0].id.clone();
+        let second = archived[1].id.clone();
+        let taken = store
+            .quarantine(
+                &[first.clone(), item.clone(), "m999999".into(), "zz".into()],
+                "admin",
+                "worm",
+            )
+            .unwrap();
+        said.push(format!(
+            "quarantine: {} done {} skipped {:?} users",
+            taken.done, taken.skipped, taken.users
+        ));
+        said.push(format!(
+            "queue after: {:?}",
+            store.queue_messages("inbound").unwrap().len()
+        ));
+        for x in &taken.created {
+            let d = store.quarantine_detail(x).unwrap();
+            said.push(format!(
+                "detail: {} {} {} {} {:?} {:?} {:?} {:?} {:?}",
+                d.origin,
+                d.actor,
+                d.reason,
+                d.message.subject,
+                d.message.to,
+                d.recipients,
+                d.flags,
+                d.headers,
+                d.message.state
+            ));
+        }
+        said.push(outcome(store.quarantine_detail("x999999").map(|d| d.id)));
+        said.push(outcome(store.quarantine_detail("q1").map(|d| d.id)));
+        store
+            .folder_delete("ann@example.org", "Archive/Old")
+            .unwrap();
+        let back = store
+            .quarantine_restore(&[
+                taken.created[0].clone(),
+                taken.created[1].clone(),
+                "x999999".into(),
+                first.clone(),
+            ])
+            .unwrap();
+        said.push(format!(
+            "restore: {} done {} skipped {:?} failed {:?} users, kinds {:?}",
+            back.done,
+            back.skipped,
+            back.failed,
+            back.users,
+            back.created.iter().map(|c| &c[..1]).collect::<Vec<_>>()
+        ));
+        let snap = store
+            .folder_snapshot("ann@example.org", "Archive/Old")
+            .unwrap();
+        said.push(format!(
+            "restored folder: {:?}",
+            snap.entries
+                .iter()
+                .map(|e| (e.uid, e.flags.clone(), e.internal_date))
+                .collect::<Vec<_>>()
+        ));
+        let queue = store.queue_messages("inbound").unwrap();
+        said.push(format!(
+            "restored item: {:?}",
+            queue
+                .iter()
+                .map(|m| (m.to.clone(), m.state.clone()))
+                .collect::<Vec<_>>()
+        ));
+        let mut dsn = message(2);
+        dsn.mail_from = String::new();
+        dsn.rcpt_to = vec!["sender1@origin.example".into()];
+        let gone = store
+            .remove(
+                &[queue[0].id.clone(), second.clone(), "x999999".into()],
+                vec![dsn],
+            )
+            .unwrap();
+        said.push(format!(
+            "remove: {} done {} skipped {:?} users",
+            gone.done, gone.skipped, gone.users
+        ));
+        said.push(format!(
+            "queue after remove: {:?}",
+            store
+                .queue_messages("inbound")
+                .unwrap()
+                .iter()
+                .map(|m| (m.from.clone(), m.to.clone()))
+                .collect::<Vec<_>>()
+        ));
+        let mut forged = message(3);
+        forged.rcpt_to = vec!["ann@example.org".into()];
+        forged.auth = Some(lazaret_store::AuthVerdict {
+            results: "spf=fail dmarc=fail".into(),
+            quarantine: Some("dmarc=fail".into()),
+        });
+        store.ingest(forged).unwrap();
+        said.push(format!(
+            "queue after forgery: {}",
+            store.queue_messages("inbound").unwrap().len()
+        ));
+        said
+    }};
+}
+
+#[test]
+fn quarantine_restore_remove_and_import_answer_as_the_embedded_store() {
+    use lazaret_store::Store;
+    let Some(server) = server() else { return };
+    let Some(moto) = Moto::start("quarantine") else {
+        return;
+    };
+    let url = fresh_database(&server, "quarantine");
+    let store =
+        PostgresStore::open(&settings(&url, "one"), Some(moto.objects("quarantine"))).unwrap();
+    let dir = std::env::temp_dir().join(format!("lazaret-pg-quarantine-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let embedded = lazaret_store::EmbeddedStore::open(&dir).unwrap();
+    let on_postgres = quarantine_work!(&store);
+    let on_embedded = quarantine_work!(&embedded);
+    drop(embedded);
+    let _ = std::fs::remove_dir_all(&dir);
+    for (p, e) in on_postgres.iter().zip(&on_embedded) {
+        assert_eq!(
+            p, e,
+            "PostgreSQL (left) and embedded (right) answer differently"
+        );
+    }
+    assert_eq!(on_postgres.len(), on_embedded.len());
+    // The forgery is in quarantine, with the checks as actor, and no queue holds it.
+    assert_eq!(
+        sql_i64(
+            &url,
+            "SELECT COUNT(*) FROM quarantine WHERE actor='auth-checks' AND reason='dmarc=fail'"
+        ),
+        1
+    );
+}

@@ -26,7 +26,7 @@ pub(crate) mod ingest;
 mod lookups;
 mod messages;
 pub(crate) mod outbound;
-mod quarantine;
+pub(crate) mod quarantine;
 pub(crate) mod queues;
 mod reindex;
 mod scanning;

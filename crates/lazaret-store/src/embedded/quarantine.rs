@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 /// Everything needed to put a message back where it was.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
-enum Origin {
+pub(crate) enum Origin {
     Queue {
         queue: String,
         state: String,
@@ -35,7 +35,7 @@ enum Origin {
 }
 
 /// Splits `q12` into ('q', 12).
-fn parse_id(id: &str) -> Option<(char, i64)> {
+pub(crate) fn parse_id(id: &str) -> Option<(char, i64)> {
     let kind = id.chars().next()?;
     let n = id.get(1..)?.parse().ok()?;
     matches!(kind, 'q' | 'm' | 'x').then_some((kind, n))
@@ -95,22 +95,32 @@ fn mailbox_origin(c: &Connection, entry: i64) -> Result<Option<(i64, Origin)>> {
 }
 
 impl Origin {
-    fn location(&self) -> String {
+    pub(crate) fn location(&self) -> String {
         match self {
             Origin::Queue { queue, .. } => format!("queue:{queue}"),
             Origin::Mailbox { user, folder, .. } => format!("mailbox:{user}/{folder}"),
         }
     }
 
-    fn recipients(&self) -> String {
+    pub(crate) fn recipients(&self) -> String {
         match self {
             Origin::Queue { rcpts, .. } => rcpts.join(","),
             Origin::Mailbox { user, .. } => user.clone(),
         }
     }
+
+    /// What `quarantine show` lists: the recipients it had (queued mail) or its
+    /// flags (mailbox mail).
+    pub(crate) fn recipients_and_flags(stored: &str) -> (Vec<String>, Vec<String>) {
+        match serde_json::from_str::<Origin>(stored) {
+            Ok(Origin::Queue { rcpts, .. }) => (rcpts, Vec::new()),
+            Ok(Origin::Mailbox { user, flags, .. }) => (vec![user], flags),
+            Err(_) => (Vec::new(), Vec::new()),
+        }
+    }
 }
 
-fn add_user(report: &mut ActionReport, user: &str) {
+pub(crate) fn add_user(report: &mut ActionReport, user: &str) {
     if !report.users.iter().any(|u| u == user) {
         report.users.push(user.to_string());
     }
@@ -376,11 +386,7 @@ pub(super) fn detail(c: &Connection, id: &str) -> Result<Option<(QuarantineDetai
             [n],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )?;
-    let (recipients, flags) = match serde_json::from_str::<Origin>(&origin) {
-        Ok(Origin::Queue { rcpts, .. }) => (rcpts, Vec::new()),
-        Ok(Origin::Mailbox { user, flags, .. }) => (vec![user], flags),
-        Err(_) => (Vec::new(), Vec::new()),
-    };
+    let (recipients, flags) = Origin::recipients_and_flags(&origin);
     let blob = message.message.clone();
     Ok(Some((
         QuarantineDetail {

@@ -549,7 +549,8 @@ pub(super) async fn next_modseq(tx: &Transaction<'_>, folder: i64) -> Result<i64
         .get(0))
 }
 
-/// Puts a message into a folder under `uid` (from `take_uids`, with its modseq).
+/// Puts a message into a folder under `uid` (from `take_uids`, with its modseq);
+/// returns the entry's id.
 pub(super) async fn add_entry(
     tx: &Transaction<'_>,
     mailbox: i64,
@@ -558,15 +559,16 @@ pub(super) async fn add_entry(
     flags: &str,
     internal_date: i64,
     modseq: i64,
-) -> Result<()> {
-    tx.execute(
-        "INSERT INTO mailbox_entries(mailbox, uid, message, flags, internal_date, modseq)
-         VALUES($1, $2, $3, $4, $5, $6)",
-        &[&mailbox, &uid, &message, &flags, &internal_date, &modseq],
-    )
-    .await
-    .map_err(pg)?;
-    Ok(())
+) -> Result<i64> {
+    Ok(tx
+        .query_one(
+            "INSERT INTO mailbox_entries(mailbox, uid, message, flags, internal_date, modseq)
+             VALUES($1, $2, $3, $4, $5, $6) RETURNING id",
+            &[&mailbox, &uid, &message, &flags, &internal_date, &modseq],
+        )
+        .await
+        .map_err(pg)?
+        .get(0))
 }
 
 /// A rename whose children would take a name already in use.

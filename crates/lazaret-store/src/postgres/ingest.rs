@@ -3,27 +3,16 @@
 //! queue item with its recipients). A failed commit deletes the object again; a
 //! crash between the two leaves an object no row names, which the orphan sweep
 //! removes after an hour. The commit notifies every node that `inbound` has work.
+//! A forgery `[auth_checks]` caught goes to quarantine in the same commit.
 
 use super::{pg, record_event, PostgresStore, QUEUE_CHANNEL};
 use crate::embedded::events::accepted_row;
 use crate::embedded::ingest::Prepared;
-use crate::{now, Accepted, Incoming, Result, StoreError};
+use crate::{now, Accepted, Incoming, Result, AUTH_CHECKS_ACTOR};
 use lazaret_core::state::QUEUE_INBOUND;
 
 impl PostgresStore {
     pub fn ingest(&self, incoming: Incoming) -> Result<Accepted> {
-        if incoming
-            .auth
-            .as_ref()
-            .is_some_and(|a| a.quarantine.is_some())
-        {
-            // Quarantine is not on this store yet; accepting the message unquarantined
-            // would deliver a forgery the checks caught.
-            return Err(StoreError::Invalid(
-                "quarantine on arrival ([auth_checks]) is not available on the PostgreSQL store yet"
-                    .into(),
-            ));
-        }
         let objects = self.objects()?;
         let mut prepared = Prepared::new(incoming)?;
         let accepted = Accepted {
@@ -34,7 +23,14 @@ impl PostgresStore {
         objects.put(&accepted.id, data)?;
         let committed = self.with_client(move |mut c| async move {
             let tx = c.transaction().await.map_err(pg)?;
-            insert(&tx, &prepared).await?;
+            let item = insert(&tx, &prepared).await?;
+            // A forgery the authentication checks caught: quarantined in the commit
+            // that stores it, so no recipient ever sees it.
+            let caught = prepared.incoming.auth.as_ref();
+            if let Some(reason) = caught.and_then(|a| a.quarantine.as_deref()) {
+                let ids = [format!("q{item}")];
+                super::quarantine::quarantine(&tx, &ids, AUTH_CHECKS_ACTOR, reason).await?;
+            }
             tx.execute(
                 "SELECT pg_notify($1, $2)",
                 &[&QUEUE_CHANNEL, &QUEUE_INBOUND],

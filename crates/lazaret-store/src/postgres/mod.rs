@@ -6,8 +6,9 @@
 //! start-up (one node at a time), the nodes' heartbeats, accounts, settings, the
 //! audit log, ingest, routing, local delivery, outbound claims with leases, queue
 //! administration, `LISTEN/NOTIFY` wake-ups, the orphan object sweep, and what IMAP
-//! and POP3 do to folders and messages. The rest of the `Store` trait (find,
-//! quarantine, clusters, scanning) comes next; until it does, the server's
+//! and POP3 do to folders and messages, quarantine (also on arrival), restore,
+//! removal and import. The rest of the `Store` trait (find, clusters, scanning)
+//! comes next; until it does, the server's
 //! configuration refuses `backend = "postgres"`.
 //!
 //! `tokio-postgres` is async while store calls block: requests run on the store's own
@@ -22,6 +23,7 @@ mod migrations;
 mod nodes;
 mod orphans;
 mod outbound;
+mod quarantine;
 mod queues;
 mod routing;
 mod settings;
