@@ -42,7 +42,7 @@ fn phrase(column: &str, needle: &str) -> String {
 }
 
 /// A LIKE pattern matching `needle` anywhere (`\` escapes).
-fn like_anywhere(needle: &str) -> String {
+pub(crate) fn like_anywhere(needle: &str) -> String {
     let mut p = String::from("%");
     for ch in needle.chars() {
         if matches!(ch, '%' | '_' | '\\') {
@@ -55,7 +55,7 @@ fn like_anywhere(needle: &str) -> String {
 }
 
 /// Text filters shorter than this cannot use the trigram index.
-const MIN_INDEXED: usize = 3;
+pub(crate) const MIN_INDEXED: usize = 3;
 
 /// The message ids `(after, through]` one query of an arrival-order find looks at.
 #[derive(Debug, Clone, Copy)]
@@ -108,17 +108,11 @@ fn message_conditions(f: &Filters, sql: &mut Sql, window: Option<Window>) -> Res
         }
     }
     if let Some(re) = f.subject_re.as_deref() {
-        regex::Regex::new(re)
-            .map_err(|e| StoreError::Invalid(format!("--subject-re {re:?}: {e}")))?;
+        checked_regex(re)?;
         sql.cond("regexp(?, m.subject)", [text(re)]);
     }
     if let Some(b) = f.body.as_deref() {
-        if b.chars().count() < MIN_INDEXED {
-            return Err(StoreError::Invalid(format!(
-                "--body {b:?}: give at least {MIN_INDEXED} characters"
-            )));
-        }
-        text_condition(sql, "body", b, window);
+        text_condition(sql, "body", checked_body(b)?, window);
     }
     if let Some(from) = f.from.as_deref() {
         let from = from.trim().to_lowercase();
@@ -153,12 +147,7 @@ fn message_conditions(f: &Filters, sql: &mut Sql, window: Option<Window>) -> Res
         );
     }
     if let Some(hash) = f.sha256.as_deref() {
-        let hash = hash.trim().to_ascii_lowercase();
-        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(StoreError::Invalid(format!(
-                "--sha256 {hash:?}: give the 64 hex digits of a SHA-256"
-            )));
-        }
+        let hash = checked_sha256(hash)?;
         // The message's own digest and its parts' are all in `lookup_hashes`.
         let mut args = vec![text(&hash)];
         let test = within("hash=?", "message", window, &mut args);
@@ -193,6 +182,34 @@ fn message_conditions(f: &Filters, sql: &mut Sql, window: Option<Window>) -> Res
     Ok(())
 }
 
+/// `--subject-re`, checked before any store runs it.
+pub(crate) fn checked_regex(re: &str) -> Result<()> {
+    regex::Regex::new(re)
+        .map(|_| ())
+        .map_err(|e| StoreError::Invalid(format!("--subject-re {re:?}: {e}")))
+}
+
+/// `--body`: long enough for the trigram index.
+pub(crate) fn checked_body(needle: &str) -> Result<&str> {
+    match needle.chars().count() >= MIN_INDEXED {
+        true => Ok(needle),
+        false => Err(StoreError::Invalid(format!(
+            "--body {needle:?}: give at least {MIN_INDEXED} characters"
+        ))),
+    }
+}
+
+/// `--sha256`: 64 hex digits, lower-cased.
+pub(crate) fn checked_sha256(hash: &str) -> Result<String> {
+    let hash = hash.trim().to_ascii_lowercase();
+    match hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        true => Ok(hash),
+        false => Err(StoreError::Invalid(format!(
+            "--sha256 {hash:?}: give the 64 hex digits of a SHA-256"
+        ))),
+    }
+}
+
 /// The methods and results `messages.auth` records (see the inbound checks).
 const AUTH_METHODS: [&str; 4] = ["spf", "dkim", "dmarc", "arc"];
 const AUTH_RESULTS: [&str; 7] = [
@@ -206,7 +223,7 @@ const AUTH_RESULTS: [&str; 7] = [
 ];
 
 /// `--auth dmarc=fail,spf=softfail` as checked `method=result` terms, lower-case.
-fn auth_terms(text: &str) -> Result<Vec<String>> {
+pub(crate) fn auth_terms(text: &str) -> Result<Vec<String>> {
     let invalid = |why: String| StoreError::Invalid(format!("--auth {text:?}: {why}"));
     let mut terms = Vec::new();
     for term in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {

@@ -20,7 +20,7 @@ mod checkpoint;
 mod clusters;
 mod compaction;
 pub(crate) mod events;
-mod find;
+pub(crate) mod find;
 mod folders;
 pub(crate) mod ingest;
 mod lookups;

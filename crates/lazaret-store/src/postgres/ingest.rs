@@ -77,7 +77,8 @@ pub(super) async fn insert(tx: &deadpool_postgres::Transaction<'_>, p: &Prepared
     Ok(item)
 }
 
-/// Inserts the message row, its parts and its first event; returns the row's id.
+/// Inserts the message row, its parts, its text for `find --body` and its first
+/// event; returns the row's id.
 pub(super) async fn insert_message(
     tx: &deadpool_postgres::Transaction<'_>,
     p: &Prepared,
@@ -133,6 +134,14 @@ pub(super) async fn insert_message(
             &[
                 &message, &numbers, &types, &names, &sizes, &sha256, &inside, &md5,
             ],
+        )
+        .await
+        .map_err(pg)?;
+    }
+    if !meta.text.is_empty() {
+        tx.execute(
+            "INSERT INTO message_text(message, body) VALUES($1, $2)",
+            &[&message, &meta.text],
         )
         .await
         .map_err(pg)?;

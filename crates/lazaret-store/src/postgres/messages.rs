@@ -27,7 +27,7 @@ const QUEUE_SUMMARIES: &str = "SELECT 'q' || q.id, 'queue:' || q.queue, m.env_fr
         m.verdict
     FROM queue_items q JOIN messages m ON m.id=q.message WHERE q.queue=$1 ORDER BY q.id";
 
-fn summary(r: &tokio_postgres::Row) -> MessageSummary {
+pub(super) fn summary(r: &tokio_postgres::Row) -> MessageSummary {
     let to: Option<String> = r.get(3);
     MessageSummary {
         id: r.get(0),

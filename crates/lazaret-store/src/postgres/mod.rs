@@ -7,14 +7,15 @@
 //! audit log, ingest, routing, local delivery, outbound claims with leases, queue
 //! administration, `LISTEN/NOTIFY` wake-ups, the orphan object sweep, and what IMAP
 //! and POP3 do to folders and messages, quarantine (also on arrival), restore,
-//! removal and import. The rest of the `Store` trait (find, clusters, scanning)
-//! comes next; until it does, the server's
+//! removal and import, and find (trigram indexes). The rest of the `Store` trait
+//! (clusters, scanning) comes next; until it does, the server's
 //! configuration refuses `backend = "postgres"`.
 //!
 //! `tokio-postgres` is async while store calls block: requests run on the store's own
 //! runtime (`bridge`) and each call waits for its answer.
 
 mod accounts;
+mod find;
 mod folders;
 mod ingest;
 mod local;
