@@ -1837,3 +1837,203 @@ fn find_answers_as_the_embedded_store_on_trigram_indexes() {
     }
     assert_eq!(on_postgres.len(), on_embedded.len());
 }
+
+/// The scanner's calls on either store: what waits for a scan, recording a clean
+/// scan, a detection (quarantined) and a rewrite, rescan candidates, hash signatures
+/// answered from the digests, and bodies by store id.
+macro_rules! scan_work {
+    ($store:expr) => {{
+        let store = $store;
+        let mut said: Vec<String> = Vec::new();
+        store.domain_add("example.org").unwrap();
+        store.user_add("ann@example.org", "pw").unwrap();
+        for n in 0..3 {
+            let mut m = message(n);
+            m.data = findable(n, "boss@evil.example", "scan me", "a body", n == 1);
+            m.rcpt_to = vec!["ann@example.org".into(), format!("far{n}@remote.example")];
+            store.ingest(m).unwrap();
+        }
+        let kept = (0..2)
+            .map(|n| lazaret_store::ImportMessage {
+                data: findable(10 + n, "old@example.org", "kept", "old", n == 0),
+                flags: vec![],
+                internal_date: None,
+            })
+            .collect::<Vec<_>>();
+        store.import("ann@example.org", "INBOX", kept).unwrap();
+        let pending = store.scan_pending(10).unwrap();
+        said.push(format!(
+            "pending: {:?}",
+            pending
+                .iter()
+                .map(|p| (p.uid.clone(), {
+                    let mut r = p.recipients.clone();
+                    r.sort();
+                    r
+                }))
+                .collect::<Vec<_>>()
+        ));
+        said.push(format!(
+            "unscanned: {:?}",
+            store.unscanned_inbound().unwrap()
+        ));
+        let stamp = |verdict: Option<&str>| lazaret_store::ScanStamp {
+            version: "v1".into(),
+            content_version: "c1".into(),
+            verdict: verdict.map(str::to_string),
+        };
+        let rewritten =
+            b"From: boss@evil.example\r\nSubject: scan me\r\nX-Scanned: yes\r\n\r\nnotice\r\n"
+                .to_vec();
+        // Where the store put it (a pack's place, or None for an object).
+        let location = store.blob_write("00000000000000cc", &rewritten).unwrap();
+        let digests = lazaret_store::Digests::of(&rewritten);
+        let records = vec![
+            lazaret_store::ScanRecord {
+                message: pending[0].message,
+                stamp: stamp(None),
+                action: lazaret_store::ScanAction::Keep,
+            },
+            lazaret_store::ScanRecord {
+                message: pending[1].message,
+                stamp: stamp(Some("Worm.A")),
+                action: lazaret_store::ScanAction::Quarantine {
+                    reason: "Worm.A".into(),
+                    queues: true,
+                    mailboxes: true,
+                },
+            },
+            lazaret_store::ScanRecord {
+                message: pending[2].message,
+                stamp: stamp(None),
+                action: lazaret_store::ScanAction::Replace {
+                    uid: "00000000000000cc".into(),
+                    size: rewritten.len() as u64,
+                    digests,
+                    location,
+                },
+            },
+        ];
+        let done = store.record_scans(records).unwrap();
+        said.push(format!(
+            "recorded: {} quarantined, users {:?}",
+            done.done, done.users
+        ));
+        said.push(format!(
+            "unscanned after: {:?}, pending after: {}",
+            store.unscanned_inbound().unwrap(),
+            store.scan_pending(10).unwrap().len()
+        ));
+        let queued = store.queue_messages("inbound").unwrap();
+        said.push(format!(
+            "queue: {:?}",
+            queued
+                .iter()
+                .map(|m| (m.message.clone(), m.size, m.verdict.clone()))
+                .collect::<Vec<_>>()
+        ));
+        said.push(format!(
+            "rewritten body: {:?}",
+            store.message_raw(&queued[1].id).map(|b| b.len())
+        ));
+        let all = lazaret_store::RescanScope {
+            queues: true,
+            mailboxes: true,
+            cluster: None,
+        };
+        let queues_only = lazaret_store::RescanScope {
+            queues: true,
+            mailboxes: false,
+            cluster: None,
+        };
+        let rescan = |after: i64, version: &str, scope| {
+            store
+                .rescan_candidates(after, 10, version, scope)
+                .unwrap()
+                .len()
+        };
+        said.push(format!(
+            "rescan: {} {} {} {}",
+            rescan(0, "c1", all),
+            rescan(0, "c2", all),
+            rescan(0, "c2", queues_only),
+            rescan(i64::MAX / 2, "c2", all)
+        ));
+        let hello = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824".to_string();
+        let hello_md5 = "5d41402abc4b2a76b9719d911017c592".to_string();
+        let matches = |size: Option<u64>, scope| {
+            store
+                .hash_matches(
+                    vec![(hello_md5.clone(), size)],
+                    vec![(hello.clone(), size)],
+                    scope,
+                )
+                .unwrap()
+                .iter()
+                .map(|(_, d)| d.clone())
+                .collect::<Vec<_>>()
+        };
+        said.push(format!(
+            "hash: {:?} {:?} {:?} {:?}",
+            matches(None, all),
+            matches(Some(5), all),
+            matches(Some(6), all),
+            matches(None, queues_only)
+        ));
+        said.push(format!(
+            "sizes: {} {}",
+            store.messages_of_size(vec![5], all).unwrap().len(),
+            store.messages_of_size(vec![], all).unwrap().len()
+        ));
+        said.push(format!(
+            "blob: {:?} {}",
+            store.blob_read("00000000000000cc").map(|b| b.len()),
+            outcome(store.blob_read("zz").map(|b| b.len()))
+        ));
+        said
+    }};
+}
+
+#[test]
+fn scanning_records_and_hash_signatures_answer_as_the_embedded_store() {
+    use lazaret_store::Store;
+    let Some(server) = server() else { return };
+    let Some(moto) = Moto::start("scanning") else {
+        return;
+    };
+    let url = fresh_database(&server, "scanning");
+    let store =
+        PostgresStore::open(&settings(&url, "one"), Some(moto.objects("scanning"))).unwrap();
+    let dir = std::env::temp_dir().join(format!("lazaret-pg-scanning-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let embedded = lazaret_store::EmbeddedStore::open(&dir).unwrap();
+    let on_postgres = scan_work!(&store);
+    let on_embedded = scan_work!(&embedded);
+    drop(embedded);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    for (p, e) in on_postgres.iter().zip(&on_embedded) {
+        assert_eq!(
+            p, e,
+            "PostgreSQL (left) and embedded (right) answer differently"
+        );
+    }
+    assert_eq!(on_postgres.len(), on_embedded.len());
+    // The detection is in quarantine with the scanner as actor (its one inbound item,
+    // for both recipients).
+    assert_eq!(
+        sql_i64(
+            &url,
+            "SELECT COUNT(*) FROM quarantine WHERE actor='scanner' AND reason='Worm.A'"
+        ),
+        1
+    );
+    // The rewritten message's first id stays findable in the event log.
+    assert_eq!(
+        sql_i64(
+            &url,
+            "SELECT COUNT(*) FROM message_events WHERE kind='scanned' AND uid IS NOT NULL"
+        ),
+        1
+    );
+}

@@ -27,6 +27,7 @@ mod outbound;
 mod quarantine;
 mod queues;
 mod routing;
+mod scanning;
 mod settings;
 mod wakeups;
 
@@ -213,9 +214,24 @@ pub(super) async fn record_event(
     who: &str,
     detail: &str,
 ) -> Result<()> {
+    record_event_keeping(tx, message, at, kind, who, detail, None).await
+}
+
+/// As `record_event`, keeping the message's store id in the row when its row is
+/// going or its id changing (`trace` must still find it by that id).
+pub(super) async fn record_event_keeping(
+    tx: &deadpool_postgres::Transaction<'_>,
+    message: i64,
+    at: i64,
+    kind: &str,
+    who: &str,
+    detail: &str,
+    uid: Option<&str>,
+) -> Result<()> {
     tx.execute(
-        "INSERT INTO message_events(message, at, kind, who, detail) VALUES($1, $2, $3, $4, $5)",
-        &[&message, &at, &kind, &who, &detail],
+        "INSERT INTO message_events(message, at, kind, who, detail, uid)
+         VALUES($1, $2, $3, $4, $5, $6)",
+        &[&message, &at, &kind, &who, &detail, &uid],
     )
     .await
     .map_err(pg)?;

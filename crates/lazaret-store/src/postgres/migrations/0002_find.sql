@@ -11,3 +11,6 @@ CREATE INDEX message_text_body_trgm ON message_text USING gin(body gin_trgm_ops)
 -- `--from ADDRESS`: both senders, compared lower-cased.
 CREATE INDEX messages_env_from_lower ON messages(lower(env_from));
 CREATE INDEX messages_hdr_from_lower ON messages(lower(hdr_from));
+
+-- Hash signatures (MD5 of a whole message) during scans and rescans.
+CREATE INDEX messages_md5 ON messages(md5) WHERE md5 IS NOT NULL;

@@ -1,0 +1,365 @@
+//! The scanner's side of the shared database (embedded/scanning.rs for the rules):
+//! which messages still need a scan, recording what it found in one transaction per
+//! batch (quarantining detected mail, or pointing a message at its rewritten copy),
+//! and answering hash signatures from the digest indexes of messages and parts.
+//!
+//! Two nodes' scanners may take the same pending message: both scan it and record
+//! the same stamp, and the second quarantine finds nothing left to take. Recording a
+//! scan does not route the message in the same commit as the embedded store does;
+//! it notifies `inbound`, whose next routing pass (on any node) moves it on.
+
+use super::local::notify_users;
+use super::{pg, record_event_keeping, PostgresStore, QUEUE_CHANNEL};
+use crate::embedded::events::SCANNED;
+use crate::model::{ActionReport, PendingScan, RescanScope, RouteReport, ScanAction, ScanRecord};
+use crate::{now, BlobLocation, Result, StoreError};
+use deadpool_postgres::Transaction;
+use lazaret_core::state::QUEUE_INBOUND;
+
+/// "Message `m` is in the rescan's scope": queued (if parameter `$q` is true) or in
+/// a folder (if `$f` is).
+fn in_scope(q: &str, f: &str) -> String {
+    format!(
+        "(({q}::boolean AND EXISTS (SELECT 1 FROM queue_items qi WHERE qi.message=m.id))
+          OR ({f}::boolean AND EXISTS (SELECT 1 FROM mailbox_entries e WHERE e.message=m.id)))"
+    )
+}
+
+/// Clusters are not on this store yet: a rescan limited to one is refused rather than
+/// widened to everything.
+fn no_cluster(scope: &RescanScope) -> Result<()> {
+    match scope.cluster {
+        Some(_) => Err(StoreError::Invalid(
+            "--cluster: outbreak clusters are not on the PostgreSQL store yet".into(),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn pending_rows(rows: &[tokio_postgres::Row]) -> Vec<PendingScan> {
+    rows.iter()
+        .map(|r| PendingScan {
+            message: r.get(0),
+            uid: r.get(1),
+            recipients: Vec::new(),
+        })
+        .collect()
+}
+
+impl PostgresStore {
+    /// Messages with a due `inbound` item that were never scanned, oldest first, with
+    /// their inbound recipients.
+    pub fn scan_pending(&self, limit: usize) -> Result<Vec<PendingScan>> {
+        self.with_client(move |c| async move {
+            let rows = c
+                .query(
+                    "SELECT m.id, m.uid FROM queue_items q JOIN messages m ON m.id=q.message
+                     WHERE q.queue=$1 AND q.state IN ('ready','retry') AND m.scan_version IS NULL
+                       AND NOT EXISTS (SELECT 1 FROM queues WHERE name=$1 AND state='frozen')
+                     GROUP BY m.id, m.uid ORDER BY min(q.id) LIMIT $2",
+                    &[&QUEUE_INBOUND, &(limit as i64)],
+                )
+                .await
+                .map_err(pg)?;
+            let mut pending = pending_rows(&rows);
+            let ids: Vec<i64> = pending.iter().map(|p| p.message).collect();
+            let rcpts = c
+                .query(
+                    "SELECT q.message, r.address FROM queue_items q
+                     JOIN queue_rcpts r ON r.item=q.id
+                     WHERE q.message=ANY($1) AND q.queue=$2",
+                    &[&ids, &QUEUE_INBOUND],
+                )
+                .await
+                .map_err(pg)?;
+            for r in &rcpts {
+                let message: i64 = r.get(0);
+                if let Some(p) = pending.iter_mut().find(|p| p.message == message) {
+                    p.recipients.push(r.get(1));
+                }
+            }
+            Ok(pending)
+        })
+    }
+
+    pub fn unscanned_inbound(&self) -> Result<u64> {
+        self.with_client(move |c| async move {
+            let row = c
+                .query_one(
+                    "SELECT count(DISTINCT q.message) FROM queue_items q
+                     JOIN messages m ON m.id=q.message
+                     WHERE q.queue=$1 AND m.scan_version IS NULL",
+                    &[&QUEUE_INBOUND],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(row.get::<_, i64>(0) as u64)
+        })
+    }
+
+    /// Messages in the scope not scanned with `content_version`, after row id `after`,
+    /// in row id order (a rescan resumes from the last one it did).
+    pub fn rescan_candidates(
+        &self,
+        after: i64,
+        limit: usize,
+        content_version: &str,
+        scope: RescanScope,
+    ) -> Result<Vec<PendingScan>> {
+        no_cluster(&scope)?;
+        let version = content_version.to_string();
+        self.with_client(move |c| async move {
+            let sql = format!(
+                "SELECT m.id, m.uid FROM messages m
+                 WHERE m.id>$1 AND m.scan_content IS DISTINCT FROM $2 AND {}
+                 ORDER BY m.id LIMIT $5",
+                in_scope("$3", "$4")
+            );
+            let rows = c
+                .query(
+                    &sql,
+                    &[
+                        &after,
+                        &version,
+                        &scope.queues,
+                        &scope.mailboxes,
+                        &(limit as i64),
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(pending_rows(&rows))
+        })
+    }
+
+    /// Messages in the scope whose own digest or a part's (an archive member's) is one
+    /// of these, with the size when given; each with the digest that matched.
+    pub fn hash_matches(
+        &self,
+        md5: Vec<(String, Option<u64>)>,
+        sha256: Vec<(String, Option<u64>)>,
+        scope: RescanScope,
+    ) -> Result<Vec<(i64, String)>> {
+        no_cluster(&scope)?;
+        self.with_client(move |c| async move {
+            let mut out = Vec::new();
+            for (column, list) in [("md5", md5), ("sha256", sha256)] {
+                // From the digest indexes to the few messages, then the scope.
+                let sql = format!(
+                    "SELECT m.id FROM messages m WHERE m.id IN (
+                         SELECT p.message FROM parts p
+                         WHERE p.{column}=$1 AND ($2::bigint IS NULL OR p.size=$2)
+                         UNION SELECT x.id FROM messages x
+                         WHERE x.{column}=$1 AND ($2::bigint IS NULL OR x.size=$2))
+                       AND {}",
+                    in_scope("$3", "$4")
+                );
+                let statement = c.prepare(&sql).await.map_err(pg)?;
+                for (digest, size) in list {
+                    let size = size.map(|s| s as i64);
+                    let rows = c
+                        .query(
+                            &statement,
+                            &[&digest, &size, &scope.queues, &scope.mailboxes],
+                        )
+                        .await
+                        .map_err(pg)?;
+                    out.extend(rows.iter().map(|r| (r.get::<_, i64>(0), digest.clone())));
+                }
+            }
+            out.sort();
+            out.dedup();
+            Ok(out)
+        })
+    }
+
+    /// Messages in the scope that are, or hold a part of, one of these sizes.
+    pub fn messages_of_size(
+        &self,
+        sizes: Vec<u64>,
+        scope: RescanScope,
+    ) -> Result<Vec<PendingScan>> {
+        no_cluster(&scope)?;
+        if sizes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sizes: Vec<i64> = sizes.iter().map(|&s| s as i64).collect();
+        self.with_client(move |c| async move {
+            let sql = format!(
+                "SELECT m.id, m.uid FROM messages m
+                 WHERE (m.size=ANY($1) OR m.id IN (SELECT message FROM parts WHERE size=ANY($1)))
+                   AND {}
+                 ORDER BY m.id",
+                in_scope("$2", "$3")
+            );
+            let rows = c
+                .query(&sql, &[&sizes, &scope.queues, &scope.mailboxes])
+                .await
+                .map_err(pg)?;
+            Ok(pending_rows(&rows))
+        })
+    }
+
+    /// Records scan results in one transaction; `done` counts copies quarantined.
+    /// The objects of rewritten messages' old contents are deleted once it commits.
+    pub fn record_scans(&self, records: Vec<ScanRecord>) -> Result<ActionReport> {
+        let (report, old) = self.with_client(move |mut c| async move {
+            let tx = c.transaction().await.map_err(pg)?;
+            let (report, old) = record(&tx, &records).await?;
+            notify_users(&tx, &report.users).await?;
+            // What the scan let through can be routed now, by any node.
+            tx.execute(
+                "SELECT pg_notify($1, $2)",
+                &[&QUEUE_CHANNEL, &QUEUE_INBOUND],
+            )
+            .await
+            .map_err(pg)?;
+            tx.commit().await.map_err(pg)?;
+            Ok((report, old))
+        })?;
+        if !report.users.is_empty() {
+            self.folders_changed();
+        }
+        if !old.is_empty() {
+            self.objects()?.delete(old);
+        }
+        Ok(report)
+    }
+
+    /// As `record_scans`; the routing is left to the next routing pass (see above).
+    pub fn record_scans_and_route(
+        &self,
+        records: Vec<ScanRecord>,
+    ) -> Result<(ActionReport, RouteReport)> {
+        Ok((self.record_scans(records)?, RouteReport::default()))
+    }
+
+    /// A rewritten message's body, under its new store id: an object of its own.
+    pub fn blob_write(&self, uid: &str, data: &[u8]) -> Result<Option<BlobLocation>> {
+        self.objects()?.put(uid, data.to_vec())?;
+        Ok(None)
+    }
+
+    /// A body by its store id, as the bucket has it (also one no row names yet: the
+    /// scanner reads back what it wrote).
+    pub fn blob_read(&self, uid: &str) -> Result<Vec<u8>> {
+        if uid.len() < 2 || !uid.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::NotFound("no such message".into()));
+        }
+        self.objects()?.get(uid, None)
+    }
+}
+
+/// Records scan results in the caller's transaction; returns what was quarantined and
+/// the store ids no message uses any more (rewritten messages' old contents).
+async fn record(
+    tx: &Transaction<'_>,
+    records: &[ScanRecord],
+) -> Result<(ActionReport, Vec<String>)> {
+    let mut report = ActionReport::default();
+    let mut old_uids = Vec::new();
+    for r in records {
+        scan_event(tx, r).await?;
+        tx.execute(
+            "UPDATE messages SET scan_version=COALESCE(NULLIF($2, ''), scan_version),
+                 scan_content=COALESCE(NULLIF($3, ''), scan_content),
+                 verdict=COALESCE($4, verdict) WHERE id=$1",
+            &[
+                &r.message,
+                &r.stamp.version,
+                &r.stamp.content_version,
+                &r.stamp.verdict,
+            ],
+        )
+        .await
+        .map_err(pg)?;
+        match &r.action {
+            ScanAction::Keep => {}
+            ScanAction::Quarantine {
+                reason,
+                queues,
+                mailboxes,
+            } => {
+                let ids: Vec<String> = tx
+                    .query(
+                        "SELECT 'q' || id FROM queue_items WHERE message=$1 AND $2
+                         UNION ALL
+                         SELECT 'm' || id FROM mailbox_entries WHERE message=$1 AND $3",
+                        &[&r.message, queues, mailboxes],
+                    )
+                    .await
+                    .map_err(pg)?
+                    .iter()
+                    .map(|row| row.get(0))
+                    .collect();
+                let done = super::quarantine::quarantine(tx, &ids, "scanner", reason).await?;
+                report.done += done.done;
+                for u in done.users {
+                    if !report.users.contains(&u) {
+                        report.users.push(u);
+                    }
+                }
+            }
+            ScanAction::Replace {
+                uid, size, digests, ..
+            } => {
+                let Some(old) = tx
+                    .query_opt(
+                        "UPDATE messages n SET uid=$2, size=$3, sha256=$4, md5=$5
+                         FROM messages o WHERE n.id=$1 AND o.id=n.id RETURNING o.uid",
+                        &[
+                            &r.message,
+                            uid,
+                            &(*size as i64),
+                            &digests.sha256,
+                            &digests.md5,
+                        ],
+                    )
+                    .await
+                    .map_err(pg)?
+                else {
+                    continue;
+                };
+                let old: String = old.get(0);
+                tx.execute("DELETE FROM imap_cache WHERE uid=$1", &[&old])
+                    .await
+                    .map_err(pg)?;
+                old_uids.push(old);
+            }
+        }
+    }
+    Ok((report, old_uids))
+}
+
+/// The event log notes a message's first scan and every detection; a rescan that
+/// finds nothing new is not a step of the message's path.
+async fn scan_event(tx: &Transaction<'_>, r: &ScanRecord) -> Result<()> {
+    let Some(row) = tx
+        .query_opt(
+            "SELECT scan_version IS NULL, uid FROM messages WHERE id=$1",
+            &[&r.message],
+        )
+        .await
+        .map_err(pg)?
+    else {
+        return Ok(());
+    };
+    let (first, uid): (bool, String) = (row.get(0), row.get(1));
+    if !first && r.stamp.verdict.is_none() {
+        return Ok(());
+    }
+    let mut detail = match &r.stamp.verdict {
+        Some(found) => format!("found {found}"),
+        None => "clean".to_string(),
+    };
+    if !r.stamp.version.is_empty() {
+        detail.push_str(&format!(" (signatures {})", r.stamp.version));
+    }
+    let mut keep = None;
+    if let ScanAction::Replace { uid: new, .. } = &r.action {
+        // The message takes the rewritten copy's id: the old one stays findable here.
+        detail.push_str(&format!("; attachments replaced by a notice, now {new}"));
+        keep = Some(uid.as_str());
+    }
+    record_event_keeping(tx, r.message, now(), SCANNED, "", &detail, keep).await
+}
