@@ -151,6 +151,10 @@ PY
 )
 
 # ---------------------------------------------------------------- SMTP during a backup
+# The 1% new mail is still being indexed (text index, lookups) when the incremental
+# backup is done: the idle load must not run beside that (at 1M messages it put the
+# idle p99 at 45.6 ms, against 18.8 during a backup).
+wait_until indexed
 echo pw | $L user add load@localhost --password-stdin >/dev/null
 load() { python3 "$root/bench/smtp_load.py" "$smtp" --sessions 10 --messages $((RATE * LOAD_SECS)) --size 10240 --to load@localhost --rate "$RATE"; }
 # A warm-up first, so that idle and during start from the same page cache (the steps
