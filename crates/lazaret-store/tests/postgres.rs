@@ -2037,3 +2037,99 @@ fn scanning_records_and_hash_signatures_answer_as_the_embedded_store() {
         1
     );
 }
+
+#[test]
+fn the_reclaim_removes_rows_and_objects_of_messages_nothing_holds() {
+    use lazaret_store::Store;
+    let Some(server) = server() else { return };
+    let Some(moto) = Moto::start("reclaim") else {
+        return;
+    };
+    let url = fresh_database(&server, "reclaim");
+    let one = PostgresStore::open(&settings(&url, "one"), Some(moto.objects("reclaim"))).unwrap();
+    let two = PostgresStore::open(&settings(&url, "two"), Some(moto.objects("reclaim"))).unwrap();
+    one.domain_add("example.org").unwrap();
+    one.user_add("ann@example.org", "pw").unwrap();
+    let dir = std::env::temp_dir().join(format!("lazaret-pg-reclaim-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let embedded = lazaret_store::EmbeddedStore::open(&dir).unwrap();
+    embedded.domain_add("example.org").unwrap();
+    embedded.user_add("ann@example.org", "pw").unwrap();
+    // Twelve queued messages, all removed, are reclaimed by two nodes at once (the
+    // same on the embedded store, by one); a message in a folder stays.
+    let mut uids = Vec::new();
+    for n in 0..12 {
+        uids.push(one.ingest(message(n)).unwrap().id);
+        embedded.ingest(message(n)).unwrap();
+    }
+    let kept = one.append(
+        "ann@example.org",
+        "INBOX",
+        "00000000000000dd".into(),
+        b"Subject: kept\r\n\r\nx\r\n".to_vec(),
+        vec![],
+        None,
+    );
+    kept.unwrap();
+    let queued: Vec<String> = one
+        .queue_messages("inbound")
+        .unwrap()
+        .iter()
+        .map(|m| m.id.clone())
+        .collect();
+    let removed = one.remove(&queued, vec![]).unwrap();
+    let embedded_queued: Vec<String> = embedded
+        .queue_messages("inbound")
+        .unwrap()
+        .iter()
+        .map(|m| m.id.clone())
+        .collect();
+    let embedded_removed = embedded.remove(&embedded_queued, vec![]).unwrap();
+    assert_eq!((removed.done, embedded_removed.done), (12, 12));
+    assert_eq!(one.reclaim_backlog().unwrap(), 12);
+    assert_eq!(embedded.reclaim_backlog().unwrap(), 12);
+    // Removed messages are gone for readers before the reclaim runs.
+    assert!(matches!(
+        one.message_raw(&uids[0]),
+        Err(StoreError::NotFound(_))
+    ));
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| (0..10).map(|_| one.reclaim(2).unwrap()).sum::<usize>());
+        let b = s.spawn(|| (0..10).map(|_| two.reclaim(2).unwrap()).sum::<usize>());
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert_eq!(a + b, 12, "each released message reclaimed once");
+    let embedded_reclaimed: usize = (0..10).map(|_| embedded.reclaim(2).unwrap()).sum();
+    assert_eq!(embedded_reclaimed, 12);
+    assert_eq!(one.reclaim_backlog().unwrap(), 0);
+    assert_eq!(
+        one.message_count().unwrap(),
+        1,
+        "the appended message stays"
+    );
+    assert_eq!(embedded.message_count().unwrap(), 0);
+    drop(embedded);
+    let _ = std::fs::remove_dir_all(&dir);
+    // Objects went after the rows (asked of the bucket itself: a node keeps the bodies
+    // it wrote lately in memory); the log still knows each message by its id.
+    let bucket = moto.objects("reclaim");
+    for uid in &uids {
+        assert!(
+            bucket.fetch(uid, None).is_err(),
+            "{uid} is still in the bucket"
+        );
+    }
+    assert!(bucket.fetch("00000000000000dd", None).is_ok());
+    assert_eq!(
+        sql_i64(
+            &url,
+            "SELECT COUNT(*) FROM message_events WHERE kind='gone' AND uid IS NOT NULL"
+        ),
+        12
+    );
+    // Parts went with their messages: only the kept message's are left.
+    assert_eq!(
+        sql_i64(&url, "SELECT COUNT(DISTINCT message) FROM parts"),
+        1
+    );
+}

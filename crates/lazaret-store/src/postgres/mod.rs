@@ -7,8 +7,9 @@
 //! audit log, ingest, routing, local delivery, outbound claims with leases, queue
 //! administration, `LISTEN/NOTIFY` wake-ups, the orphan object sweep, and what IMAP
 //! and POP3 do to folders and messages, quarantine (also on arrival), restore,
-//! removal and import, and find (trigram indexes). The rest of the `Store` trait
-//! (clusters, scanning) comes next; until it does, the server's
+//! removal and import, find (trigram indexes), the scanner's records and the
+//! reclaim. The rest of the `Store` trait
+//! (clusters, check, trace and exposure) comes next; until it does, the server's
 //! configuration refuses `backend = "postgres"`.
 //!
 //! `tokio-postgres` is async while store calls block: requests run on the store's own
@@ -26,6 +27,7 @@ mod orphans;
 mod outbound;
 mod quarantine;
 mod queues;
+mod reclaim;
 mod routing;
 mod scanning;
 mod settings;
