@@ -2,6 +2,7 @@
 //! in any case, RFC 6154's special uses, and flags stored as one space-separated
 //! string.
 
+use crate::model::FlagChange;
 use crate::{Result, StoreError};
 
 /// RFC 6154's special uses.
@@ -89,4 +90,18 @@ pub(crate) fn keywords<'a>(flags: impl Iterator<Item = &'a String>) -> Vec<Strin
 /// Whether a flag list holds `\Seen`.
 pub(crate) fn seen(flags: &[String]) -> bool {
     flags.iter().any(|f| f.eq_ignore_ascii_case("\\Seen"))
+}
+
+/// A message's flags after a STORE: replaced, added to, or taken from (without case).
+pub(crate) fn changed_flags(
+    mut set: Vec<String>,
+    change: FlagChange,
+    flags: &[String],
+) -> Vec<String> {
+    match change {
+        FlagChange::Replace => set = flags.to_vec(),
+        FlagChange::Add => set.extend(flags.iter().cloned()),
+        FlagChange::Remove => set.retain(|f| !flags.iter().any(|x| x.eq_ignore_ascii_case(f))),
+    }
+    set
 }

@@ -1211,32 +1211,70 @@ macro_rules! imap_session {
     }};
 }
 
-#[test]
-fn imap_work_on_folders_answers_as_the_embedded_store_and_other_nodes_see_it() {
-    use lazaret_store::Store;
-    let Some(server) = server() else { return };
-    let Some(moto) = Moto::start("folders") else {
-        return;
-    };
-    let url = fresh_database(&server, "folders");
-    let one = PostgresStore::open(&settings(&url, "one"), Some(moto.objects("folders"))).unwrap();
-    let two = PostgresStore::open(&settings(&url, "two"), Some(moto.objects("folders"))).unwrap();
-    let dir = std::env::temp_dir().join(format!("lazaret-pg-folders-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let embedded = lazaret_store::EmbeddedStore::open(&dir).unwrap();
+/// A PostgreSQL store with a bucket of its own, and an embedded store in a directory
+/// of its own, to answer the same calls; None (the test skipped) without the peers.
+struct Pair {
+    url: String,
+    moto: Moto,
+    postgres: PostgresStore,
+    embedded: Option<lazaret_store::EmbeddedStore>,
+    dir: std::path::PathBuf,
+}
 
-    let generation = two.write_generation();
-    let on_postgres = imap_session!(&one);
-    let on_embedded = imap_session!(&embedded);
-    drop(embedded);
-    let _ = std::fs::remove_dir_all(&dir);
-    for (p, e) in on_postgres.iter().zip(&on_embedded) {
+impl Pair {
+    fn open(name: &str) -> Option<Pair> {
+        let server = server()?;
+        let moto = Moto::start(name)?;
+        let url = fresh_database(&server, name);
+        let postgres =
+            PostgresStore::open(&settings(&url, "one"), Some(moto.objects(name))).unwrap();
+        let dir = std::env::temp_dir().join(format!("lazaret-pg-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let embedded = Some(lazaret_store::EmbeddedStore::open(&dir).unwrap());
+        Some(Pair {
+            url,
+            moto,
+            postgres,
+            embedded,
+            dir,
+        })
+    }
+
+    fn embedded(&self) -> &lazaret_store::EmbeddedStore {
+        self.embedded
+            .as_ref()
+            .expect("open until the pair is dropped")
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        drop(self.embedded.take());
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Both stores' answers, line by line.
+fn same_answers(on_postgres: &[String], on_embedded: &[String]) {
+    for (p, e) in on_postgres.iter().zip(on_embedded) {
         assert_eq!(
             p, e,
             "PostgreSQL (left) and embedded (right) answer differently"
         );
     }
     assert_eq!(on_postgres.len(), on_embedded.len());
+}
+
+#[test]
+fn imap_work_on_folders_answers_as_the_embedded_store_and_other_nodes_see_it() {
+    use lazaret_store::Store;
+    let Some(pair) = Pair::open("folders") else {
+        return;
+    };
+    let (one, objects) = (&pair.postgres, pair.moto.objects("folders"));
+    let two = PostgresStore::open(&settings(&pair.url, "two"), Some(objects)).unwrap();
+    let generation = two.write_generation();
+    same_answers(&imap_session!(one), &imap_session!(pair.embedded()));
 
     // Node two heard of node one's changes: its folder cache key moved, and it reads
     // the same folder.
@@ -1417,31 +1455,17 @@ macro_rules! quarantine_work {
 #[test]
 fn quarantine_restore_remove_and_import_answer_as_the_embedded_store() {
     use lazaret_store::Store;
-    let Some(server) = server() else { return };
-    let Some(moto) = Moto::start("quarantine") else {
+    let Some(pair) = Pair::open("quarantine") else {
         return;
     };
-    let url = fresh_database(&server, "quarantine");
-    let store =
-        PostgresStore::open(&settings(&url, "one"), Some(moto.objects("quarantine"))).unwrap();
-    let dir = std::env::temp_dir().join(format!("lazaret-pg-quarantine-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let embedded = lazaret_store::EmbeddedStore::open(&dir).unwrap();
-    let on_postgres = quarantine_work!(&store);
-    let on_embedded = quarantine_work!(&embedded);
-    drop(embedded);
-    let _ = std::fs::remove_dir_all(&dir);
-    for (p, e) in on_postgres.iter().zip(&on_embedded) {
-        assert_eq!(
-            p, e,
-            "PostgreSQL (left) and embedded (right) answer differently"
-        );
-    }
-    assert_eq!(on_postgres.len(), on_embedded.len());
+    same_answers(
+        &quarantine_work!(&pair.postgres),
+        &quarantine_work!(pair.embedded()),
+    );
     // The forgery is in quarantine, with the checks as actor, and no queue holds it.
     assert_eq!(
         sql_i64(
-            &url,
+            &pair.url,
             "SELECT COUNT(*) FROM quarantine WHERE actor='auth-checks' AND reason='dmarc=fail'"
         ),
         1
@@ -1811,31 +1835,17 @@ macro_rules! find_work {
 #[test]
 fn find_answers_as_the_embedded_store_on_trigram_indexes() {
     use lazaret_store::Store;
-    let Some(server) = server() else { return };
-    let Some(moto) = Moto::start("find") else {
+    let Some(pair) = Pair::open("find") else {
         return;
     };
-    let url = fresh_database(&server, "find");
-    let store = PostgresStore::open(&settings(&url, "one"), Some(moto.objects("find"))).unwrap();
-    let dir = std::env::temp_dir().join(format!("lazaret-pg-find-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let embedded = lazaret_store::EmbeddedStore::open(&dir).unwrap();
-    let on_postgres = find_work!(&store, |_: &PostgresStore| ());
+    let on_postgres = find_work!(&pair.postgres, |_: &PostgresStore| ());
     // The embedded store's body index catches up in the background.
-    let on_embedded = find_work!(&embedded, |s: &lazaret_store::EmbeddedStore| {
+    let on_embedded = find_work!(pair.embedded(), |s: &lazaret_store::EmbeddedStore| {
         while s.stats().unwrap().text_index_behind > 0 {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     });
-    drop(embedded);
-    let _ = std::fs::remove_dir_all(&dir);
-    for (p, e) in on_postgres.iter().zip(&on_embedded) {
-        assert_eq!(
-            p, e,
-            "PostgreSQL (left) and embedded (right) answer differently"
-        );
-    }
-    assert_eq!(on_postgres.len(), on_embedded.len());
+    same_answers(&on_postgres, &on_embedded);
 }
 
 /// The scanner's calls on either store: what waits for a scan, recording a clean
@@ -1997,33 +2007,16 @@ macro_rules! scan_work {
 #[test]
 fn scanning_records_and_hash_signatures_answer_as_the_embedded_store() {
     use lazaret_store::Store;
-    let Some(server) = server() else { return };
-    let Some(moto) = Moto::start("scanning") else {
+    let Some(pair) = Pair::open("scanning") else {
         return;
     };
-    let url = fresh_database(&server, "scanning");
-    let store =
-        PostgresStore::open(&settings(&url, "one"), Some(moto.objects("scanning"))).unwrap();
-    let dir = std::env::temp_dir().join(format!("lazaret-pg-scanning-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let embedded = lazaret_store::EmbeddedStore::open(&dir).unwrap();
-    let on_postgres = scan_work!(&store);
-    let on_embedded = scan_work!(&embedded);
-    drop(embedded);
-    let _ = std::fs::remove_dir_all(&dir);
-
-    for (p, e) in on_postgres.iter().zip(&on_embedded) {
-        assert_eq!(
-            p, e,
-            "PostgreSQL (left) and embedded (right) answer differently"
-        );
-    }
-    assert_eq!(on_postgres.len(), on_embedded.len());
+    same_answers(&scan_work!(&pair.postgres), &scan_work!(pair.embedded()));
+    let url = &pair.url;
     // The detection is in quarantine with the scanner as actor (its one inbound item,
     // for both recipients).
     assert_eq!(
         sql_i64(
-            &url,
+            url,
             "SELECT COUNT(*) FROM quarantine WHERE actor='scanner' AND reason='Worm.A'"
         ),
         1
@@ -2031,7 +2024,7 @@ fn scanning_records_and_hash_signatures_answer_as_the_embedded_store() {
     // The rewritten message's first id stays findable in the event log.
     assert_eq!(
         sql_i64(
-            &url,
+            url,
             "SELECT COUNT(*) FROM message_events WHERE kind='scanned' AND uid IS NOT NULL"
         ),
         1

@@ -4,12 +4,12 @@
 
 use super::events;
 use super::{release, EmbeddedStore, Prepared};
-use crate::model::{FlagChange, FlagsStored, Folder, FolderEntry, FolderSnapshot, Via};
+use crate::model::{FlagChange, FlagsStored, Folder, FolderEntry, FolderSnapshot};
 use crate::{now, Result, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 
 pub(super) use crate::folder_rules::{canonical, join_flags, parse_flags, valid_folder};
-use crate::folder_rules::{keywords, new_folder_name, seen, special_use};
+use crate::folder_rules::{changed_flags, keywords, new_folder_name, seen, special_use};
 
 pub(super) fn folder_id(c: &Connection, user: &str, name: &str) -> Result<i64> {
     c.prepare_cached("SELECT id FROM mailboxes WHERE user=?1 AND name=?2")?
@@ -353,14 +353,7 @@ impl EmbeddedStore {
                     out.modified.push(entry);
                     continue;
                 }
-                let mut set = parse_flags(&current);
-                match change {
-                    FlagChange::Replace => set = flags.clone(),
-                    FlagChange::Add => set.extend(flags.iter().cloned()),
-                    FlagChange::Remove => {
-                        set.retain(|f| !flags.iter().any(|x| x.eq_ignore_ascii_case(f)))
-                    }
-                }
+                let set = changed_flags(parse_flags(&current), change, &flags);
                 let joined = join_flags(&set);
                 let mut entry_modseq = current_modseq;
                 if joined != current {
@@ -443,17 +436,7 @@ impl EmbeddedStore {
         internal_date: Option<i64>,
     ) -> Result<(i64, i64)> {
         let (user, name) = (user.to_string(), canonical(name));
-        let mut prepared = Prepared::new(crate::Incoming {
-            id,
-            mail_from: user.clone(),
-            rcpt_to: Vec::new(),
-            helo: String::new(),
-            peer: "imap".into(),
-            data,
-            scan: None,
-            via: Via::Server("imap append"),
-            auth: None,
-        })?;
+        let mut prepared = Prepared::new(super::ingest::appended(&user, id, data))?;
         self.write_blob(&mut prepared)?;
         self.write(move |c| {
             let folder = folder_id(c, &user, &name)

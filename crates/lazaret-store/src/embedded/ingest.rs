@@ -27,6 +27,36 @@ pub(crate) struct Prepared {
     pub(super) fingerprint: Fingerprint,
 }
 
+/// A message a user's IMAP client uploads (APPEND), as the store takes it in.
+pub(crate) fn appended(user: &str, id: String, data: Vec<u8>) -> Incoming {
+    Incoming {
+        id,
+        mail_from: user.to_string(),
+        rcpt_to: Vec::new(),
+        helo: String::new(),
+        peer: "imap".into(),
+        data,
+        scan: None,
+        via: Via::Server("imap append"),
+        auth: None,
+    }
+}
+
+/// A message `lazaret import` brings into a folder, under a new store id.
+pub(crate) fn imported(data: Vec<u8>) -> Incoming {
+    Incoming {
+        id: new_message_id(),
+        mail_from: String::new(),
+        rcpt_to: Vec::new(),
+        helo: String::new(),
+        peer: "import".into(),
+        data,
+        scan: None,
+        via: Via::Server("import"),
+        auth: None,
+    }
+}
+
 impl Prepared {
     pub(crate) fn new(incoming: Incoming) -> Result<Prepared> {
         let id = &incoming.id;

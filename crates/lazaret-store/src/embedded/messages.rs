@@ -6,18 +6,11 @@ use super::*;
 
 /// Reads a row shaped like [`QUEUE_SUMMARIES`] into a summary.
 pub(crate) fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageSummary> {
-    let to: Option<String> = r.get(3)?;
     Ok(MessageSummary {
         id: r.get(0)?,
         location: r.get(1)?,
         from: r.get(2)?,
-        to: to
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect(),
+        to: address_list(r.get::<_, Option<String>>(3)?.as_deref()),
         subject: r.get(4)?,
         date: r.get(5)?,
         size: r.get::<_, i64>(6)? as u64,
@@ -32,6 +25,16 @@ pub(crate) fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageSumm
         reason: r.get(15)?,
         verdict: r.get(16)?,
     })
+}
+
+/// A comma-separated address list as stored (queue recipients, header To:).
+pub(crate) fn address_list(text: Option<&str>) -> Vec<String> {
+    text.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// The blob reference in columns `uid, blob_pack, blob_offset, size` of a row, from

@@ -422,17 +422,7 @@ impl EmbeddedStore {
         }
         let mut prepared = Vec::with_capacity(messages.len());
         for m in messages {
-            let mut p = Prepared::new(crate::Incoming {
-                id: super::new_message_id(),
-                mail_from: String::new(),
-                rcpt_to: Vec::new(),
-                helo: String::new(),
-                peer: "import".into(),
-                data: m.data,
-                scan: None,
-                via: Via::Server("import"),
-                auth: None,
-            })?;
+            let mut p = Prepared::new(super::ingest::imported(m.data))?;
             p.received = m.internal_date;
             self.text
                 .remember(&p.incoming.id, std::mem::take(&mut p.meta.text));

@@ -334,8 +334,24 @@ fn scan_event(c: &Connection, r: &ScanRecord) -> Result<()> {
     let Some((first, uid)) = row else {
         return Ok(());
     };
-    if !first && r.stamp.verdict.is_none() {
+    let Some(detail) = scan_event_detail(r, first) else {
         return Ok(());
+    };
+    use super::events::{insert, StoreId, SCANNED};
+    match r.action {
+        // The message takes the tagged copy's id: the old one stays findable here.
+        ScanAction::Replace { .. } => {
+            insert(c, r.message, SCANNED, "", &detail, StoreId::Keep(&uid))
+        }
+        _ => insert(c, r.message, SCANNED, "", &detail, StoreId::Known(&uid)),
+    }
+}
+
+/// What the event log says of a scan: its first (`first`) and every detection; None
+/// for a rescan that found nothing new.
+pub(crate) fn scan_event_detail(r: &ScanRecord, first: bool) -> Option<String> {
+    if !first && r.stamp.verdict.is_none() {
+        return None;
     }
     let mut detail = match &r.stamp.verdict {
         Some(found) => format!("found {found}"),
@@ -344,11 +360,8 @@ fn scan_event(c: &Connection, r: &ScanRecord) -> Result<()> {
     if !r.stamp.version.is_empty() {
         detail.push_str(&format!(" (signatures {})", r.stamp.version));
     }
-    use super::events::{insert, StoreId, SCANNED};
     if let ScanAction::Replace { uid: new, .. } = &r.action {
-        // The message takes the tagged copy's id: the old one stays findable here.
         detail.push_str(&format!("; attachments replaced by a notice, now {new}"));
-        return insert(c, r.message, SCANNED, "", &detail, StoreId::Keep(&uid));
     }
-    insert(c, r.message, SCANNED, "", &detail, StoreId::Known(&uid))
+    Some(detail)
 }

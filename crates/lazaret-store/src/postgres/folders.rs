@@ -11,11 +11,12 @@
 use super::local::notify_users;
 use super::{ingest, pg, record_event, release, PostgresStore};
 use crate::embedded::events::{EXPUNGED, MOVED, READ};
-use crate::embedded::ingest::Prepared;
+use crate::embedded::ingest::{appended, Prepared};
 use crate::folder_rules::{
-    canonical, join_flags, keywords, new_folder_name, parse_flags, seen, special_use, valid_folder,
+    canonical, changed_flags, join_flags, keywords, new_folder_name, parse_flags, seen,
+    special_use, valid_folder,
 };
-use crate::model::{FlagChange, FlagsStored, Folder, FolderEntry, FolderSnapshot, Via};
+use crate::model::{FlagChange, FlagsStored, Folder, FolderEntry, FolderSnapshot};
 use crate::{now, Result, StoreError};
 use deadpool_postgres::Transaction;
 
@@ -337,14 +338,7 @@ impl PostgresStore {
                     continue;
                 }
                 let before = parse_flags(current);
-                let mut set = before.clone();
-                match change {
-                    FlagChange::Replace => set = flags.clone(),
-                    FlagChange::Add => set.extend(flags.iter().cloned()),
-                    FlagChange::Remove => {
-                        set.retain(|f| !flags.iter().any(|x| x.eq_ignore_ascii_case(f)))
-                    }
-                }
+                let set = changed_flags(before.clone(), change, &flags);
                 let joined = join_flags(&set);
                 let mut entry_modseq = *current_modseq;
                 if joined != *current {
@@ -444,17 +438,7 @@ impl PostgresStore {
     ) -> Result<(i64, i64)> {
         let (user, name) = (user.to_string(), canonical(name));
         let objects = self.objects()?;
-        let mut prepared = Prepared::new(crate::Incoming {
-            id,
-            mail_from: user.clone(),
-            rcpt_to: Vec::new(),
-            helo: String::new(),
-            peer: "imap".into(),
-            data,
-            scan: None,
-            via: Via::Server("imap append"),
-            auth: None,
-        })?;
+        let mut prepared = Prepared::new(appended(&user, id, data))?;
         let uid = prepared.incoming.id.clone();
         objects.put(&uid, std::mem::take(&mut prepared.incoming.data))?;
         let appended = self.with_client(move |mut c| async move {

@@ -4,6 +4,7 @@
 
 use super::folders::expunge;
 use super::{pg, PostgresStore};
+use crate::embedded::messages::address_list;
 use crate::folder_rules::canonical;
 use crate::model::{ImapCached, MailboxInfo, MessageSummary};
 use crate::{Result, StoreError};
@@ -28,18 +29,11 @@ const QUEUE_SUMMARIES: &str = "SELECT 'q' || q.id, 'queue:' || q.queue, m.env_fr
     FROM queue_items q JOIN messages m ON m.id=q.message WHERE q.queue=$1 ORDER BY q.id";
 
 pub(super) fn summary(r: &tokio_postgres::Row) -> MessageSummary {
-    let to: Option<String> = r.get(3);
     MessageSummary {
         id: r.get(0),
         location: r.get(1),
         from: r.get(2),
-        to: to
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect(),
+        to: address_list(r.get(3)),
         subject: r.get(4),
         date: r.get(5),
         size: r.get::<_, i64>(6) as u64,

@@ -10,10 +10,11 @@ use super::folders::{add_entry, folder_id, next_modseq, take_uids};
 use super::local::notify_users;
 use super::{ingest, pg, record_event, release, PostgresStore, QUEUE_CHANNEL};
 use crate::embedded::events::{QUARANTINED, REMOVED, RESTORED};
-use crate::embedded::ingest::Prepared;
+use crate::embedded::ingest::{imported, Prepared};
+use crate::embedded::messages::address_list;
 use crate::embedded::quarantine::{add_user, parse_id, Origin};
 use crate::folder_rules::{canonical, join_flags, parse_flags, valid_folder};
-use crate::model::{ActionReport, ImportMessage, MessageSummary, QuarantineDetail, Via};
+use crate::model::{ActionReport, ImportMessage, MessageSummary, QuarantineDetail};
 use crate::{now, Incoming, Result, StoreError};
 use deadpool_postgres::Transaction;
 use std::collections::BTreeSet;
@@ -118,17 +119,11 @@ impl PostgresStore {
             else {
                 return Ok(None);
             };
-            let recipients: String = r.get(1);
             let message = MessageSummary {
                 id: id.clone(),
                 location: "quarantine".into(),
                 from: r.get(0),
-                to: recipients
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect(),
+                to: address_list(r.get(1)),
                 subject: r.get(2),
                 date: r.get(3),
                 size: r.get::<_, i64>(4) as u64,
@@ -176,17 +171,7 @@ impl PostgresStore {
         let objects = self.objects()?;
         let mut prepared = Vec::with_capacity(messages.len());
         for m in messages {
-            let p = Prepared::new(Incoming {
-                id: crate::new_message_id(),
-                mail_from: String::new(),
-                rcpt_to: Vec::new(),
-                helo: String::new(),
-                peer: "import".into(),
-                data: m.data,
-                scan: None,
-                via: Via::Server("import"),
-                auth: None,
-            })?;
+            let p = Prepared::new(imported(m.data))?;
             prepared.push((p, m.flags, m.internal_date));
         }
         let written: Vec<String> = prepared

@@ -11,6 +11,7 @@
 use super::local::notify_users;
 use super::{pg, record_event_keeping, PostgresStore, QUEUE_CHANNEL};
 use crate::embedded::events::SCANNED;
+use crate::embedded::scanning::scan_event_detail;
 use crate::model::{ActionReport, PendingScan, RescanScope, RouteReport, ScanAction, ScanRecord};
 use crate::{now, BlobLocation, Result, StoreError};
 use deadpool_postgres::Transaction;
@@ -345,21 +346,10 @@ async fn scan_event(tx: &Transaction<'_>, r: &ScanRecord) -> Result<()> {
         return Ok(());
     };
     let (first, uid): (bool, String) = (row.get(0), row.get(1));
-    if !first && r.stamp.verdict.is_none() {
+    let Some(detail) = scan_event_detail(r, first) else {
         return Ok(());
-    }
-    let mut detail = match &r.stamp.verdict {
-        Some(found) => format!("found {found}"),
-        None => "clean".to_string(),
     };
-    if !r.stamp.version.is_empty() {
-        detail.push_str(&format!(" (signatures {})", r.stamp.version));
-    }
-    let mut keep = None;
-    if let ScanAction::Replace { uid: new, .. } = &r.action {
-        // The message takes the rewritten copy's id: the old one stays findable here.
-        detail.push_str(&format!("; attachments replaced by a notice, now {new}"));
-        keep = Some(uid.as_str());
-    }
+    // A rewritten message takes the new copy's id: the old one stays findable here.
+    let keep = matches!(r.action, ScanAction::Replace { .. }).then_some(uid.as_str());
     record_event_keeping(tx, r.message, now(), SCANNED, "", &detail, keep).await
 }
