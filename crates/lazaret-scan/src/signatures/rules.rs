@@ -84,7 +84,9 @@ pub fn parse_line(line: &str) -> Result<Rule, String> {
 
 /// Shell-style glob to an anchored, case-insensitive regex. Hand-written: the syntax is
 /// three characters, and a glob crate would not share the regex engine already here.
-fn glob_to_regex(glob: &str) -> String {
+/// The store's `find` on PostgreSQL hands the same text to PostgreSQL, whose regular
+/// expressions read it alike (`(?is)`, classes, escapes).
+pub fn glob_to_regex(glob: &str) -> String {
     let mut re = String::from("(?is)^");
     let mut chars = glob.chars().peekable();
     while let Some(c) = chars.next() {

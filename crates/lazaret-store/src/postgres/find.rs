@@ -3,7 +3,8 @@
 //! (embedded/find.rs, whose checks and meanings it shares). The text filters are
 //! answered by `pg_trgm` GIN indexes, which serve `ILIKE '%text%'` and regular
 //! expressions alike for three characters or more; globs (`--from`, `--attachment`)
-//! become anchored regular expressions for that reason.
+//! become anchored, case-insensitive regular expressions for that reason (the
+//! signature rules' conversion, which PostgreSQL reads as Rust's regex crate does).
 
 use super::messages::summary;
 use super::{pg, PostgresStore};
@@ -12,6 +13,7 @@ use crate::embedded::find::{
 };
 use crate::model::{Filters, FindResult, Place, SortKey};
 use crate::{Result, StoreError};
+use lazaret_scan::signatures::rules::glob_to_regex;
 use tokio_postgres::types::ToSql;
 
 type Arg = Box<dyn ToSql + Sync + Send>;
@@ -26,48 +28,6 @@ impl Args {
         self.0.push(Box::new(value));
         format!("${}", self.0.len())
     }
-}
-
-/// A shell glob (`*`, `?`, `[...]`, as SQLite's GLOB takes them) as an anchored POSIX
-/// regular expression.
-fn glob_to_regex(glob: &str) -> String {
-    let mut re = String::from("^");
-    let mut chars = glob.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '*' => re.push_str(".*"),
-            '?' => re.push('.'),
-            '[' => {
-                let rest: Vec<char> = chars.clone().collect();
-                // A class runs to the first `]` after its first member; without one
-                // the `[` is itself.
-                match rest.iter().skip(1).position(|&c| c == ']') {
-                    Some(at) => {
-                        let end = at + 1;
-                        let mut members: String = rest[..end].iter().collect();
-                        re.push('[');
-                        if let Some(m) = members.strip_prefix(['!', '^']) {
-                            re.push('^');
-                            members = m.to_string();
-                        }
-                        re.push_str(&members.replace('\\', "\\\\"));
-                        re.push(']');
-                        for _ in 0..=end {
-                            chars.next();
-                        }
-                    }
-                    None => re.push_str("\\["),
-                }
-            }
-            c if "\\.^$|()+{}]".contains(c) => {
-                re.push('\\');
-                re.push(c);
-            }
-            c => re.push(c),
-        }
-    }
-    re.push('$');
-    re
 }
 
 /// Conditions on the message row `m`, the same in every place.
@@ -100,7 +60,7 @@ fn message_conditions(f: &Filters, args: &mut Args, conds: &mut Vec<String>) -> 
                 false => from,
             };
             let p = args.bind(glob_to_regex(&glob));
-            conds.push(format!("(m.env_from ~* {p} OR m.hdr_from ~* {p})"));
+            conds.push(format!("(m.env_from ~ {p} OR m.hdr_from ~ {p})"));
         } else {
             let p = args.bind(from);
             conds.push(format!("(lower(m.env_from)={p} OR lower(m.hdr_from)={p})"));
@@ -108,7 +68,7 @@ fn message_conditions(f: &Filters, args: &mut Args, conds: &mut Vec<String>) -> 
     }
     if let Some(glob) = f.attachment.as_deref() {
         conds.push(format!(
-            "m.id IN (SELECT message FROM parts WHERE filename ~* {})",
+            "m.id IN (SELECT message FROM parts WHERE filename ~ {})",
             args.bind(glob_to_regex(&glob.to_lowercase()))
         ));
     }
@@ -282,14 +242,15 @@ fn place_query(
                 ));
             }
             if let Some(mb) = f.mailbox.as_deref() {
-                let glob = match mb.contains('/') {
-                    true => format!("mailbox:{mb}"),
-                    false => format!("mailbox:{}/*", mb.to_lowercase()),
+                // Where it was taken from: that folder, or any folder of that user.
+                let cond = match mb.contains('/') {
+                    true => format!("z.origin_location={}", args.bind(format!("mailbox:{mb}"))),
+                    false => {
+                        let p = args.bind(format!("mailbox:{}/", mb.to_lowercase()));
+                        format!("left(z.origin_location, length({p}))={p}")
+                    }
                 };
-                conds.push(format!(
-                    "z.origin_location ~ {}",
-                    args.bind(glob_to_regex(&glob))
-                ));
+                conds.push(cond);
             }
             if let Some(t) = f.quarantined_before {
                 conds.push(format!("z.at<={}", args.bind(t)));
@@ -405,19 +366,5 @@ impl PostgresStore {
             let rows = c.query(sql.as_str(), &params).await.map_err(pg)?;
             Ok(rows.iter().map(|r| r.get(0)).collect())
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::glob_to_regex;
-
-    #[test]
-    fn globs_become_anchored_regular_expressions() {
-        assert_eq!(glob_to_regex("*@evil.example"), "^.*@evil\\.example$");
-        assert_eq!(glob_to_regex("invoice?.zip"), "^invoice.\\.zip$");
-        assert_eq!(glob_to_regex("[!a-c]x"), "^[^a-c]x$");
-        assert_eq!(glob_to_regex("a[b"), "^a\\[b$");
-        assert_eq!(glob_to_regex("(x)+"), "^\\(x\\)\\+$");
     }
 }
