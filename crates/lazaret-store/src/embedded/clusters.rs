@@ -36,9 +36,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// pair in twenty on 8 or fewer: single linkage through other copies finds those);
 /// unrelated texts on at most 5. A band hit already makes 4 agree, so the bar is well
 /// above that.
-const AGREE: usize = 12;
+pub(crate) const AGREE: usize = 12;
 /// Holders of one key looked at: the most recent ones (an outbreak is recent).
-const HOLDERS: usize = 4;
+pub(crate) const HOLDERS: usize = 4;
 /// Attachments smaller than this are not keys: tiny common files (a spacer gif, an
 /// empty text) would join unrelated mail.
 const MIN_ATTACHMENT: u64 = 64;
@@ -87,13 +87,18 @@ impl Fingerprint {
         }
     }
 
-    fn is_empty(&self) -> bool {
+    /// The text's MinHash signature, stored with the keys (None: a short text).
+    pub(crate) fn signature(&self) -> Option<&[u8]> {
+        self.signature.as_deref()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
         self.text_keys.is_empty() && self.attachment_keys.is_empty()
     }
 
     /// The keys as stored until filed: a flag byte (text key exact), the number of
     /// attachment keys, then every key, 8 bytes little-endian each.
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out =
             Vec::with_capacity(3 + 8 * (self.attachment_keys.len() + self.text_keys.len()));
         out.push(u8::from(self.text_exact));
@@ -105,7 +110,7 @@ impl Fingerprint {
     }
 
     /// The inverse of `encode` (a damaged record decodes to fewer keys, never fails).
-    fn decode(signature: Option<Vec<u8>>, bytes: &[u8]) -> Fingerprint {
+    pub(crate) fn decode(signature: Option<Vec<u8>>, bytes: &[u8]) -> Fingerprint {
         let text_exact = bytes.first() == Some(&1);
         let attachments = bytes
             .get(1..3)
@@ -210,12 +215,17 @@ fn cluster_of(c: &Connection, message: i64, now: i64) -> Result<Option<i64>> {
 
 /// How the last error of a copy held by a cluster starts; a routed copy that carries it
 /// was thawed by the admin since, and is let go.
-pub(super) const HELD: &str = "held: outbreak cluster ";
+pub(crate) const HELD: &str = "held: outbreak cluster ";
+
+/// The last error of a copy a hold froze in `inbound`: what it is and what to do.
+pub(crate) fn held_error(cluster: i64) -> String {
+    format!("{HELD}{cluster} (growing fast): thaw or quarantine with --cluster {cluster}")
+}
 
 /// How often a cluster's distinct senders are counted again while its growth is over
 /// the rule but its senders are too few (one sender's mailing): the count reads the
 /// newest members, and must not run for every copy of a big mailing.
-const SENDERS_RECHECK: i64 = 60;
+pub(crate) const SENDERS_RECHECK: i64 = 60;
 
 /// Whether inbound item `item` (message `message`) stays frozen in `inbound` because its
 /// cluster is held, starting the hold if the cluster now grows past `rule` (it is then
@@ -340,37 +350,63 @@ fn lookup(c: &Connection, fp: &Fingerprint, message: i64) -> Result<Lookup> {
     if fp.is_empty() {
         return Ok(Lookup::default());
     }
-    // Every key's holders in one statement, newest first: the writer runs this for
-    // every message stored, so statements are counted.
-    let keys: Vec<(i64, bool)> = fp
-        .attachment_keys
-        .iter()
-        .map(|k| (*k, true))
-        .chain(fp.text_keys.iter().map(|k| (*k, fp.text_exact)))
-        .collect();
-    let mut holders: Vec<(i64, i64)> = c
+    // Every key's holders in one statement: the writer runs this for every message
+    // stored, so statements are counted.
+    let keys = fp.keys();
+    let holders: Vec<(i64, i64)> = c
         .prepare_cached(&format!(
-            "SELECT key, message FROM lk.cluster_keys WHERE key IN ({}) ORDER BY message DESC",
+            "SELECT key, message FROM lk.cluster_keys WHERE key IN ({})",
             vec!["?"; keys.len()].join(",")
         ))?
         .query_map(rusqlite::params_from_iter(keys.iter().map(|k| k.0)), |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?
         .collect::<rusqlite::Result<_>>()?;
-    holders.sort_by_key(|&(key, message)| (key, std::cmp::Reverse(message)));
-    // Matched holders, with their cluster's root (None: the holder is alone).
-    let mut matched: BTreeMap<i64, Option<i64>> = BTreeMap::new();
-    let mut rejected: BTreeSet<i64> = BTreeSet::new();
-    // Keys no holder of which matched: this message becomes a holder. A key some
-    // holder matched adds nothing (the cluster is found by it already), so a flood of
-    // copies does not grow the key table.
-    let mut new_keys: Vec<i64> = Vec::new();
-    {
-        let mut holder_of = c.prepare_cached(
-            "SELECT f.signature, COALESCE(k.parent, k.id) FROM fingerprints f
-             LEFT JOIN clusters k ON k.id=f.cluster WHERE f.message=?1",
-        )?;
-        for &(key, is_exact) in &keys {
+    let mut holder_of = c.prepare_cached(
+        "SELECT f.signature, COALESCE(k.parent, k.id) FROM fingerprints f
+         LEFT JOIN clusters k ON k.id=f.cluster WHERE f.message=?1",
+    )?;
+    Lookup::decide(fp, message, holders, |holder| {
+        Ok(holder_of
+            .query_row([holder], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    })
+}
+
+impl Fingerprint {
+    /// Every lookup key, with whether a holder of it is a match without comparing
+    /// signatures (attachment keys and a short text's key).
+    pub(crate) fn keys(&self) -> Vec<(i64, bool)> {
+        self.attachment_keys
+            .iter()
+            .map(|k| (*k, true))
+            .chain(self.text_keys.iter().map(|k| (*k, self.text_exact)))
+            .collect()
+    }
+}
+
+/// A filed message as a holder of a key: its signature and its cluster's root (None:
+/// alone). None for a holder deleted since (no fingerprint row any more).
+pub(crate) type Holder = Option<(Option<Vec<u8>>, Option<i64>)>;
+
+impl Lookup {
+    /// Which holders of message `message`'s keys (`holders`: key, holder) it matches,
+    /// the `HOLDERS` newest of each key looked at; `holder_of` reads one holder.
+    pub(crate) fn decide(
+        fp: &Fingerprint,
+        message: i64,
+        mut holders: Vec<(i64, i64)>,
+        mut holder_of: impl FnMut(i64) -> Result<Holder>,
+    ) -> Result<Lookup> {
+        holders.sort_by_key(|&(key, message)| (key, std::cmp::Reverse(message)));
+        // Matched holders, with their cluster's root (None: the holder is alone).
+        let mut matched: BTreeMap<i64, Option<i64>> = BTreeMap::new();
+        let mut rejected: BTreeSet<i64> = BTreeSet::new();
+        // Keys no holder of which matched: this message becomes a holder. A key some
+        // holder matched adds nothing (the cluster is found by it already), so a flood
+        // of copies does not grow the key table.
+        let mut new_keys: Vec<i64> = Vec::new();
+        for (key, is_exact) in fp.keys() {
             let mut key_matched = false;
             let of_key = holders.iter().filter(|h| h.0 == key).take(HOLDERS);
             for &(_, holder) in of_key {
@@ -384,13 +420,7 @@ fn lookup(c: &Connection, fp: &Fingerprint, message: i64) -> Result<Lookup> {
                 if rejected.contains(&holder) {
                     continue;
                 }
-                // A holder deleted since has no fingerprint row any more.
-                let Some((theirs, root)) = holder_of
-                    .query_row([holder], |r| {
-                        Ok((r.get::<_, Option<Vec<u8>>>(0)?, r.get::<_, Option<i64>>(1)?))
-                    })
-                    .optional()?
-                else {
+                let Some((theirs, root)) = holder_of(holder)? else {
                     rejected.insert(holder);
                     continue;
                 };
@@ -412,8 +442,18 @@ fn lookup(c: &Connection, fp: &Fingerprint, message: i64) -> Result<Lookup> {
                 new_keys.push(key);
             }
         }
+        Ok(Lookup { matched, new_keys })
     }
-    Ok(Lookup { matched, new_keys })
+
+    /// The matching messages, with their cluster's root (None: alone).
+    pub(crate) fn matched(&self) -> &BTreeMap<i64, Option<i64>> {
+        &self.matched
+    }
+
+    /// The keys this message becomes a holder of.
+    pub(crate) fn new_keys(&self) -> &[i64] {
+        &self.new_keys
+    }
 }
 
 /// Files message `message` with what `lookup` found; returns its cluster's root, or
@@ -488,7 +528,7 @@ fn growth(c: &Connection, root: i64, since: i64) -> Result<u64> {
 
 /// Growth rows older than this are pruned (with the keys' first slice, an hourly pass):
 /// `clusters` looks back an hour, a hold rule's window is minutes to hours.
-const GROWTH_KEPT: i64 = 2 * 86_400;
+pub(crate) const GROWTH_KEPT: i64 = 2 * 86_400;
 
 /// Drops growth rows nothing looks at any more.
 pub(super) fn prune_growth(c: &Connection, now: i64) -> Result<usize> {
@@ -696,7 +736,7 @@ pub(super) fn candidates(c: &Connection, query: &ClusterQuery, now: i64) -> Resu
 }
 
 /// Whether a summary passes the query's place filter.
-pub(super) fn wanted(query: &ClusterQuery, s: &ClusterSummary) -> bool {
+pub(crate) fn wanted(query: &ClusterQuery, s: &ClusterSummary) -> bool {
     query.places.is_empty()
         || query.places.iter().any(|p| match p {
             Place::Queues => s.in_queues > 0,
@@ -741,32 +781,34 @@ pub(super) fn summary(
     .execute([root])?;
     let figures = member_figures(c, samples);
     c.execute_batch("DELETE FROM temp.cluster_members;")?;
-    let f = figures?;
-    Ok(Some(ClusterSummary {
-        id: root,
-        messages: messages.max(0) as u64,
+    let row = ClusterRow {
+        root,
+        messages,
         first_seen,
         last_seen,
         allowed,
-        held_since: held_since.filter(|_| !allowed),
-        held_copies: f.held_copies,
-        last_hour: growth(c, root, now - 3600)?,
-        senders: f.senders.len() as u64,
-        recipients: f.recipients.len() as u64,
-        in_queues: f.in_queues.len() as u64,
-        in_mailboxes: f.in_mailboxes.len() as u64,
-        in_quarantine: f.in_quarantine.len() as u64,
-        queues: f.queues.into_iter().take(samples).collect(),
-        mailboxes: f.mailboxes.into_iter().take(samples).collect(),
-        subjects: f.subjects,
-        attachments: f.attachments,
-        verdicts: f.verdicts,
-    }))
+        held_since,
+    };
+    Ok(Some(figures?.summary(
+        row,
+        growth(c, root, now - 3600)?,
+        samples,
+    )))
 }
 
-/// What the members of `temp.cluster_members` add up to.
+/// A cluster's own row, as both stores keep it.
+pub(crate) struct ClusterRow {
+    pub root: i64,
+    pub messages: i64,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub allowed: bool,
+    pub held_since: Option<i64>,
+}
+
+/// What a cluster's members add up to, fed a table at a time by the store.
 #[derive(Default)]
-struct MemberFigures {
+pub(crate) struct MemberFigures {
     senders: HashSet<String>,
     recipients: HashSet<String>,
     in_queues: HashSet<i64>,
@@ -775,47 +817,114 @@ struct MemberFigures {
     held_copies: u64,
     queues: BTreeSet<String>,
     mailboxes: BTreeSet<String>,
-    subjects: Vec<String>,
+    newest_subject: HashMap<String, i64>,
+    verdicts: HashMap<String, u64>,
     attachments: Vec<ClusterAttachment>,
-    verdicts: Vec<(String, u64)>,
 }
 
+impl MemberFigures {
+    fn add_recipients(&mut self, list: &str) {
+        for address in list.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            self.recipients.insert(address.to_ascii_lowercase());
+        }
+    }
+
+    /// A member's message row.
+    pub(crate) fn message(
+        &mut self,
+        id: i64,
+        env_from: Option<String>,
+        subject: Option<String>,
+        verdict: Option<String>,
+    ) {
+        if let Some(mut from) = env_from {
+            from.make_ascii_lowercase();
+            self.senders.insert(from);
+        }
+        if let Some(subject) = subject {
+            let newest = self.newest_subject.entry(subject).or_insert(id);
+            *newest = (*newest).max(id);
+        }
+        if let Some(verdict) = verdict {
+            *self.verdicts.entry(verdict).or_default() += 1;
+        }
+    }
+
+    /// A queue item of a member: its queue, whether a hold froze it, its recipients
+    /// (comma-separated).
+    pub(crate) fn queued(&mut self, message: i64, queue: String, held: bool, rcpts: Option<&str>) {
+        self.in_queues.insert(message);
+        self.queues.insert(queue);
+        self.held_copies += u64::from(held);
+        if let Some(list) = rcpts {
+            self.add_recipients(list);
+        }
+    }
+
+    /// A member's copy in `user`'s mailbox.
+    pub(crate) fn in_mailbox(&mut self, message: i64, user: String) {
+        self.in_mailboxes.insert(message);
+        self.add_recipients(&user);
+        self.mailboxes.insert(user);
+    }
+
+    /// A member in quarantine, taken from these recipients.
+    pub(crate) fn quarantined(&mut self, message: i64, recipients: Option<&str>) {
+        self.in_quarantine.insert(message);
+        if let Some(list) = recipients {
+            self.add_recipients(list);
+        }
+    }
+
+    pub(crate) fn attachments(&mut self, attachments: Vec<ClusterAttachment>) {
+        self.attachments = attachments;
+    }
+
+    /// The summary `clusters` shows: `samples` subjects, queues and mailboxes at most.
+    pub(crate) fn summary(self, row: ClusterRow, last_hour: u64, samples: usize) -> ClusterSummary {
+        let mut subjects: Vec<(i64, String)> = self
+            .newest_subject
+            .into_iter()
+            .map(|(s, id)| (id, s))
+            .collect();
+        subjects.sort_unstable_by(|a, b| b.cmp(a));
+        let mut verdicts: Vec<(String, u64)> = self.verdicts.into_iter().collect();
+        verdicts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        ClusterSummary {
+            id: row.root,
+            messages: row.messages.max(0) as u64,
+            first_seen: row.first_seen,
+            last_seen: row.last_seen,
+            allowed: row.allowed,
+            held_since: row.held_since.filter(|_| !row.allowed),
+            held_copies: self.held_copies,
+            last_hour,
+            senders: self.senders.len() as u64,
+            recipients: self.recipients.len() as u64,
+            in_queues: self.in_queues.len() as u64,
+            in_mailboxes: self.in_mailboxes.len() as u64,
+            in_quarantine: self.in_quarantine.len() as u64,
+            queues: self.queues.into_iter().take(samples).collect(),
+            mailboxes: self.mailboxes.into_iter().take(samples).collect(),
+            subjects: subjects.into_iter().take(samples).map(|(_, s)| s).collect(),
+            attachments: self.attachments,
+            verdicts,
+        }
+    }
+}
+
+/// What the members of `temp.cluster_members` add up to.
 fn member_figures(c: &Connection, samples: usize) -> Result<MemberFigures> {
     let mut f = MemberFigures::default();
-    let add_recipients = |f: &mut MemberFigures, list: &str| {
-        for address in list.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-            f.recipients.insert(address.to_ascii_lowercase());
-        }
-    };
     // Messages: senders, recent distinct subjects, verdicts.
-    let mut newest_subject: HashMap<String, i64> = HashMap::new();
-    let mut verdicts: HashMap<String, u64> = HashMap::new();
     let mut stmt = c.prepare_cached(
         "SELECT m.id, m.env_from, m.subject, m.verdict
          FROM temp.cluster_members x CROSS JOIN messages m ON m.id=x.message",
     )?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        let id: i64 = r.get(0)?;
-        if let Some(mut from) = r.get::<_, Option<String>>(1)? {
-            from.make_ascii_lowercase();
-            f.senders.insert(from);
-        }
-        if let Some(subject) = r.get::<_, Option<String>>(2)? {
-            let newest = newest_subject.entry(subject).or_insert(id);
-            *newest = (*newest).max(id);
-        }
-        if let Some(verdict) = r.get::<_, Option<String>>(3)? {
-            *verdicts.entry(verdict).or_default() += 1;
-        }
+        f.message(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
     }
-    let mut subjects: Vec<(i64, String)> =
-        newest_subject.into_iter().map(|(s, id)| (id, s)).collect();
-    subjects.sort_unstable_by(|a, b| b.cmp(a));
-    f.subjects = subjects.into_iter().take(samples).map(|(_, s)| s).collect();
-    f.verdicts = verdicts.into_iter().collect();
-    f.verdicts
-        .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     // Queue items: where copies wait, their recipients, those a hold froze.
     let held = format!("{HELD}%");
     let mut stmt = c.prepare_cached(
@@ -825,12 +934,8 @@ fn member_figures(c: &Connection, samples: usize) -> Result<MemberFigures> {
     )?;
     let mut rows = stmt.query(params![QUEUE_INBOUND, held])?;
     while let Some(r) = rows.next()? {
-        f.in_queues.insert(r.get(0)?);
-        f.queues.insert(r.get(1)?);
-        f.held_copies += r.get::<_, bool>(2)? as u64;
-        if let Some(list) = r.get::<_, Option<String>>(3)? {
-            add_recipients(&mut f, &list);
-        }
+        let rcpts: Option<String> = r.get(3)?;
+        f.queued(r.get(0)?, r.get(1)?, r.get(2)?, rcpts.as_deref());
     }
     // Mailbox entries: whose mailboxes copies are in.
     let mut stmt = c.prepare_cached(
@@ -839,10 +944,7 @@ fn member_figures(c: &Connection, samples: usize) -> Result<MemberFigures> {
     )?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        f.in_mailboxes.insert(r.get(0)?);
-        let user: String = r.get(1)?;
-        add_recipients(&mut f, &user);
-        f.mailboxes.insert(user);
+        f.in_mailbox(r.get(0)?, r.get(1)?);
     }
     // Quarantine: copies taken out, and the recipients they were taken from.
     let mut stmt = c.prepare_cached(
@@ -851,17 +953,15 @@ fn member_figures(c: &Connection, samples: usize) -> Result<MemberFigures> {
     )?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        f.in_quarantine.insert(r.get(0)?);
-        if let Some(list) = r.get::<_, Option<String>>(1)? {
-            add_recipients(&mut f, &list);
-        }
+        let recipients: Option<String> = r.get(1)?;
+        f.quarantined(r.get(0)?, recipients.as_deref());
     }
-    f.attachments = c
-        .prepare_cached(
+    f.attachments(
+        c.prepare_cached(
             "SELECT p.sha256, min(p.filename), COUNT(DISTINCT p.message) AS n
              FROM temp.cluster_members x CROSS JOIN parts p ON p.message=x.message
              WHERE p.filename IS NOT NULL AND (p.inside IS NOT NULL OR p.content_type NOT LIKE 'text/%')
-             GROUP BY p.sha256 ORDER BY n DESC LIMIT ?1",
+             GROUP BY p.sha256 ORDER BY n DESC, p.sha256 LIMIT ?1",
         )?
         .query_map([samples as i64], |r| {
             Ok(ClusterAttachment {
@@ -870,6 +970,7 @@ fn member_figures(c: &Connection, samples: usize) -> Result<MemberFigures> {
                 messages: r.get::<_, i64>(2)? as u64,
             })
         })?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<rusqlite::Result<_>>()?,
+    );
     Ok(f)
 }

@@ -24,7 +24,7 @@ pub(crate) struct Prepared {
     /// Where its bytes were written (`EmbeddedStore::write_blob`).
     pub(super) location: Option<BlobLocation>,
     /// Its outbreak-cluster keys, taken from the same parse.
-    pub(super) fingerprint: Fingerprint,
+    pub(crate) fingerprint: Fingerprint,
 }
 
 /// A message a user's IMAP client uploads (APPEND), as the store takes it in.

@@ -17,7 +17,7 @@ mod blobs;
 mod changed_pages;
 mod check;
 mod checkpoint;
-mod clusters;
+pub(crate) mod clusters;
 mod compaction;
 pub(crate) mod events;
 pub(crate) mod find;

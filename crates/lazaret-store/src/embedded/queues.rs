@@ -68,10 +68,7 @@ pub(super) fn route_item(
         {
             // Never delivered, never bounced: frozen where it is until the admin thaws,
             // quarantines or allows the cluster.
-            let why = format!(
-                "{}{cluster} (growing fast): thaw or quarantine with --cluster {cluster}",
-                super::clusters::HELD
-            );
+            let why = super::clusters::held_error(cluster);
             c.prepare_cached("UPDATE queue_items SET state='frozen', last_error=?2 WHERE id=?1")?
                 .execute(params![moving.item, why])?;
             events::record(c, moving.message, events::HELD, "", &why)?;
