@@ -2126,3 +2126,332 @@ fn the_reclaim_removes_rows_and_objects_of_messages_nothing_holds() {
         1
     );
 }
+
+/// A worm copy: a text of its own and one attachment (`payload`, a lookup key).
+fn worm(id: &str, from: &str, text: &str, payload: &[u8]) -> Incoming {
+    let payload = String::from_utf8_lossy(payload);
+    Incoming {
+        id: format!("{:016x}", 0xc1a5_0000u64 + u64::from_str_radix(id, 36).unwrap()),
+        mail_from: from.into(),
+        rcpt_to: vec!["ann@example.org".into()],
+        data: format!(
+            "From: {from}\r\nTo: ann@example.org\r\nSubject: s {id}\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n\
+             {text}\r\n--b\r\nContent-Type: application/octet-stream\r\n\
+             Content-Disposition: attachment; filename=\"f{id}.bin\"\r\n\r\n\
+             {payload}\r\n--b--\r\n"
+        )
+        .into_bytes(),
+        ..message(0)
+    }
+}
+
+/// Outbreak clusters on either store: copies keyed by attachment and by near-identical
+/// text, a message that merges two clusters, members found and rescanned by cluster,
+/// the hold rule freezing a fast-growing cluster until it is allowed, deletions
+/// counted out, and lookup keys of deleted messages pruned.
+macro_rules! clusters_work {
+    ($store:expr) => {{
+        use lazaret_store::{ClusterQuery, Filters, HoldRule, RescanScope};
+        let store = $store;
+        let mut said: Vec<String> = Vec::new();
+        store.domain_add("example.org").unwrap();
+        store.user_add("ann@example.org", "pw").unwrap();
+        let list = |by_growth: bool| -> String {
+            let found = store.list_clusters(&ClusterQuery {
+                min: 2,
+                limit: 10,
+                by_growth,
+                ..ClusterQuery::default()
+            });
+            found
+                .iter()
+                .map(|c| {
+                    format!(
+                        "#{} n={} hour={} senders={} rcpts={} q={} mb={} qz={} held={}/{} \
+                         allowed={} queues={:?} boxes={:?} subjects={:?} files={:?}",
+                        c.id,
+                        c.messages,
+                        c.last_hour,
+                        c.senders,
+                        c.recipients,
+                        c.in_queues,
+                        c.in_mailboxes,
+                        c.in_quarantine,
+                        c.held_since.is_some(),
+                        c.held_copies,
+                        c.allowed,
+                        c.queues,
+                        c.mailboxes,
+                        c.subjects,
+                        c.attachments
+                            .iter()
+                            .map(|a| (a.name.clone(), a.messages))
+                            .collect::<Vec<_>>()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let (a, b) = ([b'A'; 100], [b'B'; 100]);
+        for (id, text) in [("a1", "one"), ("a2", "two"), ("a3", "three")] {
+            store
+                .ingest(worm(id, &format!("x{id}@far.example"), text, &a))
+                .unwrap();
+        }
+        for (id, text) in [("b1", "four"), ("b2", "five")] {
+            store
+                .ingest(worm(id, "mass@far.example", text, &b))
+                .unwrap();
+        }
+        // Near-identical texts, one word changed per copy, distinct attachments.
+        let base = "Dear customer your parcel could not be delivered because the address \
+                    label was damaged in transit please open the attached form print it \
+                    sign it and bring it to the nearest office within seven days or the \
+                    parcel returns to the sender and a storage fee of twelve euros applies \
+                    we apologise for the inconvenience and thank you for your patience \
+                    your delivery service team customer care department central region";
+        for (i, word) in ["parcel", "address", "form", "office"].iter().enumerate() {
+            let text = base.replacen(word, &format!("{word}{i}"), 1);
+            let payload = [b'0' + i as u8; 100];
+            store
+                .ingest(worm(&format!("d{i}"), "post@far.example", &text, &payload))
+                .unwrap();
+        }
+        store
+            .ingest(worm("c1", "alone@far.example", "six", &[b'C'; 100]))
+            .unwrap();
+        said.push(format!(
+            "pending: {}",
+            store.clusters_pending().unwrap().messages
+        ));
+        said.push(format!("filed: {}", store.file_clusters(100).unwrap()));
+        said.push(format!(
+            "pending: {}",
+            store.clusters_pending().unwrap().messages
+        ));
+        said.push(list(false));
+        let members = |cluster: i64| -> usize {
+            store
+                .ids(&Filters {
+                    cluster: Some(cluster),
+                    ..Default::default()
+                })
+                .len()
+        };
+        said.push(format!(
+            "members: {} {} {} {}",
+            members(1),
+            members(2),
+            members(3),
+            members(99)
+        ));
+        // A copy with both payloads merges the first two clusters into the older.
+        let mut both = worm("e1", "xe1@far.example", "seven", &a);
+        let second = String::from_utf8(worm("e1", "xe1@far.example", "seven", &b).data).unwrap();
+        let part = &second[second.find("--b\r\nContent-Type: application").unwrap()
+            ..second.rfind("--b--").unwrap()];
+        both.data = String::from_utf8(both.data)
+            .unwrap()
+            .replace("--b--", &format!("{part}--b--"))
+            .into_bytes();
+        store.ingest(both).unwrap();
+        said.push(format!("filed: {}", store.file_clusters(100).unwrap()));
+        said.push(list(false));
+        said.push(format!("members of the absorbed: {}", members(2)));
+        let scope = RescanScope {
+            queues: true,
+            mailboxes: true,
+            cluster: Some(2),
+        };
+        said.push(format!(
+            "rescan: {} sizes: {}",
+            store
+                .rescan_candidates(0, 100, "v9", scope.clone())
+                .unwrap()
+                .len(),
+            store.messages_of_size(vec![100], scope).unwrap().len()
+        ));
+        // The hold: a worm from a new sender each copy, held once it grew by four.
+        store.set_cluster_hold(Some(HoldRule {
+            messages: 4,
+            window_secs: 600,
+            senders: 3,
+        }));
+        let r = store.route_inbound(100, false, &next_hop, 60).unwrap();
+        said.push(format!(
+            "routed {} held {} holds {}",
+            r.routed,
+            r.held,
+            r.holds.len()
+        ));
+        let w = [b'W'; 100];
+        for i in 0..3 {
+            store
+                .ingest(worm(
+                    &format!("f{i}"),
+                    &format!("w{i}@far.example"),
+                    "open it",
+                    &w,
+                ))
+                .unwrap();
+        }
+        let r = store.route_inbound(100, false, &next_hop, 60).unwrap();
+        said.push(format!(
+            "routed {} held {} holds {}",
+            r.routed,
+            r.held,
+            r.holds.len()
+        ));
+        for i in 3..7 {
+            store
+                .ingest(worm(
+                    &format!("f{i}"),
+                    &format!("w{i}@far.example"),
+                    "open it",
+                    &w,
+                ))
+                .unwrap();
+        }
+        let r = store.route_inbound(100, false, &next_hop, 60).unwrap();
+        said.push(format!(
+            "routed {} held {} holds {:?}",
+            r.routed,
+            r.held,
+            r.holds
+                .iter()
+                .map(|h| (h.cluster, h.growth, h.senders, h.subject.clone()))
+                .collect::<Vec<_>>()
+        ));
+        let held = r.holds[0].cluster;
+        said.push(list(false));
+        let frozen = store.ids(&Filters {
+            cluster: Some(held),
+            state: Some("frozen".into()),
+            ..Default::default()
+        });
+        said.push(format!("frozen: {}", frozen.len()));
+        // Thawed by the admin: that copy is let go; allowed: the rest go on.
+        store.items_set_frozen(&frozen[..1], false).unwrap();
+        let r = store.route_inbound(100, false, &next_hop, 60).unwrap();
+        said.push(format!("routed {} held {}", r.routed, r.held));
+        said.push(format!(
+            "allow: {:?}",
+            store.cluster_allow(held, true).unwrap()
+        ));
+        said.push(format!(
+            "allow none: {:?}",
+            store.cluster_allow(9999, true).unwrap()
+        ));
+        let r = store.route_inbound(100, false, &next_hop, 60).unwrap();
+        said.push(format!("routed {} held {}", r.routed, r.held));
+        said.push(list(true));
+        // Deleting members counts them out; their keys are pruned.
+        let gone = store.ids(&Filters {
+            cluster: Some(1),
+            ..Default::default()
+        });
+        said.push(format!(
+            "removed: {}",
+            store.remove(&gone[..2], Vec::new()).unwrap().done
+        ));
+        while store.reclaim(100).unwrap() > 0 {}
+        let one = store.cluster(1).unwrap().unwrap();
+        said.push(format!(
+            "after removal: n={} q={}",
+            one.messages, one.in_queues
+        ));
+        said.push(format!(
+            "show none: {:?}",
+            store.cluster(9999).unwrap().map(|c| c.id)
+        ));
+        let pruned: usize = (0..lazaret_store::CLUSTER_KEY_SLICES)
+            .map(|s| store.prune_cluster_keys(s).unwrap())
+            .sum();
+        // Where the keys of removed messages go differs (PostgreSQL drops them with the
+        // rows, the embedded store in this pass). The first copies held the payload's
+        // key: with them removed, a late copy starts a cluster of its own on both.
+        let _ = pruned;
+        store
+            .ingest(worm("g1", "late@far.example", "eight", &a))
+            .unwrap();
+        said.push(format!("filed: {}", store.file_clusters(100).unwrap()));
+        said.push(list(false));
+        said
+    }};
+}
+
+/// Ids oldest first (neither store promises an order).
+fn by_age(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort_by_key(|id| (id.len(), id.clone()));
+    ids
+}
+
+/// Listing clusters and finding ids, by one name on either store (the embedded
+/// store's are `Store` methods, the PostgreSQL store's its own).
+trait ClustersAndFind {
+    fn list_clusters(
+        &self,
+        query: &lazaret_store::ClusterQuery,
+    ) -> Vec<lazaret_store::ClusterSummary>;
+    fn ids(&self, filters: &lazaret_store::Filters) -> Vec<String>;
+}
+
+impl ClustersAndFind for PostgresStore {
+    fn list_clusters(
+        &self,
+        query: &lazaret_store::ClusterQuery,
+    ) -> Vec<lazaret_store::ClusterSummary> {
+        self.clusters(query).unwrap()
+    }
+    fn ids(&self, filters: &lazaret_store::Filters) -> Vec<String> {
+        self.find_ids(
+            &[
+                lazaret_store::Place::Queues,
+                lazaret_store::Place::Mailboxes,
+                lazaret_store::Place::Quarantine,
+            ],
+            filters,
+        )
+        .map(by_age)
+        .unwrap()
+    }
+}
+
+impl ClustersAndFind for lazaret_store::EmbeddedStore {
+    fn list_clusters(
+        &self,
+        query: &lazaret_store::ClusterQuery,
+    ) -> Vec<lazaret_store::ClusterSummary> {
+        lazaret_store::Store::clusters(self, query).unwrap()
+    }
+    fn ids(&self, filters: &lazaret_store::Filters) -> Vec<String> {
+        lazaret_store::Store::find_ids(
+            self,
+            &[
+                lazaret_store::Place::Queues,
+                lazaret_store::Place::Mailboxes,
+                lazaret_store::Place::Quarantine,
+            ],
+            filters,
+        )
+        .map(by_age)
+        .unwrap()
+    }
+}
+
+#[test]
+fn outbreak_clusters_and_holds_answer_as_the_embedded_store() {
+    use lazaret_store::Store;
+    let Some(pair) = Pair::open("clusters") else {
+        return;
+    };
+    let on_postgres = clusters_work!(&pair.postgres);
+    assert!(
+        on_postgres
+            .iter()
+            .any(|l| l.contains("n=4 hour=4 senders=1")),
+        "the near-identical texts make a cluster: {on_postgres:#?}"
+    );
+    same_answers(&on_postgres, &clusters_work!(pair.embedded()));
+}

@@ -12,7 +12,7 @@ use crate::embedded::find::{
     auth_terms, checked_body, checked_regex, checked_sha256, like_anywhere,
 };
 use crate::model::{Filters, FindResult, Place, SortKey};
-use crate::{Result, StoreError};
+use crate::Result;
 use lazaret_scan::signatures::rules::glob_to_regex;
 use tokio_postgres::types::ToSql;
 
@@ -99,10 +99,8 @@ fn message_conditions(f: &Filters, args: &mut Args, conds: &mut Vec<String>) -> 
     if let Some(n) = f.larger_than {
         conds.push(format!("m.size>{}", args.bind(n as i64)));
     }
-    if f.cluster.is_some() {
-        return Err(StoreError::Invalid(
-            "--cluster: outbreak clusters are not on the PostgreSQL store yet".into(),
-        ));
+    if let Some(cluster) = f.cluster {
+        conds.push(super::clusters::member_of(&args.bind(cluster)));
     }
     Ok(())
 }

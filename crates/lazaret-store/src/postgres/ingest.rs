@@ -5,7 +5,7 @@
 //! removes after an hour. The commit notifies every node that `inbound` has work.
 //! A forgery `[auth_checks]` caught goes to quarantine in the same commit.
 
-use super::{pg, record_event, PostgresStore, QUEUE_CHANNEL};
+use super::{add_recipients, pg, record_event, PostgresStore, QUEUE_CHANNEL};
 use crate::embedded::events::accepted_row;
 use crate::embedded::ingest::Prepared;
 use crate::{now, Accepted, Incoming, Result, AUTH_CHECKS_ACTOR};
@@ -67,13 +67,7 @@ pub(super) async fn insert(tx: &deadpool_postgres::Transaction<'_>, p: &Prepared
         .iter()
         .map(|r| r.to_ascii_lowercase())
         .collect();
-    tx.execute(
-        "INSERT INTO queue_rcpts(item, address) SELECT $1, unnest($2::text[])
-         ON CONFLICT DO NOTHING",
-        &[&item, &rcpts],
-    )
-    .await
-    .map_err(pg)?;
+    add_recipients(tx, item, &rcpts).await?;
     Ok(item)
 }
 
@@ -146,6 +140,7 @@ pub(super) async fn insert_message(
         .await
         .map_err(pg)?;
     }
+    super::clusters::record(tx, message, p).await?;
     let (kind, who, detail) = accepted_row(incoming, meta);
     record_event(tx, message, received, kind, &who, &detail).await?;
     Ok(message)

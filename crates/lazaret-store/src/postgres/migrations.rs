@@ -25,6 +25,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "find: body text and sender indexes",
         sql: include_str!("migrations/0002_find.sql"),
     },
+    Migration {
+        version: 3,
+        name: "outbreak clusters: lookup keys and the filing order",
+        sql: include_str!("migrations/0003_clusters.sql"),
+    },
 ];
 
 /// The schema version this build brings a database to.

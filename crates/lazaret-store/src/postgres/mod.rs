@@ -16,6 +16,7 @@
 //! runtime (`bridge`) and each call waits for its answer.
 
 mod accounts;
+mod clusters;
 mod find;
 mod folders;
 mod ingest;
@@ -103,6 +104,8 @@ pub struct PostgresStore {
     /// Where message bodies go: a bucket every node reaches (None: the store keeps
     /// no mail, only accounts and settings).
     objects: Option<Objects>,
+    /// `[outbreak] hold_growth`, as `set_cluster_hold` last set it (None: no holds).
+    hold: std::sync::Mutex<Option<crate::model::HoldRule>>,
 }
 
 impl PostgresStore {
@@ -139,6 +142,7 @@ impl PostgresStore {
             bridge: Bridge::new("PostgreSQL", "lazaret-pg")?,
             node: settings.node.clone(),
             objects,
+            hold: std::sync::Mutex::new(None),
         };
         let applied = store.with_client(|mut c| async move { migrations::apply(&mut c).await })?;
         if !applied.is_empty() {
@@ -149,6 +153,15 @@ impl PostgresStore {
         store.register_node()?;
         store.listen()?;
         Ok(store)
+    }
+
+    /// Sets the rule that holds fast-growing clusters in `inbound` (None: no holds).
+    pub fn set_cluster_hold(&self, rule: Option<crate::model::HoldRule>) {
+        *self.hold.lock().unwrap_or_else(|e| e.into_inner()) = rule;
+    }
+
+    fn hold_rule(&self) -> Option<crate::model::HoldRule> {
+        *self.hold.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// This node's name.
@@ -200,6 +213,23 @@ pub(super) async fn release(
            AND NOT EXISTS (SELECT 1 FROM quarantine z WHERE z.message=m)
          ON CONFLICT DO NOTHING",
         &[&candidates],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
+
+/// Gives queue item `item` these recipients (lower-cased by the caller); a
+/// recipient it already has is kept once.
+pub(super) async fn add_recipients(
+    tx: &deadpool_postgres::Transaction<'_>,
+    item: i64,
+    rcpts: &[String],
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO queue_rcpts(item, address) SELECT $1, unnest($2::text[])
+         ON CONFLICT DO NOTHING",
+        &[&item, &rcpts],
     )
     .await
     .map_err(pg)?;

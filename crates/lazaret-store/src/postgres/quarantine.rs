@@ -8,7 +8,7 @@
 
 use super::folders::{add_entry, folder_id, next_modseq, take_uids};
 use super::local::notify_users;
-use super::{ingest, pg, record_event, release, PostgresStore, QUEUE_CHANNEL};
+use super::{add_recipients, ingest, pg, record_event, release, PostgresStore, QUEUE_CHANNEL};
 use crate::embedded::events::{QUARANTINED, REMOVED, RESTORED};
 use crate::embedded::ingest::{imported, Prepared};
 use crate::embedded::messages::address_list;
@@ -441,13 +441,7 @@ async fn restore(tx: &Transaction<'_>, ids: &[String]) -> Result<(ActionReport, 
                     .await
                     .map_err(pg)?
                     .get(0);
-                tx.execute(
-                    "INSERT INTO queue_rcpts(item, address) SELECT $1, unnest($2::text[])
-                     ON CONFLICT DO NOTHING",
-                    &[&item, &rcpts],
-                )
-                .await
-                .map_err(pg)?;
+                add_recipients(tx, item, &rcpts).await?;
                 if !queues.contains(&queue) {
                     queues.push(queue);
                 }

@@ -30,6 +30,11 @@ impl PostgresStore {
                 .iter()
                 .map(|r| r.get(0))
                 .collect();
+            if !taken.is_empty() {
+                // Clusters are counted down below: under the filing lock, as filing
+                // counts them up, and taken first, as everywhere else.
+                super::clusters::lock_filing(&tx).await?;
+            }
             // Parts and text go with the row (ON DELETE CASCADE).
             let rows = tx
                 .query(
@@ -44,17 +49,8 @@ impl PostgresStore {
                 .map_err(pg)?;
             let mut gone = Vec::with_capacity(rows.len());
             let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-            let clusters: std::collections::HashMap<i64, i64> = tx
-                .query(
-                    "DELETE FROM fingerprints WHERE message=ANY($1) AND cluster IS NOT NULL
-                     RETURNING message, cluster",
-                    &[&ids],
-                )
-                .await
-                .map_err(pg)?
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
+            // Counting clusters down: under the filing lock, as filing counts them up.
+            let clusters = super::clusters::forget(&tx, &ids).await?;
             let t = now();
             for r in &rows {
                 let (id, uid, subject): (i64, String, String) = (r.get(0), r.get(1), r.get(2));

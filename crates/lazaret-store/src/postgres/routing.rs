@@ -3,12 +3,14 @@
 //! while queue `local` is not frozen, as in the embedded store: one commit, not two.
 //!
 //! Items are taken with `FOR UPDATE SKIP LOCKED`, so nodes routing at the same time
-//! take different items. Holding copies of a fast-growing outbreak cluster
-//! (`[outbreak] hold_growth`) comes with the outbreak clusters on this store.
+//! take different items. Copies of a fast-growing outbreak cluster (`[outbreak]
+//! hold_growth`) stay frozen in `inbound`, decided under the clusters' filing lock.
 
+use super::clusters::{holds, lock_filing};
 use super::local::{into_inboxes, lock_inboxes, notify_users};
-use super::{pg, record_event, PostgresStore, QUEUE_CHANNEL};
-use crate::embedded::events::{DEFERRED, QUEUED};
+use super::{add_recipients, pg, record_event, PostgresStore, QUEUE_CHANNEL};
+use crate::embedded::clusters::held_error;
+use crate::embedded::events::{DEFERRED, HELD, QUEUED};
 use crate::embedded::queues::no_such_user;
 use crate::{now, Result, RouteReport};
 use lazaret_core::state::{QUEUE_INBOUND, QUEUE_LOCAL};
@@ -56,6 +58,7 @@ impl PostgresStore {
                 (item, groups)
             })
             .collect();
+        let hold = self.hold_rule();
         let report = self.with_client(move |mut c| async move {
             let tx = c.transaction().await.map_err(pg)?;
             let mut report = RouteReport::default();
@@ -73,6 +76,10 @@ impl PostgresStore {
                 return Ok(report);
             }
             let local_open = !frozen.iter().any(|q| q == QUEUE_LOCAL);
+            if hold.is_some() {
+                // Holds read and start on clusters: not while another node files.
+                lock_filing(&tx).await?;
+            }
             let items: Vec<i64> = plans.iter().map(|(item, _)| *item).collect();
             // Still in `inbound` and not frozen since they were read, and not taken by
             // another node now.
@@ -103,6 +110,24 @@ impl PostgresStore {
                 let Some(&(message, created)) = taken.get(&item) else {
                     continue;
                 };
+                if let Some(rule) = &hold {
+                    if let Some(cluster) =
+                        holds(&tx, item, message, rule, t, &mut report.holds).await?
+                    {
+                        // Never delivered, never bounced: frozen where it is until the
+                        // admin thaws, quarantines or allows the cluster.
+                        let why = held_error(cluster);
+                        tx.execute(
+                            "UPDATE queue_items SET state='frozen', last_error=$2 WHERE id=$1",
+                            &[&item, &why],
+                        )
+                        .await
+                        .map_err(pg)?;
+                        record_event(&tx, message, t, HELD, "", &why).await?;
+                        report.held += 1;
+                        continue;
+                    }
+                }
                 for (queue, rcpts) in groups {
                     let (state, next_attempt, attempts, error, rcpts) = if queue == QUEUE_LOCAL
                         && local_open
@@ -146,12 +171,7 @@ impl PostgresStore {
                         .await
                         .map_err(pg)?
                         .get(0);
-                    tx.execute(
-                        "INSERT INTO queue_rcpts(item, address) SELECT $1, unnest($2::text[])",
-                        &[&new_item, &rcpts],
-                    )
-                    .await
-                    .map_err(pg)?;
+                    add_recipients(&tx, new_item, &rcpts).await?;
                 }
                 tx.execute("DELETE FROM queue_items WHERE id=$1", &[&item])
                     .await

@@ -17,24 +17,15 @@ use crate::{now, BlobLocation, Result, StoreError};
 use deadpool_postgres::Transaction;
 use lazaret_core::state::QUEUE_INBOUND;
 
-/// "Message `m` is in the rescan's scope": queued (if parameter `$q` is true) or in
-/// a folder (if `$f` is).
-fn in_scope(q: &str, f: &str) -> String {
+/// "Message `m` is in the rescan's scope": queued (if parameter `q` is true) or in a
+/// folder (if `f` is), and in cluster `k` unless that parameter is NULL.
+fn in_scope(q: &str, f: &str, k: &str) -> String {
     format!(
         "(({q}::boolean AND EXISTS (SELECT 1 FROM queue_items qi WHERE qi.message=m.id))
-          OR ({f}::boolean AND EXISTS (SELECT 1 FROM mailbox_entries e WHERE e.message=m.id)))"
+          OR ({f}::boolean AND EXISTS (SELECT 1 FROM mailbox_entries e WHERE e.message=m.id)))
+         AND ({k}::bigint IS NULL OR {})",
+        super::clusters::member_of(k)
     )
-}
-
-/// Clusters are not on this store yet: a rescan limited to one is refused rather than
-/// widened to everything.
-fn no_cluster(scope: &RescanScope) -> Result<()> {
-    match scope.cluster {
-        Some(_) => Err(StoreError::Invalid(
-            "--cluster: outbreak clusters are not on the PostgreSQL store yet".into(),
-        )),
-        None => Ok(()),
-    }
 }
 
 fn pending_rows(rows: &[tokio_postgres::Row]) -> Vec<PendingScan> {
@@ -107,14 +98,13 @@ impl PostgresStore {
         content_version: &str,
         scope: RescanScope,
     ) -> Result<Vec<PendingScan>> {
-        no_cluster(&scope)?;
         let version = content_version.to_string();
         self.with_client(move |c| async move {
             let sql = format!(
                 "SELECT m.id, m.uid FROM messages m
                  WHERE m.id>$1 AND m.scan_content IS DISTINCT FROM $2 AND {}
                  ORDER BY m.id LIMIT $5",
-                in_scope("$3", "$4")
+                in_scope("$3", "$4", "$6")
             );
             let rows = c
                 .query(
@@ -125,6 +115,7 @@ impl PostgresStore {
                         &scope.queues,
                         &scope.mailboxes,
                         &(limit as i64),
+                        &scope.cluster,
                     ],
                 )
                 .await
@@ -141,7 +132,6 @@ impl PostgresStore {
         sha256: Vec<(String, Option<u64>)>,
         scope: RescanScope,
     ) -> Result<Vec<(i64, String)>> {
-        no_cluster(&scope)?;
         self.with_client(move |c| async move {
             let mut out = Vec::new();
             for (column, list) in [("md5", md5), ("sha256", sha256)] {
@@ -153,7 +143,7 @@ impl PostgresStore {
                          UNION SELECT x.id FROM messages x
                          WHERE x.{column}=$1 AND ($2::bigint IS NULL OR x.size=$2))
                        AND {}",
-                    in_scope("$3", "$4")
+                    in_scope("$3", "$4", "$5")
                 );
                 let statement = c.prepare(&sql).await.map_err(pg)?;
                 for (digest, size) in list {
@@ -161,7 +151,13 @@ impl PostgresStore {
                     let rows = c
                         .query(
                             &statement,
-                            &[&digest, &size, &scope.queues, &scope.mailboxes],
+                            &[
+                                &digest,
+                                &size,
+                                &scope.queues,
+                                &scope.mailboxes,
+                                &scope.cluster,
+                            ],
                         )
                         .await
                         .map_err(pg)?;
@@ -180,7 +176,6 @@ impl PostgresStore {
         sizes: Vec<u64>,
         scope: RescanScope,
     ) -> Result<Vec<PendingScan>> {
-        no_cluster(&scope)?;
         if sizes.is_empty() {
             return Ok(Vec::new());
         }
@@ -191,10 +186,13 @@ impl PostgresStore {
                  WHERE (m.size=ANY($1) OR m.id IN (SELECT message FROM parts WHERE size=ANY($1)))
                    AND {}
                  ORDER BY m.id",
-                in_scope("$2", "$3")
+                in_scope("$2", "$3", "$4")
             );
             let rows = c
-                .query(&sql, &[&sizes, &scope.queues, &scope.mailboxes])
+                .query(
+                    &sql,
+                    &[&sizes, &scope.queues, &scope.mailboxes, &scope.cluster],
+                )
                 .await
                 .map_err(pg)?;
             Ok(pending_rows(&rows))
