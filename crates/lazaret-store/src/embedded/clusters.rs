@@ -139,7 +139,7 @@ pub(super) fn record(c: &Connection, message: i64, fp: &Fingerprint) -> Result<(
     c.prepare_cached(
         "INSERT OR IGNORE INTO fingerprints(message, signature, pending) VALUES(?1, ?2, ?3)",
     )?
-    .execute(params![message, fp.signature, fp.encode()])?;
+    .execute(params![message, fp.signature(), fp.encode()])?;
     Ok(())
 }
 
@@ -425,7 +425,7 @@ impl Lookup {
                     continue;
                 };
                 let near = is_exact
-                    || match (theirs, fp.signature.as_deref()) {
+                    || match (theirs, fp.signature()) {
                         (Some(theirs), Some(ours)) => {
                             fingerprint::agreement(&theirs, ours).is_some_and(|n| n >= AGREE)
                         }
@@ -468,12 +468,12 @@ fn file(
     if fp.is_empty() {
         return Ok(None);
     }
-    let cluster = if found.matched.is_empty() {
+    let cluster = if found.matched().is_empty() {
         None
     } else {
-        Some(join(c, &found.matched, now)?)
+        Some(join(c, found.matched(), now)?)
     };
-    let new_keys = &found.new_keys;
+    let new_keys = found.new_keys();
     c.prepare_cached(
         "UPDATE fingerprints SET cluster=?2, pending=NULL, held_keys=?3 WHERE message=?1",
     )?
