@@ -2455,3 +2455,48 @@ fn outbreak_clusters_and_holds_answer_as_the_embedded_store() {
     );
     same_answers(&on_postgres, &clusters_work!(pair.embedded()));
 }
+
+#[test]
+fn downloads_are_noted_off_the_reading_path_and_old_events_pruned() {
+    let Some(pair) = Pair::open("events") else {
+        return;
+    };
+    let store = &pair.postgres;
+    store.domain_add("example.org").unwrap();
+    store.user_add("ann@example.org", "pw").unwrap();
+    store
+        .append(
+            "ann@example.org",
+            "INBOX",
+            "00000000000000ee".into(),
+            b"Subject: read me\r\n\r\nx\r\n".to_vec(),
+            vec![],
+            None,
+        )
+        .unwrap();
+    let entry = sql_i64(&pair.url, "SELECT id FROM mailbox_entries");
+    // An entry expunged meanwhile (no such id) is passed over.
+    store.record_downloads("ann@example.org", "BODY[]", vec![entry, entry + 1000]);
+    let downloaded = || {
+        sql_i64(
+            &pair.url,
+            "SELECT count(*) FROM message_events e JOIN mailbox_entries m ON m.message=e.message
+             WHERE e.kind='downloaded' AND e.who='ann@example.org' AND e.detail='BODY[]'",
+        )
+    };
+    let started = std::time::Instant::now();
+    while downloaded() == 0 && started.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(downloaded(), 1, "one download noted, for the message read");
+    let all = sql_i64(&pair.url, "SELECT count(*) FROM message_events");
+    assert!(all >= 1);
+    assert_eq!(store.prune_events(0, 100).unwrap(), 0, "none is that old");
+    assert_eq!(
+        store.prune_events(i64::MAX, 1).unwrap(),
+        1,
+        "at most the limit"
+    );
+    assert_eq!(store.prune_events(i64::MAX, 100).unwrap() as i64, all - 1);
+    assert_eq!(sql_i64(&pair.url, "SELECT count(*) FROM message_events"), 0);
+}

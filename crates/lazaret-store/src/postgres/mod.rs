@@ -17,6 +17,7 @@
 
 mod accounts;
 mod clusters;
+mod events;
 mod find;
 mod folders;
 mod ingest;
