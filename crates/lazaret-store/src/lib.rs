@@ -9,6 +9,7 @@ mod addresses;
 mod bridge;
 pub mod embedded;
 mod folder_rules;
+mod message_path;
 mod metadata;
 mod model;
 #[cfg(feature = "s3")]

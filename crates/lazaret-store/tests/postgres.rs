@@ -2500,3 +2500,160 @@ fn downloads_are_noted_off_the_reading_path_and_old_events_pruned() {
     assert_eq!(store.prune_events(i64::MAX, 100).unwrap() as i64, all - 1);
     assert_eq!(sql_i64(&pair.url, "SELECT count(*) FROM message_events"), 0);
 }
+
+/// A message's path on either store: accepted for two users and a remote address,
+/// routed and delivered, read by one user and downloaded by the other, the remote
+/// copy quarantined from its queue; `trace` by store id and by Message-ID, `exposure`
+/// of the mailbox copies; then every copy quarantined and removed, the message
+/// reclaimed, and traced again from what the log kept. Times are left out of the
+/// lines compared (the two stores run a moment apart); whether each is set is kept.
+macro_rules! message_paths {
+    ($store:expr) => {{
+        use lazaret_store::ExposureScope;
+        let store = $store;
+        let mut said: Vec<String> = Vec::new();
+        store.domain_add("example.org").unwrap();
+        store.user_add("ann@example.org", "pw").unwrap();
+        store.user_add("bob@example.org", "pw").unwrap();
+        let mut m = message(7);
+        m.rcpt_to = vec![
+            "bob@example.org".into(),
+            "ann@example.org".into(),
+            "far@remote.example".into(),
+        ];
+        let uid = m.id.clone();
+        store.ingest(m).unwrap();
+        while store
+            .route_inbound(10, false, &next_hop, 60)
+            .unwrap()
+            .routed
+            > 0
+        {}
+        loop {
+            let r = store.deliver_local(10, 60).unwrap();
+            if r.delivered + r.deferred == 0 {
+                break;
+            }
+        }
+        let entry_of = |user: &str| store.folder_snapshot(user, "INBOX").unwrap().entries[0].entry;
+        store
+            .set_flags(
+                "ann@example.org",
+                "INBOX",
+                vec![entry_of("ann@example.org")],
+                lazaret_store::FlagChange::Add,
+                vec!["\\Seen".into()],
+                None,
+            )
+            .unwrap();
+        store.record_downloads(
+            "bob@example.org",
+            "BODY[2]",
+            vec![entry_of("bob@example.org")],
+        );
+        let traced = |id: Option<&str>, mid: Option<&str>| -> Vec<String> {
+            store
+                .trace(id, mid)
+                .unwrap()
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{} exists={} mid={} subject={:?} from={} events={:?} now={:?}",
+                        t.id,
+                        t.exists,
+                        t.message_id,
+                        t.subject,
+                        t.from,
+                        t.events
+                            .iter()
+                            .map(|e| format!("{} {} {}", e.event, e.who, e.detail))
+                            .collect::<Vec<_>>(),
+                        t.now
+                    )
+                })
+                .collect()
+        };
+        // The download is noted off the reading path: wait for it.
+        let started = std::time::Instant::now();
+        while !traced(Some(&uid), None)[0].contains("downloaded")
+            && started.elapsed() < std::time::Duration::from_secs(5)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let outbound = store.queue_messages("remote:remote.example").unwrap();
+        said.push(format!("outbound: {}", outbound.len()));
+        let taken = store
+            .quarantine(&[outbound[0].id.clone()], "admin", "worm")
+            .unwrap();
+        said.push(format!("quarantined: {}", taken.done));
+        said.extend(traced(Some(&uid), None));
+        said.extend(traced(None, Some("<m7@origin.example>")));
+        said.extend(traced(Some("0000000000000bad"), None));
+        let exposed = |scope: ExposureScope| -> Vec<String> {
+            store
+                .exposure(&scope)
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} {:?} {} local={} delivered={} read={} downloaded={} \
+                         forwarded={} seen={} now={}",
+                        r.message,
+                        r.subject,
+                        r.recipient,
+                        r.local,
+                        r.delivered.is_some(),
+                        r.read.is_some(),
+                        r.downloaded.is_some(),
+                        r.forwarded.is_some(),
+                        r.seen,
+                        r.now
+                    )
+                })
+                .collect()
+        };
+        let ann = format!("m{}", entry_of("ann@example.org"));
+        said.extend(exposed(ExposureScope::Places(vec![
+            ann.clone(),
+            "m99999".into(),
+        ])));
+        // Every copy into quarantine, then removed: the message is gone.
+        let bob = format!("m{}", entry_of("bob@example.org"));
+        store.quarantine(&[ann, bob], "admin", "worm").unwrap();
+        // Quarantine ids count from 1 on either store.
+        let held: Vec<String> = vec!["x1".into(), "x2".into(), "x3".into()];
+        said.extend(exposed(ExposureScope::Places(held.clone())));
+        said.push(format!(
+            "removed: {}",
+            store.remove(&held, vec![]).unwrap().done
+        ));
+        while store.reclaim(100).unwrap() > 0 {}
+        said.extend(traced(Some(&uid), None));
+        said.extend(traced(None, Some("m7@origin.example")));
+        said
+    }};
+}
+
+#[test]
+fn trace_and_exposure_answer_as_the_embedded_store() {
+    use lazaret_store::Store;
+    let Some(pair) = Pair::open("paths") else {
+        return;
+    };
+    let on_postgres = message_paths!(&pair.postgres);
+    let joined = on_postgres.join("\n");
+    for expected in [
+        "read ann@example.org imap INBOX",
+        "downloaded bob@example.org BODY[2]",
+        "quarantine:x1 (from queue:remote:remote.example)",
+        "ann@example.org local=true delivered=true read=true",
+        "exists=false",
+        "gone ",
+    ] {
+        assert!(
+            joined.contains(expected),
+            "{expected:?} in {on_postgres:#?}"
+        );
+    }
+    same_answers(&on_postgres, &message_paths!(pair.embedded()));
+}

@@ -10,8 +10,8 @@
 //! rollback); a separate thread formats and writes them, off the commit path.
 
 use super::*;
+use crate::message_path;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::mpsc;
 use std::sync::OnceLock;
 
@@ -229,12 +229,12 @@ fn messages_with_uid(c: &Connection, uid: &str) -> Result<Vec<i64>> {
 /// Present messages are found by their row; gone ones by their `accepted` event, which
 /// reads the whole log (slower; only for messages no longer stored).
 fn messages_with_message_id(c: &Connection, mid: &str) -> Result<Vec<i64>> {
-    let mid = mid.trim().trim_start_matches('<').trim_end_matches('>');
+    let mid = message_path::bare_message_id(mid);
     let mut ids: Vec<i64> = c
         .prepare_cached("SELECT id FROM messages WHERE message_id=?1")?
         .query_map([mid], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
-    let pattern = format!("% message-id <{}>%", like_escape(mid));
+    let pattern = message_path::message_id_pattern(mid);
     let mut stmt = c.prepare_cached(
         "SELECT DISTINCT message FROM message_events
          WHERE kind IN ('accepted', 'submitted') AND detail LIKE ?1 ESCAPE '\\'",
@@ -246,12 +246,6 @@ fn messages_with_message_id(c: &Connection, mid: &str) -> Result<Vec<i64>> {
         }
     }
     Ok(ids)
-}
-
-fn like_escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
 }
 
 fn events_of(c: &Connection, message: i64) -> Result<Vec<(TraceEvent, Option<String>)>> {
@@ -274,72 +268,70 @@ fn events_of(c: &Connection, message: i64) -> Result<Vec<(TraceEvent, Option<Str
     Ok(rows)
 }
 
-/// What the log kept of a message no longer stored: its store id (from its `gone` row,
-/// `#ROWID` if it left none) and subject.
-fn kept_of_gone(message: i64, events: &[(TraceEvent, Option<String>)]) -> (String, String) {
-    let uid = events
-        .iter()
-        .find_map(|(_, u)| u.clone())
-        .unwrap_or_else(|| format!("#{message}"));
-    let subject = events
-        .iter()
-        .find(|(e, _)| e.event == GONE)
-        .map(|(e, _)| e.detail.clone())
-        .unwrap_or_default();
-    (uid, subject)
-}
-
-/// Where the copies of `message` are now.
-fn locations(c: &Connection, message: i64) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    let mut queued = c.prepare_cached(
-        "SELECT 'q' || q.id, q.queue, q.state,
-                COALESCE((SELECT group_concat(address, ', ') FROM queue_rcpts r WHERE r.item=q.id), '')
-         FROM queue_items q WHERE q.message=?1 ORDER BY q.id",
-    )?;
-    for row in queued.query_map([message], |r| {
-        Ok(format!(
-            "queue:{} ({}, {}) for {}",
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(3)?
-        ))
-    })? {
-        out.push(row?);
+/// What both reports read of message `message` (see `message_path`).
+fn facts(c: &Connection, message: i64) -> Result<message_path::Facts> {
+    let stored = c
+        .prepare_cached("SELECT uid, message_id, subject, env_from FROM messages WHERE id=?1")?
+        .query_row([message], |r| {
+            Ok(message_path::Stored {
+                uid: r.get(0)?,
+                message_id: r.get(1)?,
+                subject: r.get(2)?,
+                env_from: r.get(3)?,
+            })
+        })
+        .optional()?;
+    let mut rcpts = c.prepare_cached("SELECT address FROM queue_rcpts WHERE item=?1")?;
+    let mut queued = Vec::new();
+    let items: Vec<(i64, String, String)> = c
+        .prepare_cached("SELECT id, queue, state FROM queue_items WHERE message=?1 ORDER BY id")?
+        .query_map([message], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (item, queue, state) in items {
+        let recipients = rcpts
+            .query_map([item], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        queued.push(message_path::Queued {
+            item,
+            queue,
+            state,
+            recipients,
+        });
     }
-    let mut filed = c.prepare_cached(
-        "SELECT b.user, b.name, e.flags FROM mailbox_entries e JOIN mailboxes b ON b.id=e.mailbox
-         WHERE e.message=?1 ORDER BY e.id",
-    )?;
-    for row in filed.query_map([message], |r| {
-        let flags: String = r.get(2)?;
-        Ok(format!(
-            "mailbox:{}/{}{}",
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            if flags.is_empty() {
-                String::new()
-            } else {
-                format!(" ({flags})")
-            }
-        ))
-    })? {
-        out.push(row?);
-    }
-    let mut held = c.prepare_cached(
-        "SELECT id, origin_location FROM quarantine WHERE message=?1 ORDER BY id",
-    )?;
-    for row in held.query_map([message], |r| {
-        Ok(format!(
-            "quarantine:x{} (from {})",
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?
-        ))
-    })? {
-        out.push(row?);
-    }
-    Ok(out)
+    let filed = c
+        .prepare_cached(
+            "SELECT b.user, b.name, e.flags, e.internal_date FROM mailbox_entries e
+             JOIN mailboxes b ON b.id=e.mailbox WHERE e.message=?1 ORDER BY e.id",
+        )?
+        .query_map([message], |r| {
+            Ok(message_path::Filed {
+                user: r.get(0)?,
+                folder: r.get(1)?,
+                flags: r.get(2)?,
+                internal_date: r.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let held = c
+        .prepare_cached(
+            "SELECT id, recipients, origin_location FROM quarantine WHERE message=?1 ORDER BY id",
+        )?
+        .query_map([message], |r| {
+            Ok(message_path::Held {
+                id: r.get(0)?,
+                recipients: r.get(1)?,
+                origin_location: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(message_path::Facts {
+        message,
+        stored,
+        events: events_of(c, message)?,
+        queued,
+        filed,
+        held,
+    })
 }
 
 /// The paths of the messages with store id `id`, or with Message-ID `message_id`.
@@ -360,44 +352,9 @@ pub(super) fn trace(
         }
     }
     ids.sort_unstable();
-    let mut out = Vec::new();
-    for m in ids {
-        let row: Option<(String, String, String, String)> = c
-            .prepare_cached("SELECT uid, message_id, subject, env_from FROM messages WHERE id=?1")?
-            .query_row([m], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .optional()?;
-        let events = events_of(c, m)?;
-        let exists = row.is_some();
-        let (uid, message_id, subject, from) = match row {
-            Some(r) => r,
-            None => {
-                let (uid, subject) = kept_of_gone(m, &events);
-                let from = events
-                    .iter()
-                    .find(|(e, _)| e.event == ACCEPTED)
-                    .map(|(e, _)| e.who.clone())
-                    .unwrap_or_default();
-                let message_id = events
-                    .iter()
-                    .find_map(|(e, _)| {
-                        let (_, rest) = e.detail.split_once(" message-id <")?;
-                        rest.strip_suffix('>').map(str::to_string)
-                    })
-                    .unwrap_or_default();
-                (uid, message_id, subject, from)
-            }
-        };
-        out.push(MessageTrace {
-            id: uid,
-            exists,
-            message_id,
-            subject,
-            from,
-            events: events.into_iter().map(|(e, _)| e).collect(),
-            now: locations(c, m)?,
-        });
-    }
-    Ok(out)
+    ids.into_iter()
+        .map(|m| Ok(message_path::trace(facts(c, m)?)))
+        .collect()
 }
 
 /// The messages an exposure report covers: row ids.
@@ -448,157 +405,11 @@ fn scope_messages(c: &Connection, scope: &ExposureScope) -> Result<Vec<i64>> {
     Ok(ids)
 }
 
-/// Every copy of the messages in `scope`: who received it, when, whether and when it
-/// was read, downloaded or forwarded, and where it is now. Copies that were read or
-/// downloaded come first (those users' machines are the ones to check), earliest first.
+/// Every copy of the messages in `scope` and what became of it.
 pub(super) fn exposure(c: &Connection, scope: &ExposureScope) -> Result<Vec<ExposureRow>> {
-    let messages = scope_messages(c, scope)?;
-    let mut rows: Vec<ExposureRow> = Vec::new();
-    // Submissions in the set, by user: that user forwarded (or sent) a copy on.
-    let mut forwarded: HashMap<String, i64> = HashMap::new();
-    for &m in &messages {
-        let row: Option<(String, String)> = c
-            .prepare_cached("SELECT uid, subject FROM messages WHERE id=?1")?
-            .query_row([m], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        let events = events_of(c, m)?;
-        let (uid, subject) = row.unwrap_or_else(|| kept_of_gone(m, &events));
-        let mut copies: Vec<ExposureRow> = Vec::new();
-        let copy = |copies: &mut Vec<ExposureRow>, who: &str, local: bool| -> usize {
-            match copies.iter().position(|r| r.recipient == who) {
-                Some(i) => i,
-                None => {
-                    copies.push(ExposureRow {
-                        message: uid.clone(),
-                        subject: subject.clone(),
-                        recipient: who.to_string(),
-                        local,
-                        delivered: None,
-                        read: None,
-                        downloaded: None,
-                        forwarded: None,
-                        seen: false,
-                        now: "gone".into(),
-                    });
-                    copies.len() - 1
-                }
-            }
-        };
-        let first = |slot: &mut Option<i64>, at: i64| {
-            if slot.is_none_or(|t| at < t) {
-                *slot = Some(at);
-            }
-        };
-        for (e, _) in &events {
-            match e.event.as_str() {
-                SUBMITTED => {
-                    let at = forwarded.entry(e.who.clone()).or_insert(e.at);
-                    *at = (*at).min(e.at);
-                }
-                DELIVERED => {
-                    let local = !e.detail.starts_with("to ");
-                    let i = copy(&mut copies, &e.who, local);
-                    first(&mut copies[i].delivered, e.at);
-                    copies[i].now = if local {
-                        format!("mailbox:{}/{}", e.who, e.detail)
-                    } else {
-                        format!("delivered {}", e.detail)
-                    };
-                }
-                BOUNCED => {
-                    let i = copy(&mut copies, &e.who, false);
-                    copies[i].now = "bounced".into();
-                }
-                READ => {
-                    let i = copy(&mut copies, &e.who, true);
-                    first(&mut copies[i].read, e.at);
-                }
-                DOWNLOADED => {
-                    let i = copy(&mut copies, &e.who, true);
-                    first(&mut copies[i].downloaded, e.at);
-                    // POP3 has no \Seen: retrieving the message is reading it.
-                    if e.detail.starts_with("pop3") {
-                        first(&mut copies[i].read, e.at);
-                    }
-                }
-                EXPUNGED => {
-                    let i = copy(&mut copies, &e.who, true);
-                    copies[i].now = "deleted by the user".into();
-                }
-                _ => {}
-            }
-        }
-        // Where the copies are now, from the live rows (they also cover mail filed
-        // before the log existed).
-        let mut filed = c.prepare_cached(
-            "SELECT b.user, b.name, e.flags, e.internal_date FROM mailbox_entries e
-             JOIN mailboxes b ON b.id=e.mailbox WHERE e.message=?1 ORDER BY e.id",
-        )?;
-        let live: Vec<(String, String, String, i64)> = filed
-            .query_map([m], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        for (user, folder, flags, date) in live {
-            let i = copy(&mut copies, &user, true);
-            copies[i].now = format!("mailbox:{user}/{folder}");
-            first(&mut copies[i].delivered, date);
-            copies[i].seen = parse_flags_has_seen(&flags);
-        }
-        let mut held = c.prepare_cached(
-            "SELECT id, recipients, origin_location FROM quarantine WHERE message=?1 ORDER BY id",
-        )?;
-        let quarantined: Vec<(i64, String, String)> = held
-            .query_map([m], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        for (x, recipients, origin) in quarantined {
-            let from_mailbox = origin.starts_with("mailbox:");
-            for who in recipients
-                .split(',')
-                .map(str::trim)
-                .filter(|w| !w.is_empty())
-            {
-                let i = copy(&mut copies, who, from_mailbox);
-                copies[i].local |= from_mailbox;
-                copies[i].now = format!("quarantine:x{x}");
-            }
-        }
-        let mut queued = c.prepare_cached(
-            "SELECT q.queue, q.state, r.address FROM queue_items q
-             JOIN queue_rcpts r ON r.item=q.id WHERE q.message=?1",
-        )?;
-        let waiting: Vec<(String, String, String)> = queued
-            .query_map([m], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        for (queue, state, who) in waiting {
-            let local = queue == QUEUE_LOCAL || queue == QUEUE_INBOUND;
-            let i = copy(&mut copies, &who, local);
-            copies[i].now = format!("queue:{queue} ({state})");
-        }
-        rows.extend(copies);
-    }
-    for r in rows.iter_mut().filter(|r| r.local) {
-        r.forwarded = forwarded.get(&r.recipient).copied();
-    }
-    rows.sort_by_key(|r| {
-        let opened = [r.read, r.downloaded, r.forwarded]
-            .into_iter()
-            .flatten()
-            .min();
-        // A copy flagged \Seen with no logged read (read before the log existed) counts
-        // as opened, at an unknown time: after those with one.
-        (
-            opened.is_none() && !r.seen,
-            opened.is_none(),
-            opened,
-            r.delivered.is_none(),
-            r.delivered,
-            r.recipient.clone(),
-        )
-    });
-    Ok(rows)
-}
-
-fn parse_flags_has_seen(flags: &str) -> bool {
-    flags
-        .split_whitespace()
-        .any(|f| f.eq_ignore_ascii_case("\\Seen"))
+    let facts = scope_messages(c, scope)?
+        .into_iter()
+        .map(|m| facts(c, m))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(message_path::exposure(&facts))
 }

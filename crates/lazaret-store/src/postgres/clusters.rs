@@ -7,7 +7,7 @@
 //! nothing this round. Routing with a hold rule and the reclaim (which counts
 //! clusters down) take the same lock, so cluster counts never race.
 
-use super::{pg, PostgresStore};
+use super::{pg, read_only, PostgresStore};
 use crate::embedded::clusters::{
     wanted, ClusterRow, Fingerprint, Lookup, MemberFigures, GROWTH_KEPT, HELD, SENDERS_RECHECK,
 };
@@ -191,16 +191,6 @@ impl PostgresStore {
             Ok(out)
         })
     }
-}
-
-/// A transaction that sees one moment of the database, for figures that must add up.
-async fn read_only(c: &mut deadpool_postgres::Object) -> Result<Transaction<'_>> {
-    c.build_transaction()
-        .read_only(true)
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .start()
-        .await
-        .map_err(pg)
 }
 
 /// The bounds of slice `slice` of `slices` equal ranges of the key space (keys are

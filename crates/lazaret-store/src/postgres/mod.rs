@@ -237,6 +237,18 @@ pub(super) async fn add_recipients(
     Ok(())
 }
 
+/// A transaction that sees one moment of the database, for figures that must add up.
+pub(super) async fn read_only(
+    c: &mut deadpool_postgres::Object,
+) -> Result<deadpool_postgres::Transaction<'_>> {
+    c.build_transaction()
+        .read_only(true)
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await
+        .map_err(pg)
+}
+
 /// One row of the message event log (`trace`, `exposure`), in the caller's
 /// transaction.
 pub(super) async fn record_event(
