@@ -2505,7 +2505,8 @@ fn downloads_are_noted_off_the_reading_path_and_old_events_pruned() {
 /// routed and delivered, read by one user and downloaded by the other, the remote
 /// copy quarantined from its queue; `trace` by store id and by Message-ID, `exposure`
 /// of the mailbox copies; then every copy quarantined and removed, the message
-/// reclaimed, and traced again from what the log kept. Times are left out of the
+/// reclaimed, and traced again from what the log kept; `status`'s totals at each
+/// step. Times are left out of the
 /// lines compared (the two stores run a moment apart); whether each is set is kept.
 macro_rules! message_paths {
     ($store:expr) => {{
@@ -2535,6 +2536,26 @@ macro_rules! message_paths {
                 break;
             }
         }
+        // `status`'s totals; the database's size and the text index are each
+        // store's own.
+        let totals = || {
+            let t = store.stats().unwrap();
+            format!(
+                "stats: messages={} bytes={} queued={} boxes={} quarantined={}/{} \
+                 reclaim={} clusters_behind={} held={}/{}",
+                t.messages,
+                t.message_bytes,
+                t.queued,
+                t.in_mailboxes,
+                t.quarantined,
+                t.quarantine_bytes,
+                t.reclaim_behind,
+                t.clusters_behind,
+                t.clusters_held,
+                t.held_copies
+            )
+        };
+        said.push(totals());
         let entry_of = |user: &str| store.folder_snapshot(user, "INBOX").unwrap().entries[0].entry;
         store
             .set_flags(
@@ -2586,6 +2607,7 @@ macro_rules! message_paths {
             .quarantine(&[outbound[0].id.clone()], "admin", "worm")
             .unwrap();
         said.push(format!("quarantined: {}", taken.done));
+        said.push(totals());
         said.extend(traced(Some(&uid), None));
         said.extend(traced(None, Some("<m7@origin.example>")));
         said.extend(traced(Some("0000000000000bad"), None));
@@ -2627,7 +2649,9 @@ macro_rules! message_paths {
             "removed: {}",
             store.remove(&held, vec![]).unwrap().done
         ));
+        said.push(totals());
         while store.reclaim(100).unwrap() > 0 {}
+        said.push(totals());
         said.extend(traced(Some(&uid), None));
         said.extend(traced(None, Some("m7@origin.example")));
         said
@@ -2635,7 +2659,7 @@ macro_rules! message_paths {
 }
 
 #[test]
-fn trace_and_exposure_answer_as_the_embedded_store() {
+fn trace_exposure_and_totals_answer_as_the_embedded_store() {
     use lazaret_store::Store;
     let Some(pair) = Pair::open("paths") else {
         return;
@@ -2649,6 +2673,9 @@ fn trace_and_exposure_answer_as_the_embedded_store() {
         "ann@example.org local=true delivered=true read=true",
         "exists=false",
         "gone ",
+        "stats: messages=1 bytes=",
+        "reclaim=1 ",
+        "stats: messages=0 bytes=0 queued=0 boxes=0 quarantined=0/0 reclaim=0",
     ] {
         assert!(
             joined.contains(expected),
