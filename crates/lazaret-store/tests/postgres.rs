@@ -2684,3 +2684,82 @@ fn trace_exposure_and_totals_answer_as_the_embedded_store() {
     }
     same_answers(&on_postgres, &message_paths!(pair.embedded()));
 }
+
+/// A worker failing on a remote queue's items, on either store: the first failure is
+/// counted and the item stays, the second moves it to `poison` with why.
+macro_rules! worker_failures {
+    ($store:expr, $claim:expr) => {{
+        let store = $store;
+        let mut said: Vec<String> = Vec::new();
+        store.domain_add("example.org").unwrap();
+        store.ingest(message(1)).unwrap();
+        while store
+            .route_inbound(10, false, &next_hop, 60)
+            .unwrap()
+            .routed
+            > 0
+        {}
+        let queue = "remote:remote.example";
+        let listing = |queue: &str| -> Vec<String> {
+            store
+                .queue_messages(queue)
+                .unwrap()
+                .iter()
+                .map(|m| format!("{} {} {:?} {:?}", m.location, m.state, m.to, m.last_error))
+                .collect()
+        };
+        let items: Vec<i64> = store
+            .queue_messages(queue)
+            .unwrap()
+            .iter()
+            .map(|m| m.id.trim_start_matches('q').parse().unwrap())
+            .collect();
+        for _ in 0..2 {
+            let claimed: Vec<i64> = $claim(queue)
+                .iter()
+                .map(|q: &lazaret_store::QueuedMessage| q.item)
+                .collect();
+            said.push(format!("claimed: {claimed:?}"));
+            let moved = store
+                .record_worker_failure(claimed, "worker panicked".into())
+                .unwrap();
+            said.push(format!("poisoned: {moved}"));
+            said.extend(listing(queue));
+        }
+        said.extend(listing("poison"));
+        said.push(format!("items: {}", items.len()));
+        said
+    }};
+}
+
+#[test]
+fn worker_failures_poison_an_item_as_on_the_embedded_store() {
+    use lazaret_store::Store;
+    let Some(pair) = Pair::open("poison") else {
+        return;
+    };
+    let lease = std::time::Duration::from_secs(300);
+    let on_postgres = worker_failures!(&pair.postgres, |q| pair
+        .postgres
+        .claim_due(q, 10, lease)
+        .unwrap());
+    let joined = on_postgres.join("\n");
+    for expected in [
+        // The lease given up with the first failure: claimed again at once.
+        "claimed: [2]\npoisoned: 0",
+        "claimed: [2]\npoisoned: 1",
+        "from remote:remote.example after 2 worker failures: worker panicked",
+    ] {
+        assert!(
+            joined.contains(expected),
+            "{expected:?} in {on_postgres:#?}"
+        );
+    }
+    same_answers(
+        &on_postgres,
+        &worker_failures!(pair.embedded(), |q| pair
+            .embedded()
+            .outbound_due(q, 10, &[])
+            .unwrap()),
+    );
+}

@@ -15,7 +15,7 @@ pub const OUTBOUND_DISABLED: &str = "outbound.disabled";
 const IS_REMOTE: &str = "queue NOT IN ('inbound', 'local', 'poison')";
 
 /// Worker failures after which a queue item is moved to `poison`.
-const POISON_AFTER: i64 = 2;
+pub(crate) const POISON_AFTER: i64 = 2;
 
 pub(super) fn outbound_disabled(c: &Connection) -> Result<bool> {
     Ok(

@@ -12,9 +12,9 @@
 use super::ingest::insert;
 use super::{pg, record_event, PostgresStore, QUEUE_CHANNEL};
 use crate::embedded::ingest::Prepared;
-use crate::embedded::outbound::attempt_event_rows;
+use crate::embedded::outbound::{attempt_event_rows, POISON_AFTER};
 use crate::{now, AttemptOutcome, QueuedMessage, Result, OUTBOUND_DISABLED};
-use lazaret_core::state::QUEUE_INBOUND;
+use lazaret_core::state::{QUEUE_INBOUND, QUEUE_POISON};
 use std::time::Duration;
 
 impl PostgresStore {
@@ -105,6 +105,44 @@ impl PostgresStore {
             )
             .await
             .map_err(pg)
+        })
+    }
+
+    /// Counts a worker failure (a panic, an unclassified error) against items this
+    /// node was delivering, as the embedded store does: the claim is given up so the
+    /// item is due again, and one that failed a worker `POISON_AFTER` times moves to
+    /// `poison`, where no worker takes it. Returns how many moved.
+    pub fn record_worker_failure(&self, items: Vec<i64>, error: String) -> Result<u64> {
+        let node = self.node.clone();
+        self.with_client(move |mut c| async move {
+            let tx = c.transaction().await.map_err(pg)?;
+            let rows = tx
+                .query(
+                    "UPDATE queue_items SET worker_failures=worker_failures+1, last_error=$2,
+                            lease_owner=NULL, lease_until=NULL
+                     WHERE id=ANY($1) AND (lease_owner IS NULL OR lease_owner=$3)
+                     RETURNING id, worker_failures, queue",
+                    &[&items, &error, &node],
+                )
+                .await
+                .map_err(pg)?;
+            let mut poisoned = 0;
+            for r in rows {
+                let (item, failures, queue): (i64, i32, String) = (r.get(0), r.get(1), r.get(2));
+                if i64::from(failures) >= POISON_AFTER {
+                    let why = format!("from {queue} after {failures} worker failures: {error}");
+                    tx.execute(
+                        "UPDATE queue_items SET queue=$2, state='ready', last_error=$3
+                         WHERE id=$1",
+                        &[&item, &QUEUE_POISON, &why],
+                    )
+                    .await
+                    .map_err(pg)?;
+                    poisoned += 1;
+                }
+            }
+            tx.commit().await.map_err(pg)?;
+            Ok(poisoned)
         })
     }
 
