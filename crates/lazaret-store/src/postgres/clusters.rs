@@ -11,7 +11,6 @@ use super::{pg, read_only, PostgresStore};
 use crate::embedded::clusters::{
     wanted, ClusterRow, Fingerprint, Lookup, MemberFigures, GROWTH_KEPT, HELD, SENDERS_RECHECK,
 };
-use crate::embedded::ingest::Prepared;
 use crate::model::*;
 use crate::{now, Result};
 use deadpool_postgres::Transaction;
@@ -30,8 +29,7 @@ pub(super) async fn lock_filing(tx: &Transaction<'_>) -> Result<()> {
 }
 
 /// Records a just-inserted message's fingerprint, to be filed by `file_clusters`.
-pub(super) async fn record(tx: &Transaction<'_>, message: i64, p: &Prepared) -> Result<()> {
-    let fp = &p.fingerprint;
+pub(super) async fn record(tx: &Transaction<'_>, message: i64, fp: &Fingerprint) -> Result<()> {
     if fp.is_empty() {
         return Ok(());
     }

@@ -8,6 +8,7 @@
 use super::{add_recipients, pg, record_event, PostgresStore, QUEUE_CHANNEL};
 use crate::embedded::events::accepted_row;
 use crate::embedded::ingest::Prepared;
+use crate::MessageMetadata;
 use crate::{now, Accepted, Incoming, Result, AUTH_CHECKS_ACTOR};
 use lazaret_core::state::QUEUE_INBOUND;
 
@@ -111,6 +112,21 @@ pub(super) async fn insert_message(
         .await
         .map_err(pg)?
         .get(0);
+    insert_parts(tx, message, meta).await?;
+    insert_text(tx, message, meta).await?;
+    super::clusters::record(tx, message, &p.fingerprint).await?;
+    let (kind, who, detail) = accepted_row(incoming, meta);
+    record_event(tx, message, received, kind, &who, &detail).await?;
+    Ok(message)
+}
+
+/// The message's parts and archive members, for `find --attachment` and hash
+/// signatures: one statement for all.
+pub(super) async fn insert_parts(
+    tx: &deadpool_postgres::Transaction<'_>,
+    message: i64,
+    meta: &MessageMetadata,
+) -> Result<()> {
     if !meta.parts.is_empty() {
         let parts = &meta.parts;
         let numbers: Vec<i32> = (0..parts.len() as i32).collect();
@@ -132,6 +148,15 @@ pub(super) async fn insert_message(
         .await
         .map_err(pg)?;
     }
+    Ok(())
+}
+
+/// The message's text, for `find --body`.
+pub(super) async fn insert_text(
+    tx: &deadpool_postgres::Transaction<'_>,
+    message: i64,
+    meta: &MessageMetadata,
+) -> Result<()> {
     if !meta.text.is_empty() {
         tx.execute(
             "INSERT INTO message_text(message, body) VALUES($1, $2)",
@@ -140,8 +165,5 @@ pub(super) async fn insert_message(
         .await
         .map_err(pg)?;
     }
-    super::clusters::record(tx, message, p).await?;
-    let (kind, who, detail) = accepted_row(incoming, meta);
-    record_event(tx, message, received, kind, &who, &detail).await?;
-    Ok(message)
+    Ok(())
 }

@@ -30,6 +30,7 @@ mod outbound;
 mod quarantine;
 mod queues;
 mod reclaim;
+mod reindex;
 mod routing;
 mod scanning;
 mod settings;
