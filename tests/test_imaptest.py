@@ -4,7 +4,7 @@ commands, and its stress mode (several clients at once, checking that every
 session's view stays consistent) must report no error.
 
 imaptest is built from tests/imaptest/ into target/imaptest once (about a minute);
-building it needs Debian's dovecot-dev and autotools, which .ci/run installs. Without
+building it needs Debian's dovecot-dev, dovecot-core (libdovecot.so) and autotools, which .ci/run installs. Without
 them the tests are skipped, unless LAZARET_TESTS_REQUIRE names imaptest (.ci/run sets
 it), so that CI cannot pass without running them.
 """
@@ -31,7 +31,7 @@ def imaptest_binary():
     buildable = os.path.exists("/usr/lib/dovecot/libdovecot.so") and shutil.which("autoreconf")
     if not buildable:
         if "imaptest" in os.environ.get("LAZARET_TESTS_REQUIRE", ""):
-            pytest.fail("imaptest cannot be built: install dovecot-dev autoconf automake libtool pkg-config make gcc")
+            pytest.fail("imaptest cannot be built: install dovecot-core dovecot-dev autoconf automake libtool pkg-config make gcc")
         pytest.skip("imaptest needs dovecot-dev and autotools to build (.ci/run installs them)")
     subprocess.run([str(ROOT / "tests" / "imaptest" / "build.sh"), str(BUILD)], check=True)
     return BINARY

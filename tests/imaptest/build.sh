@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Builds Dovecot's IMAP compliance suite, imaptest, from the source tarball beside this
 # script (commit 924f619, MIT licence: COPYING and COPYING.MIT inside the tarball)
-# against the Dovecot libraries of Debian's dovecot-dev.
+# against the headers of Debian's dovecot-dev and the libraries of dovecot-core.
 #
 #   tests/imaptest/build.sh DIR     # -> DIR/imaptest/src/imaptest, scripts in DIR/imaptest/src/tests
 #
-# Needs: dovecot-dev autoconf automake libtool pkg-config make gcc (.ci/run installs
+# Needs: dovecot-core dovecot-dev autoconf automake libtool pkg-config make gcc (.ci/run installs
 # them). Run it with LD_LIBRARY_PATH=/usr/lib/dovecot; tests/test_imaptest.py does.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
