@@ -2859,3 +2859,98 @@ fn reindex_rebuilds_every_searchable_field_from_the_objects() {
     // Nothing is an orphan yet: objects younger than an hour are left alone.
     assert_eq!(store.remove_orphan_blobs().unwrap(), 0);
 }
+
+/// Seconds left on an item's lease (negative: none or lapsed).
+fn lease_left(url: &str, item: i64) -> i64 {
+    sql_i64(
+        url,
+        &format!(
+            "SELECT COALESCE(lease_until, 0) - extract(epoch FROM now())::bigint
+             FROM queue_items WHERE id={item}"
+        ),
+    )
+}
+
+#[test]
+fn workers_claims_are_renewed_until_recorded_and_given_back_on_close() {
+    let Some(pair) = Pair::open("book") else {
+        return;
+    };
+    let (one, url) = (&pair.postgres, &pair.url);
+    let two = PostgresStore::open(&settings(url, "two"), Some(pair.moto.objects("book"))).unwrap();
+    one.domain_add("example.org").unwrap();
+    for n in 1..=2 {
+        one.ingest(message(n)).unwrap();
+    }
+    assert_eq!(route_everything(one), 2);
+    let queue = "remote:remote.example";
+
+    // Each node's worker takes one item; neither takes the other's, nor its own twice.
+    let a = one.outbound_due(queue, 1, &[]).unwrap();
+    let b = two.outbound_due(queue, 10, &[]).unwrap();
+    assert_eq!((a.len(), b.len()), (1, 1), "{a:?} {b:?}");
+    let (a, b) = (a[0].item, b[0].item);
+    assert_ne!(a, b);
+    assert!(one.outbound_due(queue, 10, &[a]).unwrap().is_empty());
+    let left = lease_left(url, a);
+    assert!((50..=60).contains(&left), "a claim lasts a minute: {left}");
+
+    // A slow next hop: the node renews the lease before it lapses.
+    admin_sql(
+        url,
+        &format!(
+            "UPDATE queue_items SET lease_until=extract(epoch FROM now())::bigint+3 WHERE id={a}"
+        ),
+    );
+    std::thread::sleep(std::time::Duration::from_secs(11));
+    let left = lease_left(url, a);
+    assert!(left >= 45, "renewed: {left} s left");
+    assert!(two.outbound_due(queue, 10, &[b]).unwrap().is_empty());
+
+    // Recording the outcome clears the lease and takes the item out of the book.
+    one.record_attempts(vec![AttemptOutcome {
+        item: a,
+        delivered: vec![],
+        failed: vec![],
+        deferred: vec!["user1@remote.example".into(), "all@remote.example".into()],
+        next_attempt: lazaret_store_now() + 3600,
+        error: Some("451 try later".into()),
+        dsn: None,
+        remote: Some("mx.remote.example".into()),
+    }])
+    .unwrap();
+    assert!(lease_left(url, a) < 0);
+    admin_sql(
+        url,
+        &format!(
+            "UPDATE queue_items SET lease_owner='one',
+                    lease_until=extract(epoch FROM now())::bigint+30 WHERE id={a}"
+        ),
+    );
+    assert_eq!(
+        one.release_all_claims().unwrap(),
+        0,
+        "not in the book any more"
+    );
+    admin_sql(
+        url,
+        &format!("UPDATE queue_items SET lease_owner=NULL, lease_until=NULL WHERE id={a}"),
+    );
+
+    // Node two stops: its claim is given back, and node one delivers the item at once.
+    assert_eq!(two.release_all_claims().unwrap(), 1);
+    drop(two);
+    let taken = one.outbound_due(queue, 10, &[]).unwrap();
+    assert_eq!(
+        taken.iter().map(|m| m.item).collect::<Vec<_>>(),
+        vec![b],
+        "the deferred item waits for its time"
+    );
+}
+
+fn lazaret_store_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}

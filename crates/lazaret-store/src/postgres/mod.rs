@@ -108,6 +108,9 @@ pub struct PostgresStore {
     objects: Option<Objects>,
     /// `[outbreak] hold_growth`, as `set_cluster_hold` last set it (None: no holds).
     hold: std::sync::Mutex<Option<crate::model::HoldRule>>,
+    /// Outbound items this node's workers took with `outbound_due`: their leases are
+    /// renewed until an outcome is recorded (`outbound.rs`).
+    claims: outbound::Claims,
 }
 
 impl PostgresStore {
@@ -145,6 +148,7 @@ impl PostgresStore {
             node: settings.node.clone(),
             objects,
             hold: std::sync::Mutex::new(None),
+            claims: outbound::Claims::default(),
         };
         let applied = store.with_client(|mut c| async move { migrations::apply(&mut c).await })?;
         if !applied.is_empty() {
@@ -153,6 +157,7 @@ impl PostgresStore {
             );
         }
         store.register_node()?;
+        store.renew_claims()?;
         store.listen()?;
         Ok(store)
     }

@@ -8,6 +8,15 @@
 //! due again for the others once their leases lapse. Recording an attempt clears the
 //! lease. Delivery is thus at-least-once: an item whose node died after the next hop
 //! accepted it, but before the outcome was recorded, is delivered again.
+//!
+//! The server's workers take items through `outbound_due`, which claims for
+//! `OUTBOUND_LEASE` and notes the claim in the node's book: a task renews the leases
+//! of every item in the book, so a slow next hop never loses its item to another
+//! node while this one lives. Recording an outcome (or a worker failure) takes the
+//! item out of the book. An item no worker of this node has in hand any more (not
+//! `busy` at the next `outbound_due` of its queue, a minute after its claim), or held
+//! longer than `HELD_AT_MOST`, leaves the book unrecorded: its lease lapses and any
+//! node may take it again.
 
 use super::ingest::insert;
 use super::{pg, record_event, PostgresStore, QUEUE_CHANNEL};
@@ -15,7 +24,50 @@ use crate::embedded::ingest::Prepared;
 use crate::embedded::outbound::{attempt_event_rows, POISON_AFTER};
 use crate::{now, AttemptOutcome, QueuedMessage, Result, OUTBOUND_DISABLED};
 use lazaret_core::state::{QUEUE_INBOUND, QUEUE_POISON};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a claim through `outbound_due` lasts without renewal: how long the
+/// items of a node that died wait before another node delivers them.
+pub const OUTBOUND_LEASE: Duration = Duration::from_secs(60);
+
+/// How often the node renews the leases in its book (well within `OUTBOUND_LEASE`,
+/// so that a renewal or two may fail without losing a claim).
+const RENEW_EVERY: Duration = Duration::from_secs(10);
+
+/// How long the node renews one claim at most: a worker that lost track of an item
+/// without recording it (a bug) holds it no longer than this.
+const HELD_AT_MOST: Duration = Duration::from_secs(3600);
+
+/// The outbound items this node has claimed and not yet recorded: item → (queue,
+/// when claimed).
+#[derive(Default, Clone)]
+pub(super) struct Claims(Arc<Mutex<HashMap<i64, (String, Instant)>>>);
+
+impl Claims {
+    fn book(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (String, Instant)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn forget(&self, items: impl IntoIterator<Item = i64>) {
+        let mut book = self.book();
+        for item in items {
+            book.remove(&item);
+        }
+    }
+
+    /// The items whose leases are still to be renewed.
+    fn renewable(&self) -> Vec<i64> {
+        let mut book = self.book();
+        book.retain(|_, (_, at)| at.elapsed() < HELD_AT_MOST);
+        book.keys().copied().collect()
+    }
+
+    fn all(&self) -> Vec<i64> {
+        self.book().keys().copied().collect()
+    }
+}
 
 impl PostgresStore {
     /// Claims up to `limit` due items of `queue` for this node for `lease`; none while
@@ -79,6 +131,73 @@ impl PostgresStore {
         })
     }
 
+    /// Up to `limit` due items of `queue` for one of this node's workers, claimed for
+    /// `OUTBOUND_LEASE` and renewed until their outcome is recorded. `busy` names the
+    /// items this node's workers are delivering: an older claim of the queue that is
+    /// not among them was dropped by its worker and leaves the book. (A claim younger
+    /// than a lease may be a batch on its way to its worker, not yet `busy`.)
+    pub fn outbound_due(
+        &self,
+        queue: &str,
+        limit: usize,
+        busy: &[i64],
+    ) -> Result<Vec<QueuedMessage>> {
+        self.claims.book().retain(|item, (q, at)| {
+            q.as_str() != queue || busy.contains(item) || at.elapsed() < OUTBOUND_LEASE
+        });
+        let mut claimed = self.claim_due(queue, limit, OUTBOUND_LEASE)?;
+        // A lease of ours that lapsed (renewals failing for a minute) lets a busy
+        // item be claimed again: it stays with the worker that has it.
+        claimed.retain(|m| !busy.contains(&m.item));
+        let mut book = self.claims.book();
+        let at = Instant::now();
+        for m in &claimed {
+            book.insert(m.item, (queue.to_string(), at));
+        }
+        Ok(claimed)
+    }
+
+    /// Starts the task that renews the leases in the node's book.
+    pub(super) fn renew_claims(&self) -> Result<()> {
+        let (pool, node, claims) = (self.pool.clone(), self.node.clone(), self.claims.clone());
+        self.bridge.spawn(async move {
+            let mut tick = tokio::time::interval(RENEW_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let items = claims.renewable();
+                if items.is_empty() {
+                    continue;
+                }
+                // A failed renewal is retried at the next tick; the lease outlasts
+                // several.
+                if let Ok(c) = pool.get().await {
+                    let until = now() + OUTBOUND_LEASE.as_secs() as i64;
+                    if let Err(e) = c
+                        .execute(
+                            "UPDATE queue_items SET lease_until=$1
+                             WHERE id=ANY($2) AND lease_owner=$3",
+                            &[&until, &items, &node],
+                        )
+                        .await
+                    {
+                        tracing::warn!("cannot renew the leases of outbound items: {e}");
+                    }
+                }
+            }
+        })
+    }
+
+    /// Gives back every claim in the node's book (the server is stopping): other
+    /// nodes may deliver the items at once.
+    pub fn release_all_claims(&self) -> Result<u64> {
+        let items = self.claims.all();
+        if items.is_empty() {
+            return Ok(0);
+        }
+        self.release_leases(&items)
+    }
+
     /// Lengthens this node's leases on items it is still delivering (a slow next hop);
     /// returns how many it still held.
     pub fn renew_leases(&self, items: &[i64], lease: Duration) -> Result<u64> {
@@ -96,6 +215,7 @@ impl PostgresStore {
     /// Gives up this node's claims on these items without an attempt (shutting down):
     /// they are due again for every node at once.
     pub fn release_leases(&self, items: &[i64]) -> Result<u64> {
+        self.claims.forget(items.iter().copied());
         let (items, node) = (items.to_vec(), self.node.clone());
         self.with_client(move |c| async move {
             c.execute(
@@ -113,6 +233,7 @@ impl PostgresStore {
     /// item is due again, and one that failed a worker `POISON_AFTER` times moves to
     /// `poison`, where no worker takes it. Returns how many moved.
     pub fn record_worker_failure(&self, items: Vec<i64>, error: String) -> Result<u64> {
+        self.claims.forget(items.iter().copied());
         let node = self.node.clone();
         self.with_client(move |mut c| async move {
             let tx = c.transaction().await.map_err(pg)?;
@@ -152,6 +273,7 @@ impl PostgresStore {
     /// and the lease is cleared. An item an admin removed meanwhile is left alone, and
     /// so is its DSN (its object is deleted again).
     pub fn record_attempts(&self, outcomes: Vec<AttemptOutcome>) -> Result<()> {
+        self.claims.forget(outcomes.iter().map(|o| o.item));
         let objects = self.objects()?;
         let mut planned = Vec::with_capacity(outcomes.len());
         for mut outcome in outcomes {
