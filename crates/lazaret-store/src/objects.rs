@@ -276,6 +276,36 @@ impl Objects {
             .unwrap_or(1)
     }
 
+    /// Every message object's size, by store id (`lazaret check`): one listing.
+    pub fn sizes(&self) -> Result<HashMap<String, u64>> {
+        let client = self.client.clone();
+        let at = ObjectPath::from(format!("{}messages/", self.prefix));
+        let name = self.name.clone();
+        self.bridge.run(async move {
+            let mut listing = client.list(Some(&at));
+            let mut out = HashMap::new();
+            while let Some(meta) = listing.next().await {
+                let meta = meta.map_err(|e| unavailable(&format!("list {name}"), e))?;
+                if let Some(uid) = meta.location.filename() {
+                    out.insert(uid.to_string(), meta.size);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// The size of a message's object as the service has it now; None if it has none.
+    pub fn size(&self, uid: &str) -> Result<Option<u64>> {
+        let (client, key, what) = (self.client.clone(), self.key(uid), self.describe(uid));
+        self.bridge.run(async move {
+            match client.head(&key).await {
+                Ok(meta) => Ok(Some(meta.size)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(unavailable(&format!("look at {what}"), e)),
+            }
+        })
+    }
+
     /// Store ids of the messages whose objects are older than `age` (for the sweep of
     /// objects no row names).
     pub fn older_than(&self, age: Duration) -> Result<Vec<String>> {

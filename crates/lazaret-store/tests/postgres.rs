@@ -2954,3 +2954,146 @@ fn lazaret_store_now() -> i64 {
         .unwrap()
         .as_secs() as i64
 }
+
+fn fault_kinds(report: &lazaret_store::CheckReport) -> Vec<String> {
+    let mut kinds: Vec<String> = report
+        .faults
+        .iter()
+        .map(|f| format!("{} {}", f.kind, f.count))
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+#[test]
+fn check_finds_what_the_schema_cannot_say_and_repair_mends_it() {
+    use lazaret_store::Store;
+    let Some(pair) = Pair::open("check") else {
+        return;
+    };
+    let url = &pair.url;
+    // Through the trait, as the server calls it.
+    let store: &dyn Store = &pair.postgres;
+    store.domain_add("example.org").unwrap();
+    store.user_add("user@example.org", "secret").unwrap();
+    let mut uids = Vec::new();
+    for n in 1..=3 {
+        let mut m = message(n);
+        m.rcpt_to = vec!["user@example.org".into()];
+        uids.push(store.ingest(m).unwrap().id);
+    }
+    for n in 4..=5 {
+        store.ingest(message(n)).unwrap();
+    }
+    while store
+        .route_inbound(10, false, &next_hop, 60)
+        .unwrap()
+        .routed
+        > 0
+    {}
+    while store.deliver_local(10, 60).unwrap().delivered > 0 {}
+    let clean = store.check(true, &|_| {}).unwrap();
+    assert!(clean.faults.is_empty(), "{:?}", clean.faults);
+    assert_eq!(
+        (
+            clean.messages,
+            clean.mailbox_entries,
+            clean.queue_items,
+            clean.blobs_checked
+        ),
+        (5, 3, 2, 5)
+    );
+
+    // Damage what no foreign key guards.
+    admin_sql(
+        url,
+        "UPDATE mailboxes SET uidnext=1, highestmodseq=0 WHERE name='INBOX';
+         DELETE FROM queue_rcpts WHERE item=(SELECT MIN(id) FROM queue_items);
+         UPDATE queue_items SET state='odd' WHERE id=(SELECT MAX(id) FROM queue_items);
+         DELETE FROM mailbox_entries WHERE uid=1;
+         INSERT INTO fingerprints(message) VALUES(999999);",
+    );
+    let bucket = pair.moto.objects("check");
+    // One object gone, one changed in place (same length).
+    bucket.delete(vec![uids[1].clone()]);
+    let original = bucket.get(&uids[2], None).unwrap();
+    bucket.delete(vec![uids[2].clone()]);
+    let mut altered = original.clone();
+    let last = altered.len() - 3;
+    altered[last] ^= 1;
+    bucket.put(&uids[2], altered).unwrap();
+
+    let shallow = store.check(false, &|_| {}).unwrap();
+    assert_eq!(
+        fault_kinds(&shallow),
+        [
+            "missing_blob 1",
+            "modseq_above_highest 1",
+            "orphan_fingerprints 1",
+            "queue_item_state 1",
+            "queue_item_without_recipients 1",
+            "uid_not_below_uidnext 1",
+            "unreferenced_message 1",
+        ]
+    );
+    let missing = shallow
+        .faults
+        .iter()
+        .find(|f| f.kind == "missing_blob")
+        .unwrap();
+    assert!(!missing.repairable);
+    assert!(
+        missing.examples[0].contains(&uids[1]) && missing.examples[0].contains("no object"),
+        "{missing:?}"
+    );
+    let counted = std::sync::atomic::AtomicU64::new(0);
+    let deep = store
+        .check(true, &|n| {
+            counted.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        })
+        .unwrap();
+    let missing = deep
+        .faults
+        .iter()
+        .find(|f| f.kind == "missing_blob")
+        .unwrap();
+    assert_eq!(missing.count, 2, "{missing:?}");
+    assert!(
+        missing.examples.iter().any(|e| e.contains("SHA-256")),
+        "{missing:?}"
+    );
+    assert_eq!(counted.into_inner(), 5);
+
+    let repaired = store.repair().unwrap();
+    let mut kinds: Vec<String> = repaired
+        .repaired
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "modseq_above_highest 1",
+            "orphan_fingerprints 1",
+            "queue_item_state 1",
+            "queue_item_without_recipients 1",
+            "uid_not_below_uidnext 1",
+            // The message of the entry deleted above and that of the item removed.
+            "unreferenced_message 2",
+        ]
+    );
+    // What is left: the two objects only a backup can bring back.
+    assert_eq!(store.reclaim(100).unwrap(), 2);
+    let after = store.check(true, &|_| {}).unwrap();
+    assert_eq!(fault_kinds(&after), ["missing_blob 2"]);
+    assert_eq!(
+        sql_i64(url, "SELECT MIN(uidnext) FROM mailboxes WHERE name='INBOX'"),
+        4
+    );
+    // The frozen item waits for the admin.
+    assert_eq!(
+        sql_i64(url, "SELECT COUNT(*) FROM queue_items WHERE state='frozen'"),
+        1
+    );
+}

@@ -58,7 +58,7 @@ pub struct RepairReport {
     pub repaired: Vec<(String, u64)>,
 }
 
-const EXAMPLES: usize = 10;
+pub(crate) const EXAMPLES: usize = 10;
 
 /// A fault found by a query: its count and examples come from `sql`, which selects
 /// one text column describing each faulty row.
@@ -439,7 +439,7 @@ fn stale_sql() -> String {
     )
 }
 
-fn fault(
+pub(crate) fn fault(
     kind: &'static str,
     count: u64,
     mut examples: Vec<String>,

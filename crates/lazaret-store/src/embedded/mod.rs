@@ -15,7 +15,7 @@
 mod accounts;
 mod blobs;
 mod changed_pages;
-mod check;
+pub(crate) mod check;
 mod checkpoint;
 pub(crate) mod clusters;
 mod compaction;
