@@ -375,4 +375,25 @@ pub trait Store: Send + Sync {
     /// Removes message events older than `before` (unix seconds), at most `limit`;
     /// returns how many went.
     fn prune_events(&self, before: i64, limit: usize) -> Result<usize>;
+
+    /// The servers sharing this store, by name (none: the store has one server).
+    fn nodes(&self) -> Result<Vec<NodeInfo>> {
+        Ok(Vec::new())
+    }
+
+    /// From now on, calls `tell` with what the servers sharing this store announce
+    /// (this one's own news included): a queue given work, a user given mail. A hint
+    /// for waking sooner than the next look; a store with one server has none.
+    fn watch_news(&self, tell: Box<dyn Fn(News) + Send + Sync>) {
+        let _ = tell;
+    }
+}
+
+/// What one server sharing a store tells the others ([`Store::watch_news`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum News {
+    /// This queue has new work.
+    Queue(String),
+    /// This user has new mail, or a folder of theirs changed.
+    Mailbox(String),
 }

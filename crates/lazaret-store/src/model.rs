@@ -699,3 +699,17 @@ pub const DEFAULT_FOLDERS: [(&str, Option<&str>); 5] = [
     ("Trash", Some("\\Trash")),
     ("Junk", Some("\\Junk")),
 ];
+
+/// A server sharing the store with others (`[store] backend = "postgres"`), as `status`
+/// lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeInfo {
+    pub name: String,
+    /// When the node last started (unix seconds).
+    pub started: i64,
+    /// Its last heartbeat (unix seconds).
+    pub heartbeat: i64,
+    pub version: String,
+    /// Whether a heartbeat came within the last three periods.
+    pub up: bool,
+}

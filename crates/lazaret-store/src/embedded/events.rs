@@ -146,10 +146,15 @@ pub(super) fn pending_publish(committed: bool) {
 }
 
 fn emit(l: &Line) {
+    emit_line(&l.id, l.kind, &l.who, &l.detail);
+}
+
+/// One committed event as a log line (both stores write the same lines).
+pub(crate) fn emit_line(id: &str, kind: &str, who: &str, detail: &str) {
     // Display, not Debug: `who=bob@example.org`, not `who="bob@example.org"`.
     let shown = |s: &str| (!s.is_empty()).then(|| tracing::field::display(s.to_string()));
-    let (who, detail) = (shown(&l.who), shown(&l.detail));
-    tracing::info!(target: "lazaret::message", id = %l.id, who, detail, "{}", l.kind);
+    let (who, detail) = (shown(who), shown(detail));
+    tracing::info!(target: "lazaret::message", id = %id, who, detail, "{}", kind);
 }
 
 /// The `accepted` (or `submitted`) event of a new message.

@@ -42,6 +42,8 @@ pub use ingest::{new_message_id, AUTH_CHECKS_ACTOR};
 pub use outbound::OUTBOUND_DISABLED;
 pub use reindex::ReindexBatch;
 pub use snapshot::{renew_store_id, STORE_ID};
+#[cfg(feature = "postgres")]
+pub(crate) use writer::WriterFigures;
 pub use writer::{WriterHistograms, BATCH_BUCKETS, COMMIT_BUCKETS_US};
 
 use crate::metadata::{Digests, MessageMetadata};

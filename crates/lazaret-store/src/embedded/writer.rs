@@ -62,7 +62,7 @@ pub struct WriterHistograms {
 }
 
 impl WriterFigures {
-    fn record(&self, took_us: u64, requests: u64) {
+    pub(crate) fn record(&self, took_us: u64, requests: u64) {
         use std::sync::atomic::Ordering::Relaxed;
         for (i, bound) in COMMIT_BUCKETS_US.iter().enumerate() {
             if took_us <= *bound {

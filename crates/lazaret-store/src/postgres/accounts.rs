@@ -97,7 +97,7 @@ impl PostgresStore {
             tx.execute("DELETE FROM domains WHERE name=$1", &[&name])
                 .await
                 .map_err(pg)?;
-            tx.commit().await.map_err(pg)
+            super::commit(tx).await
         })
     }
 
@@ -142,7 +142,7 @@ impl PostgresStore {
                 .await
                 .map_err(pg)?;
             }
-            tx.commit().await.map_err(pg)
+            super::commit(tx).await
         })
     }
 
@@ -230,7 +230,7 @@ impl PostgresStore {
                 .await
                 .map_err(pg)?;
             super::release(&tx, &messages).await?;
-            tx.commit().await.map_err(pg)?;
+            super::commit(tx).await?;
             Ok(count as u64)
         })
     }

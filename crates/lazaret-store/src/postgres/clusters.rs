@@ -57,7 +57,7 @@ impl PostgresStore {
                 return Ok(0);
             }
             let filed = file_pending(&tx, limit, now()).await?;
-            tx.commit().await.map_err(pg)?;
+            super::commit(tx).await?;
             Ok(filed)
         })
     }
@@ -128,7 +128,7 @@ impl PostgresStore {
                 tx.execute("UPDATE clusters SET allowed=false WHERE id=$1", &[&root])
                     .await
                     .map_err(pg)?;
-                tx.commit().await.map_err(pg)?;
+                super::commit(tx).await?;
                 return Ok(Some(0));
             }
             tx.execute(
@@ -154,7 +154,7 @@ impl PostgresStore {
                     .await
                     .map_err(pg)?;
             }
-            tx.commit().await.map_err(pg)?;
+            super::commit(tx).await?;
             Ok(Some(released))
         })?;
         Ok(released)

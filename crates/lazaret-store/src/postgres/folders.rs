@@ -77,7 +77,7 @@ impl PostgresStore {
                 return Err(StoreError::Exists(format!("folder {name} already exists")));
             }
             notify_users(&tx, &[user]).await?;
-            tx.commit().await.map_err(pg)
+            super::commit(tx).await
         })?;
         self.folders_changed();
         Ok(())
@@ -106,7 +106,7 @@ impl PostgresStore {
                 .map_err(pg)?;
             release(&tx, &messages).await?;
             notify_users(&tx, &[user]).await?;
-            tx.commit().await.map_err(pg)
+            super::commit(tx).await
         })?;
         self.folders_changed();
         Ok(())
@@ -167,7 +167,7 @@ impl PostgresStore {
             .await
             .map_err(pg)?;
             notify_users(&tx, &[user]).await?;
-            tx.commit().await.map_err(pg)
+            super::commit(tx).await
         })?;
         self.folders_changed();
         Ok(())
@@ -287,7 +287,7 @@ impl PostgresStore {
                     modseq: r.get(6),
                 })
                 .collect();
-            tx.commit().await.map_err(pg)?;
+            super::commit(tx).await?;
             Ok(FolderSnapshot {
                 uidvalidity: folder.get(1),
                 uidnext: folder.get(2),
@@ -364,7 +364,7 @@ impl PostgresStore {
             if modseq.is_some() {
                 notify_users(&tx, &[user]).await?;
             }
-            tx.commit().await.map_err(pg)?;
+            super::commit(tx).await?;
             Ok(out)
         })?;
         self.folders_changed();
@@ -418,7 +418,7 @@ impl PostgresStore {
             if !pairs.is_empty() {
                 notify_users(&tx, &[user]).await?;
             }
-            tx.commit().await.map_err(pg)?;
+            super::commit(tx).await?;
             Ok((uidvalidity, pairs))
         })?;
         self.folders_changed();
@@ -453,7 +453,7 @@ impl PostgresStore {
             let date = internal_date.unwrap_or(t);
             add_entry(&tx, folder, uid, message, &flags, date, modseq).await?;
             notify_users(&tx, &[user]).await?;
-            tx.commit().await.map_err(pg)?;
+            super::commit(tx).await?;
             Ok((uidvalidity, uid))
         });
         match appended {

@@ -38,7 +38,7 @@ impl PostgresStore {
             )
             .await
             .map_err(pg)?;
-            tx.commit().await.map_err(pg)
+            super::commit(tx).await
         });
         if let Err(e) = committed {
             objects.delete(vec![accepted.id.clone()]);

@@ -73,7 +73,7 @@ impl PostgresStore {
                 }
             }
             notify_users(&tx, &report.users).await?;
-            tx.commit().await.map_err(pg)?;
+            super::commit(tx).await?;
             Ok(report)
         })?;
         if !report.users.is_empty() {

@@ -193,7 +193,7 @@ impl PostgresStore {
         let deleted = self.with_client(move |mut c| async move {
             let tx = c.transaction().await.map_err(pg)?;
             let deleted = expunge(&tx, &user, &mailbox, &entries).await?;
-            tx.commit().await.map_err(pg)?;
+            super::commit(tx).await?;
             Ok(deleted)
         })?;
         if deleted > 0 {

@@ -30,6 +30,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "outbreak clusters: lookup keys and the filing order",
         sql: include_str!("migrations/0003_clusters.sql"),
     },
+    Migration {
+        version: 4,
+        name: "a new store's first rows: created, the localhost domain",
+        sql: include_str!("migrations/0004_seed.sql"),
+    },
 ];
 
 /// The schema version this build brings a database to.

@@ -34,12 +34,13 @@ mod store;
 mod wakeups;
 
 pub use migrations::SCHEMA_VERSION;
-pub use nodes::{NodeInfo, HEARTBEAT_SECONDS};
+pub use nodes::HEARTBEAT_SECONDS;
 
 use crate::bridge::Bridge;
 use crate::objects::Objects;
 use crate::{Result, StoreError};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::cell::RefCell;
 use std::future::Future;
 use std::time::Duration;
 
@@ -108,6 +109,9 @@ pub struct PostgresStore {
     /// Outbound items this node's workers took with `outbound_due`: their leases are
     /// renewed until an outcome is recorded (`outbound.rs`).
     claims: outbound::Claims,
+    /// Each committed request's time (`/metrics`, as the embedded store's writer
+    /// counts its group commits).
+    figures: std::sync::Arc<crate::embedded::WriterFigures>,
 }
 
 impl PostgresStore {
@@ -146,6 +150,7 @@ impl PostgresStore {
             objects,
             hold: std::sync::Mutex::new(None),
             claims: outbound::Claims::default(),
+            figures: Default::default(),
         };
         let applied = store.with_client(|mut c| async move { migrations::apply(&mut c).await })?;
         if !applied.is_empty() {
@@ -189,13 +194,31 @@ impl PostgresStore {
         F: FnOnce(deadpool_postgres::Object) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
-        let pool = self.pool.clone();
+        let (pool, figures) = (self.pool.clone(), self.figures.clone());
         self.bridge.run(async move {
             let client = pool
                 .get()
                 .await
                 .map_err(|e| StoreError::Unavailable(format!("cannot reach PostgreSQL: {e}")))?;
-            f(client).await
+            let started = std::time::Instant::now();
+            let (result, request) = REQUEST
+                .scope(RefCell::new(Request::default()), async move {
+                    let result = f(client).await;
+                    (result, REQUEST.with(|r| r.take()))
+                })
+                .await;
+            if request.committed {
+                let took = started.elapsed().as_micros() as u64;
+                figures.record(took, 1);
+            }
+            // A request that succeeded has committed what it recorded (a failed one
+            // rolled it back): only then do its events reach the log, as on one node.
+            if result.is_ok() {
+                for l in request.lines {
+                    crate::embedded::events::emit_line(&l.id, &l.kind, &l.who, &l.detail);
+                }
+            }
+            result
         })
     }
 }
@@ -276,13 +299,63 @@ pub(super) async fn record_event_keeping(
     detail: &str,
     uid: Option<&str>,
 ) -> Result<()> {
-    tx.execute(
-        "INSERT INTO message_events(message, at, kind, who, detail, uid)
-         VALUES($1, $2, $3, $4, $5, $6)",
-        &[&message, &at, &kind, &who, &detail, &uid],
-    )
-    .await
-    .map_err(pg)?;
+    const INSERT: &str = "INSERT INTO message_events(message, at, kind, who, detail, uid)
+                          VALUES($1, $2, $3, $4, $5, $6)";
+    if !tracing::enabled!(target: "lazaret::message", tracing::Level::INFO) {
+        tx.execute(INSERT, &[&message, &at, &kind, &who, &detail, &uid])
+            .await
+            .map_err(pg)?;
+        return Ok(());
+    }
+    // The store id for the log line comes back with the insert: no second round trip.
+    let id: String = tx
+        .query_one(
+            &format!(
+                "{INSERT} RETURNING COALESCE($6::text,
+                     (SELECT uid FROM messages WHERE id=$1), '#' || $1::text)"
+            ),
+            &[&message, &at, &kind, &who, &detail, &uid],
+        )
+        .await
+        .map_err(pg)?
+        .get(0);
+    // Outside a request (none such today) there is nowhere to keep the line.
+    let _ = REQUEST.try_with(|r| {
+        r.borrow_mut().lines.push(LogLine {
+            id,
+            kind: kind.to_string(),
+            who: who.to_string(),
+            detail: detail.to_string(),
+        })
+    });
+    Ok(())
+}
+
+/// A message event recorded by a request's transaction, for the log once it commits.
+struct LogLine {
+    id: String,
+    kind: String,
+    who: String,
+    detail: String,
+}
+
+/// What the request running in a task (`with_client`) did, for after it.
+#[derive(Default)]
+struct Request {
+    /// Message events its transaction recorded, for the log.
+    lines: Vec<LogLine>,
+    /// Whether it committed a transaction (counted in the commit figures).
+    committed: bool,
+}
+
+tokio::task_local! {
+    static REQUEST: RefCell<Request>;
+}
+
+/// Commits a request's transaction, noting that it did for the commit figures.
+pub(super) async fn commit(tx: deadpool_postgres::Transaction<'_>) -> Result<()> {
+    tx.commit().await.map_err(pg)?;
+    let _ = REQUEST.try_with(|r| r.borrow_mut().committed = true);
     Ok(())
 }
 

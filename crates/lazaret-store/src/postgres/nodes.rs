@@ -2,24 +2,11 @@
 //! heartbeat every few seconds, so `status` can say which are up.
 
 use super::{pg, PostgresStore};
-use crate::{now, Result};
-use serde::Serialize;
+use crate::{now, NodeInfo, Result};
 use std::time::Duration;
 
 /// How often a node writes its heartbeat; one silent for three of these is down.
 pub const HEARTBEAT_SECONDS: i64 = 5;
-
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeInfo {
-    pub name: String,
-    /// When the node last started (unix seconds).
-    pub started: i64,
-    /// Its last heartbeat (unix seconds).
-    pub heartbeat: i64,
-    pub version: String,
-    /// Whether a heartbeat came within the last three periods.
-    pub up: bool,
-}
 
 impl PostgresStore {
     pub(super) fn register_node(&self) -> Result<()> {

@@ -262,7 +262,7 @@ impl PostgresStore {
                     poisoned += 1;
                 }
             }
-            tx.commit().await.map_err(pg)?;
+            super::commit(tx).await?;
             Ok(poisoned)
         })
     }
@@ -358,7 +358,7 @@ impl PostgresStore {
                 .await
                 .map_err(pg)?;
             }
-            tx.commit().await.map_err(pg)?;
+            super::commit(tx).await?;
             Ok(unused)
         });
         match unused {

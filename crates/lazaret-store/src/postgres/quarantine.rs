@@ -26,7 +26,7 @@ impl PostgresStore {
             let tx = c.transaction().await.map_err(pg)?;
             let report = quarantine(&tx, &ids, &actor, &reason).await?;
             notify_users(&tx, &report.users).await?;
-            tx.commit().await.map_err(pg)?;
+            super::commit(tx).await?;
             Ok(report)
         })?;
         self.after(&report);
@@ -44,7 +44,7 @@ impl PostgresStore {
                     .await
                     .map_err(pg)?;
             }
-            tx.commit().await.map_err(pg)?;
+            super::commit(tx).await?;
             Ok(report)
         })?;
         self.after(&report);
@@ -79,7 +79,7 @@ impl PostgresStore {
                 .await
                 .map_err(pg)?;
             }
-            tx.commit().await.map_err(pg)?;
+            super::commit(tx).await?;
             Ok(report)
         });
         match removed {
@@ -209,7 +209,7 @@ impl PostgresStore {
                 uid += 1;
             }
             notify_users(&tx, &[notified]).await?;
-            tx.commit().await.map_err(pg)?;
+            super::commit(tx).await?;
             Ok(prepared.len() as u64)
         });
         match imported {

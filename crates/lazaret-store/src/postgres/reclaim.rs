@@ -64,7 +64,7 @@ impl PostgresStore {
             tx.execute("DELETE FROM imap_cache WHERE uid=ANY($1)", &[&gone])
                 .await
                 .map_err(pg)?;
-            tx.commit().await.map_err(pg)?;
+            super::commit(tx).await?;
             Ok((taken.len(), gone))
         })?;
         // After the commit: a failed delete leaves an object for the orphan sweep.

@@ -70,7 +70,7 @@ impl PostgresStore {
                 // message that has a fingerprint keeps it and its cluster).
                 clusters::record(&tx, *id, &Fingerprint::of(meta)).await?;
             }
-            tx.commit().await.map_err(pg)?;
+            super::commit(tx).await?;
             Ok(())
         })?;
         Ok(batch)

@@ -184,7 +184,7 @@ impl PostgresStore {
                     .await
                     .map_err(pg)?;
             }
-            tx.commit().await.map_err(pg)?;
+            super::commit(tx).await?;
             Ok(report)
         })?;
         if !report.local.users.is_empty() {

@@ -213,7 +213,7 @@ impl PostgresStore {
             )
             .await
             .map_err(pg)?;
-            tx.commit().await.map_err(pg)?;
+            super::commit(tx).await?;
             Ok((report, old))
         })?;
         if !report.users.is_empty() {

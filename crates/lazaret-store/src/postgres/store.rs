@@ -427,4 +427,17 @@ impl Store for PostgresStore {
     fn prune_events(&self, before: i64, limit: usize) -> Result<usize> {
         PostgresStore::prune_events(self, before, limit)
     }
+
+    fn nodes(&self) -> Result<Vec<NodeInfo>> {
+        PostgresStore::nodes(self)
+    }
+
+    /// Each committed request counts as a commit of one request.
+    fn writer_figures(&self) -> crate::WriterHistograms {
+        self.figures.snapshot()
+    }
+
+    fn watch_news(&self, tell: Box<dyn Fn(crate::News) + Send + Sync>) {
+        PostgresStore::watch_news(self, tell)
+    }
 }

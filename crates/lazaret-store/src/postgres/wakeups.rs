@@ -34,6 +34,31 @@ impl PostgresStore {
         self.wakeups.mailboxes.subscribe()
     }
 
+    /// Hands what the nodes announce to `tell`, from tasks of the store's own.
+    pub fn watch_news(&self, tell: Box<dyn Fn(crate::News) + Send + Sync>) {
+        let tell: Arc<dyn Fn(crate::News) + Send + Sync> = Arc::from(tell);
+        for (mut heard, news) in [
+            (
+                self.queue_wakeups(),
+                crate::News::Queue as fn(String) -> crate::News,
+            ),
+            (self.mailbox_wakeups(), crate::News::Mailbox),
+        ] {
+            let tell = tell.clone();
+            // Only a store shutting down refuses the task; it then has no news.
+            let _ = self.bridge.spawn(async move {
+                loop {
+                    match heard.recv().await {
+                        Ok(what) => tell(news(what)),
+                        // Fell behind: what was missed is found at the next look.
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            });
+        }
+    }
+
     /// Changes whenever a folder may have changed, on this node or another.
     pub fn write_generation(&self) -> u64 {
         self.wakeups.generation.load(Ordering::SeqCst)
