@@ -20,16 +20,41 @@ BIN = os.environ.get("LAZARET_BIN", str(ROOT / "target" / "release" / "lazaret")
 # on a local S3 peer (tests/s3_peer.py) rather than in packs; `.ci/run` runs the
 # protocol and admin suites once more that way.
 TEST_BLOBS = os.environ.get("LAZARET_TEST_BLOBS", "fs")
+# LAZARET_TEST_STORE=postgres: every server keeps its metadata in a database of its own
+# on the PostgreSQL server LAZARET_TEST_POSTGRES names (scripts/test starts one), and its
+# bodies in a bucket of its own, as a node of a cluster does (docs/SCALE-OUT.md).
+TEST_STORE = os.environ.get("LAZARET_TEST_STORE", "embedded")
+# For tests of what only the embedded store has: its files (backups copy them), its
+# upgrades from older layouts.
+embedded_only = pytest.mark.skipif(
+    TEST_STORE == "postgres", reason="about the embedded store's own files"
+)
+
+
+def new_test_database() -> str:
+    """A new empty database on LAZARET_TEST_POSTGRES; returns its URL."""
+    import uuid
+
+    url = os.environ.get("LAZARET_TEST_POSTGRES", "")
+    if not url:
+        pytest.fail("LAZARET_TEST_STORE=postgres needs LAZARET_TEST_POSTGRES (scripts/test sets it)")
+    name = "lzt_" + uuid.uuid4().hex[:16]
+    subprocess.run(["psql", "-q", url, "-c", f"CREATE DATABASE {name}"], check=True, capture_output=True)
+    return url.rsplit("/", 1)[0] + "/" + name
 
 
 def with_test_blobs(workdir, extra_config: str) -> str:
-    """Adds the `[store]` keys of LAZARET_TEST_BLOBS to a server's config."""
-    if TEST_BLOBS != "s3" or "blobs =" in extra_config:
+    """Adds the `[store]` keys of LAZARET_TEST_BLOBS and LAZARET_TEST_STORE to a
+    server's config."""
+    on_postgres = TEST_STORE == "postgres" and "backend =" not in extra_config
+    if (TEST_BLOBS != "s3" and not on_postgres) or "blobs =" in extra_config:
         return extra_config
     import s3_peer
 
     peer = s3_peer.peer()
     keys = peer.store_config(workdir, peer.new_bucket())
+    if on_postgres:
+        keys = f'backend = "postgres"\nurl = "{new_test_database()}"\nnode = "test"\n' + keys
     if "[store]\n" in extra_config:
         return extra_config.replace("[store]\n", "[store]\n" + keys, 1)
     return extra_config + "\n[store]\n" + keys
@@ -59,8 +84,21 @@ class Server:
             # test_privileges.py tests the switch to an unprivileged account.
             + ('\n[server]\nuser = "root"\n' if os.geteuid() == 0 and "[server]" not in extra_config else "")
         )
+        self.give_secrets_to_account()
         self.proc = None
         self.start()
+
+    def give_secrets_to_account(self):
+        """A server that drops root to `[server] user` reads the bucket's key file as
+        that account, as an admin would have it (`chown`, mode 0600 kept)."""
+        import re
+        import pwd
+
+        m = re.search(r'^user = "([^"]+)"', self.extra_config, re.M)
+        creds = self.workdir / "s3-credentials.toml"
+        if m and m.group(1) != "root" and creds.exists() and os.geteuid() == 0:
+            account = pwd.getpwnam(m.group(1))
+            os.chown(creds, account.pw_uid, account.pw_gid)
 
     def start(self):
         listeners = self.data_dir / "listeners.json"
@@ -124,6 +162,28 @@ class Server:
 
     def cli_json(self, *args):
         return json.loads(self.cli(*args, "--json").stdout)
+
+    @property
+    def store_url(self):
+        """The PostgreSQL database of a server on `backend = "postgres"`, else None."""
+        import re
+
+        m = re.search(r'^url = "(postgres[^"]*)"', self.extra_config, re.M)
+        return m.group(1) if m else None
+
+    def sql(self, query):
+        """The rows a read-only query gives on the server's metadata: its SQLite file,
+        or its PostgreSQL database (values as text there)."""
+        if self.store_url:
+            r = subprocess.run(
+                ["psql", "-q", "-At", "-F", "\t", self.store_url, "-c", query],
+                capture_output=True, text=True, check=True,
+            )
+            return [tuple(line.split("\t")) for line in r.stdout.splitlines()]
+        import sqlite3
+
+        with sqlite3.connect(f"file:{self.data_dir / 'lazaret.db'}?mode=ro", uri=True) as db:
+            return db.execute(query).fetchall()
 
     def add_user(self, address, password="secret"):
         self.cli("user", "add", address, "--password-stdin", input=password + "\n")

@@ -4,7 +4,6 @@ errors, and the built-in defaults."""
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 
@@ -72,8 +71,7 @@ def test_accounts_and_audit(server):
     r = server.cli("domain", "remove", "example.test", check=False)
     assert r.returncode == 2 and "user" in r.stderr
     # Passwords are stored as argon2 hashes, never in the clear.
-    with sqlite3.connect(f"file:{server.data_dir / 'lazaret.db'}?mode=ro", uri=True) as db:
-        [(stored,)] = db.execute("SELECT password FROM users WHERE address='dave@example.test'").fetchall()
+    [(stored,)] = server.sql("SELECT password FROM users WHERE address='dave@example.test'")
     assert stored.startswith("$argon2id$") and "pw2" not in stored
     folders = [f["name"] for f in server.cli_json("mailbox", "list", "dave@example.test")]
     assert folders == ["INBOX", "Sent", "Drafts", "Trash", "Junk"]
@@ -121,7 +119,7 @@ def test_bad_config_names_key_and_line(tmp_path):
         ('[smtp]\nlisten = ["not-an-address"]\n', ["listen", "line 2"]),
         ("[smpt]\nlisten = []\n", ["smpt"]),
         ('data_dir = 5\n', ["data_dir", "line 1"]),
-        ('[store]\nbackend = "postgres"\n', ["store.backend"]),
+        ('[store]\nbackend = "postgres"\n', ["store.url"]),
         ("this is not toml\n", ["line 1"]),
     ]
     for text, needles in cases:

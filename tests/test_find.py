@@ -313,7 +313,7 @@ def test_import_mbox_and_maildir_then_sweep_and_reindex(server, tmp_path):
 
 
 @pytest.mark.skipif(
-    os.environ.get("LAZARET_TEST_BLOBS") == "s3",
+    os.environ.get("LAZARET_TEST_BLOBS") == "s3" or os.environ.get("LAZARET_TEST_STORE") == "postgres",
     reason="20,000 imported messages take the test S3 peer (moto, in Python) longer than the CLI's 60 s; the job's crash safety lives in the database",
 )
 def test_sigkill_during_bulk_quarantine_loses_nothing(server, tmp_path):

@@ -11,6 +11,7 @@ import pytest
 
 imapclient = pytest.importorskip("imapclient")
 
+from conftest import embedded_only  # noqa: E402
 from test_imap import deliver  # noqa: E402
 
 
@@ -175,6 +176,7 @@ def test_mailbox_names_in_modified_utf7(server):
     a.logout()
 
 
+@embedded_only
 def test_folder_names_from_older_stores_become_utf8(server):
     """Stores from before names were decoded kept what clients sent (modified UTF-7);
     the first start of this version renames them, once."""

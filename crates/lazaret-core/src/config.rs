@@ -92,6 +92,8 @@ impl Default for StoreConfig {
             backend: StoreBackend::default(),
             blobs: BlobBackend::default(),
             url: None,
+            node: None,
+            connections: default_store_connections(),
             bucket: None,
             endpoint: None,
             region: default_s3_region(),
@@ -501,7 +503,15 @@ pub struct StoreConfig {
     pub backend: StoreBackend,
     #[serde(default)]
     pub blobs: BlobBackend,
+    /// `backend = "postgres"`: the database every node shares
+    /// (`postgres://user:password@host:port/database`); never logged with its password.
     pub url: Option<String>,
+    /// `backend = "postgres"`: this node's name in `status` and in its queue leases;
+    /// the machine's host name by default. Each node needs a name of its own.
+    pub node: Option<String>,
+    /// `backend = "postgres"`: connections this node keeps open to the database at most.
+    #[serde(default = "default_store_connections")]
+    pub connections: usize,
     /// `blobs = "s3"`: the bucket message bodies go to (it must exist).
     pub bucket: Option<String>,
     /// The S3 service's address (`http://127.0.0.1:9000` for MinIO or Garage on the
@@ -517,6 +527,10 @@ pub struct StoreConfig {
     /// "…"`; without it the keys come from `AWS_ACCESS_KEY_ID` and
     /// `AWS_SECRET_ACCESS_KEY`. Never written to a log.
     pub credentials_file: Option<PathBuf>,
+}
+
+fn default_store_connections() -> usize {
+    16
 }
 
 fn default_s3_region() -> String {
@@ -946,11 +960,41 @@ impl Config {
         if self.smtp.idle_timeout.0 == 0 {
             return Err(invalid("smtp.idle_timeout", "must be at least 1s".into()));
         }
-        if self.store.backend != StoreBackend::Embedded {
-            return Err(invalid(
-                "store.backend",
-                "only \"embedded\" is available in this version".into(),
-            ));
+        match self.store.backend {
+            StoreBackend::Postgres => {
+                if self.store.url.as_deref().is_none_or(str::is_empty) {
+                    return Err(invalid(
+                        "store.url",
+                        "backend = \"postgres\" needs the database's address: \
+                         url = \"postgres://user:password@host:5432/lazaret\""
+                            .into(),
+                    ));
+                }
+                if self.store.blobs != BlobBackend::S3 {
+                    return Err(invalid(
+                        "store.blobs",
+                        "backend = \"postgres\" keeps message bodies where every node reaches \
+                         them: set blobs = \"s3\" and bucket"
+                            .into(),
+                    ));
+                }
+                if self.store.connections < 2 {
+                    return Err(invalid(
+                        "store.connections",
+                        "must be at least 2 (one listens for the other nodes' news)".into(),
+                    ));
+                }
+            }
+            StoreBackend::Embedded => {
+                if self.store.url.is_some() || self.store.node.is_some() {
+                    return Err(invalid(
+                        "store.url",
+                        "url and node are for backend = \"postgres\"; the embedded store \
+                         lives in data_dir"
+                            .into(),
+                    ));
+                }
+            }
         }
         if self.store.blobs == BlobBackend::S3 {
             match &self.store.bucket {
@@ -1214,7 +1258,24 @@ signatures = "signatures/"
         let e = parse("[store]\nbackend = \"postgres\"\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("store.backend"), "{e}");
+        assert!(e.contains("store.url"), "{e}");
+        let e = parse("[store]\nbackend = \"postgres\"\nurl = \"postgres://db/lazaret\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.blobs"), "{e}");
+        let e = parse("[store]\nurl = \"postgres://db/lazaret\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.url"), "{e}");
+        let c = parse(
+            "[store]\nbackend = \"postgres\"\nurl = \"postgres://db/lazaret\"\n\
+             blobs = \"s3\"\nbucket = \"mail\"\nnode = \"mx2\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.store.node.as_deref(), c.store.connections),
+            (Some("mx2"), 16)
+        );
 
         let e = parse("[store]\nblobs = \"s3\"\n").unwrap_err().to_string();
         assert!(e.contains("store.bucket"), "{e}");

@@ -46,6 +46,7 @@ pub async fn start(
     actor: Actor,
     request: BackupRequest,
 ) -> Result<Arc<Job>, ApiError> {
+    refuse_shared_store(server)?;
     let dest = destination(server, &request);
     let claim = Claim::take()?;
     let query = dest.display().to_string();
@@ -66,10 +67,27 @@ pub async fn run_in(
     actor: Actor,
     request: BackupRequest,
 ) -> Result<serde_json::Value, ApiError> {
+    refuse_shared_store(server)?;
     let dest = destination(server, &request);
     let _claim = Claim::take()?;
     audit_start(server, &actor, &dest, request.full).await?;
     run(server.clone(), job, actor, dest, request.full).await
+}
+
+/// Why `lazaret backup` does not copy a shared store: the database and the bucket are
+/// backed up by their own tools, which see the whole cluster at one moment.
+pub const SHARED_STORE_BACKUP: &str = "the PostgreSQL store is backed up with PostgreSQL's \
+     tools (pg_dump, or continuous archiving) and the bucket's versioning; see \
+     docs/SCALE-OUT.md, \"Backups\"";
+
+/// `lazaret backup create` copies the embedded store's files only.
+fn refuse_shared_store(server: &Server) -> Result<(), ApiError> {
+    if server.config.store.backend == lazaret_core::config::StoreBackend::Postgres {
+        return Err(ApiError::BadRequest(format!(
+            "`lazaret backup create` copies the embedded store's files: {SHARED_STORE_BACKUP}"
+        )));
+    }
+    Ok(())
 }
 
 fn destination(server: &Server, request: &BackupRequest) -> PathBuf {

@@ -19,8 +19,15 @@ pub struct Listener {
 pub async fn status(
     State(server): State<Arc<Server>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let (stats, outbound_disabled, unscanned) = server
-        .store_call(|s| Ok((s.stats()?, s.outbound_disabled()?, s.unscanned_inbound()?)))
+    let (stats, outbound_disabled, unscanned, nodes) = server
+        .store_call(|s| {
+            Ok((
+                s.stats()?,
+                s.outbound_disabled()?,
+                s.unscanned_inbound()?,
+                s.nodes()?,
+            ))
+        })
         .await?;
     let s = server.clone();
     let signatures = tokio::task::spawn_blocking(move || {
@@ -75,6 +82,8 @@ pub async fn status(
         "outbound_connections": server.outbound.active_workers(),
         "connectors": connectors,
         "store": stats,
+        // The servers sharing the store (empty: this one alone, the embedded store).
+        "nodes": nodes,
         // Where message bodies go: "fs" (packs in data_dir) or the bucket.
         "blobs": blobs_status(&server.config.store),
         "disk": {

@@ -7,6 +7,35 @@ use clap::Subcommand;
 use lazaret_core::Size;
 use serde_json::Value;
 
+/// The servers sharing a PostgreSQL store, with their last heartbeat.
+fn print_nodes(nodes: &[Value]) {
+    if nodes.is_empty() {
+        return;
+    }
+    println!("\nNodes sharing the store");
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            vec![
+                output::text(&n["name"]),
+                if n["up"].as_bool() == Some(true) {
+                    "up"
+                } else {
+                    "DOWN"
+                }
+                .into(),
+                output::time(n["heartbeat"].as_i64()),
+                output::time(n["started"].as_i64()),
+                output::text(&n["version"]),
+            ]
+        })
+        .collect();
+    output::table(
+        &["NODE", "STATE", "LAST HEARTBEAT", "STARTED", "VERSION"],
+        &rows,
+    );
+}
+
 pub fn status(api: &Api, json: bool) -> Result<()> {
     let s: Value = api.get("/api/status")?;
     if json {
@@ -85,6 +114,7 @@ pub fn status(api: &Api, json: bool) -> Result<()> {
         st["in_mailboxes"],
         Size(st["database_bytes"].as_u64().unwrap_or(0)),
     );
+    print_nodes(s["nodes"].as_array().map(Vec::as_slice).unwrap_or(&[]));
     let blobs = &s["blobs"];
     if blobs["backend"] == "s3" {
         println!(

@@ -134,6 +134,7 @@ pub async fn run(config: Config) -> Result<()> {
         dkim: std::sync::RwLock::new(Arc::new(dkim_signers)),
         auth_checks,
     });
+    listen_to_other_nodes(&server);
     use crate::accept::session::{self as smtp, Port};
     use crate::access::{imap, pop3};
     spawn_all(
@@ -343,4 +344,27 @@ fn spawn_all<F, Fut>(
             move |stream, peer| handle(server.clone(), stream, peer),
         ));
     }
+}
+
+/// On a store several servers share, what another node did wakes this one's work at
+/// once: IMAP sessions of a user given mail, the router and scanner for new inbound
+/// mail, delivery for new work in a queue. (Each also looks on its timer.)
+fn listen_to_other_nodes(server: &Arc<Server>) {
+    let weak = Arc::downgrade(server);
+    server.store.watch_news(Box::new(move |news| {
+        let Some(s) = weak.upgrade() else { return };
+        match news {
+            lazaret_store::News::Mailbox(user) => {
+                let _ = s.mailbox_events.send(user);
+            }
+            lazaret_store::News::Queue(queue) => match queue.as_str() {
+                lazaret_core::state::QUEUE_INBOUND => {
+                    s.scan_wake.notify_one();
+                    s.queue_wake.notify_one();
+                }
+                lazaret_core::state::QUEUE_LOCAL => s.queue_wake.notify_one(),
+                _ => s.outbound_wake.notify_one(),
+            },
+        }
+    }));
 }

@@ -1,8 +1,9 @@
 //! Opens the store `[store]` names: the embedded database in data_dir, with message
-//! bodies in packs beside it or (`blobs = "s3"`) in a bucket.
+//! bodies in packs beside it or (`blobs = "s3"`) in a bucket; or (`backend =
+//! "postgres"`) the database and bucket several nodes share.
 
 use anyhow::{bail, Context, Result};
-use lazaret_core::config::BlobBackend;
+use lazaret_core::config::{BlobBackend, StoreBackend};
 use lazaret_core::Config;
 use lazaret_store::objects::ObjectSettings;
 use lazaret_store::{EmbeddedStore, Store};
@@ -12,8 +13,6 @@ use std::sync::Arc;
 
 pub fn open(config: &Config) -> Result<Arc<dyn Store>> {
     let objects = object_settings(config)?;
-    let store = EmbeddedStore::open_with_objects(&config.data_dir, objects.as_ref())
-        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     if let Some(o) = &objects {
         tracing::info!(
             "message bodies go to s3://{}/{} at {}",
@@ -22,7 +21,57 @@ pub fn open(config: &Config) -> Result<Arc<dyn Store>> {
             o.endpoint.as_deref().unwrap_or("Amazon S3")
         );
     }
+    if config.store.backend == StoreBackend::Postgres {
+        return open_postgres(config, objects);
+    }
+    let store = EmbeddedStore::open_with_objects(&config.data_dir, objects.as_ref())
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     Ok(Arc::new(store))
+}
+
+#[cfg(feature = "postgres")]
+fn open_postgres(config: &Config, objects: Option<ObjectSettings>) -> Result<Arc<dyn Store>> {
+    use lazaret_store::postgres::{redacted, PostgresSettings, PostgresStore};
+    // Checked when the config was read: a URL, and blobs = "s3".
+    let url = config.store.url.clone().unwrap_or_default();
+    let objects = objects
+        .map(|o| lazaret_store::objects::Objects::open(&o))
+        .transpose()
+        .context("cannot reach the bucket [store] names")?;
+    let settings = PostgresSettings {
+        url: url.clone(),
+        node: match &config.store.node {
+            Some(node) => node.clone(),
+            None => host_name(),
+        },
+        connections: config.store.connections,
+    };
+    let store = PostgresStore::open(&settings, objects)
+        .with_context(|| format!("cannot open the PostgreSQL store at {}", redacted(&url)))?;
+    tracing::info!(
+        "store: PostgreSQL at {} as node {:?}",
+        redacted(&url),
+        settings.node
+    );
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn open_postgres(_config: &Config, _objects: Option<ObjectSettings>) -> Result<Arc<dyn Store>> {
+    bail!(
+        "[store] backend = \"postgres\": this lazaret was built without PostgreSQL support \
+         (the `postgres` feature); build it with the default features"
+    )
+}
+
+/// The machine's name, the node's name unless `[store] node` gives one.
+#[cfg(feature = "postgres")]
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "lazaret".into())
 }
 
 fn object_settings(config: &Config) -> Result<Option<ObjectSettings>> {

@@ -1,0 +1,139 @@
+"""The server on `[store] backend = "postgres"` (docs/SCALE-OUT.md), beyond what the
+whole suite checks when it runs on that store (`LAZARET_TEST_STORE=postgres`): two
+nodes sharing one database and one bucket, each seeing what the other stored and
+telling its IMAP sessions at once; `status` listing the nodes; and the database going
+away, which turns into `451` and `NO [UNAVAILABLE]` with nothing acknowledged lost.
+
+Each test starts a PostgreSQL cluster of its own (scripts/postgres-throwaway), so that
+stopping it disturbs no other test."""
+
+import glob
+import os
+import shutil
+import smtplib
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import ROOT, Server
+from test_outbound import wait_for
+
+REQUIRED = os.environ.get("LAZARET_TESTS_REQUIRE", "").split(",")
+THROWAWAY = str(ROOT / "scripts" / "postgres-throwaway")
+
+if not shutil.which("moto_server") or not glob.glob("/usr/lib/postgresql/*/bin/initdb"):
+    if "postgres" in REQUIRED:
+        raise RuntimeError("PostgreSQL (Debian's postgresql) and moto_server are required (LAZARET_TESTS_REQUIRE)")
+    pytest.skip("needs Debian's postgresql and PyPI moto[server]", allow_module_level=True)
+
+import s3_peer  # noqa: E402 (needs boto3, which moto brings)
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL cluster of the test's own: (its directory, the URL of a new database)."""
+    d = tempfile.mkdtemp(prefix="lazaret-pg-own-")
+    url = subprocess.run([THROWAWAY, "start", d], capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run(["psql", "-q", url, "-c", "CREATE DATABASE mail"], check=True, capture_output=True)
+    try:
+        yield d, url.rsplit("/", 1)[0] + "/mail"
+    finally:
+        subprocess.run([THROWAWAY, "stop", d], capture_output=True)
+
+
+def node(tmp_path, name, url, bucket):
+    """A Lazaret node on the shared database and bucket."""
+    workdir = tmp_path / name
+    workdir.mkdir()
+    keys = s3_peer.peer().store_config(workdir, bucket)
+    return Server(workdir, f'[store]\nbackend = "postgres"\nurl = "{url}"\nnode = "{name}"\n{keys}')
+
+
+def test_two_nodes_share_accounts_mail_and_news(own_postgres, tmp_path):
+    _, url = own_postgres
+    bucket = s3_peer.peer().new_bucket()
+    one = node(tmp_path, "mx1", url, bucket)
+    two = node(tmp_path, "mx2", url, bucket)
+    try:
+        # An account made on one node logs in on the other.
+        one.add_user("alice@localhost")
+        with two.imap("alice@localhost") as m:
+            m.select("INBOX")
+            # Mail taken by one node reaches the other node's IDLE session at once.
+            tag = m._new_tag().decode()
+            m.send(f"{tag} IDLE\r\n".encode())
+            assert m.readline().startswith(b"+")
+            one.send("alice@localhost", "from mx1")
+            m.sock.settimeout(15)
+            line = m.readline()
+            while b"EXISTS" not in line:
+                line = m.readline()
+            assert line.startswith(b"* 1 EXISTS"), line
+            m.send(b"DONE\r\n")
+            while not m.readline().startswith(tag.encode()):
+                pass
+            two.send("alice@localhost", "from mx2")
+            wait_for(lambda: len(one.inbox("alice@localhost")) == 2, what="both messages on mx1")
+            m.noop()  # the session learns of the second message
+            typ, data = m.uid("FETCH", "1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+            subjects = sorted(part[1].decode().strip() for part in data if isinstance(part, tuple))
+            assert subjects == ["Subject: from mx1", "Subject: from mx2"], subjects
+        # Either node's status lists both, with their heartbeats.
+        nodes = {n["name"]: n for n in two.cli_json("status")["nodes"]}
+        assert set(nodes) == {"mx1", "mx2"} and all(n["up"] for n in nodes.values()), nodes
+        text = one.cli("status").stdout
+        assert "Nodes sharing the store" in text and "mx2" in text, text
+        # A backup is PostgreSQL's job: the command says so, and how.
+        r = one.cli("backup", "create", check=False)
+        assert r.returncode != 0 and "pg_dump" in r.stderr, r.stderr
+        # A node that stops is shown down once its heartbeats stop.
+        two.stop()
+        wait_for(lambda: not {n["name"]: n for n in one.cli_json("status")["nodes"]}["mx2"]["up"],
+                 timeout=30, what="mx2 shown down")
+    finally:
+        one.stop()
+        two.stop()
+
+
+def smtp_answer(server):
+    """What the server answers to one message for alice: 250, or the error's code."""
+    try:
+        with server.smtp() as s:
+            s.sendmail("sender@far.test", ["alice@localhost"], "Subject: during\r\n\r\nx\r\n")
+        return 250
+    except smtplib.SMTPRecipientsRefused as e:
+        return e.recipients["alice@localhost"][0]
+    except smtplib.SMTPResponseException as e:
+        return e.smtp_code
+
+
+def test_a_database_outage_answers_451_and_loses_nothing(own_postgres, tmp_path):
+    d, url = own_postgres
+    s = node(tmp_path, "mx1", url, s3_peer.peer().new_bucket())
+    try:
+        s.add_user("alice@localhost")
+        for i in range(3):
+            s.send("alice@localhost", f"before {i}")
+        s.wait_delivered("alice@localhost", 3)
+
+        subprocess.run([THROWAWAY, "halt", d], check=True, capture_output=True)
+        started = time.time()
+        code = smtp_answer(s)
+        assert 400 <= code < 500, code
+        assert time.time() - started < 30, "a temporary failure soon, not a hang"
+        with pytest.raises(Exception, match="UNAVAILABLE"):
+            s.imap("alice@localhost")
+        assert s.proc.poll() is None, "the server lives on"
+
+        subprocess.run([THROWAWAY, "resume", d], check=True, capture_output=True)
+        wait_for(lambda: smtp_answer(s) == 250, timeout=60, what="mail taken again")
+        s.wait_delivered("alice@localhost", 4)
+        subjects = sorted(m["subject"] for m in s.inbox("alice@localhost"))
+        assert subjects == ["before 0", "before 1", "before 2", "during"], subjects
+        with s.imap("alice@localhost") as m:
+            typ, data = m.select("INBOX")
+            assert int(data[0]) == 4
+    finally:
+        s.stop()
