@@ -1,7 +1,8 @@
 """The server on `[store] backend = "postgres"` (docs/SCALE-OUT.md), beyond what the
 whole suite checks when it runs on that store (`LAZARET_TEST_STORE=postgres`): two
 nodes sharing one database and one bucket, each seeing what the other stored and
-telling its IMAP sessions at once; `status` listing the nodes; and the database going
+telling its IMAP sessions at once, following the switches thrown on the other;
+`status` listing the nodes; and the database going
 away, which turns into `451` and `NO [UNAVAILABLE]` with nothing acknowledged lost.
 
 Each test starts a PostgreSQL cluster of its own (scripts/postgres-throwaway), so that
@@ -85,6 +86,18 @@ def test_two_nodes_share_accounts_mail_and_news(own_postgres, tmp_path):
         assert set(nodes) == {"mx1", "mx2"} and all(n["up"] for n in nodes.values()), nodes
         text = one.cli("status").stdout
         assert "Nodes sharing the store" in text and "mx2" in text, text
+        # The runbook's switches thrown on one node hold on the other within seconds.
+        one.cli("smtp", "stop")
+        wait_for(lambda: not accepts_smtp(two), timeout=10, what="mx2's SMTP port closed")
+        two.cli("access", "disable", "--message", "Worm cleanup, back at noon")
+        wait_for(lambda: "back at noon" in imap_refusal(one), timeout=10, what="mx1 refusing logins")
+        two.cli("connector", "schedule", "direct", "never")
+        wait_for(lambda: connector_schedule(one) == "never", timeout=10, what="mx1's schedule")
+        two.cli("smtp", "start")
+        one.cli("access", "enable")
+        wait_for(lambda: accepts_smtp(one) and accepts_smtp(two), timeout=10, what="SMTP back on both")
+        wait_for(lambda: imap_refusal(two) == "", timeout=10, what="logins back on mx2")
+        assert one.cli_json("status")["user_access"] == "enabled"
         # A backup is PostgreSQL's job: the command says so, and how.
         r = one.cli("backup", "create", check=False)
         assert r.returncode != 0 and "pg_dump" in r.stderr, r.stderr
@@ -95,6 +108,28 @@ def test_two_nodes_share_accounts_mail_and_news(own_postgres, tmp_path):
     finally:
         one.stop()
         two.stop()
+
+
+def accepts_smtp(server):
+    try:
+        with smtplib.SMTP(server.smtp_host, server.smtp_port, timeout=5) as s:
+            return s.noop()[0] == 250
+    except (OSError, smtplib.SMTPException):
+        return False
+
+
+def imap_refusal(server):
+    """Why alice's IMAP login is refused ("" when it is not)."""
+    try:
+        server.imap("alice@localhost").logout()
+        return ""
+    except Exception as e:  # noqa: BLE001 - imaplib raises its own error class
+        return str(e)
+
+
+def connector_schedule(server):
+    [c] = [c for c in server.cli_json("connector", "list") if c["name"] == "direct"]
+    return c["schedule"]
 
 
 def smtp_answer(server):

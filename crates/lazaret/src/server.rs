@@ -54,6 +54,10 @@ pub struct Server {
     pub scanner: crate::scan::Scanner,
     /// Wakes the after-queue scanner when new mail is committed.
     pub scan_wake: Notify,
+    /// Held while a switch (`smtp`, `access`, a connector schedule) is stored and
+    /// applied, so that following other nodes' switches never lands in between
+    /// (`serve/shared_switches.rs`).
+    pub switching: tokio::sync::Mutex<()>,
     /// `[limits]`: per authenticated user on submission, per client IP inbound.
     pub rate_submission: crate::accept::rate::RateLimiter,
     pub rate_inbound: crate::accept::rate::RateLimiter,

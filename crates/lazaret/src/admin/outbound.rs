@@ -111,6 +111,7 @@ pub async fn set_schedule(
     Json(body): Json<ScheduleBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let text = body.schedule.trim().to_string();
+    let _switching = server.switching.lock().await;
     let old = server.connectors.schedule(&name).0;
     server
         .connectors

@@ -139,6 +139,7 @@ pub async fn smtp_switch(
     Extension(actor): Extension<Actor>,
     Path(action): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let _switching = server.switching.lock().await;
     let was_up = server.smtp.is_up();
     match action.as_str() {
         "stop" => {
@@ -236,6 +237,7 @@ pub async fn access_switch(
             )))
         }
     };
+    let _switching = server.switching.lock().await;
     // Persist first: once the reply says "disabled", a restart must keep it so.
     let stored = state.message.clone().unwrap_or_default();
     server

@@ -3,6 +3,7 @@
 
 mod admin_tls;
 pub mod data_dir;
+mod shared_switches;
 mod store_open;
 pub mod tls;
 
@@ -133,6 +134,7 @@ pub async fn run(config: Config) -> Result<()> {
         metrics: crate::metrics::Metrics::default(),
         dkim: std::sync::RwLock::new(Arc::new(dkim_signers)),
         auth_checks,
+        switching: tokio::sync::Mutex::new(()),
     });
     listen_to_other_nodes(&server);
     use crate::accept::session::{self as smtp, Port};
@@ -163,6 +165,10 @@ pub async fn run(config: Config) -> Result<()> {
     } else {
         server.smtp.start_accepting(server.clone()).await?;
     }
+
+    // Looked at once the listeners are in the state this node's start found.
+    let shared = !server.store_call(|s| s.nodes()).await?.is_empty();
+    shared_switches::follow(&server, shared);
 
     data_dir::write_listeners(
         &data_dir,
