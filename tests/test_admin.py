@@ -163,3 +163,17 @@ def test_builtin_defaults(tmp_path):
         out, _ = proc.communicate(timeout=10)
     assert "127.0.0.1:2525" in out and "lazaret user add" in out
     assert not listeners.exists(), "a clean stop removes listeners.json"
+
+
+def test_a_nul_character_in_a_name_is_the_request_s_fault(server):
+    """SQLite keeps a NUL in text, PostgreSQL's text cannot hold one: on either store a
+    name with one is answered as a bad request, never as a server error (schemathesis
+    found the 500 on PostgreSQL)."""
+    auth = ["-H", f"Authorization: Bearer {server.token}", "-H", "Content-Type: application/json"]
+    for path, body in [
+        ("/api/queues/freeze", {"queues": ["in\u0000bound"]}),
+        ("/api/domains", {"name": "nul\u0000.test"}),
+    ]:
+        code, text = server.curl(path, "-X", "POST", *auth, "-d", json.dumps(body))
+        assert 400 <= code < 500, (path, code, text)
+    assert server.proc.poll() is None

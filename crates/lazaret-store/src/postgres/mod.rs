@@ -363,6 +363,14 @@ pub(super) async fn commit(tx: deadpool_postgres::Transaction<'_>) -> Result<()>
 /// driver's `Display` says only "db error") and SQLSTATE.
 pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
+        // A NUL character, which PostgreSQL's text cannot hold (SQLite's can): the
+        // request's fault, not the server's.
+        Some(db) if *db.code() == tokio_postgres::error::SqlState::CHARACTER_NOT_IN_REPERTOIRE => {
+            StoreError::Invalid(format!(
+                "a name or text with a NUL character cannot be stored ({})",
+                db.message()
+            ))
+        }
         Some(db) => StoreError::Postgres(format!("{} ({})", db.message(), db.code().code())),
         None if e.is_closed() => {
             StoreError::Unavailable(format!("the connection to PostgreSQL closed: {e}"))
