@@ -61,12 +61,12 @@ pub struct RepairReport {
 pub(crate) const EXAMPLES: usize = 10;
 
 /// A fault found by a query: its count and examples come from `sql`, which selects
-/// one text column describing each faulty row.
-struct RowCheck {
-    kind: &'static str,
-    sql: &'static str,
-    repair: &'static str,
-    repair_sql: &'static [&'static str],
+/// one text column describing each faulty row; `repair_sql` mends it (both stores).
+pub(crate) struct RowCheck {
+    pub(crate) kind: &'static str,
+    pub(crate) sql: &'static str,
+    pub(crate) repair: &'static str,
+    pub(crate) repair_sql: &'static [&'static str],
 }
 
 /// Rows that name something that is not there. Foreign keys are on for every

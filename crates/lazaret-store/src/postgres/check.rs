@@ -15,18 +15,9 @@
 //! row is still there when looked for again afterwards.
 
 use super::{pg, read_only, PostgresStore};
-use crate::embedded::check::{fault, EXAMPLES};
+use crate::embedded::check::{fault, RowCheck, EXAMPLES};
 use crate::{CheckReport, RepairReport, Result};
 use sha2::{Digest, Sha256};
-
-/// A fault found by a query selecting one text column per faulty row, and the
-/// statements that repair it.
-struct RowCheck {
-    kind: &'static str,
-    sql: &'static str,
-    repair: &'static str,
-    repair_sql: &'static [&'static str],
-}
 
 const ROW_CHECKS: &[RowCheck] = &[
     RowCheck {
