@@ -529,6 +529,15 @@ pub struct StoreConfig {
     pub credentials_file: Option<PathBuf>,
 }
 
+impl StoreConfig {
+    /// Whether other servers may share this store (`backend = "postgres"`): its
+    /// switches are then followed from the shared settings, and PostgreSQL's own tools
+    /// back it up.
+    pub fn is_shared(&self) -> bool {
+        self.backend == StoreBackend::Postgres
+    }
+}
+
 fn default_store_connections() -> usize {
     16
 }

@@ -2,10 +2,8 @@
 //! Lazaret nodes share one database for every row and one bucket for every message
 //! body (`objects.rs`).
 //!
-//! Built in slices; every call of the `Store` trait is served (`store.rs`) but
-//! `backup_snapshot`, which a shared database leaves to PostgreSQL's own tools. Until
-//! the server has run on it end to end, its configuration refuses
-//! `backend = "postgres"`.
+//! Every call of the `Store` trait is served (`store.rs`) but `backup_snapshot`,
+//! which a shared database leaves to PostgreSQL's own tools.
 //!
 //! `tokio-postgres` is async while store calls block: requests run on the store's own
 //! runtime (`bridge`) and each call waits for its answer.
@@ -299,10 +297,14 @@ pub(super) async fn record_event_keeping(
     detail: &str,
     uid: Option<&str>,
 ) -> Result<()> {
-    const INSERT: &str = "INSERT INTO message_events(message, at, kind, who, detail, uid)
-                          VALUES($1, $2, $3, $4, $5, $6)";
+    macro_rules! insert {
+        () => {
+            "INSERT INTO message_events(message, at, kind, who, detail, uid)
+             VALUES($1, $2, $3, $4, $5, $6)"
+        };
+    }
     if !tracing::enabled!(target: "lazaret::message", tracing::Level::INFO) {
-        tx.execute(INSERT, &[&message, &at, &kind, &who, &detail, &uid])
+        tx.execute(insert!(), &[&message, &at, &kind, &who, &detail, &uid])
             .await
             .map_err(pg)?;
         return Ok(());
@@ -310,8 +312,9 @@ pub(super) async fn record_event_keeping(
     // The store id for the log line comes back with the insert: no second round trip.
     let id: String = tx
         .query_one(
-            &format!(
-                "{INSERT} RETURNING COALESCE($6::text,
+            concat!(
+                insert!(),
+                " RETURNING COALESCE($6::text,
                      (SELECT uid FROM messages WHERE id=$1), '#' || $1::text)"
             ),
             &[&message, &at, &kind, &who, &detail, &uid],

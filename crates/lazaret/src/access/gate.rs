@@ -15,17 +15,26 @@ pub struct AccessState {
     pub message: Option<String>,
 }
 
+impl AccessState {
+    /// The state the stored setting says: its message while access is disabled, empty
+    /// or absent once enabled again.
+    pub fn from_setting(stored: Option<String>) -> AccessState {
+        let message = stored.filter(|m| !m.is_empty());
+        AccessState {
+            enabled: message.is_none(),
+            message,
+        }
+    }
+}
+
 pub struct AccessGate {
     state: watch::Sender<AccessState>,
 }
 
 impl AccessGate {
-    /// `disabled_message` is the persisted setting: Some while access is disabled.
-    pub fn new(disabled_message: Option<String>) -> AccessGate {
-        let (state, _) = watch::channel(AccessState {
-            enabled: disabled_message.is_none(),
-            message: disabled_message,
-        });
+    /// `stored` is the persisted setting (`AccessState::from_setting`).
+    pub fn new(stored: Option<String>) -> AccessGate {
+        let (state, _) = watch::channel(AccessState::from_setting(stored));
         AccessGate { state }
     }
 

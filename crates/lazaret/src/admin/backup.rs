@@ -82,7 +82,7 @@ pub const SHARED_STORE_BACKUP: &str = "the PostgreSQL store is backed up with Po
 
 /// `lazaret backup create` copies the embedded store's files only.
 fn refuse_shared_store(server: &Server) -> Result<(), ApiError> {
-    if server.config.store.backend == lazaret_core::config::StoreBackend::Postgres {
+    if server.config.store.is_shared() {
         return Err(ApiError::BadRequest(format!(
             "`lazaret backup create` copies the embedded store's files: {SHARED_STORE_BACKUP}"
         )));

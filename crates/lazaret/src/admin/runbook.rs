@@ -149,10 +149,11 @@ async fn run_lockdown(
     let (s, a) = (&server, || Extension(actor.clone()));
     let mut steps = Steps::default();
     'steps: {
-        let shared = s.config.store.backend == lazaret_core::config::StoreBackend::Postgres;
         let backup = match request.no_backup {
             true => Ok("skipped (--no-backup)".to_string()),
-            false if shared => Ok(format!("skipped: {}", super::backup::SHARED_STORE_BACKUP)),
+            false if s.config.store.is_shared() => {
+                Ok(format!("skipped: {}", super::backup::SHARED_STORE_BACKUP))
+            }
             false => {
                 let to = BackupRequest {
                     to: request.backup_to.clone(),

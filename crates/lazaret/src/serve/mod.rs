@@ -65,10 +65,7 @@ pub async fn run(config: Config) -> Result<()> {
         bind_all("submission.listen", &config.submission.listen).await?;
     let (submissions_listeners, submissions_addresses) =
         bind_all("submission.tls_listen", &config.submission.tls_listen).await?;
-    // An empty setting means access was enabled again.
-    let disabled_message = store
-        .setting(crate::access::gate::SETTING)?
-        .filter(|m| !m.is_empty());
+    let access_setting = store.setting(crate::access::gate::SETTING)?;
 
     let connectors = Connectors::load(&config, store.as_ref())?;
     let scanner = crate::scan::Scanner::new(&config)?;
@@ -111,7 +108,7 @@ pub async fn run(config: Config) -> Result<()> {
         admin_address: admin_addr,
         queue_wake: Notify::new(),
         started: std::time::Instant::now(),
-        access: AccessGate::new(disabled_message),
+        access: AccessGate::new(access_setting),
         logins: LoginGuard::default(),
         maildrops: MaildropLocks::default(),
         pop3_addresses,
@@ -167,8 +164,7 @@ pub async fn run(config: Config) -> Result<()> {
     }
 
     // Looked at once the listeners are in the state this node's start found.
-    let shared = !server.store_call(|s| s.nodes()).await?.is_empty();
-    shared_switches::follow(&server, shared);
+    shared_switches::follow(&server);
 
     data_dir::write_listeners(
         &data_dir,

@@ -18,8 +18,8 @@ use std::time::Duration;
 pub const FOLLOW_EVERY: Duration = Duration::from_secs(2);
 
 /// Starts following, if other nodes may share the store.
-pub fn follow(server: &Arc<Server>, shared: bool) {
-    if !shared {
+pub fn follow(server: &Arc<Server>) {
+    if !server.config.store.is_shared() {
         return;
     }
     let server = server.clone();
@@ -67,16 +67,7 @@ async fn follow_once(server: &Arc<Server>) -> anyhow::Result<()> {
         }
         _ => {}
     }
-    let wanted = match access.filter(|m| !m.is_empty()) {
-        Some(message) => AccessState {
-            enabled: false,
-            message: Some(message),
-        },
-        None => AccessState {
-            enabled: true,
-            message: None,
-        },
-    };
+    let wanted = AccessState::from_setting(access);
     if wanted != server.access.current() {
         tracing::info!(
             "user access {} by another node",
