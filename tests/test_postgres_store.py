@@ -172,3 +172,70 @@ def test_a_database_outage_answers_451_and_loses_nothing(own_postgres, tmp_path)
             assert int(data[0]) == 4
     finally:
         s.stop()
+
+
+def make_tls_pair(d):
+    """A CA of the test's own and the database's certificate it signed (for 127.0.0.1)."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Lazaret test CA")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    with open(os.path.join(d, "san.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.ext")
+
+
+def test_tls_to_the_database_is_encrypted_and_its_certificate_verified(own_postgres, tmp_path):
+    d, url = own_postgres
+    make_tls_pair(str(tmp_path))
+    data = os.path.join(d, "data")
+    for name in ("server.crt", "server.key"):
+        shutil.copy(tmp_path / name, os.path.join(data, name))
+        if os.geteuid() == 0:
+            shutil.chown(os.path.join(data, name), "postgres")
+    os.chmod(os.path.join(data, "server.key"), 0o600)
+    subprocess.run(["psql", "-q", url, "-c", "ALTER SYSTEM SET ssl = on", "-c", "SELECT pg_reload_conf()"],
+                   check=True, capture_output=True)
+    tls_url = url + "?sslmode=require"
+    bucket = s3_peer.peer().new_bucket()
+
+    # The test CA is in no system store: the node must not start, and must say what to do.
+    untrusted = tmp_path / "untrusted"
+    untrusted.mkdir()
+    keys = s3_peer.peer().store_config(untrusted, bucket)
+    with pytest.raises(RuntimeError):
+        Server(untrusted, f'[store]\nbackend = "postgres"\nurl = "{tls_url}"\n{keys}')
+    log = (untrusted / "server.log").read_text()
+    assert "ca_file" in log and "certificate" in log, log[-2000:]
+
+    trusting = tmp_path / "trusting"
+    trusting.mkdir()
+    keys = s3_peer.peer().store_config(trusting, bucket)
+    s = Server(trusting, f'[store]\nbackend = "postgres"\nurl = "{tls_url}"\n'
+                         f'ca_file = "{tmp_path / "ca.pem"}"\n{keys}')
+    try:
+        s.add_user("alice@localhost")
+        s.send("alice@localhost", "over TLS")
+        s.wait_delivered("alice@localhost", 1)
+        # Every connection of the node, the pool's and the notification listener's.
+        rows = subprocess.run(
+            ["psql", "-qAt", url, "-c",
+             "SELECT s.ssl, count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) "
+             "WHERE a.application_name LIKE 'lazaret%' GROUP BY s.ssl"],
+            check=True, capture_output=True, text=True).stdout.split()
+        assert rows and all(r.startswith("t|") for r in rows), rows
+        assert sum(int(r.split("|")[1]) for r in rows) >= 2, rows
+    finally:
+        s.stop()
+
+    # A database without TLS and a url that requires it: no plaintext fallback.
+    subprocess.run(["psql", "-q", url, "-c", "ALTER SYSTEM SET ssl = off", "-c", "SELECT pg_reload_conf()"],
+                   check=True, capture_output=True)
+    with pytest.raises(RuntimeError):
+        s.start()
+    log = (trusting / "server.log").read_text()
+    assert "does not offer TLS" in log, log[-2000:]

@@ -94,6 +94,7 @@ impl Default for StoreConfig {
             url: None,
             node: None,
             connections: default_store_connections(),
+            ca_file: None,
             bucket: None,
             endpoint: None,
             region: default_s3_region(),
@@ -512,6 +513,10 @@ pub struct StoreConfig {
     /// `backend = "postgres"`: connections this node keeps open to the database at most.
     #[serde(default = "default_store_connections")]
     pub connections: usize,
+    /// `backend = "postgres"`: the CA (PEM) that signed the database's TLS certificate,
+    /// trusted instead of the system's roots. Whether TLS is used is the url's
+    /// `sslmode`; a certificate is always verified.
+    pub ca_file: Option<PathBuf>,
     /// `blobs = "s3"`: the bucket message bodies go to (it must exist).
     pub bucket: Option<String>,
     /// The S3 service's address (`http://127.0.0.1:9000` for MinIO or Garage on the
@@ -995,11 +1000,14 @@ impl Config {
                 }
             }
             StoreBackend::Embedded => {
-                if self.store.url.is_some() || self.store.node.is_some() {
+                if self.store.url.is_some()
+                    || self.store.node.is_some()
+                    || self.store.ca_file.is_some()
+                {
                     return Err(invalid(
                         "store.url",
-                        "url and node are for backend = \"postgres\"; the embedded store \
-                         lives in data_dir"
+                        "url, node and ca_file are for backend = \"postgres\"; the embedded \
+                         store lives in data_dir"
                             .into(),
                     ));
                 }
@@ -1276,6 +1284,10 @@ signatures = "signatures/"
             .unwrap_err()
             .to_string();
         assert!(e.contains("store.url"), "{e}");
+        let e = parse("[store]\nca_file = \"/etc/lazaret/db-ca.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ca_file are for backend"), "{e}");
         let c = parse(
             "[store]\nbackend = \"postgres\"\nurl = \"postgres://db/lazaret\"\n\
              blobs = \"s3\"\nbucket = \"mail\"\nnode = \"mx2\"\n",

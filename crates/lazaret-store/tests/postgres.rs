@@ -65,6 +65,7 @@ fn settings(url: &str, node: &str) -> PostgresSettings {
         url: url.to_string(),
         node: node.to_string(),
         connections: 4,
+        ca_file: None,
     }
 }
 

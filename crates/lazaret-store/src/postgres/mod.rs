@@ -29,6 +29,7 @@ mod routing;
 mod scanning;
 mod settings;
 mod store;
+mod tls;
 mod wakeups;
 
 pub use migrations::SCHEMA_VERSION;
@@ -51,6 +52,9 @@ pub struct PostgresSettings {
     pub node: String,
     /// Connections this node keeps open at most.
     pub connections: usize,
+    /// The CA that signed the database's TLS certificate (PEM), trusted instead of the
+    /// system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for PostgresSettings {
@@ -60,6 +64,7 @@ impl std::fmt::Debug for PostgresSettings {
             .field("url", &redacted(&self.url))
             .field("node", &self.node)
             .field("connections", &self.connections)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -95,6 +100,7 @@ pub struct PostgresStore {
     pool: Pool,
     /// For connections of its own (the listener), outside the pool.
     config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
     /// What other nodes announce (`wakeups.rs`).
     wakeups: wakeups::Wakeups,
     bridge: Bridge,
@@ -125,9 +131,10 @@ impl PostgresStore {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         config.application_name(format!("lazaret {}", settings.node));
+        let tls = tls::connector(settings.ca_file.as_deref())?;
         let manager = Manager::from_config(
             config.clone(),
-            tokio_postgres::NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -142,6 +149,7 @@ impl PostgresStore {
         let store = PostgresStore {
             pool,
             config,
+            tls,
             wakeups: wakeups::Wakeups::new(),
             bridge: Bridge::new("PostgreSQL", "lazaret-pg")?,
             node: settings.node.clone(),
@@ -194,10 +202,10 @@ impl PostgresStore {
     {
         let (pool, figures) = (self.pool.clone(), self.figures.clone());
         self.bridge.run(async move {
-            let client = pool
-                .get()
-                .await
-                .map_err(|e| StoreError::Unavailable(format!("cannot reach PostgreSQL: {e}")))?;
+            let client = pool.get().await.map_err(|e| {
+                let e = tls::with_causes(&e);
+                StoreError::Unavailable(format!("cannot reach PostgreSQL: {e}{}", tls::hint(&e)))
+            })?;
             let started = std::time::Instant::now();
             let (result, request) = REQUEST
                 .scope(RefCell::new(Request::default()), async move {

@@ -72,10 +72,10 @@ impl PostgresStore {
 
     /// Starts the listening connection; it reconnects on its own.
     pub(super) fn listen(&self) -> Result<()> {
-        let (config, wakeups) = (self.config.clone(), self.wakeups.clone());
+        let (config, tls, wakeups) = (self.config.clone(), self.tls.clone(), self.wakeups.clone());
         self.bridge.spawn(async move {
             loop {
-                if let Err(e) = listen_once(&config, &wakeups).await {
+                if let Err(e) = listen_once(&config, tls.clone(), &wakeups).await {
                     tracing::debug!("PostgreSQL notifications: {e}; listening again shortly");
                 }
                 tokio::time::sleep(RECONNECT_AFTER).await;
@@ -105,9 +105,10 @@ impl Wakeups {
 /// Listens on one connection until it fails.
 async fn listen_once(
     config: &tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
     wakeups: &Wakeups,
 ) -> std::result::Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
+    let (client, mut connection) = config.connect(tls).await?;
     // The connection's messages (notifications among them) arrive only while it is
     // polled; the client's LISTEN below is answered through the same polling.
     let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));

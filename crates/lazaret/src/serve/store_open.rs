@@ -45,6 +45,7 @@ fn open_postgres(config: &Config, objects: Option<ObjectSettings>) -> Result<Arc
             None => host_name(),
         },
         connections: config.store.connections,
+        ca_file: config.store.ca_file.clone(),
     };
     let store = PostgresStore::open(&settings, objects)
         .with_context(|| format!("cannot open the PostgreSQL store at {}", redacted(&url)))?;
