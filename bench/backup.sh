@@ -40,6 +40,9 @@ if [ -n "${BACKUP_DIR:-}" ]; then
 fi
 cleanup() {
   [ -n "${lz_pid:-}" ] && kill "$lz_pid" 2>/dev/null || true
+  # KEEP_LOG=FILE keeps the server's log (with LAZARET_LOG=lazaret::backup=debug: the
+  # phases of each backup).
+  [ -n "${KEEP_LOG:-}" ] && cp "$work/lz/err" "$KEEP_LOG" 2>/dev/null || true
   rm -rf "$work" "${backup_dir:-}"
 }
 trap cleanup EXIT

@@ -61,6 +61,7 @@ pub fn create(
             .rev()
             .find(|m| m.store == store_id),
     };
+    let started = std::time::Instant::now();
     let (id, created) = new_id(dest)?;
     let partial = dest.join(format!(".{id}{}", manifest::PARTIAL_SUFFIX));
     fs::create_dir(&partial).with_context(|| format!("cannot write in {}", dest.display()))?;
@@ -102,6 +103,11 @@ pub fn create(
     } = store
         .backup_snapshot(&mut db_out, base.as_ref())
         .context("cannot copy the database")?;
+    tracing::debug!(
+        "backup {id}: snapshot read in {:.2} s ({:.2} s since the start)",
+        copy_started.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
     let (db_sha256, db_compressed, db_len) =
         db_out.finish().context("cannot back up the database")?;
     tracing::debug!(
@@ -250,6 +256,10 @@ pub fn create(
     cleanup.0 = None;
     let _ = fs::remove_file(dest.join(&id).join(manifest::WRITER_LOCK));
     sync_dir(dest)?;
+    tracing::debug!(
+        "backup {id}: published, {:.2} s since the start",
+        started.elapsed().as_secs_f64()
+    );
     // The next backup here copies the pages changed from this one's snapshot on.
     keep(&chain_id(dest, &id));
     Ok(manifest)
