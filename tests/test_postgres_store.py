@@ -239,3 +239,75 @@ def test_tls_to_the_database_is_encrypted_and_its_certificate_verified(own_postg
         s.start()
     log = (trusting / "server.log").read_text()
     assert "does not offer TLS" in log, log[-2000:]
+
+
+def api(server, method, path, body=None):
+    """The admin API, without a process per call (the test polls fast)."""
+    import http.client
+    import json
+
+    host, port = server.admin.rsplit(":", 1)
+    c = http.client.HTTPConnection(host, int(port), timeout=10)
+    headers = {"Authorization": f"Bearer {server.token}", "Content-Type": "application/json"}
+    c.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, json.loads(data) if data else None
+
+
+def test_a_bulk_quarantine_whose_node_dies_is_finished_by_another(own_postgres, tmp_path):
+    _, url = own_postgres
+    bucket = s3_peer.peer().new_bucket()
+    one = node(tmp_path, "mx1", url, bucket)
+    two = node(tmp_path, "mx2", url, bucket)
+    try:
+        one.add_user("alice@localhost")
+        total = 3000
+        mbox = tmp_path / "worms.mbox"
+        with open(mbox, "w") as f:
+            for i in range(total):
+                f.write(f"From worm@far.test Thu Dec  3 10:00:00 2026\nFrom: w{i}@far.test\n"
+                        f"To: alice@localhost\nSubject: Wormy {i}\nMessage-ID: <w{i}@far.test>\n\n"
+                        f"copy {i}\n\n")
+        one.cli("import", "--user", "alice@localhost", str(mbox))
+
+        status, started = api(one, "POST", "/api/actions/quarantine",
+                              {"filters": {"subject": "Wormy"}, "reason": "worm drill"})
+        assert status == 200, started
+        job = started["job"]
+        # Killed once the first batches are in and before the last: midway.
+        deadline = time.time() + 60
+        while True:
+            status, view = api(one, "GET", f"/api/jobs/{job}")
+            assert view["state"] == "running", view
+            if view["done"] > 0:
+                one.kill9()
+                break
+            assert time.time() < deadline, view
+            time.sleep(0.005)
+        done_by_one = view["done"]
+        assert 0 < done_by_one < total
+
+        # mx2 takes it over once mx1 is silent for three heartbeats (15 s), and
+        # finishes it: every copy in quarantine, none left in the mailbox.
+        def finished():
+            return int(two.sql("SELECT count(*) FROM quarantine")[0][0]) == total
+        wait_for(finished, timeout=90)
+        with two.imap("alice@localhost") as m:
+            typ, data = m.select("INBOX")
+            assert int(data[0]) == 0
+        state = two.sql("SELECT state, node, handed_over, done FROM admin_jobs")
+        assert [tuple(str(v) for v in r) for r in state] == [("done", "mx2", "mx1 ", str(total))], state
+        audit = two.cli_json("audit", "--since", "1h")
+        actions = [e["action"] for e in audit]
+        assert "quarantine resumed" in actions, actions
+        resumed = next(e for e in audit if e["action"] == "quarantine resumed")
+        assert "node mx1 went away" in resumed["detail"], resumed
+        # The job shows on mx2 as done, counted from where mx1 stopped.
+        status, jobs = api(two, "GET", "/api/jobs")
+        [mine] = [j for j in jobs if j["action"] == "quarantine"]
+        assert mine["state"] == "done" and mine["done"] == total and "resumed from mx1" in mine["query"], mine
+    finally:
+        two.stop()
+        one.stop()

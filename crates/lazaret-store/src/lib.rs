@@ -387,6 +387,44 @@ pub trait Store: Send + Sync {
     fn watch_news(&self, tell: Box<dyn Fn(News) + Send + Sync>) {
         let _ = tell;
     }
+
+    /// Records a bulk job this server starts (`spec`: what to do, as the server
+    /// writes it), so that another server sharing the store can finish it should this
+    /// one go away. None: the store has one server, and keeps no jobs.
+    fn shared_job_start(&self, action: &str, spec: &str) -> Result<Option<i64>> {
+        let _ = (action, spec);
+        Ok(None)
+    }
+
+    /// How many of a shared job's items are done (a resumed job starts there).
+    fn shared_job_progress(&self, id: i64, done: u64) -> Result<()> {
+        let _ = (id, done);
+        Ok(())
+    }
+
+    /// A shared job ended (`ok`: done, else failed: not resumed either way).
+    fn shared_job_end(&self, id: i64, ok: bool) -> Result<()> {
+        let _ = (id, ok);
+        Ok(())
+    }
+
+    /// Takes over one running shared job whose server went away (silent past its
+    /// heartbeat, or started again since it took the job), if there is one.
+    fn shared_job_take_orphan(&self) -> Result<Option<SharedJob>> {
+        Ok(None)
+    }
+}
+
+/// A bulk job another server started and this one takes over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedJob {
+    pub id: i64,
+    pub action: String,
+    pub spec: String,
+    /// Items done before the takeover.
+    pub done: u64,
+    /// The server that worked on it last.
+    pub from_node: String,
 }
 
 /// What one server sharing a store tells the others ([`Store::watch_news`]).

@@ -3104,3 +3104,74 @@ fn check_finds_what_the_schema_cannot_say_and_repair_mends_it() {
         1
     );
 }
+
+#[test]
+fn a_job_is_taken_over_only_from_a_node_that_went_away_and_resumes_where_it_stopped() {
+    use lazaret_store::Store;
+    let Some(server) = server() else { return };
+    let url = fresh_database(&server, "jobs");
+    let one = PostgresStore::open(&settings(&url, "mx1"), None).unwrap();
+    let two = PostgresStore::open(&settings(&url, "mx2"), None).unwrap();
+    let id = Store::shared_job_start(&one, "quarantine", "{\"ids\":[]}")
+        .unwrap()
+        .expect("a shared store records jobs");
+    Store::shared_job_progress(&one, id, 500).unwrap();
+    // mx1 is alive (its heartbeat is fresh): nobody takes its job, not even itself.
+    assert_eq!(Store::shared_job_take_orphan(&two).unwrap(), None);
+    assert_eq!(Store::shared_job_take_orphan(&one).unwrap(), None);
+
+    // mx1 silent for longer than three heartbeats.
+    admin_sql(
+        &url,
+        "UPDATE nodes SET heartbeat = heartbeat - 60 WHERE name = 'mx1'",
+    );
+    let taken = Store::shared_job_take_orphan(&two)
+        .unwrap()
+        .expect("the job of a silent node is taken over");
+    assert_eq!(
+        (
+            taken.id,
+            taken.action.as_str(),
+            taken.spec.as_str(),
+            taken.done,
+            taken.from_node.as_str()
+        ),
+        (id, "quarantine", "{\"ids\":[]}", 500, "mx1")
+    );
+    // Taken once: no other node (nor mx2 again) gets it while mx2 lives.
+    assert_eq!(Store::shared_job_take_orphan(&two).unwrap(), None);
+    // mx1 comes back and reports on a job no longer its own: nothing moves.
+    Store::shared_job_progress(&one, id, 900).unwrap();
+    Store::shared_job_end(&one, id, false).unwrap();
+    assert_eq!(
+        sql_i64(
+            &url,
+            &format!("SELECT done FROM admin_jobs WHERE id = {id} AND state = 'running'")
+        ),
+        500
+    );
+    Store::shared_job_progress(&two, id, 1000).unwrap();
+    Store::shared_job_end(&two, id, true).unwrap();
+    assert_eq!(
+        sql_i64(
+            &url,
+            &format!("SELECT done FROM admin_jobs WHERE id = {id} AND state = 'done'")
+        ),
+        1000
+    );
+
+    // A node started again lost its jobs with its old process: it takes them back.
+    let again = Store::shared_job_start(&two, "rescan", "{}")
+        .unwrap()
+        .unwrap();
+    admin_sql(
+        &url,
+        &format!("UPDATE admin_jobs SET claimed = claimed - 10 WHERE id = {again}"),
+    );
+    drop(two);
+    let two = PostgresStore::open(&settings(&url, "mx2"), None).unwrap();
+    let back = Store::shared_job_take_orphan(&two)
+        .unwrap()
+        .expect("its own old job");
+    assert_eq!((back.id, back.from_node.as_str()), (again, "mx2"));
+}

@@ -35,6 +35,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "a new store's first rows: created, the localhost domain",
         sql: include_str!("migrations/0004_seed.sql"),
     },
+    Migration {
+        version: 5,
+        name: "bulk admin jobs another node can finish",
+        sql: include_str!("migrations/0005_jobs.sql"),
+    },
 ];
 
 /// The schema version this build brings a database to.

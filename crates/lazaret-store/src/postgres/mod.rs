@@ -15,6 +15,7 @@ mod events;
 mod find;
 mod folders;
 mod ingest;
+mod jobs;
 mod local;
 mod messages;
 mod migrations;

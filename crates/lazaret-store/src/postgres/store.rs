@@ -440,4 +440,20 @@ impl Store for PostgresStore {
     fn watch_news(&self, tell: Box<dyn Fn(crate::News) + Send + Sync>) {
         PostgresStore::watch_news(self, tell)
     }
+
+    fn shared_job_start(&self, action: &str, spec: &str) -> Result<Option<i64>> {
+        self.job_start(action, spec)
+    }
+
+    fn shared_job_progress(&self, id: i64, done: u64) -> Result<()> {
+        self.job_progress(id, done)
+    }
+
+    fn shared_job_end(&self, id: i64, ok: bool) -> Result<()> {
+        self.job_end(id, ok)
+    }
+
+    fn shared_job_take_orphan(&self) -> Result<Option<crate::SharedJob>> {
+        self.job_take_orphan()
+    }
 }

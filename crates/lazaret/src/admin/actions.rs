@@ -11,7 +11,7 @@ use crate::server::Server;
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use lazaret_store::{ActionReport, AuditEntry, Filters, Incoming, Place, QuarantineDetail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// Ids per transaction: small enough that a batch commits in milliseconds and SMTP
@@ -184,34 +184,118 @@ pub async fn act(
         .reason
         .clone()
         .unwrap_or_else(|| format!("{} {query}", actor.0));
+    let spec = BulkSpec {
+        action: name.clone(),
+        ids,
+        ndr,
+        actor: actor.0,
+        reason,
+        detail,
+        query: query.clone(),
+    };
+    // On a shared store the job is recorded, for another node to finish if this one
+    // goes away (docs/SCALE-OUT.md); one node has no one to hand it to.
+    let shared = super::jobs::record_start(&server, &name, &spec).await?;
     let runner = server.clone();
     let job = server
         .jobs
-        .start(&name, query.clone(), "messages", total, move |job| {
-            run(runner, job, action, ids, ndr, actor, reason, detail)
+        .start(&name, query, "messages", total, move |job| {
+            run_recorded(runner, job, action, spec, 0, shared)
         });
     Ok(Json(serde_json::json!({ "job": job.id, "total": total })))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a bulk action does, as recorded for another node to finish on a shared store.
+#[derive(Serialize, Deserialize)]
+struct BulkSpec {
+    action: String,
+    ids: Vec<String>,
+    ndr: bool,
+    actor: String,
+    /// Kept with quarantined mail.
+    reason: String,
+    /// For the audit log.
+    detail: Option<String>,
+    query: String,
+}
+
+/// Finishes a bulk action another node started (`jobs::take_over_orphans`).
+pub(super) async fn resume(
+    server: &Arc<Server>,
+    orphan: lazaret_store::SharedJob,
+) -> Result<(), ApiError> {
+    let id = orphan.id;
+    let spec: BulkSpec = super::jobs::read_spec(server, &orphan).await?;
+    let action = Action::parse(&orphan.action)?;
+    let total = spec.ids.len() as u64;
+    let from = (orphan.done as usize).min(spec.ids.len());
+    server
+        .audit(AuditEntry {
+            actor: spec.actor.clone(),
+            action: format!("{} resumed", orphan.action),
+            query: Some(spec.query.clone()),
+            count: Some(total - from as u64),
+            detail: Some(format!(
+                "node {} went away after {from} of {total}; finished here",
+                orphan.from_node
+            )),
+        })
+        .await?;
+    tracing::info!(
+        "taking over {} job {id} from node {} at {from} of {total}",
+        orphan.action,
+        orphan.from_node
+    );
+    let runner = server.clone();
+    let query = format!("{} (resumed from {})", spec.query, orphan.from_node);
+    server
+        .jobs
+        .start(&orphan.action, query, "messages", total, move |job| {
+            job.advance(from as u64);
+            run_recorded(runner, job, action, spec, from, Some(id))
+        });
+    Ok(())
+}
+
+/// Runs the job from item `from` on, keeping its record (if shared) up to date.
+async fn run_recorded(
+    server: Arc<Server>,
+    job: Arc<Job>,
+    action: Action,
+    spec: BulkSpec,
+    from: usize,
+    shared: Option<i64>,
+) -> Result<serde_json::Value, ApiError> {
+    let outcome = run(server.clone(), job, action, spec, from, shared).await;
+    super::jobs::record_end(&server, shared, outcome.is_ok()).await;
+    outcome
+}
+
 async fn run(
     server: Arc<Server>,
     job: Arc<Job>,
     action: Action,
-    ids: Vec<String>,
-    ndr: bool,
-    actor: Actor,
-    reason: String,
-    detail: Option<String>,
+    spec: BulkSpec,
+    from: usize,
+    shared: Option<i64>,
 ) -> Result<serde_json::Value, ApiError> {
+    let BulkSpec {
+        ids,
+        ndr,
+        actor,
+        reason,
+        detail,
+        ..
+    } = spec;
     let mut total = ActionReport::default();
     let mut frozen_left = 0;
-    for chunk in ids.chunks(BATCH) {
+    let mut done = from as u64;
+    for chunk in ids[from.min(ids.len())..].chunks(BATCH) {
         let chunk = chunk.to_vec();
         let n = chunk.len() as u64;
         let report = match action {
             Action::Quarantine => {
-                let (actor, reason) = (actor.0.clone(), reason.clone());
+                let (actor, reason) = (actor.clone(), reason.clone());
                 server
                     .store_call(move |s| s.quarantine(&chunk, &actor, &reason))
                     .await?
@@ -267,6 +351,12 @@ async fn run(
         }
         merge(&mut total, report);
         job.advance(n);
+        done += n;
+        if let Some(id) = shared {
+            server
+                .store_call(move |s| s.shared_job_progress(id, done))
+                .await?;
+        }
     }
     if matches!(
         action,
@@ -277,7 +367,7 @@ async fn run(
     }
     server
         .audit(AuditEntry {
-            actor: actor.0,
+            actor,
             action: job.action.clone(),
             query: Some(job.query.clone()),
             count: Some(total.done),

@@ -178,6 +178,88 @@ impl Jobs {
     }
 }
 
+/// Takes over, every `LOOK_EVERY`, the jobs of nodes that went away (bulk actions and
+/// rescans, on a shared store only) and finishes them here. The node that starts a
+/// job records it with `Store::shared_job_start`.
+pub fn take_over_orphans(server: &Arc<Server>) {
+    const LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+    if !server.config.store.is_shared() {
+        return;
+    }
+    let server = server.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(LOOK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let orphan = match server.store_call(|s| s.shared_job_take_orphan()).await {
+                Ok(Some(orphan)) => orphan,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::debug!("cannot look for other nodes' jobs: {e}");
+                    continue;
+                }
+            };
+            tracing::info!(
+                "taking over {} job {} from node {}",
+                orphan.action,
+                orphan.id,
+                orphan.from_node
+            );
+            let resumed = match orphan.action.as_str() {
+                "rescan" => super::scan::resume_rescan(&server, orphan).await,
+                _ => super::actions::resume(&server, orphan).await,
+            };
+            if let Err(e) = resumed {
+                tracing::warn!("cannot finish another node's job: {e}");
+            }
+        }
+    });
+}
+
+/// A shared job's spec, as its node wrote it; one this version cannot read is ended
+/// (not taken up again) and left to the admin.
+pub(super) async fn read_spec<T: serde::de::DeserializeOwned>(
+    server: &Arc<Server>,
+    orphan: &lazaret_store::SharedJob,
+) -> Result<T, ApiError> {
+    match serde_json::from_str(&orphan.spec) {
+        Ok(spec) => Ok(spec),
+        Err(e) => {
+            record_end(server, Some(orphan.id), false).await;
+            Err(ApiError::BadRequest(format!(
+                "{} job {} of node {} cannot be read here ({e}); run it again",
+                orphan.action, orphan.id, orphan.from_node
+            )))
+        }
+    }
+}
+
+/// Records that a shared job ended (nothing for a job of one node).
+pub(super) async fn record_end(server: &Arc<Server>, shared: Option<i64>, ok: bool) {
+    if let Some(id) = shared {
+        if let Err(e) = server.store_call(move |s| s.shared_job_end(id, ok)).await {
+            tracing::warn!("cannot record the end of job {id}: {e}");
+        }
+    }
+}
+
+/// Records a job about to start on a shared store (None on one node).
+pub(super) async fn record_start<T: serde::Serialize>(
+    server: &Arc<Server>,
+    action: &str,
+    spec: &T,
+) -> Result<Option<i64>, ApiError> {
+    if !server.config.store.is_shared() {
+        return Ok(None);
+    }
+    let text = serde_json::to_string(spec).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let action = action.to_string();
+    Ok(server
+        .store_call(move |s| s.shared_job_start(&action, &text))
+        .await?)
+}
+
 pub async fn show(
     State(server): State<Arc<Server>>,
     Path(id): Path<u64>,

@@ -266,13 +266,71 @@ pub async fn rescan(
     .collect::<Vec<_>>()
     .join(" ");
     let total = server.store_call(|s| s.message_count()).await?;
+    let spec = RescanSpec {
+        scope,
+        actor: actor.0.clone(),
+        query: query.clone(),
+    };
+    let shared = super::jobs::record_start(&server, "rescan", &spec).await?;
     let runner = server.clone();
     let job = server
         .jobs
         .start("rescan", query.clone(), "messages", total, move |job| {
-            run_rescan(runner, job, actor, scope, query)
+            run_rescan_recorded(runner, job, actor, scope, query, shared)
         });
     Ok(Json(serde_json::json!({ "job": job.id })))
+}
+
+/// A rescan as recorded for another node to finish on a shared store. It starts over
+/// there: what was scanned with the current signatures is not read again.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RescanSpec {
+    scope: rescan::Scope,
+    actor: String,
+    query: String,
+}
+
+/// Finishes a rescan another node started (`jobs::take_over_orphans`).
+pub(super) async fn resume_rescan(
+    server: &Arc<Server>,
+    orphan: lazaret_store::SharedJob,
+) -> Result<(), ApiError> {
+    let spec: RescanSpec = super::jobs::read_spec(server, &orphan).await?;
+    server
+        .audit(AuditEntry {
+            actor: spec.actor.clone(),
+            action: "rescan resumed".into(),
+            query: Some(spec.query.clone()),
+            count: None,
+            detail: Some(format!(
+                "node {} went away; finished here",
+                orphan.from_node
+            )),
+        })
+        .await?;
+    let total = server.store_call(|s| s.message_count()).await?;
+    let runner = server.clone();
+    let query = format!("{} (resumed from {})", spec.query, orphan.from_node);
+    let (id, scope, actor) = (orphan.id, spec.scope, Actor(spec.actor));
+    server
+        .jobs
+        .start("rescan", query.clone(), "messages", total, move |job| {
+            run_rescan_recorded(runner, job, actor, scope, query, Some(id))
+        });
+    Ok(())
+}
+
+async fn run_rescan_recorded(
+    server: Arc<Server>,
+    job: Arc<super::jobs::Job>,
+    actor: Actor,
+    scope: rescan::Scope,
+    query: String,
+    shared: Option<i64>,
+) -> Result<serde_json::Value, ApiError> {
+    let outcome = run_rescan(server.clone(), job, actor, scope, query).await;
+    super::jobs::record_end(&server, shared, outcome.is_ok()).await;
+    outcome
 }
 
 /// A rescan with its progress in `job` (also a step of `recover`).

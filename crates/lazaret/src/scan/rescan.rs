@@ -21,7 +21,7 @@ use std::path::Path;
 /// Messages read and scanned per transaction.
 const BATCH: usize = 256;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct Scope {
     pub queues: bool,
     pub mailboxes: bool,

@@ -165,6 +165,7 @@ pub async fn run(config: Config) -> Result<()> {
 
     // Looked at once the listeners are in the state this node's start found.
     shared_switches::follow(&server);
+    crate::admin::jobs::take_over_orphans(&server);
 
     data_dir::write_listeners(
         &data_dir,
