@@ -43,6 +43,8 @@ cleanup() {
   # KEEP_LOG=FILE keeps the server's log (with LAZARET_LOG=lazaret::backup=debug: the
   # phases of each backup).
   [ -n "${KEEP_LOG:-}" ] && cp "$work/lz/err" "$KEEP_LOG" 2>/dev/null || true
+  # KEEP_WORK=1 keeps the store and its backups (to try more backups on it by hand).
+  [ -n "${KEEP_WORK:-}" ] && { echo "kept $work" >&2; return; }
   rm -rf "$work" "${backup_dir:-}"
 }
 trap cleanup EXIT

@@ -49,6 +49,7 @@ pub fn create(
     progress: &dyn Progress,
     mail_moving: MailMoving<'_>,
 ) -> Result<Manifest> {
+    let called = std::time::Instant::now();
     fs::create_dir_all(dest)
         .with_context(|| format!("cannot create the backup directory {}", dest.display()))?;
     let store_id = store.setting(lazaret_store::STORE_ID)?.unwrap_or_default();
@@ -61,6 +62,10 @@ pub fn create(
             .rev()
             .find(|m| m.store == store_id),
     };
+    tracing::debug!(
+        "backup: store id and earlier backups read in {:.3} s",
+        called.elapsed().as_secs_f64()
+    );
     let started = std::time::Instant::now();
     let (id, created) = new_id(dest)?;
     let partial = dest.join(format!(".{id}{}", manifest::PARTIAL_SUFFIX));
