@@ -185,7 +185,6 @@ pub async fn act(
         .clone()
         .unwrap_or_else(|| format!("{} {query}", actor.0));
     let spec = BulkSpec {
-        action: name.clone(),
         ids,
         ndr,
         actor: actor.0,
@@ -200,7 +199,7 @@ pub async fn act(
     let job = server
         .jobs
         .start(&name, query, "messages", total, move |job| {
-            run_recorded(runner, job, action, spec, 0, shared)
+            run(runner, job, action, spec, 0, shared)
         });
     Ok(Json(serde_json::json!({ "job": job.id, "total": total })))
 }
@@ -208,7 +207,6 @@ pub async fn act(
 /// What a bulk action does, as recorded for another node to finish on a shared store.
 #[derive(Serialize, Deserialize)]
 struct BulkSpec {
-    action: String,
     ids: Vec<String>,
     ndr: bool,
     actor: String,
@@ -226,7 +224,14 @@ pub(super) async fn resume(
 ) -> Result<(), ApiError> {
     let id = orphan.id;
     let spec: BulkSpec = super::jobs::read_spec(server, &orphan).await?;
-    let action = Action::parse(&orphan.action)?;
+    let action = match Action::parse(&orphan.action) {
+        Ok(action) => action,
+        Err(e) => {
+            // An action this version does not know: ended, like a spec it cannot read.
+            super::jobs::record_end(server, Some(id), false).await;
+            return Err(e);
+        }
+    };
     let total = spec.ids.len() as u64;
     let from = (orphan.done as usize).min(spec.ids.len());
     server
@@ -252,25 +257,12 @@ pub(super) async fn resume(
         .jobs
         .start(&orphan.action, query, "messages", total, move |job| {
             job.advance(from as u64);
-            run_recorded(runner, job, action, spec, from, Some(id))
+            run(runner, job, action, spec, from, Some(id))
         });
     Ok(())
 }
 
 /// Runs the job from item `from` on, keeping its record (if shared) up to date.
-async fn run_recorded(
-    server: Arc<Server>,
-    job: Arc<Job>,
-    action: Action,
-    spec: BulkSpec,
-    from: usize,
-    shared: Option<i64>,
-) -> Result<serde_json::Value, ApiError> {
-    let outcome = run(server.clone(), job, action, spec, from, shared).await;
-    super::jobs::record_end(&server, shared, outcome.is_ok()).await;
-    outcome
-}
-
 async fn run(
     server: Arc<Server>,
     job: Arc<Job>,
@@ -287,109 +279,114 @@ async fn run(
         detail,
         ..
     } = spec;
-    let mut total = ActionReport::default();
-    let mut frozen_left = 0;
-    let mut done = from as u64;
-    for chunk in ids[from.min(ids.len())..].chunks(BATCH) {
-        let chunk = chunk.to_vec();
-        let n = chunk.len() as u64;
-        let report = match action {
-            Action::Quarantine => {
-                let (actor, reason) = (actor.clone(), reason.clone());
-                server
-                    .store_call(move |s| s.quarantine(&chunk, &actor, &reason))
-                    .await?
-            }
-            Action::Restore => {
-                server
-                    .store_call(move |s| s.quarantine_restore(&chunk))
-                    .await?
-            }
-            Action::Delete | Action::Purge => {
-                let dsns = if ndr {
-                    bounces(&server, &chunk).await?
-                } else {
-                    Vec::new()
-                };
-                server.store_call(move |s| s.remove(&chunk, dsns)).await?
-            }
-            Action::Freeze | Action::Thaw => {
-                let frozen = action == Action::Freeze;
-                let queued: Vec<String> = chunk
-                    .iter()
-                    .filter(|i| i.starts_with('q'))
-                    .cloned()
-                    .collect();
-                let changed = server
-                    .store_call(move |s| s.items_set_frozen(&queued, frozen))
-                    .await?;
-                ActionReport {
-                    done: changed,
-                    skipped: n - changed,
-                    ..ActionReport::default()
+    let outcome: Result<serde_json::Value, ApiError> = async {
+        let mut total = ActionReport::default();
+        let mut frozen_left = 0;
+        let mut done = from as u64;
+        for chunk in ids[from.min(ids.len())..].chunks(BATCH) {
+            let chunk = chunk.to_vec();
+            let n = chunk.len() as u64;
+            let report = match action {
+                Action::Quarantine => {
+                    let (actor, reason) = (actor.clone(), reason.clone());
+                    server
+                        .store_call(move |s| s.quarantine(&chunk, &actor, &reason))
+                        .await?
                 }
-            }
-            Action::Retry => {
-                let queued: Vec<String> = chunk
-                    .iter()
-                    .filter(|i| i.starts_with('q'))
-                    .cloned()
-                    .collect();
-                let retried = server
-                    .store_call(move |s| s.items_retry_now(&queued))
-                    .await?;
-                frozen_left += retried.frozen;
-                ActionReport {
-                    done: retried.due,
-                    skipped: n - retried.due,
-                    ..ActionReport::default()
+                Action::Restore => {
+                    server
+                        .store_call(move |s| s.quarantine_restore(&chunk))
+                        .await?
                 }
+                Action::Delete | Action::Purge => {
+                    let dsns = if ndr {
+                        bounces(&server, &chunk).await?
+                    } else {
+                        Vec::new()
+                    };
+                    server.store_call(move |s| s.remove(&chunk, dsns)).await?
+                }
+                Action::Freeze | Action::Thaw => {
+                    let frozen = action == Action::Freeze;
+                    let queued: Vec<String> = chunk
+                        .iter()
+                        .filter(|i| i.starts_with('q'))
+                        .cloned()
+                        .collect();
+                    let changed = server
+                        .store_call(move |s| s.items_set_frozen(&queued, frozen))
+                        .await?;
+                    ActionReport {
+                        done: changed,
+                        skipped: n - changed,
+                        ..ActionReport::default()
+                    }
+                }
+                Action::Retry => {
+                    let queued: Vec<String> = chunk
+                        .iter()
+                        .filter(|i| i.starts_with('q'))
+                        .cloned()
+                        .collect();
+                    let retried = server
+                        .store_call(move |s| s.items_retry_now(&queued))
+                        .await?;
+                    frozen_left += retried.frozen;
+                    ActionReport {
+                        done: retried.due,
+                        skipped: n - retried.due,
+                        ..ActionReport::default()
+                    }
+                }
+            };
+            for user in &report.users {
+                let _ = server.mailbox_events.send(user.clone());
             }
-        };
-        for user in &report.users {
-            let _ = server.mailbox_events.send(user.clone());
+            merge(&mut total, report);
+            job.advance(n);
+            done += n;
+            if let Some(id) = shared {
+                server
+                    .store_call(move |s| s.shared_job_progress(id, done))
+                    .await?;
+            }
         }
-        merge(&mut total, report);
-        job.advance(n);
-        done += n;
-        if let Some(id) = shared {
-            server
-                .store_call(move |s| s.shared_job_progress(id, done))
-                .await?;
+        if matches!(
+            action,
+            Action::Restore | Action::Thaw | Action::Delete | Action::Retry
+        ) {
+            server.queue_wake.notify_one();
+            server.outbound_wake.notify_one();
         }
+        server
+            .audit(AuditEntry {
+                actor,
+                action: job.action.clone(),
+                query: Some(job.query.clone()),
+                count: Some(total.done),
+                detail: Some(match detail {
+                    Some(d) => format!(
+                        "{d}; {} skipped, {} failed",
+                        total.skipped,
+                        total.failed.len()
+                    ),
+                    None => format!("{} skipped, {} failed", total.skipped, total.failed.len()),
+                }),
+            })
+            .await?;
+        Ok(serde_json::json!({
+            "action": job.action,
+            "verb": action.past(),
+            "done": total.done,
+            "skipped": total.skipped,
+            "failed": total.failed.iter().map(|(id, why)| serde_json::json!({"id": id, "error": why})).collect::<Vec<_>>(),
+            "created": total.created,
+            "frozen": frozen_left,
+        }))
     }
-    if matches!(
-        action,
-        Action::Restore | Action::Thaw | Action::Delete | Action::Retry
-    ) {
-        server.queue_wake.notify_one();
-        server.outbound_wake.notify_one();
-    }
-    server
-        .audit(AuditEntry {
-            actor,
-            action: job.action.clone(),
-            query: Some(job.query.clone()),
-            count: Some(total.done),
-            detail: Some(match detail {
-                Some(d) => format!(
-                    "{d}; {} skipped, {} failed",
-                    total.skipped,
-                    total.failed.len()
-                ),
-                None => format!("{} skipped, {} failed", total.skipped, total.failed.len()),
-            }),
-        })
-        .await?;
-    Ok(serde_json::json!({
-        "action": job.action,
-        "verb": action.past(),
-        "done": total.done,
-        "skipped": total.skipped,
-        "failed": total.failed.iter().map(|(id, why)| serde_json::json!({"id": id, "error": why})).collect::<Vec<_>>(),
-        "created": total.created,
-        "frozen": frozen_left,
-    }))
+    .await;
+    super::jobs::record_end(&server, shared, outcome.is_ok()).await;
+    outcome
 }
 
 fn merge(total: &mut ActionReport, report: ActionReport) {
