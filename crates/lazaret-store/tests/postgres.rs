@@ -2957,6 +2957,14 @@ fn workers_claims_are_renewed_until_recorded_and_given_back_on_close() {
         vec![b],
         "the deferred item waits for its time"
     );
+
+    // Node one killed (no close) and started again: the claim in its name was its
+    // previous run's, given back at once rather than a lease later.
+    assert!(lease_left(url, b) > 0);
+    let again =
+        PostgresStore::open(&settings(url, "one"), Some(pair.moto.objects("book"))).unwrap();
+    assert!(lease_left(url, b) < 0, "freed when the node started again");
+    assert_eq!(again.outbound_due(queue, 10, &[]).unwrap().len(), 1);
 }
 
 fn lazaret_store_now() -> i64 {

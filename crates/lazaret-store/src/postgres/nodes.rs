@@ -20,6 +20,20 @@ impl PostgresStore {
             )
             .await
             .map_err(pg)?;
+            // Claims still in this name are the previous run's, which died without
+            // giving them back (killed, power cut): names are one per node, so they
+            // are given back now, not a lease later.
+            let freed = c
+                .execute(
+                    "UPDATE queue_items SET lease_owner=NULL, lease_until=NULL
+                     WHERE lease_owner=$1",
+                    &[&node],
+                )
+                .await
+                .map_err(pg)?;
+            if freed > 0 {
+                tracing::info!("gave back {freed} outbound claim(s) of this node's previous run");
+            }
             Ok(())
         })?;
         let (pool, node) = (self.pool.clone(), self.node.clone());
