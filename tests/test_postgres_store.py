@@ -2,8 +2,10 @@
 whole suite checks when it runs on that store (`LAZARET_TEST_STORE=postgres`): two
 nodes sharing one database and one bucket, each seeing what the other stored and
 telling its IMAP sessions at once, following the switches thrown on the other;
-`status` listing the nodes; and the database going
-away, which turns into `451` and `NO [UNAVAILABLE]` with nothing acknowledged lost.
+`status` listing the nodes; the database going
+away, which turns into `451` and `NO [UNAVAILABLE]` with nothing acknowledged lost;
+three nodes taking 10,000 messages while one of them is killed every 10 seconds; and
+a bulk action whose node dies, finished by another.
 
 Each test starts a PostgreSQL cluster of its own (scripts/postgres-throwaway), so that
 stopping it disturbs no other test."""
@@ -44,12 +46,12 @@ def own_postgres():
         subprocess.run([THROWAWAY, "stop", d], capture_output=True)
 
 
-def node(tmp_path, name, url, bucket):
+def node(tmp_path, name, url, bucket, extra=""):
     """A Lazaret node on the shared database and bucket."""
     workdir = tmp_path / name
     workdir.mkdir()
     keys = s3_peer.peer().store_config(workdir, bucket)
-    return Server(workdir, f'[store]\nbackend = "postgres"\nurl = "{url}"\nnode = "{name}"\n{keys}')
+    return Server(workdir, f'{extra}\n[store]\nbackend = "postgres"\nurl = "{url}"\nnode = "{name}"\n{keys}')
 
 
 def test_two_nodes_share_accounts_mail_and_news(own_postgres, tmp_path):
@@ -311,3 +313,153 @@ def test_a_bulk_quarantine_whose_node_dies_is_finished_by_another(own_postgres, 
     finally:
         two.stop()
         one.stop()
+
+
+def test_three_nodes_one_killed_every_10s_deliver_every_acknowledged_message(own_postgres, tmp_path):
+    """Issue #21's cluster test: 10,000 messages sent across three nodes while one of
+    them is SIGKILLed every 10 s and started again. Every message a node acknowledged
+    is in its local mailbox exactly once; every one for a remote domain reaches the
+    counting sink, again only for those in flight at a kill (at-least-once delivery)."""
+    import collections
+    import email
+    import threading
+
+    from peer import Peer
+    from test_outbound import relay_config
+
+    _, url = own_postgres
+    bucket = s3_peer.peer().new_bucket()
+    sink = Peer()
+    sink.start()
+    nodes = []
+    try:
+        for i in (1, 2, 3):
+            # alice submits all the mail out: her per-user rate limit is lifted.
+            unlimited = '\n[limits.submission]\nmessages = []\nrecipients = []\n'
+            nodes.append(node(tmp_path, f"mx{i}", url, bucket, relay_config(sink) + unlimited))
+        users = ["alice@localhost", "bob@localhost", "carol@localhost"]
+        for user in users:
+            nodes[0].add_user(user)
+
+        # Sender k sends messages k, k+4, ...: two send local mail, two submit mail out.
+        total, senders = 10_000, 4
+        # n -> True (acknowledged with 250) or False (the connection died during the
+        # transaction: maybe stored, maybe not; not sent again, so at most once).
+        outcome = {}
+        lock = threading.Lock()
+        why = collections.Counter()
+
+        def local(n):
+            return n % 2 == 0
+
+        def rcpt(n):
+            return users[n % 3] if local(n) else f"r{n}@far.test"
+
+        def send_share(first):
+            which, conn = first, None
+            n = first
+            while n < total:
+                # Mail for the local users comes in on port 25 from outside; mail out
+                # is submitted by a local user who logs in (no open relay).
+                sender = f"s{n}@far.test" if local(n) else "alice@localhost"
+                if conn is None:
+                    target = nodes[which % 3]
+                    which += 1
+                    try:
+                        if local(n):
+                            conn = smtplib.SMTP(target.smtp_host, target.smtp_port, timeout=30)
+                        else:
+                            conn = smtplib.SMTP(target.submission_host, target.submission_port, timeout=30)
+                            conn.login("alice@localhost", "secret")
+                    except (OSError, smtplib.SMTPException):
+                        conn = None
+                        time.sleep(0.05)
+                        continue
+                body = (f"From: {sender}\r\nTo: {rcpt(n)}\r\nSubject: chaos {n}\r\n"
+                        f"Message-ID: <chaos-{n}@far.test>\r\n\r\nmessage {n}\r\n")
+                try:
+                    refused = conn.sendmail(sender, [rcpt(n)], body)
+                    acked = refused == {}
+                except (OSError, smtplib.SMTPException) as e:
+                    acked = False
+                    with lock:
+                        why[f"{'local' if local(n) else 'out'} {type(e).__name__} {str(e)[:80]}"] += 1
+                    try:
+                        conn.close()
+                    except OSError:
+                        pass
+                    conn = None
+                with lock:
+                    outcome[n] = acked
+                n += senders
+            if conn is not None:
+                try:
+                    conn.quit()
+                except (OSError, smtplib.SMTPException):
+                    pass
+
+        # At each kill, the outbound items the dead node had claimed and not recorded:
+        # its claims stay in its name until it starts again. Only those may go twice.
+        in_flight_at_kills = []
+
+        def kill_every_10s():
+            k = 0
+            while not stop_killing.wait(10):
+                victim = nodes[k % 3]
+                victim.kill9()
+                claimed = victim.sql(
+                    f"SELECT count(*) FROM queue_items WHERE lease_owner='{victim.workdir.name}'")
+                in_flight_at_kills.append(int(claimed[0][0]))
+                time.sleep(1)
+                victim.start()
+                k += 1
+
+        stop_killing = threading.Event()
+        started = time.time()
+        workers = [threading.Thread(target=send_share, args=(i,)) for i in range(senders)]
+        killer = threading.Thread(target=kill_every_10s)
+        for t in workers:
+            t.start()
+        killer.start()
+        for t in workers:
+            t.join()
+        stop_killing.set()
+        killer.join()
+        sent_in = time.time() - started
+        kills = len(in_flight_at_kills)
+        assert kills >= 2, f"sending took {sent_in:.0f} s: too short for the kills the test is about"
+
+        acked = {n for n, ok in outcome.items() if ok}
+        assert len(outcome) == total
+        assert len(acked) >= total - 10 * kills * senders, f"{total - len(acked)} not acknowledged: {why.most_common(8)}"
+
+        # Everything drains: no item left in any queue, on any node.
+        def drained():
+            return int(nodes[0].sql("SELECT count(*) FROM queue_items")[0][0]) == 0
+        wait_for(drained, timeout=240, what="every queue empty")
+
+        subjects = collections.Counter(
+            int(row[0].split()[-1]) for row in nodes[0].sql(
+                "SELECT m.subject FROM mailbox_entries e JOIN messages m ON m.id=e.message"))
+        twice_local = {n: c for n, c in subjects.items() if c > 1}
+        assert not twice_local, f"delivered locally more than once: {sorted(twice_local)[:20]}"
+        missing_local = sorted(n for n in acked if local(n) and subjects[n] != 1)
+        assert not missing_local, f"{len(missing_local)} acknowledged local messages missing: {missing_local[:20]}"
+        assert all(local(n) for n in subjects)
+
+        with sink.lock:
+            contents = [m["content"] for m in sink.messages]
+        remote = collections.Counter(
+            int(email.message_from_bytes(c)["Subject"].split()[-1]) for c in contents)
+        missing_remote = sorted(n for n in acked if not local(n) and remote[n] == 0)
+        assert not missing_remote, f"{len(missing_remote)} acknowledged remote messages lost: {missing_remote[:20]}"
+        duplicates = sum(c - 1 for c in remote.values())
+        in_flight = sum(in_flight_at_kills)
+        print(f"\n3 nodes, {kills} kills in {sent_in:.0f} s: {len(acked)} of {total} acknowledged, "
+              f"{sum(subjects.values())} in mailboxes (none twice), {len(remote)} reached the sink, "
+              f"{duplicates} of them twice (in flight at the kills: {in_flight})")
+        assert duplicates <= in_flight, (duplicates, in_flight_at_kills)
+    finally:
+        for n in nodes:
+            n.stop()
+        sink.stop()
