@@ -7,16 +7,17 @@
 #
 # Run it before you stop whenever a change touches a hot path (store, writer, ingest,
 # index, scanner, IMAP FETCH, delivery). Needs what the benchmarks need: postfix
-# (smtp-source), dovecot-imapd, clamav, clamav-daemon, clamdscan, bc, python3; as root.
+# (smtp-source), dovecot-imapd, clamav, clamav-daemon, clamdscan, bc, python3,
+# postgresql, moto[server]; as root.
 #   bench/quick.sh              # all
-#   bench/quick.sh ingest imap  # some: ingest auth outbound dkim imap find scan backup clusters
+#   bench/quick.sh ingest imap  # some: ingest auth outbound dkim imap find scan backup clusters cluster
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 results=$(mktemp /tmp/lazaret-quick.XXXXXX)
 log=$(mktemp /tmp/lazaret-quick-log.XXXXXX)
 trap 'rm -f "$results"' EXIT
 export BENCH_RESULTS=$results
-which=${*:-ingest auth outbound dkim imap find scan backup clusters}
+which=${*:-ingest auth outbound dkim imap find scan backup clusters cluster}
 (cd "$root" && cargo build --release -q -p lazaret)
 
 start=$(date +%s)
@@ -41,7 +42,8 @@ for b in $which; do
     scan)     step scan MB=100 HASHES=20000 BODIES=1000 ;;
     backup)   step backup USERS=20 PER_USER=1000 WORMS=1000 RATE=200 ;;
     clusters) step clusters CLEAN=20000 FAMILIES=10 COPIES=200 ;;
-    *) echo "unknown benchmark $b (ingest auth outbound dkim imap find scan backup clusters)" >&2; exit 2 ;;
+    cluster)  step cluster SESSIONS=20 MESSAGES=3000 FIND_USERS=10 FIND_PER_USER=2000 WORMS=2000 OUTBOUND=200 ;;
+    *) echo "unknown benchmark $b (ingest auth outbound dkim imap find scan backup clusters cluster)" >&2; exit 2 ;;
   esac
 done
 elapsed=$(( $(date +%s) - start ))
@@ -102,6 +104,11 @@ GOALS = [
     (r"clusters list latency", "max", 1),
     (r"clusters hold: clean messages held", "max", 0),
     (r"clusters hold: worm families held", "ratio", 1.0),
+    # Issue #21: a dead node's outbound items move within the lease (60 s) + 60 s. The
+    # PostgreSQL + S3 rows against one embedded node show the cost of sharing on one
+    # machine (with moto, a Python S3 double, as the bucket): figures, not goals.
+    (r"cluster resume", "ratio", 1.0),
+    (r"cluster ", "info", 0),
 ]
 rows, failed = [], 0
 for line in open(sys.argv[1]):
@@ -110,7 +117,9 @@ for line in open(sys.argv[1]):
         rows.append((name, "-", "-", "-", "runs", "FAILED")); failed += 1; continue
     lz, peer, ratio = float(lz), float(peer), float(ratio)
     kind, bound = next(((k, b) for p, k, b in GOALS if re.search(p, name)), ("ratio", 1.0))
-    if kind == "max":
+    if kind == "info":
+        ok, goal, r = True, "-", f"{ratio:.2f}x"
+    elif kind == "max":
         ok, goal, r = lz <= bound, f"< {bound:g}", "-"
     else:
         ok, goal, r = ratio >= bound, f">= {bound:g}x", f"{ratio:.2f}x"
