@@ -80,6 +80,9 @@ GOALS = [
     (r"quarantine all worms", "ratio", 1.0),
     (r"queue delete", "ratio", 1.0),
     (r"quarantine purge", "ratio", 1.0),
+    # The rows' removal behind a delete or purge runs in the background, after the
+    # admin's command returned (bench/RESULTS.md, "a row without a goal"): a figure.
+    (r"reclaim after", "info", 0),
     # Issue #18: at least 3x clamscan with the containers in the corpus.
     (r"scan throughput", "ratio", 3.0),
     (r"scan signature load", "ratio", 0.8),
