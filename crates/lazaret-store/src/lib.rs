@@ -306,7 +306,8 @@ pub trait Store: Send + Sync {
     }
 
     // Scanning.
-    /// Up to `limit` messages in `inbound`, due, never scanned.
+    /// Up to `limit` messages in `inbound`, due, never scanned. On a shared store they
+    /// are this node's to scan for a while: other nodes' scanners take other messages.
     fn scan_pending(&self, limit: usize) -> Result<Vec<PendingScan>>;
     /// Messages in `inbound` waiting for the scanner.
     fn unscanned_inbound(&self) -> Result<u64>;

@@ -933,6 +933,78 @@ fn nodes_route_inbound_mail_at_once_each_item_once() {
     );
 }
 
+#[test]
+fn nodes_scan_different_messages_and_take_over_claims_that_lapse() {
+    let Some(server) = server() else { return };
+    let Some(moto) = Moto::start("scanclaims") else {
+        return;
+    };
+    let url = fresh_database(&server, "scanclaims");
+    let one =
+        PostgresStore::open(&settings(&url, "one"), Some(moto.objects("scanclaims"))).unwrap();
+    let two =
+        PostgresStore::open(&settings(&url, "two"), Some(moto.objects("scanclaims"))).unwrap();
+    for n in 0..10 {
+        one.ingest(message(n)).unwrap();
+    }
+    let ids =
+        |p: Vec<lazaret_store::PendingScan>| p.into_iter().map(|p| p.message).collect::<Vec<_>>();
+    let first = ids(one.scan_pending(4).unwrap());
+    let rest = ids(two.scan_pending(10).unwrap());
+    assert_eq!(first.len(), 4);
+    assert_eq!(
+        rest.len(),
+        6,
+        "the other node takes the messages not claimed"
+    );
+    assert!(
+        first.iter().all(|m| !rest.contains(m)),
+        "{first:?} {rest:?}"
+    );
+    assert!(first.iter().max() < rest.iter().min(), "oldest first");
+    // A node takes its own claims again (a scan that had to wait is retried).
+    assert_eq!(ids(one.scan_pending(10).unwrap()), first);
+    let claimed_by = |node: &str| {
+        sql_i64(
+            &url,
+            &format!(
+                "SELECT COUNT(*) FROM queue_items WHERE queue='inbound' AND lease_owner='{node}'"
+            ),
+        )
+    };
+    let records = first
+        .iter()
+        .map(|&message| lazaret_store::ScanRecord {
+            message,
+            stamp: lazaret_store::ScanStamp {
+                version: "v1".into(),
+                content_version: "c1".into(),
+                verdict: None,
+            },
+            action: lazaret_store::ScanAction::Keep,
+        })
+        .collect();
+    one.record_scans(records).unwrap();
+    assert_eq!(
+        claimed_by("one"),
+        0,
+        "recording a scan gives its claims back"
+    );
+    assert_eq!(claimed_by("two"), 6);
+    assert!(
+        one.scan_pending(10).unwrap().is_empty(),
+        "the rest is two's"
+    );
+    // Node two dies: its claims lapse, and node one scans what two had taken.
+    sql_i64(
+        &url,
+        "WITH x AS (UPDATE queue_items SET lease_until=0 WHERE lease_owner='two' RETURNING 1)
+         SELECT COUNT(*) FROM x",
+    );
+    assert_eq!(ids(one.scan_pending(10).unwrap()), rest);
+    assert_eq!(claimed_by("one"), 6);
+}
+
 /// What a store answers, as text: `Ok(..)` with the value, or the error's kind and
 /// text (entry ids and UIDVALIDITY values differ between stores and are left out by
 /// the callers).

@@ -27,8 +27,9 @@ impl PostgresStore {
         retry_delay_secs: i64,
     ) -> Result<RouteReport> {
         // The next hops are worked out here: `next_hop` is the caller's and cannot go
-        // to the client's runtime. Items another node routes meanwhile are skipped
-        // below.
+        // to the client's runtime. Items another node is routing now (locked) are left
+        // out, so nodes read different batches rather than all the oldest one; items
+        // another node takes meanwhile are skipped below.
         let due: Vec<(i64, Vec<String>)> = self.with_client(move |c| async move {
             let rows = c
                 .query(
@@ -38,7 +39,8 @@ impl PostgresStore {
                      WHERE q.queue=$1 AND q.state IN ('ready', 'retry') AND q.next_attempt<=$2
                        AND (NOT $4 OR m.scan_version IS NOT NULL)
                        AND NOT EXISTS (SELECT 1 FROM queues WHERE name=$1 AND state='frozen')
-                     ORDER BY q.next_attempt, q.id LIMIT $3",
+                     ORDER BY q.next_attempt, q.id LIMIT $3
+                     FOR UPDATE OF q SKIP LOCKED",
                     &[&QUEUE_INBOUND, &now(), &(limit as i64), &require_scan],
                 )
                 .await

@@ -3,8 +3,10 @@
 //! batch (quarantining detected mail, or pointing a message at its rewritten copy),
 //! and answering hash signatures from the digest indexes of messages and parts.
 //!
-//! Two nodes' scanners may take the same pending message: both scan it and record
-//! the same stamp, and the second quarantine finds nothing left to take. Recording a
+//! A node's scanner claims the inbound items it scans with a lease (`SCAN_LEASE`), as
+//! outbound workers do: nodes scan different messages. Should a lease lapse during a
+//! slow scan, two nodes scan the same message: both record the same stamp, and the
+//! second quarantine finds nothing left to take. Recording a
 //! scan does not route the message in the same commit as the embedded store does;
 //! it notifies `inbound`, whose next routing pass (on any node) moves it on.
 
@@ -16,6 +18,9 @@ use crate::model::{ActionReport, PendingScan, RescanScope, RouteReport, ScanActi
 use crate::{now, BlobLocation, Result, StoreError};
 use deadpool_postgres::Transaction;
 use lazaret_core::state::QUEUE_INBOUND;
+
+/// Seconds a scanner's claim on an inbound item lasts: a batch is scanned in far less.
+const SCAN_LEASE: i64 = 60;
 
 /// "Message `m` is in the rescan's scope": queued (if parameter `q` is true) or in a
 /// folder (if `f` is), and in cluster `k` unless that parameter is NULL.
@@ -40,19 +45,42 @@ fn pending_rows(rows: &[tokio_postgres::Row]) -> Vec<PendingScan> {
 
 impl PostgresStore {
     /// Messages with a due `inbound` item that were never scanned, oldest first, with
-    /// their inbound recipients.
+    /// their inbound recipients. Their items become this node's for `SCAN_LEASE`
+    /// seconds, so the scanners of other nodes take other messages instead of scanning
+    /// the same ones and queueing behind each other's commits; this node may take its
+    /// own claims again (a message whose scan had to wait), and a dead node's lapse.
     pub fn scan_pending(&self, limit: usize) -> Result<Vec<PendingScan>> {
+        let node = self.node.clone();
         self.with_client(move |c| async move {
-            let rows = c
+            let t = now();
+            let mut rows = c
                 .query(
-                    "SELECT m.id, m.uid FROM queue_items q JOIN messages m ON m.id=q.message
-                     WHERE q.queue=$1 AND q.state IN ('ready','retry') AND m.scan_version IS NULL
-                       AND NOT EXISTS (SELECT 1 FROM queues WHERE name=$1 AND state='frozen')
-                     GROUP BY m.id, m.uid ORDER BY min(q.id) LIMIT $2",
-                    &[&QUEUE_INBOUND, &(limit as i64)],
+                    "WITH due AS (
+                         SELECT q.id FROM queue_items q JOIN messages m ON m.id=q.message
+                         WHERE q.queue=$1 AND q.state IN ('ready','retry')
+                           AND m.scan_version IS NULL
+                           AND (q.lease_until IS NULL OR q.lease_until<$3 OR q.lease_owner=$4)
+                           AND NOT EXISTS (SELECT 1 FROM queues WHERE name=$1 AND state='frozen')
+                         ORDER BY q.id LIMIT $2
+                         FOR UPDATE OF q SKIP LOCKED)
+                     UPDATE queue_items q SET lease_owner=$4, lease_until=$5
+                     FROM due, messages m
+                     WHERE q.id=due.id AND m.id=q.message
+                     RETURNING m.id, m.uid, q.id",
+                    &[
+                        &QUEUE_INBOUND,
+                        &(limit as i64),
+                        &t,
+                        &node,
+                        &(t + SCAN_LEASE),
+                    ],
                 )
                 .await
                 .map_err(pg)?;
+            // RETURNING gives no order; a message with several items comes once.
+            rows.sort_by_key(|r| r.get::<_, i64>(2));
+            let mut seen = std::collections::HashSet::new();
+            rows.retain(|r| seen.insert(r.get::<_, i64>(0)));
             let mut pending = pending_rows(&rows);
             let ids: Vec<i64> = pending.iter().map(|p| p.message).collect();
             let rcpts = c
@@ -202,9 +230,19 @@ impl PostgresStore {
     /// Records scan results in one transaction; `done` counts copies quarantined.
     /// The objects of rewritten messages' old contents are deleted once it commits.
     pub fn record_scans(&self, records: Vec<ScanRecord>) -> Result<ActionReport> {
+        let node = self.node.clone();
         let (report, old) = self.with_client(move |mut c| async move {
             let tx = c.transaction().await.map_err(pg)?;
             let (report, old) = record(&tx, &records).await?;
+            // Scanned: the claims `scan_pending` took are done with.
+            let messages: Vec<i64> = records.iter().map(|r| r.message).collect();
+            tx.execute(
+                "UPDATE queue_items SET lease_owner=NULL, lease_until=NULL
+                 WHERE message=ANY($1) AND queue=$2 AND lease_owner=$3",
+                &[&messages, &QUEUE_INBOUND, &node],
+            )
+            .await
+            .map_err(pg)?;
             notify_users(&tx, &report.users).await?;
             // What the scan let through can be routed now, by any node.
             tx.execute(
