@@ -1431,7 +1431,14 @@ macro_rules! quarantine_work {
         let second = archived[1].id.clone();
         let taken = store
             .quarantine(
-                &[first.clone(), item.clone(), "m999999".into(), "zz".into()],
+                // An id given twice is taken once: the second finds it gone.
+                &[
+                    first.clone(),
+                    item.clone(),
+                    "m999999".into(),
+                    "zz".into(),
+                    first.clone(),
+                ],
                 "admin",
                 "worm",
             )
@@ -1503,7 +1510,12 @@ macro_rules! quarantine_work {
         dsn.rcpt_to = vec!["sender1@origin.example".into()];
         let gone = store
             .remove(
-                &[queue[0].id.clone(), second.clone(), "x999999".into()],
+                &[
+                    queue[0].id.clone(),
+                    second.clone(),
+                    "x999999".into(),
+                    second.clone(),
+                ],
                 vec![dsn],
             )
             .unwrap();

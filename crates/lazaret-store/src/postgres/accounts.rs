@@ -1,5 +1,6 @@
 //! Local domains and users (argon2id passwords), and the RCPT check.
 
+use super::cached::Cached;
 use super::{pg, PostgresStore};
 use crate::addresses::{new_account, normalize_address, valid_domain};
 use crate::{
@@ -13,13 +14,12 @@ impl PostgresStore {
         };
         self.with_client(move |c| async move {
             let row = c
-                .query_one(
+                .query_one_cached(
                     "SELECT EXISTS(SELECT 1 FROM domains WHERE name=$1),
                             EXISTS(SELECT 1 FROM users WHERE address=$2)",
                     &[&domain, &address],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             Ok(match (row.get(0), row.get(1)) {
                 (false, _) => RecipientStatus::NotLocal,
                 (true, true) => RecipientStatus::LocalUser,
@@ -37,12 +37,11 @@ impl PostgresStore {
         }
         self.with_client(move |c| async move {
             let n = c
-                .execute(
+                .execute_cached(
                     "INSERT INTO domains(name, created) VALUES($1, $2) ON CONFLICT DO NOTHING",
                     &[&name, &now()],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             if n == 0 {
                 return Err(StoreError::Exists(format!("domain {name} already exists")));
             }
@@ -53,13 +52,12 @@ impl PostgresStore {
     pub fn domain_list(&self) -> Result<Vec<DomainInfo>> {
         self.with_client(|c| async move {
             let rows = c
-                .query(
+                .query_cached(
                     "SELECT d.name, (SELECT COUNT(*) FROM users u WHERE u.domain=d.name)
                      FROM domains d ORDER BY d.name",
                     &[],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             Ok(rows
                 .iter()
                 .map(|r| DomainInfo {
@@ -77,26 +75,23 @@ impl PostgresStore {
             // Locks the domain's row: a user added meanwhile on another node waits
             // for this transaction and then finds no domain.
             if tx
-                .query_opt("SELECT 1 FROM domains WHERE name=$1 FOR UPDATE", &[&name])
-                .await
-                .map_err(pg)?
+                .query_opt_cached("SELECT 1 FROM domains WHERE name=$1 FOR UPDATE", &[&name])
+                .await?
                 .is_none()
             {
                 return Err(StoreError::NotFound(format!("no local domain {name}")));
             }
             let users: i64 = tx
-                .query_one("SELECT COUNT(*) FROM users WHERE domain=$1", &[&name])
-                .await
-                .map_err(pg)?
+                .query_one_cached("SELECT COUNT(*) FROM users WHERE domain=$1", &[&name])
+                .await?
                 .get(0);
             if users > 0 {
                 return Err(StoreError::Invalid(format!(
                     "domain {name} still has {users} user(s); remove them first"
                 )));
             }
-            tx.execute("DELETE FROM domains WHERE name=$1", &[&name])
-                .await
-                .map_err(pg)?;
+            tx.execute_cached("DELETE FROM domains WHERE name=$1", &[&name])
+                .await?;
             super::commit(tx).await
         })
     }
@@ -106,9 +101,8 @@ impl PostgresStore {
         self.with_client(move |mut c| async move {
             let tx = c.transaction().await.map_err(pg)?;
             if tx
-                .query_opt("SELECT 1 FROM domains WHERE name=$1 FOR SHARE", &[&domain])
-                .await
-                .map_err(pg)?
+                .query_opt_cached("SELECT 1 FROM domains WHERE name=$1 FOR SHARE", &[&domain])
+                .await?
                 .is_none()
             {
                 return Err(StoreError::NotFound(format!(
@@ -116,31 +110,28 @@ impl PostgresStore {
                 )));
             }
             let n = tx
-                .execute(
+                .execute_cached(
                     "INSERT INTO users(address, domain, password, created) VALUES($1, $2, $3, $4)
                      ON CONFLICT DO NOTHING",
                     &[&address, &domain, &hash, &now()],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             if n == 0 {
                 return Err(StoreError::Exists(format!("user {address} already exists")));
             }
             for (name, special) in DEFAULT_FOLDERS {
                 let uidvalidity = new_uidvalidity(&tx).await?;
-                tx.execute(
+                tx.execute_cached(
                     "INSERT INTO mailboxes(\"user\", name, uidvalidity, special)
                      VALUES($1, $2, $3, $4)",
                     &[&address, &name, &uidvalidity, &special],
                 )
-                .await
-                .map_err(pg)?;
-                tx.execute(
+                .await?;
+                tx.execute_cached(
                     "INSERT INTO subscriptions(\"user\", name) VALUES($1, $2) ON CONFLICT DO NOTHING",
                     &[&address, &name],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             }
             super::commit(tx).await
         })
@@ -149,7 +140,7 @@ impl PostgresStore {
     pub fn user_list(&self) -> Result<Vec<UserInfo>> {
         self.with_client(|c| async move {
             let rows = c
-                .query(
+                .query_cached(
                     "SELECT u.address, COUNT(e.id), COALESCE(SUM(m.size), 0)::bigint FROM users u
                      LEFT JOIN mailboxes b ON b.\"user\"=u.address
                      LEFT JOIN mailbox_entries e ON e.mailbox=b.id
@@ -157,8 +148,7 @@ impl PostgresStore {
                      GROUP BY u.address ORDER BY u.address",
                     &[],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             Ok(rows
                 .iter()
                 .map(|r| UserInfo {
@@ -174,9 +164,8 @@ impl PostgresStore {
         let address = address.trim().to_ascii_lowercase();
         self.with_client(move |c| async move {
             Ok(
-                c.query_opt("SELECT 1 FROM users WHERE address=$1", &[&address])
-                    .await
-                    .map_err(pg)?
+                c.query_opt_cached("SELECT 1 FROM users WHERE address=$1", &[&address])
+                    .await?
                     .is_some(),
             )
         })
@@ -190,21 +179,19 @@ impl PostgresStore {
         self.with_client(move |mut c| async move {
             let tx = c.transaction().await.map_err(pg)?;
             if tx
-                .query_opt("SELECT 1 FROM users WHERE address=$1 FOR UPDATE", &[&address])
-                .await
-                .map_err(pg)?
+                .query_opt_cached("SELECT 1 FROM users WHERE address=$1 FOR UPDATE", &[&address])
+                .await?
                 .is_none()
             {
                 return Err(StoreError::NotFound(format!("no user {address}")));
             }
             let count: i64 = tx
-                .query_one(
+                .query_one_cached(
                     "SELECT COUNT(*) FROM mailbox_entries e JOIN mailboxes b ON b.id=e.mailbox
                      WHERE b.\"user\"=$1",
                     &[&address],
                 )
-                .await
-                .map_err(pg)?
+                .await?
                 .get(0);
             if count > 0 && !delete_mail {
                 return Err(StoreError::Invalid(format!(
@@ -212,23 +199,20 @@ impl PostgresStore {
                 )));
             }
             let messages: Vec<i64> = tx
-                .query(
+                .query_cached(
                     "DELETE FROM mailbox_entries WHERE mailbox IN
                          (SELECT id FROM mailboxes WHERE \"user\"=$1)
                      RETURNING message",
                     &[&address],
                 )
-                .await
-                .map_err(pg)?
+                .await?
                 .iter()
                 .map(|r| r.get(0))
                 .collect();
-            tx.execute("DELETE FROM mailboxes WHERE \"user\"=$1", &[&address])
-                .await
-                .map_err(pg)?;
-            tx.execute("DELETE FROM users WHERE address=$1", &[&address])
-                .await
-                .map_err(pg)?;
+            tx.execute_cached("DELETE FROM mailboxes WHERE \"user\"=$1", &[&address])
+                .await?;
+            tx.execute_cached("DELETE FROM users WHERE address=$1", &[&address])
+                .await?;
             super::release(&tx, &messages).await?;
             super::commit(tx).await?;
             Ok(count as u64)
@@ -243,12 +227,11 @@ impl PostgresStore {
         let hash = password::hash(password);
         self.with_client(move |c| async move {
             let n = c
-                .execute(
+                .execute_cached(
                     "UPDATE users SET password=$1 WHERE address=$2",
                     &[&hash, &address],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("no user {address}")));
             }
@@ -260,9 +243,8 @@ impl PostgresStore {
         let address = address.trim().to_ascii_lowercase();
         let hash: Option<String> = self.with_client(move |c| async move {
             Ok(
-                c.query_opt("SELECT password FROM users WHERE address=$1", &[&address])
-                    .await
-                    .map_err(pg)?
+                c.query_opt_cached("SELECT password FROM users WHERE address=$1", &[&address])
+                    .await?
                     .map(|r| r.get(0)),
             )
         })?;
@@ -279,7 +261,7 @@ impl PostgresStore {
 pub(super) async fn new_uidvalidity(tx: &deadpool_postgres::Transaction<'_>) -> Result<i64> {
     let now = (now() as u32).max(1) as i64;
     let value: String = tx
-        .query_one(
+        .query_one_cached(
             "INSERT INTO settings(key, value) VALUES('imap.uidvalidity', $1::bigint::text)
              ON CONFLICT(key) DO UPDATE SET value = GREATEST($1::bigint,
                  CASE WHEN settings.value::bigint >= 4294967295 THEN 1
@@ -287,8 +269,7 @@ pub(super) async fn new_uidvalidity(tx: &deadpool_postgres::Transaction<'_>) -> 
              RETURNING value",
             &[&now],
         )
-        .await
-        .map_err(pg)?
+        .await?
         .get(0);
     value
         .parse()

@@ -7,6 +7,7 @@
 //! nothing this round. Routing with a hold rule and the reclaim (which counts
 //! clusters down) take the same lock, so cluster counts never race.
 
+use super::cached::Cached;
 use super::{pg, read_only, PostgresStore};
 use crate::embedded::clusters::{
     wanted, ClusterRow, Fingerprint, Lookup, MemberFigures, GROWTH_KEPT, HELD, SENDERS_RECHECK,
@@ -22,9 +23,8 @@ const FILING_LOCK: i64 = 0x636c_7573_7465_7273;
 
 /// Waits for the filing lock, held to the end of the caller's transaction.
 pub(super) async fn lock_filing(tx: &Transaction<'_>) -> Result<()> {
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&FILING_LOCK])
-        .await
-        .map_err(pg)?;
+    tx.execute_cached("SELECT pg_advisory_xact_lock($1)", &[&FILING_LOCK])
+        .await?;
     Ok(())
 }
 
@@ -33,13 +33,12 @@ pub(super) async fn record(tx: &Transaction<'_>, message: i64, fp: &Fingerprint)
     if fp.is_empty() {
         return Ok(());
     }
-    tx.execute(
+    tx.execute_cached(
         "INSERT INTO fingerprints(message, signature, pending) VALUES($1, $2, $3)
          ON CONFLICT DO NOTHING",
         &[&message, &fp.signature(), &fp.encode()],
     )
-    .await
-    .map_err(pg)?;
+    .await?;
     Ok(())
 }
 
@@ -49,9 +48,8 @@ impl PostgresStore {
         self.with_client(move |mut c| async move {
             let tx = c.transaction().await.map_err(pg)?;
             let mine: bool = tx
-                .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&FILING_LOCK])
-                .await
-                .map_err(pg)?
+                .query_one_cached("SELECT pg_try_advisory_xact_lock($1)", &[&FILING_LOCK])
+                .await?
                 .get(0);
             if !mine {
                 return Ok(0);
@@ -66,14 +64,13 @@ impl PostgresStore {
     pub fn clusters_pending(&self) -> Result<ClustersPending> {
         self.with_client(|c| async move {
             let row = c
-                .query_one(
+                .query_one_cached(
                     "SELECT COUNT(*), (SELECT m.received FROM messages m WHERE m.id=
                         (SELECT min(message) FROM fingerprints WHERE pending IS NOT NULL))
                      FROM fingerprints WHERE pending IS NOT NULL",
                     &[],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             let oldest: Option<i64> = row.get(1);
             Ok(ClustersPending {
                 messages: if oldest.is_some() {
@@ -94,22 +91,20 @@ impl PostgresStore {
             let mut pruned = 0;
             if slice == 0 {
                 pruned += c
-                    .execute(
+                    .execute_cached(
                         "DELETE FROM cluster_growth WHERE minute<$1",
                         &[&(now() - GROWTH_KEPT).div_euclid(60)],
                     )
-                    .await
-                    .map_err(pg)? as usize;
+                    .await? as usize;
             }
             let (start, end) = key_slice(slice, crate::CLUSTER_KEY_SLICES);
             pruned += c
-                .execute(
+                .execute_cached(
                     "DELETE FROM cluster_keys k WHERE k.key>=$1 AND ($2::bigint IS NULL OR k.key<$2)
                        AND NOT EXISTS (SELECT 1 FROM fingerprints f WHERE f.message=k.message)",
                     &[&start, &end],
                 )
-                .await
-                .map_err(pg)? as usize;
+                .await? as usize;
             Ok(pruned)
         })
     }
@@ -125,18 +120,16 @@ impl PostgresStore {
                 return Ok(None);
             };
             if !allowed {
-                tx.execute("UPDATE clusters SET allowed=false WHERE id=$1", &[&root])
-                    .await
-                    .map_err(pg)?;
+                tx.execute_cached("UPDATE clusters SET allowed=false WHERE id=$1", &[&root])
+                    .await?;
                 super::commit(tx).await?;
                 return Ok(Some(0));
             }
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE clusters SET allowed=true, held_since=NULL, hold_checked=NULL WHERE id=$1",
                 &[&root],
             )
-            .await
-            .map_err(pg)?;
+            .await?;
             let released = tx
                 .execute(
                     &format!(
@@ -150,9 +143,8 @@ impl PostgresStore {
                 .await
                 .map_err(pg)?;
             if released > 0 {
-                tx.execute("SELECT pg_notify($1, '')", &[&super::QUEUE_CHANNEL])
-                    .await
-                    .map_err(pg)?;
+                tx.execute_cached("SELECT pg_notify($1, '')", &[&super::QUEUE_CHANNEL])
+                    .await?;
             }
             super::commit(tx).await?;
             Ok(Some(released))
@@ -208,26 +200,24 @@ async fn file_pending(tx: &Transaction<'_>, limit: usize, now: i64) -> Result<us
     // A message gone before it was filed is filed all the same, then forgotten, its
     // cluster written into its `gone` event (as the embedded store does).
     let rows = tx
-        .query(
+        .query_cached(
             "SELECT f.message, f.signature, f.pending, COALESCE(m.received, $2), m.id IS NULL
              FROM fingerprints f LEFT JOIN messages m ON m.id=f.message
              WHERE f.pending IS NOT NULL ORDER BY f.message LIMIT $1",
             &[&(limit as i64), &now],
         )
-        .await
-        .map_err(pg)?;
+        .await?;
     for r in &rows {
         let message: i64 = r.get(0);
         let root = file_row(tx, (message, r.get(1), r.get(2), r.get(3)), now).await?;
         if r.get::<_, bool>(4) {
             forget(tx, &[message]).await?;
             if let Some(root) = root {
-                tx.execute(
+                tx.execute_cached(
                     "UPDATE message_events SET who=$2 WHERE message=$1 AND kind='gone'",
                     &[&message, &root.to_string()],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             }
         }
     }
@@ -253,24 +243,22 @@ async fn lookup(tx: &Transaction<'_>, fp: &Fingerprint, message: i64) -> Result<
     }
     let keys: Vec<i64> = fp.keys().into_iter().map(|(k, _)| k).collect();
     let holders: Vec<(i64, i64)> = tx
-        .query(
+        .query_cached(
             "SELECT key, message FROM cluster_keys WHERE key=ANY($1)",
             &[&keys],
         )
-        .await
-        .map_err(pg)?
+        .await?
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     let ids: Vec<i64> = holders.iter().map(|h| h.1).collect();
     let mut holder_rows: HashMap<i64, (Option<Vec<u8>>, Option<i64>)> = tx
-        .query(
+        .query_cached(
             "SELECT f.message, f.signature, COALESCE(k.parent, k.id) FROM fingerprints f
              LEFT JOIN clusters k ON k.id=f.cluster WHERE f.message=ANY($1)",
             &[&ids],
         )
-        .await
-        .map_err(pg)?
+        .await?
         .iter()
         .map(|r| (r.get(0), (r.get(1), r.get(2))))
         .collect();
@@ -295,30 +283,27 @@ async fn file(
     } else {
         Some(join(tx, found.matched(), now).await?)
     };
-    tx.execute(
+    tx.execute_cached(
         "UPDATE fingerprints SET cluster=$2, pending=NULL WHERE message=$1",
         &[&message, &cluster],
     )
-    .await
-    .map_err(pg)?;
+    .await?;
     let new_keys = found.new_keys();
     if !new_keys.is_empty() {
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO cluster_keys(key, message) SELECT unnest($1::bigint[]), $2
              ON CONFLICT DO NOTHING",
             &[&new_keys, &message],
         )
-        .await
-        .map_err(pg)?;
+        .await?;
     }
     if let Some(root) = cluster {
-        tx.execute(
+        tx.execute_cached(
             "UPDATE clusters SET messages=messages+1, last_seen=GREATEST(last_seen, $2)
              WHERE id=$1",
             &[&root, &now],
         )
-        .await
-        .map_err(pg)?;
+        .await?;
         grew(tx, root, now, 1).await?;
     }
     Ok(cluster)
@@ -326,28 +311,26 @@ async fn file(
 
 /// Counts `n` new members of cluster `root` in the minute of `at`.
 async fn grew(tx: &Transaction<'_>, root: i64, at: i64, n: i64) -> Result<()> {
-    tx.execute(
+    tx.execute_cached(
         "INSERT INTO cluster_growth(cluster, minute, messages) VALUES($1, $2, $3)
          ON CONFLICT(cluster, minute) DO UPDATE
            SET messages=cluster_growth.messages+excluded.messages",
         &[&root, &at.div_euclid(60), &n],
     )
-    .await
-    .map_err(pg)?;
+    .await?;
     Ok(())
 }
 
 /// Members cluster `root` (with the clusters it absorbed) gained since `since`.
 async fn growth(tx: &Transaction<'_>, root: i64, since: i64) -> Result<u64> {
     let n: i64 = tx
-        .query_one(
+        .query_one_cached(
             "SELECT COALESCE(SUM(g.messages), 0)::bigint FROM cluster_growth g
              WHERE g.cluster IN (SELECT id FROM clusters WHERE id=$1 OR parent=$1)
                AND g.minute>=$2",
             &[&root, &since.div_euclid(60)],
         )
-        .await
-        .map_err(pg)?
+        .await?
         .get(0);
     Ok(n.max(0) as u64)
 }
@@ -364,17 +347,16 @@ async fn join(tx: &Transaction<'_>, matched: &BTreeMap<i64, Option<i64>>, now: i
     let target: i64 = match roots.first() {
         Some(&oldest) => oldest,
         None => tx
-            .query_one(
+            .query_one_cached(
                 "INSERT INTO clusters(messages, first_seen, last_seen) VALUES(0, $1, $1)
                  RETURNING id",
                 &[&now],
             )
-            .await
-            .map_err(pg)?
+            .await?
             .get(0),
     };
     for &other in roots.iter().filter(|&&r| r != target) {
-        tx.execute(
+        tx.execute_cached(
             "UPDATE clusters t SET messages=t.messages+o.messages,
                first_seen=LEAST(t.first_seen, o.first_seen),
                last_seen=GREATEST(t.last_seen, o.last_seen),
@@ -383,29 +365,25 @@ async fn join(tx: &Transaction<'_>, matched: &BTreeMap<i64, Option<i64>>, now: i
              FROM clusters o WHERE t.id=$1 AND o.id=$2",
             &[&target, &other],
         )
-        .await
-        .map_err(pg)?;
-        tx.execute(
+        .await?;
+        tx.execute_cached(
             "UPDATE clusters SET parent=$1, messages=0 WHERE id=$2 OR parent=$2",
             &[&target, &other],
         )
-        .await
-        .map_err(pg)?;
+        .await?;
     }
     if !loose.is_empty() {
         let adopted = tx
-            .execute(
+            .execute_cached(
                 "UPDATE fingerprints SET cluster=$1 WHERE message=ANY($2) AND cluster IS NULL",
                 &[&target, &loose],
             )
-            .await
-            .map_err(pg)? as i64;
-        tx.execute(
+            .await? as i64;
+        tx.execute_cached(
             "UPDATE clusters SET messages=messages+$2 WHERE id=$1",
             &[&target, &adopted],
         )
-        .await
-        .map_err(pg)?;
+        .await?;
         grew(tx, target, now, adopted).await?;
     }
     Ok(target)
@@ -417,34 +395,31 @@ async fn join(tx: &Transaction<'_>, matched: &BTreeMap<i64, Option<i64>>, now: i
 /// message → cluster of the members that went. The caller holds the filing lock.
 pub(super) async fn forget(tx: &Transaction<'_>, messages: &[i64]) -> Result<HashMap<i64, i64>> {
     let members: HashMap<i64, i64> = tx
-        .query(
+        .query_cached(
             "DELETE FROM fingerprints WHERE message=ANY($1) AND pending IS NULL
              RETURNING message, cluster",
             &[&messages],
         )
-        .await
-        .map_err(pg)?
+        .await?
         .iter()
         .filter_map(|r| Some((r.get(0), r.get::<_, Option<i64>>(1)?)))
         .collect();
-    tx.execute(
+    tx.execute_cached(
         "DELETE FROM cluster_keys WHERE message=ANY($1)",
         &[&messages],
     )
-    .await
-    .map_err(pg)?;
+    .await?;
     let mut fewer: BTreeMap<i64, i64> = BTreeMap::new();
     for cluster in members.values() {
         *fewer.entry(*cluster).or_default() += 1;
     }
     for (cluster, n) in fewer {
-        tx.execute(
+        tx.execute_cached(
             "UPDATE clusters SET messages=messages-$2
              WHERE id=(SELECT COALESCE(parent, id) FROM clusters WHERE id=$1)",
             &[&cluster, &n],
         )
-        .await
-        .map_err(pg)?;
+        .await?;
     }
     Ok(members)
 }
@@ -454,24 +429,22 @@ pub(super) async fn forget(tx: &Transaction<'_>, messages: &[i64]) -> Result<Has
 /// leaves `inbound`. The caller holds the filing lock.
 async fn cluster_of(tx: &Transaction<'_>, message: i64, now: i64) -> Result<Option<i64>> {
     let waiting = tx
-        .query_opt(
+        .query_opt_cached(
             "SELECT f.message, f.signature, f.pending, m.received FROM fingerprints f
              JOIN messages m ON m.id=f.message WHERE f.message=$1 AND f.pending IS NOT NULL",
             &[&message],
         )
-        .await
-        .map_err(pg)?;
+        .await?;
     if let Some(r) = waiting {
         return file_row(tx, (r.get(0), r.get(1), r.get(2), r.get(3)), now).await;
     }
     Ok(tx
-        .query_opt(
+        .query_opt_cached(
             "SELECT COALESCE(k.parent, k.id) FROM fingerprints f JOIN clusters k ON k.id=f.cluster
              WHERE f.message=$1",
             &[&message],
         )
-        .await
-        .map_err(pg)?
+        .await?
         .map(|r| r.get(0)))
 }
 
@@ -491,21 +464,19 @@ pub(super) async fn holds(
         return Ok(None);
     };
     let last_error: Option<String> = tx
-        .query_opt("SELECT last_error FROM queue_items WHERE id=$1", &[&item])
-        .await
-        .map_err(pg)?
+        .query_opt_cached("SELECT last_error FROM queue_items WHERE id=$1", &[&item])
+        .await?
         .and_then(|r| r.get(0));
     if last_error.is_some_and(|e| e.starts_with(HELD)) {
         // Held once, thawed by the admin: let go.
         return Ok(None);
     }
     let r = tx
-        .query_one(
+        .query_one_cached(
             "SELECT allowed, held_since, hold_checked FROM clusters WHERE id=$1",
             &[&root],
         )
-        .await
-        .map_err(pg)?;
+        .await?;
     let (allowed, held_since, checked): (bool, Option<i64>, Option<i64>) =
         (r.get(0), r.get(1), r.get(2));
     if allowed {
@@ -521,7 +492,7 @@ pub(super) async fn holds(
     }
     // The newest members (a few times the rule's worth) are the growth's copies.
     let senders: i64 = tx
-        .query_one(
+        .query_one_cached(
             "SELECT COUNT(DISTINCT lower(env_from)) FROM (
                SELECT m.env_from FROM fingerprints f JOIN messages m ON m.id=f.message
                WHERE f.cluster IN (SELECT id FROM clusters WHERE id=$1 OR parent=$1)
@@ -529,29 +500,25 @@ pub(super) async fn holds(
                ORDER BY f.message DESC LIMIT $3) newest",
             &[&root, &since, &((grown.max(rule.messages) * 2) as i64)],
         )
-        .await
-        .map_err(pg)?
+        .await?
         .get(0);
     let senders = senders.max(0) as u64;
-    tx.execute(
+    tx.execute_cached(
         "UPDATE clusters SET hold_checked=$2 WHERE id=$1",
         &[&root, &now],
     )
-    .await
-    .map_err(pg)?;
+    .await?;
     if senders < rule.senders {
         return Ok(None);
     }
-    tx.execute(
+    tx.execute_cached(
         "UPDATE clusters SET held_since=$2 WHERE id=$1",
         &[&root, &now],
     )
-    .await
-    .map_err(pg)?;
+    .await?;
     let subject: String = tx
-        .query_one("SELECT subject FROM messages WHERE id=$1", &[&message])
-        .await
-        .map_err(pg)?
+        .query_one_cached("SELECT subject FROM messages WHERE id=$1", &[&message])
+        .await?
         .get(0);
     holds.push(ClusterHold {
         cluster: root,
@@ -576,12 +543,11 @@ pub(super) fn member_of(param: &str) -> String {
 /// The root of cluster `id` (a merged cluster's id still names its members).
 async fn root(tx: &Transaction<'_>, id: i64) -> Result<Option<i64>> {
     Ok(tx
-        .query_opt(
+        .query_opt_cached(
             "SELECT COALESCE(parent, id) FROM clusters WHERE id=$1",
             &[&id],
         )
-        .await
-        .map_err(pg)?
+        .await?
         .map(|r| r.get(0)))
 }
 
@@ -627,13 +593,12 @@ async fn summary(
         return Ok(None);
     };
     let r = tx
-        .query_one(
+        .query_one_cached(
             "SELECT messages, first_seen, last_seen, allowed, held_since FROM clusters
              WHERE id=$1",
             &[&root],
         )
-        .await
-        .map_err(pg)?;
+        .await?;
     let row = ClusterRow {
         root,
         messages: r.get(0),
@@ -654,61 +619,56 @@ async fn summary(
         .collect();
     let mut f = MemberFigures::default();
     for r in tx
-        .query(
+        .query_cached(
             "SELECT id, env_from, subject, verdict FROM messages WHERE id=ANY($1)",
             &[&members],
         )
-        .await
-        .map_err(pg)?
+        .await?
     {
         f.message(r.get(0), r.get(1), r.get(2), r.get(3));
     }
     for r in tx
-        .query(
+        .query_cached(
             "SELECT q.message, q.queue,
                     q.queue=$2 AND q.state='frozen' AND COALESCE(q.last_error LIKE $3, false),
                     (SELECT string_agg(r.address, ',') FROM queue_rcpts r WHERE r.item=q.id)
              FROM queue_items q WHERE q.message=ANY($1)",
             &[&members, &QUEUE_INBOUND, &format!("{HELD}%")],
         )
-        .await
-        .map_err(pg)?
+        .await?
     {
         let rcpts: Option<String> = r.get(3);
         f.queued(r.get(0), r.get(1), r.get(2), rcpts.as_deref());
     }
     for r in tx
-        .query(
+        .query_cached(
             "SELECT e.message, b.\"user\" FROM mailbox_entries e JOIN mailboxes b ON b.id=e.mailbox
              WHERE e.message=ANY($1)",
             &[&members],
         )
-        .await
-        .map_err(pg)?
+        .await?
     {
         f.in_mailbox(r.get(0), r.get(1));
     }
     for r in tx
-        .query(
+        .query_cached(
             "SELECT message, recipients FROM quarantine WHERE message=ANY($1)",
             &[&members],
         )
-        .await
-        .map_err(pg)?
+        .await?
     {
         let recipients: Option<String> = r.get(1);
         f.quarantined(r.get(0), recipients.as_deref());
     }
     f.attachments(
-        tx.query(
+        tx.query_cached(
             "SELECT p.sha256, min(p.filename), COUNT(DISTINCT p.message) AS n
              FROM parts p WHERE p.message=ANY($1) AND p.filename IS NOT NULL
                AND (p.inside IS NOT NULL OR p.content_type NOT LIKE 'text/%')
              GROUP BY p.sha256 ORDER BY n DESC, p.sha256 LIMIT $2",
             &[&members, &(samples as i64)],
         )
-        .await
-        .map_err(pg)?
+        .await?
         .iter()
         .map(|r| ClusterAttachment {
             sha256: r.get(0),

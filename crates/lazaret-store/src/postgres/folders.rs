@@ -8,6 +8,7 @@
 //! the lock: UIDs and mod-sequences are taken by updating it, so two nodes appending
 //! to one folder queue behind each other and never hand out a UID twice.
 
+use super::cached::Cached;
 use super::local::notify_users;
 use super::{ingest, pg, record_event, release, PostgresStore};
 use crate::embedded::events::{EXPUNGED, MOVED, READ};
@@ -27,7 +28,7 @@ impl PostgresStore {
             // `lower` and `strpos`: IMAP compares flags without case, and LIKE would
             // read the backslash of \Seen as its escape character.
             let rows = c
-                .query(
+                .query_cached(
                     "SELECT b.name, b.special,
                         EXISTS(SELECT 1 FROM subscriptions s
                                WHERE s.\"user\"=b.\"user\" AND s.name=b.name),
@@ -42,8 +43,7 @@ impl PostgresStore {
                      ORDER BY b.name='INBOX' DESC, b.name COLLATE \"C\"",
                     &[&user],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             Ok(rows
                 .iter()
                 .map(|r| Folder {
@@ -92,18 +92,16 @@ impl PostgresStore {
             let tx = c.transaction().await.map_err(pg)?;
             let folder = folder_id(&tx, &user, &name).await?;
             let messages: Vec<i64> = tx
-                .query(
+                .query_cached(
                     "DELETE FROM mailbox_entries WHERE mailbox=$1 RETURNING message",
                     &[&folder],
                 )
-                .await
-                .map_err(pg)?
+                .await?
                 .iter()
                 .map(|r| r.get(0))
                 .collect();
-            tx.execute("DELETE FROM mailboxes WHERE id=$1", &[&folder])
-                .await
-                .map_err(pg)?;
+            tx.execute_cached("DELETE FROM mailboxes WHERE id=$1", &[&folder])
+                .await?;
             release(&tx, &messages).await?;
             notify_users(&tx, &[user]).await?;
             super::commit(tx).await
@@ -126,12 +124,11 @@ impl PostgresStore {
             let tx = c.transaction().await.map_err(pg)?;
             let folder = folder_id(&tx, &user, &from).await?;
             if tx
-                .query_opt(
+                .query_opt_cached(
                     "SELECT 1 FROM mailboxes WHERE \"user\"=$1 AND name=$2",
                     &[&user, &to],
                 )
-                .await
-                .map_err(pg)?
+                .await?
                 .is_some()
             {
                 return Err(StoreError::Exists(format!("folder {to} already exists")));
@@ -146,15 +143,14 @@ impl PostgresStore {
             .await
             .map_err(unique_is_exists)?;
             let uidvalidity = super::accounts::new_uidvalidity(&tx).await?;
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE mailboxes SET name=$2, uidvalidity=$3 WHERE id=$1",
                 &[&folder, &to, &uidvalidity],
             )
-            .await
-            .map_err(pg)?;
+            .await?;
             // Subscriptions follow the folder and its children, as clients expect; a
             // name already subscribed under the new name stays once.
-            tx.execute(
+            tx.execute_cached(
                 "WITH moved AS (
                      DELETE FROM subscriptions WHERE \"user\"=$1
                        AND (name=$2 OR left(name, length($2) + 1) = $2 || '/')
@@ -164,8 +160,7 @@ impl PostgresStore {
                  ON CONFLICT DO NOTHING",
                 &[&user, &from, &to],
             )
-            .await
-            .map_err(pg)?;
+            .await?;
             notify_users(&tx, &[user]).await?;
             super::commit(tx).await
         })?;
@@ -197,14 +192,13 @@ impl PostgresStore {
         let (user, name) = (user.to_string(), canonical(name));
         let modseq = self.with_client(move |c| async move {
             // A fresh mod-sequence: from here every change takes a new one.
-            c.query_opt(
+            c.query_opt_cached(
                 "UPDATE mailboxes SET modseq_on=true,
                      highestmodseq=highestmodseq + (CASE WHEN modseq_on THEN 0 ELSE 1 END)
                  WHERE \"user\"=$1 AND name=$2 RETURNING highestmodseq",
                 &[&user, &name],
             )
-            .await
-            .map_err(pg)?
+            .await?
             .map(|r| r.get(0))
             .ok_or_else(|| StoreError::NotFound(format!("no folder {name}")))
         })?;
@@ -215,12 +209,11 @@ impl PostgresStore {
     pub fn subscriptions(&self, user: &str) -> Result<Vec<String>> {
         let user = user.to_string();
         self.with_client(move |c| async move {
-            Ok(c.query(
+            Ok(c.query_cached(
                 "SELECT name FROM subscriptions WHERE \"user\"=$1 ORDER BY name COLLATE \"C\"",
                 &[&user],
             )
-            .await
-            .map_err(pg)?
+            .await?
             .iter()
             .map(|r| r.get(0))
             .collect())
@@ -233,15 +226,14 @@ impl PostgresStore {
         let (user, name) = (user.to_string(), canonical(name));
         self.with_client(move |c| async move {
             // The subquery locks the row and keeps its value from before the update.
-            c.query_opt(
+            c.query_opt_cached(
                 "UPDATE mailboxes b SET recent_uid = GREATEST(b.recent_uid, $3)
                  FROM (SELECT id, recent_uid FROM mailboxes
                        WHERE \"user\"=$1 AND name=$2 FOR UPDATE) old
                  WHERE b.id=old.id RETURNING old.recent_uid",
                 &[&user, &name, &upto],
             )
-            .await
-            .map_err(pg)?
+            .await?
             .map(|r| r.get(0))
             .ok_or_else(|| StoreError::NotFound(format!("no folder {name}")))
         })
@@ -259,23 +251,21 @@ impl PostgresStore {
                 .await
                 .map_err(pg)?;
             let folder = tx
-                .query_opt(
+                .query_opt_cached(
                     "SELECT id, uidvalidity, uidnext, recent_uid, highestmodseq, modseq_on
                      FROM mailboxes WHERE \"user\"=$1 AND name=$2",
                     &[&user, &name],
                 )
-                .await
-                .map_err(pg)?
+                .await?
                 .ok_or_else(|| StoreError::NotFound(format!("no folder {name}")))?;
             let entries: Vec<FolderEntry> = tx
-                .query(
+                .query_cached(
                     "SELECT e.id, e.uid, m.uid, e.flags, e.internal_date, m.size, e.modseq
                      FROM mailbox_entries e JOIN messages m ON m.id=e.message
                      WHERE e.mailbox=$1 ORDER BY e.uid",
                     &[&folder.get::<_, i64>(0)],
                 )
-                .await
-                .map_err(pg)?
+                .await?
                 .iter()
                 .map(|r| FolderEntry {
                     entry: r.get(0),
@@ -314,13 +304,12 @@ impl PostgresStore {
             let tx = c.transaction().await.map_err(pg)?;
             let folder = folder_id(&tx, &user, &name).await?;
             let rows = tx
-                .query(
+                .query_cached(
                     "SELECT id, flags, modseq, message FROM mailbox_entries
                      WHERE id=ANY($1) AND mailbox=$2 FOR UPDATE",
                     &[&entries, &folder],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             let current: std::collections::HashMap<i64, (String, i64, i64)> = rows
                 .iter()
                 .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
@@ -346,12 +335,11 @@ impl PostgresStore {
                         Some(m) => m,
                         None => *modseq.insert(next_modseq(&tx, folder).await?),
                     };
-                    tx.execute(
+                    tx.execute_cached(
                         "UPDATE mailbox_entries SET flags=$2, modseq=$3 WHERE id=$1",
                         &[&entry, &joined, &m],
                     )
-                    .await
-                    .map_err(pg)?;
+                    .await?;
                     entry_modseq = m;
                     if seen(&set) && !seen(&before) {
                         record_event(&tx, *message, t, READ, &user, &format!("imap {name}"))
@@ -389,13 +377,12 @@ impl PostgresStore {
                 .await
                 .map_err(|_| StoreError::NotFound(format!("[TRYCREATE] no folder {to}")))?;
             let rows = tx
-                .query(
+                .query_cached(
                     "SELECT id, uid, message, flags, internal_date FROM mailbox_entries
                      WHERE id=ANY($1) AND mailbox=$2 ORDER BY uid FOR UPDATE",
                     &[&entries, &source],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             let (uidvalidity, first, modseq) = take_uids(&tx, target, rows.len() as i64).await?;
             if remove && !rows.is_empty() {
                 next_modseq(&tx, source).await?;
@@ -408,9 +395,8 @@ impl PostgresStore {
                 let new_uid = first + n as i64;
                 add_entry(&tx, target, new_uid, message, &flags, date, modseq).await?;
                 if remove {
-                    tx.execute("DELETE FROM mailbox_entries WHERE id=$1", &[&entry])
-                        .await
-                        .map_err(pg)?;
+                    tx.execute_cached("DELETE FROM mailbox_entries WHERE id=$1", &[&entry])
+                        .await?;
                     record_event(&tx, message, t, MOVED, &user, &format!("{from} to {to}")).await?;
                 }
                 pairs.push((uid, new_uid));
@@ -472,12 +458,11 @@ impl PostgresStore {
 /// A folder's id, its row locked for the transaction (changes to one folder queue
 /// behind each other on every node).
 pub(super) async fn folder_id(tx: &Transaction<'_>, user: &str, name: &str) -> Result<i64> {
-    tx.query_opt(
+    tx.query_opt_cached(
         "SELECT id FROM mailboxes WHERE \"user\"=$1 AND name=$2 FOR UPDATE",
         &[&user, &name],
     )
-    .await
-    .map_err(pg)?
+    .await?
     .map(|r| r.get(0))
     .ok_or_else(|| StoreError::NotFound(format!("no folder {name}")))
 }
@@ -491,13 +476,12 @@ async fn insert_folder(
 ) -> Result<bool> {
     let uidvalidity = super::accounts::new_uidvalidity(tx).await?;
     let n = tx
-        .execute(
+        .execute_cached(
             "INSERT INTO mailboxes(\"user\", name, uidvalidity, special) VALUES($1, $2, $3, $4)
              ON CONFLICT DO NOTHING",
             &[&user, &name, &uidvalidity, &special],
         )
-        .await
-        .map_err(pg)?;
+        .await?;
     Ok(n == 1)
 }
 
@@ -509,14 +493,13 @@ pub(super) async fn take_uids(
     n: i64,
 ) -> Result<(i64, i64, i64)> {
     let row = tx
-        .query_one(
+        .query_one_cached(
             "UPDATE mailboxes SET uidnext=uidnext+$2,
                  highestmodseq=highestmodseq + (CASE WHEN modseq_on THEN 1 ELSE 0 END)
              WHERE id=$1 RETURNING uidvalidity, uidnext-$2, highestmodseq",
             &[&folder, &n],
         )
-        .await
-        .map_err(pg)?;
+        .await?;
     Ok((row.get(0), row.get(1), row.get(2)))
 }
 
@@ -524,12 +507,11 @@ pub(super) async fn take_uids(
 /// expunge) and returns it.
 pub(super) async fn next_modseq(tx: &Transaction<'_>, folder: i64) -> Result<i64> {
     Ok(tx
-        .query_one(
+        .query_one_cached(
             "UPDATE mailboxes SET highestmodseq=highestmodseq+1 WHERE id=$1 RETURNING highestmodseq",
             &[&folder],
         )
-        .await
-        .map_err(pg)?
+        .await?
         .get(0))
 }
 
@@ -545,13 +527,12 @@ pub(super) async fn add_entry(
     modseq: i64,
 ) -> Result<i64> {
     Ok(tx
-        .query_one(
+        .query_one_cached(
             "INSERT INTO mailbox_entries(mailbox, uid, message, flags, internal_date, modseq)
              VALUES($1, $2, $3, $4, $5, $6) RETURNING id",
             &[&mailbox, &uid, &message, &flags, &internal_date, &modseq],
         )
-        .await
-        .map_err(pg)?
+        .await?
         .get(0))
 }
 
@@ -576,12 +557,11 @@ pub(super) async fn expunge(
         return Ok(0);
     };
     let messages: Vec<i64> = tx
-        .query(
+        .query_cached(
             "DELETE FROM mailbox_entries WHERE id=ANY($1) AND mailbox=$2 RETURNING message",
             &[&entries, &id],
         )
-        .await
-        .map_err(pg)?
+        .await?
         .iter()
         .map(|r| r.get(0))
         .collect();

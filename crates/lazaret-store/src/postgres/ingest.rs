@@ -5,6 +5,7 @@
 //! removes after an hour. The commit notifies every node that `inbound` has work.
 //! A forgery `[auth_checks]` caught goes to quarantine in the same commit.
 
+use super::cached::Cached;
 use super::{add_recipients, pg, record_event, PostgresStore, QUEUE_CHANNEL};
 use crate::embedded::events::accepted_row;
 use crate::embedded::ingest::Prepared;
@@ -32,12 +33,11 @@ impl PostgresStore {
                 let ids = [format!("q{item}")];
                 super::quarantine::quarantine(&tx, &ids, AUTH_CHECKS_ACTOR, reason).await?;
             }
-            tx.execute(
+            tx.execute_cached(
                 "SELECT pg_notify($1, $2)",
                 &[&QUEUE_CHANNEL, &QUEUE_INBOUND],
             )
-            .await
-            .map_err(pg)?;
+            .await?;
             super::commit(tx).await
         });
         if let Err(e) = committed {
@@ -54,13 +54,12 @@ pub(super) async fn insert(tx: &deadpool_postgres::Transaction<'_>, p: &Prepared
     let received = now();
     let message = insert_message(tx, p, received).await?;
     let item: i64 = tx
-        .query_one(
+        .query_one_cached(
             "INSERT INTO queue_items(message, queue, state, next_attempt, created)
              VALUES($1, $2, 'ready', $3, $3) RETURNING id",
             &[&message, &QUEUE_INBOUND, &received],
         )
-        .await
-        .map_err(pg)?
+        .await?
         .get(0);
     let rcpts: Vec<String> = p
         .incoming
@@ -82,7 +81,7 @@ pub(super) async fn insert_message(
     let (incoming, meta) = (&p.incoming, &p.meta);
     let scan = incoming.scan.as_ref();
     let message: i64 = tx
-        .query_one(
+        .query_one_cached(
             "INSERT INTO messages(uid, sha256, md5, size, received, env_from, helo, peer,
                  hdr_from, hdr_to, hdr_cc, subject, date, message_id,
                  scan_version, scan_content, verdict, auth)
@@ -109,8 +108,7 @@ pub(super) async fn insert_message(
                 &incoming.auth.as_ref().map(|a| &a.results),
             ],
         )
-        .await
-        .map_err(pg)?
+        .await?
         .get(0);
     insert_parts(tx, message, meta).await?;
     insert_text(tx, message, meta).await?;
@@ -137,7 +135,7 @@ pub(super) async fn insert_parts(
         let inside: Vec<Option<i32>> = parts.iter().map(|x| x.inside.map(|i| i as i32)).collect();
         let md5: Vec<&str> = parts.iter().map(|x| x.md5.as_str()).collect();
         // One statement for all parts: an archive can list hundreds of members.
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO parts(message, part, content_type, filename, size, sha256, inside, md5)
              SELECT $1, * FROM unnest($2::int[], $3::text[], $4::text[], $5::bigint[],
                                       $6::text[], $7::int[], $8::text[])",
@@ -145,8 +143,7 @@ pub(super) async fn insert_parts(
                 &message, &numbers, &types, &names, &sizes, &sha256, &inside, &md5,
             ],
         )
-        .await
-        .map_err(pg)?;
+        .await?;
     }
     Ok(())
 }
@@ -158,12 +155,11 @@ pub(super) async fn insert_text(
     meta: &MessageMetadata,
 ) -> Result<()> {
     if !meta.text.is_empty() {
-        tx.execute(
+        tx.execute_cached(
             "INSERT INTO message_text(message, body) VALUES($1, $2)",
             &[&message, &meta.text],
         )
-        .await
-        .map_err(pg)?;
+        .await?;
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! store id or by the `q`/`m`/`x` id of what holds them), summaries for listings,
 //! IMAP's cache of parsed structures, and deletion by the user.
 
+use super::cached::Cached;
 use super::folders::expunge;
 use super::{pg, PostgresStore};
 use crate::embedded::messages::address_list;
@@ -69,21 +70,19 @@ impl PostgresStore {
     pub fn mailbox_list(&self, user: &str) -> Result<Vec<MailboxInfo>> {
         let user = user.trim().to_ascii_lowercase();
         self.with_client(move |c| async move {
-            if c.query_opt("SELECT 1 FROM users WHERE address=$1", &[&user])
-                .await
-                .map_err(pg)?
+            if c.query_opt_cached("SELECT 1 FROM users WHERE address=$1", &[&user])
+                .await?
                 .is_none()
             {
                 return Err(StoreError::NotFound(format!("no user {user}")));
             }
-            Ok(c.query(
+            Ok(c.query_cached(
                 "SELECT b.name, b.uidvalidity, b.uidnext,
                         (SELECT COUNT(*) FROM mailbox_entries e WHERE e.mailbox=b.id)
                  FROM mailboxes b WHERE b.\"user\"=$1 ORDER BY b.id",
                 &[&user],
             )
-            .await
-            .map_err(pg)?
+            .await?
             .iter()
             .map(|r| MailboxInfo {
                 name: r.get(0),
@@ -150,13 +149,12 @@ impl PostgresStore {
         }
         let key = uid.to_string();
         self.with_client(move |c| async move {
-            c.query_opt(
+            c.query_opt_cached(
                 "SELECT uid, size FROM messages m WHERE uid=$1
                    AND NOT EXISTS (SELECT 1 FROM reclaim r WHERE r.message=m.id)",
                 &[&key],
             )
-            .await
-            .map_err(pg)?
+            .await?
             .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
             .ok_or_else(|| StoreError::NotFound("no such message".into()))
         })
@@ -206,12 +204,11 @@ impl PostgresStore {
         let messages = messages.to_vec();
         self.with_client(move |c| async move {
             let rows = c
-                .query(
+                .query_cached(
                     "SELECT uid, envelope, bodystructure FROM imap_cache WHERE uid=ANY($1)",
                     &[&messages],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             let mut found: std::collections::HashMap<String, ImapCached> = rows
                 .iter()
                 .map(|r| {
@@ -233,7 +230,7 @@ impl PostgresStore {
         self.with_client(move |c| async move {
             for (uid, cached) in entries {
                 // Only for messages that still exist.
-                c.execute(
+                c.execute_cached(
                     "INSERT INTO imap_cache(uid, envelope, bodystructure)
                      SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM messages WHERE uid=$1)
                      ON CONFLICT(uid) DO UPDATE SET
@@ -241,8 +238,7 @@ impl PostgresStore {
                        bodystructure=COALESCE(EXCLUDED.bodystructure, imap_cache.bodystructure)",
                     &[&uid, &cached.envelope, &cached.bodystructure],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             }
             Ok(())
         })

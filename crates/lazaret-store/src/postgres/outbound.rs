@@ -18,6 +18,7 @@
 //! longer than `HELD_AT_MOST`, leaves the book unrecorded: its lease lapses and any
 //! node may take it again.
 
+use super::cached::Cached;
 use super::ingest::insert;
 use super::{pg, record_event, PostgresStore, QUEUE_CHANNEL};
 use crate::embedded::ingest::Prepared;
@@ -83,7 +84,7 @@ impl PostgresStore {
             let t = now();
             let until = t + lease.as_secs() as i64;
             let rows = c
-                .query(
+                .query_cached(
                     "WITH due AS (
                          SELECT q.id FROM queue_items q
                          WHERE q.queue=$1 AND q.state IN ('ready', 'retry') AND q.next_attempt<=$2
@@ -109,8 +110,7 @@ impl PostgresStore {
                         &OUTBOUND_DISABLED,
                     ],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             let mut claimed: Vec<QueuedMessage> = rows
                 .iter()
                 .map(|r| QueuedMessage {
@@ -203,12 +203,11 @@ impl PostgresStore {
     pub fn renew_leases(&self, items: &[i64], lease: Duration) -> Result<u64> {
         let (items, node) = (items.to_vec(), self.node.clone());
         self.with_client(move |c| async move {
-            c.execute(
+            c.execute_cached(
                 "UPDATE queue_items SET lease_until=$1 WHERE id=ANY($2) AND lease_owner=$3",
                 &[&(now() + lease.as_secs() as i64), &items, &node],
             )
             .await
-            .map_err(pg)
         })
     }
 
@@ -218,13 +217,12 @@ impl PostgresStore {
         self.claims.forget(items.iter().copied());
         let (items, node) = (items.to_vec(), self.node.clone());
         self.with_client(move |c| async move {
-            c.execute(
+            c.execute_cached(
                 "UPDATE queue_items SET lease_owner=NULL, lease_until=NULL
                  WHERE id=ANY($1) AND lease_owner=$2",
                 &[&items, &node],
             )
             .await
-            .map_err(pg)
         })
     }
 
@@ -238,27 +236,25 @@ impl PostgresStore {
         self.with_client(move |mut c| async move {
             let tx = c.transaction().await.map_err(pg)?;
             let rows = tx
-                .query(
+                .query_cached(
                     "UPDATE queue_items SET worker_failures=worker_failures+1, last_error=$2,
                             lease_owner=NULL, lease_until=NULL
                      WHERE id=ANY($1) AND (lease_owner IS NULL OR lease_owner=$3)
                      RETURNING id, worker_failures, queue",
                     &[&items, &error, &node],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             let mut poisoned = 0;
             for r in rows {
                 let (item, failures, queue): (i64, i32, String) = (r.get(0), r.get(1), r.get(2));
                 if i64::from(failures) >= POISON_AFTER {
                     let why = format!("from {queue} after {failures} worker failures: {error}");
-                    tx.execute(
+                    tx.execute_cached(
                         "UPDATE queue_items SET queue=$2, state='ready', last_error=$3
                          WHERE id=$1",
                         &[&item, &QUEUE_POISON, &why],
                     )
-                    .await
-                    .map_err(pg)?;
+                    .await?;
                     poisoned += 1;
                 }
             }
@@ -299,13 +295,12 @@ impl PostgresStore {
             for (o, dsn) in planned {
                 // Locked for the rest of the transaction: an admin's remove waits.
                 let message: Option<i64> = tx
-                    .query_opt(
+                    .query_opt_cached(
                         "SELECT message FROM queue_items
                          WHERE id=$1 AND queue NOT IN ('inbound', 'local', 'poison') FOR UPDATE",
                         &[&o.item],
                     )
-                    .await
-                    .map_err(pg)?
+                    .await?
                     .map(|r| r.get(0));
                 let Some(message) = message else {
                     unused.extend(dsn.map(|d| d.incoming.id.clone()));
@@ -317,24 +312,21 @@ impl PostgresStore {
                     record_event(&tx, message, t, kind, rcpt, &detail).await?;
                 }
                 let done: Vec<&String> = o.delivered.iter().chain(&o.failed).collect();
-                tx.execute(
+                tx.execute_cached(
                     "DELETE FROM queue_rcpts WHERE item=$1 AND address=ANY($2)",
                     &[&o.item, &done],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
                 let left: i64 = tx
-                    .query_one("SELECT COUNT(*) FROM queue_rcpts WHERE item=$1", &[&o.item])
-                    .await
-                    .map_err(pg)?
+                    .query_one_cached("SELECT COUNT(*) FROM queue_rcpts WHERE item=$1", &[&o.item])
+                    .await?
                     .get(0);
                 if left == 0 {
-                    tx.execute("DELETE FROM queue_items WHERE id=$1", &[&o.item])
-                        .await
-                        .map_err(pg)?;
+                    tx.execute_cached("DELETE FROM queue_items WHERE id=$1", &[&o.item])
+                        .await?;
                     super::release(&tx, &[message]).await?;
                 } else {
-                    tx.execute(
+                    tx.execute_cached(
                         "UPDATE queue_items SET
                              state=CASE WHEN state='frozen' THEN 'frozen' ELSE 'retry' END,
                              attempts=attempts+1, next_attempt=$2, last_error=$3,
@@ -342,8 +334,7 @@ impl PostgresStore {
                          WHERE id=$1",
                         &[&o.item, &o.next_attempt, &o.error],
                     )
-                    .await
-                    .map_err(pg)?;
+                    .await?;
                 }
                 if let Some(d) = dsn {
                     insert(&tx, &d).await?;
@@ -351,12 +342,11 @@ impl PostgresStore {
                 }
             }
             if dsns {
-                tx.execute(
+                tx.execute_cached(
                     "SELECT pg_notify($1, $2)",
                     &[&QUEUE_CHANNEL, &QUEUE_INBOUND],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             }
             super::commit(tx).await?;
             Ok(unused)

@@ -6,9 +6,13 @@
 //!
 //! Also import, which fills one folder in one transaction.
 
+use super::cached::Cached;
 use super::folders::{add_entry, folder_id, next_modseq, take_uids};
 use super::local::notify_users;
-use super::{add_recipients, ingest, pg, record_event, release, PostgresStore, QUEUE_CHANNEL};
+use super::{
+    add_recipients, ingest, pg, record_event, record_events, release, Event, PostgresStore,
+    QUEUE_CHANNEL,
+};
 use crate::embedded::events::{QUARANTINED, REMOVED, RESTORED};
 use crate::embedded::ingest::{imported, Prepared};
 use crate::embedded::messages::address_list;
@@ -17,7 +21,7 @@ use crate::folder_rules::{canonical, join_flags, parse_flags, valid_folder};
 use crate::model::{ActionReport, ImportMessage, MessageSummary, QuarantineDetail};
 use crate::{now, Incoming, Result, StoreError};
 use deadpool_postgres::Transaction;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 impl PostgresStore {
     pub fn quarantine(&self, ids: &[String], actor: &str, reason: &str) -> Result<ActionReport> {
@@ -40,9 +44,8 @@ impl PostgresStore {
             let (report, queues) = restore(&tx, &ids).await?;
             notify_users(&tx, &report.users).await?;
             for queue in queues {
-                tx.execute("SELECT pg_notify($1, $2)", &[&QUEUE_CHANNEL, &queue])
-                    .await
-                    .map_err(pg)?;
+                tx.execute_cached("SELECT pg_notify($1, $2)", &[&QUEUE_CHANNEL, &queue])
+                    .await?;
             }
             super::commit(tx).await?;
             Ok(report)
@@ -72,12 +75,11 @@ impl PostgresStore {
             let report = remove(&tx, &ids, &prepared).await?;
             notify_users(&tx, &report.users).await?;
             if !prepared.is_empty() {
-                tx.execute(
+                tx.execute_cached(
                     "SELECT pg_notify($1, $2)",
                     &[&QUEUE_CHANNEL, &lazaret_core::state::QUEUE_INBOUND],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             }
             super::commit(tx).await?;
             Ok(report)
@@ -107,15 +109,14 @@ impl PostgresStore {
         let id = id.to_string();
         let detail = self.with_client(move |c| async move {
             let Some(r) = c
-                .query_opt(
+                .query_opt_cached(
                     "SELECT m.env_from, z.recipients, m.subject, COALESCE(m.date, m.received),
                             m.size, m.sha256, m.uid, z.origin_location, z.reason, m.verdict,
                             z.at, z.actor, z.origin::text
                      FROM quarantine z JOIN messages m ON m.id=z.message WHERE z.id=$1",
                     &[&n],
                 )
-                .await
-                .map_err(pg)?
+                .await?
             else {
                 return Ok(None);
             };
@@ -188,9 +189,8 @@ impl PostgresStore {
         let imported = self.with_client(move |mut c| async move {
             let tx = c.transaction().await.map_err(pg)?;
             if tx
-                .query_opt("SELECT 1 FROM users WHERE address=$1 FOR SHARE", &[&user])
-                .await
-                .map_err(pg)?
+                .query_opt_cached("SELECT 1 FROM users WHERE address=$1 FOR SHARE", &[&user])
+                .await?
                 .is_none()
             {
                 return Err(StoreError::NotFound(format!(
@@ -239,74 +239,104 @@ async fn folder_or_new(tx: &Transaction<'_>, user: &str, folder: &str) -> Result
     }
     let uidvalidity = super::accounts::new_uidvalidity(tx).await?;
     Ok(tx
-        .query_one(
+        .query_one_cached(
             "INSERT INTO mailboxes(\"user\", name, uidvalidity) VALUES($1, $2, $3)
              ON CONFLICT(\"user\", name) DO UPDATE SET name=EXCLUDED.name RETURNING id",
             &[&user, &folder, &uidvalidity],
         )
-        .await
-        .map_err(pg)?
+        .await?
         .get(0))
 }
 
-/// Where a queue item or folder entry is, its row locked; None when it is gone.
-async fn origin_of(tx: &Transaction<'_>, kind: char, n: i64) -> Result<Option<(i64, Origin)>> {
-    if kind == 'q' {
-        let Some(r) = tx
-            .query_opt(
-                "SELECT message, queue, state, next_attempt, attempts, last_error, created,
-                        worker_failures FROM queue_items WHERE id=$1 FOR UPDATE",
-                &[&n],
+/// Where queue items and folder entries are (by kind and id), with the message each
+/// holds, their rows locked in id order (so two nodes taking overlapping sets never
+/// wait on each other in a circle); the ones gone are not in the answer.
+async fn origins_of(
+    tx: &Transaction<'_>,
+    items: &[i64],
+    entries: &[i64],
+) -> Result<HashMap<(char, i64), (i64, Origin)>> {
+    let mut found = HashMap::new();
+    if !items.is_empty() {
+        let rows = tx
+            .query_cached(
+                "SELECT id, message, queue, state, next_attempt, attempts, last_error, created,
+                        worker_failures FROM queue_items WHERE id=ANY($1) ORDER BY id FOR UPDATE",
+                &[&items],
             )
-            .await
-            .map_err(pg)?
-        else {
-            return Ok(None);
-        };
-        let rcpts = tx
-            .query(
-                "SELECT address FROM queue_rcpts WHERE item=$1 ORDER BY address COLLATE \"C\"",
-                &[&n],
+            .await?;
+        let mut rcpts: HashMap<i64, Vec<String>> = HashMap::new();
+        for r in tx
+            .query_cached(
+                "SELECT item, address FROM queue_rcpts WHERE item=ANY($1)
+                 ORDER BY item, address COLLATE \"C\"",
+                &[&items],
             )
-            .await
-            .map_err(pg)?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let origin = Origin::Queue {
-            queue: r.get(1),
-            state: r.get(2),
-            next_attempt: r.get(3),
-            attempts: r.get::<_, i32>(4) as i64,
-            last_error: r.get(5),
-            created: r.get(6),
-            worker_failures: r.get::<_, i32>(7) as i64,
-            rcpts,
-        };
-        return Ok(Some((r.get(0), origin)));
-    }
-    Ok(tx
-        .query_opt(
-            "SELECT e.message, b.\"user\", b.name, e.flags, e.internal_date
-             FROM mailbox_entries e JOIN mailboxes b ON b.id=e.mailbox
-             WHERE e.id=$1 FOR UPDATE OF e",
-            &[&n],
-        )
-        .await
-        .map_err(pg)?
-        .map(|r| {
-            let origin = Origin::Mailbox {
-                user: r.get(1),
-                folder: r.get(2),
-                flags: parse_flags(r.get(3)),
-                internal_date: r.get(4),
+            .await?
+        {
+            rcpts.entry(r.get(0)).or_default().push(r.get(1));
+        }
+        for r in rows {
+            let id: i64 = r.get(0);
+            let origin = Origin::Queue {
+                queue: r.get(2),
+                state: r.get(3),
+                next_attempt: r.get(4),
+                attempts: r.get::<_, i32>(5) as i64,
+                last_error: r.get(6),
+                created: r.get(7),
+                worker_failures: r.get::<_, i32>(8) as i64,
+                rcpts: rcpts.remove(&id).unwrap_or_default(),
             };
-            (r.get(0), origin)
-        }))
+            found.insert(('q', id), (r.get(1), origin));
+        }
+    }
+    if !entries.is_empty() {
+        for r in tx
+            .query_cached(
+                "SELECT e.id, e.message, b.\"user\", b.name, e.flags, e.internal_date
+                 FROM mailbox_entries e JOIN mailboxes b ON b.id=e.mailbox
+                 WHERE e.id=ANY($1) ORDER BY e.id FOR UPDATE OF e",
+                &[&entries],
+            )
+            .await?
+        {
+            let origin = Origin::Mailbox {
+                user: r.get(2),
+                folder: r.get(3),
+                flags: parse_flags(r.get(4)),
+                internal_date: r.get(5),
+            };
+            found.insert(('m', r.get(0)), (r.get(1), origin));
+        }
+    }
+    Ok(found)
+}
+
+/// Ids parsed, each kind's numbers apart; an id given twice counts once (the second
+/// finds it gone, as one by one would), and one of another kind or unreadable is None.
+fn parse_ids(
+    ids: &[String],
+    kinds: &[char],
+) -> (Vec<Option<(char, i64)>>, HashMap<char, Vec<i64>>) {
+    let mut seen = HashSet::new();
+    let mut by_kind: HashMap<char, Vec<i64>> = HashMap::new();
+    let parsed = ids
+        .iter()
+        .map(|id| match parse_id(id) {
+            Some((kind, n)) if kinds.contains(&kind) && seen.insert((kind, n)) => {
+                by_kind.entry(kind).or_default().push(n);
+                Some((kind, n))
+            }
+            _ => None,
+        })
+        .collect();
+    (parsed, by_kind)
 }
 
 /// Moves queue items and folder entries into quarantine, in the caller's transaction
-/// (also ingest's, for a forgery caught on arrival).
+/// (also ingest's, for a forgery caught on arrival). Set-based: a batch of any size
+/// takes a fixed number of statements.
 pub(super) async fn quarantine(
     tx: &Transaction<'_>,
     ids: &[String],
@@ -315,65 +345,96 @@ pub(super) async fn quarantine(
 ) -> Result<ActionReport> {
     let mut report = ActionReport::default();
     let at = now();
-    // Folders that lost messages: each takes a new mod-sequence once (CONDSTORE).
-    let mut folders_changed = BTreeSet::new();
-    for id in ids {
-        let found = match parse_id(id) {
-            Some((kind @ ('q' | 'm'), n)) => origin_of(tx, kind, n).await?.map(|o| (n, o)),
-            _ => None,
-        };
-        let Some((n, (message, origin))) = found else {
-            report.skipped += 1;
-            continue;
-        };
-        let stored = serde_json::to_string(&origin).unwrap_or_default();
-        let quarantined: i64 = tx
-            .query_one(
-                "INSERT INTO quarantine(message, at, actor, reason, origin_location,
-                     recipients, origin)
-                 VALUES($1, $2, $3, $4, $5, $6, CAST($7::text AS jsonb)) RETURNING id",
-                &[
-                    &message,
-                    &at,
-                    &actor,
-                    &reason,
-                    &origin.location(),
-                    &origin.recipients(),
-                    &stored,
-                ],
+    let (parsed, by_kind) = parse_ids(ids, &['q', 'm']);
+    let none = Vec::new();
+    let items = by_kind.get(&'q').unwrap_or(&none);
+    let entries = by_kind.get(&'m').unwrap_or(&none);
+    let mut origins = origins_of(tx, items, entries).await?;
+    // In the order given, as the report's `created` lists them.
+    let mut taken = Vec::new();
+    for key in parsed {
+        match key.and_then(|k| origins.remove(&k)) {
+            Some((message, origin)) => taken.push((message, origin)),
+            None => report.skipped += 1,
+        }
+    }
+    if taken.is_empty() {
+        return Ok(report);
+    }
+    // The quarantine ids are drawn first so that each row's is known in order.
+    let quarantined: Vec<i64> = tx
+        .query_cached(
+            "SELECT nextval(pg_get_serial_sequence('quarantine', 'id'))
+             FROM generate_series(1, $1::bigint)",
+            &[&(taken.len() as i64)],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let messages: Vec<i64> = taken.iter().map(|(m, _)| *m).collect();
+    let locations: Vec<String> = taken.iter().map(|(_, o)| o.location()).collect();
+    let recipients: Vec<String> = taken.iter().map(|(_, o)| o.recipients()).collect();
+    let stored: Vec<String> = taken
+        .iter()
+        .map(|(_, o)| serde_json::to_string(o).unwrap_or_default())
+        .collect();
+    tx.execute_cached(
+        "INSERT INTO quarantine(id, message, at, actor, reason, origin_location, recipients,
+             origin)
+         OVERRIDING SYSTEM VALUE
+         SELECT u.id, u.message, $3, $4, $5, u.location, u.recipients, CAST(u.origin AS jsonb)
+         FROM unnest($1::bigint[], $2::bigint[], $6::text[], $7::text[], $8::text[])
+             AS u(id, message, location, recipients, origin)",
+        &[
+            &quarantined,
+            &messages,
+            &at,
+            &actor,
+            &reason,
+            &locations,
+            &recipients,
+            &stored,
+        ],
+    )
+    .await?;
+    let events: Vec<Event> = (0..taken.len())
+        .map(|i| Event {
+            message: messages[i],
+            kind: QUARANTINED,
+            who: recipients[i].clone(),
+            detail: format!(
+                "x{} from {} by {actor}: {reason}",
+                quarantined[i], locations[i]
+            ),
+        })
+        .collect();
+    record_events(tx, at, &events).await?;
+    if !items.is_empty() {
+        tx.execute_cached("DELETE FROM queue_items WHERE id=ANY($1)", &[&items])
+            .await?;
+    }
+    if !entries.is_empty() {
+        // Folders that lost messages: each takes a new mod-sequence once (CONDSTORE).
+        let folders_changed: BTreeSet<i64> = tx
+            .query_cached(
+                "DELETE FROM mailbox_entries WHERE id=ANY($1) RETURNING mailbox",
+                &[&entries],
             )
-            .await
-            .map_err(pg)?
-            .get(0);
-        let detail = format!(
-            "x{quarantined} from {} by {actor}: {reason}",
-            origin.location()
-        );
-        record_event(tx, message, at, QUARANTINED, &origin.recipients(), &detail).await?;
-        match &origin {
-            Origin::Queue { .. } => {
-                tx.execute("DELETE FROM queue_items WHERE id=$1", &[&n])
-                    .await
-                    .map_err(pg)?;
-            }
-            Origin::Mailbox { user, .. } => {
-                let folder: i64 = tx
-                    .query_one(
-                        "DELETE FROM mailbox_entries WHERE id=$1 RETURNING mailbox",
-                        &[&n],
-                    )
-                    .await
-                    .map_err(pg)?
-                    .get(0);
-                folders_changed.insert(folder);
-                add_user(&mut report, user);
-            }
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for folder in folders_changed {
+            next_modseq(tx, folder).await?;
+        }
+    }
+    for ((_, origin), x) in taken.iter().zip(&quarantined) {
+        if let Origin::Mailbox { user, .. } = origin {
+            add_user(&mut report, user);
         }
         report.done += 1;
-        report.created.push(format!("x{quarantined}"));
-    }
-    for folder in folders_changed {
-        next_modseq(tx, folder).await?;
+        report.created.push(format!("x{x}"));
     }
     Ok(report)
 }
@@ -390,12 +451,11 @@ async fn restore(tx: &Transaction<'_>, ids: &[String]) -> Result<(ActionReport, 
             continue;
         };
         let Some(row) = tx
-            .query_opt(
+            .query_opt_cached(
                 "SELECT message, origin::text FROM quarantine WHERE id=$1 FOR UPDATE",
                 &[&n],
             )
-            .await
-            .map_err(pg)?
+            .await?
         else {
             report.skipped += 1;
             continue;
@@ -423,7 +483,7 @@ async fn restore(tx: &Transaction<'_>, ids: &[String]) -> Result<(ActionReport, 
                 rcpts,
             } => {
                 let item: i64 = tx
-                    .query_one(
+                    .query_one_cached(
                         "INSERT INTO queue_items(message, queue, state, next_attempt, attempts,
                              last_error, created, worker_failures)
                          VALUES($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
@@ -438,8 +498,7 @@ async fn restore(tx: &Transaction<'_>, ids: &[String]) -> Result<(ActionReport, 
                             &(worker_failures as i32),
                         ],
                     )
-                    .await
-                    .map_err(pg)?
+                    .await?
                     .get(0);
                 add_recipients(tx, item, &rcpts).await?;
                 if !queues.contains(&queue) {
@@ -454,9 +513,8 @@ async fn restore(tx: &Transaction<'_>, ids: &[String]) -> Result<(ActionReport, 
                 internal_date,
             } => {
                 if tx
-                    .query_opt("SELECT 1 FROM users WHERE address=$1 FOR SHARE", &[&user])
-                    .await
-                    .map_err(pg)?
+                    .query_opt_cached("SELECT 1 FROM users WHERE address=$1 FOR SHARE", &[&user])
+                    .await?
                     .is_none()
                 {
                     report.failed.push((
@@ -475,9 +533,8 @@ async fn restore(tx: &Transaction<'_>, ids: &[String]) -> Result<(ActionReport, 
                 format!("m{entry}")
             }
         };
-        tx.execute("DELETE FROM quarantine WHERE id=$1", &[&n])
-            .await
-            .map_err(pg)?;
+        tx.execute_cached("DELETE FROM quarantine WHERE id=$1", &[&n])
+            .await?;
         let detail = format!("x{n} back to {created}");
         record_event(tx, message, t, RESTORED, &restored_to, &detail).await?;
         report.done += 1;
@@ -490,59 +547,73 @@ async fn restore(tx: &Transaction<'_>, ids: &[String]) -> Result<(ActionReport, 
 /// queued in the same transaction; messages no place holds go to the reclaim.
 async fn remove(tx: &Transaction<'_>, ids: &[String], dsns: &[Prepared]) -> Result<ActionReport> {
     let mut report = ActionReport::default();
-    let mut messages = Vec::new();
-    let mut folders_changed = BTreeSet::new();
     let t = now();
-    for id in ids {
-        let message: Option<i64> = match parse_id(id) {
-            Some(('q', n)) => tx
-                .query_opt(
-                    "DELETE FROM queue_items WHERE id=$1 RETURNING message",
-                    &[&n],
-                )
-                .await
-                .map_err(pg)?
-                .map(|r| r.get(0)),
-            Some(('m', n)) => tx
-                .query_opt(
-                    "DELETE FROM mailbox_entries e WHERE id=$1
-                     RETURNING message, (SELECT \"user\" FROM mailboxes b WHERE b.id=e.mailbox),
-                               mailbox",
-                    &[&n],
-                )
-                .await
-                .map_err(pg)?
-                .map(|r| {
-                    add_user(&mut report, r.get(1));
-                    folders_changed.insert(r.get::<_, i64>(2));
-                    r.get(0)
-                }),
-            Some(('x', n)) => tx
-                .query_opt(
-                    "DELETE FROM quarantine WHERE id=$1 RETURNING message",
-                    &[&n],
-                )
-                .await
-                .map_err(pg)?
-                .map(|r| r.get(0)),
-            _ => None,
-        };
-        match message {
-            Some(m) => {
-                let detail = format!("{id} by an admin");
-                record_event(tx, m, t, REMOVED, "", &detail).await?;
+    let (parsed, by_kind) = parse_ids(ids, &['q', 'm', 'x']);
+    // What each id held, and for a folder entry its user and folder.
+    let mut gone: HashMap<(char, i64), (i64, Option<(String, i64)>)> = HashMap::new();
+    if let Some(items) = by_kind.get(&'q') {
+        for r in tx
+            .query_cached(
+                "DELETE FROM queue_items WHERE id=ANY($1) RETURNING id, message",
+                &[items],
+            )
+            .await?
+        {
+            gone.insert(('q', r.get(0)), (r.get(1), None));
+        }
+    }
+    if let Some(entries) = by_kind.get(&'m') {
+        for r in tx
+            .query_cached(
+                "DELETE FROM mailbox_entries e WHERE id=ANY($1)
+                 RETURNING id, message,
+                           (SELECT \"user\" FROM mailboxes b WHERE b.id=e.mailbox), mailbox",
+                &[entries],
+            )
+            .await?
+        {
+            gone.insert(('m', r.get(0)), (r.get(1), Some((r.get(2), r.get(3)))));
+        }
+    }
+    if let Some(quarantined) = by_kind.get(&'x') {
+        for r in tx
+            .query_cached(
+                "DELETE FROM quarantine WHERE id=ANY($1) RETURNING id, message",
+                &[quarantined],
+            )
+            .await?
+        {
+            gone.insert(('x', r.get(0)), (r.get(1), None));
+        }
+    }
+    let mut events = Vec::new();
+    let mut folders_changed = BTreeSet::new();
+    for (id, key) in ids.iter().zip(parsed) {
+        match key.and_then(|k| gone.remove(&k)) {
+            Some((message, entry)) => {
+                if let Some((user, folder)) = entry {
+                    add_user(&mut report, &user);
+                    folders_changed.insert(folder);
+                }
+                events.push(Event {
+                    message,
+                    kind: REMOVED,
+                    who: String::new(),
+                    detail: format!("{id} by an admin"),
+                });
                 report.done += 1;
-                messages.push(m);
             }
             None => report.skipped += 1,
         }
     }
+    record_events(tx, t, &events).await?;
     for dsn in dsns {
         ingest::insert(tx, dsn).await?;
     }
     for folder in folders_changed {
         next_modseq(tx, folder).await?;
     }
+    let mut messages: Vec<i64> = events.iter().map(|e| e.message).collect();
     messages.sort_unstable();
     messages.dedup();
     release(tx, &messages).await?;

@@ -2,6 +2,7 @@
 //! now, and the outbound switch. All of it is rows in the shared database, so a queue
 //! frozen from one node is frozen for every node's claims at once.
 
+use super::cached::Cached;
 use super::{pg, PostgresStore, QUEUE_CHANNEL};
 use crate::{now, QueueSummary, Result, RetryReport, StoreError, OUTBOUND_DISABLED};
 use lazaret_core::state::SYSTEM_QUEUES;
@@ -24,7 +25,7 @@ impl PostgresStore {
                 .map(|name| (name.to_string(), empty(name)))
                 .collect();
             let rows = c
-                .query(
+                .query_cached(
                     "SELECT queue, COUNT(*), COUNT(*) FILTER (WHERE state='ready'),
                             COUNT(*) FILTER (WHERE state='retry'),
                             COUNT(*) FILTER (WHERE state='frozen'),
@@ -32,8 +33,7 @@ impl PostgresStore {
                      FROM queue_items GROUP BY queue",
                     &[],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             for r in rows {
                 let name: String = r.get(0);
                 let q = queues.entry(name.clone()).or_insert_with(|| empty(&name));
@@ -45,9 +45,8 @@ impl PostgresStore {
                 q.next_attempt = r.get(6);
             }
             for r in c
-                .query("SELECT name, state FROM queues", &[])
-                .await
-                .map_err(pg)?
+                .query_cached("SELECT name, state FROM queues", &[])
+                .await?
             {
                 let name: String = r.get(0);
                 queues
@@ -72,13 +71,12 @@ impl PostgresStore {
             let known = SYSTEM_QUEUES.contains(&name.as_str())
                 || name.starts_with("remote:")
                 || name.starts_with("smarthost:")
-                || c.query_one(
+                || c.query_one_cached(
                     "SELECT EXISTS(SELECT 1 FROM queue_items WHERE queue=$1)
                          OR EXISTS(SELECT 1 FROM queues WHERE name=$1)",
                     &[&name],
                 )
-                .await
-                .map_err(pg)?
+                .await?
                 .get::<_, bool>(0);
             if !known {
                 return Err(StoreError::NotFound(format!(
@@ -87,22 +85,19 @@ impl PostgresStore {
             }
             match state {
                 QueueState::Active => {
-                    c.execute("DELETE FROM queues WHERE name=$1", &[&name])
-                        .await
-                        .map_err(pg)?;
+                    c.execute_cached("DELETE FROM queues WHERE name=$1", &[&name])
+                        .await?;
                     // Thawed: its due items are work for every node now.
-                    c.execute("SELECT pg_notify($1, $2)", &[&QUEUE_CHANNEL, &name])
-                        .await
-                        .map_err(pg)?;
+                    c.execute_cached("SELECT pg_notify($1, $2)", &[&QUEUE_CHANNEL, &name])
+                        .await?;
                 }
                 QueueState::Frozen => {
-                    c.execute(
+                    c.execute_cached(
                         "INSERT INTO queues(name, state) VALUES($1, 'frozen')
                          ON CONFLICT(name) DO UPDATE SET state='frozen'",
                         &[&name],
                     )
-                    .await
-                    .map_err(pg)?;
+                    .await?;
                 }
             }
             Ok(())
@@ -146,7 +141,7 @@ impl PostgresStore {
         let queues = queues.to_vec();
         self.with_client(move |c| async move {
             let row = c
-                .query_one(
+                .query_one_cached(
                     "WITH due AS (
                          UPDATE queue_items SET next_attempt=$2
                          WHERE queue=ANY($1) AND state IN ('ready', 'retry') RETURNING 1)
@@ -155,12 +150,10 @@ impl PostgresStore {
                              WHERE queue=ANY($1) AND state='frozen')",
                     &[&queues, &now()],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             for queue in &queues {
-                c.execute("SELECT pg_notify($1, $2)", &[&QUEUE_CHANNEL, queue])
-                    .await
-                    .map_err(pg)?;
+                c.execute_cached("SELECT pg_notify($1, $2)", &[&QUEUE_CHANNEL, queue])
+                    .await?;
             }
             Ok(RetryReport {
                 due: row.get::<_, i64>(0) as u64,
@@ -174,28 +167,25 @@ impl PostgresStore {
         let items = item_ids(ids);
         self.with_client(move |c| async move {
             let rows = c
-                .query(
+                .query_cached(
                     "UPDATE queue_items SET next_attempt=$2
                      WHERE id=ANY($1) AND state IN ('ready', 'retry') RETURNING queue",
                     &[&items, &now()],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             let frozen: i64 = c
-                .query_one(
+                .query_one_cached(
                     "SELECT COUNT(*) FROM queue_items WHERE id=ANY($1) AND state='frozen'",
                     &[&items],
                 )
-                .await
-                .map_err(pg)?
+                .await?
                 .get(0);
             let mut queues: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
             queues.sort();
             queues.dedup();
             for queue in &queues {
-                c.execute("SELECT pg_notify($1, $2)", &[&QUEUE_CHANNEL, queue])
-                    .await
-                    .map_err(pg)?;
+                c.execute_cached("SELECT pg_notify($1, $2)", &[&QUEUE_CHANNEL, queue])
+                    .await?;
             }
             Ok(RetryReport {
                 due: rows.len() as u64,
@@ -208,14 +198,13 @@ impl PostgresStore {
     pub fn next_due(&self, queues: &[&str]) -> Result<Option<i64>> {
         let queues: Vec<String> = queues.iter().map(|q| q.to_string()).collect();
         self.with_client(move |c| async move {
-            Ok(c.query_one(
+            Ok(c.query_one_cached(
                 "SELECT MIN(next_attempt) FROM queue_items q
                  WHERE q.queue=ANY($1) AND q.state IN ('ready', 'retry')
                    AND NOT EXISTS (SELECT 1 FROM queues f WHERE f.name=q.queue AND f.state='frozen')",
                 &[&queues],
             )
-            .await
-            .map_err(pg)?
+            .await?
             .get(0))
         })
     }
@@ -228,7 +217,7 @@ impl PostgresStore {
                 return Ok(Vec::new());
             }
             let rows = c
-                .query(
+                .query_cached(
                     "SELECT q.queue, MIN(q.next_attempt) FROM queue_items q
                      WHERE q.queue NOT IN ('inbound', 'local', 'poison')
                        AND q.state IN ('ready', 'retry')
@@ -237,19 +226,17 @@ impl PostgresStore {
                      GROUP BY q.queue ORDER BY q.queue",
                     &[],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
         })
     }
 }
 
 async fn outbound_disabled(c: &deadpool_postgres::Object) -> Result<bool> {
-    Ok(c.query_opt(
+    Ok(c.query_opt_cached(
         "SELECT 1 FROM settings WHERE key=$1 AND value='1'",
         &[&OUTBOUND_DISABLED],
     )
-    .await
-    .map_err(pg)?
+    .await?
     .is_some())
 }

@@ -7,6 +7,7 @@
 //! A message placed again since its release (an IMAP COPY from a stale view) only
 //! leaves the list.
 
+use super::cached::Cached;
 use super::{pg, record_event_keeping, PostgresStore};
 use crate::embedded::events::GONE;
 use crate::{now, Result};
@@ -18,15 +19,14 @@ impl PostgresStore {
         let (taken, gone) = self.with_client(move |mut c| async move {
             let tx = c.transaction().await.map_err(pg)?;
             let taken: Vec<i64> = tx
-                .query(
+                .query_cached(
                     "DELETE FROM reclaim WHERE message IN (
                          SELECT message FROM reclaim ORDER BY message LIMIT $1
                          FOR UPDATE SKIP LOCKED)
                      RETURNING message",
                     &[&(limit as i64)],
                 )
-                .await
-                .map_err(pg)?
+                .await?
                 .iter()
                 .map(|r| r.get(0))
                 .collect();
@@ -37,7 +37,7 @@ impl PostgresStore {
             }
             // Parts and text go with the row (ON DELETE CASCADE).
             let rows = tx
-                .query(
+                .query_cached(
                     "DELETE FROM messages m WHERE m.id=ANY($1)
                        AND NOT EXISTS (SELECT 1 FROM queue_items q WHERE q.message=m.id)
                        AND NOT EXISTS (SELECT 1 FROM mailbox_entries e WHERE e.message=m.id)
@@ -45,8 +45,7 @@ impl PostgresStore {
                      RETURNING m.id, m.uid, m.subject",
                     &[&taken],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             let mut gone = Vec::with_capacity(rows.len());
             let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
             // Counting clusters down: under the filing lock, as filing counts them up.
@@ -61,9 +60,8 @@ impl PostgresStore {
                 record_event_keeping(&tx, id, t, GONE, &cluster, &subject, Some(&uid)).await?;
                 gone.push(uid);
             }
-            tx.execute("DELETE FROM imap_cache WHERE uid=ANY($1)", &[&gone])
-                .await
-                .map_err(pg)?;
+            tx.execute_cached("DELETE FROM imap_cache WHERE uid=ANY($1)", &[&gone])
+                .await?;
             super::commit(tx).await?;
             Ok((taken.len(), gone))
         })?;
@@ -78,9 +76,8 @@ impl PostgresStore {
     pub fn reclaim_backlog(&self) -> Result<u64> {
         self.with_client(|c| async move {
             let row = c
-                .query_one("SELECT COUNT(*) FROM reclaim", &[])
-                .await
-                .map_err(pg)?;
+                .query_one_cached("SELECT COUNT(*) FROM reclaim", &[])
+                .await?;
             Ok(row.get::<_, i64>(0) as u64)
         })
     }
@@ -89,9 +86,8 @@ impl PostgresStore {
     pub fn message_count(&self) -> Result<u64> {
         self.with_client(|c| async move {
             let row = c
-                .query_one("SELECT COUNT(*) FROM messages", &[])
-                .await
-                .map_err(pg)?;
+                .query_one_cached("SELECT COUNT(*) FROM messages", &[])
+                .await?;
             Ok(row.get::<_, i64>(0) as u64)
         })
     }

@@ -6,9 +6,10 @@
 //! take different items. Copies of a fast-growing outbreak cluster (`[outbreak]
 //! hold_growth`) stay frozen in `inbound`, decided under the clusters' filing lock.
 
+use super::cached::Cached;
 use super::clusters::{holds, lock_filing};
-use super::local::{into_inboxes, lock_inboxes, notify_users};
-use super::{add_recipients, pg, record_event, PostgresStore, QUEUE_CHANNEL};
+use super::local::{notify_users, Inboxes};
+use super::{add_recipients, pg, record_events, Event, PostgresStore, QUEUE_CHANNEL};
 use crate::embedded::clusters::held_error;
 use crate::embedded::events::{DEFERRED, HELD, QUEUED};
 use crate::embedded::queues::no_such_user;
@@ -32,7 +33,7 @@ impl PostgresStore {
         // another node takes meanwhile are skipped below.
         let due: Vec<(i64, Vec<String>)> = self.with_client(move |c| async move {
             let rows = c
-                .query(
+                .query_cached(
                     "SELECT q.id, ARRAY(SELECT address FROM queue_rcpts r WHERE r.item=q.id
                                         ORDER BY address)
                      FROM queue_items q JOIN messages m ON m.id=q.message
@@ -43,8 +44,7 @@ impl PostgresStore {
                      FOR UPDATE OF q SKIP LOCKED",
                     &[&QUEUE_INBOUND, &now(), &(limit as i64), &require_scan],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
         })?;
         if due.is_empty() {
@@ -65,12 +65,11 @@ impl PostgresStore {
             let tx = c.transaction().await.map_err(pg)?;
             let mut report = RouteReport::default();
             let frozen: Vec<String> = tx
-                .query(
+                .query_cached(
                     "SELECT name FROM queues WHERE name=ANY($1) AND state='frozen'",
                     &[&vec![QUEUE_INBOUND, QUEUE_LOCAL]],
                 )
-                .await
-                .map_err(pg)?
+                .await?
                 .iter()
                 .map(|r| r.get(0))
                 .collect();
@@ -86,28 +85,28 @@ impl PostgresStore {
             // Still in `inbound` and not frozen since they were read, and not taken by
             // another node now.
             let taken: BTreeMap<i64, (i64, i64)> = tx
-                .query(
+                .query_cached(
                     "SELECT id, message, created FROM queue_items
                      WHERE id=ANY($1) AND queue=$2 AND state<>'frozen'
                      ORDER BY id FOR UPDATE SKIP LOCKED",
                     &[&items, &QUEUE_INBOUND],
                 )
-                .await
-                .map_err(pg)?
+                .await?
                 .iter()
                 .map(|r| (r.get(0), (r.get(1), r.get(2))))
                 .collect();
-            if local_open {
-                let local = plans
-                    .iter()
-                    .filter(|(item, _)| taken.contains_key(item))
-                    .filter_map(|(_, groups)| groups.get(QUEUE_LOCAL))
-                    .flatten()
-                    .cloned();
-                lock_inboxes(&tx, local.collect()).await?;
-            }
+            let local = plans
+                .iter()
+                .filter(|(item, _)| local_open && taken.contains_key(item))
+                .filter_map(|(_, groups)| groups.get(QUEUE_LOCAL))
+                .flatten()
+                .cloned();
+            let mut inboxes = Inboxes::lock(&tx, local.collect()).await?;
             let t = now();
             let mut queues_with_work = Vec::new();
+            // Written set-wise after the loop, in the order they happened.
+            let mut events = Vec::new();
+            let mut routed = Vec::new();
             for (item, groups) in plans {
                 let Some(&(message, created)) = taken.get(&item) else {
                     continue;
@@ -119,44 +118,56 @@ impl PostgresStore {
                         // Never delivered, never bounced: frozen where it is until the
                         // admin thaws, quarantines or allows the cluster.
                         let why = held_error(cluster);
-                        tx.execute(
+                        tx.execute_cached(
                             "UPDATE queue_items SET state='frozen', last_error=$2 WHERE id=$1",
                             &[&item, &why],
                         )
-                        .await
-                        .map_err(pg)?;
-                        record_event(&tx, message, t, HELD, "", &why).await?;
+                        .await?;
+                        events.push(Event {
+                            message,
+                            kind: HELD,
+                            who: String::new(),
+                            detail: why,
+                        });
                         report.held += 1;
                         continue;
                     }
                 }
                 for (queue, rcpts) in groups {
-                    let (state, next_attempt, attempts, error, rcpts) = if queue == QUEUE_LOCAL
-                        && local_open
-                    {
-                        let missing =
-                            into_inboxes(&tx, message, &rcpts, t, &mut report.local.users).await?;
-                        if missing.is_empty() {
-                            report.local.delivered += 1;
-                            continue;
-                        }
-                        report.local.deferred += 1;
-                        let error = no_such_user(&missing);
-                        record_event(&tx, message, t, DEFERRED, &missing.join(", "), &error)
-                            .await?;
-                        ("retry", t + retry_delay_secs, 1, Some(error), missing)
-                    } else {
-                        if queue != QUEUE_LOCAL {
-                            report.to_remote += 1;
-                        }
-                        record_event(&tx, message, t, QUEUED, &rcpts.join(", "), &queue).await?;
-                        if !queues_with_work.contains(&queue) {
-                            queues_with_work.push(queue.clone());
-                        }
-                        ("ready", t, 0, None, rcpts)
-                    };
+                    let (state, next_attempt, attempts, error, rcpts) =
+                        if queue == QUEUE_LOCAL && local_open {
+                            let missing =
+                                inboxes.file(message, &rcpts, &mut events, &mut report.local.users);
+                            if missing.is_empty() {
+                                report.local.delivered += 1;
+                                continue;
+                            }
+                            report.local.deferred += 1;
+                            let error = no_such_user(&missing);
+                            events.push(Event {
+                                message,
+                                kind: DEFERRED,
+                                who: missing.join(", "),
+                                detail: error.clone(),
+                            });
+                            ("retry", t + retry_delay_secs, 1, Some(error), missing)
+                        } else {
+                            if queue != QUEUE_LOCAL {
+                                report.to_remote += 1;
+                            }
+                            events.push(Event {
+                                message,
+                                kind: QUEUED,
+                                who: rcpts.join(", "),
+                                detail: queue.clone(),
+                            });
+                            if !queues_with_work.contains(&queue) {
+                                queues_with_work.push(queue.clone());
+                            }
+                            ("ready", t, 0, None, rcpts)
+                        };
                     let new_item: i64 = tx
-                        .query_one(
+                        .query_one_cached(
                             "INSERT INTO queue_items(message, queue, state, next_attempt, created,
                                  attempts, last_error)
                              VALUES($1, $2, $3, $4, $5, $6, $7) RETURNING id",
@@ -170,21 +181,21 @@ impl PostgresStore {
                                 &error,
                             ],
                         )
-                        .await
-                        .map_err(pg)?
+                        .await?
                         .get(0);
                     add_recipients(&tx, new_item, &rcpts).await?;
                 }
-                tx.execute("DELETE FROM queue_items WHERE id=$1", &[&item])
-                    .await
-                    .map_err(pg)?;
+                routed.push(item);
                 report.routed += 1;
             }
+            inboxes.write(&tx, t).await?;
+            record_events(&tx, t, &events).await?;
+            tx.execute_cached("DELETE FROM queue_items WHERE id=ANY($1)", &[&routed])
+                .await?;
             notify_users(&tx, &report.local.users).await?;
             for queue in &queues_with_work {
-                tx.execute("SELECT pg_notify($1, $2)", &[&QUEUE_CHANNEL, queue])
-                    .await
-                    .map_err(pg)?;
+                tx.execute_cached("SELECT pg_notify($1, $2)", &[&QUEUE_CHANNEL, queue])
+                    .await?;
             }
             super::commit(tx).await?;
             Ok(report)

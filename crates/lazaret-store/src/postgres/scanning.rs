@@ -10,14 +10,16 @@
 //! scan does not route the message in the same commit as the embedded store does;
 //! it notifies `inbound`, whose next routing pass (on any node) moves it on.
 
+use super::cached::Cached;
 use super::local::notify_users;
-use super::{pg, record_event_keeping, PostgresStore, QUEUE_CHANNEL};
+use super::{pg, record_event_keeping, record_events, Event, PostgresStore, QUEUE_CHANNEL};
 use crate::embedded::events::SCANNED;
 use crate::embedded::scanning::scan_event_detail;
 use crate::model::{ActionReport, PendingScan, RescanScope, RouteReport, ScanAction, ScanRecord};
 use crate::{now, BlobLocation, Result, StoreError};
 use deadpool_postgres::Transaction;
 use lazaret_core::state::QUEUE_INBOUND;
+use std::collections::{BTreeMap, HashMap};
 
 /// Seconds a scanner's claim on an inbound item lasts: a batch is scanned in far less.
 const SCAN_LEASE: i64 = 60;
@@ -54,7 +56,7 @@ impl PostgresStore {
         self.with_client(move |c| async move {
             let t = now();
             let mut rows = c
-                .query(
+                .query_cached(
                     "WITH due AS (
                          SELECT q.id FROM queue_items q JOIN messages m ON m.id=q.message
                          WHERE q.queue=$1 AND q.state IN ('ready','retry')
@@ -75,8 +77,7 @@ impl PostgresStore {
                         &(t + SCAN_LEASE),
                     ],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             // RETURNING gives no order; a message with several items comes once.
             rows.sort_by_key(|r| r.get::<_, i64>(2));
             let mut seen = std::collections::HashSet::new();
@@ -84,14 +85,13 @@ impl PostgresStore {
             let mut pending = pending_rows(&rows);
             let ids: Vec<i64> = pending.iter().map(|p| p.message).collect();
             let rcpts = c
-                .query(
+                .query_cached(
                     "SELECT q.message, r.address FROM queue_items q
                      JOIN queue_rcpts r ON r.item=q.id
                      WHERE q.message=ANY($1) AND q.queue=$2",
                     &[&ids, &QUEUE_INBOUND],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             for r in &rcpts {
                 let message: i64 = r.get(0);
                 if let Some(p) = pending.iter_mut().find(|p| p.message == message) {
@@ -105,14 +105,13 @@ impl PostgresStore {
     pub fn unscanned_inbound(&self) -> Result<u64> {
         self.with_client(move |c| async move {
             let row = c
-                .query_one(
+                .query_one_cached(
                     "SELECT count(DISTINCT q.message) FROM queue_items q
                      JOIN messages m ON m.id=q.message
                      WHERE q.queue=$1 AND m.scan_version IS NULL",
                     &[&QUEUE_INBOUND],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             Ok(row.get::<_, i64>(0) as u64)
         })
     }
@@ -236,21 +235,19 @@ impl PostgresStore {
             let (report, old) = record(&tx, &records).await?;
             // Scanned: the claims `scan_pending` took are done with.
             let messages: Vec<i64> = records.iter().map(|r| r.message).collect();
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE queue_items SET lease_owner=NULL, lease_until=NULL
                  WHERE message=ANY($1) AND queue=$2 AND lease_owner=$3",
                 &[&messages, &QUEUE_INBOUND, &node],
             )
-            .await
-            .map_err(pg)?;
+            .await?;
             notify_users(&tx, &report.users).await?;
             // What the scan let through can be routed now, by any node.
-            tx.execute(
+            tx.execute_cached(
                 "SELECT pg_notify($1, $2)",
                 &[&QUEUE_CHANNEL, &QUEUE_INBOUND],
             )
-            .await
-            .map_err(pg)?;
+            .await?;
             super::commit(tx).await?;
             Ok((report, old))
         })?;
@@ -295,21 +292,8 @@ async fn record(
 ) -> Result<(ActionReport, Vec<String>)> {
     let mut report = ActionReport::default();
     let mut old_uids = Vec::new();
+    scan_events_and_stamps(tx, records).await?;
     for r in records {
-        scan_event(tx, r).await?;
-        tx.execute(
-            "UPDATE messages SET scan_version=COALESCE(NULLIF($2, ''), scan_version),
-                 scan_content=COALESCE(NULLIF($3, ''), scan_content),
-                 verdict=COALESCE($4, verdict) WHERE id=$1",
-            &[
-                &r.message,
-                &r.stamp.version,
-                &r.stamp.content_version,
-                &r.stamp.verdict,
-            ],
-        )
-        .await
-        .map_err(pg)?;
         match &r.action {
             ScanAction::Keep => {}
             ScanAction::Quarantine {
@@ -318,14 +302,13 @@ async fn record(
                 mailboxes,
             } => {
                 let ids: Vec<String> = tx
-                    .query(
+                    .query_cached(
                         "SELECT 'q' || id FROM queue_items WHERE message=$1 AND $2
                          UNION ALL
                          SELECT 'm' || id FROM mailbox_entries WHERE message=$1 AND $3",
                         &[&r.message, queues, mailboxes],
                     )
-                    .await
-                    .map_err(pg)?
+                    .await?
                     .iter()
                     .map(|row| row.get(0))
                     .collect();
@@ -341,7 +324,7 @@ async fn record(
                 uid, size, digests, ..
             } => {
                 let Some(old) = tx
-                    .query_opt(
+                    .query_opt_cached(
                         "UPDATE messages n SET uid=$2, size=$3, sha256=$4, md5=$5
                          FROM messages o WHERE n.id=$1 AND o.id=n.id RETURNING o.uid",
                         &[
@@ -352,15 +335,13 @@ async fn record(
                             &digests.md5,
                         ],
                     )
-                    .await
-                    .map_err(pg)?
+                    .await?
                 else {
                     continue;
                 };
                 let old: String = old.get(0);
-                tx.execute("DELETE FROM imap_cache WHERE uid=$1", &[&old])
-                    .await
-                    .map_err(pg)?;
+                tx.execute_cached("DELETE FROM imap_cache WHERE uid=$1", &[&old])
+                    .await?;
                 old_uids.push(old);
             }
         }
@@ -368,24 +349,67 @@ async fn record(
     Ok((report, old_uids))
 }
 
-/// The event log notes a message's first scan and every detection; a rescan that
-/// finds nothing new is not a step of the message's path.
-async fn scan_event(tx: &Transaction<'_>, r: &ScanRecord) -> Result<()> {
-    let Some(row) = tx
-        .query_opt(
-            "SELECT scan_version IS NULL, uid FROM messages WHERE id=$1",
-            &[&r.message],
+/// Notes the scans in the event log and stamps the messages, a batch in a fixed
+/// number of statements. The event log notes a message's first scan and every
+/// detection; a rescan that finds nothing new is not a step of the message's path.
+async fn scan_events_and_stamps(tx: &Transaction<'_>, records: &[ScanRecord]) -> Result<()> {
+    let ids: Vec<i64> = records.iter().map(|r| r.message).collect();
+    // Whether each message is unscanned so far, and its store id.
+    let mut known: HashMap<i64, (bool, String)> = tx
+        .query_cached(
+            "SELECT id, scan_version IS NULL, uid FROM messages WHERE id=ANY($1)",
+            &[&ids],
         )
-        .await
-        .map_err(pg)?
-    else {
-        return Ok(());
-    };
-    let (first, uid): (bool, String) = (row.get(0), row.get(1));
-    let Some(detail) = scan_event_detail(r, first) else {
-        return Ok(());
-    };
-    // A rewritten message takes the new copy's id: the old one stays findable here.
-    let keep = matches!(r.action, ScanAction::Replace { .. }).then_some(uid.as_str());
-    record_event_keeping(tx, r.message, now(), SCANNED, "", &detail, keep).await
+        .await?
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
+    let t = now();
+    let mut events = Vec::new();
+    // Each message's stamp as the records one after another would leave it.
+    let mut stamps: BTreeMap<i64, (Option<&str>, Option<&str>, Option<&str>)> = BTreeMap::new();
+    for r in records {
+        let Some((first, uid)) = known.get_mut(&r.message) else {
+            continue;
+        };
+        if let Some(detail) = scan_event_detail(r, *first) {
+            if matches!(r.action, ScanAction::Replace { .. }) {
+                // A rewritten message takes the new copy's id: the old one stays
+                // findable here.
+                record_event_keeping(tx, r.message, t, SCANNED, "", &detail, Some(uid)).await?;
+            } else {
+                events.push(Event {
+                    message: r.message,
+                    kind: SCANNED,
+                    who: String::new(),
+                    detail,
+                });
+            }
+        }
+        *first = *first && r.stamp.version.is_empty();
+        let stamp = stamps.entry(r.message).or_default();
+        stamp.0 = non_empty(&r.stamp.version).or(stamp.0);
+        stamp.1 = non_empty(&r.stamp.content_version).or(stamp.1);
+        stamp.2 = r.stamp.verdict.as_deref().or(stamp.2);
+    }
+    record_events(tx, t, &events).await?;
+    let ids: Vec<i64> = stamps.keys().copied().collect();
+    let versions: Vec<Option<&str>> = stamps.values().map(|s| s.0).collect();
+    let contents: Vec<Option<&str>> = stamps.values().map(|s| s.1).collect();
+    let verdicts: Vec<Option<&str>> = stamps.values().map(|s| s.2).collect();
+    tx.execute_cached(
+        "UPDATE messages m SET scan_version=COALESCE(u.version, m.scan_version),
+             scan_content=COALESCE(u.content, m.scan_content),
+             verdict=COALESCE(u.verdict, m.verdict)
+         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])
+             AS u(id, version, content, verdict)
+         WHERE m.id=u.id",
+        &[&ids, &versions, &contents, &verdicts],
+    )
+    .await?;
+    Ok(())
+}
+
+fn non_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
 }
