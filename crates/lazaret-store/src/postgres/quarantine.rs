@@ -9,10 +9,7 @@
 use super::cached::Cached;
 use super::folders::{add_entry, folder_id, next_modseq, take_uids};
 use super::local::notify_users;
-use super::{
-    add_recipients, ingest, pg, record_event, record_events, release, Event, PostgresStore,
-    QUEUE_CHANNEL,
-};
+use super::{ingest, pg, record_events, release, Event, PostgresStore, QUEUE_CHANNEL};
 use crate::embedded::events::{QUARANTINED, REMOVED, RESTORED};
 use crate::embedded::ingest::{imported, Prepared};
 use crate::embedded::messages::address_list;
@@ -440,37 +437,106 @@ pub(super) async fn quarantine(
 }
 
 /// Puts quarantined messages back where they were taken from; also returns the
-/// queues that got work.
+/// queues that got work. Set-based, as `quarantine`: each folder takes its UIDs for
+/// the batch at once, and the new rows' ids are drawn first so the report can name
+/// them in the order given.
 async fn restore(tx: &Transaction<'_>, ids: &[String]) -> Result<(ActionReport, Vec<String>)> {
     let mut report = ActionReport::default();
-    let mut queues = Vec::new();
     let t = now();
-    for id in ids {
-        let Some(('x', n)) = parse_id(id) else {
-            report.skipped += 1;
-            continue;
-        };
-        let Some(row) = tx
-            .query_opt_cached(
-                "SELECT message, origin::text FROM quarantine WHERE id=$1 FOR UPDATE",
-                &[&n],
-            )
-            .await?
+    let (parsed, by_kind) = parse_ids(ids, &['x']);
+    let wanted = by_kind.get(&'x').cloned().unwrap_or_default();
+    let mut held: HashMap<i64, (i64, String)> = tx
+        .query_cached(
+            "SELECT id, message, origin::text FROM quarantine WHERE id=ANY($1)
+             ORDER BY id FOR UPDATE",
+            &[&wanted],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
+    // What goes back, in the order given: (id as given, quarantine id, message,
+    // origin).
+    let mut back = Vec::new();
+    for (id, key) in ids.iter().zip(parsed) {
+        let Some((x, (message, stored))) = key.and_then(|(_, n)| held.remove(&n).map(|h| (n, h)))
         else {
             report.skipped += 1;
             continue;
         };
-        let message: i64 = row.get(0);
-        let origin: Origin = match serde_json::from_str(row.get(1)) {
-            Ok(o) => o,
-            Err(e) => {
-                report
-                    .failed
-                    .push((id.clone(), format!("unreadable origin: {e}")));
-                continue;
+        match serde_json::from_str::<Origin>(&stored) {
+            Ok(origin) => back.push((id, x, message, origin)),
+            Err(e) => report
+                .failed
+                .push((id.clone(), format!("unreadable origin: {e}"))),
+        }
+    }
+    // A folder entry goes back only to a user who still exists.
+    let named: Vec<&str> = back
+        .iter()
+        .filter_map(|(.., o)| match o {
+            Origin::Mailbox { user, .. } => Some(user.as_str()),
+            Origin::Queue { .. } => None,
+        })
+        .collect();
+    let users: HashSet<String> = if named.is_empty() {
+        HashSet::new()
+    } else {
+        tx.query_cached(
+            "SELECT address FROM users WHERE address=ANY($1) ORDER BY address FOR SHARE",
+            &[&named],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
+    back.retain(|(id, .., o)| match o {
+        Origin::Mailbox { user, .. } if !users.contains(user) => {
+            report.failed.push((
+                id.to_string(),
+                format!("user {user} no longer exists; add the user first"),
+            ));
+            false
+        }
+        _ => true,
+    });
+    if back.is_empty() {
+        return Ok((report, Vec::new()));
+    }
+    // Each folder (created again if deleted since, as the user had it) takes the
+    // UIDs of all its entries at once.
+    let mut folders: HashMap<(String, String), (i64, i64)> = HashMap::new();
+    for (.., o) in &back {
+        if let Origin::Mailbox { user, folder, .. } = o {
+            let key = (user.clone(), folder.clone());
+            if !folders.contains_key(&key) {
+                let id = folder_or_new(tx, user, folder).await?;
+                folders.insert(key.clone(), (id, 0));
             }
-        };
-        let restored_to = origin.recipients();
+            if let Some(f) = folders.get_mut(&key) {
+                f.1 += 1;
+            }
+        }
+    }
+    // Per folder: its id, next UID to hand out, and the mod-sequence of the batch.
+    let mut next: HashMap<(String, String), (i64, i64, i64)> = HashMap::new();
+    for (key, (id, n)) in folders {
+        let (_, first, modseq) = take_uids(tx, id, n).await?;
+        next.insert(key, (id, first, modseq));
+    }
+    let entries = back
+        .iter()
+        .filter(|(.., o)| matches!(o, Origin::Mailbox { .. }))
+        .count();
+    let items = back.len() - entries;
+    let mut entry_ids = draw_ids(tx, "mailbox_entries", entries).await?.into_iter();
+    let mut item_ids = draw_ids(tx, "queue_items", items).await?.into_iter();
+    let mut e = EntryRows::default();
+    let mut q = ItemRows::default();
+    let mut queues = Vec::new();
+    let mut events = Vec::new();
+    for (_, x, message, origin) in &back {
         let created = match origin {
             Origin::Queue {
                 queue,
@@ -482,27 +548,22 @@ async fn restore(tx: &Transaction<'_>, ids: &[String]) -> Result<(ActionReport, 
                 worker_failures,
                 rcpts,
             } => {
-                let item: i64 = tx
-                    .query_one_cached(
-                        "INSERT INTO queue_items(message, queue, state, next_attempt, attempts,
-                             last_error, created, worker_failures)
-                         VALUES($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-                        &[
-                            &message,
-                            &queue,
-                            &state,
-                            &next_attempt,
-                            &(attempts as i32),
-                            &last_error,
-                            &created,
-                            &(worker_failures as i32),
-                        ],
-                    )
-                    .await?
-                    .get(0);
-                add_recipients(tx, item, &rcpts).await?;
-                if !queues.contains(&queue) {
-                    queues.push(queue);
+                let item = item_ids.next().unwrap_or_default();
+                q.ids.push(item);
+                q.messages.push(*message);
+                q.queues.push(queue.clone());
+                q.states.push(state.clone());
+                q.next_attempts.push(*next_attempt);
+                q.attempts.push(*attempts as i32);
+                q.last_errors.push(last_error.clone());
+                q.created.push(*created);
+                q.worker_failures.push(*worker_failures as i32);
+                for r in rcpts {
+                    q.rcpt_items.push(item);
+                    q.rcpts.push(r.clone());
+                }
+                if !queues.contains(queue) {
+                    queues.push(queue.clone());
                 }
                 format!("q{item}")
             }
@@ -512,35 +573,141 @@ async fn restore(tx: &Transaction<'_>, ids: &[String]) -> Result<(ActionReport, 
                 flags,
                 internal_date,
             } => {
-                if tx
-                    .query_opt_cached("SELECT 1 FROM users WHERE address=$1 FOR SHARE", &[&user])
-                    .await?
-                    .is_none()
-                {
-                    report.failed.push((
-                        id.clone(),
-                        format!("user {user} no longer exists; add the user first"),
-                    ));
-                    continue;
-                }
-                // A folder deleted since is created again, as the user had it.
-                let box_id = folder_or_new(tx, &user, &folder).await?;
-                let (_, uid, modseq) = take_uids(tx, box_id, 1).await?;
-                let flags = join_flags(&flags);
-                let entry =
-                    add_entry(tx, box_id, uid, message, &flags, internal_date, modseq).await?;
-                add_user(&mut report, &user);
+                let entry = entry_ids.next().unwrap_or_default();
+                let slot = next
+                    .get_mut(&(user.clone(), folder.clone()))
+                    .ok_or_else(|| StoreError::Invalid("restore lost a folder".into()))?;
+                e.ids.push(entry);
+                e.folders.push(slot.0);
+                e.uids.push(slot.1);
+                slot.1 += 1;
+                e.messages.push(*message);
+                e.flags.push(join_flags(flags));
+                e.dates.push(*internal_date);
+                e.modseqs.push(slot.2);
+                add_user(&mut report, user);
                 format!("m{entry}")
             }
         };
-        tx.execute_cached("DELETE FROM quarantine WHERE id=$1", &[&n])
-            .await?;
-        let detail = format!("x{n} back to {created}");
-        record_event(tx, message, t, RESTORED, &restored_to, &detail).await?;
+        events.push(Event {
+            message: *message,
+            kind: RESTORED,
+            who: origin.recipients(),
+            detail: format!("x{x} back to {created}"),
+        });
         report.done += 1;
         report.created.push(created);
     }
+    e.insert(tx).await?;
+    q.insert(tx).await?;
+    let restored: Vec<i64> = back.iter().map(|(_, x, ..)| *x).collect();
+    tx.execute_cached("DELETE FROM quarantine WHERE id=ANY($1)", &[&restored])
+        .await?;
+    record_events(tx, t, &events).await?;
     Ok((report, queues))
+}
+
+/// `n` new ids of `table`'s identity column, in order.
+async fn draw_ids(tx: &Transaction<'_>, table: &'static str, n: usize) -> Result<Vec<i64>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    Ok(tx
+        .query_cached(
+            "SELECT nextval(pg_get_serial_sequence($1, 'id')) FROM generate_series(1, $2::bigint)",
+            &[&table, &(n as i64)],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Folder entries to insert in one statement, a column each.
+#[derive(Default)]
+struct EntryRows {
+    ids: Vec<i64>,
+    folders: Vec<i64>,
+    uids: Vec<i64>,
+    messages: Vec<i64>,
+    flags: Vec<String>,
+    dates: Vec<i64>,
+    modseqs: Vec<i64>,
+}
+
+impl EntryRows {
+    async fn insert(&self, tx: &Transaction<'_>) -> Result<()> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        tx.execute_cached(
+            "INSERT INTO mailbox_entries(id, mailbox, uid, message, flags, internal_date, modseq)
+             OVERRIDING SYSTEM VALUE
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[],
+                                  $5::text[], $6::bigint[], $7::bigint[])",
+            &[
+                &self.ids,
+                &self.folders,
+                &self.uids,
+                &self.messages,
+                &self.flags,
+                &self.dates,
+                &self.modseqs,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Queue items (and their recipients) to insert in two statements, a column each.
+#[derive(Default)]
+struct ItemRows {
+    ids: Vec<i64>,
+    messages: Vec<i64>,
+    queues: Vec<String>,
+    states: Vec<String>,
+    next_attempts: Vec<i64>,
+    attempts: Vec<i32>,
+    last_errors: Vec<Option<String>>,
+    created: Vec<i64>,
+    worker_failures: Vec<i32>,
+    rcpt_items: Vec<i64>,
+    rcpts: Vec<String>,
+}
+
+impl ItemRows {
+    async fn insert(&self, tx: &Transaction<'_>) -> Result<()> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        tx.execute_cached(
+            "INSERT INTO queue_items(id, message, queue, state, next_attempt, attempts,
+                 last_error, created, worker_failures)
+             OVERRIDING SYSTEM VALUE
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
+                                  $5::bigint[], $6::int[], $7::text[], $8::bigint[], $9::int[])",
+            &[
+                &self.ids,
+                &self.messages,
+                &self.queues,
+                &self.states,
+                &self.next_attempts,
+                &self.attempts,
+                &self.last_errors,
+                &self.created,
+                &self.worker_failures,
+            ],
+        )
+        .await?;
+        tx.execute_cached(
+            "INSERT INTO queue_rcpts(item, address)
+             SELECT * FROM unnest($1::bigint[], $2::text[]) ON CONFLICT DO NOTHING",
+            &[&self.rcpt_items, &self.rcpts],
+        )
+        .await?;
+        Ok(())
+    }
 }
 
 /// Deletes queue items, folder entries or quarantined messages for good, with DSNs
