@@ -310,12 +310,12 @@ async fn origins_of(
     Ok(found)
 }
 
+/// An id's kind (`q`, `m`, `x`) and number.
+type Key = (char, i64);
+
 /// Ids parsed, each kind's numbers apart; an id given twice counts once (the second
 /// finds it gone, as one by one would), and one of another kind or unreadable is None.
-fn parse_ids(
-    ids: &[String],
-    kinds: &[char],
-) -> (Vec<Option<(char, i64)>>, HashMap<char, Vec<i64>>) {
+fn parse_ids(ids: &[String], kinds: &[char]) -> (Vec<Option<Key>>, HashMap<char, Vec<i64>>) {
     let mut seen = HashSet::new();
     let mut by_kind: HashMap<char, Vec<i64>> = HashMap::new();
     let parsed = ids
@@ -710,6 +710,9 @@ impl ItemRows {
     }
 }
 
+/// A folder entry's user and folder id.
+type UserFolder = (String, i64);
+
 /// Deletes queue items, folder entries or quarantined messages for good, with DSNs
 /// queued in the same transaction; messages no place holds go to the reclaim.
 async fn remove(tx: &Transaction<'_>, ids: &[String], dsns: &[Prepared]) -> Result<ActionReport> {
@@ -717,7 +720,7 @@ async fn remove(tx: &Transaction<'_>, ids: &[String], dsns: &[Prepared]) -> Resu
     let t = now();
     let (parsed, by_kind) = parse_ids(ids, &['q', 'm', 'x']);
     // What each id held, and for a folder entry its user and folder.
-    let mut gone: HashMap<(char, i64), (i64, Option<(String, i64)>)> = HashMap::new();
+    let mut gone: HashMap<Key, (i64, Option<UserFolder>)> = HashMap::new();
     if let Some(items) = by_kind.get(&'q') {
         for r in tx
             .query_cached(

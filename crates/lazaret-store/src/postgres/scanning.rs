@@ -367,7 +367,7 @@ async fn scan_events_and_stamps(tx: &Transaction<'_>, records: &[ScanRecord]) ->
     let t = now();
     let mut events = Vec::new();
     // Each message's stamp as the records one after another would leave it.
-    let mut stamps: BTreeMap<i64, (Option<&str>, Option<&str>, Option<&str>)> = BTreeMap::new();
+    let mut stamps: BTreeMap<i64, Stamp> = BTreeMap::new();
     for r in records {
         let Some((first, uid)) = known.get_mut(&r.message) else {
             continue;
@@ -388,15 +388,15 @@ async fn scan_events_and_stamps(tx: &Transaction<'_>, records: &[ScanRecord]) ->
         }
         *first = *first && r.stamp.version.is_empty();
         let stamp = stamps.entry(r.message).or_default();
-        stamp.0 = non_empty(&r.stamp.version).or(stamp.0);
-        stamp.1 = non_empty(&r.stamp.content_version).or(stamp.1);
-        stamp.2 = r.stamp.verdict.as_deref().or(stamp.2);
+        stamp.version = non_empty(&r.stamp.version).or(stamp.version);
+        stamp.content = non_empty(&r.stamp.content_version).or(stamp.content);
+        stamp.verdict = r.stamp.verdict.as_deref().or(stamp.verdict);
     }
     record_events(tx, t, &events).await?;
     let ids: Vec<i64> = stamps.keys().copied().collect();
-    let versions: Vec<Option<&str>> = stamps.values().map(|s| s.0).collect();
-    let contents: Vec<Option<&str>> = stamps.values().map(|s| s.1).collect();
-    let verdicts: Vec<Option<&str>> = stamps.values().map(|s| s.2).collect();
+    let versions: Vec<Option<&str>> = stamps.values().map(|s| s.version).collect();
+    let contents: Vec<Option<&str>> = stamps.values().map(|s| s.content).collect();
+    let verdicts: Vec<Option<&str>> = stamps.values().map(|s| s.verdict).collect();
     tx.execute_cached(
         "UPDATE messages m SET scan_version=COALESCE(u.version, m.scan_version),
              scan_content=COALESCE(u.content, m.scan_content),
@@ -408,6 +408,14 @@ async fn scan_events_and_stamps(tx: &Transaction<'_>, records: &[ScanRecord]) ->
     )
     .await?;
     Ok(())
+}
+
+/// A message's scan stamp to write: each part None leaves the stored one.
+#[derive(Default)]
+struct Stamp<'a> {
+    version: Option<&'a str>,
+    content: Option<&'a str>,
+    verdict: Option<&'a str>,
 }
 
 fn non_empty(s: &str) -> Option<&str> {
