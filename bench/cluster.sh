@@ -9,7 +9,8 @@
 #     every message is in its mailbox.
 #  2. Find and quarantine: FIND_USERS x FIND_PER_USER messages plus WORMS worm copies
 #     (bench/find_seed.py, imported), on one PostgreSQL node and on the embedded node:
-#     find by subject, sender and attachment SHA-256, then quarantine every copy.
+#     find by subject, sender and attachment SHA-256, quarantine every copy, restore
+#     every copy, and `status` (its totals count every row).
 #  3. Delivery resumption: a node holding outbound claims is SIGKILLed; the time until
 #     the first of its items is delivered by another node (the lease, a minute, plus a
 #     look), through an smtp-sink that answers DATA after a second (and is then one
@@ -205,6 +206,11 @@ find_and_quarantine() {
   [ "$(wc -l <"$work/$name.sha")" = "$WORMS" ] || { echo "$name found $(wc -l <"$work/$name.sha") of $WORMS copies" >&2; exit 1; }
   t0=$(now); $L quarantine --sha256 "$sha" --yes >/dev/null; printf -v "${name}_quarantine" '%s' "$(since "$t0")"
   [ "$($L find --sha256 "$sha" --in mailboxes --ids-only | wc -l)" = 0 ] || { echo "$name: copies left after quarantine" >&2; exit 1; }
+  # "Move, don't delete": every copy back where it was.
+  $L find --sha256 "$sha" --in quarantine --ids-only >"$work/$name.quarantined"
+  t0=$(now); $L quarantine restore - <"$work/$name.quarantined" >/dev/null; printf -v "${name}_restore" '%s' "$(since "$t0")"
+  [ "$($L find --sha256 "$sha" --in mailboxes --ids-only | wc -l)" = "$WORMS" ] || { echo "$name: copies missing after restore" >&2; exit 1; }
+  t0=$(now); $L status --json >/dev/null; printf -v "${name}_status" '%s' "$(since "$t0")"
 }
 start_node "$work/find-emb"
 find_and_quarantine emb "$work/find-emb"
@@ -213,7 +219,7 @@ start_node "$work/find-pg" "$(new_database find)" mx1
 find_and_quarantine pgf "$work/find-pg"
 stop_node "$work/find-pg"
 total=$((FIND_USERS * FIND_PER_USER + WORMS))
-for what in import subject from sha quarantine; do
+for what in import subject from sha quarantine restore status; do
   lz=$(eval echo "\$pgf_$what"); peer=$(eval echo "\$emb_$what")
   report "cluster $what $total msgs pg s (vs embedded)" "$lz" "$peer" "$(echo "scale=2; $peer / $lz" | bc)"
 done
