@@ -1378,8 +1378,42 @@ fn imap_work_on_folders_answers_as_the_embedded_store_and_other_nodes_see_it() {
     assert_eq!(seen_from_two.highestmodseq, seen_from_one.highestmodseq);
     // Its own change moves a node's generation at once, before any notification.
     let before = one.write_generation();
+    let before_two = two.write_generation();
     one.folder_create("ann@example.org", "Fresh", None).unwrap();
     assert!(one.write_generation() > before);
+    // CONDSTORE turned on for a folder on node one gives it a new mod-sequence, which
+    // node two hears of (once: sessions asking again change nothing).
+    let heard = |since: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while two.write_generation() == since {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        true
+    };
+    assert!(heard(before_two), "node two did not hear of the new folder");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let generation = two.write_generation();
+    let on = one.folder_track_modseq("ann@example.org", "Fresh").unwrap();
+    assert!(
+        heard(generation),
+        "node two did not hear of CONDSTORE turned on"
+    );
+    assert_eq!(
+        two.folder_snapshot("ann@example.org", "Fresh")
+            .unwrap()
+            .highestmodseq,
+        on
+    );
+    let generation = two.write_generation();
+    assert_eq!(
+        one.folder_track_modseq("ann@example.org", "Fresh").unwrap(),
+        on
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(two.write_generation(), generation);
 }
 
 /// An admin cleaning up, the same calls on either store: import, quarantine from a

@@ -190,17 +190,28 @@ impl PostgresStore {
 
     pub fn folder_track_modseq(&self, user: &str, name: &str) -> Result<i64> {
         let (user, name) = (user.to_string(), canonical(name));
-        let modseq = self.with_client(move |c| async move {
+        let modseq = self.with_client(move |mut c| async move {
+            let tx = c.transaction().await.map_err(pg)?;
             // A fresh mod-sequence: from here every change takes a new one.
-            c.query_opt_cached(
-                "UPDATE mailboxes SET modseq_on=true,
-                     highestmodseq=highestmodseq + (CASE WHEN modseq_on THEN 0 ELSE 1 END)
-                 WHERE \"user\"=$1 AND name=$2 RETURNING highestmodseq",
-                &[&user, &name],
-            )
-            .await?
-            .map(|r| r.get(0))
-            .ok_or_else(|| StoreError::NotFound(format!("no folder {name}")))
+            let row = tx
+                .query_opt_cached(
+                    "UPDATE mailboxes m SET modseq_on=true,
+                         highestmodseq=m.highestmodseq + (CASE WHEN o.was THEN 0 ELSE 1 END)
+                     FROM (SELECT id, modseq_on AS was FROM mailboxes
+                           WHERE \"user\"=$1 AND name=$2 FOR UPDATE) o
+                     WHERE m.id=o.id RETURNING m.highestmodseq, o.was",
+                    &[&user, &name],
+                )
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("no folder {name}")))?;
+            let (modseq, was_on): (i64, bool) = (row.get(0), row.get(1));
+            // Sessions on other nodes learn the folder's new mod-sequence (only the
+            // first time: every CONDSTORE session asks again).
+            if !was_on {
+                notify_users(&tx, std::slice::from_ref(&user)).await?;
+            }
+            super::commit(tx).await?;
+            Ok(modseq)
         })?;
         self.folders_changed();
         Ok(modseq)
