@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, Server
+from conftest import BIN, ROOT, Server
 from test_outbound import wait_for
 
 REQUIRED = os.environ.get("LAZARET_TESTS_REQUIRE", "").split(",")
@@ -274,10 +274,20 @@ def test_a_bulk_quarantine_whose_node_dies_is_finished_by_another(own_postgres, 
                         f"copy {i}\n\n")
         one.cli("import", "--user", "alice@localhost", str(mbox))
 
-        status, started = api(one, "POST", "/api/actions/quarantine",
-                              {"filters": {"subject": "Wormy"}, "reason": "worm drill"})
-        assert status == 200, started
-        job = started["job"]
+        # Started by the CLI, which follows the job until its node dies.
+        follower = subprocess.Popen(
+            [BIN, "-c", str(one.config), "quarantine", "--subject", "Wormy", "--yes",
+             "--reason", "worm drill"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while True:
+            status, jobs = api(one, "GET", "/api/jobs")
+            mine = [j["id"] for j in jobs if j["action"] == "quarantine"]
+            if mine:
+                job = mine[0]
+                break
+            assert time.time() < deadline and follower.poll() is None, jobs
+            time.sleep(0.005)
         # Killed once the first batches are in and before the last: midway.
         deadline = time.time() + 60
         while True:
@@ -290,6 +300,11 @@ def test_a_bulk_quarantine_whose_node_dies_is_finished_by_another(own_postgres, 
             time.sleep(0.005)
         done_by_one = view["done"]
         assert 0 < done_by_one < total
+        # The CLI says it lost the server, how far the job got, and where to follow it.
+        _, said = follower.communicate(timeout=60)
+        assert follower.returncode == 3, said
+        assert "lost the server while following quarantine" in said, said
+        assert "another node takes the job over" in said, said
 
         # mx2 takes it over once mx1 is silent for three heartbeats (15 s), and
         # finishes it: every copy in quarantine, none left in the mailbox.

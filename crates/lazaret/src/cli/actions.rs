@@ -277,8 +277,30 @@ pub fn follow(api: &Api, started: &Value) -> Result<Value> {
     );
     let mut styled = false;
     let started_at = std::time::Instant::now();
+    let (mut action, mut done) = (String::from("the job"), 0);
     loop {
-        let job: Value = api.get(&format!("/api/jobs/{id}"))?;
+        let job: Value = match api.get(&format!("/api/jobs/{id}")) {
+            Ok(job) => job,
+            Err(e) => {
+                bar.abandon();
+                // The node went away mid-job: on a shared store another node finishes
+                // it, and the admin needs to know where to look rather than only
+                // that this server is gone.
+                return Err(Failure::new(
+                    super::EXIT_UNREACHABLE,
+                    format!(
+                        "lost the server while following {action} (job {id}, {done} of {total} done \
+                         at the last look): {e:#}\nOn the embedded store the job stopped there: run the \
+                         command again once the server is back. On a shared store (PostgreSQL) \
+                         another node takes the job over within about 20 s and finishes it: \
+                         follow it with `lazaret audit` or the console of another node."
+                    ),
+                )
+                .into());
+            }
+        };
+        action = text(&job["action"]);
+        done = job["done"].as_u64().unwrap_or(done);
         if !styled {
             output::bar_style(&bar, job["unit"] == "bytes");
             bar.set_message(text(&job["action"]));
