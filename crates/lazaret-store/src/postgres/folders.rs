@@ -10,7 +10,7 @@
 
 use super::cached::Cached;
 use super::local::notify_users;
-use super::{ingest, pg, record_event, release, PostgresStore};
+use super::{ingest, pg, record_event, record_events, release, Event, PostgresStore};
 use crate::embedded::events::{EXPUNGED, MOVED, READ};
 use crate::embedded::ingest::{appended, Prepared};
 use crate::folder_rules::{
@@ -576,10 +576,11 @@ pub(super) async fn expunge(
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let t = now();
-    for &m in &messages {
-        record_event(tx, m, t, EXPUNGED, user, folder).await?;
-    }
+    let events: Vec<Event> = messages
+        .iter()
+        .map(|&m| Event::new(m, EXPUNGED, user, folder))
+        .collect();
+    record_events(tx, now(), &events).await?;
     if !messages.is_empty() {
         next_modseq(tx, id).await?;
         notify_users(tx, &[user.to_string()]).await?;

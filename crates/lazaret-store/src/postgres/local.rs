@@ -66,12 +66,7 @@ impl PostgresStore {
                     &[&item, &(attempts + 1), &(t + retry_delay_secs), &error],
                 )
                 .await?;
-                events.push(Event {
-                    message,
-                    kind: DEFERRED,
-                    who: missing.join(", "),
-                    detail: error,
-                });
+                events.push(Event::new(message, DEFERRED, missing.join(", "), error));
                 report.deferred += 1;
             }
             inboxes.write(&tx, t).await?;
@@ -165,12 +160,7 @@ impl Inboxes {
             inbox.changed = true;
             self.entries
                 .push((inbox.id, uid, message, inbox.highestmodseq));
-            events.push(Event {
-                message,
-                kind: DELIVERED,
-                who: rcpt.clone(),
-                detail: "INBOX".to_string(),
-            });
+            events.push(Event::new(message, DELIVERED, rcpt.clone(), "INBOX"));
             if !users.contains(rcpt) {
                 users.push(rcpt.clone());
             }

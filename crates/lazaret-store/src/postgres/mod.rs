@@ -288,70 +288,49 @@ pub(super) async fn record_event(
     tx: &deadpool_postgres::Transaction<'_>,
     message: i64,
     at: i64,
-    kind: &str,
+    kind: &'static str,
     who: &str,
     detail: &str,
 ) -> Result<()> {
-    record_event_keeping(tx, message, at, kind, who, detail, None).await
+    record_events(tx, at, &[Event::new(message, kind, who, detail)]).await
 }
 
-/// As `record_event`, keeping the message's store id in the row when its row is
-/// going or its id changing (`trace` must still find it by that id).
-pub(super) async fn record_event_keeping(
-    tx: &deadpool_postgres::Transaction<'_>,
-    message: i64,
-    at: i64,
-    kind: &str,
-    who: &str,
-    detail: &str,
-    uid: Option<&str>,
-) -> Result<()> {
-    macro_rules! insert {
-        () => {
-            "INSERT INTO message_events(message, at, kind, who, detail, uid)
-             VALUES($1, $2, $3, $4, $5, $6)"
-        };
-    }
-    if !tracing::enabled!(target: "lazaret::message", tracing::Level::INFO) {
-        tx.execute_cached(insert!(), &[&message, &at, &kind, &who, &detail, &uid])
-            .await?;
-        return Ok(());
-    }
-    // The store id for the log line comes back with the insert: no second round trip.
-    let id: String = tx
-        .query_one_cached(
-            concat!(
-                insert!(),
-                " RETURNING COALESCE($6::text,
-                     (SELECT uid FROM messages WHERE id=$1), '#' || $1::text)"
-            ),
-            &[&message, &at, &kind, &who, &detail, &uid],
-        )
-        .await?
-        .get(0);
-    // Outside a request (none such today) there is nowhere to keep the line.
-    let _ = REQUEST.try_with(|r| {
-        r.borrow_mut().lines.push(LogLine {
-            id,
-            kind: kind.to_string(),
-            who: who.to_string(),
-            detail: detail.to_string(),
-        })
-    });
-    Ok(())
-}
-
-/// One event of a batch for `record_events`: the message, what happened and whom it
-/// concerns.
+/// One event for `record_events`: the message, what happened and whom it concerns.
 pub(super) struct Event {
     pub message: i64,
     pub kind: &'static str,
     pub who: String,
     pub detail: String,
+    /// The message's store id, kept in the row when the message's row is going or its
+    /// id changing (`trace` must still find it by that id).
+    pub uid: Option<String>,
+}
+
+impl Event {
+    pub fn new(
+        message: i64,
+        kind: &'static str,
+        who: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Event {
+        Event {
+            message,
+            kind,
+            who: who.into(),
+            detail: detail.into(),
+            uid: None,
+        }
+    }
+
+    pub fn keeping(mut self, uid: impl Into<String>) -> Event {
+        self.uid = Some(uid.into());
+        self
+    }
 }
 
 /// Rows of the message event log of one moment, in one statement and in the order
-/// given: a bulk action's batch of 500 costs one round trip here, not 500.
+/// given: a batch of 500 costs one round trip, not 500. Their log lines wait for the
+/// request's commit.
 pub(super) async fn record_events(
     tx: &deadpool_postgres::Transaction<'_>,
     at: i64,
@@ -364,29 +343,31 @@ pub(super) async fn record_events(
     let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
     let whos: Vec<&str> = events.iter().map(|e| e.who.as_str()).collect();
     let details: Vec<&str> = events.iter().map(|e| e.detail.as_str()).collect();
+    let uids: Vec<Option<&str>> = events.iter().map(|e| e.uid.as_deref()).collect();
     // WITH ORDINALITY + ORDER BY: the rows' ids follow the order given (`trace`
     // lists a message's events by id).
     macro_rules! insert {
         () => {
-            "INSERT INTO message_events AS ev(message, at, kind, who, detail)
-             SELECT u.m, $2, u.k, u.w, u.d
-             FROM unnest($1::bigint[], $3::text[], $4::text[], $5::text[])
-                 WITH ORDINALITY AS u(m, k, w, d, n)
+            "INSERT INTO message_events AS ev(message, at, kind, who, detail, uid)
+             SELECT u.m, $2, u.k, u.w, u.d, u.uid
+             FROM unnest($1::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])
+                 WITH ORDINALITY AS u(m, k, w, d, uid, n)
              ORDER BY u.n"
         };
     }
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
-        [&messages, &at, &kinds, &whos, &details];
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+        [&messages, &at, &kinds, &whos, &details, &uids];
     if !tracing::enabled!(target: "lazaret::message", tracing::Level::INFO) {
         tx.execute_cached(insert!(), &params).await?;
         return Ok(());
     }
-    // The store ids for the log lines come back with the insert.
-    let ids: std::collections::HashMap<i64, String> = tx
+    // The store ids for the log lines come back with the insert, by row id: in the
+    // order given once sorted.
+    let mut ids: Vec<(i64, String)> = tx
         .query_cached(
             concat!(
                 insert!(),
-                " RETURNING ev.message, COALESCE(
+                " RETURNING ev.id, COALESCE(ev.uid,
                      (SELECT m.uid FROM messages m WHERE m.id=ev.message),
                      '#' || ev.message::text)"
             ),
@@ -396,11 +377,13 @@ pub(super) async fn record_events(
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
+    ids.sort_unstable_by_key(|(row, _)| *row);
+    // Outside a request (none such today) there is nowhere to keep the lines.
     let _ = REQUEST.try_with(|r| {
         let lines = &mut r.borrow_mut().lines;
-        for e in events {
+        for (e, (_, id)) in events.iter().zip(ids) {
             lines.push(LogLine {
-                id: ids.get(&e.message).cloned().unwrap_or_default(),
+                id,
                 kind: e.kind.to_string(),
                 who: e.who.clone(),
                 detail: e.detail.clone(),

@@ -20,7 +20,7 @@
 
 use super::cached::Cached;
 use super::ingest::insert;
-use super::{pg, record_event, PostgresStore, QUEUE_CHANNEL};
+use super::{pg, record_events, Event, PostgresStore, QUEUE_CHANNEL};
 use crate::embedded::ingest::Prepared;
 use crate::embedded::outbound::{attempt_event_rows, POISON_AFTER};
 use crate::{now, AttemptOutcome, QueuedMessage, Result, OUTBOUND_DISABLED};
@@ -308,9 +308,11 @@ impl PostgresStore {
                 };
                 let t = now();
                 let dsn_id = dsn.as_ref().map(|d| d.incoming.id.as_str());
-                for (kind, rcpt, detail) in attempt_event_rows(&o, dsn_id) {
-                    record_event(&tx, message, t, kind, rcpt, &detail).await?;
-                }
+                let events: Vec<Event> = attempt_event_rows(&o, dsn_id)
+                    .into_iter()
+                    .map(|(kind, rcpt, detail)| Event::new(message, kind, rcpt, detail))
+                    .collect();
+                record_events(&tx, t, &events).await?;
                 let done: Vec<&String> = o.delivered.iter().chain(&o.failed).collect();
                 tx.execute_cached(
                     "DELETE FROM queue_rcpts WHERE item=$1 AND address=ANY($2)",

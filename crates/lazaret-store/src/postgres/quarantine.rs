@@ -18,7 +18,7 @@ use crate::folder_rules::{canonical, join_flags, parse_flags, valid_folder};
 use crate::model::{ActionReport, ImportMessage, MessageSummary, QuarantineDetail};
 use crate::{now, Incoming, Result, StoreError};
 use deadpool_postgres::Transaction;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 impl PostgresStore {
     pub fn quarantine(&self, ids: &[String], actor: &str, reason: &str) -> Result<ActionReport> {
@@ -313,22 +313,35 @@ async fn origins_of(
 /// An id's kind (`q`, `m`, `x`) and number.
 type Key = (char, i64);
 
-/// Ids parsed, each kind's numbers apart; an id given twice counts once (the second
-/// finds it gone, as one by one would), and one of another kind or unreadable is None.
-fn parse_ids(ids: &[String], kinds: &[char]) -> (Vec<Option<Key>>, HashMap<char, Vec<i64>>) {
-    let mut seen = HashSet::new();
-    let mut by_kind: HashMap<char, Vec<i64>> = HashMap::new();
-    let parsed = ids
-        .iter()
-        .map(|id| match parse_id(id) {
-            Some((kind, n)) if kinds.contains(&kind) && seen.insert((kind, n)) => {
-                by_kind.entry(kind).or_default().push(n);
-                Some((kind, n))
-            }
-            _ => None,
-        })
-        .collect();
-    (parsed, by_kind)
+/// Ids parsed, in the order given and each kind's numbers apart.
+struct ParsedIds {
+    /// Each id's key; None for one of another kind, unreadable, or given before (the
+    /// second finds it gone, as one by one would).
+    keys: Vec<Option<Key>>,
+    by_kind: HashMap<char, Vec<i64>>,
+}
+
+impl ParsedIds {
+    fn new(ids: &[String], kinds: &[char]) -> ParsedIds {
+        let mut seen = HashSet::new();
+        let mut by_kind: HashMap<char, Vec<i64>> = HashMap::new();
+        let keys = ids
+            .iter()
+            .map(|id| match parse_id(id) {
+                Some((kind, n)) if kinds.contains(&kind) && seen.insert((kind, n)) => {
+                    by_kind.entry(kind).or_default().push(n);
+                    Some((kind, n))
+                }
+                _ => None,
+            })
+            .collect();
+        ParsedIds { keys, by_kind }
+    }
+
+    /// The numbers of the ids of this kind.
+    fn of(&self, kind: char) -> &[i64] {
+        self.by_kind.get(&kind).map_or(&[], Vec::as_slice)
+    }
 }
 
 /// Moves queue items and folder entries into quarantine, in the caller's transaction
@@ -342,14 +355,12 @@ pub(super) async fn quarantine(
 ) -> Result<ActionReport> {
     let mut report = ActionReport::default();
     let at = now();
-    let (parsed, by_kind) = parse_ids(ids, &['q', 'm']);
-    let none = Vec::new();
-    let items = by_kind.get(&'q').unwrap_or(&none);
-    let entries = by_kind.get(&'m').unwrap_or(&none);
+    let parsed = ParsedIds::new(ids, &['q', 'm']);
+    let (items, entries) = (parsed.of('q'), parsed.of('m'));
     let mut origins = origins_of(tx, items, entries).await?;
     // In the order given, as the report's `created` lists them.
     let mut taken = Vec::new();
-    for key in parsed {
+    for &key in &parsed.keys {
         match key.and_then(|k| origins.remove(&k)) {
             Some((message, origin)) => taken.push((message, origin)),
             None => report.skipped += 1,
@@ -359,16 +370,7 @@ pub(super) async fn quarantine(
         return Ok(report);
     }
     // The quarantine ids are drawn first so that each row's is known in order.
-    let quarantined: Vec<i64> = tx
-        .query_cached(
-            "SELECT nextval(pg_get_serial_sequence('quarantine', 'id'))
-             FROM generate_series(1, $1::bigint)",
-            &[&(taken.len() as i64)],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let quarantined = draw_ids(tx, "quarantine", taken.len()).await?;
     let messages: Vec<i64> = taken.iter().map(|(m, _)| *m).collect();
     let locations: Vec<String> = taken.iter().map(|(_, o)| o.location()).collect();
     let recipients: Vec<String> = taken.iter().map(|(_, o)| o.recipients()).collect();
@@ -396,14 +398,12 @@ pub(super) async fn quarantine(
     )
     .await?;
     let events: Vec<Event> = (0..taken.len())
-        .map(|i| Event {
-            message: messages[i],
-            kind: QUARANTINED,
-            who: recipients[i].clone(),
-            detail: format!(
+        .map(|i| {
+            let detail = format!(
                 "x{} from {} by {actor}: {reason}",
                 quarantined[i], locations[i]
-            ),
+            );
+            Event::new(messages[i], QUARANTINED, recipients[i].clone(), detail)
         })
         .collect();
     record_events(tx, at, &events).await?;
@@ -443,13 +443,12 @@ pub(super) async fn quarantine(
 async fn restore(tx: &Transaction<'_>, ids: &[String]) -> Result<(ActionReport, Vec<String>)> {
     let mut report = ActionReport::default();
     let t = now();
-    let (parsed, by_kind) = parse_ids(ids, &['x']);
-    let wanted = by_kind.get(&'x').cloned().unwrap_or_default();
+    let parsed = ParsedIds::new(ids, &['x']);
     let mut held: HashMap<i64, (i64, String)> = tx
         .query_cached(
             "SELECT id, message, origin::text FROM quarantine WHERE id=ANY($1)
              ORDER BY id FOR UPDATE",
-            &[&wanted],
+            &[&parsed.of('x')],
         )
         .await?
         .iter()
@@ -458,7 +457,7 @@ async fn restore(tx: &Transaction<'_>, ids: &[String]) -> Result<(ActionReport, 
     // What goes back, in the order given: (id as given, quarantine id, message,
     // origin).
     let mut back = Vec::new();
-    for (id, key) in ids.iter().zip(parsed) {
+    for (id, key) in ids.iter().zip(parsed.keys) {
         let Some((x, (message, stored))) = key.and_then(|(_, n)| held.remove(&n).map(|h| (n, h)))
         else {
             report.skipped += 1;
@@ -505,23 +504,18 @@ async fn restore(tx: &Transaction<'_>, ids: &[String]) -> Result<(ActionReport, 
         return Ok((report, Vec::new()));
     }
     // Each folder (created again if deleted since, as the user had it) takes the
-    // UIDs of all its entries at once.
-    let mut folders: HashMap<(String, String), (i64, i64)> = HashMap::new();
+    // UIDs of all its entries at once, folders in name order (the order their rows
+    // are locked in). Per folder: its id, the next UID to hand out, and the batch's
+    // mod-sequence.
+    let mut counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
     for (.., o) in &back {
         if let Origin::Mailbox { user, folder, .. } = o {
-            let key = (user.clone(), folder.clone());
-            if !folders.contains_key(&key) {
-                let id = folder_or_new(tx, user, folder).await?;
-                folders.insert(key.clone(), (id, 0));
-            }
-            if let Some(f) = folders.get_mut(&key) {
-                f.1 += 1;
-            }
+            *counts.entry((user, folder)).or_default() += 1;
         }
     }
-    // Per folder: its id, next UID to hand out, and the mod-sequence of the batch.
-    let mut next: HashMap<(String, String), (i64, i64, i64)> = HashMap::new();
-    for (key, (id, n)) in folders {
+    let mut next: HashMap<(&str, &str), (i64, i64, i64)> = HashMap::new();
+    for (key, n) in counts {
+        let id = folder_or_new(tx, key.0, key.1).await?;
         let (_, first, modseq) = take_uids(tx, id, n).await?;
         next.insert(key, (id, first, modseq));
     }
@@ -575,7 +569,7 @@ async fn restore(tx: &Transaction<'_>, ids: &[String]) -> Result<(ActionReport, 
             } => {
                 let entry = entry_ids.next().unwrap_or_default();
                 let slot = next
-                    .get_mut(&(user.clone(), folder.clone()))
+                    .get_mut(&(user.as_str(), folder.as_str()))
                     .ok_or_else(|| StoreError::Invalid("restore lost a folder".into()))?;
                 e.ids.push(entry);
                 e.folders.push(slot.0);
@@ -589,12 +583,8 @@ async fn restore(tx: &Transaction<'_>, ids: &[String]) -> Result<(ActionReport, 
                 format!("m{entry}")
             }
         };
-        events.push(Event {
-            message: *message,
-            kind: RESTORED,
-            who: origin.recipients(),
-            detail: format!("x{x} back to {created}"),
-        });
+        let detail = format!("x{x} back to {created}");
+        events.push(Event::new(*message, RESTORED, origin.recipients(), detail));
         report.done += 1;
         report.created.push(created);
     }
@@ -718,38 +708,41 @@ type UserFolder = (String, i64);
 async fn remove(tx: &Transaction<'_>, ids: &[String], dsns: &[Prepared]) -> Result<ActionReport> {
     let mut report = ActionReport::default();
     let t = now();
-    let (parsed, by_kind) = parse_ids(ids, &['q', 'm', 'x']);
+    let parsed = ParsedIds::new(ids, &['q', 'm', 'x']);
     // What each id held, and for a folder entry its user and folder.
     let mut gone: HashMap<Key, (i64, Option<UserFolder>)> = HashMap::new();
-    if let Some(items) = by_kind.get(&'q') {
+    let items = parsed.of('q');
+    if !items.is_empty() {
         for r in tx
             .query_cached(
                 "DELETE FROM queue_items WHERE id=ANY($1) RETURNING id, message",
-                &[items],
+                &[&items],
             )
             .await?
         {
             gone.insert(('q', r.get(0)), (r.get(1), None));
         }
     }
-    if let Some(entries) = by_kind.get(&'m') {
+    let entries = parsed.of('m');
+    if !entries.is_empty() {
         for r in tx
             .query_cached(
                 "DELETE FROM mailbox_entries e WHERE id=ANY($1)
                  RETURNING id, message,
                            (SELECT \"user\" FROM mailboxes b WHERE b.id=e.mailbox), mailbox",
-                &[entries],
+                &[&entries],
             )
             .await?
         {
             gone.insert(('m', r.get(0)), (r.get(1), Some((r.get(2), r.get(3)))));
         }
     }
-    if let Some(quarantined) = by_kind.get(&'x') {
+    let quarantined = parsed.of('x');
+    if !quarantined.is_empty() {
         for r in tx
             .query_cached(
                 "DELETE FROM quarantine WHERE id=ANY($1) RETURNING id, message",
-                &[quarantined],
+                &[&quarantined],
             )
             .await?
         {
@@ -758,19 +751,19 @@ async fn remove(tx: &Transaction<'_>, ids: &[String], dsns: &[Prepared]) -> Resu
     }
     let mut events = Vec::new();
     let mut folders_changed = BTreeSet::new();
-    for (id, key) in ids.iter().zip(parsed) {
+    for (id, key) in ids.iter().zip(parsed.keys) {
         match key.and_then(|k| gone.remove(&k)) {
             Some((message, entry)) => {
                 if let Some((user, folder)) = entry {
                     add_user(&mut report, &user);
                     folders_changed.insert(folder);
                 }
-                events.push(Event {
+                events.push(Event::new(
                     message,
-                    kind: REMOVED,
-                    who: String::new(),
-                    detail: format!("{id} by an admin"),
-                });
+                    REMOVED,
+                    "",
+                    format!("{id} by an admin"),
+                ));
                 report.done += 1;
             }
             None => report.skipped += 1,

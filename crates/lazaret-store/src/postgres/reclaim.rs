@@ -8,7 +8,7 @@
 //! leaves the list.
 
 use super::cached::Cached;
-use super::{pg, record_event_keeping, PostgresStore};
+use super::{pg, record_events, Event, PostgresStore};
 use crate::embedded::events::GONE;
 use crate::{now, Result};
 
@@ -50,16 +50,17 @@ impl PostgresStore {
             let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
             // Counting clusters down: under the filing lock, as filing counts them up.
             let clusters = super::clusters::forget(&tx, &ids).await?;
-            let t = now();
+            let mut events = Vec::with_capacity(rows.len());
             for r in &rows {
                 let (id, uid, subject): (i64, String, String) = (r.get(0), r.get(1), r.get(2));
                 // The log keeps what `trace` and `exposure --cluster` need of a message
                 // no longer stored: its store id, subject and outbreak cluster.
                 let cluster = clusters.get(&id).map(|k| k.to_string()).unwrap_or_default();
                 let subject: String = subject.chars().take(200).collect();
-                record_event_keeping(&tx, id, t, GONE, &cluster, &subject, Some(&uid)).await?;
+                events.push(Event::new(id, GONE, cluster, subject).keeping(uid.clone()));
                 gone.push(uid);
             }
+            record_events(&tx, now(), &events).await?;
             tx.execute_cached("DELETE FROM imap_cache WHERE uid=ANY($1)", &[&gone])
                 .await?;
             super::commit(tx).await?;

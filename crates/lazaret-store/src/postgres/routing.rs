@@ -123,49 +123,40 @@ impl PostgresStore {
                             &[&item, &why],
                         )
                         .await?;
-                        events.push(Event {
-                            message,
-                            kind: HELD,
-                            who: String::new(),
-                            detail: why,
-                        });
+                        events.push(Event::new(message, HELD, "", why));
                         report.held += 1;
                         continue;
                     }
                 }
                 for (queue, rcpts) in groups {
-                    let (state, next_attempt, attempts, error, rcpts) =
-                        if queue == QUEUE_LOCAL && local_open {
-                            let missing =
-                                inboxes.file(message, &rcpts, &mut events, &mut report.local.users);
-                            if missing.is_empty() {
-                                report.local.delivered += 1;
-                                continue;
-                            }
-                            report.local.deferred += 1;
-                            let error = no_such_user(&missing);
-                            events.push(Event {
-                                message,
-                                kind: DEFERRED,
-                                who: missing.join(", "),
-                                detail: error.clone(),
-                            });
-                            ("retry", t + retry_delay_secs, 1, Some(error), missing)
-                        } else {
-                            if queue != QUEUE_LOCAL {
-                                report.to_remote += 1;
-                            }
-                            events.push(Event {
-                                message,
-                                kind: QUEUED,
-                                who: rcpts.join(", "),
-                                detail: queue.clone(),
-                            });
-                            if !queues_with_work.contains(&queue) {
-                                queues_with_work.push(queue.clone());
-                            }
-                            ("ready", t, 0, None, rcpts)
-                        };
+                    let (state, next_attempt, attempts, error, rcpts) = if queue == QUEUE_LOCAL
+                        && local_open
+                    {
+                        let missing =
+                            inboxes.file(message, &rcpts, &mut events, &mut report.local.users);
+                        if missing.is_empty() {
+                            report.local.delivered += 1;
+                            continue;
+                        }
+                        report.local.deferred += 1;
+                        let error = no_such_user(&missing);
+                        events.push(Event::new(
+                            message,
+                            DEFERRED,
+                            missing.join(", "),
+                            error.clone(),
+                        ));
+                        ("retry", t + retry_delay_secs, 1, Some(error), missing)
+                    } else {
+                        if queue != QUEUE_LOCAL {
+                            report.to_remote += 1;
+                        }
+                        events.push(Event::new(message, QUEUED, rcpts.join(", "), queue.clone()));
+                        if !queues_with_work.contains(&queue) {
+                            queues_with_work.push(queue.clone());
+                        }
+                        ("ready", t, 0, None, rcpts)
+                    };
                     let new_item: i64 = tx
                         .query_one_cached(
                             "INSERT INTO queue_items(message, queue, state, next_attempt, created,

@@ -12,7 +12,7 @@
 
 use super::cached::Cached;
 use super::local::notify_users;
-use super::{pg, record_event_keeping, record_events, Event, PostgresStore, QUEUE_CHANNEL};
+use super::{pg, record_events, Event, PostgresStore, QUEUE_CHANNEL};
 use crate::embedded::events::SCANNED;
 use crate::embedded::scanning::scan_event_detail;
 use crate::model::{ActionReport, PendingScan, RescanScope, RouteReport, ScanAction, ScanRecord};
@@ -373,18 +373,12 @@ async fn scan_events_and_stamps(tx: &Transaction<'_>, records: &[ScanRecord]) ->
             continue;
         };
         if let Some(detail) = scan_event_detail(r, *first) {
-            if matches!(r.action, ScanAction::Replace { .. }) {
-                // A rewritten message takes the new copy's id: the old one stays
-                // findable here.
-                record_event_keeping(tx, r.message, t, SCANNED, "", &detail, Some(uid)).await?;
-            } else {
-                events.push(Event {
-                    message: r.message,
-                    kind: SCANNED,
-                    who: String::new(),
-                    detail,
-                });
-            }
+            let event = Event::new(r.message, SCANNED, "", detail);
+            // A rewritten message takes the new copy's id: the old one stays findable.
+            events.push(match r.action {
+                ScanAction::Replace { .. } => event.keeping(uid.clone()),
+                _ => event,
+            });
         }
         *first = *first && r.stamp.version.is_empty();
         let stamp = stamps.entry(r.message).or_default();
