@@ -68,12 +68,36 @@ class Peer:
             self.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             self.tls.load_cert_chain(certfile, keyfile)
         self.controller = None
+        # A port chosen here is held while the peer is down; a port the test named is
+        # the test's to manage (several peers may take turns on port 25).
+        self.holds_port = port is None
+        self.placeholder = None
+        self._reserve()
+
+    def _reserve(self):
+        """While down, the port stays bound (not listening: connections are refused), so
+        no server the test starts next can be given it by the kernel and answer in the
+        peer's place."""
+        if not self.holds_port:
+            return
+        self.placeholder = socket.socket()
+        try:
+            self.placeholder.bind(("127.0.0.1", self.port))
+        except OSError:
+            self.placeholder.close()
+            self.placeholder = None
+
+    def _release(self):
+        if self.placeholder:
+            self.placeholder.close()
+            self.placeholder = None
 
     @property
     def address(self):
         return f"127.0.0.1:{self.port}"
 
     def start(self):
+        self._release()
         kwargs = {"hostname": "127.0.0.1", "port": self.port}
         if self.tls:
             kwargs["tls_context"] = self.tls
@@ -88,3 +112,4 @@ class Peer:
         if self.controller:
             self.controller.stop()
             self.controller = None
+            self._reserve()
