@@ -20,6 +20,12 @@ pub const LAST_BACKUP: &str = "backup.last";
 /// One backup at a time: two would only compete for the same disk.
 static RUNNING: AtomicBool = AtomicBool::new(false);
 
+/// Whether a backup is running on this node (background work that can wait, such as
+/// filing outbreak clusters, leaves the writer and the disk to it meanwhile).
+pub fn running() -> bool {
+    RUNNING.load(Ordering::SeqCst)
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackupRequest {
@@ -50,7 +56,6 @@ pub async fn start(
     let dest = destination(server, &request);
     let claim = Claim::take()?;
     let query = dest.display().to_string();
-    audit_start(server, &actor, &dest, request.full).await?;
     let runner = server.clone();
     Ok(server
         .jobs
@@ -70,7 +75,6 @@ pub async fn run_in(
     refuse_shared_store(server)?;
     let dest = destination(server, &request);
     let _claim = Claim::take()?;
-    audit_start(server, &actor, &dest, request.full).await?;
     run(server.clone(), job, actor, dest, request.full).await
 }
 
@@ -162,7 +166,11 @@ async fn run(
     let spawned = std::thread::Builder::new()
         .name("backup".into())
         .spawn(move || {
-            lower_priority();
+            tracing::debug!(
+                "backup: thread started {:.3} s after the job",
+                t0.elapsed().as_secs_f64()
+            );
+            crate::backup::priority::lower_cpu();
             let mail_moving = || s.config.smtp.max_sessions > s.sessions.available_permits();
             let _ = done.send(create::create(
                 s.store.as_ref(),
@@ -173,6 +181,12 @@ async fn run(
                 &mail_moving,
             ));
         });
+    // The start is recorded while the snapshot is taken, not before it: the writer may
+    // be busy for a while (the clusterer's batch after new mail took 0.3 s from a cold
+    // cache), and that wait was a fifth of an incremental backup. Not recorded, the
+    // job fails as any unrecorded admin action does, once its thread is done; a backup
+    // it made is kept (on a day the store cannot write, a copy is worth having).
+    let recorded = audit_start(&server, &actor, &dest, full).await;
     let outcome = match spawned {
         Ok(_) => outcome
             .await
@@ -181,6 +195,16 @@ async fn run(
         Err(e) => Err(anyhow::anyhow!("cannot start the backup thread: {e}")),
     };
     let seconds = t0.elapsed().as_secs_f64();
+    if let Err(e) = recorded {
+        return Err(match &outcome {
+            Ok(m) => ApiError::Internal(format!(
+                "backup {} was made in {}, but the audit log could not record it: {e}",
+                m.id,
+                dest.display()
+            )),
+            Err(_) => e,
+        });
+    }
     let (record, audit) = match &outcome {
         Ok(m) => (
             serde_json::json!({
@@ -215,10 +239,13 @@ async fn run(
         ),
     };
     let text = record.to_string();
-    server
-        .store_call(move |s| s.set_setting(LAST_BACKUP, &text))
-        .await?;
-    server.audit(audit).await?;
+    // Side by side, so that both go in one group commit.
+    let (stored, audited) = tokio::join!(
+        server.store_call(move |s| s.set_setting(LAST_BACKUP, &text)),
+        server.audit(audit)
+    );
+    stored?;
+    audited?;
     let manifest = outcome.map_err(|e| ApiError::Internal(format!("{e:#}")))?;
     Ok(serde_json::json!({
         "id": manifest.id,
@@ -264,25 +291,4 @@ pub async fn last(server: &Arc<Server>) -> Option<serde_json::Value> {
         .ok()
         .flatten()?;
     serde_json::from_str(&text).ok()
-}
-
-/// Nice 10: below sessions and delivery, yet never starved as `SCHED_IDLE` could be
-/// under a flood (a backup must finish). Its reads go in the idle I/O class: the disk
-/// serves the store's commits and message reads first; mq-deadline and BFQ still serve
-/// a waiting idle request within seconds, so the backup slows under load but finishes.
-fn lower_priority() {
-    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
-    const IOPRIO_CLASS_IDLE: libc::c_long = 3;
-    const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
-    // SAFETY: plain syscalls on the calling thread; no memory is passed.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
-        libc::syscall(
-            libc::SYS_ioprio_set,
-            IOPRIO_WHO_PROCESS,
-            tid as libc::c_long,
-            IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
-        );
-    }
 }

@@ -12,4 +12,5 @@
 pub mod catalog;
 pub mod create;
 pub mod manifest;
+pub mod priority;
 pub mod restore;

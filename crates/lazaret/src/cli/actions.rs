@@ -322,7 +322,9 @@ pub fn follow(api: &Api, started: &Value) -> Result<Value> {
                 .into());
             }
             // Short jobs end within a few quick polls; long ones need no more than 10/s.
-            _ if started_at.elapsed().as_secs() < 1 => {
+            // (An incremental backup of a 1M-message store takes about a second: a
+            // 100 ms poll could add a tenth to it.)
+            _ if started_at.elapsed().as_secs() < 2 => {
                 std::thread::sleep(std::time::Duration::from_millis(10))
             }
             _ => std::thread::sleep(std::time::Duration::from_millis(100)),
