@@ -166,10 +166,6 @@ async fn run(
     let spawned = std::thread::Builder::new()
         .name("backup".into())
         .spawn(move || {
-            tracing::debug!(
-                "backup: thread started {:.3} s after the job",
-                t0.elapsed().as_secs_f64()
-            );
             crate::backup::priority::lower_cpu();
             let mail_moving = || s.config.smtp.max_sessions > s.sessions.available_permits();
             let _ = done.send(create::create(

@@ -439,9 +439,9 @@ fn compress(
 /// `read_ahead_kb` (8 MB here), sent to the disk as requests of up to
 /// `max_sectors_kb` (4 MB). The idle I/O class keeps a session's write from waiting
 /// for the backup's *queued* requests, not for those the disk already has: an fsync
-/// arriving behind an 8 MB window waited its length, 6 ms at 1.3 GB/s, and that is
-/// what the SMTP p99 during a backup had over its idle value (bench/RESULTS.md,
-/// Backup). While sessions are open the backup reads one chunk at a time, each one
+/// arriving behind an 8 MB window can wait its length (about 6 ms at 1.3 GB/s). 38 of
+/// the 40 slowest SMTP replies during a 1M-message backup fell while packs were read
+/// (bench/RESULTS.md, Backup). While sessions are open the backup reads one chunk at a time, each one
 /// request the disk finishes in well under a millisecond; with none open it reads
 /// ahead as fast as the disk goes.
 struct Readahead {

@@ -18,12 +18,12 @@ pub fn lower_cpu() {
 /// message reads first; mq-deadline and BFQ still serve a waiting idle request within
 /// seconds, so the backup slows under load but finishes.
 ///
-/// Seconds are too long while the snapshot's read transaction is open, though: behind
-/// the text index catching up on new mail, an incremental backup's first reads of the
-/// database (its schema, the changed pages) waited half a second, a third of the whole
-/// backup (bench/RESULTS.md, Backup). So the snapshot reads in the normal class and the
-/// thread drops to idle after it — or from the start when the snapshot is a whole copy
-/// of the database, which is as long as a full backup's pack reads are.
+/// An incremental backup's snapshot is not put there: it is short, and while it holds
+/// its read transaction open no checkpoint can pass it, so it should not queue behind
+/// background I/O such as the text index catching up (not measured apart from the
+/// other changes of 2026-12-05; bench/RESULTS.md, Backup). The thread drops to idle
+/// after it, or from the start when the snapshot is a whole copy of the database,
+/// which reads as much as a full backup's packs do.
 pub fn idle_io() {
     const IOPRIO_WHO_PROCESS: libc::c_long = 1;
     const IOPRIO_CLASS_IDLE: libc::c_long = 3;
