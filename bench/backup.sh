@@ -10,8 +10,9 @@
 #    and while tar | zstd -1 of the same files does (the peer under the same load);
 #  - `lazaret backup restore` (MB/s), checked byte for byte (restore checks every
 #    file's SHA-256) and with SQLite's integrity_check;
-#  - `lazaret lockdown --no-backup` and `lazaret recover --force` on the store, and
-#    `lazaret rescan` (after a new body signature) for comparison with recover's rescan.
+#  - `lazaret lockdown --no-backup` and `lazaret recover` (after a new body signature)
+#    on the store, and `lazaret rescan` (after another) for comparison with the rescan
+#    step of recover.
 # The store: USERS mailboxes x PER_USER messages from bench/find_seed.py (mbox,
 # imported), plus WORMS worm copies.
 #
@@ -88,6 +89,13 @@ seq 0 $((USERS - 1)) | xargs -P 2 -I{} $L import --user user{}@localhost "$work/
 # 12.5 ms in one run, against 3.0 in the next).
 indexed() { [ "$($L status --json | python3 -c 'import json,sys;s=json.load(sys.stdin)["store"];print(s["text_index_behind"] + s.get("clusters_behind", 0))')" = 0 ]; }
 wait_until indexed
+# Imported mail is not scanned: its rows carry no scan stamp yet. The first rescan of
+# a store writes one on every row, which grows each row; later rescans rewrite them in
+# place. At 1M messages the first pass took 39.3 s as `rescan`, then recover's rescan
+# 34.2 s and `rescan` 31.6 s, and the database grew from 861 to 997 MB in the first
+# (with recover first: 37.6 s, then `rescan` 33.2 s). Mail that came in over SMTP was
+# stamped on ingest, so the store is given its first scan here, before any timing.
+$L rescan >/dev/null
 sync
 
 # ---------------------------------------------------------------- peers
@@ -209,8 +217,15 @@ kill "$restored_pid"; wait "$restored_pid" 2>/dev/null || true
 
 # ---------------------------------------------------------------- runbook
 t0=$(now); $L lockdown --no-backup >/dev/null; lockdown_s=$(since "$t0")
+# As on the day: a new body signature, then `recover` (refused without one), whose
+# rescan reads every message again.
+printf 'Bench.Outbreak:0:*:6f7574627265616b2d6279746573\n' > "$work/outbreak.ndb"
+$L signatures add "$work/outbreak.ndb" >/dev/null
 drop_caches
-t0=$(now); $L recover --force --reason benchmark >/dev/null; recover_s=$(since "$t0")
+t0=$(now); recover_out=$($L recover); recover_s=$(since "$t0")
+echo "$recover_out" >&2
+# Each step prints its seconds: the rescan step is what compares with `rescan`.
+recover_rescan_s=$(echo "$recover_out" | awk '$1 == "rescan" { print $3 }')
 # The same rescan work by hand: a new body signature, so every message is read again.
 printf 'Bench.Nothing:0:*:6e6f2d737563682d6279746573\n' > "$work/nothing.ndb"
 $L signatures add "$work/nothing.ndb" >/dev/null
@@ -248,7 +263,7 @@ print(f"{'  during tar|zstd -1 instead (ms)':34}{during['p99_ms']:10.2f}{during_
 print(f"{'restore MB/s vs full backup':34}{restore_rate:10.1f}{full_rate:10.1f}{restore_rate / full_rate:7.2f}x   integrity_check: $integrity")
 print(f"{'first start after restore (s)':34}{float('$first_start_s'):10.2f}   (rebuilds lookups.db)")
 print(f"{'lockdown --no-backup (s)':34}{float('$lockdown_s'):10.2f}")
-print(f"{'recover --force (s) vs rescan':34}{float('$recover_s'):10.2f}{float('$rescan_s'):10.2f}")
+print(f"{'recover: its rescan step vs rescan':34}{float('$recover_rescan_s'):10.2f}{float('$rescan_s'):10.2f}{float('$rescan_s') / float('$recover_rescan_s'):7.2f}x   (the whole recover: {float('$recover_s'):.2f} s)")
 result("backup full (MB/s) vs tar|zstd -1", full_rate, tar_rate, full_rate / tar_rate)
 result("backup full (MB/s) vs tar|zstd -1 of its files", full_rate, tar_same_rate, full_rate / tar_same_rate)
 result("backup full (MB/s) vs cp -a", full_rate, cp_rate, full_rate / cp_rate)
@@ -257,6 +272,7 @@ result("backup SMTP p99 during/idle (x)", during["p99_ms"] / idle["p99_ms"], 1, 
 result("backup SMTP p99 during (ms) vs during tar|zstd -1", during["p99_ms"], during_tar["p99_ms"], during_tar["p99_ms"] / during["p99_ms"])
 result("backup restore (MB/s) vs full backup", restore_rate, full_rate, restore_rate / full_rate)
 result("backup lockdown --no-backup (s)", float("$lockdown_s"), 1, 1 / float("$lockdown_s"))
-result("backup recover --force (s) vs rescan", float("$recover_s"), float("$rescan_s"), float("$rescan_s") / float("$recover_s"))
+result("backup recover's rescan step (s) vs rescan", float("$recover_rescan_s"), float("$rescan_s"), float("$rescan_s") / float("$recover_rescan_s"))
+result("backup recover whole (s) vs rescan", float("$recover_s"), float("$rescan_s"), float("$rescan_s") / float("$recover_s"))
 PY
 [ "$integrity" = ok ] && [ "$recopied" = 0 ]

@@ -313,6 +313,16 @@ def test_lockdown_backup_and_recover_from_the_status_page(browser, server):
     shot(page, "runbook")
     page.get_by_role("button", name="Lock down").click()
     expect(page.get_by_role("status")).to_contain_text("done", timeout=30000)
+    # The job's page lists each step as the CLI prints it: outcome, seconds, result.
+    steps = page.locator("table tbody tr")
+    expect(steps).to_have_count(5)
+    expect(steps.nth(0)).to_contain_text("skipped")
+    expect(steps.nth(1)).to_contain_text("smtp stop")
+    expect(steps.nth(4)).to_contain_text("freeze queues")
+    for i in range(5):
+        cells = steps.nth(i).locator("td")
+        assert cells.nth(1).inner_text() == "ok", steps.nth(i).inner_text()
+        float(cells.nth(2).inner_text())
     wait_for(lambda: not smtp_accepts(server), what="the SMTP port to close")
     assert all(q["state"] == "frozen" for q in server.queues().values()), server.queues()
     try:

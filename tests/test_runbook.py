@@ -10,6 +10,7 @@ import imaplib
 import json
 import os
 import pathlib
+import re
 import smtplib
 import sqlite3
 import subprocess
@@ -285,8 +286,13 @@ def test_lockdown_and_recover(make_server, tmp_path):
     s = make_server()
     s.add_user("alice@localhost")
     r = s.cli("lockdown", "--message", "Outbreak: back at noon")
-    for step in ["backup", "smtp stop", "outbound disable", "access disable", "freeze queues"]:
-        assert step in r.stdout
+    # Each step on a line: its name, ok, how long it took, its result.
+    lines = r.stdout.splitlines()
+    steps = ["backup", "smtp stop", "outbound disable", "access disable", "freeze queues"]
+    for step, line in zip(steps, lines):
+        m = re.match(r"(.+?)\s+ok\s+(\d+\.\d\d) s (.+)$", line)
+        assert m and m.group(1) == step, (step, line)
+    assert re.search(r"ok\s+\S+ s \d{8}T\d{6}Z in /", lines[0]), lines[0]  # backup ID in DIR
     assert "lockdown: done" in r.stdout
     st = s.cli_json("status")
     assert st["lockdown"]["by"] and st["lockdown"]["signatures"] == st["scan"]["version"]

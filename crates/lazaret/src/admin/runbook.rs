@@ -39,6 +39,9 @@ struct Step {
     step: &'static str,
     ok: bool,
     result: String,
+    /// How long the step took: on a big store the admin sees which one is slow (the
+    /// rescan, a backup, a thaw of many messages) and what the rest cost.
+    seconds: f64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,17 +111,35 @@ pub async fn lockdown(
     Ok(Json(serde_json::json!({ "job": job.id, "total": 0 })))
 }
 
-/// The steps done so far; `run` records one and says whether to go on.
-#[derive(Default)]
-struct Steps(Vec<Step>);
+/// The steps done so far, each timed from the end of the one before; `run` records
+/// one and says whether to go on.
+struct Steps {
+    done: Vec<Step>,
+    since: std::time::Instant,
+}
 
 impl Steps {
+    fn new() -> Self {
+        Steps {
+            done: Vec::new(),
+            since: std::time::Instant::now(),
+        }
+    }
+
     fn run(&mut self, step: &'static str, outcome: Result<String, ApiError>) -> bool {
         let (ok, result) = match outcome {
             Ok(r) => (true, r),
             Err(e) => (false, e.to_string()),
         };
-        self.0.push(Step { step, ok, result });
+        let now = std::time::Instant::now();
+        let seconds = now.duration_since(self.since).as_secs_f64();
+        self.since = now;
+        self.done.push(Step {
+            step,
+            ok,
+            result,
+            seconds,
+        });
         ok
     }
 }
@@ -147,7 +168,7 @@ async fn run_lockdown(
     request: LockdownRequest,
 ) -> Result<serde_json::Value, ApiError> {
     let (s, a) = (&server, || Extension(actor.clone()));
-    let mut steps = Steps::default();
+    let mut steps = Steps::new();
     'steps: {
         let backup = match request.no_backup {
             true => Ok("skipped (--no-backup)".to_string()),
@@ -296,7 +317,7 @@ async fn run_recover(
     reason: Option<String>,
 ) -> Result<serde_json::Value, ApiError> {
     let (s, a) = (&server, || Extension(actor.clone()));
-    let mut steps = Steps::default();
+    let mut steps = Steps::new();
     'steps: {
         let scope = rescan::Scope {
             queues: true,
@@ -373,7 +394,7 @@ async fn finish(
     reason: Option<String>,
     steps: Steps,
 ) -> Result<serde_json::Value, ApiError> {
-    let steps = steps.0;
+    let steps = steps.done;
     let failed = steps.iter().find(|s| !s.ok).map(|s| s.step);
     let summary = steps
         .iter()

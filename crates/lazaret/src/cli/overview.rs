@@ -187,9 +187,10 @@ pub fn runbook(api: &Api, path: &str, body: Value) -> Result<()> {
     let action = report["action"].as_str().unwrap_or("?");
     for step in report["steps"].as_array().into_iter().flatten() {
         println!(
-            "{:<18} {:<6} {}",
+            "{:<18} {:<6} {:>8} {}",
             step["step"].as_str().unwrap_or("?"),
             if step["ok"] == true { "ok" } else { "FAILED" },
+            format!("{:.2} s", step["seconds"].as_f64().unwrap_or(0.0)),
             step["result"].as_str().unwrap_or("")
         );
     }

@@ -34,10 +34,26 @@ pub async fn show(
             " " progress #progress max=(total.max(1)) value=(done) {}
         }
         @if let Some(e) = job["error"].as_str() { p.error role="alert" { "Failed: " (e) } }
+        @if let Some(steps) = job["report"]["steps"].as_array() {
+            // `lockdown` and `recover`: each step as the CLI prints it.
+            table {
+                thead { tr { th { "Step" } th { "Outcome" } th.num { "Seconds" } th { "Result" } } }
+                tbody {
+                    @for step in steps {
+                        tr {
+                            td { (text(&step["step"])) }
+                            td { (if step["ok"] == true { "ok" } else { "FAILED" }) }
+                            td.num { (format!("{:.2}", step["seconds"].as_f64().unwrap_or(0.0))) }
+                            td { (text(&step["result"])) }
+                        }
+                    }
+                }
+            }
+        }
         @if let Some(r) = job["report"].as_object() {
             dl.facts {
                 @for (k, v) in r {
-                    @if !(v.is_array() && v.as_array().is_some_and(Vec::is_empty)) {
+                    @if k != "steps" && !(v.is_array() && v.as_array().is_some_and(Vec::is_empty)) {
                         dt { (k) } dd { (if v.is_array() { v.as_array().map(|a| a.iter().map(text).collect::<Vec<_>>().join(", ")).unwrap_or_default() } else { text(v) }) }
                     }
                 }
