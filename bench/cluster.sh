@@ -4,7 +4,7 @@
 #  1. Ingest: SESSIONS sessions send MESSAGES messages to USERS local users, spread over
 #     1, 2 and 3 nodes sharing one database and bucket, and to one embedded node.
 #     All the nodes run on this one machine, with the database and the S3 service
-#     (moto, a Python test peer), so the figures show what sharing costs, not how a
+#     (moto, a Python test peer, or s3s-fs), so the figures show what sharing costs, not how a
 #     cluster of machines scales. Accepted msgs/s (closed loop) and the time until
 #     every message is in its mailbox.
 #  2. Find and quarantine: FIND_USERS x FIND_PER_USER messages plus WORMS worm copies
@@ -20,6 +20,9 @@
 # Every figure goes to BENCH_RESULTS (bench/quick.sh's table) when that is set.
 #
 # Needs: Debian's postgresql, PyPI moto[server], postfix (smtp-sink), python3, bc.
+# For find/quarantine on a million messages, a faster S3 service than moto:
+#   cargo install s3s-fs@0.14.1 --locked --features binary --root /opt/s3s   # 90 s here
+#   S3S_FS=/opt/s3s/bin/s3s-fs PARTS=find FIND_USERS=1000 FIND_PER_USER=1000 WORMS=50000 bench/cluster.sh
 #   bench/cluster.sh                # SESSIONS=30 MESSAGES=6000 FIND_USERS=20 FIND_PER_USER=5000 WORMS=5000
 #   PARTS="find resume" bench/cluster.sh   # some of the three
 set -euo pipefail
@@ -32,6 +35,10 @@ FIND_PER_USER=${FIND_PER_USER:-5000}
 WORMS=${WORMS:-5000}
 OUTBOUND=${OUTBOUND:-400}
 PARTS=${PARTS:-ingest find resume}   # which of the three to run
+# The S3 service: moto (PyPI) unless S3S_FS names an s3s-fs binary (crates.io s3s-fs,
+# bodies as files; moto keeps every object in one Python process's memory and slows
+# to ~150 requests/s past 50,000 objects, too slow to import a million).
+S3S_FS=${S3S_FS:-}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/lazaret-cluster.XXXXXX)
@@ -62,14 +69,24 @@ report() { # report NAME LAZARET PEER RATIO: a line here and a row for bench/qui
 mkdir -p "$work/pg"
 pg=$("$root/scripts/postgres-throwaway" start "$work/pg")
 s3_port=$(free_port)
-moto_server -H 127.0.0.1 -p "$s3_port" >"$work/moto.log" 2>&1 &
+if [ -n "$S3S_FS" ]; then
+  mkdir -p "$work/s3"
+  "$S3S_FS" --host 127.0.0.1 --port "$s3_port" --access-key bench --secret-key bench "$work/s3" >"$work/s3.log" 2>&1 &
+else
+  moto_server -H 127.0.0.1 -p "$s3_port" >"$work/s3.log" 2>&1 &
+fi
 s3_pid=$!
 wait_until curl -s -o /dev/null "http://127.0.0.1:$s3_port/"
 printf 'access_key_id = "bench"\nsecret_access_key = "bench"\n' >"$work/s3.toml"
 chmod 600 "$work/s3.toml"
+new_bucket() { # signed, with the (empty) body's digest, as s3s-fs wants it; moto takes it too
+  curl -sf --aws-sigv4 "aws:amz:us-east-1:s3" --user bench:bench -X PUT \
+    -H "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" \
+    "http://127.0.0.1:$s3_port/$1" >/dev/null
+}
 new_database() { # new_database NAME -> its URL, with a bucket of the same name
   psql -q "$pg" -c "CREATE DATABASE $1" >/dev/null
-  curl -s -X PUT "http://127.0.0.1:$s3_port/$1" >/dev/null
+  new_bucket "$1"
   echo "${pg%/*}/$1"
 }
 
@@ -79,7 +96,7 @@ start_node() {
   local dir=$1 db=${2:-} name=${3:-} extra=${4:-} store=
   mkdir -p "$dir"
   if [ "${db%%:*}" = s3 ]; then # the embedded store with its bodies in bucket ${db#s3:}
-    curl -s -X PUT "http://127.0.0.1:$s3_port/${db#s3:}" >/dev/null
+    new_bucket "${db#s3:}"
     store=$(printf '[store]\nblobs = "s3"\nbucket = "%s"\nendpoint = "http://127.0.0.1:%s"\ncredentials_file = "%s"\n' \
       "${db#s3:}" "$s3_port" "$work/s3.toml")
   elif [ -n "$db" ]; then
