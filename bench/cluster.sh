@@ -20,11 +20,11 @@
 # Every figure goes to BENCH_RESULTS (bench/quick.sh's table) when that is set.
 #
 # Needs: Debian's postgresql, PyPI moto[server], postfix (smtp-sink), python3, bc.
+#   bench/cluster.sh                # SESSIONS=30 MESSAGES=6000 FIND_USERS=20 FIND_PER_USER=5000 WORMS=5000
+#   PARTS="find resume" bench/cluster.sh   # some of the three
 # For find/quarantine on a million messages, a faster S3 service than moto:
 #   cargo install s3s-fs@0.14.1 --locked --features binary --root /opt/s3s   # 90 s here
 #   S3S_FS=/opt/s3s/bin/s3s-fs PARTS=find FIND_USERS=1000 FIND_PER_USER=1000 WORMS=50000 bench/cluster.sh
-#   bench/cluster.sh                # SESSIONS=30 MESSAGES=6000 FIND_USERS=20 FIND_PER_USER=5000 WORMS=5000
-#   PARTS="find resume" bench/cluster.sh   # some of the three
 set -euo pipefail
 SESSIONS=${SESSIONS:-30}
 MESSAGES=${MESSAGES:-6000}
@@ -35,9 +35,8 @@ FIND_PER_USER=${FIND_PER_USER:-5000}
 WORMS=${WORMS:-5000}
 OUTBOUND=${OUTBOUND:-400}
 PARTS=${PARTS:-ingest find resume}   # which of the three to run
-# The S3 service: moto (PyPI) unless S3S_FS names an s3s-fs binary (crates.io s3s-fs,
-# bodies as files; moto keeps every object in one Python process's memory and slows
-# to ~150 requests/s past 50,000 objects, too slow to import a million).
+# The S3 service: moto unless S3S_FS names an s3s-fs binary (objects as files); moto
+# keeps every object in one Python process and slows to ~150 PUTs/s past 50,000.
 S3S_FS=${S3S_FS:-}
 
 root=$(cd "$(dirname "$0")/.." && pwd)

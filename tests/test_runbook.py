@@ -294,7 +294,7 @@ def test_lockdown_and_recover(make_server, tmp_path):
     ], r.stdout
     # The backup's ID in its directory; on a shared (PostgreSQL) store, skipped and why.
     assert re.search(r"ok\s+\S+ s (\d{8}T\d{6}Z in /|skipped: the PostgreSQL store)", lines[0]), lines[0]
-    assert "lockdown: done" in r.stdout
+    assert lines[-1] == "lockdown: done", r.stdout
     st = s.cli_json("status")
     assert st["lockdown"]["by"] and st["lockdown"]["signatures"] == st["scan"]["version"]
     assert "LOCKDOWN since" in s.cli("status").stdout
