@@ -231,6 +231,11 @@ find_and_quarantine() {
 start_node "$work/find-emb"
 find_and_quarantine emb "$work/find-emb"
 stop_node "$work/find-emb"
+# The embedded store with its bodies in the same S3 service: what the database costs
+# once both write every body to the same bucket service on the same cores.
+start_node "$work/find-emb-s3" "s3:findembs3"
+find_and_quarantine embs3 "$work/find-emb-s3"
+stop_node "$work/find-emb-s3"
 start_node "$work/find-pg" "$(new_database find)" mx1
 find_and_quarantine pgf "$work/find-pg"
 stop_node "$work/find-pg"
@@ -238,6 +243,10 @@ total=$((FIND_USERS * FIND_PER_USER + WORMS))
 for what in import subject from sha quarantine restore status; do
   lz=$(eval echo "\$pgf_$what"); peer=$(eval echo "\$emb_$what")
   report "cluster $what $total msgs pg s (vs embedded)" "$lz" "$peer" "$(echo "scale=2; $peer / $lz" | bc)"
+done
+for what in import quarantine restore; do
+  lz=$(eval echo "\$pgf_$what"); peer=$(eval echo "\$embs3_$what")
+  report "cluster $what $total msgs pg s (vs embedded+S3)" "$lz" "$peer" "$(echo "scale=2; $peer / $lz" | bc)"
 done
 
 fi

@@ -28,15 +28,21 @@ pub(super) async fn lock_filing(tx: &Transaction<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Records a just-inserted message's fingerprint, to be filed by `file_clusters`.
-pub(super) async fn record(tx: &Transaction<'_>, message: i64, fp: &Fingerprint) -> Result<()> {
-    if fp.is_empty() {
+/// Records just-inserted messages' fingerprints, to be filed by `file_clusters`: one
+/// statement for all.
+pub(super) async fn record(tx: &Transaction<'_>, messages: &[(i64, &Fingerprint)]) -> Result<()> {
+    let keyed = || messages.iter().filter(|(_, fp)| !fp.is_empty());
+    if keyed().next().is_none() {
         return Ok(());
     }
+    let ids: Vec<i64> = keyed().map(|(id, _)| *id).collect();
+    let signatures: Vec<Option<&[u8]>> = keyed().map(|(_, fp)| fp.signature()).collect();
+    let pending: Vec<Vec<u8>> = keyed().map(|(_, fp)| fp.encode()).collect();
     tx.execute_cached(
-        "INSERT INTO fingerprints(message, signature, pending) VALUES($1, $2, $3)
+        "INSERT INTO fingerprints(message, signature, pending)
+         SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bytea[])
          ON CONFLICT DO NOTHING",
-        &[&message, &fp.signature(), &fp.encode()],
+        &[&ids, &signatures, &pending],
     )
     .await?;
     Ok(())

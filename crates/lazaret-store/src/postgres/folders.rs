@@ -547,6 +547,31 @@ pub(super) async fn add_entry(
         .get(0))
 }
 
+/// Puts messages into a folder in one statement: `entries` are (UID, message, flags,
+/// internal date), the UIDs taken with `take_uids` (whose mod-sequence they share).
+pub(super) async fn add_entries(
+    tx: &Transaction<'_>,
+    mailbox: i64,
+    modseq: i64,
+    entries: &[(i64, i64, String, i64)],
+) -> Result<()> {
+    let uids: Vec<i64> = entries.iter().map(|e| e.0).collect();
+    let messages: Vec<i64> = entries.iter().map(|e| e.1).collect();
+    let flags: Vec<&str> = entries.iter().map(|e| e.2.as_str()).collect();
+    let dates: Vec<i64> = entries.iter().map(|e| e.3).collect();
+    // In UID order, so entry ids ascend with UIDs as one at a time would leave them.
+    tx.execute_cached(
+        "INSERT INTO mailbox_entries(mailbox, uid, message, flags, internal_date, modseq)
+         SELECT $1, u.uid, u.m, u.f, u.d, $2
+         FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::bigint[])
+             WITH ORDINALITY AS u(uid, m, f, d, n)
+         ORDER BY u.n",
+        &[&mailbox, &modseq, &uids, &messages, &flags, &dates],
+    )
+    .await?;
+    Ok(())
+}
+
 /// A rename whose children would take a name already in use.
 fn unique_is_exists(e: tokio_postgres::Error) -> StoreError {
     match e.code() {

@@ -6,12 +6,14 @@
 //! A forgery `[auth_checks]` caught goes to quarantine in the same commit.
 
 use super::cached::Cached;
-use super::{add_recipients, pg, record_event, PostgresStore, QUEUE_CHANNEL};
+use super::{add_recipients, pg, record_dated_events, Event, PostgresStore, QUEUE_CHANNEL};
+use crate::embedded::clusters::Fingerprint;
 use crate::embedded::events::accepted_row;
 use crate::embedded::ingest::Prepared;
 use crate::MessageMetadata;
-use crate::{now, Accepted, Incoming, Result, AUTH_CHECKS_ACTOR};
+use crate::{now, Accepted, Incoming, Result, StoreError, AUTH_CHECKS_ACTOR};
 use lazaret_core::state::QUEUE_INBOUND;
+use std::collections::HashMap;
 
 impl PostgresStore {
     pub fn ingest(&self, incoming: Incoming) -> Result<Accepted> {
@@ -71,95 +73,174 @@ pub(super) async fn insert(tx: &deadpool_postgres::Transaction<'_>, p: &Prepared
     Ok(item)
 }
 
-/// Inserts the message row, its parts, its text for `find --body` and its first
-/// event; returns the row's id.
+/// Inserts one message's rows (`insert_messages`); returns its row id.
 pub(super) async fn insert_message(
     tx: &deadpool_postgres::Transaction<'_>,
     p: &Prepared,
     received: i64,
 ) -> Result<i64> {
-    let (incoming, meta) = (&p.incoming, &p.meta);
-    let scan = incoming.scan.as_ref();
-    let message: i64 = tx
-        .query_one_cached(
+    let ids = insert_messages(tx, &[(p, received)]).await?;
+    Ok(ids[0])
+}
+
+/// Inserts the rows of new messages (each with when it arrived): the message, its
+/// parts, its text for `find --body`, its fingerprint and its first event. One
+/// statement per table for any number of messages: an import of 500 costs five
+/// round trips, not 2,500. Returns the row ids, in the order given.
+pub(super) async fn insert_messages(
+    tx: &deadpool_postgres::Transaction<'_>,
+    messages: &[(&Prepared, i64)],
+) -> Result<Vec<i64>> {
+    if messages.is_empty() {
+        return Ok(Vec::new());
+    }
+    let column = |f: &dyn Fn(&Prepared) -> Option<&str>| -> Vec<Option<&str>> {
+        messages.iter().map(|(p, _)| f(p)).collect()
+    };
+    let uids = column(&|p| Some(p.incoming.id.as_str()));
+    let sha256 = column(&|p| Some(&p.digests.sha256));
+    let md5 = column(&|p| Some(&p.digests.md5));
+    let env_from = column(&|p| Some(p.incoming.mail_from.as_str()));
+    let helo = column(&|p| Some(p.incoming.helo.as_str()));
+    let peer = column(&|p| Some(p.incoming.peer.as_str()));
+    let hdr_from = column(&|p| Some(p.meta.from.as_str()));
+    let hdr_to = column(&|p| Some(p.meta.to.as_str()));
+    let hdr_cc = column(&|p| Some(p.meta.cc.as_str()));
+    let subject = column(&|p| Some(p.meta.subject.as_str()));
+    let message_id = column(&|p| Some(p.meta.message_id.as_str()));
+    let scan_version = column(&|p| p.incoming.scan.as_ref().map(|s| s.version.as_str()));
+    let scan_content = column(&|p| {
+        let scan = p.incoming.scan.as_ref();
+        scan.map(|s| s.content_version.as_str())
+    });
+    let verdict = column(&|p| {
+        let scan = p.incoming.scan.as_ref();
+        scan.and_then(|s| s.verdict.as_deref())
+    });
+    let auth = column(&|p| p.incoming.auth.as_ref().map(|a| a.results.as_str()));
+    let sizes: Vec<i64> = messages.iter().map(|(p, _)| p.size as i64).collect();
+    let received: Vec<i64> = messages.iter().map(|(_, at)| *at).collect();
+    let dates: Vec<Option<i64>> = messages.iter().map(|(p, _)| p.meta.date).collect();
+    let rows = tx
+        .query_cached(
             "INSERT INTO messages(uid, sha256, md5, size, received, env_from, helo, peer,
                  hdr_from, hdr_to, hdr_cc, subject, date, message_id,
                  scan_version, scan_content, verdict, auth)
-             VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)
-             RETURNING id",
+             SELECT u.uid, u.sha256, u.md5, u.size, u.received, u.env_from, u.helo, u.peer,
+                 u.hdr_from, u.hdr_to, u.hdr_cc, u.subject, u.date, u.message_id,
+                 u.scan_version, u.scan_content, u.verdict, u.auth
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
+                         $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                         $11::text[], $12::text[], $13::bigint[], $14::text[], $15::text[],
+                         $16::text[], $17::text[], $18::text[])
+                 WITH ORDINALITY AS u(uid, sha256, md5, size, received, env_from, helo,
+                     peer, hdr_from, hdr_to, hdr_cc, subject, date, message_id,
+                     scan_version, scan_content, verdict, auth, n)
+             ORDER BY u.n
+             RETURNING id, uid",
             &[
-                &incoming.id,
-                &p.digests.sha256,
-                &p.digests.md5,
-                &(p.size as i64),
+                &uids,
+                &sha256,
+                &md5,
+                &sizes,
                 &received,
-                &incoming.mail_from,
-                &incoming.helo,
-                &incoming.peer,
-                &meta.from,
-                &meta.to,
-                &meta.cc,
-                &meta.subject,
-                &meta.date,
-                &meta.message_id,
-                &scan.map(|s| &s.version),
-                &scan.map(|s| &s.content_version),
-                &scan.and_then(|s| s.verdict.as_ref()),
-                &incoming.auth.as_ref().map(|a| &a.results),
-            ],
-        )
-        .await?
-        .get(0);
-    insert_parts(tx, message, meta).await?;
-    insert_text(tx, message, meta).await?;
-    super::clusters::record(tx, message, &p.fingerprint).await?;
-    let (kind, who, detail) = accepted_row(incoming, meta);
-    record_event(tx, message, received, kind, &who, &detail).await?;
-    Ok(message)
-}
-
-/// The message's parts and archive members, for `find --attachment` and hash
-/// signatures: one statement for all.
-pub(super) async fn insert_parts(
-    tx: &deadpool_postgres::Transaction<'_>,
-    message: i64,
-    meta: &MessageMetadata,
-) -> Result<()> {
-    if !meta.parts.is_empty() {
-        let parts = &meta.parts;
-        let numbers: Vec<i32> = (0..parts.len() as i32).collect();
-        let types: Vec<&str> = parts.iter().map(|x| x.content_type.as_str()).collect();
-        let names: Vec<Option<&str>> = parts.iter().map(|x| x.filename.as_deref()).collect();
-        let sizes: Vec<i64> = parts.iter().map(|x| x.size as i64).collect();
-        let sha256: Vec<&str> = parts.iter().map(|x| x.sha256.as_str()).collect();
-        let inside: Vec<Option<i32>> = parts.iter().map(|x| x.inside.map(|i| i as i32)).collect();
-        let md5: Vec<&str> = parts.iter().map(|x| x.md5.as_str()).collect();
-        // One statement for all parts: an archive can list hundreds of members.
-        tx.execute_cached(
-            "INSERT INTO parts(message, part, content_type, filename, size, sha256, inside, md5)
-             SELECT $1, * FROM unnest($2::int[], $3::text[], $4::text[], $5::bigint[],
-                                      $6::text[], $7::int[], $8::text[])",
-            &[
-                &message, &numbers, &types, &names, &sizes, &sha256, &inside, &md5,
+                &env_from,
+                &helo,
+                &peer,
+                &hdr_from,
+                &hdr_to,
+                &hdr_cc,
+                &subject,
+                &dates,
+                &message_id,
+                &scan_version,
+                &scan_content,
+                &verdict,
+                &auth,
             ],
         )
         .await?;
+    // RETURNING promises no order: each id is matched to its message by store id.
+    let by_uid: HashMap<String, i64> = rows.iter().map(|r| (r.get(1), r.get(0))).collect();
+    let ids: Vec<i64> = messages
+        .iter()
+        .map(|(p, _)| by_uid.get(&p.incoming.id).copied())
+        .collect::<Option<_>>()
+        .ok_or_else(|| StoreError::Postgres("a message row came back without its id".into()))?;
+    let metas: Vec<(i64, &MessageMetadata)> = ids
+        .iter()
+        .zip(messages)
+        .map(|(id, (p, _))| (*id, &p.meta))
+        .collect();
+    insert_parts(tx, &metas).await?;
+    insert_text(tx, &metas).await?;
+    let fingerprints: Vec<(i64, &Fingerprint)> = ids
+        .iter()
+        .zip(messages)
+        .map(|(id, (p, _))| (*id, &p.fingerprint))
+        .collect();
+    super::clusters::record(tx, &fingerprints).await?;
+    let events: Vec<Event> = ids
+        .iter()
+        .zip(messages)
+        .map(|(id, (p, _))| {
+            let (kind, who, detail) = accepted_row(&p.incoming, &p.meta);
+            Event::new(*id, kind, who, detail)
+        })
+        .collect();
+    record_dated_events(tx, &received, &events).await?;
+    Ok(ids)
+}
+
+/// The messages' parts and archive members, for `find --attachment` and hash
+/// signatures: one statement for all (an archive can list hundreds of members).
+pub(super) async fn insert_parts(
+    tx: &deadpool_postgres::Transaction<'_>,
+    messages: &[(i64, &MessageMetadata)],
+) -> Result<()> {
+    let all = || {
+        messages
+            .iter()
+            .flat_map(|(id, meta)| meta.parts.iter().enumerate().map(move |(n, x)| (*id, n, x)))
+    };
+    if all().next().is_none() {
+        return Ok(());
     }
+    let ids: Vec<i64> = all().map(|(id, ..)| id).collect();
+    let numbers: Vec<i32> = all().map(|(_, n, _)| n as i32).collect();
+    let types: Vec<&str> = all().map(|(.., x)| x.content_type.as_str()).collect();
+    let names: Vec<Option<&str>> = all().map(|(.., x)| x.filename.as_deref()).collect();
+    let sizes: Vec<i64> = all().map(|(.., x)| x.size as i64).collect();
+    let sha256: Vec<&str> = all().map(|(.., x)| x.sha256.as_str()).collect();
+    let inside: Vec<Option<i32>> = all().map(|(.., x)| x.inside.map(|i| i as i32)).collect();
+    let md5: Vec<&str> = all().map(|(.., x)| x.md5.as_str()).collect();
+    tx.execute_cached(
+        "INSERT INTO parts(message, part, content_type, filename, size, sha256, inside, md5)
+         SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::bigint[],
+                              $6::text[], $7::int[], $8::text[])",
+        &[
+            &ids, &numbers, &types, &names, &sizes, &sha256, &inside, &md5,
+        ],
+    )
+    .await?;
     Ok(())
 }
 
-/// The message's text, for `find --body`.
+/// The messages' text, for `find --body`: one statement for all.
 pub(super) async fn insert_text(
     tx: &deadpool_postgres::Transaction<'_>,
-    message: i64,
-    meta: &MessageMetadata,
+    messages: &[(i64, &MessageMetadata)],
 ) -> Result<()> {
-    if !meta.text.is_empty() {
-        tx.execute_cached(
-            "INSERT INTO message_text(message, body) VALUES($1, $2)",
-            &[&message, &meta.text],
-        )
-        .await?;
+    let with_text = || messages.iter().filter(|(_, meta)| !meta.text.is_empty());
+    if with_text().next().is_none() {
+        return Ok(());
     }
+    let ids: Vec<i64> = with_text().map(|(id, _)| *id).collect();
+    let bodies: Vec<&str> = with_text().map(|(_, meta)| meta.text.as_str()).collect();
+    tx.execute_cached(
+        "INSERT INTO message_text(message, body) SELECT * FROM unnest($1::bigint[], $2::text[])",
+        &[&ids, &bodies],
+    )
+    .await?;
     Ok(())
 }

@@ -336,6 +336,16 @@ pub(super) async fn record_events(
     at: i64,
     events: &[Event],
 ) -> Result<()> {
+    record_dated_events(tx, &vec![at; events.len()], events).await
+}
+
+/// `record_events` with a time for each event (`at[i]` for `events[i]`): imported
+/// mail is logged as arriving when its own date says.
+pub(super) async fn record_dated_events(
+    tx: &deadpool_postgres::Transaction<'_>,
+    at: &[i64],
+    events: &[Event],
+) -> Result<()> {
     if events.is_empty() {
         return Ok(());
     }
@@ -349,9 +359,10 @@ pub(super) async fn record_events(
     macro_rules! insert {
         () => {
             "INSERT INTO message_events AS ev(message, at, kind, who, detail, uid)
-             SELECT u.m, $2, u.k, u.w, u.d, u.uid
-             FROM unnest($1::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])
-                 WITH ORDINALITY AS u(m, k, w, d, uid, n)
+             SELECT u.m, u.at, u.k, u.w, u.d, u.uid
+             FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+                         $6::text[])
+                 WITH ORDINALITY AS u(m, at, k, w, d, uid, n)
              ORDER BY u.n"
         };
     }

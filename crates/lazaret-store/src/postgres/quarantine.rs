@@ -7,7 +7,7 @@
 //! Also import, which fills one folder in one transaction.
 
 use super::cached::Cached;
-use super::folders::{add_entry, folder_id, next_modseq, take_uids};
+use super::folders::{add_entries, folder_id, next_modseq, take_uids};
 use super::local::notify_users;
 use super::{ingest, pg, record_events, release, Event, PostgresStore, QUEUE_CHANNEL};
 use crate::embedded::events::{QUARANTINED, REMOVED, RESTORED};
@@ -197,14 +197,23 @@ impl PostgresStore {
             let box_id = folder_or_new(&tx, &user, &folder).await?;
             let (_, mut uid, modseq) = take_uids(&tx, box_id, prepared.len() as i64).await?;
             let t = now();
-            for (p, flags, internal_date) in &prepared {
-                // Imported mail keeps its date, as in the embedded store.
-                let received = internal_date.unwrap_or(t);
-                let message = ingest::insert_message(&tx, p, received).await?;
-                let flags = join_flags(flags);
-                add_entry(&tx, box_id, uid, message, &flags, received, modseq).await?;
-                uid += 1;
-            }
+            // Imported mail keeps its date, as in the embedded store.
+            let dated: Vec<(&Prepared, i64)> = prepared
+                .iter()
+                .map(|(p, _, internal_date)| (p, internal_date.unwrap_or(t)))
+                .collect();
+            let messages = ingest::insert_messages(&tx, &dated).await?;
+            let entries: Vec<(i64, i64, String, i64)> = messages
+                .iter()
+                .zip(&dated)
+                .zip(&prepared)
+                .map(|((message, (_, received)), (_, flags, _))| {
+                    let entry = (uid, *message, join_flags(flags), *received);
+                    uid += 1;
+                    entry
+                })
+                .collect();
+            add_entries(&tx, box_id, modseq, &entries).await?;
             notify_users(&tx, &[notified]).await?;
             super::commit(tx).await?;
             Ok(prepared.len() as u64)

@@ -59,17 +59,24 @@ impl PostgresStore {
                 )
                 .await
                 .map_err(pg)?;
-                for table in ["parts", "message_text"] {
-                    tx.execute(&format!("DELETE FROM {table} WHERE message=$1"), &[id])
-                        .await
-                        .map_err(pg)?;
-                }
-                insert_parts(&tx, *id, meta).await?;
-                insert_text(&tx, *id, meta).await?;
-                // Stores from before clusters: each message is filed into one (a
-                // message that has a fingerprint keeps it and its cluster).
-                clusters::record(&tx, *id, &Fingerprint::of(meta)).await?;
             }
+            let ids: Vec<i64> = extracted.iter().map(|(id, ..)| *id).collect();
+            for table in ["parts", "message_text"] {
+                let delete = format!("DELETE FROM {table} WHERE message=ANY($1)");
+                tx.execute(&delete, &[&ids]).await.map_err(pg)?;
+            }
+            let metas: Vec<(i64, &MessageMetadata)> =
+                extracted.iter().map(|(id, meta, _)| (*id, meta)).collect();
+            insert_parts(&tx, &metas).await?;
+            insert_text(&tx, &metas).await?;
+            // Stores from before clusters: each message is filed into one (a message
+            // that has a fingerprint keeps it and its cluster).
+            let fingerprints: Vec<Fingerprint> = extracted
+                .iter()
+                .map(|(_, meta, _)| Fingerprint::of(meta))
+                .collect();
+            let keyed: Vec<(i64, &Fingerprint)> = ids.iter().copied().zip(&fingerprints).collect();
+            clusters::record(&tx, &keyed).await?;
             super::commit(tx).await?;
             Ok(())
         })?;
