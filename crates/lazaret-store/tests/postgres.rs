@@ -360,6 +360,31 @@ impl Drop for Moto {
     }
 }
 
+/// `status`'s totals, kept by triggers (migration 0006), against the rows counted now.
+fn totals_match_the_rows(store: &PostgresStore, url: &str) {
+    let kept = store.stats().unwrap();
+    let live = "FROM messages WHERE id NOT IN (SELECT message FROM reclaim)";
+    let counted = (
+        sql_i64(url, &format!("SELECT COUNT(*) {live}")),
+        sql_i64(
+            url,
+            &format!("SELECT COALESCE(SUM(size), 0)::bigint {live}"),
+        ),
+        sql_i64(url, "SELECT COUNT(*) FROM queue_items"),
+        sql_i64(url, "SELECT COUNT(*) FROM mailbox_entries"),
+    );
+    let totals = (
+        kept.messages as i64,
+        kept.message_bytes as i64,
+        kept.queued as i64,
+        kept.in_mailboxes as i64,
+    );
+    assert_eq!(
+        totals, counted,
+        "status (messages, bytes, queued, in mailboxes)"
+    );
+}
+
 /// One number from the database.
 fn sql_i64(url: &str, sql: &str) -> i64 {
     with_connection(url, async |c| c.query_one(sql, &[]).await.unwrap().get(0))
@@ -2244,6 +2269,7 @@ fn the_reclaim_removes_rows_and_objects_of_messages_nothing_holds() {
         None,
     );
     kept.unwrap();
+    totals_match_the_rows(&one, &url);
     let queued: Vec<String> = one
         .queue_messages("inbound")
         .unwrap()
@@ -2259,6 +2285,7 @@ fn the_reclaim_removes_rows_and_objects_of_messages_nothing_holds() {
         .collect();
     let embedded_removed = embedded.remove(&embedded_queued, vec![]).unwrap();
     assert_eq!((removed.done, embedded_removed.done), (12, 12));
+    totals_match_the_rows(&two, &url);
     assert_eq!(one.reclaim_backlog().unwrap(), 12);
     assert_eq!(embedded.reclaim_backlog().unwrap(), 12);
     // Removed messages are gone for readers before the reclaim runs.
@@ -2305,6 +2332,34 @@ fn the_reclaim_removes_rows_and_objects_of_messages_nothing_holds() {
         sql_i64(&url, "SELECT COUNT(DISTINCT message) FROM parts"),
         1
     );
+    // The totals' rows (one per statement that added or removed rows) fold into one,
+    // by one node at a time, and still say the same.
+    totals_match_the_rows(&one, &url);
+    assert!(sql_i64(&url, "SELECT COUNT(*) FROM totals") > 1);
+    std::thread::scope(|s| {
+        s.spawn(|| one.fold_totals().unwrap());
+        s.spawn(|| two.fold_totals().unwrap());
+    });
+    one.fold_totals().unwrap();
+    assert_eq!(sql_i64(&url, "SELECT COUNT(*) FROM totals"), 1);
+    totals_match_the_rows(&two, &url);
+    // A batch import (one statement per table), then its folder deleted with them.
+    let imported: Vec<lazaret_store::ImportMessage> = (0..3)
+        .map(|n| lazaret_store::ImportMessage {
+            data: format!("Subject: old {n}\r\n\r\nkept a while\r\n").into_bytes(),
+            flags: vec!["\\Seen".into()],
+            internal_date: Some(1_000_000 + n),
+        })
+        .collect();
+    one.folder_create("ann@example.org", "Archive", None)
+        .unwrap();
+    assert_eq!(
+        one.import("ann@example.org", "Archive", imported).unwrap(),
+        3
+    );
+    totals_match_the_rows(&one, &url);
+    one.folder_delete("ann@example.org", "Archive").unwrap();
+    totals_match_the_rows(&one, &url);
 }
 
 /// A worm copy: a text of its own and one attachment (`payload`, a lookup key).

@@ -40,6 +40,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "bulk admin jobs another node can finish",
         sql: include_str!("migrations/0005_jobs.sql"),
     },
+    Migration {
+        version: 6,
+        name: "status totals kept as rows come and go",
+        sql: include_str!("migrations/0006_totals.sql"),
+    },
 ];
 
 /// The schema version this build brings a database to.

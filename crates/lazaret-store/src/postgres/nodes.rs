@@ -51,9 +51,15 @@ impl PostgresStore {
                             &[&now(), &node],
                         )
                         .await;
+                    let _ = fold_totals(&c).await;
                 }
             }
         })
+    }
+
+    /// Folds `status`'s totals now (every node's heartbeat does it every few seconds).
+    pub fn fold_totals(&self) -> Result<()> {
+        self.with_client(|c| async move { fold_totals(&c).await })
     }
 
     /// Every node that ever joined, by name.
@@ -82,4 +88,26 @@ impl PostgresStore {
                 .collect())
         })
     }
+}
+
+/// Key of the advisory lock `fold_totals` runs under ("totals" in ASCII).
+const TOTALS_LOCK: i64 = 0x746f_7461_6c73;
+
+/// Folds the rows of `totals` (one per statement that added or removed rows since
+/// the last fold) into one, so `status` sums a handful of rows, not a day's. One
+/// node at a time; one that finds another folding leaves it to that one. The rows
+/// a writer adds meanwhile are not yet visible to the delete and stay for the next.
+pub(super) async fn fold_totals(c: &tokio_postgres::Client) -> Result<()> {
+    c.execute(
+        "WITH mine AS (SELECT pg_try_advisory_xact_lock($1) AS locked),
+              gone AS (DELETE FROM totals WHERE (SELECT locked FROM mine)
+                       RETURNING messages, message_bytes, entries, queued)
+         INSERT INTO totals(messages, message_bytes, entries, queued)
+         SELECT SUM(messages), SUM(message_bytes), SUM(entries), SUM(queued) FROM gone
+         HAVING COUNT(*) > 0",
+        &[&TOTALS_LOCK],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
 }
