@@ -8,9 +8,12 @@
 #     cluster of machines scales. Accepted msgs/s (closed loop) and the time until
 #     every message is in its mailbox.
 #  2. Find and quarantine: FIND_USERS x FIND_PER_USER messages plus WORMS worm copies
-#     (bench/find_seed.py, imported), on one PostgreSQL node and on the embedded node:
-#     find by subject, sender and attachment SHA-256, quarantine every copy, restore
-#     every copy, and `status` (its totals count every row).
+#     (bench/find_seed.py, imported), on one PostgreSQL node, on the embedded node, and
+#     on the embedded node with its bodies in the same S3 service (what the database
+#     costs when both write every body to the same service): find by subject, sender
+#     and attachment SHA-256, quarantine every copy, restore every copy, and `status`.
+#     Each node's files and bucket go once its figures are taken (at a million
+#     messages each holds 14 GB).
 #  3. Delivery resumption: a node holding outbound claims is SIGKILLed; the time until
 #     the first of its items is delivered by another node (the lease, a minute, plus a
 #     look), through an smtp-sink that answers DATA after a second (and is then one
@@ -130,6 +133,10 @@ CFG
   python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['smtp'][0])" "$dir/data/listeners.json" >"$dir/smtp"
   python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['submission'][0])" "$dir/data/listeners.json" >"$dir/submission"
 }
+drop_store() { # drop_store DIR [BUCKET]: a stopped node's files, and its bucket on s3s-fs
+  rm -rf "$1/data"
+  [ -z "${2:-}" ] || [ -z "$S3S_FS" ] || rm -rf "${work:?}/s3/$2"
+}
 stop_node() { kill "$(cat "$1/pid")" 2>/dev/null || true; wait "$(cat "$1/pid")" 2>/dev/null || true; }
 in_mailboxes() { # in_mailboxes DIR N: at least N messages in mailboxes (cluster-wide)
   "$LZ" -c "$1/lazaret.toml" status --json |
@@ -230,15 +237,15 @@ find_and_quarantine() {
 }
 start_node "$work/find-emb"
 find_and_quarantine emb "$work/find-emb"
-stop_node "$work/find-emb"
+stop_node "$work/find-emb"; drop_store "$work/find-emb"
 # The embedded store with its bodies in the same S3 service: what the database costs
 # once both write every body to the same bucket service on the same cores.
 start_node "$work/find-emb-s3" "s3:findembs3"
 find_and_quarantine embs3 "$work/find-emb-s3"
-stop_node "$work/find-emb-s3"
+stop_node "$work/find-emb-s3"; drop_store "$work/find-emb-s3" findembs3
 start_node "$work/find-pg" "$(new_database find)" mx1
 find_and_quarantine pgf "$work/find-pg"
-stop_node "$work/find-pg"
+stop_node "$work/find-pg"; drop_store "$work/find-pg" find
 total=$((FIND_USERS * FIND_PER_USER + WORMS))
 for what in import subject from sha quarantine restore status; do
   lz=$(eval echo "\$pgf_$what"); peer=$(eval echo "\$emb_$what")

@@ -97,17 +97,17 @@ pub(super) async fn insert_messages(
     let column = |f: &dyn Fn(&Prepared) -> Option<&str>| -> Vec<Option<&str>> {
         messages.iter().map(|(p, _)| f(p)).collect()
     };
-    let uids = column(&|p| Some(p.incoming.id.as_str()));
+    let uids = column(&|p| Some(&p.incoming.id));
     let sha256 = column(&|p| Some(&p.digests.sha256));
     let md5 = column(&|p| Some(&p.digests.md5));
-    let env_from = column(&|p| Some(p.incoming.mail_from.as_str()));
-    let helo = column(&|p| Some(p.incoming.helo.as_str()));
-    let peer = column(&|p| Some(p.incoming.peer.as_str()));
-    let hdr_from = column(&|p| Some(p.meta.from.as_str()));
-    let hdr_to = column(&|p| Some(p.meta.to.as_str()));
-    let hdr_cc = column(&|p| Some(p.meta.cc.as_str()));
-    let subject = column(&|p| Some(p.meta.subject.as_str()));
-    let message_id = column(&|p| Some(p.meta.message_id.as_str()));
+    let env_from = column(&|p| Some(&p.incoming.mail_from));
+    let helo = column(&|p| Some(&p.incoming.helo));
+    let peer = column(&|p| Some(&p.incoming.peer));
+    let hdr_from = column(&|p| Some(&p.meta.from));
+    let hdr_to = column(&|p| Some(&p.meta.to));
+    let hdr_cc = column(&|p| Some(&p.meta.cc));
+    let subject = column(&|p| Some(&p.meta.subject));
+    let message_id = column(&|p| Some(&p.meta.message_id));
     let scan_version = column(&|p| p.incoming.scan.as_ref().map(|s| s.version.as_str()));
     let scan_content = column(&|p| {
         let scan = p.incoming.scan.as_ref();
